@@ -1,0 +1,128 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/loyalty-engine/loyalty/loyalty"
+)
+
+// decode reads a JSON body into dst. Unreadable JSON is 400; JSON of the
+// wrong shape (a string where a number belongs, a number out of range) is
+// 422 naming the field.
+func decode(c *fiber.Ctx, dst any) error {
+	body := c.Body()
+	if len(bytes.TrimSpace(body)) == 0 {
+		return loyalty.Errorf(loyalty.Malformed, "malformed", "the request body is empty; send a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(dst); err != nil {
+		return decodeError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return loyalty.Errorf(loyalty.Malformed, "malformed", "the request body holds more than one JSON value")
+	}
+	return nil
+}
+
+func decodeError(err error) error {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return loyalty.Errorf(loyalty.Malformed, "malformed", "the request body is not valid JSON")
+	case errors.As(err, &te):
+		field := te.Field
+		if field == "" {
+			return loyalty.Errorf(loyalty.Malformed, "malformed", "the request body must be a JSON object")
+		}
+		return loyalty.Invalidf(field, "must be %s", describeType(te.Type.String()))
+	}
+	// Errors from a field's own UnmarshalJSON, such as a decimal that does
+	// not parse.
+	msg := err.Error()
+	if strings.Contains(msg, "decimal") {
+		return &loyalty.Error{Code: loyalty.Invalid, Reason: "validation", Message: "a decimal field does not hold a decimal",
+			Fields: []loyalty.FieldError{{Field: "decimal", Message: "must be a decimal string such as \"1.25\""}}}
+	}
+	return loyalty.Errorf(loyalty.Malformed, "malformed", "the request body cannot be read as the expected JSON object")
+}
+
+func describeType(t string) string {
+	t = strings.TrimLeft(t, "*[]")
+	switch {
+	case strings.HasPrefix(t, "int"), strings.HasPrefix(t, "uint"):
+		return "an integer in range"
+	case t == "string":
+		return "a string"
+	case t == "bool":
+		return "true or false"
+	case strings.Contains(t, "Decimal"):
+		return "a decimal string such as \"1.25\""
+	}
+	return "of another type"
+}
+
+// idempotencyKey reads Idempotency-Key and digests the request it guards.
+func idempotencyKey(c *fiber.Ctx) (loyalty.IdempotencyKey, error) {
+	k := c.Get("Idempotency-Key")
+	if k == "" {
+		return loyalty.IdempotencyKey{}, nil
+	}
+	if len(k) > 255 {
+		return loyalty.IdempotencyKey{}, loyalty.Invalidf("Idempotency-Key", "must be 1 to 255 printable ASCII characters")
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x20 || k[i] > 0x7e {
+			return loyalty.IdempotencyKey{}, loyalty.Invalidf("Idempotency-Key", "must be 1 to 255 printable ASCII characters")
+		}
+	}
+	p := principal(c)
+	return loyalty.IdempotencyKey{Key: k, Subject: string(p.Role) + ":" + p.Subject,
+		RequestHash: loyalty.HashRequest([]byte(c.Method()), []byte(c.Path()), canonical(c.Body()))}, nil
+}
+
+// canonical re-encodes a JSON body with sorted keys and no spacing, so the
+// same request sent with other whitespace or key order hashes the same.
+func canonical(body []byte) []byte {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return body
+	}
+	out, err := json.Marshal(v)
+	if err != nil {
+		return body
+	}
+	return out
+}
+
+// page reads ?limit= and ?cursor=.
+func page(c *fiber.Ctx) (loyalty.Page, error) {
+	p := loyalty.Page{Cursor: c.Query("cursor")}
+	if l := c.Query("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 500 {
+			return p, loyalty.Invalidf("limit", "must be an integer from 1 to 500")
+		}
+		p.Limit = n
+	}
+	return p, nil
+}
+
+// created answers a write: its first answer, or the replay of it.
+func created(c *fiber.Ctx, v any, rep *loyalty.Replay) error {
+	if rep != nil {
+		c.Set("Idempotent-Replayed", "true")
+		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+		return c.Status(rep.Status).Send(rep.Body)
+	}
+	return c.Status(fiber.StatusCreated).JSON(v)
+}

@@ -1,0 +1,99 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/loyalty-engine/loyalty/loyalty"
+)
+
+// statuses maps the domain's error codes to HTTP statuses, once.
+var statuses = map[loyalty.Code]int{
+	loyalty.Malformed:    http.StatusBadRequest,
+	loyalty.Invalid:      http.StatusUnprocessableEntity,
+	loyalty.Unauthorized: http.StatusUnauthorized,
+	loyalty.Forbidden:    http.StatusForbidden,
+	loyalty.NotFound:     http.StatusNotFound,
+	loyalty.Conflict:     http.StatusConflict,
+	loyalty.TooLarge:     http.StatusRequestEntityTooLarge,
+	loyalty.Unavailable:  http.StatusServiceUnavailable,
+	loyalty.Internal:     http.StatusInternalServerError,
+}
+
+// Problem is an RFC 9457 problem document. Type is a URI reference relative
+// to the API ("/problems/insufficient_points"); Code repeats its last
+// segment for clients that branch on it.
+type Problem struct {
+	Type     string               `json:"type"`
+	Title    string               `json:"title"`
+	Status   int                  `json:"status"`
+	Detail   string               `json:"detail"`
+	Instance string               `json:"instance,omitempty"`
+	Code     string               `json:"code"`
+	Errors   []loyalty.FieldError `json:"errors,omitempty"`
+}
+
+// errorHandler is the app's one error handler: every error a handler or
+// middleware returns becomes a problem document here.
+func errorHandler(log *slog.Logger) fiber.ErrorHandler {
+	return func(c *fiber.Ctx, err error) error {
+		var fe *fiber.Error
+		var e *loyalty.Error
+		switch {
+		case errors.As(err, &fe):
+			e = fiberError(fe)
+		default:
+			e = loyalty.ErrorOf(err)
+		}
+		status := statuses[e.Code]
+		if status == 0 {
+			status = http.StatusInternalServerError
+		}
+		if status >= 500 {
+			log.Error("request failed", "request_id", requestID(c), "route", routePath(c), "method", c.Method(), "error", err.Error())
+		}
+		if status == http.StatusServiceUnavailable {
+			c.Set(fiber.HeaderRetryAfter, "5")
+		}
+		p := Problem{Type: "/problems/" + e.Reason, Title: http.StatusText(status), Status: status, Detail: e.Message,
+			Instance: c.Path(), Code: e.Reason, Errors: e.Fields}
+		body, merr := json.Marshal(p)
+		if merr != nil {
+			return merr
+		}
+		c.Set(fiber.HeaderContentType, "application/problem+json")
+		return c.Status(status).Send(body)
+	}
+}
+
+func fiberError(fe *fiber.Error) *loyalty.Error {
+	switch fe.Code {
+	case http.StatusRequestEntityTooLarge:
+		return loyalty.Errorf(loyalty.TooLarge, "body_too_large", "the request body is larger than 1 MiB")
+	case http.StatusNotFound:
+		return loyalty.Errorf(loyalty.NotFound, "not_found", "no such resource")
+	case http.StatusMethodNotAllowed:
+		return &loyalty.Error{Code: "method_not_allowed", Reason: "method_not_allowed", Message: "method not allowed"}
+	case http.StatusBadRequest:
+		return loyalty.Errorf(loyalty.Malformed, "malformed", "%s", fe.Message)
+	case http.StatusUnsupportedMediaType:
+		return loyalty.Errorf(loyalty.Malformed, "unsupported_media_type", "send application/json")
+	case http.StatusTooManyRequests:
+		return &loyalty.Error{Code: "rate_limited", Reason: "rate_limited", Message: "too many requests"}
+	case http.StatusRequestTimeout:
+		return &loyalty.Error{Code: loyalty.Malformed, Reason: "timeout", Message: "the request took too long to arrive"}
+	}
+	if fe.Code >= 500 {
+		return &loyalty.Error{Code: loyalty.Internal, Reason: "internal", Message: "internal error"}
+	}
+	return loyalty.Errorf(loyalty.Malformed, "bad_request", "%s", fe.Message)
+}
+
+func init() {
+	statuses["rate_limited"] = http.StatusTooManyRequests
+	statuses["method_not_allowed"] = http.StatusMethodNotAllowed
+}

@@ -1,0 +1,138 @@
+// Package api is the engine's HTTP edge: routing, authentication, request
+// decoding, problem documents, metrics and the OpenAPI description. Handlers
+// decode, call one service method and encode; the rules live in loyalty.
+package api
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/recover"
+	"github.com/gofiber/fiber/v2/middleware/requestid"
+
+	"github.com/loyalty-engine/loyalty/loyalty"
+)
+
+// BodyLimit is the largest request body accepted.
+const BodyLimit = 1 << 20
+
+// Config configures the HTTP app.
+type Config struct {
+	Auth     AuthConfig
+	Logger   *slog.Logger
+}
+
+type server struct {
+	svc     *loyalty.Service
+	auth    AuthConfig
+	log     *slog.Logger
+	metrics *Metrics
+}
+
+// New builds the app over svc. The Metrics it returns must be given to the
+// service as its observer for business counters to move.
+func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &server{svc: svc, auth: cfg.Auth, log: cfg.Logger, metrics: metrics}
+	app := fiber.New(fiber.Config{
+		AppName:               "loyalty",
+		BodyLimit:             BodyLimit,
+		ErrorHandler:          errorHandler(cfg.Logger),
+		Immutable:             true,
+		DisableStartupMessage: true,
+		ReadTimeout:           30 * time.Second,
+		WriteTimeout:          30 * time.Second,
+		IdleTimeout:           120 * time.Second,
+	})
+	app.Use(recover.New())
+	app.Use(requestid.New())
+	app.Use(s.observe)
+
+	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
+	app.Get("/readyz", s.ready)
+	app.Get("/metrics", metrics.handler())
+	app.Get("/openapi.json", func(c *fiber.Ctx) error {
+		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+		return c.Send(OpenAPI)
+	})
+
+	const (
+		admin    = loyalty.RoleAdmin
+		marketer = loyalty.RoleMarketer
+		pos      = loyalty.RolePOS
+		member   = loyalty.RoleMember
+	)
+	all := []loyalty.Role{admin, marketer, pos, member}
+	v1 := app.Group("/v1", s.authenticate)
+
+	v1.Get("/program", allow(marketer, admin), s.getProgram)
+	v1.Put("/program", allow(marketer, admin), s.putProgram)
+
+	v1.Get("/tiers", allow(all...), s.listTiers)
+	v1.Put("/tiers/:code", allow(marketer, admin), s.putTier)
+	v1.Delete("/tiers/:code", allow(marketer, admin), s.deleteTier)
+
+	v1.Post("/members", allow(pos, marketer, admin), s.enrolMember)
+	v1.Get("/members", allow(pos, marketer, admin), s.findMembers)
+	v1.Get("/members/:id", allow(all...), s.getMember)
+	v1.Patch("/members/:id", allow(all...), s.patchMember)
+	v1.Delete("/members/:id", allow(admin), s.eraseMember)
+	v1.Get("/members/:id/balance", allow(all...), s.getBalance)
+	v1.Get("/members/:id/ledger", allow(all...), s.getLedger)
+	v1.Post("/members/:id/adjustments", allow(admin), s.postAdjustment)
+
+	v1.Post("/purchases/quote", allow(pos, admin), s.quotePurchase)
+	v1.Post("/purchases", allow(pos, admin), s.postPurchase)
+	v1.Get("/purchases/:id", allow(all...), s.getPurchase)
+	v1.Post("/purchases/:id/returns", allow(pos, admin), s.postReturn)
+
+	app.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })
+	return app
+}
+
+func (s *server) ready(c *fiber.Ctx) error {
+	ctx, cancel := context.WithTimeout(c.UserContext(), 2*time.Second)
+	defer cancel()
+	if err := s.svc.Store().Ping(ctx); err != nil {
+		return loyalty.Errorf(loyalty.Unavailable, "database_unavailable", "the database does not answer")
+	}
+	return c.JSON(fiber.Map{"status": "ready"})
+}
+
+func requestID(c *fiber.Ctx) string {
+	id, _ := c.Locals(requestid.ConfigDefault.ContextKey).(string)
+	return id
+}
+
+// routePath is the matched route's template, such as /v1/members/:id: it
+// names the endpoint without the ids or query strings in the URL.
+func routePath(c *fiber.Ctx) string {
+	if r := c.Route(); r != nil && r.Path != "" && r.Path != "/" {
+		return r.Path
+	}
+	return "unmatched"
+}
+
+// observe logs one line per request and records its latency. It logs the
+// route template, never the URL (which may hold an e-mail address in a
+// query) nor any header.
+func (s *server) observe(c *fiber.Ctx) error {
+	start := time.Now()
+	err := c.Next()
+	if err != nil {
+		if herr := c.App().ErrorHandler(c, err); herr != nil {
+			_ = c.SendStatus(fiber.StatusInternalServerError)
+		}
+	}
+	status := c.Response().StatusCode()
+	route := routePath(c)
+	elapsed := time.Since(start)
+	s.metrics.observeRequest(c.Method(), route, status, elapsed)
+	s.log.Info("request", "request_id", requestID(c), "method", c.Method(), "route", route, "status", status,
+		"duration_ms", float64(elapsed.Microseconds())/1000, "role", string(principal(c).Role))
+	return nil
+}

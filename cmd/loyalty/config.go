@@ -1,0 +1,103 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/loyalty-engine/loyalty/api"
+)
+
+// config is read from the environment, once, in main.
+type config struct {
+	DatabaseURL string
+	Addr        string
+	Jobs        bool
+	LogLevel    slog.Level
+	Auth        api.AuthConfig
+	// SecretFile is where the generated secret of an embedded deployment
+	// lives; empty when the secret came from the environment.
+	SecretFile string
+}
+
+func env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+func loadConfig() (config, error) {
+	c := config{
+		DatabaseURL: env("LOYALTY_DATABASE_URL", "sqlite://loyalty.db"),
+		Addr:        env("LOYALTY_ADDR", ":8080"),
+		Jobs:        env("LOYALTY_JOBS", "on") != "off",
+		Auth:        api.AuthConfig{Issuer: os.Getenv("LOYALTY_JWT_ISSUER"), Audience: os.Getenv("LOYALTY_JWT_AUDIENCE")},
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(env("LOYALTY_LOG_LEVEL", "info"))); err != nil {
+		return c, fmt.Errorf("LOYALTY_LOG_LEVEL: %w", err)
+	}
+	if s := os.Getenv("LOYALTY_JWT_SECRET"); s != "" {
+		if len(s) < 32 {
+			return c, errors.New("LOYALTY_JWT_SECRET must be at least 32 characters")
+		}
+		c.Auth.Secret = []byte(s)
+		return c, nil
+	}
+	path, ok := strings.CutPrefix(c.DatabaseURL, "sqlite://")
+	if !ok {
+		return c, errors.New("LOYALTY_JWT_SECRET is required with PostgreSQL: set it to a random string of at least 32 characters")
+	}
+	c.SecretFile = filepath.Join(filepath.Dir(path), "loyalty.secret")
+	secret, err := readOrCreateSecret(c.SecretFile)
+	if err != nil {
+		return c, err
+	}
+	c.Auth.Secret = secret
+	return c, nil
+}
+
+// readOrCreateSecret keeps the embedded deployment's signing secret in a
+// file only its owner can read, made on first use.
+func readOrCreateSecret(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		s := strings.TrimSpace(string(b))
+		if len(s) < 32 {
+			return nil, fmt.Errorf("%s: the secret is shorter than 32 characters", path)
+		}
+		return []byte(s), nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("read secret: %w", err)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, fmt.Errorf("make secret: %w", err)
+	}
+	s := hex.EncodeToString(raw)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("write secret: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return readOrCreateSecret(path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("write secret: %w", err)
+	}
+	if _, err := f.WriteString(s + "\n"); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write secret: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("write secret: %w", err)
+	}
+	return []byte(s), nil
+}

@@ -1,0 +1,163 @@
+package loyalty
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"time"
+
+	"github.com/shopspring/decimal"
+)
+
+// DemoOptions sizes the demo program.
+type DemoOptions struct {
+	Members int
+	Seed    int64
+	Now     time.Time
+}
+
+// DemoSummary counts what SeedDemo wrote.
+type DemoSummary struct {
+	Members, Purchases, Returns int
+	PointsIssued                int64
+}
+
+var (
+	demoCategories = []string{"skincare", "makeup", "fragrance", "haircare", "bath", "body", "tools", "nails",
+		"suncare", "men", "lips", "eyes", "face", "cleansers", "masks", "serums", "moisturizers", "toners",
+		"brushes", "sponges", "candles", "gifts", "minis", "wellness", "vegan", "clean", "hair-tools", "shampoo",
+		"conditioner", "deodorant"}
+	demoFirst = []string{"Ada", "Ben", "Chloé", "Dev", "Emma", "Femi", "Grace", "Hiro", "Ines", "Jon", "Kai", "Lena", "Mia", "Noor", "Omar", "Pia"}
+	demoLast  = []string{"Martin", "Okafor", "Silva", "Nguyen", "Kowalski", "Haddad", "Ito", "Berg", "Rossi", "Diaz"}
+)
+
+// SeedDemo loads a demo program into an empty database: the Insider / VIB /
+// Rouge ladder (0 / 350 / 1,000 dollars a year at 1 / 1.25 / 1.5 points per
+// dollar) and members with nine months of purchases across categories,
+// stores and channels, some returned. Everything goes through the service,
+// with its clock set to each event's time, so tiers and balances are exactly
+// what the engine would have computed live.
+func SeedDemo(ctx context.Context, store *Store, opt DemoOptions) (DemoSummary, error) {
+	var sum DemoSummary
+	if opt.Members <= 0 {
+		opt.Members = 300
+	}
+	if opt.Now.IsZero() {
+		opt.Now = time.Now()
+	}
+	var n int64
+	if err := store.read(ctx).Model(&memberRow{}).Count(&n).Error; err != nil {
+		return sum, fmt.Errorf("seed demo: %w", err)
+	}
+	if n > 0 {
+		return sum, fmt.Errorf("seed demo: the database already has %d members; seed an empty database", n)
+	}
+	clock := opt.Now.Add(-300 * 24 * time.Hour)
+	svc := NewService(store, WithClock(func() time.Time { return clock }))
+	name, cur, p := "Beauty Insider", "USD", decimal.NewFromInt(1)
+	pend, exp, win := 0, 365, 365
+	policy, period, tz := ExpiryLot, "rolling", "America/New_York"
+	if _, err := svc.UpdateProgram(ctx, ProgramPatch{Name: &name, Currency: &cur, PointsPerUnit: &p, PendingDays: &pend,
+		ExpiryPolicy: &policy, ExpiryDays: &exp, TierPeriod: &period, TierWindowDays: &win, Timezone: &tz}); err != nil {
+		return sum, fmt.Errorf("seed demo: %w", err)
+	}
+	for _, t := range []struct {
+		code, name string
+		rank       int
+		mult       string
+		spend      int64
+		benefits   []string
+	}{
+		{"insider", "Insider", 0, "1", 0, []string{"birthday_gift"}},
+		{"vib", "VIB", 1, "1.25", 35000, []string{"birthday_gift", "free_shipping"}},
+		{"rouge", "Rouge", 2, "1.5", 100000, []string{"birthday_gift", "free_shipping", "early_access"}},
+	} {
+		m := decimal.RequireFromString(t.mult)
+		if _, _, err := svc.PutTier(ctx, t.code, TierInput{Name: &t.name, Rank: &t.rank, EarnMultiplier: &m,
+			QualifyingSpend: &t.spend, Benefits: t.benefits}); err != nil {
+			return sum, fmt.Errorf("seed demo: %w", err)
+		}
+	}
+
+	rng := rand.New(rand.NewPCG(uint64(opt.Seed), 0x10ea1))
+	type event struct {
+		at     time.Time
+		member int
+	}
+	var events []event
+	start := opt.Now.Add(-270 * 24 * time.Hour)
+	for m := 0; m < opt.Members; m++ {
+		// Buyers range from weekly regulars to one-off visitors; some lapse.
+		gapDays := []float64{5, 9, 14, 30, 60, 120}[rng.IntN(6)]
+		first := start.Add(time.Duration(rng.Float64()*200*24) * time.Hour)
+		end := opt.Now
+		if rng.IntN(4) == 0 {
+			end = first.Add(time.Duration(30+rng.IntN(120)) * 24 * time.Hour)
+		}
+		for t := first; t.Before(end); t = t.Add(time.Duration((0.5+rng.Float64())*gapDays*24) * time.Hour) {
+			events = append(events, event{at: t, member: m})
+		}
+	}
+	sort.Slice(events, func(i, j int) bool { return events[i].at.Before(events[j].at) })
+
+	ids := make([]string, opt.Members)
+	admin := Principal{Subject: "demo", Role: RoleAdmin}
+	for i, ev := range events {
+		if err := ctx.Err(); err != nil {
+			return sum, err
+		}
+		clock = ev.at
+		if ids[ev.member] == "" {
+			f, l := demoFirst[rng.IntN(len(demoFirst))], demoLast[rng.IntN(len(demoLast))]
+			email := fmt.Sprintf("member%04d@example.com", ev.member+1)
+			phone := fmt.Sprintf("+1555%07d", ev.member+1)
+			ext := fmt.Sprintf("CUST-%05d", ev.member+1)
+			bday := time.Date(1960+rng.IntN(45), time.Month(1+rng.IntN(12)), 1+rng.IntN(28), 0, 0, 0, 0, time.UTC).Format(time.DateOnly)
+			mem, _, err := svc.EnrolMember(ctx, MemberInput{ExternalID: &ext, Email: &email, Phone: &phone, FirstName: &f,
+				LastName: &l, Birthday: &bday, Timezone: &tz}, IdempotencyKey{})
+			if err != nil {
+				return sum, fmt.Errorf("seed demo: %w", err)
+			}
+			ids[ev.member] = mem.ID
+			sum.Members++
+		}
+		in := demoBasket(rng, ids[ev.member], i, ev.at)
+		res, _, err := svc.PostPurchase(ctx, admin, in, IdempotencyKey{})
+		if err != nil {
+			return sum, fmt.Errorf("seed demo: %w", err)
+		}
+		sum.Purchases++
+		sum.PointsIssued += res.PointsEarned
+		if rng.IntN(25) == 0 {
+			amount := *in.Items[0].Amount
+			clock = ev.at.Add(time.Duration(1+rng.IntN(10)) * 24 * time.Hour)
+			if clock.After(opt.Now) {
+				continue
+			}
+			if _, _, err := svc.PostReturn(ctx, admin, res.ID, ReturnInput{ExternalID: "RET-" + in.ExternalID, Amount: &amount}, IdempotencyKey{}); err != nil {
+				return sum, fmt.Errorf("seed demo: %w", err)
+			}
+			sum.Returns++
+		}
+	}
+	return sum, nil
+}
+
+func demoBasket(rng *rand.Rand, memberID string, n int, at time.Time) PurchaseInput {
+	lines := 1 + rng.IntN(4)
+	var items []PurchaseItem
+	var total int64
+	for l := 0; l < lines; l++ {
+		qty := int64(1 + rng.IntN(2))
+		price := int64(500 + rng.IntN(60)*100)
+		amount := qty * price
+		cat := demoCategories[rng.IntN(len(demoCategories))]
+		items = append(items, PurchaseItem{SKU: fmt.Sprintf("SKU-%s-%d", cat, rng.IntN(20)), Category: cat,
+			Quantity: &qty, UnitPrice: &price, Amount: &amount})
+		total += amount
+	}
+	channel := []string{"pos", "pos", "pos", "online", "app"}[rng.IntN(5)]
+	return PurchaseInput{MemberID: memberID, ExternalID: fmt.Sprintf("R-%07d", n+1), StoreID: fmt.Sprintf("store-%d", 1+rng.IntN(8)),
+		Channel: channel, OccurredAt: at.UTC().Format(time.RFC3339), Currency: "USD", Total: &total, Items: items}
+}

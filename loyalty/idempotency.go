@@ -1,0 +1,139 @@
+package loyalty
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+)
+
+// Replay is the first response to a write that has been repeated.
+type Replay struct {
+	Status int
+	Body   json.RawMessage
+}
+
+// IdempotencyKey is the caller's Idempotency-Key with what it guards. The
+// zero value means the caller sent none.
+type IdempotencyKey struct {
+	Key         string // as sent, 1–255 printable ASCII
+	Subject     string // the caller's sub: keys are scoped to the caller
+	RequestHash string // hash of method, route and canonical body
+}
+
+// HashRequest digests the parts of a request that make it "the same".
+func HashRequest(parts ...[]byte) string {
+	h := sha256.New()
+	for _, p := range parts {
+		var n [8]byte
+		l := len(p)
+		for i := range n {
+			n[i] = byte(l >> (8 * i))
+		}
+		h.Write(n[:])
+		h.Write(p)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// guard is one idempotency record a write claims before its effect.
+type guard struct {
+	scope, key, hash string
+	// mismatch is the error when the key was used for a different request:
+	// 422 for a caller's key, 409 for a natural key such as a receipt number.
+	mismatch *Error
+}
+
+func headerGuard(k IdempotencyKey) []guard {
+	if k.Key == "" {
+		return nil
+	}
+	return []guard{{scope: "key:" + k.Subject, key: k.Key, hash: k.RequestHash,
+		mismatch: Errorf(Invalid, "idempotency_key_reused", "Idempotency-Key was already used with a different request")}}
+}
+
+var errReplayed = errors.New("replayed")
+
+// writeOnce runs fn in a write transaction guarded by idempotency records.
+// Each guard is claimed first (an insert that waits for, then yields to, a
+// concurrent claim of the same key); if one was already completed, the
+// transaction is rolled back and its first response replayed. Otherwise fn
+// runs and its result is stored under every guard in the same transaction,
+// so a crash keeps both the effect and its record, or neither.
+func writeOnce[T any](ctx context.Context, s *Service, guards []guard, status int, fn func(tx *gorm.DB) (T, error)) (T, *Replay, error) {
+	var out T
+	var replay *Replay
+	now := ts(s.now())
+	err := s.store.write(ctx, func(tx *gorm.DB) error {
+		replay = nil
+		for _, g := range guards {
+			r, err := claim(tx, g, now)
+			if err != nil {
+				return err
+			}
+			if r != nil {
+				replay = r
+				return errReplayed
+			}
+		}
+		v, err := fn(tx)
+		if err != nil {
+			return err
+		}
+		body, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		for _, g := range guards {
+			if err := tx.Model(&idempotencyRow{}).Where("scope = ? AND key = ?", g.scope, g.key).
+				Updates(map[string]any{"status": status, "response": string(body)}).Error; err != nil {
+				return err
+			}
+		}
+		out = v
+		return nil
+	})
+	if errors.Is(err, errReplayed) {
+		return out, replay, nil
+	}
+	return out, nil, err
+}
+
+func claim(tx *gorm.DB, g guard, now time.Time) (*Replay, error) {
+	row := idempotencyRow{Scope: g.scope, Key: g.key, RequestHash: g.hash, Status: 0, Response: "", CreatedAt: now}
+	res := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&row)
+	if res.Error != nil {
+		return nil, res.Error
+	}
+	if res.RowsAffected == 1 {
+		return nil, nil
+	}
+	var prev idempotencyRow
+	if err := tx.Where("scope = ? AND key = ?", g.scope, g.key).Take(&prev).Error; err != nil {
+		return nil, err
+	}
+	if prev.RequestHash != g.hash {
+		return nil, g.mismatch
+	}
+	if prev.Status == 0 {
+		return nil, Errorf(Conflict, "in_progress", "the same request is still being processed; retry shortly")
+	}
+	return &Replay{Status: prev.Status, Body: json.RawMessage(prev.Response)}, nil
+}
+
+// PurgeIdempotencyKeys forgets callers' keys older than keep. Natural keys
+// (receipt numbers) are kept for as long as the records they guard.
+func (s *Service) PurgeIdempotencyKeys(ctx context.Context, keep time.Duration) (int64, error) {
+	var n int64
+	err := s.store.write(ctx, func(tx *gorm.DB) error {
+		res := tx.Where("scope LIKE ? AND created_at < ?", "key:%", ts(s.now().Add(-keep))).Delete(&idempotencyRow{})
+		n = res.RowsAffected
+		return res.Error
+	})
+	return n, err
+}

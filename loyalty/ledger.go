@@ -1,0 +1,537 @@
+package loyalty
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/shopspring/decimal"
+	"gorm.io/gorm"
+
+	"github.com/loyalty-engine/loyalty/tiers"
+)
+
+// Ledger entry kinds (§7).
+const (
+	KindEarn         = "earn"
+	KindOffer        = "offer"
+	KindBonus        = "bonus"
+	KindGift         = "gift"
+	KindRedeem       = "redeem"
+	KindRedeemCancel = "redeem_cancel"
+	KindReturn       = "return"
+	KindExpire       = "expire"
+	KindAdjust       = "adjust"
+)
+
+// Entry is one ledger entry as the API shows it.
+type Entry struct {
+	ID           string     `json:"id"`
+	MemberID     string     `json:"member_id"`
+	Kind         string     `json:"kind"`
+	Points       int64      `json:"points"`
+	OccurredAt   time.Time  `json:"occurred_at"`
+	AvailableAt  time.Time  `json:"available_at"`
+	ExpiresAt    *time.Time `json:"expires_at"`
+	PurchaseID   *string    `json:"purchase_id"`
+	ReturnID     *string    `json:"return_id"`
+	RedemptionID *string    `json:"redemption_id"`
+	OfferID      *string    `json:"offer_id"`
+	Description  string     `json:"description"`
+}
+
+func entryFromRow(r entryRow) Entry {
+	return Entry{ID: r.ID, MemberID: r.MemberID, Kind: r.Kind, Points: r.Points, OccurredAt: r.OccurredAt.UTC(),
+		AvailableAt: r.AvailableAt.UTC(), ExpiresAt: utcp(r.ExpiresAt), PurchaseID: r.PurchaseID, ReturnID: r.ReturnID,
+		RedemptionID: r.RedemptionID, OfferID: r.OfferID, Description: r.Description}
+}
+
+// account is a member's balance row and member row, both locked for the
+// rest of the transaction: every change to a member's points goes through
+// one, so concurrent writes for one member are serialised while writes for
+// different members run in parallel.
+type account struct {
+	member  memberRow
+	balance balanceRow
+	prog    *Program
+	now     time.Time
+}
+
+func lockAccount(tx *gorm.DB, memberID string, prog *Program, now time.Time) (*account, error) {
+	a := &account{prog: prog, now: now}
+	if err := forUpdate(tx).Where("member_id = ?", memberID).Take(&a.balance).Error; err != nil {
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			return nil, Errorf(NotFound, "not_found", "no member has id %q", memberID)
+		}
+		return nil, err
+	}
+	if err := forUpdate(tx).Where("id = ?", memberID).Take(&a.member).Error; err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// save writes the cached balance back with a new version.
+func (a *account) save(tx *gorm.DB) error {
+	a.balance.Version++
+	a.balance.UpdatedAt = a.now
+	return tx.Save(&a.balance).Error
+}
+
+// entrySpec describes an entry to append.
+type entrySpec struct {
+	Kind         string
+	Points       int64 // signed
+	OccurredAt   time.Time
+	AvailableAt  time.Time // credits only; defaults to OccurredAt
+	ExpiresAt    *time.Time
+	PurchaseID   *string
+	ReturnID     *string
+	RedemptionID *string
+	OfferID      *string
+	Description  string
+}
+
+func (a *account) append(tx *gorm.DB, e entrySpec) (entryRow, error) {
+	if e.AvailableAt.IsZero() {
+		e.AvailableAt = e.OccurredAt
+	}
+	row := entryRow{ID: newID(), MemberID: a.member.ID, Kind: e.Kind, Points: e.Points, OccurredAt: ts(e.OccurredAt),
+		AvailableAt: ts(e.AvailableAt), ExpiresAt: tsp(e.ExpiresAt), PurchaseID: e.PurchaseID, ReturnID: e.ReturnID,
+		RedemptionID: e.RedemptionID, OfferID: e.OfferID, Description: e.Description, CreatedAt: a.now}
+	if err := tx.Create(&row).Error; err != nil {
+		return entryRow{}, err
+	}
+	sum, ok := tiers.AddMinor(a.balance.Points, e.Points)
+	if !ok {
+		return entryRow{}, Errorf(Conflict, "overflow", "the balance would overflow")
+	}
+	a.balance.Points = sum
+	return row, nil
+}
+
+// expiryFor is when a credit occurring at t expires under the program's
+// lot policy; nil when points never expire or expire by inactivity.
+func (a *account) expiryFor(t time.Time) *time.Time {
+	if a.prog.ExpiryPolicy != ExpiryLot || a.prog.ExpiryDays == 0 {
+		return nil
+	}
+	e := ts(t.AddDate(0, 0, a.prog.ExpiryDays))
+	return &e
+}
+
+// credit appends a positive entry and opens its lot, which pays any debt
+// left by earlier returns first.
+func (a *account) credit(tx *gorm.DB, e entrySpec) (entryRow, error) {
+	if e.Points <= 0 {
+		return entryRow{}, fmt.Errorf("credit of %d points", e.Points)
+	}
+	row, err := a.append(tx, e)
+	if err != nil {
+		return row, err
+	}
+	pay := min(a.balance.Debt, e.Points)
+	a.balance.Debt -= pay
+	lot := lotRow{EntryID: row.ID, MemberID: a.member.ID, Points: e.Points, Remaining: e.Points - pay,
+		AvailableAt: row.AvailableAt, ExpiresAt: row.ExpiresAt, CreatedAt: a.now}
+	if err := tx.Create(&lot).Error; err != nil {
+		return row, err
+	}
+	return row, nil
+}
+
+// openLots returns the member's lots with points left, split by state at now.
+func (a *account) openLots(tx *gorm.DB) (avail, pending []lotRow, err error) {
+	var lots []lotRow
+	if err := tx.Where("member_id = ? AND remaining > 0", a.member.ID).Find(&lots).Error; err != nil {
+		return nil, nil, err
+	}
+	deadline, inactive := a.inactivityDeadline()
+	for _, l := range lots {
+		switch {
+		case l.ExpiresAt != nil && !l.ExpiresAt.After(a.now):
+		case inactive && !deadline.After(a.now):
+		case l.AvailableAt.After(a.now):
+			pending = append(pending, l)
+		default:
+			avail = append(avail, l)
+		}
+	}
+	// Expiring first; never-expiring last; then oldest first.
+	sort.Slice(avail, func(i, j int) bool { return lotBefore(avail[i], avail[j]) })
+	sort.Slice(pending, func(i, j int) bool {
+		if !pending[i].AvailableAt.Equal(pending[j].AvailableAt) {
+			return pending[i].AvailableAt.Before(pending[j].AvailableAt)
+		}
+		return lotBefore(pending[i], pending[j])
+	})
+	return avail, pending, nil
+}
+
+func lotBefore(x, y lotRow) bool {
+	switch {
+	case x.ExpiresAt != nil && y.ExpiresAt == nil:
+		return true
+	case x.ExpiresAt == nil && y.ExpiresAt != nil:
+		return false
+	case x.ExpiresAt != nil && !x.ExpiresAt.Equal(*y.ExpiresAt):
+		return x.ExpiresAt.Before(*y.ExpiresAt)
+	case !x.AvailableAt.Equal(y.AvailableAt):
+		return x.AvailableAt.Before(y.AvailableAt)
+	}
+	return x.EntryID < y.EntryID
+}
+
+// inactivityDeadline is when all points expire under the inactivity policy.
+func (a *account) inactivityDeadline() (time.Time, bool) {
+	if a.prog.ExpiryPolicy != ExpiryInactivity || a.prog.ExpiryDays == 0 || a.balance.LastActivityAt == nil {
+		return time.Time{}, false
+	}
+	return a.balance.LastActivityAt.AddDate(0, 0, a.prog.ExpiryDays), true
+}
+
+// take removes n points from lots in order and returns what it could not take.
+func take(tx *gorm.DB, lots []lotRow, n int64) (int64, error) {
+	for i := range lots {
+		if n == 0 {
+			break
+		}
+		l := &lots[i]
+		t := min(l.Remaining, n)
+		if t == 0 {
+			continue
+		}
+		l.Remaining -= t
+		n -= t
+		if err := tx.Model(&lotRow{}).Where("entry_id = ?", l.EntryID).Update("remaining", l.Remaining).Error; err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// spend appends a negative entry that must be covered by available points:
+// it takes from the lots that expire first, and fails with 409 when the
+// available points fall short.
+func (a *account) spend(tx *gorm.DB, e entrySpec) (entryRow, error) {
+	n := -e.Points
+	if n <= 0 {
+		return entryRow{}, fmt.Errorf("spend of %d points", e.Points)
+	}
+	avail, _, err := a.openLots(tx)
+	if err != nil {
+		return entryRow{}, err
+	}
+	var have int64
+	for _, l := range avail {
+		have += l.Remaining
+	}
+	have -= a.balance.Debt
+	if have < n {
+		return entryRow{}, Errorf(Conflict, "insufficient_points", "%d points are available, %d are needed", max(have, 0), n)
+	}
+	if _, err := take(tx, avail, n); err != nil {
+		return entryRow{}, err
+	}
+	return a.append(tx, e)
+}
+
+// reverse appends a negative entry that claws points back: from the lots
+// of the entries in own first (the purchase's own points), then from the
+// available lots expiring first, then from pending lots. What is still
+// missing becomes debt, the only way available points go below zero.
+func (a *account) reverse(tx *gorm.DB, e entrySpec, own map[string]bool) (entryRow, error) {
+	n := -e.Points
+	if n <= 0 {
+		return entryRow{}, fmt.Errorf("reversal of %d points", e.Points)
+	}
+	avail, pending, err := a.openLots(tx)
+	if err != nil {
+		return entryRow{}, err
+	}
+	var first, rest []lotRow
+	for _, l := range append(avail, pending...) {
+		if own[l.EntryID] {
+			first = append(first, l)
+		} else {
+			rest = append(rest, l)
+		}
+	}
+	left, err := take(tx, append(first, rest...), n)
+	if err != nil {
+		return entryRow{}, err
+	}
+	a.balance.Debt += left
+	return a.append(tx, e)
+}
+
+// Expiring is points that will expire at one instant.
+type Expiring struct {
+	Points    int64     `json:"points"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// TierRef names a member's tier in a balance.
+type TierRef struct {
+	Code           string          `json:"code"`
+	Name           string          `json:"name"`
+	EarnMultiplier decimal.Decimal `json:"earn_multiplier"`
+}
+
+// NextTier is what a member needs to reach the next tier.
+type NextTier struct {
+	Code        string `json:"code"`
+	Name        string `json:"name"`
+	SpendNeeded int64  `json:"spend_needed"`
+}
+
+// Balance is a member's points and tier standing at one instant (§7).
+type Balance struct {
+	MemberID         string     `json:"member_id"`
+	Available        int64      `json:"available"`
+	Pending          int64      `json:"pending"`
+	LifetimeEarned   int64      `json:"lifetime_earned"`
+	LifetimeRedeemed int64      `json:"lifetime_redeemed"`
+	ExpiringSoon     []Expiring `json:"expiring_soon"`
+	Tier             *TierRef   `json:"tier"`
+	QualifyingSpend  int64      `json:"qualifying_spend"`
+	NextTier         *NextTier  `json:"next_tier"`
+	AsOf             time.Time  `json:"as_of"`
+	Version          int64      `json:"version"`
+}
+
+// ExpiringSoonWindow is how far ahead a balance lists expiring points.
+const ExpiringSoonWindow = 30 * 24 * time.Hour
+
+// balance computes the member's balance at a.now from its lots and
+// purchases. It only reads.
+//
+// The version is the count of writes to the balance plus the count of
+// instants, up to now, at which the balance changes by itself (a lot
+// becoming available, expiring or entering the expiring-soon window, a
+// purchase leaving the qualifying period), so it grows whenever what this
+// call returns can differ, with no read ever writing.
+func (a *account) view(tx *gorm.DB, ladder tiers.Ladder) (Balance, error) {
+	b := Balance{MemberID: a.member.ID, LifetimeEarned: a.balance.LifetimeEarned, LifetimeRedeemed: a.balance.LifetimeRedeemed,
+		ExpiringSoon: []Expiring{}, AsOf: a.now}
+	avail, pending, err := a.openLots(tx)
+	if err != nil {
+		return b, err
+	}
+	soon := a.now.Add(ExpiringSoonWindow)
+	byTime := map[time.Time]int64{}
+	for _, l := range avail {
+		b.Available += l.Remaining
+	}
+	for _, l := range pending {
+		b.Pending += l.Remaining
+	}
+	for _, l := range append(avail, pending...) {
+		if l.ExpiresAt != nil && !l.ExpiresAt.After(soon) {
+			byTime[l.ExpiresAt.UTC()] += l.Remaining
+		}
+	}
+	b.Available -= a.balance.Debt
+	events := int64(0)
+	if deadline, ok := a.inactivityDeadline(); ok {
+		if !deadline.After(soon) && b.Available+b.Pending > 0 {
+			byTime[deadline.UTC()] += b.Available + b.Pending + a.balance.Debt
+		}
+		if !deadline.After(a.now) {
+			events++
+		}
+		if !deadline.After(soon) {
+			events++
+		}
+	}
+	for t, p := range byTime {
+		b.ExpiringSoon = append(b.ExpiringSoon, Expiring{Points: p, ExpiresAt: t})
+	}
+	sort.Slice(b.ExpiringSoon, func(i, j int) bool { return b.ExpiringSoon[i].ExpiresAt.Before(b.ExpiringSoon[j].ExpiresAt) })
+
+	var ev struct{ Released, Expired, Soon int64 }
+	if err := tx.Raw(`SELECT
+		COUNT(CASE WHEN available_at > created_at AND available_at <= ? THEN 1 END) AS released,
+		COUNT(CASE WHEN expires_at <= ? THEN 1 END) AS expired,
+		COUNT(CASE WHEN expires_at <= ? THEN 1 END) AS soon
+		FROM lots WHERE member_id = ?`, a.now, a.now, ts(soon), a.member.ID).Scan(&ev).Error; err != nil {
+		return b, err
+	}
+	events += ev.Released + ev.Expired + ev.Soon
+
+	period := a.prog.Period()
+	start := period.Start(a.now)
+	var qs struct{ Spend, Left int64 }
+	if err := tx.Raw(`SELECT
+		COALESCE(SUM(CASE WHEN occurred_at >= ? AND occurred_at <= ? THEN total - returned_amount ELSE 0 END), 0) AS spend,
+		COUNT(CASE WHEN occurred_at < ? THEN 1 END) AS "left"
+		FROM purchases WHERE member_id = ?`, start, a.now, start, a.member.ID).Scan(&qs).Error; err != nil {
+		return b, err
+	}
+	b.QualifyingSpend = qs.Spend
+	events += qs.Left
+	b.Version = a.balance.Version + events
+
+	if cur, ok := currentTier(ladder, a.member); ok {
+		b.Tier = &TierRef{Code: cur.Code, Name: cur.Name, EarnMultiplier: cur.EarnMultiplier}
+		if next, ok := ladder.Next(cur.Code); ok {
+			b.NextTier = &NextTier{Code: next.Code, Name: next.Name, SpendNeeded: max(0, next.QualifyingSpend-b.QualifyingSpend)}
+		}
+	}
+	return b, nil
+}
+
+// currentTier is the tier a member holds: its own, or the entry tier for a
+// member enrolled before any tier existed.
+func currentTier(ladder tiers.Ladder, m memberRow) (tiers.Tier, bool) {
+	if m.TierCode != nil {
+		if t, ok := ladder.Find(*m.TierCode); ok {
+			return t, true
+		}
+	}
+	return ladder.Entry()
+}
+
+// qualifyingSpend is purchase totals less their returns over the period
+// ending at at, by the purchases' occurred_at.
+func qualifyingSpend(tx *gorm.DB, memberID string, p tiers.Period, at time.Time) (int64, error) {
+	var spend int64
+	err := tx.Raw(`SELECT COALESCE(SUM(total - returned_amount), 0) FROM purchases
+		WHERE member_id = ? AND occurred_at >= ? AND occurred_at <= ?`, memberID, p.Start(at), ts(at)).Scan(&spend).Error
+	return spend, err
+}
+
+// loadAccount loads a member's account without locks, for reading.
+func loadAccount(tx *gorm.DB, memberID string, now time.Time) (*account, tiers.Ladder, error) {
+	prog, err := loadProgram(tx)
+	if err != nil {
+		return nil, nil, err
+	}
+	_, ladder, err := loadTiers(tx)
+	if err != nil {
+		return nil, nil, err
+	}
+	a := &account{prog: prog, now: now}
+	if a.member, err = getMember(tx, memberID); err != nil {
+		return nil, nil, err
+	}
+	if err := tx.Where("member_id = ?", memberID).Take(&a.balance).Error; err != nil {
+		return nil, nil, err
+	}
+	return a, ladder, nil
+}
+
+// Balance returns a member's balance now. It only reads.
+func (s *Service) Balance(ctx context.Context, p Principal, memberID string) (Balance, error) {
+	var b Balance
+	if !p.SeesMember(memberID) {
+		return b, hidden(memberID)
+	}
+	err := s.store.snapshot(ctx, func(tx *gorm.DB) error {
+		a, ladder, err := loadAccount(tx, memberID, ts(s.now()))
+		if err != nil {
+			return err
+		}
+		b, err = a.view(tx, ladder)
+		return err
+	})
+	if err != nil {
+		return b, fmt.Errorf("balance: %w", err)
+	}
+	return b, nil
+}
+
+// Ledger lists a member's entries, newest first.
+func (s *Service) Ledger(ctx context.Context, p Principal, memberID string, page Page) (List[Entry], error) {
+	out := List[Entry]{Items: []Entry{}}
+	if !p.SeesMember(memberID) {
+		return out, hidden(memberID)
+	}
+	db := s.store.read(ctx)
+	if _, err := getMember(db, memberID); err != nil {
+		return out, err
+	}
+	q := db.Where("member_id = ?", memberID)
+	parts, err := page.decode(2)
+	if err != nil {
+		return out, err
+	}
+	if parts != nil {
+		at, err := time.Parse(time.RFC3339Nano, parts[0])
+		if err != nil {
+			return out, Invalidf("cursor", "is not a cursor this list returned")
+		}
+		q = q.Where("occurred_at < ? OR (occurred_at = ? AND id < ?)", ts(at), ts(at), parts[1])
+	}
+	var rows []entryRow
+	if err := q.Order("occurred_at DESC, id DESC").Limit(page.limit() + 1).Find(&rows).Error; err != nil {
+		return out, fmt.Errorf("ledger: %w", err)
+	}
+	for i, r := range rows {
+		if i == page.limit() {
+			last := rows[i-1]
+			out.NextCursor = encodeCursor(last.OccurredAt.UTC().Format(time.RFC3339Nano), last.ID)
+			break
+		}
+		out.Items = append(out.Items, entryFromRow(r))
+	}
+	return out, nil
+}
+
+// AdjustmentInput is the body of POST /v1/members/{id}/adjustments.
+type AdjustmentInput struct {
+	Points *int64 `json:"points"`
+	Reason string `json:"reason"`
+}
+
+// Adjust credits or debits points by hand, with a reason. A debit needs
+// the points to be available.
+func (s *Service) Adjust(ctx context.Context, memberID string, in AdjustmentInput, key IdempotencyKey) (Entry, *Replay, error) {
+	var v Validation
+	if in.Points == nil || *in.Points == 0 {
+		v.Add("points", "is required and must not be 0")
+	} else if *in.Points > tiers.MaxPoints || *in.Points < -tiers.MaxPoints {
+		v.Add("points", "is out of range")
+	}
+	if len(in.Reason) == 0 || len(in.Reason) > 500 {
+		v.Add("reason", "is required, at most 500 characters")
+	}
+	if err := v.Err(); err != nil {
+		return Entry{}, nil, err
+	}
+	e, rep, err := writeOnce(ctx, s, headerGuard(key), 201, func(tx *gorm.DB) (Entry, error) {
+		prog, err := loadProgram(tx)
+		if err != nil {
+			return Entry{}, err
+		}
+		a, err := lockAccount(tx, memberID, prog, ts(s.now()))
+		if err != nil {
+			return Entry{}, err
+		}
+		spec := entrySpec{Kind: KindAdjust, Points: *in.Points, OccurredAt: a.now, Description: in.Reason}
+		var row entryRow
+		if *in.Points > 0 {
+			spec.ExpiresAt = a.expiryFor(a.now)
+			row, err = a.credit(tx, spec)
+			a.balance.LifetimeEarned += *in.Points
+		} else {
+			row, err = a.spend(tx, spec)
+		}
+		if err != nil {
+			return Entry{}, err
+		}
+		if err := a.save(tx); err != nil {
+			return Entry{}, err
+		}
+		return entryFromRow(row), nil
+	})
+	if err != nil {
+		return Entry{}, nil, fmt.Errorf("adjust: %w", err)
+	}
+	if rep == nil && e.Points > 0 {
+		s.observer.PointsIssued(e.Points)
+	}
+	return e, rep, nil
+}

@@ -1,0 +1,179 @@
+package loyalty
+
+import (
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Rows as stored. They stay inside the package; the API speaks in the views
+// of views.go.
+
+type programRow struct {
+	ID             int `gorm:"primaryKey"`
+	Name           string
+	Currency       string
+	PointsPerUnit  string
+	PendingDays    int
+	ExpiryPolicy   string
+	ExpiryDays     int
+	TierPeriod     string
+	TierWindowDays int
+	Timezone       string
+	BirthdayGift   string
+	Segments       string
+	Churn          string
+	Version        int64
+	UpdatedAt      time.Time
+}
+
+func (programRow) TableName() string { return "program" }
+
+type tierRow struct {
+	Code            string `gorm:"primaryKey"`
+	Name            string
+	Rank            int
+	EarnMultiplier  string
+	QualifyingSpend int64
+	Benefits        string
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+}
+
+func (tierRow) TableName() string { return "tiers" }
+
+type memberRow struct {
+	ID         string `gorm:"primaryKey"`
+	ExternalID *string
+	Email      *string
+	Phone      *string
+	FirstName  *string
+	LastName   *string
+	Birthday   *string
+	Timezone   *string
+	Status     string
+	TierCode   *string
+	TierSince  *time.Time
+	ChurnRisk  *string
+	EnrolledAt time.Time
+	UpdatedAt  time.Time
+}
+
+func (memberRow) TableName() string { return "members" }
+
+type balanceRow struct {
+	MemberID         string `gorm:"primaryKey"`
+	Points           int64
+	Debt             int64
+	LifetimeEarned   int64
+	LifetimeRedeemed int64
+	LastActivityAt   *time.Time
+	Version          int64
+	UpdatedAt        time.Time
+}
+
+func (balanceRow) TableName() string { return "member_balances" }
+
+type purchaseRow struct {
+	ID             string `gorm:"primaryKey"`
+	MemberID       string
+	StoreID        string
+	ExternalID     *string
+	Channel        string
+	OccurredAt     time.Time
+	LocalDate      string
+	Currency       string
+	Total          int64
+	ReturnedAmount int64
+	PointsEarned   int64
+	PointsReversed int64
+	TierCode       *string
+	CreatedAt      time.Time
+}
+
+func (purchaseRow) TableName() string { return "purchases" }
+
+type itemRow struct {
+	PurchaseID string `gorm:"primaryKey"`
+	Line       int    `gorm:"primaryKey"`
+	SKU        string `gorm:"column:sku"`
+	Category   string
+	Quantity   int64
+	UnitPrice  int64
+	Amount     int64
+}
+
+func (itemRow) TableName() string { return "purchase_items" }
+
+type returnRow struct {
+	ID             string `gorm:"primaryKey"`
+	PurchaseID     string
+	MemberID       string
+	ExternalID     *string
+	Amount         int64
+	PointsReversed int64
+	OccurredAt     time.Time
+	CreatedAt      time.Time
+}
+
+func (returnRow) TableName() string { return "returns" }
+
+type entryRow struct {
+	ID           string `gorm:"primaryKey"`
+	MemberID     string
+	Kind         string
+	Points       int64
+	OccurredAt   time.Time
+	AvailableAt  time.Time
+	ExpiresAt    *time.Time
+	PurchaseID   *string
+	ReturnID     *string
+	RedemptionID *string
+	OfferID      *string
+	LotID        *string
+	Description  string
+	CreatedAt    time.Time
+}
+
+func (entryRow) TableName() string { return "ledger_entries" }
+
+type lotRow struct {
+	EntryID     string `gorm:"primaryKey"`
+	MemberID    string
+	Points      int64
+	Remaining   int64
+	AvailableAt time.Time
+	ExpiresAt   *time.Time
+	CreatedAt   time.Time
+}
+
+func (lotRow) TableName() string { return "lots" }
+
+type idempotencyRow struct {
+	Scope       string `gorm:"primaryKey"`
+	Key         string `gorm:"primaryKey"`
+	RequestHash string
+	Status      int
+	Response    string
+	CreatedAt   time.Time
+}
+
+func (idempotencyRow) TableName() string { return "idempotency_keys" }
+
+// newID returns an opaque, time-ordered id (UUIDv7), so that ordering by id
+// is ordering by creation.
+func newID() string { return uuid.Must(uuid.NewV7()).String() }
+
+func strp(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

@@ -1,0 +1,54 @@
+package loyalty
+
+import (
+	"encoding/base64"
+	"strings"
+)
+
+// Page is a request for one page of a list (§1: ?limit=&cursor=).
+type Page struct {
+	Limit  int
+	Cursor string
+}
+
+// List is one page of results.
+type List[T any] struct {
+	Items      []T     `json:"items"`
+	NextCursor *string `json:"next_cursor"`
+}
+
+func (p Page) limit() int {
+	switch {
+	case p.Limit <= 0:
+		return 50
+	case p.Limit > 500:
+		return 500
+	}
+	return p.Limit
+}
+
+// encodeCursor makes an opaque cursor from the parts of a sort key.
+func encodeCursor(parts ...string) *string {
+	c := base64.RawURLEncoding.EncodeToString([]byte(strings.Join(parts, "\x1f")))
+	return &c
+}
+
+func (p Page) decode(n int) ([]string, error) {
+	if p.Cursor == "" {
+		return nil, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(p.Cursor)
+	parts := strings.Split(string(b), "\x1f")
+	if err != nil || len(parts) != n {
+		return nil, Invalidf("cursor", "is not a cursor this list returned")
+	}
+	return parts, nil
+}
+
+func (p Page) afterID() (string, error) {
+	parts, err := p.decode(1)
+	if err != nil || parts == nil {
+		return "", err
+	}
+	return parts[0], nil
+}

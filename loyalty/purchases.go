@@ -1,0 +1,587 @@
+package loyalty
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/shopspring/decimal"
+	"gorm.io/gorm"
+
+	"github.com/loyalty-engine/loyalty/tiers"
+)
+
+// ClockSkew is how far in the future an occurred_at may be.
+const ClockSkew = 5 * time.Minute
+
+// MaxItems bounds the lines of one purchase.
+const MaxItems = 1000
+
+// PurchaseItem is one line of a basket.
+type PurchaseItem struct {
+	SKU       string `json:"sku"`
+	Category  string `json:"category"`
+	Quantity  *int64 `json:"quantity"`
+	UnitPrice *int64 `json:"unit_price"`
+	Amount    *int64 `json:"amount"`
+}
+
+// PurchaseInput is the body of POST /v1/purchases and /v1/purchases/quote.
+type PurchaseInput struct {
+	MemberID   string         `json:"member_id"`
+	ExternalID string         `json:"external_id"`
+	StoreID    string         `json:"store_id"`
+	Channel    string         `json:"channel"`
+	OccurredAt string         `json:"occurred_at"`
+	Currency   string         `json:"currency"`
+	Total      *int64         `json:"total"`
+	Items      []PurchaseItem `json:"items"`
+}
+
+// Item is a stored basket line.
+type Item struct {
+	SKU       string `json:"sku"`
+	Category  string `json:"category"`
+	Quantity  int64  `json:"quantity"`
+	UnitPrice int64  `json:"unit_price"`
+	Amount    int64  `json:"amount"`
+}
+
+// purchase is a validated PurchaseInput.
+type purchase struct {
+	PurchaseInput
+	at    time.Time
+	total int64
+	items []Item
+}
+
+var (
+	tokenExpr   = regexp.MustCompile(`^[\x21-\x7e]{1,255}$`)
+	channelExpr = regexp.MustCompile(`^[a-z0-9_-]{1,32}$`)
+)
+
+func (s *Service) validatePurchase(p Principal, prog *Program, in PurchaseInput) (purchase, error) {
+	now := ts(s.now())
+	out := purchase{PurchaseInput: in}
+	var v Validation
+	if in.MemberID == "" {
+		v.Add("member_id", "is required")
+	}
+	if in.ExternalID != "" && !tokenExpr.MatchString(in.ExternalID) {
+		v.Add("external_id", "must be 1 to 255 printable ASCII characters without spaces")
+	}
+	if in.StoreID != "" && !tokenExpr.MatchString(in.StoreID) {
+		v.Add("store_id", "must be 1 to 255 printable ASCII characters without spaces")
+	}
+	if p.Role == RolePOS && p.StoreID != "" {
+		if in.StoreID == "" {
+			out.StoreID = p.StoreID
+		} else if in.StoreID != p.StoreID {
+			return out, Errorf(Forbidden, "wrong_store", "this till may post only for store %q", p.StoreID)
+		}
+	}
+	if in.Channel == "" {
+		out.Channel = "pos"
+	} else if !channelExpr.MatchString(in.Channel) {
+		v.Add("channel", "must be 1 to 32 lowercase letters, digits, _ or -")
+	}
+	out.at = now
+	if in.OccurredAt != "" {
+		t, err := time.Parse(time.RFC3339Nano, in.OccurredAt)
+		switch {
+		case err != nil:
+			v.Add("occurred_at", "must be an RFC 3339 time with offset, such as 2026-03-01T12:00:00Z")
+		case t.After(now.Add(ClockSkew)):
+			v.Add("occurred_at", "must not be in the future")
+		case t.Year() < 1970:
+			v.Add("occurred_at", "must be after 1970")
+		default:
+			out.at = ts(t)
+		}
+	}
+	if in.Currency == "" {
+		out.Currency = prog.Currency
+	} else if in.Currency != prog.Currency {
+		v.Add("currency", "must be the program currency %s", prog.Currency)
+	}
+	switch {
+	case in.Total == nil:
+		v.Add("total", "is required")
+	case *in.Total <= 0:
+		v.Add("total", "must be above 0")
+	case *in.Total > MaxTotal:
+		v.Add("total", "must be at most %d", MaxTotal)
+	default:
+		out.total = *in.Total
+	}
+	if len(in.Items) > MaxItems {
+		v.Add("items", "at most %d lines", MaxItems)
+	} else if len(in.Items) > 0 {
+		var sum int64
+		overflow := false
+		for i, it := range in.Items {
+			f := fmt.Sprintf("items[%d].", i)
+			item := Item{SKU: it.SKU, Category: it.Category, Quantity: 1}
+			if len(it.SKU) > 255 {
+				v.Add(f+"sku", "at most 255 characters")
+			}
+			if len(it.Category) > 255 {
+				v.Add(f+"category", "at most 255 characters")
+			}
+			if it.Quantity != nil {
+				if *it.Quantity <= 0 || *it.Quantity > 1_000_000 {
+					v.Add(f+"quantity", "must be from 1 to 1000000")
+				}
+				item.Quantity = *it.Quantity
+			}
+			if it.UnitPrice != nil {
+				if *it.UnitPrice < 0 || *it.UnitPrice > MaxTotal {
+					v.Add(f+"unit_price", "must be from 0 to %d", MaxTotal)
+				}
+				item.UnitPrice = *it.UnitPrice
+			}
+			switch {
+			case it.Amount == nil:
+				v.Add(f+"amount", "is required")
+			case *it.Amount < 0 || *it.Amount > MaxTotal:
+				v.Add(f+"amount", "must be from 0 to %d", MaxTotal)
+			default:
+				item.Amount = *it.Amount
+				if it.UnitPrice == nil && item.Quantity > 0 {
+					item.UnitPrice = item.Amount / item.Quantity
+				}
+				var ok bool
+				if sum, ok = tiers.AddMinor(sum, item.Amount); !ok {
+					overflow = true
+				}
+			}
+			out.items = append(out.items, item)
+		}
+		if in.Total != nil && (overflow || sum != *in.Total) {
+			v.Add("items", "amounts must add up to total (%d)", *in.Total)
+		}
+	}
+	return out, v.Err()
+}
+
+// BreakdownLine is one source of a purchase's points.
+type BreakdownLine struct {
+	Source  string `json:"source"`
+	Tier    string `json:"tier,omitempty"`
+	OfferID string `json:"offer_id,omitempty"`
+	Points  int64  `json:"points"`
+}
+
+// Quote is what a purchase earns, before or after it is posted.
+type Quote struct {
+	MemberID     string          `json:"member_id"`
+	Total        int64           `json:"total"`
+	Currency     string          `json:"currency"`
+	PointsEarned int64           `json:"points_earned"`
+	Breakdown    []BreakdownLine `json:"breakdown"`
+	TierBefore   *string         `json:"tier_before"`
+	TierAfter    *string         `json:"tier_after"`
+}
+
+// PurchaseResult is the answer to a posted purchase (§8).
+type PurchaseResult struct {
+	ID         string  `json:"id"`
+	ExternalID *string `json:"external_id"`
+	StoreID    string  `json:"store_id"`
+	OccurredAt string  `json:"occurred_at"`
+	Quote
+	Balance Balance `json:"balance"`
+}
+
+// earning computes a purchase's points for a member holding tier cur, and
+// the tier the purchase lifts the member to given spendBefore.
+func earning(prog *Program, ladder tiers.Ladder, member memberRow, pur purchase, spendBefore int64, now time.Time) (Quote, error) {
+	q := Quote{MemberID: member.ID, Total: pur.total, Currency: pur.Currency, Breakdown: []BreakdownLine{}}
+	mult := decimal.NewFromInt(1)
+	cur, hasTier := currentTier(ladder, member)
+	if hasTier {
+		mult = cur.EarnMultiplier
+		code := cur.Code
+		q.TierBefore, q.TierAfter = &code, &code
+	}
+	pts, err := tiers.Earn(pur.total, prog.Exponent(), prog.PointsPerUnit, mult)
+	if err != nil {
+		return q, Invalidf("total", "earns more points than the engine can hold")
+	}
+	line := BreakdownLine{Source: "tier", Points: pts}
+	if hasTier {
+		line.Tier = cur.Code
+	}
+	q.Breakdown = append(q.Breakdown, line)
+	q.PointsEarned = pts
+	if hasTier {
+		spend := spendBefore
+		if !pur.at.Before(prog.Period().Start(now)) {
+			spend += pur.total
+		}
+		next := ladder.Upgrade(cur, spend)
+		q.TierAfter = &next.Code
+	}
+	return q, nil
+}
+
+// QuotePurchase answers what a purchase would earn now, writing nothing.
+func (s *Service) QuotePurchase(ctx context.Context, p Principal, in PurchaseInput) (Quote, error) {
+	var q Quote
+	err := s.store.snapshot(ctx, func(tx *gorm.DB) error {
+		prog, err := loadProgram(tx)
+		if err != nil {
+			return err
+		}
+		pur, err := s.validatePurchase(p, prog, in)
+		if err != nil {
+			return err
+		}
+		a, ladder, err := loadAccount(tx, pur.MemberID, ts(s.now()))
+		if err != nil {
+			return memberRef(err)
+		}
+		if a.member.Status != StatusActive {
+			return Errorf(Conflict, "member_erased", "the member was erased")
+		}
+		spend, err := qualifyingSpend(tx, a.member.ID, prog.Period(), a.now)
+		if err != nil {
+			return err
+		}
+		q, err = earning(prog, ladder, a.member, pur, spend, a.now)
+		return err
+	})
+	if err != nil {
+		return q, fmt.Errorf("quote purchase: %w", err)
+	}
+	return q, nil
+}
+
+// memberRef turns "member not found" for a member named in a body into a
+// validation error on that field.
+func memberRef(err error) error {
+	var e *Error
+	if errors.As(err, &e) && e.Code == NotFound {
+		return Invalidf("member_id", "no member has this id")
+	}
+	return err
+}
+
+// PostPurchase records a purchase, credits its points at the member's tier
+// before the purchase, and upgrades the tier when the purchase lifts the
+// qualifying spend to a higher threshold. A repeat of the same receipt
+// (store_id, external_id) with the same body replays the first answer; a
+// different body under the same receipt is 409.
+func (s *Service) PostPurchase(ctx context.Context, p Principal, in PurchaseInput, key IdempotencyKey) (PurchaseResult, *Replay, error) {
+	var res PurchaseResult
+	prog, err := s.Program(ctx)
+	if err != nil {
+		return res, nil, fmt.Errorf("post purchase: %w", err)
+	}
+	pur, err := s.validatePurchase(p, prog, in)
+	if err != nil {
+		return res, nil, err
+	}
+	guards := headerGuard(key)
+	if pur.ExternalID != "" {
+		canon, _ := json.Marshal(pur.PurchaseInput)
+		guards = append(guards, guard{scope: "purchase:" + pur.StoreID, key: pur.ExternalID, hash: HashRequest(canon),
+			mismatch: Errorf(Conflict, "duplicate", "receipt %q of store %q was already posted with different content", pur.ExternalID, pur.StoreID)})
+	}
+	res, rep, err := writeOnce(ctx, s, guards, 201, func(tx *gorm.DB) (PurchaseResult, error) {
+		return s.postPurchase(tx, pur)
+	})
+	if err != nil {
+		return res, nil, fmt.Errorf("post purchase: %w", err)
+	}
+	if rep == nil {
+		s.observer.PurchasePosted(res.PointsEarned)
+		s.observer.PointsIssued(res.PointsEarned)
+	}
+	return res, rep, nil
+}
+
+func (s *Service) postPurchase(tx *gorm.DB, pur purchase) (PurchaseResult, error) {
+	var res PurchaseResult
+	prog, err := loadProgram(tx)
+	if err != nil {
+		return res, err
+	}
+	if pur.Currency != prog.Currency {
+		return res, Invalidf("currency", "must be the program currency %s", prog.Currency)
+	}
+	a, err := lockAccount(tx, pur.MemberID, prog, ts(s.now()))
+	if err != nil {
+		return res, memberRef(err)
+	}
+	if a.member.Status != StatusActive {
+		return res, Errorf(Conflict, "member_erased", "the member was erased")
+	}
+	_, ladder, err := loadTiers(tx)
+	if err != nil {
+		return res, err
+	}
+	spend, err := qualifyingSpend(tx, a.member.ID, prog.Period(), a.now)
+	if err != nil {
+		return res, err
+	}
+	q, err := earning(prog, ladder, a.member, pur, spend, a.now)
+	if err != nil {
+		return res, err
+	}
+	row := purchaseRow{ID: newID(), MemberID: a.member.ID, StoreID: pur.StoreID, ExternalID: strp(pur.ExternalID),
+		Channel: pur.Channel, OccurredAt: pur.at, LocalDate: pur.at.In(prog.Location()).Format(time.DateOnly),
+		Currency: pur.Currency, Total: pur.total, PointsEarned: q.PointsEarned, TierCode: q.TierBefore, CreatedAt: a.now}
+	if err := tx.Create(&row).Error; err != nil {
+		if errors.Is(err, gorm.ErrDuplicatedKey) {
+			return res, Errorf(Conflict, "duplicate", "receipt %q of store %q was already posted", pur.ExternalID, pur.StoreID)
+		}
+		return res, err
+	}
+	if len(pur.items) > 0 {
+		items := make([]itemRow, len(pur.items))
+		for i, it := range pur.items {
+			items[i] = itemRow{PurchaseID: row.ID, Line: i + 1, SKU: it.SKU, Category: it.Category, Quantity: it.Quantity, UnitPrice: it.UnitPrice, Amount: it.Amount}
+		}
+		if err := tx.CreateInBatches(items, 200).Error; err != nil {
+			return res, err
+		}
+	}
+	pid := row.ID
+	for _, line := range q.Breakdown {
+		if line.Points == 0 {
+			continue
+		}
+		spec := entrySpec{Kind: KindEarn, Points: line.Points, OccurredAt: pur.at,
+			AvailableAt: pur.at.AddDate(0, 0, prog.PendingDays), ExpiresAt: a.expiryFor(pur.at), PurchaseID: &pid,
+			Description: "purchase " + pur.ExternalID}
+		if line.Source == "offer" {
+			spec.Kind, spec.OfferID = KindOffer, strp(line.OfferID)
+		}
+		if _, err := a.credit(tx, spec); err != nil {
+			return res, err
+		}
+	}
+	a.balance.LifetimeEarned += q.PointsEarned
+	if a.balance.LastActivityAt == nil || pur.at.After(*a.balance.LastActivityAt) {
+		at := pur.at
+		a.balance.LastActivityAt = &at
+	}
+	if err := a.save(tx); err != nil {
+		return res, err
+	}
+	if q.TierAfter != nil && (q.TierBefore == nil || *q.TierAfter != *q.TierBefore) {
+		if err := tx.Model(&memberRow{}).Where("id = ?", a.member.ID).
+			Updates(map[string]any{"tier_code": *q.TierAfter, "tier_since": a.now}).Error; err != nil {
+			return res, err
+		}
+		a.member.TierCode = q.TierAfter
+	}
+	bal, err := a.view(tx, ladder)
+	if err != nil {
+		return res, err
+	}
+	return PurchaseResult{ID: row.ID, ExternalID: row.ExternalID, StoreID: row.StoreID,
+		OccurredAt: pur.at.Format(time.RFC3339Nano), Quote: q, Balance: bal}, nil
+}
+
+// Purchase is a stored purchase (§8 GET /v1/purchases/{id}).
+type Purchase struct {
+	ID             string    `json:"id"`
+	MemberID       string    `json:"member_id"`
+	ExternalID     *string   `json:"external_id"`
+	StoreID        string    `json:"store_id"`
+	Channel        string    `json:"channel"`
+	OccurredAt     time.Time `json:"occurred_at"`
+	LocalDate      string    `json:"local_date"`
+	Currency       string    `json:"currency"`
+	Total          int64     `json:"total"`
+	Items          []Item    `json:"items"`
+	PointsEarned   int64     `json:"points_earned"`
+	Tier           *string   `json:"tier"`
+	ReturnedAmount int64     `json:"returned_amount"`
+	PointsReversed int64     `json:"points_reversed"`
+	Returns        []Return  `json:"returns"`
+}
+
+// Return is one return of a purchase.
+type Return struct {
+	ID             string    `json:"id"`
+	PurchaseID     string    `json:"purchase_id"`
+	ExternalID     *string   `json:"external_id"`
+	Amount         int64     `json:"amount"`
+	PointsReversed int64     `json:"points_reversed"`
+	OccurredAt     time.Time `json:"occurred_at"`
+}
+
+func returnFromRow(r returnRow) Return {
+	return Return{ID: r.ID, PurchaseID: r.PurchaseID, ExternalID: r.ExternalID, Amount: r.Amount, PointsReversed: r.PointsReversed, OccurredAt: r.OccurredAt.UTC()}
+}
+
+func getPurchase(tx *gorm.DB, id string) (purchaseRow, error) {
+	var r purchaseRow
+	if err := tx.Where("id = ?", id).Take(&r).Error; err != nil {
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			return r, Errorf(NotFound, "not_found", "no purchase has id %q", id)
+		}
+		return r, err
+	}
+	return r, nil
+}
+
+// Purchase returns one purchase with its items and returns.
+func (s *Service) Purchase(ctx context.Context, p Principal, id string) (Purchase, error) {
+	var out Purchase
+	err := s.store.snapshot(ctx, func(tx *gorm.DB) error {
+		r, err := getPurchase(tx, id)
+		if err != nil {
+			return err
+		}
+		if !p.SeesMember(r.MemberID) {
+			return Errorf(NotFound, "not_found", "no purchase has id %q", id)
+		}
+		out = Purchase{ID: r.ID, MemberID: r.MemberID, ExternalID: r.ExternalID, StoreID: r.StoreID, Channel: r.Channel,
+			OccurredAt: r.OccurredAt.UTC(), LocalDate: r.LocalDate, Currency: r.Currency, Total: r.Total, PointsEarned: r.PointsEarned,
+			Tier: r.TierCode, ReturnedAmount: r.ReturnedAmount, PointsReversed: r.PointsReversed, Items: []Item{}, Returns: []Return{}}
+		var items []itemRow
+		if err := tx.Where("purchase_id = ?", id).Order("line").Find(&items).Error; err != nil {
+			return err
+		}
+		for _, it := range items {
+			out.Items = append(out.Items, Item{SKU: it.SKU, Category: it.Category, Quantity: it.Quantity, UnitPrice: it.UnitPrice, Amount: it.Amount})
+		}
+		var rets []returnRow
+		if err := tx.Where("purchase_id = ?", id).Order("created_at, id").Find(&rets).Error; err != nil {
+			return err
+		}
+		for _, rr := range rets {
+			out.Returns = append(out.Returns, returnFromRow(rr))
+		}
+		return nil
+	})
+	if err != nil {
+		return out, fmt.Errorf("get purchase: %w", err)
+	}
+	return out, nil
+}
+
+// ReturnInput is the body of POST /v1/purchases/{id}/returns.
+type ReturnInput struct {
+	ExternalID string `json:"external_id"`
+	Amount     *int64 `json:"amount"`
+	OccurredAt string `json:"occurred_at"`
+}
+
+// ReturnResult is the answer to a posted return (§8).
+type ReturnResult struct {
+	Return
+	Balance Balance `json:"balance"`
+}
+
+// PostReturn records a return of part or all of a purchase and claws back
+// its points in proportion; the return completing a full refund takes back
+// exactly what is left. A repeat of the same return (purchase, external_id)
+// replays the first answer.
+func (s *Service) PostReturn(ctx context.Context, p Principal, purchaseID string, in ReturnInput, key IdempotencyKey) (ReturnResult, *Replay, error) {
+	var res ReturnResult
+	now := ts(s.now())
+	var v Validation
+	if in.ExternalID != "" && !tokenExpr.MatchString(in.ExternalID) {
+		v.Add("external_id", "must be 1 to 255 printable ASCII characters without spaces")
+	}
+	if in.Amount == nil || *in.Amount <= 0 || *in.Amount > MaxTotal {
+		v.Add("amount", "is required, above 0")
+	}
+	at := now
+	if in.OccurredAt != "" {
+		t, err := time.Parse(time.RFC3339Nano, in.OccurredAt)
+		if err != nil {
+			v.Add("occurred_at", "must be an RFC 3339 time with offset")
+		} else if t.After(now.Add(ClockSkew)) {
+			v.Add("occurred_at", "must not be in the future")
+		} else {
+			at = ts(t)
+		}
+	}
+	if err := v.Err(); err != nil {
+		return res, nil, err
+	}
+	guards := headerGuard(key)
+	if in.ExternalID != "" {
+		canon, _ := json.Marshal(in)
+		guards = append(guards, guard{scope: "return:" + purchaseID, key: in.ExternalID, hash: HashRequest(canon),
+			mismatch: Errorf(Conflict, "duplicate", "return %q of this purchase was already posted with different content", in.ExternalID)})
+	}
+	res, rep, err := writeOnce(ctx, s, guards, 201, func(tx *gorm.DB) (ReturnResult, error) {
+		pr, err := getPurchase(tx, purchaseID)
+		if err != nil {
+			return res, err
+		}
+		prog, err := loadProgram(tx)
+		if err != nil {
+			return res, err
+		}
+		a, err := lockAccount(tx, pr.MemberID, prog, now)
+		if err != nil {
+			return res, err
+		}
+		if err := forUpdate(tx).Where("id = ?", purchaseID).Take(&pr).Error; err != nil {
+			return res, err
+		}
+		if p.Role == RolePOS && p.StoreID != "" && pr.StoreID != p.StoreID {
+			return res, Errorf(Forbidden, "wrong_store", "this till may return only purchases of store %q", p.StoreID)
+		}
+		if at.Before(pr.OccurredAt) {
+			return res, Invalidf("occurred_at", "must not be before the purchase")
+		}
+		amount := *in.Amount
+		if pr.ReturnedAmount+amount > pr.Total {
+			return res, Invalidf("amount", "returns of this purchase would exceed its total: %d of %d are left", pr.Total-pr.ReturnedAmount, pr.Total)
+		}
+		rev := tiers.Reversal(pr.PointsEarned, pr.Total, amount, pr.ReturnedAmount, pr.PointsReversed)
+		ret := returnRow{ID: newID(), PurchaseID: pr.ID, MemberID: pr.MemberID, ExternalID: strp(in.ExternalID), Amount: amount,
+			PointsReversed: rev, OccurredAt: at, CreatedAt: now}
+		if err := tx.Create(&ret).Error; err != nil {
+			return res, err
+		}
+		if rev > 0 {
+			var own []string
+			if err := tx.Model(&entryRow{}).Where("purchase_id = ? AND points > 0", pr.ID).Pluck("id", &own).Error; err != nil {
+				return res, err
+			}
+			ownSet := make(map[string]bool, len(own))
+			for _, id := range own {
+				ownSet[id] = true
+			}
+			pid, rid := pr.ID, ret.ID
+			if _, err := a.reverse(tx, entrySpec{Kind: KindReturn, Points: -rev, OccurredAt: at, PurchaseID: &pid, ReturnID: &rid,
+				Description: "return " + in.ExternalID}, ownSet); err != nil {
+				return res, err
+			}
+			a.balance.LifetimeEarned -= rev
+		}
+		if err := tx.Model(&purchaseRow{}).Where("id = ?", pr.ID).Updates(map[string]any{
+			"returned_amount": pr.ReturnedAmount + amount, "points_reversed": pr.PointsReversed + rev}).Error; err != nil {
+			return res, err
+		}
+		if err := a.save(tx); err != nil {
+			return res, err
+		}
+		_, ladder, err := loadTiers(tx)
+		if err != nil {
+			return res, err
+		}
+		bal, err := a.view(tx, ladder)
+		if err != nil {
+			return res, err
+		}
+		return ReturnResult{Return: returnFromRow(ret), Balance: bal}, nil
+	})
+	if err != nil {
+		return res, nil, fmt.Errorf("post return: %w", err)
+	}
+	return res, rep, nil
+}

@@ -1,0 +1,222 @@
+package loyalty
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/glebarez/sqlite"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/pressly/goose/v3"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+	"gorm.io/gorm/logger"
+
+	"github.com/loyalty-engine/loyalty/migrations"
+)
+
+// Dialects the store speaks.
+const (
+	SQLite   = "sqlite"
+	Postgres = "postgres"
+)
+
+// Store is the engine's database. Writes go through one transaction per
+// service call; reads may use a separate pool.
+//
+// SQLite is a real deployment, not a stand-in: it runs in WAL mode with a
+// busy timeout, and every write goes through a single connection whose
+// transactions begin IMMEDIATE, so writers queue in Go instead of failing
+// with SQLITE_BUSY, while readers use their own connections concurrently.
+type Store struct {
+	Dialect string
+	w       *gorm.DB // writes: one connection on SQLite
+	r       *gorm.DB // reads
+	sqlDBs  []*sql.DB
+	// Path is the SQLite file, empty for PostgreSQL.
+	Path string
+}
+
+// Open connects to a database URL: sqlite://PATH or postgres://….
+func Open(ctx context.Context, rawURL string) (*Store, error) {
+	cfg := &gorm.Config{TranslateError: true, Logger: logger.Discard, NowFunc: func() time.Time { return ts(time.Now()) }}
+	switch {
+	case strings.HasPrefix(rawURL, "sqlite://"), strings.HasPrefix(rawURL, "sqlite:"):
+		path := strings.TrimPrefix(strings.TrimPrefix(rawURL, "sqlite:"), "//")
+		if path == "" {
+			return nil, errors.New("open store: sqlite URL has no path")
+		}
+		if dir := filepath.Dir(path); dir != "." {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return nil, fmt.Errorf("open store: %w", err)
+			}
+		}
+		base := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)"
+		w, err := gorm.Open(sqlite.Open(base+"&_txlock=immediate"), cfg)
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		wdb, err := w.DB()
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		wdb.SetMaxOpenConns(1)
+		r, err := gorm.Open(sqlite.Open(base+"&_pragma=query_only(1)"), cfg)
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		rdb, err := r.DB()
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		rdb.SetMaxOpenConns(4)
+		return &Store{Dialect: SQLite, w: w, r: r, sqlDBs: []*sql.DB{wdb, rdb}, Path: path}, nil
+	case strings.HasPrefix(rawURL, "postgres://"), strings.HasPrefix(rawURL, "postgresql://"):
+		db, err := gorm.Open(postgres.Open(rawURL), cfg)
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		sdb, err := db.DB()
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		sdb.SetMaxOpenConns(20)
+		sdb.SetMaxIdleConns(10)
+		sdb.SetConnMaxIdleTime(5 * time.Minute)
+		return &Store{Dialect: Postgres, w: db, r: db, sqlDBs: []*sql.DB{sdb}}, nil
+	}
+	if u, err := url.Parse(rawURL); err == nil && u.Scheme != "" {
+		return nil, fmt.Errorf("open store: unsupported database scheme %q (want sqlite:// or postgres://)", u.Scheme)
+	}
+	return nil, errors.New("open store: database URL must start with sqlite:// or postgres://")
+}
+
+// Close releases the connections.
+func (s *Store) Close() error {
+	var errs []error
+	for _, d := range s.sqlDBs {
+		errs = append(errs, d.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Ping checks that the database answers a query.
+func (s *Store) Ping(ctx context.Context) error {
+	var one int
+	return s.r.WithContext(ctx).Raw("SELECT 1").Scan(&one).Error
+}
+
+func (s *Store) provider() (*goose.Provider, error) {
+	sub, err := fs.Sub(migrations.FS, s.Dialect)
+	if err != nil {
+		return nil, err
+	}
+	db, err := s.w.DB()
+	if err != nil {
+		return nil, err
+	}
+	dialect := goose.DialectSQLite3
+	if s.Dialect == Postgres {
+		dialect = goose.DialectPostgres
+	}
+	return goose.NewProvider(dialect, db, sub)
+}
+
+// Migrate applies every pending migration, each in its own transaction.
+func (s *Store) Migrate(ctx context.Context) error {
+	p, err := s.provider()
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
+}
+
+// MigrationStatus writes one line per migration: version, state, file.
+func (s *Store) MigrationStatus(ctx context.Context, w io.Writer) error {
+	p, err := s.provider()
+	if err != nil {
+		return fmt.Errorf("migration status: %w", err)
+	}
+	st, err := p.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("migration status: %w", err)
+	}
+	for _, m := range st {
+		applied := "pending"
+		if m.State == goose.StateApplied {
+			applied = "applied " + m.AppliedAt.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "%05d  %-32s  %s\n", m.Source.Version, filepath.Base(m.Source.Path), applied)
+	}
+	return nil
+}
+
+// write runs fn in a write transaction. On PostgreSQL a serialization
+// failure or deadlock is retried; the whole transaction runs again.
+func (s *Store) write(ctx context.Context, fn func(tx *gorm.DB) error) error {
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		err = s.w.WithContext(ctx).Transaction(fn)
+		if !retryable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt+1) * 10 * time.Millisecond):
+		}
+	}
+	return err
+}
+
+// snapshot runs fn in a read-only transaction that sees one consistent
+// state of the database: REPEATABLE READ on PostgreSQL, a WAL read
+// transaction on SQLite.
+func (s *Store) snapshot(ctx context.Context, fn func(tx *gorm.DB) error) error {
+	if s.Dialect == Postgres {
+		return s.r.WithContext(ctx).Transaction(fn, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
+	}
+	return s.r.WithContext(ctx).Transaction(fn)
+}
+
+// read returns a handle for reads outside a write transaction.
+func (s *Store) read(ctx context.Context) *gorm.DB { return s.r.WithContext(ctx) }
+
+func retryable(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
+}
+
+// forUpdate locks the selected rows until the transaction ends. SQLite has
+// no row locks; its IMMEDIATE transactions already hold the write lock.
+func forUpdate(tx *gorm.DB) *gorm.DB {
+	return tx.Clauses(clause.Locking{Strength: "UPDATE"})
+}
+
+// ts normalises a time for storage: UTC, microsecond precision, so both
+// dialects store and compare the same instant the same way.
+func ts(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+
+// tsp is ts for an optional time.
+func tsp(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	v := ts(*t)
+	return &v
+}
+
+// DB exposes the write handle for tests and tools that check invariants.
+func (s *Store) DB() *gorm.DB { return s.w }
