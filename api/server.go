@@ -20,8 +20,8 @@ const BodyLimit = 1 << 20
 
 // Config configures the HTTP app.
 type Config struct {
-	Auth     AuthConfig
-	Logger   *slog.Logger
+	Auth   AuthConfig
+	Logger *slog.Logger
 }
 
 type server struct {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -27,6 +28,7 @@ usage:
   loyalty token --role R --sub S [--ttl 24h] [--store-id S]
                                      print a signed API token
   loyalty seed demo [--members 300]  load a demo program with members and history
+  loyalty healthcheck                exit 0 when the local server is ready (for containers)
 
 environment:
   LOYALTY_DATABASE_URL  sqlite://PATH (default sqlite://loyalty.db) or postgres://…
@@ -64,6 +66,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return token(cfg, args[1:], stdout)
 	case "seed":
 		return seed(ctx, cfg, args[1:], stdout)
+	case "healthcheck":
+		return healthcheck(ctx, cfg)
 	}
 	return fmt.Errorf("unknown command %q\n\n%s", args[0], usage)
 }
@@ -165,6 +169,30 @@ func token(cfg config, args []string, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintln(stdout, tok)
+	return nil
+}
+
+// healthcheck asks the server on LOYALTY_ADDR whether it is ready, so a
+// container image needs no curl.
+func healthcheck(ctx context.Context, cfg config) error {
+	host := cfg.Addr
+	if strings.HasPrefix(host, ":") {
+		host = "127.0.0.1" + host
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+"/readyz", nil)
+	if err != nil {
+		return err
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: /readyz answered %d", res.StatusCode)
+	}
 	return nil
 }
 
