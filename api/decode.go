@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/shopspring/decimal"
 
 	"github.com/loyalty-engine/loyalty/loyalty"
 )
@@ -23,7 +24,7 @@ func decode(c *fiber.Ctx, dst any) error {
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(dst); err != nil {
-		return decodeError(err)
+		return decodeError(err, body)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return loyalty.Errorf(loyalty.Malformed, "malformed", "the request body holds more than one JSON value")
@@ -31,7 +32,7 @@ func decode(c *fiber.Ctx, dst any) error {
 	return nil
 }
 
-func decodeError(err error) error {
+func decodeError(err error, body []byte) error {
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
 	switch {
@@ -44,14 +45,41 @@ func decodeError(err error) error {
 		}
 		return loyalty.Invalidf(field, "must be %s", describeType(te.Type.String()))
 	}
-	// Errors from a field's own UnmarshalJSON, such as a decimal that does
-	// not parse.
-	msg := err.Error()
-	if strings.Contains(msg, "decimal") {
-		return &loyalty.Error{Code: loyalty.Invalid, Reason: "validation", Message: "a decimal field does not hold a decimal",
-			Fields: []loyalty.FieldError{{Field: "decimal", Message: "must be a decimal string such as \"1.25\""}}}
+	// Errors from a field's own UnmarshalJSON: a decimal that does not parse.
+	if strings.Contains(err.Error(), "decimal") {
+		field := badDecimalField(body, "")
+		if field == "" {
+			field = "body"
+		}
+		return loyalty.Invalidf(field, "must be a decimal string such as \"1.25\"")
 	}
 	return loyalty.Errorf(loyalty.Malformed, "malformed", "the request body cannot be read as the expected JSON object")
+}
+
+// decimalFields are the request fields that hold exact decimals.
+var decimalFields = map[string]bool{"earn_multiplier": true, "points_per_unit": true, "multiplier": true, "risk_threshold": true}
+
+// badDecimalField finds the path of the first decimal field of a JSON body
+// that does not hold a decimal, so the problem can name it.
+func badDecimalField(body []byte, prefix string) string {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(body, &obj) != nil {
+		return "body"
+	}
+	for k, raw := range obj {
+		if decimalFields[k] {
+			var d decimal.Decimal
+			if d.UnmarshalJSON(raw) != nil {
+				return prefix + k
+			}
+		}
+		if len(raw) > 0 && raw[0] == '{' {
+			if f := badDecimalField(raw, prefix+k+"."); f != "body" && f != "" {
+				return f
+			}
+		}
+	}
+	return ""
 }
 
 func describeType(t string) string {

@@ -82,6 +82,7 @@ func (a *account) save(tx *gorm.DB) error {
 
 // entrySpec describes an entry to append.
 type entrySpec struct {
+	ID           string // preset for debits, whose draws name it; else new
 	Kind         string
 	Points       int64 // signed
 	OccurredAt   time.Time
@@ -98,7 +99,11 @@ func (a *account) append(tx *gorm.DB, e entrySpec) (entryRow, error) {
 	if e.AvailableAt.IsZero() {
 		e.AvailableAt = e.OccurredAt
 	}
-	row := entryRow{ID: newID(), MemberID: a.member.ID, Kind: e.Kind, Points: e.Points, OccurredAt: ts(e.OccurredAt),
+	id := e.ID
+	if id == "" {
+		id = newID()
+	}
+	row := entryRow{ID: id, MemberID: a.member.ID, Kind: e.Kind, Points: e.Points, OccurredAt: ts(e.OccurredAt),
 		AvailableAt: ts(e.AvailableAt), ExpiresAt: tsp(e.ExpiresAt), PurchaseID: e.PurchaseID, ReturnID: e.ReturnID,
 		RedemptionID: e.RedemptionID, OfferID: e.OfferID, Description: e.Description, CreatedAt: a.now}
 	if err := tx.Create(&row).Error; err != nil {
@@ -134,7 +139,7 @@ func (a *account) credit(tx *gorm.DB, e entrySpec) (entryRow, error) {
 	}
 	pay := min(a.balance.Debt, e.Points)
 	a.balance.Debt -= pay
-	lot := lotRow{EntryID: row.ID, MemberID: a.member.ID, Points: e.Points, Remaining: e.Points - pay,
+	lot := lotRow{ID: newID(), EntryID: row.ID, MemberID: a.member.ID, Points: e.Points, Remaining: e.Points - pay,
 		AvailableAt: row.AvailableAt, ExpiresAt: row.ExpiresAt, CreatedAt: a.now}
 	if err := tx.Create(&lot).Error; err != nil {
 		return row, err
@@ -181,7 +186,7 @@ func lotBefore(x, y lotRow) bool {
 	case !x.AvailableAt.Equal(y.AvailableAt):
 		return x.AvailableAt.Before(y.AvailableAt)
 	}
-	return x.EntryID < y.EntryID
+	return x.ID < y.ID
 }
 
 // inactivityDeadline is when all points expire under the inactivity policy.
@@ -192,8 +197,10 @@ func (a *account) inactivityDeadline() (time.Time, bool) {
 	return a.balance.LastActivityAt.AddDate(0, 0, a.prog.ExpiryDays), true
 }
 
-// take removes n points from lots in order and returns what it could not take.
-func take(tx *gorm.DB, lots []lotRow, n int64) (int64, error) {
+// take removes n points from lots in order. It returns the draws it made
+// and what it could not take.
+func take(tx *gorm.DB, lots []lotRow, n int64) ([]drawRow, int64, error) {
+	var draws []drawRow
 	for i := range lots {
 		if n == 0 {
 			break
@@ -205,11 +212,29 @@ func take(tx *gorm.DB, lots []lotRow, n int64) (int64, error) {
 		}
 		l.Remaining -= t
 		n -= t
-		if err := tx.Model(&lotRow{}).Where("entry_id = ?", l.EntryID).Update("remaining", l.Remaining).Error; err != nil {
-			return n, err
+		draws = append(draws, drawRow{LotID: l.ID, Points: t})
+		if err := tx.Model(&lotRow{}).Where("id = ?", l.ID).Update("remaining", l.Remaining).Error; err != nil {
+			return nil, n, err
 		}
 	}
-	return n, nil
+	return draws, n, nil
+}
+
+// debit appends the negative entry e and records the draws it took.
+func (a *account) debit(tx *gorm.DB, e entrySpec, draws []drawRow) (entryRow, error) {
+	row, err := a.append(tx, e)
+	if err != nil {
+		return row, err
+	}
+	for i := range draws {
+		draws[i].EntryID = row.ID
+	}
+	if len(draws) > 0 {
+		if err := tx.Create(&draws).Error; err != nil {
+			return row, err
+		}
+	}
+	return row, nil
 }
 
 // spend appends a negative entry that must be covered by available points:
@@ -232,10 +257,11 @@ func (a *account) spend(tx *gorm.DB, e entrySpec) (entryRow, error) {
 	if have < n {
 		return entryRow{}, Errorf(Conflict, "insufficient_points", "%d points are available, %d are needed", max(have, 0), n)
 	}
-	if _, err := take(tx, avail, n); err != nil {
+	draws, _, err := take(tx, avail, n)
+	if err != nil {
 		return entryRow{}, err
 	}
-	return a.append(tx, e)
+	return a.debit(tx, e, draws)
 }
 
 // reverse appends a negative entry that claws points back: from the lots
@@ -259,12 +285,12 @@ func (a *account) reverse(tx *gorm.DB, e entrySpec, own map[string]bool) (entryR
 			rest = append(rest, l)
 		}
 	}
-	left, err := take(tx, append(first, rest...), n)
+	draws, left, err := take(tx, append(first, rest...), n)
 	if err != nil {
 		return entryRow{}, err
 	}
 	a.balance.Debt += left
-	return a.append(tx, e)
+	return a.debit(tx, e, draws)
 }
 
 // Expiring is points that will expire at one instant.

@@ -130,7 +130,6 @@ type entryRow struct {
 	ReturnID     *string
 	RedemptionID *string
 	OfferID      *string
-	LotID        *string
 	Description  string
 	CreatedAt    time.Time
 }
@@ -138,7 +137,8 @@ type entryRow struct {
 func (entryRow) TableName() string { return "ledger_entries" }
 
 type lotRow struct {
-	EntryID     string `gorm:"primaryKey"`
+	ID          string `gorm:"primaryKey"`
+	EntryID     string
 	MemberID    string
 	Points      int64
 	Remaining   int64
@@ -148,6 +148,14 @@ type lotRow struct {
 }
 
 func (lotRow) TableName() string { return "lots" }
+
+type drawRow struct {
+	EntryID string `gorm:"primaryKey"`
+	LotID   string `gorm:"primaryKey"`
+	Points  int64
+}
+
+func (drawRow) TableName() string { return "lot_draws" }
 
 type idempotencyRow struct {
 	Scope       string `gorm:"primaryKey"`

@@ -121,7 +121,6 @@ CREATE TABLE ledger_entries (
     return_id     text REFERENCES returns (id),
     redemption_id text,
     offer_id      text,
-    lot_id        text,
     description   text        NOT NULL,
     created_at    DATETIME NOT NULL
 );
@@ -141,9 +140,11 @@ BEGIN
 END;
 -- +goose StatementEnd
 
--- A lot is what is left of one credit: spends take from the lots that expire first.
+-- A lot is what is left of one credit: spends take from the lots that expire
+-- first. A refund opens new lots with the expiry of the lots it gives back to.
 CREATE TABLE lots (
-    entry_id     text PRIMARY KEY REFERENCES ledger_entries (id),
+    id           text PRIMARY KEY,
+    entry_id     text        NOT NULL REFERENCES ledger_entries (id),
     member_id    text        NOT NULL REFERENCES members (id),
     points       INTEGER      NOT NULL CHECK (points > 0),
     remaining    INTEGER      NOT NULL CHECK (remaining >= 0 AND remaining <= points),
@@ -152,6 +153,15 @@ CREATE TABLE lots (
     created_at   DATETIME NOT NULL
 );
 CREATE INDEX lots_member ON lots (member_id, expires_at);
+CREATE INDEX lots_expiring ON lots (expires_at);
+
+-- Which lots each debit took its points from.
+CREATE TABLE lot_draws (
+    entry_id text   NOT NULL REFERENCES ledger_entries (id),
+    lot_id   text   NOT NULL REFERENCES lots (id),
+    points   INTEGER NOT NULL CHECK (points > 0),
+    PRIMARY KEY (entry_id, lot_id)
+);
 
 -- Idempotency records are written in the transaction of the effect they guard.
 -- status 0 marks a claim whose transaction has not committed.
@@ -168,6 +178,7 @@ CREATE INDEX idempotency_created ON idempotency_keys (created_at);
 
 -- +goose Down
 DROP TABLE idempotency_keys;
+DROP TABLE lot_draws;
 DROP TABLE lots;
 DROP TABLE ledger_entries;
 DROP TABLE returns;
