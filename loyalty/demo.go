@@ -2,6 +2,7 @@ package loyalty
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sort"
@@ -9,6 +10,9 @@ import (
 
 	"github.com/shopspring/decimal"
 )
+
+// ErrNotEmpty reports a demo seed into a database that already has members.
+var ErrNotEmpty = errors.New("the database already has members; seed an empty database")
 
 // DemoOptions sizes the demo program.
 type DemoOptions struct {
@@ -51,7 +55,7 @@ func SeedDemo(ctx context.Context, store *Store, opt DemoOptions) (DemoSummary, 
 		return sum, fmt.Errorf("seed demo: %w", err)
 	}
 	if n > 0 {
-		return sum, fmt.Errorf("seed demo: the database already has %d members; seed an empty database", n)
+		return sum, fmt.Errorf("seed demo: %w (%d members)", ErrNotEmpty, n)
 	}
 	clock := opt.Now.Add(-300 * 24 * time.Hour)
 	svc := NewService(store, WithClock(func() time.Time { return clock }))

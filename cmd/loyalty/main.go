@@ -23,7 +23,8 @@ import (
 const usage = `loyalty — a loyalty-program engine
 
 usage:
-  loyalty serve                      run the HTTP API (applies migrations first)
+  loyalty serve [--demo]             run the HTTP API (applies migrations first;
+                                     --demo loads the demo program into an empty database)
   loyalty migrate up|status          apply or list database migrations
   loyalty token --role R --sub S [--ttl 24h] [--store-id S]
                                      print a signed API token
@@ -59,7 +60,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 	defer stop()
 	switch args[0] {
 	case "serve":
-		return serve(ctx, cfg, log, stdout)
+		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+		demo := fs.Bool("demo", false, "load the demo program first when the database has no members")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		return serve(ctx, cfg, log, stdout, *demo)
 	case "migrate":
 		return migrate(ctx, cfg, args[1:], stdout)
 	case "token":
@@ -84,12 +90,23 @@ func openStore(ctx context.Context, cfg config) (*loyalty.Store, error) {
 	return store, nil
 }
 
-func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) error {
+func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer, demo bool) error {
 	store, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
+	if demo {
+		sum, err := loyalty.SeedDemo(ctx, store, loyalty.DemoOptions{Members: 300, Seed: 1, Now: time.Now()})
+		switch {
+		case errors.Is(err, loyalty.ErrNotEmpty):
+			log.Info("demo skipped: the database already has members")
+		case err != nil:
+			return err
+		default:
+			log.Info("demo program loaded", "members", sum.Members, "purchases", sum.Purchases)
+		}
+	}
 	metrics := api.NewMetrics()
 	svc := loyalty.NewService(store, loyalty.WithObserver(metrics))
 	app := api.New(svc, api.Config{Auth: cfg.Auth, Logger: log}, metrics)
