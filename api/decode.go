@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"strconv"
 	"strings"
@@ -19,8 +20,15 @@ import (
 // 422 naming the field.
 func decode(c *fiber.Ctx, dst any) error {
 	body := c.Body()
-	if len(bytes.TrimSpace(body)) == 0 {
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 {
 		return loyalty.Errorf(loyalty.Malformed, "malformed", "the request body is empty; send a JSON object")
+	}
+	if trimmed[0] != '{' {
+		return loyalty.Errorf(loyalty.Malformed, "malformed", "the request body must be a JSON object")
+	}
+	if field, bad := nulField(body); bad {
+		return loyalty.Invalidf(field, "must not contain NUL characters")
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(dst); err != nil {
@@ -82,6 +90,57 @@ func badDecimalField(body []byte, prefix string) string {
 	return ""
 }
 
+// nulField finds a string of a JSON body holding U+0000, which no text
+// column can store, and names where it is.
+func nulField(body []byte) (string, bool) {
+	if bytes.IndexByte(body, 0) < 0 && !bytes.Contains(bytes.ToLower(body), []byte(`\u0000`)) {
+		return "", false
+	}
+	var v any
+	if json.Unmarshal(body, &v) != nil {
+		return "body", true
+	}
+	return findNul(v, "")
+}
+
+func findNul(v any, path string) (string, bool) {
+	switch x := v.(type) {
+	case string:
+		if strings.IndexByte(x, 0) >= 0 {
+			return path, true
+		}
+	case []any:
+		for i, e := range x {
+			if f, ok := findNul(e, fmt.Sprintf("%s[%d]", path, i)); ok {
+				return f, true
+			}
+		}
+	case map[string]any:
+		for k, e := range x {
+			p := k
+			if path != "" {
+				p = path + "." + k
+			}
+			if strings.IndexByte(k, 0) >= 0 {
+				return p, true
+			}
+			if f, ok := findNul(e, p); ok {
+				return f, true
+			}
+		}
+	}
+	return "", false
+}
+
+// query reads a query parameter, refusing NUL characters.
+func query(c *fiber.Ctx, name string) (string, error) {
+	v := c.Query(name)
+	if strings.IndexByte(v, 0) >= 0 {
+		return "", loyalty.Invalidf(name, "must not contain NUL characters")
+	}
+	return v, nil
+}
+
 func describeType(t string) string {
 	t = strings.TrimLeft(t, "*[]")
 	switch {
@@ -134,7 +193,11 @@ func canonical(body []byte) []byte {
 
 // page reads ?limit= and ?cursor=.
 func page(c *fiber.Ctx) (loyalty.Page, error) {
-	p := loyalty.Page{Cursor: c.Query("cursor")}
+	cur, err := query(c, "cursor")
+	if err != nil {
+		return loyalty.Page{}, err
+	}
+	p := loyalty.Page{Cursor: cur}
 	if l := c.Query("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 1 || n > 500 {

@@ -79,7 +79,15 @@ func (s *server) findMembers(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	q := loyalty.MemberQuery{ExternalID: c.Query("external_id"), Email: c.Query("email"), Phone: c.Query("phone"), Page: pg}
+	q := loyalty.MemberQuery{Page: pg}
+	for _, f := range []struct {
+		name string
+		dst  *string
+	}{{"external_id", &q.ExternalID}, {"email", &q.Email}, {"phone", &q.Phone}} {
+		if *f.dst, err = query(c, f.name); err != nil {
+			return err
+		}
+	}
 	// A "+" in a phone number arrives as a space when the client did not
 	// encode it.
 	if strings.HasPrefix(q.Phone, " ") {

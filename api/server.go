@@ -12,7 +12,9 @@ import (
 	"github.com/gofiber/fiber/v2/middleware/recover"
 	"github.com/gofiber/fiber/v2/middleware/requestid"
 
+	"github.com/loyalty-engine/loyalty/jobs"
 	"github.com/loyalty-engine/loyalty/loyalty"
+	"github.com/loyalty-engine/loyalty/rewards"
 )
 
 // BodyLimit is the largest request body accepted.
@@ -22,10 +24,15 @@ const BodyLimit = 1 << 20
 type Config struct {
 	Auth   AuthConfig
 	Logger *slog.Logger
+	// Rewards and Jobs default to services built on the ledger service.
+	Rewards *rewards.Service
+	Jobs    *jobs.Runner
 }
 
 type server struct {
 	svc     *loyalty.Service
+	rewards *rewards.Service
+	jobs    *jobs.Runner
 	auth    AuthConfig
 	log     *slog.Logger
 	metrics *Metrics
@@ -37,7 +44,13 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &server{svc: svc, auth: cfg.Auth, log: cfg.Logger, metrics: metrics}
+	if cfg.Rewards == nil {
+		cfg.Rewards = rewards.NewService(svc)
+	}
+	if cfg.Jobs == nil {
+		cfg.Jobs = jobs.NewRunner(svc)
+	}
+	s := &server{svc: svc, rewards: cfg.Rewards, jobs: cfg.Jobs, auth: cfg.Auth, log: cfg.Logger, metrics: metrics}
 	app := fiber.New(fiber.Config{
 		AppName:               "loyalty",
 		BodyLimit:             BodyLimit,
@@ -89,6 +102,21 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 	v1.Post("/purchases", allow(pos, admin), s.postPurchase)
 	v1.Get("/purchases/:id", allow(all...), s.getPurchase)
 	v1.Post("/purchases/:id/returns", allow(pos, admin), s.postReturn)
+
+	v1.Post("/rewards", allow(marketer, admin), s.createReward)
+	v1.Get("/rewards", allow(all...), s.listRewards)
+	v1.Get("/rewards/:id", allow(all...), s.getReward)
+	v1.Patch("/rewards/:id", allow(marketer, admin), s.patchReward)
+	v1.Delete("/rewards/:id", allow(marketer, admin), s.retireReward)
+	v1.Post("/members/:id/redemptions", allow(member, pos, admin), s.redeem)
+	v1.Get("/members/:id/redemptions", allow(all...), s.listRedemptions)
+	v1.Get("/redemptions/:id", allow(all...), s.getRedemption)
+	v1.Post("/redemptions/:id/cancel", allow(member, pos, admin), s.cancelRedemption)
+	v1.Get("/coupons/:code", allow(pos, admin), s.getCoupon)
+	v1.Post("/coupons/:code/use", allow(pos, admin), s.useCoupon)
+
+	v1.Get("/jobs", allow(marketer, admin), s.listJobs)
+	v1.Post("/jobs/:name/run", allow(marketer, admin), s.runJob)
 
 	app.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })
 	return app

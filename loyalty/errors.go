@@ -93,6 +93,11 @@ func ErrorOf(err error) *Error {
 	case errors.Is(err, gorm.ErrCheckConstraintViolated):
 		return Errorf(Conflict, "constraint", "the change would break a rule of the ledger")
 	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && strings.HasPrefix(pe.Code, "22") {
+		// Data exceptions: a value PostgreSQL cannot store as sent.
+		return Errorf(Invalid, "invalid_value", "a value in the request cannot be stored: %s", pe.Message)
+	}
 	if IsUnavailable(err) {
 		return Errorf(Unavailable, "database_unavailable", "the database is unavailable; retry later")
 	}

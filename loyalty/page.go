@@ -39,7 +39,7 @@ func (p Page) decode(n int) ([]string, error) {
 	}
 	b, err := base64.RawURLEncoding.DecodeString(p.Cursor)
 	parts := strings.Split(string(b), "\x1f")
-	if err != nil || len(parts) != n {
+	if err != nil || len(parts) != n || strings.IndexByte(string(b), 0) >= 0 {
 		return nil, Invalidf("cursor", "is not a cursor this list returned")
 	}
 	return parts, nil
@@ -52,3 +52,12 @@ func (p Page) afterID() (string, error) {
 	}
 	return parts[0], nil
 }
+
+// Size is the page size asked for, within the limits of §1.
+func (p Page) Size() int { return p.limit() }
+
+// AfterCursor decodes a one-part cursor made by Cursor.
+func (p Page) AfterCursor() (string, error) { return p.afterID() }
+
+// Cursor makes an opaque cursor from the parts of a sort key.
+func Cursor(parts ...string) *string { return encodeCursor(parts...) }

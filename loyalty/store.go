@@ -181,6 +181,29 @@ func (s *Store) write(ctx context.Context, fn func(tx *gorm.DB) error) error {
 	return err
 }
 
+// writeSerial runs fn in a write transaction that sees one snapshot
+// throughout (REPEATABLE READ on PostgreSQL), for set-based jobs whose
+// statements must agree on the rows they touch; a concurrent change to
+// those rows makes PostgreSQL abort it, and it is retried.
+func (s *Store) writeSerial(ctx context.Context, fn func(tx *gorm.DB) error) error {
+	if s.Dialect != Postgres {
+		return s.write(ctx, fn)
+	}
+	var err error
+	for attempt := 0; attempt < 8; attempt++ {
+		err = s.w.WithContext(ctx).Transaction(fn, &sql.TxOptions{Isolation: sql.LevelRepeatableRead})
+		if !retryable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt+1) * 20 * time.Millisecond):
+		}
+	}
+	return err
+}
+
 // snapshot runs fn in a read-only transaction that sees one consistent
 // state of the database: REPEATABLE READ on PostgreSQL, a WAL read
 // transaction on SQLite.

@@ -1,0 +1,534 @@
+package api
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/loyalty-engine/loyalty/loyalty"
+	"github.com/loyalty-engine/loyalty/loyalty/loyaltytest"
+)
+
+var allRoles = []loyalty.Role{loyalty.RoleAdmin, loyalty.RoleMarketer, loyalty.RolePOS, loyalty.RoleMember}
+
+// newAuthEnv is newEnv with the token verification configured by auth, for
+// the issuer and audience checks.
+func newAuthEnv(t testing.TB, dialect string, auth AuthConfig) *env {
+	t.Helper()
+	e := &env{t: t, dialect: dialect, clock: loyaltytest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)),
+		auth: auth}
+	e.store = loyaltytest.MustOpen(t, dialect)
+	m := NewMetrics()
+	e.svc = loyalty.NewService(e.store, loyalty.WithClock(e.clock.Now), loyalty.WithObserver(m))
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	e.app = New(e.svc, Config{Auth: e.auth, Logger: log}, m)
+	return e
+}
+
+// assertProblem checks that r is an RFC 9457 problem document of status:
+// the content type, and type, title, status and detail in the body. When
+// field is not empty the errors array must name it (exactly, or as the
+// prefix of a nested field such as items[0].amount).
+func assertProblem(t testing.TB, r resp, status int, field string) {
+	t.Helper()
+	if r.Status >= 500 {
+		t.Errorf("status %d: bad input must never yield a 5xx: %s", r.Status, r.Body)
+		return
+	}
+	if r.Status != status {
+		t.Errorf("status %d, want %d: %s", r.Status, status, r.Body)
+		return
+	}
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/problem+json") {
+		t.Errorf("Content-Type %q, want application/problem+json", ct)
+	}
+	var p struct {
+		Type   *string `json:"type"`
+		Title  *string `json:"title"`
+		Status *int    `json:"status"`
+		Detail *string `json:"detail"`
+		Errors []struct {
+			Field   string `json:"field"`
+			Message string `json:"message"`
+		} `json:"errors"`
+	}
+	if err := json.Unmarshal(r.Body, &p); err != nil {
+		t.Errorf("problem body is not JSON: %v: %s", err, r.Body)
+		return
+	}
+	switch {
+	case p.Type == nil || *p.Type == "":
+		t.Errorf("problem has no type: %s", r.Body)
+	case p.Title == nil || *p.Title == "":
+		t.Errorf("problem has no title: %s", r.Body)
+	case p.Status == nil || *p.Status != r.Status:
+		t.Errorf("problem status does not repeat the HTTP status %d: %s", r.Status, r.Body)
+	case p.Detail == nil || *p.Detail == "":
+		t.Errorf("problem has no detail: %s", r.Body)
+	}
+	if status == http.StatusUnprocessableEntity && field != "" {
+		if len(p.Errors) == 0 {
+			t.Errorf("422 without an errors array: %s", r.Body)
+			return
+		}
+		for _, fe := range p.Errors {
+			if fe.Field == field || strings.HasPrefix(fe.Field, field+".") || strings.HasPrefix(fe.Field, field+"[") {
+				return
+			}
+		}
+		t.Errorf("errors do not name field %q: %s", field, r.Body)
+	}
+}
+
+// assertUnauthorized checks a 401 problem with a WWW-Authenticate challenge.
+func assertUnauthorized(t testing.TB, r resp) {
+	t.Helper()
+	assertProblem(t, r, http.StatusUnauthorized, "")
+	if r.Header.Get("WWW-Authenticate") == "" {
+		t.Errorf("401 without WWW-Authenticate: %s", r.Body)
+	}
+}
+
+// matrixRoute is one route of the /v1 group: build makes the path and body
+// of one call by role (with fresh fixtures where the call consumes them);
+// roles may call it, answered with ok.
+type matrixRoute struct {
+	method string
+	route  string // the route template, for names
+	build  func(role loyalty.Role) (path string, body any)
+	roles  []loyalty.Role
+	ok     int
+}
+
+func TestRoleMatrix(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		e := newEnv(t, dialect)
+		e.beautyLadder()
+		own := e.enrol()
+		pur := e.buy(own, 10000, "RM-PURCHASE")["id"].(string)
+		const (
+			admin    = loyalty.RoleAdmin
+			marketer = loyalty.RoleMarketer
+			pos      = loyalty.RolePOS
+		)
+		n := 0
+		next := func() int { n++; return n }
+		routes := []matrixRoute{
+			{"GET", "/v1/program", func(loyalty.Role) (string, any) { return "/v1/program", nil },
+				[]loyalty.Role{marketer, admin}, 200},
+			{"PUT", "/v1/program", func(loyalty.Role) (string, any) {
+				return "/v1/program", map[string]any{"name": "Beauty Insider"}
+			}, []loyalty.Role{marketer, admin}, 200},
+			{"GET", "/v1/tiers", func(loyalty.Role) (string, any) { return "/v1/tiers", nil }, allRoles, 200},
+			{"PUT", "/v1/tiers/:code", func(loyalty.Role) (string, any) {
+				i := next()
+				return fmt.Sprintf("/v1/tiers/extra-%d", i), map[string]any{"name": "Extra", "rank": 10 + i,
+					"earn_multiplier": "2", "qualifying_spend": 1_000_000 + i}
+			}, []loyalty.Role{marketer, admin}, 201},
+			{"DELETE", "/v1/tiers/:code", func(loyalty.Role) (string, any) {
+				i := next()
+				code := fmt.Sprintf("gone-%d", i)
+				e.do("PUT", "/v1/tiers/"+code, e.admin(), map[string]any{"name": "Gone", "rank": 100 + i,
+					"earn_multiplier": "3", "qualifying_spend": 10_000_000 + i}).must(t, 201)
+				return "/v1/tiers/" + code, nil
+			}, []loyalty.Role{marketer, admin}, 204},
+			{"POST", "/v1/members", func(loyalty.Role) (string, any) {
+				return "/v1/members", map[string]any{"external_id": fmt.Sprintf("RM-M-%d", next())}
+			}, []loyalty.Role{pos, marketer, admin}, 201},
+			{"GET", "/v1/members", func(loyalty.Role) (string, any) { return "/v1/members?external_id=RM-M-1", nil },
+				[]loyalty.Role{pos, marketer, admin}, 200},
+			{"GET", "/v1/members/:id", func(loyalty.Role) (string, any) { return "/v1/members/" + own, nil }, allRoles, 200},
+			{"PATCH", "/v1/members/:id", func(loyalty.Role) (string, any) {
+				return "/v1/members/" + own, map[string]any{"first_name": "Ann"}
+			}, allRoles, 200},
+			{"DELETE", "/v1/members/:id", func(loyalty.Role) (string, any) { return "/v1/members/" + e.enrol(), nil },
+				[]loyalty.Role{admin}, 204},
+			{"GET", "/v1/members/:id/balance", func(loyalty.Role) (string, any) {
+				return "/v1/members/" + own + "/balance", nil
+			}, allRoles, 200},
+			{"GET", "/v1/members/:id/ledger", func(loyalty.Role) (string, any) {
+				return "/v1/members/" + own + "/ledger", nil
+			}, allRoles, 200},
+			{"POST", "/v1/members/:id/adjustments", func(loyalty.Role) (string, any) {
+				return "/v1/members/" + own + "/adjustments", map[string]any{"points": 10, "reason": "goodwill"}
+			}, []loyalty.Role{admin}, 201},
+			{"POST", "/v1/purchases/quote", func(loyalty.Role) (string, any) {
+				return "/v1/purchases/quote", map[string]any{"member_id": own, "currency": "USD", "total": 1000}
+			}, []loyalty.Role{pos, admin}, 200},
+			{"POST", "/v1/purchases", func(loyalty.Role) (string, any) {
+				return "/v1/purchases", map[string]any{"member_id": own, "external_id": fmt.Sprintf("RM-P-%d", next()),
+					"store_id": "store-1", "currency": "USD", "total": 1000}
+			}, []loyalty.Role{pos, admin}, 201},
+			{"GET", "/v1/purchases/:id", func(loyalty.Role) (string, any) { return "/v1/purchases/" + pur, nil }, allRoles, 200},
+			{"POST", "/v1/purchases/:id/returns", func(loyalty.Role) (string, any) {
+				return "/v1/purchases/" + pur + "/returns", map[string]any{"external_id": fmt.Sprintf("RM-R-%d", next()), "amount": 100}
+			}, []loyalty.Role{pos, admin}, 201},
+		}
+		// The matrix must list exactly the routes the app registers.
+		registered := map[string]bool{}
+		for _, r := range e.app.GetRoutes(true) {
+			if strings.HasPrefix(r.Path, "/v1/") && r.Method != http.MethodHead {
+				registered[r.Method+" "+r.Path] = true
+			}
+		}
+		for _, rt := range routes {
+			if !registered[rt.method+" "+rt.route] {
+				t.Errorf("the matrix lists %s %s, which the app does not register", rt.method, rt.route)
+			}
+			delete(registered, rt.method+" "+rt.route)
+		}
+		for r := range registered {
+			t.Errorf("route %s is missing from the matrix", r)
+		}
+		tokens := map[loyalty.Role]string{
+			admin:              e.admin(),
+			marketer:           e.marketer(),
+			pos:                e.pos(),
+			loyalty.RoleMember: e.token(loyalty.RoleMember, own),
+		}
+		for _, rt := range routes {
+			for _, role := range allRoles {
+				t.Run(rt.method+" "+rt.route+" as "+string(role), func(t *testing.T) {
+					allowed := false
+					for _, r := range rt.roles {
+						allowed = allowed || r == role
+					}
+					path, body := rt.build(role)
+					r := e.do(rt.method, path, tokens[role], body)
+					if allowed {
+						if r.Status != rt.ok {
+							t.Errorf("allowed call: status %d, want %d: %s", r.Status, rt.ok, r.Body)
+						}
+						return
+					}
+					assertProblem(t, r, http.StatusForbidden, "")
+				})
+			}
+			t.Run(rt.method+" "+rt.route+" without a token", func(t *testing.T) {
+				path, body := rt.build(loyalty.RoleAdmin)
+				assertUnauthorized(t, e.do(rt.method, path, "", body))
+			})
+		}
+		t.Run("UnknownRoute", func(t *testing.T) {
+			// Authentication comes before routing: without a token even an
+			// unknown /v1 path is 401; with one it is a 404 problem.
+			assertUnauthorized(t, e.do("GET", "/v1/no-such-route", "", nil))
+			assertProblem(t, e.do("GET", "/v1/no-such-route", tokens[admin], nil), http.StatusNotFound, "")
+		})
+		// The calls above that were refused wrote nothing: the own member
+		// has only the purchase, the admin's adjustment and the returns.
+		e.checkLedger()
+	})
+}
+
+func TestMemberIsolation(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		e := newEnv(t, dialect)
+		e.beautyLadder()
+		me, other := e.enrol(), e.enrol()
+		myPurchase := e.buy(me, 5000, "ISO-ME")["id"].(string)
+		otherPurchase := e.buy(other, 7000, "ISO-OTHER")["id"].(string)
+		tok := e.token(loyalty.RoleMember, me)
+
+		t.Run("OtherMemberIsNotFound", func(t *testing.T) {
+			for _, c := range []struct {
+				method, path string
+				body         any
+			}{
+				{"GET", "/v1/members/" + other, nil},
+				{"GET", "/v1/members/" + other + "/balance", nil},
+				{"GET", "/v1/members/" + other + "/ledger", nil},
+				{"GET", "/v1/purchases/" + otherPurchase, nil},
+				{"PATCH", "/v1/members/" + other, map[string]any{"first_name": "Mallory"}},
+				{"PATCH", "/v1/members/" + other, map[string]any{"email": "mallory@example.com"}},
+				// An id that does not exist answers the same way.
+				{"GET", "/v1/members/no-such-member", nil},
+				{"GET", "/v1/members/no-such-member/balance", nil},
+			} {
+				t.Run(c.method+" "+c.path, func(t *testing.T) {
+					assertProblem(t, e.do(c.method, c.path, tok, c.body), http.StatusNotFound, "")
+				})
+			}
+			m := e.do("GET", "/v1/members/"+other, e.admin(), nil).must(t, 200).JSON(t)
+			if m["first_name"] != nil || m["email"] == "mallory@example.com" {
+				t.Errorf("another member was changed through a member token: %v", m)
+			}
+		})
+
+		t.Run("OwnResources", func(t *testing.T) {
+			for _, path := range []string{"/v1/members/" + me, "/v1/members/" + me + "/balance",
+				"/v1/members/" + me + "/ledger", "/v1/purchases/" + myPurchase} {
+				e.do("GET", path, tok, nil).must(t, 200)
+			}
+			b := e.do("GET", "/v1/members/"+me+"/balance", tok, nil).must(t, 200).JSON(t)
+			if b["member_id"] != me || b["available"].(float64) != 50 {
+				t.Errorf("own balance: %v", b)
+			}
+			l := e.do("GET", "/v1/members/"+me+"/ledger", tok, nil).must(t, 200).JSON(t)
+			if items := l["items"].([]any); len(items) != 1 {
+				t.Errorf("own ledger has %d entries, want 1: %v", len(items), l)
+			}
+		})
+
+		t.Run("OwnContactFields", func(t *testing.T) {
+			m := e.do("PATCH", "/v1/members/"+me, tok, map[string]any{"email": "Me.New@Example.com"}).must(t, 200).JSON(t)
+			if m["email"] != "me.new@example.com" {
+				t.Errorf("email after patch: %v", m["email"])
+			}
+			e.do("PATCH", "/v1/members/"+me, tok, map[string]any{"phone": "+14155550199", "first_name": "Me"}).must(t, 200)
+		})
+
+		t.Run("OwnProtectedFields", func(t *testing.T) {
+			for _, body := range []map[string]any{
+				{"birthday": "1990-05-17"},
+				{"external_id": "SELF-CHOSEN"},
+				{"email": "sneaky@example.com", "birthday": "1990-05-17"},
+				{"timezone": "Europe/Paris"},
+			} {
+				assertProblem(t, e.do("PATCH", "/v1/members/"+me, tok, body), http.StatusForbidden, "")
+			}
+			m := e.do("GET", "/v1/members/"+me, e.admin(), nil).must(t, 200).JSON(t)
+			if m["birthday"] != nil || m["email"] != "me.new@example.com" || m["external_id"] == "SELF-CHOSEN" {
+				t.Errorf("a refused patch changed the member: %v", m)
+			}
+		})
+	})
+}
+
+func TestPOSStoreRestriction(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		e := newEnv(t, dialect)
+		e.beautyLadder()
+		m := e.enrol()
+		till := e.tokenStore(loyalty.RolePOS, "till-s1", "store-1")
+
+		t.Run("OtherStorePurchase", func(t *testing.T) {
+			body := map[string]any{"member_id": m, "external_id": "S2-1", "store_id": "store-2", "currency": "USD", "total": 1000}
+			assertProblem(t, e.do("POST", "/v1/purchases", till, body), http.StatusForbidden, "")
+			assertProblem(t, e.do("POST", "/v1/purchases/quote", till, body), http.StatusForbidden, "")
+			if b := e.balance(m); b.Available != 0 || b.Pending != 0 {
+				t.Errorf("a refused purchase earned points: %+v", b)
+			}
+		})
+
+		t.Run("StoreFromToken", func(t *testing.T) {
+			r := e.do("POST", "/v1/purchases", till, map[string]any{"member_id": m, "external_id": "S1-1",
+				"currency": "USD", "total": 2000}).must(t, 201).JSON(t)
+			if r["store_id"] != "store-1" {
+				t.Errorf("store_id %v, want store-1", r["store_id"])
+			}
+			p := e.do("GET", "/v1/purchases/"+r["id"].(string), e.admin(), nil).must(t, 200).JSON(t)
+			if p["store_id"] != "store-1" {
+				t.Errorf("stored store_id %v, want store-1", p["store_id"])
+			}
+			e.do("POST", "/v1/purchases", till, map[string]any{"member_id": m, "external_id": "S1-2",
+				"store_id": "store-1", "currency": "USD", "total": 2000}).must(t, 201)
+		})
+
+		t.Run("OtherStoreReturn", func(t *testing.T) {
+			other := e.do("POST", "/v1/purchases", e.admin(), map[string]any{"member_id": m, "external_id": "S2-2",
+				"store_id": "store-2", "currency": "USD", "total": 3000}).must(t, 201).JSON(t)["id"].(string)
+			before := e.balance(m)
+			r := e.do("POST", "/v1/purchases/"+other+"/returns", till, map[string]any{"external_id": "RET-S2", "amount": 1000})
+			assertProblem(t, r, http.StatusForbidden, "")
+			p := e.do("GET", "/v1/purchases/"+other, e.admin(), nil).must(t, 200).JSON(t)
+			if p["returned_amount"].(float64) != 0 {
+				t.Errorf("a refused return was recorded: %v", p)
+			}
+			if after := e.balance(m); after.Available != before.Available {
+				t.Errorf("a refused return moved the balance from %d to %d", before.Available, after.Available)
+			}
+			// A till without a store claim may serve every store.
+			e.do("POST", "/v1/purchases/"+other+"/returns", e.pos(), map[string]any{"external_id": "RET-S2", "amount": 1000}).must(t, 201)
+		})
+
+		t.Run("OwnStoreReturn", func(t *testing.T) {
+			own := e.do("POST", "/v1/purchases", till, map[string]any{"member_id": m, "external_id": "S1-3",
+				"currency": "USD", "total": 4000}).must(t, 201).JSON(t)["id"].(string)
+			e.do("POST", "/v1/purchases/"+own+"/returns", till, map[string]any{"external_id": "RET-S1", "amount": 4000}).must(t, 201)
+		})
+		e.checkLedger()
+	})
+}
+
+// b64 is unpadded base64url, as JWT segments are.
+func b64(v any) string {
+	var b []byte
+	switch x := v.(type) {
+	case string:
+		b = []byte(x)
+	case []byte:
+		b = x
+	default:
+		var err error
+		if b, err = json.Marshal(x); err != nil {
+			panic(err)
+		}
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// hmacJWT signs header.payload with HMAC-SHA256 whatever the header claims,
+// for algorithm-confusion tokens.
+func hmacJWT(header, claims any, secret []byte) string {
+	in := b64(header) + "." + b64(claims)
+	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte(in))
+	return in + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+}
+
+func TestTokenAttacks(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		e := newEnv(t, dialect)
+		e.beautyLadder()
+		member := e.enrol()
+		now := time.Now()
+		exp := now.Add(time.Hour).Unix()
+		adminClaims := map[string]any{"sub": "op-1", "role": "admin", "exp": exp}
+		signed := func(m jwt.SigningMethod, claims map[string]any, secret []byte) string {
+			t.Helper()
+			s, err := jwt.NewWithClaims(m, jwt.MapClaims(claims)).SignedString(secret)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+		without := func(key string) map[string]any {
+			c := map[string]any{}
+			for k, v := range adminClaims {
+				if k != key {
+					c[k] = v
+				}
+			}
+			return c
+		}
+		with := func(key string, v any) map[string]any {
+			c := without(key)
+			c[key] = v
+			return c
+		}
+		valid := signed(jwt.SigningMethodHS256, adminClaims, testSecret)
+		memberTok := e.token(loyalty.RoleMember, member)
+		parts := strings.Split(memberTok, ".")
+		var payload map[string]any
+		raw, err := base64.RawURLEncoding.DecodeString(parts[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(raw, &payload); err != nil {
+			t.Fatal(err)
+		}
+		payload["role"] = "admin"
+		tampered := parts[0] + "." + b64(payload) + "." + parts[2]
+
+		// The route answers every role, so any token that gets through is
+		// 200 and every rejection shows as 401.
+		const route = "/v1/tiers"
+		t.Run("Control", func(t *testing.T) {
+			e.do("GET", route, valid, nil).must(t, 200)
+			e.do("GET", "/v1/members/"+member, memberTok, nil).must(t, 200)
+		})
+
+		for _, c := range []struct{ name, token string }{
+			{"AlgNone", b64(`{"alg":"none","typ":"JWT"}`) + "." + b64(adminClaims) + "."},
+			{"AlgNoneCapitalised", b64(`{"alg":"None","typ":"JWT"}`) + "." + b64(adminClaims) + "."},
+			{"AlgNoneWithSignature", b64(`{"alg":"none","typ":"JWT"}`) + "." + b64(adminClaims) + "." + strings.Split(valid, ".")[2]},
+			{"HS512", signed(jwt.SigningMethodHS512, adminClaims, testSecret)},
+			{"HS384", signed(jwt.SigningMethodHS384, adminClaims, testSecret)},
+			{"RS256HeaderHMACSigned", hmacJWT(map[string]any{"alg": "RS256", "typ": "JWT"}, adminClaims, testSecret)},
+			{"WrongSecret", signed(jwt.SigningMethodHS256, adminClaims, []byte("another-secret-another-secret-another"))},
+			{"EmptySecret", hmacJWT(map[string]any{"alg": "HS256", "typ": "JWT"}, adminClaims, nil)},
+			{"TamperedPayload", tampered},
+			{"SignatureStripped", parts[0] + "." + parts[1] + "."},
+			{"MissingExp", signed(jwt.SigningMethodHS256, without("exp"), testSecret)},
+			{"ExpiredExp", signed(jwt.SigningMethodHS256, with("exp", now.Add(-time.Hour).Unix()), testSecret)},
+			{"NotYetValid", signed(jwt.SigningMethodHS256, with("nbf", now.Add(time.Hour).Unix()), testSecret)},
+			{"UnknownRole", signed(jwt.SigningMethodHS256, with("role", "superuser"), testSecret)},
+			{"RoleCase", signed(jwt.SigningMethodHS256, with("role", "ADMIN"), testSecret)},
+			{"RoleNotString", signed(jwt.SigningMethodHS256, with("role", []string{"admin"}), testSecret)},
+			{"MissingRole", signed(jwt.SigningMethodHS256, without("role"), testSecret)},
+			{"MissingSub", signed(jwt.SigningMethodHS256, without("sub"), testSecret)},
+			{"EmptySub", signed(jwt.SigningMethodHS256, with("sub", ""), testSecret)},
+			{"Garbage", "garbage"},
+			{"GarbageSegments", "a.b.c"},
+			{"EmptySegments", ".."},
+			{"HeaderOnly", b64(`{"alg":"HS256","typ":"JWT"}`)},
+			{"TwoSegments", strings.Join(strings.Split(valid, ".")[:2], ".")},
+			{"FourSegments", valid + ".extra"},
+			{"NotBase64", "!!!.@@@.###"},
+			{"LongGarbage", strings.Repeat("A", 3000)},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				assertUnauthorized(t, e.do("GET", route, c.token, nil))
+			})
+		}
+
+		for _, c := range []struct{ name, header string }{
+			{"BearerNothing", "Bearer "},
+			{"BearerOnly", "Bearer"},
+			{"BasicScheme", "Basic " + base64.StdEncoding.EncodeToString([]byte("admin:admin"))},
+			{"BasicSchemeWithJWT", "Basic " + valid},
+			{"TokenScheme", "Token " + valid},
+			{"NoScheme", valid},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				assertUnauthorized(t, e.do("GET", route, "", nil, "Authorization", c.header))
+			})
+		}
+	})
+}
+
+func TestTokenIssuerAudience(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		cfg := AuthConfig{Secret: testSecret, Issuer: "https://auth.example.com", Audience: "loyalty-api"}
+		e := newAuthEnv(t, dialect, cfg)
+		sign := func(c AuthConfig) string {
+			t.Helper()
+			tok, err := SignToken(c, loyalty.RoleAdmin, "op-1", "", time.Hour, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return tok
+		}
+		mapSigned := func(claims map[string]any) string {
+			t.Helper()
+			s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims(claims)).SignedString(testSecret)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+		exp := time.Now().Add(time.Hour).Unix()
+		t.Run("Right", func(t *testing.T) {
+			e.do("GET", "/v1/program", sign(cfg), nil).must(t, 200)
+			e.do("GET", "/v1/program", mapSigned(map[string]any{"sub": "op-1", "role": "admin", "exp": exp,
+				"iss": cfg.Issuer, "aud": []string{"other-api", cfg.Audience}}), nil).must(t, 200)
+		})
+		for _, c := range []struct {
+			name string
+			tok  string
+		}{
+			{"WrongIssuer", sign(AuthConfig{Secret: testSecret, Issuer: "https://evil.example.com", Audience: cfg.Audience})},
+			{"NoIssuer", sign(AuthConfig{Secret: testSecret, Audience: cfg.Audience})},
+			{"WrongAudience", sign(AuthConfig{Secret: testSecret, Issuer: cfg.Issuer, Audience: "other-api"})},
+			{"NoAudience", sign(AuthConfig{Secret: testSecret, Issuer: cfg.Issuer})},
+			{"IssuerCase", sign(AuthConfig{Secret: testSecret, Issuer: "https://AUTH.example.com", Audience: cfg.Audience})},
+			{"AudienceList", mapSigned(map[string]any{"sub": "op-1", "role": "admin", "exp": exp,
+				"iss": cfg.Issuer, "aud": []string{"a", "b"}})},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				assertUnauthorized(t, e.do("GET", "/v1/program", c.tok, nil))
+			})
+		}
+	})
+}

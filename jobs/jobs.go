@@ -1,0 +1,181 @@
+// Package jobs runs the engine's periodic computations. A job is a plain
+// function of its as-of time that returns a summary; the runner records
+// every run in the database, and decides nothing about when.
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/loyalty-engine/loyalty/loyalty"
+)
+
+// Func is one job: it computes as of asOf and returns a summary.
+type Func func(ctx context.Context, asOf time.Time) (any, error)
+
+// Job is a registered job.
+type Job struct {
+	Name     string
+	Schedule string // cron expression, for the scheduler
+	Run      Func
+}
+
+// Runner runs jobs and records their runs.
+type Runner struct {
+	svc  *loyalty.Service
+	jobs map[string]Job
+}
+
+// NewRunner returns a runner with the engine's jobs.
+func NewRunner(svc *loyalty.Service) *Runner {
+	r := &Runner{svc: svc, jobs: map[string]Job{}}
+	r.Register(Job{Name: "expire-points", Schedule: "15 0 * * *", Run: func(ctx context.Context, asOf time.Time) (any, error) {
+		return svc.ExpirePoints(ctx, asOf)
+	}})
+	r.Register(Job{Name: "tier-review", Schedule: "30 0 * * *", Run: func(ctx context.Context, asOf time.Time) (any, error) {
+		return svc.ReviewTiers(ctx, asOf)
+	}})
+	r.Register(Job{Name: "purge-idempotency-keys", Schedule: "45 0 * * *", Run: func(ctx context.Context, asOf time.Time) (any, error) {
+		n, err := svc.PurgeIdempotencyKeys(ctx, 7*24*time.Hour)
+		return map[string]int64{"deleted": n}, err
+	}})
+	return r
+}
+
+// Register adds or replaces a job.
+func (r *Runner) Register(j Job) { r.jobs[j.Name] = j }
+
+// Jobs lists the registered jobs by name.
+func (r *Runner) Jobs() []Job {
+	out := make([]Job, 0, len(r.jobs))
+	for _, j := range r.jobs {
+		out = append(out, j)
+	}
+	sort.Slice(out, func(i, k int) bool { return out[i].Name < out[k].Name })
+	return out
+}
+
+// Run statuses.
+const (
+	Running   = "running"
+	Succeeded = "succeeded"
+	Failed    = "failed"
+)
+
+type runRow struct {
+	ID          string `gorm:"primaryKey"`
+	Name        string
+	AsOf        time.Time
+	Status      string
+	StartedAt   time.Time
+	FinishedAt  *time.Time
+	Summary     string
+	Error       string
+	TriggeredBy string
+}
+
+func (runRow) TableName() string { return "job_runs" }
+
+// RunRecord is one run of a job (§12).
+type RunRecord struct {
+	ID          string          `json:"id"`
+	Name        string          `json:"name"`
+	AsOf        time.Time       `json:"as_of"`
+	Status      string          `json:"status"`
+	StartedAt   time.Time       `json:"started_at"`
+	FinishedAt  *time.Time      `json:"finished_at"`
+	Summary     json.RawMessage `json:"summary"`
+	Error       *string         `json:"error"`
+	TriggeredBy string          `json:"triggered_by"`
+}
+
+func recordFromRow(r runRow) RunRecord {
+	rec := RunRecord{ID: r.ID, Name: r.Name, AsOf: r.AsOf.UTC(), Status: r.Status, StartedAt: r.StartedAt.UTC(),
+		Summary: json.RawMessage(r.Summary), TriggeredBy: r.TriggeredBy}
+	if r.FinishedAt != nil {
+		f := r.FinishedAt.UTC()
+		rec.FinishedAt = &f
+	}
+	if len(rec.Summary) == 0 {
+		rec.Summary = json.RawMessage("{}")
+	}
+	if r.Error != "" {
+		e := r.Error
+		rec.Error = &e
+	}
+	return rec
+}
+
+// Run runs job name as of asOf and records it. A job that fails is recorded
+// as failed with its error; the error is returned only when the run could
+// not even be recorded. A business error in the request (an as_of the job
+// refuses) is returned as is, unrecorded.
+func (r *Runner) Run(ctx context.Context, name string, asOf time.Time, by string) (RunRecord, error) {
+	j, ok := r.jobs[name]
+	if !ok {
+		return RunRecord{}, loyalty.Errorf(loyalty.NotFound, "not_found", "no job is named %q", name)
+	}
+	db := r.svc.Store().DB().WithContext(ctx)
+	row := runRow{ID: loyalty.NewID(), Name: name, AsOf: loyalty.TS(asOf), Status: Running, StartedAt: r.svc.Now(),
+		Summary: "{}", TriggeredBy: by}
+	if err := db.Create(&row).Error; err != nil {
+		return RunRecord{}, fmt.Errorf("run %s: %w", name, err)
+	}
+	summary, err := j.Run(ctx, asOf)
+	var le *loyalty.Error
+	if errors.As(err, &le) && le.Code == loyalty.Invalid {
+		db.Delete(&row)
+		return RunRecord{}, err
+	}
+	fin := r.svc.Now()
+	row.FinishedAt = &fin
+	row.Status = Succeeded
+	if err != nil {
+		row.Status, row.Error = Failed, err.Error()
+	} else if b, merr := json.Marshal(summary); merr == nil {
+		row.Summary = string(b)
+	}
+	// Record the outcome even if the caller has gone away meanwhile.
+	if uerr := r.svc.Store().DB().WithContext(context.WithoutCancel(ctx)).Save(&row).Error; uerr != nil {
+		return recordFromRow(row), fmt.Errorf("run %s: %w", name, uerr)
+	}
+	return recordFromRow(row), nil
+}
+
+// Status is a job with its latest run.
+type Status struct {
+	Name     string     `json:"name"`
+	Schedule string     `json:"schedule"`
+	LastRun  *RunRecord `json:"last_run"`
+}
+
+// List returns every job with its latest run.
+func (r *Runner) List(ctx context.Context) ([]Status, error) {
+	out := []Status{}
+	err := loyalty.Read(ctx, r.svc, func(db *gorm.DB) error {
+		for _, j := range r.Jobs() {
+			st := Status{Name: j.Name, Schedule: j.Schedule}
+			var row runRow
+			res := db.Where("name = ?", j.Name).Order("started_at DESC, id DESC").Limit(1).Find(&row)
+			if res.Error != nil {
+				return res.Error
+			}
+			if res.RowsAffected == 1 {
+				rec := recordFromRow(row)
+				st.LastRun = &rec
+			}
+			out = append(out, st)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	return out, nil
+}
