@@ -48,7 +48,7 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 		cfg.Rewards = rewards.NewService(svc)
 	}
 	if cfg.Jobs == nil {
-		cfg.Jobs = jobs.NewRunner(svc)
+		cfg.Jobs = jobs.NewRunner(svc, cfg.Rewards)
 	}
 	s := &server{svc: svc, rewards: cfg.Rewards, jobs: cfg.Jobs, auth: cfg.Auth, log: cfg.Logger, metrics: metrics}
 	app := fiber.New(fiber.Config{
@@ -114,6 +114,19 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 	v1.Post("/redemptions/:id/cancel", allow(member, pos, admin), s.cancelRedemption)
 	v1.Get("/coupons/:code", allow(pos, admin), s.getCoupon)
 	v1.Post("/coupons/:code/use", allow(pos, admin), s.useCoupon)
+
+	v1.Post("/offers", allow(marketer, admin), s.createOffer)
+	v1.Get("/offers", allow(marketer, admin), s.listOffers)
+	v1.Get("/offers/:id", allow(marketer, admin), s.getOffer)
+	v1.Patch("/offers/:id", allow(marketer, admin), s.patchOffer)
+	v1.Get("/offers/:id/reach", allow(marketer, admin), s.offerReach)
+	v1.Post("/offer-templates", allow(marketer, admin), s.createTemplate)
+	v1.Get("/offer-templates", allow(marketer, admin), s.listTemplates)
+	v1.Patch("/offer-templates/:id", allow(marketer, admin), s.patchTemplate)
+	v1.Get("/members/:id/offers", allow(all...), s.memberOffers)
+	v1.Post("/members/:id/offers/:offer_id/activate", allow(member, pos, admin), s.activateOffer)
+	v1.Get("/members/:id/gifts", allow(all...), s.listGifts)
+	v1.Post("/members/:id/gifts/:gift_id/claim", allow(member, pos, admin), s.claimGift)
 
 	v1.Get("/jobs", allow(marketer, admin), s.listJobs)
 	v1.Post("/jobs/:name/run", allow(marketer, admin), s.runJob)

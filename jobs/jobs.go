@@ -14,6 +14,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/loyalty-engine/loyalty/loyalty"
+	"github.com/loyalty-engine/loyalty/rewards"
 )
 
 // Func is one job: it computes as of asOf and returns a summary.
@@ -33,13 +34,19 @@ type Runner struct {
 }
 
 // NewRunner returns a runner with the engine's jobs.
-func NewRunner(svc *loyalty.Service) *Runner {
+func NewRunner(svc *loyalty.Service, rw *rewards.Service) *Runner {
 	r := &Runner{svc: svc, jobs: map[string]Job{}}
 	r.Register(Job{Name: "expire-points", Schedule: "15 0 * * *", Run: func(ctx context.Context, asOf time.Time) (any, error) {
 		return svc.ExpirePoints(ctx, asOf)
 	}})
 	r.Register(Job{Name: "tier-review", Schedule: "30 0 * * *", Run: func(ctx context.Context, asOf time.Time) (any, error) {
 		return svc.ReviewTiers(ctx, asOf)
+	}})
+	r.Register(Job{Name: "birthday-gifts", Schedule: "5 * * * *", Run: func(ctx context.Context, asOf time.Time) (any, error) {
+		return rw.BirthdayGifts(ctx, asOf)
+	}})
+	r.Register(Job{Name: "personal-offers", Schedule: "0 3 * * *", Run: func(ctx context.Context, asOf time.Time) (any, error) {
+		return svc.GivePersonalOffers(ctx, asOf)
 	}})
 	r.Register(Job{Name: "purge-idempotency-keys", Schedule: "45 0 * * *", Run: func(ctx context.Context, asOf time.Time) (any, error) {
 		n, err := svc.PurgeIdempotencyKeys(ctx, 7*24*time.Hour)

@@ -189,3 +189,31 @@ func BalanceAt(db *gorm.DB, memberID string, now time.Time) (Balance, error) {
 	}
 	return a.view(db, ladder)
 }
+
+// WriteSet runs a set-based job's statements in one transaction that sees
+// one snapshot throughout; see Store.writeSerial.
+func WriteSet(ctx context.Context, s *Service, fn func(*Tx) error) error {
+	return s.store.writeSerial(ctx, func(db *gorm.DB) error {
+		return fn(&Tx{DB: db, Now: ts(s.now()), svc: s})
+	})
+}
+
+// LockBalances locks, in one order, the balances of the members that
+// memberIDs (a SELECT of member ids) returns, before a set-based change to
+// their points. SQLite's write transaction already excludes other writers.
+func (t *Tx) LockBalances(memberIDs string, args ...any) error {
+	if t.svc.store.Dialect != Postgres {
+		return nil
+	}
+	return t.DB.Exec("SELECT 1 FROM member_balances WHERE member_id IN ("+memberIDs+") ORDER BY member_id FOR UPDATE", args...).Error
+}
+
+// ExpiryFor is when points credited at t expire under the program's lot
+// policy; nil when they never expire by lot.
+func (p *Program) ExpiryFor(t time.Time) *time.Time {
+	if p.ExpiryPolicy != ExpiryLot || p.ExpiryDays == 0 {
+		return nil
+	}
+	e := ts(t.AddDate(0, 0, p.ExpiryDays))
+	return &e
+}

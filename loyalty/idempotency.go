@@ -59,6 +59,9 @@ func headerGuard(k IdempotencyKey) []guard {
 
 var errReplayed = errors.New("replayed")
 
+// onConflictNothing makes an insert of an existing key a no-op.
+var onConflictNothing = clause.OnConflict{DoNothing: true}
+
 // writeOnce runs fn in a write transaction guarded by idempotency records.
 // Each guard is claimed first (an insert that waits for, then yields to, a
 // concurrent claim of the same key); if one was already completed, the
@@ -106,7 +109,7 @@ func writeOnce[T any](ctx context.Context, s *Service, guards []guard, status in
 
 func claim(tx *gorm.DB, g guard, now time.Time) (*Replay, error) {
 	row := idempotencyRow{Scope: g.scope, Key: g.key, RequestHash: g.hash, Status: 0, Response: "", CreatedAt: now}
-	res := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&row)
+	res := tx.Clauses(onConflictNothing).Create(&row)
 	if res.Error != nil {
 		return nil, res.Error
 	}

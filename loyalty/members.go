@@ -216,11 +216,16 @@ func (s *Service) Member(ctx context.Context, p Principal, id string) (Member, e
 	if !p.SeesMember(id) {
 		return Member{}, hidden(id)
 	}
-	r, err := getMember(s.store.read(ctx), id)
+	db := s.store.read(ctx)
+	r, err := getMember(db, id)
 	if err != nil {
 		return Member{}, fmt.Errorf("get member: %w", err)
 	}
-	return memberFromRow(r), nil
+	m := memberFromRow(r)
+	if err := db.Table("member_segments").Where("member_id = ?", id).Order("segment_code").Pluck("segment_code", &m.Segments).Error; err != nil {
+		return Member{}, fmt.Errorf("get member: %w", err)
+	}
+	return m, nil
 }
 
 // MemberQuery looks members up by one or more exact keys.

@@ -1,6 +1,7 @@
 package loyalty
 
 import (
+	"encoding/json"
 	"time"
 
 	"github.com/google/uuid"
@@ -184,4 +185,12 @@ func deref(s *string) string {
 		return ""
 	}
 	return *s
+}
+
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
 }

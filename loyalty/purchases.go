@@ -198,7 +198,7 @@ type PurchaseResult struct {
 
 // earning computes a purchase's points for a member holding tier cur, and
 // the tier the purchase lifts the member to given spendBefore.
-func earning(prog *Program, ladder tiers.Ladder, member memberRow, pur purchase, spendBefore int64, now time.Time) (Quote, error) {
+func earning(prog *Program, ladder tiers.Ladder, member memberRow, pur purchase, spendBefore int64, now time.Time, mo *memberOffers) (Quote, error) {
 	q := Quote{MemberID: member.ID, Total: pur.total, Currency: pur.Currency, Breakdown: []BreakdownLine{}}
 	mult := decimal.NewFromInt(1)
 	cur, hasTier := currentTier(ladder, member)
@@ -217,6 +217,13 @@ func earning(prog *Program, ladder tiers.Ladder, member memberRow, pur purchase,
 	}
 	q.Breakdown = append(q.Breakdown, line)
 	q.PointsEarned = pts
+	for _, l := range mo.apply(prog, pur) {
+		q.Breakdown = append(q.Breakdown, l)
+		q.PointsEarned += l.Points
+		if q.PointsEarned > tiers.MaxPoints {
+			return q, Invalidf("total", "earns more points than the engine can hold")
+		}
+	}
 	if hasTier {
 		spend := spendBefore
 		if !pur.at.Before(prog.Period().Start(now)) {
@@ -251,7 +258,11 @@ func (s *Service) QuotePurchase(ctx context.Context, p Principal, in PurchaseInp
 		if err != nil {
 			return err
 		}
-		q, err = earning(prog, ladder, a.member, pur, spend, a.now)
+		mo, err := loadMemberOffers(tx, a.member.ID, pur.at)
+		if err != nil {
+			return err
+		}
+		q, err = earning(prog, ladder, a.member, pur, spend, a.now, mo)
 		return err
 	})
 	if err != nil {
@@ -328,7 +339,11 @@ func (s *Service) postPurchase(tx *gorm.DB, pur purchase) (PurchaseResult, error
 	if err != nil {
 		return res, err
 	}
-	q, err := earning(prog, ladder, a.member, pur, spend, a.now)
+	mo, err := loadMemberOffers(tx, a.member.ID, pur.at)
+	if err != nil {
+		return res, err
+	}
+	q, err := earning(prog, ladder, a.member, pur, spend, a.now, mo)
 	if err != nil {
 		return res, err
 	}
@@ -360,6 +375,9 @@ func (s *Service) postPurchase(tx *gorm.DB, pur purchase) (PurchaseResult, error
 			Description: "purchase " + pur.ExternalID}
 		if line.Source == "offer" {
 			spec.Kind, spec.OfferID = KindOffer, strp(line.OfferID)
+			if err := tx.Create(&offerUseRow{OfferID: line.OfferID, PurchaseID: pid, MemberID: a.member.ID, Points: line.Points, CreatedAt: a.now}).Error; err != nil {
+				return res, err
+			}
 		}
 		if _, err := a.credit(tx, spec); err != nil {
 			return res, err

@@ -1,0 +1,140 @@
+package api
+
+import (
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/loyalty-engine/loyalty/loyalty"
+	"github.com/loyalty-engine/loyalty/rewards"
+)
+
+func (s *server) createOffer(c *fiber.Ctx) error {
+	var in loyalty.OfferInput
+	if err := decode(c, &in); err != nil {
+		return err
+	}
+	key, err := idempotencyKey(c)
+	if err != nil {
+		return err
+	}
+	o, rep, err := s.svc.CreateOffer(c.UserContext(), in, key)
+	if err != nil {
+		return err
+	}
+	return created(c, o, rep)
+}
+
+func (s *server) listOffers(c *fiber.Ctx) error {
+	pg, err := page(c)
+	if err != nil {
+		return err
+	}
+	l, err := s.svc.ListOffers(c.UserContext(), loyalty.OfferQuery{Personal: c.QueryBool("personal"), Page: pg})
+	if err != nil {
+		return err
+	}
+	return c.JSON(l)
+}
+
+func (s *server) getOffer(c *fiber.Ctx) error {
+	o, err := s.svc.GetOffer(c.UserContext(), c.Params("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(o)
+}
+
+func (s *server) patchOffer(c *fiber.Ctx) error {
+	var in loyalty.OfferInput
+	if err := decode(c, &in); err != nil {
+		return err
+	}
+	o, err := s.svc.UpdateOffer(c.UserContext(), c.Params("id"), in)
+	if err != nil {
+		return err
+	}
+	return c.JSON(o)
+}
+
+func (s *server) offerReach(c *fiber.Ctx) error {
+	n, err := s.svc.OfferReach(c.UserContext(), c.Params("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(fiber.Map{"offer_id": c.Params("id"), "members": n})
+}
+
+func (s *server) createTemplate(c *fiber.Ctx) error {
+	var in loyalty.OfferTemplateInput
+	if err := decode(c, &in); err != nil {
+		return err
+	}
+	key, err := idempotencyKey(c)
+	if err != nil {
+		return err
+	}
+	t, rep, err := s.svc.CreateOfferTemplate(c.UserContext(), in, key)
+	if err != nil {
+		return err
+	}
+	return created(c, t, rep)
+}
+
+func (s *server) listTemplates(c *fiber.Ctx) error {
+	l, err := s.svc.OfferTemplates(c.UserContext())
+	if err != nil {
+		return err
+	}
+	return c.JSON(loyalty.List[loyalty.OfferTemplate]{Items: l})
+}
+
+func (s *server) patchTemplate(c *fiber.Ctx) error {
+	var in loyalty.OfferTemplateInput
+	if err := decode(c, &in); err != nil {
+		return err
+	}
+	t, err := s.svc.UpdateOfferTemplate(c.UserContext(), c.Params("id"), in)
+	if err != nil {
+		return err
+	}
+	return c.JSON(t)
+}
+
+func (s *server) memberOffers(c *fiber.Ctx) error {
+	l, err := s.svc.MemberOffers(c.UserContext(), principal(c), c.Params("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(l)
+}
+
+func (s *server) activateOffer(c *fiber.Ctx) error {
+	o, err := s.svc.ActivateOffer(c.UserContext(), principal(c), c.Params("id"), c.Params("offer_id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(o)
+}
+
+func (s *server) listGifts(c *fiber.Ctx) error {
+	l, err := s.rewards.Gifts(c.UserContext(), principal(c), c.Params("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(l)
+}
+
+func (s *server) claimGift(c *fiber.Ctx) error {
+	var in rewards.ClaimInput
+	if err := decode(c, &in); err != nil {
+		return err
+	}
+	key, err := idempotencyKey(c)
+	if err != nil {
+		return err
+	}
+	r, rep, err := s.rewards.ClaimGift(c.UserContext(), principal(c), c.Params("id"), c.Params("gift_id"), in, key)
+	if err != nil {
+		return err
+	}
+	return created(c, r, rep)
+}

@@ -1,0 +1,275 @@
+package loyalty
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/shopspring/decimal"
+	"gorm.io/gorm"
+)
+
+type templateRow struct {
+	ID                 string `gorm:"primaryKey"`
+	Code               string
+	Name               string
+	Kind               string
+	Multiplier         string
+	BonusPoints        int64
+	Conditions         string
+	DurationDays       int
+	LookbackDays       int
+	MinPurchases       int
+	RequiresActivation bool
+	MaxUsesPerMember   *int
+	Active             bool
+	CreatedAt          time.Time
+	UpdatedAt          time.Time
+}
+
+func (templateRow) TableName() string { return "offer_templates" }
+
+// OfferTemplate is a marketer's recipe for personal offers: "×2 on your
+// favourite category for 14 days" for every member with enough history.
+type OfferTemplate struct {
+	ID                 string          `json:"id"`
+	Code               string          `json:"code"`
+	Name               string          `json:"name"`
+	Kind               string          `json:"kind"`
+	Multiplier         decimal.Decimal `json:"multiplier"`
+	BonusPoints        int64           `json:"bonus_points"`
+	Conditions         OfferConditions `json:"conditions"`
+	DurationDays       int             `json:"duration_days"`
+	LookbackDays       int             `json:"lookback_days"`
+	MinPurchases       int             `json:"min_purchases"`
+	RequiresActivation bool            `json:"requires_activation"`
+	MaxUsesPerMember   *int            `json:"max_uses_per_member"`
+	Active             bool            `json:"active"`
+	CreatedAt          time.Time       `json:"created_at"`
+	UpdatedAt          time.Time       `json:"updated_at"`
+}
+
+// OfferTemplateInput is the body of POST /v1/offer-templates and PATCH.
+// The template's conditions apply as written except categories: each
+// personal offer is on its member's favourite category.
+type OfferTemplateInput struct {
+	Code               *string          `json:"code"`
+	Name               *string          `json:"name"`
+	Kind               *string          `json:"kind"`
+	Multiplier         *decimal.Decimal `json:"multiplier"`
+	BonusPoints        *int64           `json:"bonus_points"`
+	Conditions         *OfferConditions `json:"conditions"`
+	DurationDays       *int             `json:"duration_days"`
+	LookbackDays       *int             `json:"lookback_days"`
+	MinPurchases       *int             `json:"min_purchases"`
+	RequiresActivation *bool            `json:"requires_activation"`
+	MaxUsesPerMember   *int             `json:"max_uses_per_member"`
+	Active             *bool            `json:"active"`
+}
+
+func templateFromRow(r templateRow) OfferTemplate {
+	m, _ := decimal.NewFromString(r.Multiplier)
+	o := offerRow{Conditions: r.Conditions}
+	c := o.conditions()
+	c.Categories = []string{}
+	return OfferTemplate{ID: r.ID, Code: r.Code, Name: r.Name, Kind: r.Kind, Multiplier: m, BonusPoints: r.BonusPoints,
+		Conditions: c, DurationDays: r.DurationDays, LookbackDays: r.LookbackDays, MinPurchases: r.MinPurchases,
+		RequiresActivation: r.RequiresActivation, MaxUsesPerMember: r.MaxUsesPerMember, Active: r.Active,
+		CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC()}
+}
+
+func (in OfferTemplateInput) apply(r *templateRow) {
+	set := func(dst *string, v *string) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	set(&r.Code, in.Code)
+	set(&r.Name, in.Name)
+	set(&r.Kind, in.Kind)
+	if in.Multiplier != nil {
+		r.Multiplier = in.Multiplier.String()
+	}
+	if in.BonusPoints != nil {
+		r.BonusPoints = *in.BonusPoints
+	}
+	if in.Conditions != nil {
+		c := *in.Conditions
+		c.Categories = nil
+		r.Conditions = mustJSON(c)
+	}
+	for _, f := range []struct {
+		dst *int
+		v   *int
+	}{{&r.DurationDays, in.DurationDays}, {&r.LookbackDays, in.LookbackDays}, {&r.MinPurchases, in.MinPurchases}} {
+		if f.v != nil {
+			*f.dst = *f.v
+		}
+	}
+	if in.RequiresActivation != nil {
+		r.RequiresActivation = *in.RequiresActivation
+	}
+	if in.MaxUsesPerMember != nil {
+		r.MaxUsesPerMember = in.MaxUsesPerMember
+	}
+	if in.Active != nil {
+		r.Active = *in.Active
+	}
+}
+
+func validateTemplate(r templateRow) error {
+	var v Validation
+	if !codePattern.MatchString(r.Code) || len(r.Code) > 40 {
+		v.Add("code", "must be 1 to 40 lowercase letters, digits, _ or -")
+	}
+	if r.Name == "" || len(r.Name) > 200 {
+		v.Add("name", "is required, at most 200 characters")
+	}
+	m, err := decimal.NewFromString(r.Multiplier)
+	if err != nil {
+		m = decimal.Zero
+	}
+	validateReward(&v, r.Kind, m, r.BonusPoints)
+	if r.DurationDays < 1 || r.DurationDays > 366 {
+		v.Add("duration_days", "must be from 1 to 366")
+	}
+	if r.LookbackDays < 1 || r.LookbackDays > 3650 {
+		v.Add("lookback_days", "must be from 1 to 3650")
+	}
+	if r.MinPurchases < 1 {
+		v.Add("min_purchases", "must be at least 1")
+	}
+	if r.MaxUsesPerMember != nil && *r.MaxUsesPerMember < 1 {
+		v.Add("max_uses_per_member", "must be at least 1")
+	}
+	return v.Err()
+}
+
+// CreateOfferTemplate adds a personal-offer template.
+func (s *Service) CreateOfferTemplate(ctx context.Context, in OfferTemplateInput, key IdempotencyKey) (OfferTemplate, *Replay, error) {
+	t, rep, err := writeOnce(ctx, s, headerGuard(key), 201, func(tx *gorm.DB) (OfferTemplate, error) {
+		now := ts(s.now())
+		row := templateRow{ID: newID(), Multiplier: "1", Conditions: "{}", DurationDays: 14, LookbackDays: 90, MinPurchases: 3,
+			Active: true, CreatedAt: now, UpdatedAt: now}
+		in.apply(&row)
+		if err := validateTemplate(row); err != nil {
+			return OfferTemplate{}, err
+		}
+		if err := tx.Create(&row).Error; err != nil {
+			if errors.Is(err, gorm.ErrDuplicatedKey) {
+				return OfferTemplate{}, Errorf(Conflict, "duplicate", "a template with code %q exists", row.Code)
+			}
+			return OfferTemplate{}, err
+		}
+		return templateFromRow(row), nil
+	})
+	if err != nil {
+		return t, nil, fmt.Errorf("create offer template: %w", err)
+	}
+	return t, rep, nil
+}
+
+// UpdateOfferTemplate changes a template; offers already given keep their terms.
+func (s *Service) UpdateOfferTemplate(ctx context.Context, id string, in OfferTemplateInput) (OfferTemplate, error) {
+	var out OfferTemplate
+	err := s.store.write(ctx, func(tx *gorm.DB) error {
+		var row templateRow
+		if err := tx.Where("id = ?", id).Take(&row).Error; err != nil {
+			if errors.Is(err, gorm.ErrRecordNotFound) {
+				return Errorf(NotFound, "not_found", "no offer template has id %q", id)
+			}
+			return err
+		}
+		in.apply(&row)
+		row.UpdatedAt = ts(s.now())
+		if err := validateTemplate(row); err != nil {
+			return err
+		}
+		if err := tx.Save(&row).Error; err != nil {
+			if errors.Is(err, gorm.ErrDuplicatedKey) {
+				return Errorf(Conflict, "duplicate", "a template with code %q exists", row.Code)
+			}
+			return err
+		}
+		out = templateFromRow(row)
+		return nil
+	})
+	if err != nil {
+		return out, fmt.Errorf("update offer template: %w", err)
+	}
+	return out, nil
+}
+
+// OfferTemplates lists the templates.
+func (s *Service) OfferTemplates(ctx context.Context) ([]OfferTemplate, error) {
+	var rows []templateRow
+	if err := s.store.read(ctx).Order("code").Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("list offer templates: %w", err)
+	}
+	out := make([]OfferTemplate, len(rows))
+	for i, r := range rows {
+		out[i] = templateFromRow(r)
+	}
+	return out, nil
+}
+
+// PersonalOffersSummary counts the offers a run gave.
+type PersonalOffersSummary struct {
+	Templates int   `json:"templates"`
+	Offers    int64 `json:"offers"`
+}
+
+// GivePersonalOffers gives, for every active template, each active member
+// with at least min_purchases purchases in the last lookback_days an offer
+// on its favourite category there (most spend; ties by name), live for
+// duration_days from asOf, unless it holds a live one from that template.
+// One INSERT … SELECT per template; an offer's id is derived from template,
+// member and day, so a second run for the same asOf gives nothing twice.
+func (s *Service) GivePersonalOffers(ctx context.Context, asOf time.Time) (PersonalOffersSummary, error) {
+	asOf = ts(asOf)
+	var sum PersonalOffersSummary
+	err := s.store.write(ctx, func(tx *gorm.DB) error {
+		sum = PersonalOffersSummary{}
+		var tpls []templateRow
+		if err := tx.Where("active = ?", true).Order("code").Find(&tpls).Error; err != nil {
+			return err
+		}
+		day := asOf.Format("20060102")
+		for _, t := range tpls {
+			from := ts(asOf.AddDate(0, 0, -t.LookbackDays))
+			ends := ts(asOf.AddDate(0, 0, t.DurationDays))
+			res := tx.Exec(`INSERT INTO offers (id, code, name, kind, multiplier, bonus_points, conditions, target_all, target_segments,
+					requires_activation, starts_at, ends_at, max_uses_per_member, status, template_id, owner_member_id,
+					personal_category, created_at, updated_at)
+				SELECT 'po:' || ? || ':' || f.member_id || ':' || ?, ? || '-' || f.member_id || '-' || ?, ?, ?, ?, ?, ?, ?, '[]',
+					?, ?, ?, ?, 'active', ?, f.member_id, f.category, ?, ?
+				FROM (
+					SELECT p.member_id, i.category,
+						ROW_NUMBER() OVER (PARTITION BY p.member_id ORDER BY SUM(i.amount) DESC, i.category) AS rn
+					FROM purchases p JOIN purchase_items i ON i.purchase_id = p.id
+					WHERE p.occurred_at >= ? AND p.occurred_at <= ? AND i.category <> ''
+					GROUP BY p.member_id, i.category
+				) f
+				JOIN members m ON m.id = f.member_id AND m.status = 'active'
+				WHERE f.rn = 1
+				AND (SELECT COUNT(*) FROM purchases c WHERE c.member_id = f.member_id AND c.occurred_at >= ? AND c.occurred_at <= ?) >= ?
+				AND NOT EXISTS (SELECT 1 FROM offers o WHERE o.template_id = ? AND o.owner_member_id = f.member_id
+					AND o.status = 'active' AND (o.ends_at IS NULL OR o.ends_at > ?) AND (o.starts_at IS NULL OR o.starts_at <= ?))
+				ON CONFLICT DO NOTHING`,
+				t.ID, day, t.Code, day, t.Name, t.Kind, t.Multiplier, t.BonusPoints, t.Conditions, false,
+				t.RequiresActivation, asOf, ends, t.MaxUsesPerMember, t.ID, asOf, asOf,
+				from, asOf, from, asOf, t.MinPurchases, t.ID, asOf, asOf)
+			if res.Error != nil {
+				return res.Error
+			}
+			sum.Templates++
+			sum.Offers += res.RowsAffected
+		}
+		return nil
+	})
+	if err != nil {
+		return sum, fmt.Errorf("personal offers: %w", err)
+	}
+	return sum, nil
+}

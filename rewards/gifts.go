@@ -1,0 +1,297 @@
+package rewards
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/loyalty-engine/loyalty/loyalty"
+)
+
+// Gift statuses.
+const (
+	GiftAvailable = "available"
+	GiftClaimed   = "claimed"
+	GiftExpired   = "expired"
+)
+
+type giftRow struct {
+	ID           string `gorm:"primaryKey"`
+	MemberID     string
+	Year         int
+	Birthday     string
+	Options      string
+	BonusPoints  int64
+	Status       string
+	ExpiresAt    time.Time
+	RedemptionID *string
+	RunID        string
+	CreatedAt    time.Time
+	ClaimedAt    *time.Time
+}
+
+func (giftRow) TableName() string { return "member_gifts" }
+
+// Gift is a member's birthday gift of one year (§10).
+type Gift struct {
+	ID           string     `json:"id"`
+	MemberID     string     `json:"member_id"`
+	Year         int        `json:"year"`
+	Options      []Reward   `json:"options"`
+	BonusPoints  int64      `json:"bonus_points"`
+	Status       string     `json:"status"`
+	ExpiresAt    time.Time  `json:"expires_at"`
+	ClaimedAt    *time.Time `json:"claimed_at"`
+	RedemptionID *string    `json:"redemption_id"`
+}
+
+// GiftSummary counts what a birthday-gifts run did.
+type GiftSummary struct {
+	Enabled   bool  `json:"enabled"`
+	Timezones int   `json:"timezones"`
+	Given     int64 `json:"given"`
+	Points    int64 `json:"points"`
+	Expired   int64 `json:"expired"`
+}
+
+// BirthdayGifts gives every active member whose birthday is asOf's day in
+// the member's own timezone (the program's when it has none; 29 February is
+// celebrated on 28 February in common years) its gift of that year:
+// bonus_points as a gift entry and a choice among the configured rewards,
+// to claim within claim_days. A member below min_tier gets nothing. One
+// gift per member per calendar year is a unique key, so a re-run, or two
+// engines racing, never give twice, and a birthday changed after the day
+// brings no second gift. It also marks unclaimed gifts past their time
+// expired. The statements are per distinct timezone, never per member.
+func (s *Service) BirthdayGifts(ctx context.Context, asOf time.Time) (GiftSummary, error) {
+	asOf = loyalty.TS(asOf)
+	var sum GiftSummary
+	err := loyalty.WriteSet(ctx, s.ledger, func(tx *loyalty.Tx) error {
+		sum = GiftSummary{}
+		prog, err := tx.Program()
+		if err != nil {
+			return err
+		}
+		g := prog.BirthdayGift
+		res := tx.DB.Model(&giftRow{}).Where("status = ? AND expires_at <= ?", GiftAvailable, asOf).Update("status", GiftExpired)
+		if res.Error != nil {
+			return res.Error
+		}
+		sum.Expired = res.RowsAffected
+		if !g.Enabled {
+			return nil
+		}
+		sum.Enabled = true
+		minRank := -1
+		if g.MinTier != nil {
+			ladder, err := tx.Ladder()
+			if err != nil {
+				return err
+			}
+			if t, ok := ladder.Find(*g.MinTier); ok {
+				minRank = t.Rank
+			}
+		}
+		options, _ := json.Marshal(g.RewardIDs)
+		var zones []string
+		if err := tx.DB.Table("members").Where("status = ? AND birthday IS NOT NULL", loyalty.StatusActive).
+			Distinct().Pluck("COALESCE(timezone, '')", &zones).Error; err != nil {
+			return err
+		}
+		runID := loyalty.NewID()
+		for _, zone := range zones {
+			loc := prog.Location()
+			if zone != "" {
+				if l, err := time.LoadLocation(zone); err == nil {
+					loc = l
+				}
+			}
+			local := asOf.In(loc)
+			y, m, d := local.Date()
+			days := []string{local.Format("01-02")}
+			if m == time.February && d == 28 && !leap(y) {
+				days = append(days, "02-29")
+			}
+			// The claim window runs from the start of the birthday, local time.
+			expires := loyalty.TS(time.Date(y, m, d, 0, 0, 0, 0, loc).AddDate(0, 0, g.ClaimDays))
+			q := `INSERT INTO member_gifts (id, member_id, year, birthday, options, bonus_points, status, expires_at, run_id, created_at)
+				SELECT 'gift:' || m.id || ':' || ?, m.id, ?, m.birthday, ?, ?, 'available', ?, ?, ?
+				FROM members m
+				WHERE m.status = 'active' AND COALESCE(m.timezone, '') = ? AND substr(m.birthday, 6, 5) IN ?`
+			args := []any{strconv.Itoa(y), y, string(options), g.BonusPoints, expires, runID, tx.Now, zone, days}
+			if minRank >= 0 {
+				q += ` AND COALESCE((SELECT t.rank FROM tiers t WHERE t.code = m.tier_code),
+					(SELECT MIN(t.rank) FROM tiers t)) >= ?`
+				args = append(args, minRank)
+			}
+			res := tx.DB.Exec(q+" ON CONFLICT DO NOTHING", args...)
+			if res.Error != nil {
+				return res.Error
+			}
+			sum.Timezones++
+			sum.Given += res.RowsAffected
+		}
+		if sum.Given == 0 || g.BonusPoints == 0 {
+			return nil
+		}
+		return creditGifts(tx, prog, runID, g.BonusPoints, &sum)
+	})
+	if err != nil {
+		return sum, fmt.Errorf("birthday gifts: %w", err)
+	}
+	return sum, nil
+}
+
+// creditGifts credits the bonus of every gift of one run, set-based: a gift
+// entry and a lot per gift (paying any debt first, as every credit does)
+// and one update of the cached balances.
+func creditGifts(tx *loyalty.Tx, prog *loyalty.Program, runID string, bonus int64, sum *GiftSummary) error {
+	members := "SELECT member_id FROM member_gifts WHERE run_id = ?"
+	if err := tx.LockBalances(members, runID); err != nil {
+		return err
+	}
+	exp := prog.ExpiryFor(tx.Now)
+	if err := tx.DB.Exec(`INSERT INTO ledger_entries (id, member_id, kind, points, occurred_at, available_at, expires_at, description, created_at)
+		SELECT g.id, g.member_id, 'gift', g.bonus_points, ?, ?, ?, 'birthday gift ' || g.year, ?
+		FROM member_gifts g WHERE g.run_id = ?`, tx.Now, tx.Now, exp, tx.Now, runID).Error; err != nil {
+		return err
+	}
+	if err := tx.DB.Exec(`INSERT INTO lots (id, entry_id, member_id, points, remaining, available_at, expires_at, created_at)
+		SELECT 'lot:' || g.id, g.id, g.member_id, g.bonus_points,
+			g.bonus_points - (CASE WHEN b.debt < g.bonus_points THEN b.debt ELSE g.bonus_points END), ?, ?, ?
+		FROM member_gifts g JOIN member_balances b ON b.member_id = g.member_id WHERE g.run_id = ?`,
+		tx.Now, exp, tx.Now, runID).Error; err != nil {
+		return err
+	}
+	if err := tx.DB.Exec(`UPDATE member_balances SET points = points + ?,
+			debt = CASE WHEN debt > ? THEN debt - ? ELSE 0 END,
+			lifetime_earned = lifetime_earned + ?, version = version + 1, updated_at = ?
+		WHERE member_id IN (`+members+`)`, bonus, bonus, bonus, bonus, tx.Now, runID).Error; err != nil {
+		return err
+	}
+	sum.Points = sum.Given * bonus
+	return nil
+}
+
+func leap(y int) bool { return y%4 == 0 && (y%100 != 0 || y%400 == 0) }
+
+// Gifts lists a member's birthday gifts, newest first, with their options.
+func (s *Service) Gifts(ctx context.Context, p loyalty.Principal, memberID string) (loyalty.List[Gift], error) {
+	out := loyalty.List[Gift]{Items: []Gift{}}
+	if !p.SeesMember(memberID) {
+		return out, loyalty.Errorf(loyalty.NotFound, "not_found", "no member has id %q", memberID)
+	}
+	now := s.ledger.Now()
+	err := loyalty.Read(ctx, s.ledger, func(db *gorm.DB) error {
+		if _, _, _, err := loyalty.MemberTier(db, p, memberID); err != nil {
+			return err
+		}
+		var rows []giftRow
+		if err := db.Where("member_id = ?", memberID).Order("year DESC").Find(&rows).Error; err != nil {
+			return err
+		}
+		for _, r := range rows {
+			g, err := giftView(db, r, now)
+			if err != nil {
+				return err
+			}
+			out.Items = append(out.Items, g)
+		}
+		return nil
+	})
+	if err != nil {
+		return out, fmt.Errorf("list gifts: %w", err)
+	}
+	return out, nil
+}
+
+func giftView(db *gorm.DB, r giftRow, now time.Time) (Gift, error) {
+	g := Gift{ID: r.ID, MemberID: r.MemberID, Year: r.Year, BonusPoints: r.BonusPoints, Status: r.Status,
+		ExpiresAt: r.ExpiresAt.UTC(), ClaimedAt: utcp(r.ClaimedAt), RedemptionID: r.RedemptionID, Options: []Reward{}}
+	// A gift past its time is expired even before the job says so.
+	if g.Status == GiftAvailable && !now.Before(r.ExpiresAt) {
+		g.Status = GiftExpired
+	}
+	var ids []string
+	_ = json.Unmarshal([]byte(r.Options), &ids)
+	if len(ids) > 0 {
+		var rows []rewardRow
+		if err := db.Where("id IN ?", ids).Order("code").Find(&rows).Error; err != nil {
+			return g, err
+		}
+		for _, rw := range rows {
+			g.Options = append(g.Options, fromRow(rw))
+		}
+	}
+	return g, nil
+}
+
+// ClaimInput is the body of POST /v1/members/{id}/gifts/{gift_id}/claim.
+type ClaimInput struct {
+	RewardID string `json:"reward_id"`
+}
+
+// ClaimGift turns a gift into a zero-point redemption of the reward chosen
+// among its options. A gift is claimed once, before it expires.
+func (s *Service) ClaimGift(ctx context.Context, p loyalty.Principal, memberID, giftID string, in ClaimInput, key loyalty.IdempotencyKey) (Redemption, *loyalty.Replay, error) {
+	if !p.SeesMember(memberID) {
+		return Redemption{}, nil, loyalty.Errorf(loyalty.NotFound, "not_found", "no member has id %q", memberID)
+	}
+	if in.RewardID == "" {
+		return Redemption{}, nil, loyalty.Invalidf("reward_id", "is required: choose one of the gift's options")
+	}
+	r, rep, err := loyalty.Write(ctx, s.ledger, key, 201, func(tx *loyalty.Tx) (Redemption, error) {
+		acct, err := tx.LockAccount(memberID)
+		if err != nil {
+			return Redemption{}, err
+		}
+		var g giftRow
+		if err := tx.DB.Where("id = ? AND member_id = ?", giftID, memberID).Take(&g).Error; err != nil {
+			if errors.Is(err, gorm.ErrRecordNotFound) {
+				return Redemption{}, loyalty.Errorf(loyalty.NotFound, "not_found", "the member has no gift %q", giftID)
+			}
+			return Redemption{}, err
+		}
+		switch {
+		case g.Status == GiftClaimed:
+			return Redemption{}, loyalty.Errorf(loyalty.Conflict, "already_claimed", "the gift was already claimed")
+		case g.Status == GiftExpired || !tx.Now.Before(g.ExpiresAt):
+			return Redemption{}, loyalty.Errorf(loyalty.Conflict, "gift_expired", "the gift expired at %s", g.ExpiresAt.UTC().Format(time.RFC3339))
+		}
+		var ids []string
+		_ = json.Unmarshal([]byte(g.Options), &ids)
+		ok := false
+		for _, id := range ids {
+			ok = ok || id == in.RewardID
+		}
+		if !ok {
+			return Redemption{}, loyalty.Invalidf("reward_id", "is not one of the gift's options")
+		}
+		rw, err := getReward(tx.DB, in.RewardID)
+		if err != nil {
+			return Redemption{}, err
+		}
+		red, err := s.issue(tx, acct, rw, 0, channelOf(p))
+		if err != nil {
+			return Redemption{}, err
+		}
+		res := tx.DB.Model(&giftRow{}).Where("id = ? AND status = ?", g.ID, GiftAvailable).
+			Updates(map[string]any{"status": GiftClaimed, "redemption_id": red.ID, "claimed_at": tx.Now})
+		if res.Error != nil {
+			return Redemption{}, res.Error
+		}
+		if res.RowsAffected == 0 {
+			return Redemption{}, loyalty.Errorf(loyalty.Conflict, "already_claimed", "the gift was already claimed")
+		}
+		return red, nil
+	})
+	if err != nil {
+		return Redemption{}, nil, fmt.Errorf("claim gift: %w", err)
+	}
+	return r, rep, nil
+}
