@@ -123,6 +123,20 @@ func TestRoleMatrix(t *testing.T) {
 		)
 		n := 0
 		next := func() int { n++; return n }
+		// Rewards fixtures: points to spend, a paid reward, a redemption
+		// to read and a coupon to look up. Cancelling and using consume a
+		// redemption, so those calls each get a fresh one.
+		e.do("POST", "/v1/members/"+own+"/adjustments", e.admin(), map[string]any{"points": 1000, "reason": "matrix"}).must(t, 201)
+		newReward := func() string {
+			return e.do("POST", "/v1/rewards", e.admin(), map[string]any{"code": fmt.Sprintf("rm-reward-%d", next()),
+				"name": "Matrix reward", "cost_points": 10}).must(t, 201).JSON(t)["id"].(string)
+		}
+		reward := newReward()
+		redeem := func() map[string]any {
+			return e.do("POST", "/v1/members/"+own+"/redemptions", e.admin(), map[string]any{"reward_id": reward}).must(t, 201).JSON(t)
+		}
+		kept := redeem()
+		keptID, keptCoupon := kept["id"].(string), kept["coupon_code"].(string)
 		routes := []matrixRoute{
 			{"GET", "/v1/program", func(loyalty.Role) (string, any) { return "/v1/program", nil },
 				[]loyalty.Role{marketer, admin}, 200},
@@ -173,6 +187,34 @@ func TestRoleMatrix(t *testing.T) {
 			{"POST", "/v1/purchases/:id/returns", func(loyalty.Role) (string, any) {
 				return "/v1/purchases/" + pur + "/returns", map[string]any{"external_id": fmt.Sprintf("RM-R-%d", next()), "amount": 100}
 			}, []loyalty.Role{pos, admin}, 201},
+			{"POST", "/v1/rewards", func(loyalty.Role) (string, any) {
+				return "/v1/rewards", map[string]any{"code": fmt.Sprintf("rm-new-%d", next()), "name": "New", "cost_points": 0}
+			}, []loyalty.Role{marketer, admin}, 201},
+			{"GET", "/v1/rewards", func(loyalty.Role) (string, any) { return "/v1/rewards", nil }, allRoles, 200},
+			{"GET", "/v1/rewards/:id", func(loyalty.Role) (string, any) { return "/v1/rewards/" + reward, nil }, allRoles, 200},
+			{"PATCH", "/v1/rewards/:id", func(loyalty.Role) (string, any) {
+				return "/v1/rewards/" + reward, map[string]any{"description": fmt.Sprintf("changed %d", next())}
+			}, []loyalty.Role{marketer, admin}, 200},
+			{"DELETE", "/v1/rewards/:id", func(loyalty.Role) (string, any) { return "/v1/rewards/" + newReward(), nil },
+				[]loyalty.Role{marketer, admin}, 204},
+			{"POST", "/v1/members/:id/redemptions", func(loyalty.Role) (string, any) {
+				return "/v1/members/" + own + "/redemptions", map[string]any{"reward_id": reward}
+			}, []loyalty.Role{loyalty.RoleMember, pos, admin}, 201},
+			{"GET", "/v1/members/:id/redemptions", func(loyalty.Role) (string, any) {
+				return "/v1/members/" + own + "/redemptions", nil
+			}, allRoles, 200},
+			{"GET", "/v1/redemptions/:id", func(loyalty.Role) (string, any) { return "/v1/redemptions/" + keptID, nil }, allRoles, 200},
+			{"POST", "/v1/redemptions/:id/cancel", func(loyalty.Role) (string, any) {
+				return "/v1/redemptions/" + redeem()["id"].(string) + "/cancel", nil
+			}, []loyalty.Role{loyalty.RoleMember, pos, admin}, 200},
+			{"GET", "/v1/coupons/:code", func(loyalty.Role) (string, any) { return "/v1/coupons/" + keptCoupon, nil },
+				[]loyalty.Role{pos, admin}, 200},
+			{"POST", "/v1/coupons/:code/use", func(loyalty.Role) (string, any) {
+				return "/v1/coupons/" + redeem()["coupon_code"].(string) + "/use", nil
+			}, []loyalty.Role{pos, admin}, 200},
+			{"GET", "/v1/jobs", func(loyalty.Role) (string, any) { return "/v1/jobs", nil }, []loyalty.Role{marketer, admin}, 200},
+			{"POST", "/v1/jobs/:name/run", func(loyalty.Role) (string, any) { return "/v1/jobs/tier-review/run", nil },
+				[]loyalty.Role{marketer, admin}, 200},
 		}
 		// The matrix must list exactly the routes the app registers.
 		registered := map[string]bool{}
@@ -225,8 +267,48 @@ func TestRoleMatrix(t *testing.T) {
 			assertUnauthorized(t, e.do("GET", "/v1/no-such-route", "", nil))
 			assertProblem(t, e.do("GET", "/v1/no-such-route", tokens[admin], nil), http.StatusNotFound, "")
 		})
-		// The calls above that were refused wrote nothing: the own member
-		// has only the purchase, the admin's adjustment and the returns.
+		// The calls above that were refused wrote nothing. Each route ran
+		// once per role and once without a token: the rewards are the paid
+		// one, the two created by marketer and admin and the five made to be
+		// retired (two of them were); the redemptions are the kept one, the
+		// three allowed redemptions and the five made for each of cancel and
+		// use, of which three were cancelled and two used.
+		t.Run("RefusedCallsWroteNothing", func(t *testing.T) {
+			var rw struct {
+				Items []struct {
+					Active bool `json:"active"`
+				} `json:"items"`
+			}
+			e.do("GET", "/v1/rewards?include_retired=true&limit=500", e.admin(), nil).must(t, 200).Decode(t, &rw)
+			active := 0
+			for _, r := range rw.Items {
+				if r.Active {
+					active++
+				}
+			}
+			if len(rw.Items) != 8 || active != 6 {
+				t.Errorf("%d rewards, %d active; want 8, 6 active", len(rw.Items), active)
+			}
+			var rd struct {
+				Items []struct {
+					Status string `json:"status"`
+				} `json:"items"`
+			}
+			e.do("GET", "/v1/members/"+own+"/redemptions?limit=500", e.admin(), nil).must(t, 200).Decode(t, &rd)
+			count := map[string]int{}
+			for _, r := range rd.Items {
+				count[r.Status]++
+			}
+			if len(rd.Items) != 14 || count["issued"] != 9 || count["cancelled"] != 3 || count["used"] != 2 {
+				t.Errorf("%d redemptions by status %v; want 14: 9 issued, 3 cancelled, 2 used", len(rd.Items), count)
+			}
+			// Every redemption took 10 points; the three cancelled gave
+			// theirs back.
+			b := e.balance(own)
+			if b.LifetimeRedeemed != 10*(14-3) {
+				t.Errorf("lifetime_redeemed %d, want %d", b.LifetimeRedeemed, 10*(14-3))
+			}
+		})
 		e.checkLedger()
 	})
 }

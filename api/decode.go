@@ -8,6 +8,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/shopspring/decimal"
@@ -53,7 +54,16 @@ func decodeError(err error, body []byte) error {
 		}
 		return loyalty.Invalidf(field, "must be %s", describeType(te.Type.String()))
 	}
-	// Errors from a field's own UnmarshalJSON: a decimal that does not parse.
+	// Errors from a field's own UnmarshalJSON: a time or a decimal that
+	// does not parse.
+	var pe *time.ParseError
+	if errors.As(err, &pe) || strings.Contains(err.Error(), "parsing time") {
+		field := badTimeField(body, "")
+		if field == "" {
+			field = "body"
+		}
+		return loyalty.Invalidf(field, "must be an RFC 3339 time with offset, such as 2026-03-01T12:00:00Z")
+	}
 	if strings.Contains(err.Error(), "decimal") {
 		field := badDecimalField(body, "")
 		if field == "" {
@@ -62,6 +72,33 @@ func decodeError(err error, body []byte) error {
 		return loyalty.Invalidf(field, "must be a decimal string such as \"1.25\"")
 	}
 	return loyalty.Errorf(loyalty.Malformed, "malformed", "the request body cannot be read as the expected JSON object")
+}
+
+// badTimeField finds the path of the first string of a JSON body that looks
+// meant as a time (a key ending in _at, _from, _until or as_of) and does not
+// parse as RFC 3339.
+func badTimeField(body []byte, prefix string) string {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(body, &obj) != nil {
+		return ""
+	}
+	for k, raw := range obj {
+		if strings.HasSuffix(k, "_at") || strings.HasSuffix(k, "_from") || strings.HasSuffix(k, "_until") || k == "as_of" {
+			if string(raw) == "null" {
+				continue
+			}
+			var t time.Time
+			if t.UnmarshalJSON(raw) != nil {
+				return prefix + k
+			}
+		}
+		if len(raw) > 0 && raw[0] == '{' {
+			if f := badTimeField(raw, prefix+k+"."); f != "" {
+				return f
+			}
+		}
+	}
+	return ""
 }
 
 // decimalFields are the request fields that hold exact decimals.

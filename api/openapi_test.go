@@ -3,13 +3,18 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http/httptest"
 	"regexp"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -285,4 +290,437 @@ func TestOpenAPIServed(t *testing.T) {
 	if !bytes.Equal(body, OpenAPI) {
 		t.Error("GET /openapi.json does not serve the embedded document")
 	}
+}
+
+// openapiSchemaErrors checks a decoded JSON value (numbers as json.Number)
+// against a schema of the document and lists the violations. It knows the
+// keywords the document uses: $ref, oneOf, allOf, type, enum, properties,
+// required, additionalProperties, items, pattern, minimum, maximum,
+// minLength, maxLength and the date-time and date formats.
+func openapiSchemaErrors(doc map[string]any, schema any, v any, at string) []string {
+	s, ok := schema.(map[string]any)
+	if !ok {
+		return nil
+	}
+	var errs []string
+	fail := func(format string, args ...any) { errs = append(errs, at+": "+fmt.Sprintf(format, args...)) }
+	if r, ok := s["$ref"].(string); ok {
+		target, found := openapiPointer(doc, r)
+		if !found {
+			fail("$ref %s does not resolve", r)
+			return errs
+		}
+		errs = append(errs, openapiSchemaErrors(doc, target, v, at)...)
+	}
+	if all, ok := s["allOf"].([]any); ok {
+		for _, sub := range all {
+			errs = append(errs, openapiSchemaErrors(doc, sub, v, at)...)
+		}
+	}
+	if one, ok := s["oneOf"].([]any); ok {
+		matched := 0
+		for _, sub := range one {
+			if len(openapiSchemaErrors(doc, sub, v, at)) == 0 {
+				matched++
+			}
+		}
+		if matched != 1 {
+			fail("matches %d of the oneOf alternatives, want 1", matched)
+		}
+	}
+	if t, ok := s["type"]; ok {
+		var types []string
+		switch x := t.(type) {
+		case string:
+			types = []string{x}
+		case []any:
+			for _, e := range x {
+				types = append(types, fmt.Sprint(e))
+			}
+		}
+		if !slices.ContainsFunc(types, func(t string) bool { return openapiIsType(v, t) }) {
+			fail("%s is not of type %v", openapiShort(v), types)
+			return errs
+		}
+	}
+	if enum, ok := s["enum"].([]any); ok {
+		if !slices.ContainsFunc(enum, func(e any) bool { return fmt.Sprint(e) == fmt.Sprint(v) }) {
+			fail("%s is not one of %v", openapiShort(v), enum)
+		}
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		props, _ := s["properties"].(map[string]any)
+		if req, ok := s["required"].([]any); ok {
+			for _, r := range req {
+				if _, ok := x[r.(string)]; !ok {
+					fail("required property %q is missing", r)
+				}
+			}
+		}
+		for _, k := range sortedKeys(x) {
+			if ps, ok := props[k]; ok {
+				errs = append(errs, openapiSchemaErrors(doc, ps, x[k], at+"."+k)...)
+				continue
+			}
+			switch ap := s["additionalProperties"].(type) {
+			case bool:
+				if !ap {
+					fail("property %q is not in the schema", k)
+				}
+			case map[string]any:
+				errs = append(errs, openapiSchemaErrors(doc, ap, x[k], at+"."+k)...)
+			}
+		}
+	case []any:
+		if items, ok := s["items"]; ok {
+			for i, e := range x {
+				errs = append(errs, openapiSchemaErrors(doc, items, e, fmt.Sprintf("%s[%d]", at, i))...)
+			}
+		}
+	case string:
+		if p, ok := s["pattern"].(string); ok && !regexp.MustCompile(p).MatchString(x) {
+			fail("%q does not match %s", x, p)
+		}
+		n := utf8.RuneCountInString(x)
+		if m, ok := s["minLength"].(float64); ok && float64(n) < m {
+			fail("%q is shorter than %v", x, m)
+		}
+		if m, ok := s["maxLength"].(float64); ok && float64(n) > m {
+			fail("%q is longer than %v", x, m)
+		}
+		switch s["format"] {
+		case "date-time":
+			if _, err := time.Parse(time.RFC3339Nano, x); err != nil {
+				fail("%q is not an RFC 3339 date-time", x)
+			}
+		case "date":
+			if _, err := time.Parse(time.DateOnly, x); err != nil {
+				fail("%q is not a date", x)
+			}
+		}
+	case json.Number:
+		f, _ := x.Float64()
+		if m, ok := s["minimum"].(float64); ok && f < m {
+			fail("%s is below the minimum %v", x, m)
+		}
+		if m, ok := s["maximum"].(float64); ok && f > m {
+			fail("%s is above the maximum %v", x, m)
+		}
+	}
+	return errs
+}
+
+func openapiIsType(v any, t string) bool {
+	switch x := v.(type) {
+	case nil:
+		return t == "null"
+	case bool:
+		return t == "boolean"
+	case string:
+		return t == "string"
+	case []any:
+		return t == "array"
+	case map[string]any:
+		return t == "object"
+	case json.Number:
+		_, err := x.Int64()
+		return t == "number" || (t == "integer" && err == nil)
+	}
+	return false
+}
+
+func openapiShort(v any) string {
+	b, _ := json.Marshal(v)
+	if len(b) > 80 {
+		return string(b[:80]) + "…"
+	}
+	return string(b)
+}
+
+// openapiTemplate finds the document's path template for a request path:
+// a literal path first, else the template with the fewest parameters.
+func openapiTemplate(doc map[string]any, path string) string {
+	path, _, _ = strings.Cut(path, "?")
+	paths := doc["paths"].(map[string]any)
+	if _, ok := paths[path]; ok {
+		return path
+	}
+	best, bestParams := "", -1
+	for tmpl := range paths {
+		rx := "^" + regexp.MustCompile(`\\\{[^}]+\\\}`).ReplaceAllString(regexp.QuoteMeta(tmpl), "[^/]+") + "$"
+		if regexp.MustCompile(rx).MatchString(path) {
+			if n := strings.Count(tmpl, "{"); bestParams < 0 || n < bestParams {
+				best, bestParams = tmpl, n
+			}
+		}
+	}
+	return best
+}
+
+// openapiConforms checks that the document describes the response r to
+// method path: its status, its content type and its body.
+func openapiConforms(t testing.TB, doc map[string]any, method, path string, r resp) {
+	t.Helper()
+	tmpl := openapiTemplate(doc, path)
+	item, _ := doc["paths"].(map[string]any)[tmpl].(map[string]any)
+	op, _ := item[strings.ToLower(method)].(map[string]any)
+	if op == nil {
+		t.Errorf("%s %s: no operation in openapi.json", method, path)
+		return
+	}
+	responses, _ := op["responses"].(map[string]any)
+	response := openapiDeref(doc, responses[strconv.Itoa(r.Status)])
+	if response == nil {
+		t.Errorf("%s %s answered %d, which %s %s does not document: %s", method, path, r.Status, method, tmpl, r.Body)
+		return
+	}
+	content, _ := response["content"].(map[string]any)
+	if len(r.Body) == 0 {
+		if len(content) != 0 {
+			t.Errorf("%s %s %d: empty body, but the document describes one", method, path, r.Status)
+		}
+		return
+	}
+	ct, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";")
+	media, _ := content[strings.TrimSpace(ct)].(map[string]any)
+	if media == nil {
+		t.Errorf("%s %s %d: content type %q is not documented", method, path, r.Status, ct)
+		return
+	}
+	dec := json.NewDecoder(bytes.NewReader(r.Body))
+	dec.UseNumber()
+	var body any
+	if err := dec.Decode(&body); err != nil {
+		t.Errorf("%s %s %d: body is not JSON: %v", method, path, r.Status, err)
+		return
+	}
+	for _, e := range openapiSchemaErrors(doc, media["schema"], body, "body") {
+		t.Errorf("%s %s %d: %s", method, path, r.Status, e)
+	}
+}
+
+func TestOpenAPISchemaCheckerCatchesMismatches(t *testing.T) {
+	doc := openapiDoc(t)
+	reward := map[string]any{"$ref": "#/components/schemas/Reward"}
+	good := `{"id":"r1","code":"gift","name":"Gift","description":"","cost_points":10,"min_tier":null,"stock":null,
+		"per_member_limit":null,"valid_from":null,"valid_until":"2026-04-01T00:00:00Z","active":true,
+		"created_at":"2026-03-01T12:00:00Z","updated_at":"2026-03-01T12:00:00.5Z"}`
+	decode := func(s string) map[string]any {
+		dec := json.NewDecoder(strings.NewReader(s))
+		dec.UseNumber()
+		var m map[string]any
+		if err := dec.Decode(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	if errs := openapiSchemaErrors(doc, reward, decode(good), "body"); len(errs) != 0 {
+		t.Fatalf("a good reward is refused: %v", errs)
+	}
+	for name, change := range map[string]func(m map[string]any){
+		"ExtraField":      func(m map[string]any) { m["extra"] = true },
+		"MissingField":    func(m map[string]any) { delete(m, "stock") },
+		"WrongType":       func(m map[string]any) { m["cost_points"] = "10" },
+		"Fraction":        func(m map[string]any) { m["cost_points"] = json.Number("1.5") },
+		"NullNotAllowed":  func(m map[string]any) { m["active"] = nil },
+		"Negative":        func(m map[string]any) { m["cost_points"] = json.Number("-1") },
+		"BadPattern":      func(m map[string]any) { m["code"] = "Gift" },
+		"BadDateTime":     func(m map[string]any) { m["created_at"] = "2026-03-01" },
+		"BadNullableTime": func(m map[string]any) { m["valid_from"] = "soon" },
+	} {
+		m := decode(good)
+		change(m)
+		if len(openapiSchemaErrors(doc, reward, m, "body")) == 0 {
+			t.Errorf("%s: the checker accepts %v", name, m)
+		}
+	}
+}
+
+// TestOpenAPIResponsesConform calls the rewards, redemptions, coupons and
+// jobs routes the way integrators do, on every outcome the document
+// describes, and checks each answer against it: the status is documented
+// for the operation, and the body matches the documented schema exactly.
+func TestOpenAPIResponsesConform(t *testing.T) {
+	doc := openapiDoc(t)
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		e := newEnv(t, dialect)
+		e.beautyLadder()
+		admin, mk, pos := e.admin(), e.marketer(), e.pos()
+		own := e.enrol()
+		mem := e.token(loyalty.RoleMember, own)
+		// call makes a request, checks the status wanted and the answer
+		// against the document.
+		call := func(want int, method, path, tok string, body any, headers ...string) resp {
+			t.Helper()
+			r := e.do(method, path, tok, body, headers...)
+			if r.Status != want {
+				t.Errorf("%s %s: status %d, want %d: %s", method, path, r.Status, want, r.Body)
+			}
+			openapiConforms(t, doc, method, path, r)
+			return r
+		}
+		conflict := func(code, method, path, tok string, body any) {
+			t.Helper()
+			r := call(409, method, path, tok, body)
+			if got := fmt.Sprint(r.JSON(t)["code"]); got != code {
+				t.Errorf("%s %s: problem code %q, want %q", method, path, got, code)
+			}
+		}
+		call(201, "POST", "/v1/members/"+own+"/adjustments", admin, map[string]any{"points": 1000, "reason": "conformance"})
+		now := e.clock.Now()
+
+		// Catalog.
+		full := call(201, "POST", "/v1/rewards", mk, map[string]any{"code": "full", "name": "Full", "description": "Every field",
+			"cost_points": 100, "min_tier": "insider", "stock": 5, "per_member_limit": 3,
+			"valid_from": "2026-01-01T00:00:00Z", "valid_until": "2030-01-01T00:00:00+02:00", "active": true},
+			"Idempotency-Key", "conf-full").JSON(t)["id"].(string)
+		r := call(201, "POST", "/v1/rewards", mk, map[string]any{"code": "full", "name": "Full", "description": "Every field",
+			"cost_points": 100, "min_tier": "insider", "stock": 5, "per_member_limit": 3,
+			"valid_from": "2026-01-01T00:00:00Z", "valid_until": "2030-01-01T00:00:00+02:00", "active": true},
+			"Idempotency-Key", "conf-full")
+		if r.Header.Get("Idempotent-Replayed") != "true" {
+			t.Errorf("replayed reward without Idempotent-Replayed: true")
+		}
+		add := func(code string, cost int, kv ...any) string {
+			t.Helper()
+			b := map[string]any{"code": code, "name": code, "cost_points": cost}
+			for i := 0; i+1 < len(kv); i += 2 {
+				b[kv[i].(string)] = kv[i+1]
+			}
+			return call(201, "POST", "/v1/rewards", admin, b).JSON(t)["id"].(string)
+		}
+		free := add("free", 0)
+		dear := add("dear", 1_000_000)
+		soldOut := add("sold-out", 0, "stock", 1)
+		once := add("once", 1, "per_member_limit", 1)
+		rouge := add("rouge-only", 1, "min_tier", "rouge")
+		later := add("later", 1, "valid_from", now.Add(24*time.Hour).Format(time.RFC3339))
+		gone := add("gone", 1)
+		conflict("duplicate", "POST", "/v1/rewards", admin, map[string]any{"code": "free", "name": "Again", "cost_points": 1})
+		call(422, "POST", "/v1/rewards", admin, map[string]any{"code": "Bad Code", "name": "", "cost_points": -1})
+		call(422, "POST", "/v1/rewards", admin, map[string]any{"code": "no-tier", "name": "x", "cost_points": 1, "min_tier": "nope"})
+		call(400, "POST", "/v1/rewards", admin, "{")
+		t.Run("RewardTimeNotATime", func(t *testing.T) {
+			// Bad input is 422 naming the field, as a purchase's occurred_at.
+			r := e.do("POST", "/v1/rewards", admin, map[string]any{"code": "bad-time", "name": "x", "cost_points": 1, "valid_from": "soon"})
+			assertProblem(t, r, 422, "valid_from")
+		})
+
+		r = call(200, "GET", "/v1/rewards?limit=2", admin, nil)
+		var page struct {
+			Items      []map[string]any `json:"items"`
+			NextCursor *string          `json:"next_cursor"`
+		}
+		r.Decode(t, &page)
+		if len(page.Items) != 2 || page.NextCursor == nil {
+			t.Errorf("first page of 2: %s", r.Body)
+		} else {
+			call(200, "GET", "/v1/rewards?limit=2&cursor="+*page.NextCursor, admin, nil)
+		}
+		call(200, "GET", "/v1/rewards?include_retired=true", mk, nil)
+		call(200, "GET", "/v1/rewards?member_id="+own, pos, nil)
+		call(200, "GET", "/v1/rewards", mem, nil)
+		call(404, "GET", "/v1/rewards?member_id=no-such-member", admin, nil)
+		call(404, "GET", "/v1/rewards?member_id="+e.enrol(), mem, nil)
+		call(422, "GET", "/v1/rewards?limit=0", admin, nil)
+		call(200, "GET", "/v1/rewards/"+full, mem, nil)
+		call(404, "GET", "/v1/rewards/no-such-reward", admin, nil)
+		call(200, "PATCH", "/v1/rewards/"+full, mk, map[string]any{"description": nil, "stock": nil, "valid_until": nil})
+		call(422, "PATCH", "/v1/rewards/"+full, mk, map[string]any{"name": nil})
+		conflict("duplicate", "PATCH", "/v1/rewards/"+full, mk, map[string]any{"code": "free"})
+		call(404, "PATCH", "/v1/rewards/no-such-reward", mk, map[string]any{"name": "x"})
+		call(204, "DELETE", "/v1/rewards/"+gone, mk, nil)
+		call(204, "DELETE", "/v1/rewards/"+gone, mk, nil)
+		call(404, "DELETE", "/v1/rewards/no-such-reward", mk, nil)
+		if got := call(200, "GET", "/v1/rewards/"+gone, admin, nil).JSON(t)["active"]; got != false {
+			t.Errorf("retired reward: active %v", got)
+		}
+
+		// Redemptions.
+		redeem := "/v1/members/" + own + "/redemptions"
+		red := call(201, "POST", redeem, mem, map[string]any{"reward_id": full}, "Idempotency-Key", "conf-redeem").JSON(t)
+		r = call(201, "POST", redeem, mem, map[string]any{"reward_id": full}, "Idempotency-Key", "conf-redeem")
+		if r.Header.Get("Idempotent-Replayed") != "true" {
+			t.Errorf("replayed redemption without Idempotent-Replayed: true")
+		}
+		toUse := call(201, "POST", redeem, pos, map[string]any{"reward_id": free}).JSON(t)
+		call(201, "POST", redeem, admin, map[string]any{"reward_id": soldOut})
+		call(201, "POST", redeem, admin, map[string]any{"reward_id": once})
+		conflict("insufficient_points", "POST", redeem, admin, map[string]any{"reward_id": dear})
+		conflict("out_of_stock", "POST", redeem, admin, map[string]any{"reward_id": soldOut})
+		conflict("limit_reached", "POST", redeem, admin, map[string]any{"reward_id": once})
+		conflict("tier_too_low", "POST", redeem, admin, map[string]any{"reward_id": rouge})
+		conflict("not_available", "POST", redeem, admin, map[string]any{"reward_id": later})
+		conflict("not_available", "POST", redeem, admin, map[string]any{"reward_id": gone})
+		call(422, "POST", redeem, admin, map[string]any{"reward_id": "no-such-reward"})
+		call(422, "POST", redeem, admin, map[string]any{})
+		call(400, "POST", redeem, admin, "[]")
+		call(404, "POST", "/v1/members/no-such-member/redemptions", admin, map[string]any{"reward_id": free})
+
+		r = call(200, "GET", redeem+"?limit=1", mem, nil)
+		r.Decode(t, &page)
+		if page.NextCursor == nil {
+			t.Errorf("first page of 1: %s", r.Body)
+		} else {
+			call(200, "GET", redeem+"?limit=1&cursor="+*page.NextCursor, mk, nil)
+		}
+		call(404, "GET", "/v1/members/no-such-member/redemptions", mk, nil)
+		call(422, "GET", redeem+"?limit=501", mk, nil)
+		id := red["id"].(string)
+		call(200, "GET", "/v1/redemptions/"+id, mem, nil)
+		call(404, "GET", "/v1/redemptions/no-such-redemption", admin, nil)
+		call(200, "POST", "/v1/redemptions/"+id+"/cancel", mem, nil, "Idempotency-Key", "conf-cancel")
+		r = call(200, "POST", "/v1/redemptions/"+id+"/cancel", mem, nil, "Idempotency-Key", "conf-cancel")
+		if r.Header.Get("Idempotent-Replayed") != "true" {
+			t.Errorf("replayed cancel without Idempotent-Replayed: true")
+		}
+		conflict("not_issued", "POST", "/v1/redemptions/"+id+"/cancel", pos, nil)
+		call(404, "POST", "/v1/redemptions/no-such-redemption/cancel", pos, nil)
+
+		// Coupons.
+		coupon := toUse["coupon_code"].(string)
+		call(200, "GET", "/v1/coupons/"+coupon, pos, nil)
+		call(200, "GET", "/v1/coupons/"+strings.ToLower(strings.ReplaceAll(coupon, "-", "")), pos, nil)
+		call(404, "GET", "/v1/coupons/NOPE-NOPE-NOPE-NOPE", pos, nil)
+		call(200, "POST", "/v1/coupons/"+coupon+"/use", pos, nil, "Idempotency-Key", "conf-use")
+		r = call(200, "POST", "/v1/coupons/"+coupon+"/use", pos, nil, "Idempotency-Key", "conf-use")
+		if r.Header.Get("Idempotent-Replayed") != "true" {
+			t.Errorf("replayed use without Idempotent-Replayed: true")
+		}
+		conflict("not_issued", "POST", "/v1/coupons/"+coupon+"/use", admin, nil)
+		conflict("not_issued", "POST", "/v1/redemptions/"+toUse["id"].(string)+"/cancel", admin, nil)
+		conflict("not_issued", "POST", "/v1/coupons/"+red["coupon_code"].(string)+"/use", pos, nil)
+		call(404, "POST", "/v1/coupons/NOPE-NOPE-NOPE-NOPE/use", pos, nil)
+
+		// Jobs.
+		call(200, "GET", "/v1/jobs", mk, nil)
+		call(200, "POST", "/v1/jobs/tier-review/run", mk, nil)
+		call(200, "POST", "/v1/jobs/expire-points/run", mk, map[string]any{"as_of": "2026-03-01T00:00:00Z"})
+		call(200, "POST", "/v1/jobs/expire-points/run", admin, map[string]any{"as_of": nil})
+		call(200, "POST", "/v1/jobs/tier-review/run", admin, map[string]any{})
+		var jobs struct {
+			Items []struct {
+				Name    string         `json:"name"`
+				LastRun map[string]any `json:"last_run"`
+			} `json:"items"`
+		}
+		call(200, "GET", "/v1/jobs", admin, nil).Decode(t, &jobs)
+		for _, j := range jobs.Items {
+			if (j.Name == "tier-review" || j.Name == "expire-points") && j.LastRun == nil {
+				t.Errorf("job %s ran but has no last_run", j.Name)
+			}
+		}
+		call(404, "POST", "/v1/jobs/no-such-job/run", admin, nil)
+		call(422, "POST", "/v1/jobs/expire-points/run", admin, map[string]any{"as_of": now.Add(time.Hour).Format(time.RFC3339)})
+		call(400, "POST", "/v1/jobs/tier-review/run", admin, "[1]")
+		t.Run("JobAsOfNotATime", func(t *testing.T) {
+			// Bad input is 422 naming the field, as a purchase's occurred_at.
+			for _, asOf := range []any{"yesterday", "2026-03-01", 1772323200} {
+				r := e.do("POST", "/v1/jobs/tier-review/run", admin, map[string]any{"as_of": asOf})
+				assertProblem(t, r, 422, "as_of")
+			}
+		})
+		e.checkLedger()
+	})
 }

@@ -128,6 +128,13 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 	v1.Get("/members/:id/gifts", allow(all...), s.listGifts)
 	v1.Post("/members/:id/gifts/:gift_id/claim", allow(member, pos, admin), s.claimGift)
 
+	v1.Get("/analytics/redemption-rate", allow(marketer, admin), s.redemptionRate)
+	v1.Get("/analytics/summary", allow(marketer, admin), s.summary)
+	v1.Get("/analytics/churn-model", allow(marketer, admin), s.churnModel)
+	v1.Get("/analytics/churn-risk", allow(marketer, admin), s.churnRisk)
+	v1.Get("/segments", allow(marketer, admin), s.listSegments)
+	v1.Get("/segments/:code/members", allow(marketer, admin), s.segmentMembers)
+
 	v1.Get("/jobs", allow(marketer, admin), s.listJobs)
 	v1.Post("/jobs/:name/run", allow(marketer, admin), s.runJob)
 

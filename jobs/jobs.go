@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"github.com/loyalty-engine/loyalty/loyalty"
 	"github.com/loyalty-engine/loyalty/rewards"
@@ -47,6 +48,15 @@ func NewRunner(svc *loyalty.Service, rw *rewards.Service) *Runner {
 	}})
 	r.Register(Job{Name: "personal-offers", Schedule: "0 3 * * *", Run: func(ctx context.Context, asOf time.Time) (any, error) {
 		return svc.GivePersonalOffers(ctx, asOf)
+	}})
+	r.Register(Job{Name: "redemption-rate", Schedule: "50 0 * * *", Run: func(ctx context.Context, asOf time.Time) (any, error) {
+		return r.SnapshotRedemptionRate(ctx, asOf)
+	}})
+	r.Register(Job{Name: "segments", Schedule: "0 2 * * *", Run: func(ctx context.Context, asOf time.Time) (any, error) {
+		return r.Segments(ctx, asOf)
+	}})
+	r.Register(Job{Name: "churn-risk", Schedule: "30 2 * * *", Run: func(ctx context.Context, asOf time.Time) (any, error) {
+		return r.ChurnRisk(ctx, asOf)
 	}})
 	r.Register(Job{Name: "purge-idempotency-keys", Schedule: "45 0 * * *", Run: func(ctx context.Context, asOf time.Time) (any, error) {
 		n, err := svc.PurgeIdempotencyKeys(ctx, 7*24*time.Hour)
@@ -84,7 +94,8 @@ type runRow struct {
 	FinishedAt  *time.Time
 	Summary     string
 	Error       string
-	TriggeredBy string
+	TriggeredBy  string
+	ScheduledFor *time.Time
 }
 
 func (runRow) TableName() string { return "job_runs" }
@@ -124,21 +135,39 @@ func recordFromRow(r runRow) RunRecord {
 // not even be recorded. A business error in the request (an as_of the job
 // refuses) is returned as is, unrecorded.
 func (r *Runner) Run(ctx context.Context, name string, asOf time.Time, by string) (RunRecord, error) {
+	rec, _, err := r.run(ctx, name, asOf, by, nil)
+	return rec, err
+}
+
+// RunScheduled runs job name for its scheduled slot, as of the slot, unless
+// a run for that slot exists: the slot is claimed by inserting its run
+// record under a unique key, so with several engines on one database each
+// scheduled run happens once. ran is false when another claimed it.
+func (r *Runner) RunScheduled(ctx context.Context, name string, slot time.Time) (rec RunRecord, ran bool, err error) {
+	slot = loyalty.TS(slot)
+	return r.run(ctx, name, slot, "schedule", &slot)
+}
+
+func (r *Runner) run(ctx context.Context, name string, asOf time.Time, by string, slot *time.Time) (RunRecord, bool, error) {
 	j, ok := r.jobs[name]
 	if !ok {
-		return RunRecord{}, loyalty.Errorf(loyalty.NotFound, "not_found", "no job is named %q", name)
+		return RunRecord{}, false, loyalty.Errorf(loyalty.NotFound, "not_found", "no job is named %q", name)
 	}
 	db := r.svc.Store().DB().WithContext(ctx)
 	row := runRow{ID: loyalty.NewID(), Name: name, AsOf: loyalty.TS(asOf), Status: Running, StartedAt: r.svc.Now(),
-		Summary: "{}", TriggeredBy: by}
-	if err := db.Create(&row).Error; err != nil {
-		return RunRecord{}, fmt.Errorf("run %s: %w", name, err)
+		Summary: "{}", TriggeredBy: by, ScheduledFor: slot}
+	res := db.Clauses(clause.OnConflict{DoNothing: true}).Create(&row)
+	if res.Error != nil {
+		return RunRecord{}, false, fmt.Errorf("run %s: %w", name, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return RunRecord{}, false, nil
 	}
 	summary, err := j.Run(ctx, asOf)
 	var le *loyalty.Error
-	if errors.As(err, &le) && le.Code == loyalty.Invalid {
+	if errors.As(err, &le) && le.Code == loyalty.Invalid && slot == nil {
 		db.Delete(&row)
-		return RunRecord{}, err
+		return RunRecord{}, false, err
 	}
 	fin := r.svc.Now()
 	row.FinishedAt = &fin
@@ -150,9 +179,9 @@ func (r *Runner) Run(ctx context.Context, name string, asOf time.Time, by string
 	}
 	// Record the outcome even if the caller has gone away meanwhile.
 	if uerr := r.svc.Store().DB().WithContext(context.WithoutCancel(ctx)).Save(&row).Error; uerr != nil {
-		return recordFromRow(row), fmt.Errorf("run %s: %w", name, uerr)
+		return recordFromRow(row), true, fmt.Errorf("run %s: %w", name, uerr)
 	}
-	return recordFromRow(row), nil
+	return recordFromRow(row), true, nil
 }
 
 // Status is a job with its latest run.

@@ -117,6 +117,9 @@ type TierReviewSummary struct {
 func (s *Service) ReviewTiers(ctx context.Context, asOf time.Time) (TierReviewSummary, error) {
 	asOf = ts(asOf)
 	var sum TierReviewSummary
+	if asOf.After(ts(s.now()).Add(ClockSkew)) {
+		return sum, Invalidf("as_of", "must not be in the future: a tier is reviewed on the spend it has")
+	}
 	err := s.store.write(ctx, func(tx *gorm.DB) error {
 		prog, err := loadProgram(tx)
 		if err != nil {

@@ -225,6 +225,13 @@ func (s *Service) Member(ctx context.Context, p Principal, id string) (Member, e
 	if err := db.Table("member_segments").Where("member_id = ?", id).Order("segment_code").Pluck("segment_code", &m.Segments).Error; err != nil {
 		return Member{}, fmt.Errorf("get member: %w", err)
 	}
+	var risk []string
+	if err := db.Table("member_churn").Where("member_id = ?", id).Pluck("churn_risk", &risk).Error; err != nil {
+		return Member{}, fmt.Errorf("get member: %w", err)
+	}
+	if len(risk) == 1 {
+		m.ChurnRisk = &risk[0]
+	}
 	return m, nil
 }
 

@@ -83,6 +83,7 @@ type purchaseRow struct {
 	Channel        string
 	OccurredAt     time.Time
 	LocalDate      string
+	LocalDay       int64 // days since 1970-01-01 of LocalDate, for portable date arithmetic
 	Currency       string
 	Total          int64
 	ReturnedAmount int64

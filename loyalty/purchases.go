@@ -349,6 +349,7 @@ func (s *Service) postPurchase(tx *gorm.DB, pur purchase) (PurchaseResult, error
 	}
 	row := purchaseRow{ID: newID(), MemberID: a.member.ID, StoreID: pur.StoreID, ExternalID: strp(pur.ExternalID),
 		Channel: pur.Channel, OccurredAt: pur.at, LocalDate: pur.at.In(prog.Location()).Format(time.DateOnly),
+		LocalDay: LocalDay(pur.at, prog.Location()),
 		Currency: pur.Currency, Total: pur.total, PointsEarned: q.PointsEarned, TierCode: q.TierBefore, CreatedAt: a.now}
 	if err := tx.Create(&row).Error; err != nil {
 		if errors.Is(err, gorm.ErrDuplicatedKey) {
@@ -404,6 +405,13 @@ func (s *Service) postPurchase(tx *gorm.DB, pur purchase) (PurchaseResult, error
 	}
 	return PurchaseResult{ID: row.ID, ExternalID: row.ExternalID, StoreID: row.StoreID,
 		OccurredAt: pur.at.Format(time.RFC3339Nano), Quote: q, Balance: bal}, nil
+}
+
+// LocalDay is the calendar day of t in loc, counted in days since
+// 1970-01-01: date arithmetic in SQL becomes integer arithmetic.
+func LocalDay(t time.Time, loc *time.Location) int64 {
+	y, m, d := t.In(loc).Date()
+	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC).Unix() / 86400
 }
 
 // Purchase is a stored purchase (§8 GET /v1/purchases/{id}).

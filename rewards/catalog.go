@@ -326,7 +326,7 @@ func (s *Service) List(ctx context.Context, p loyalty.Principal, q ListQuery) (l
 	now := s.ledger.Now()
 	err := loyalty.Read(ctx, s.ledger, func(db *gorm.DB) error {
 		query := db.Model(&rewardRow{})
-		if !q.All || p.Role == loyalty.RoleMember || p.Role == loyalty.RolePOS {
+		if !q.All || q.MemberID != "" || p.Role == loyalty.RoleMember || p.Role == loyalty.RolePOS {
 			query = query.Where("active = ?", true)
 		}
 		var avail int64

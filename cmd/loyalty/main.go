@@ -116,7 +116,17 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer, 
 	}
 	metrics := api.NewMetrics()
 	svc := loyalty.NewService(store, loyalty.WithObserver(metrics))
-	app := api.New(svc, api.Config{Auth: cfg.Auth, Logger: log}, metrics)
+	rw := rewards.NewService(svc)
+	runner := jobs.NewRunner(svc, rw)
+	runner.ScheduleFromEnv()
+	app := api.New(svc, api.Config{Auth: cfg.Auth, Logger: log, Rewards: rw, Jobs: runner}, metrics)
+	if cfg.Jobs {
+		sched, err := runner.StartScheduler(ctx, log)
+		if err != nil {
+			return err
+		}
+		defer sched.Stop()
+	}
 
 	errc := make(chan error, 1)
 	go func() { errc <- app.Listen(cfg.Addr) }()

@@ -72,6 +72,7 @@ CREATE TABLE purchases (
     channel         text        NOT NULL,
     occurred_at     timestamptz NOT NULL,
     local_date      text        NOT NULL,
+    local_day       integer     NOT NULL,
     currency        char(3)     NOT NULL,
     total           bigint      NOT NULL CHECK (total > 0),
     returned_amount bigint      NOT NULL CHECK (returned_amount >= 0 AND returned_amount <= total),

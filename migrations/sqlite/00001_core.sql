@@ -72,6 +72,7 @@ CREATE TABLE purchases (
     channel         text        NOT NULL,
     occurred_at     DATETIME NOT NULL,
     local_date      text        NOT NULL,
+    local_day       INTEGER     NOT NULL,
     currency        TEXT     NOT NULL,
     total           INTEGER      NOT NULL CHECK (total > 0),
     returned_amount INTEGER      NOT NULL CHECK (returned_amount >= 0 AND returned_amount <= total),

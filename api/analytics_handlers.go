@@ -1,0 +1,131 @@
+package api
+
+import (
+	"bufio"
+	"encoding/csv"
+	"strings"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/shopspring/decimal"
+
+	"github.com/loyalty-engine/loyalty/jobs"
+	"github.com/loyalty-engine/loyalty/loyalty"
+)
+
+func (s *server) dayRange(c *fiber.Ctx) (jobs.DayRange, error) {
+	prog, err := s.svc.Program(c.UserContext())
+	if err != nil {
+		return jobs.DayRange{}, err
+	}
+	from, err := query(c, "from")
+	if err != nil {
+		return jobs.DayRange{}, err
+	}
+	to, err := query(c, "to")
+	if err != nil {
+		return jobs.DayRange{}, err
+	}
+	return jobs.ParseDayRange(from, to, prog.Location())
+}
+
+func (s *server) redemptionRate(c *fiber.Ctx) error {
+	d, err := s.dayRange(c)
+	if err != nil {
+		return err
+	}
+	switch c.Query("interval") {
+	case "":
+		r, err := s.jobs.RedemptionRate(c.UserContext(), d)
+		if err != nil {
+			return err
+		}
+		return c.JSON(r)
+	case "month":
+		l, err := s.jobs.RedemptionRateByMonth(c.UserContext(), d)
+		if err != nil {
+			return err
+		}
+		return c.JSON(fiber.Map{"items": l})
+	}
+	return loyalty.Invalidf("interval", "must be month, or absent")
+}
+
+func (s *server) summary(c *fiber.Ctx) error {
+	d, err := s.dayRange(c)
+	if err != nil {
+		return err
+	}
+	sum, err := s.jobs.Summary(c.UserContext(), d)
+	if err != nil {
+		return err
+	}
+	return c.JSON(sum)
+}
+
+func (s *server) churnModel(c *fiber.Ctx) error {
+	m, err := s.jobs.LatestChurnModel(c.UserContext())
+	if err != nil {
+		return err
+	}
+	return c.JSON(m)
+}
+
+func (s *server) churnRisk(c *fiber.Ctx) error {
+	pg, err := page(c)
+	if err != nil {
+		return err
+	}
+	minRisk := "0.0000"
+	if v := c.Query("min_risk"); v != "" {
+		d, err := decimal.NewFromString(v)
+		if err != nil || d.IsNegative() || d.GreaterThan(decimal.NewFromInt(1)) {
+			return loyalty.Invalidf("min_risk", "must be a decimal from 0 to 1")
+		}
+		minRisk = d.StringFixed(4)
+	}
+	l, err := s.jobs.ChurnRiskList(c.UserContext(), minRisk, pg)
+	if err != nil {
+		return err
+	}
+	return c.JSON(l)
+}
+
+func (s *server) listSegments(c *fiber.Ctx) error {
+	l, err := s.jobs.SegmentList(c.UserContext())
+	if err != nil {
+		return err
+	}
+	return c.JSON(fiber.Map{"items": l})
+}
+
+// segmentMembers lists a segment's member ids, or with Accept: text/csv
+// streams them with their contact fields for campaign tools.
+func (s *server) segmentMembers(c *fiber.Ctx) error {
+	code := c.Params("code")
+	if strings.Contains(c.Get(fiber.HeaderAccept), "text/csv") {
+		// Check the segment before streaming, so an unknown one is a 404.
+		if _, err := s.jobs.SegmentMembers(c.UserContext(), code, loyalty.Page{Limit: 1}); err != nil {
+			return err
+		}
+		ctx := c.UserContext()
+		c.Set(fiber.HeaderContentType, "text/csv; charset=utf-8")
+		c.Set(fiber.HeaderContentDisposition, `attachment; filename="segment-`+code+`.csv"`)
+		c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
+			cw := csv.NewWriter(w)
+			if err := s.jobs.ExportSegment(ctx, code, func(cols []string) error { return cw.Write(cols) }); err != nil {
+				s.log.Error("segment export", "segment", code, "error", err.Error())
+			}
+			cw.Flush()
+		})
+		return nil
+	}
+	pg, err := page(c)
+	if err != nil {
+		return err
+	}
+	l, err := s.jobs.SegmentMembers(c.UserContext(), code, pg)
+	if err != nil {
+		return err
+	}
+	return c.JSON(l)
+}

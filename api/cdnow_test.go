@@ -1,0 +1,91 @@
+package api
+
+import (
+	"bufio"
+	"fmt"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/loyalty-engine/loyalty/loyalty/loyaltytest"
+)
+
+// TestCDNOWChurnModel imports the CDNOW sample through the API and fits the
+// churn model as of 1997-09-30: the parameters must be within 1% of
+// Fader, Hardie and Lee's (2005) table, in weeks.
+func TestCDNOWChurnModel(t *testing.T) {
+	f, err := os.Open("../../shared/data/cdnow/CDNOW_sample.txt")
+	if err != nil {
+		t.Skipf("shared data absent: %v", err)
+	}
+	defer f.Close()
+	type row struct {
+		customer, date string
+		cents          int64
+	}
+	var rows []row
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if len(fs) != 5 {
+			continue
+		}
+		d, err := strconv.ParseFloat(fs[4], 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows = append(rows, row{customer: fs[0], date: fs[2], cents: int64(math.Round(d * 100))})
+	}
+	if len(rows) != 6919 {
+		t.Fatalf("read %d purchases, want 6919", len(rows))
+	}
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		if testing.Short() && dialect != "sqlite" {
+			t.Skip("short")
+		}
+		e := newEnv(t, dialect)
+		admin := e.admin()
+		members := map[string]string{}
+		for i, r := range rows {
+			id, ok := members[r.customer]
+			if !ok {
+				res := e.do("POST", "/v1/members", admin, map[string]any{"external_id": "CDNOW-" + r.customer}).must(t, 201)
+				id = res.JSON(t)["id"].(string)
+				members[r.customer] = id
+			}
+			// A $0.00 row is a visit without a sale: the engine records
+			// only purchases with a positive total, and counts the visit's
+			// day as a purchase day with a one-cent total.
+			total := max(r.cents, 1)
+			at := r.date[0:4] + "-" + r.date[4:6] + "-" + r.date[6:8] + "T12:00:00Z"
+			e.do("POST", "/v1/purchases", admin, map[string]any{"member_id": id, "external_id": fmt.Sprintf("CD-%d", i),
+				"total": total, "occurred_at": at}).must(t, 201)
+		}
+		run := e.do("POST", "/v1/jobs/churn-risk/run", e.marketer(), map[string]any{"as_of": "1997-09-30T23:59:59Z"}).must(t, 200).JSON(t)
+		if run["status"] != "succeeded" {
+			t.Fatalf("run %v", run)
+		}
+		m := e.do("GET", "/v1/analytics/churn-model", e.marketer(), nil).must(t, 200).JSON(t)
+		p := m["params"].(map[string]any)
+		t.Logf("%s: %v LL=%v members=%v", dialect, p, m["log_likelihood"], m["members"])
+		for _, c := range []struct {
+			name string
+			got  float64
+			want float64
+		}{{"r", p["r"].(float64), 0.243}, {"alpha", p["alpha"].(float64), 4.414}, {"a", p["a"].(float64), 0.793},
+			{"b", p["b"].(float64), 2.426}, {"log_likelihood", m["log_likelihood"].(float64), -9582.4}} {
+			if math.Abs(c.got-c.want) > 0.01*math.Abs(c.want) {
+				t.Errorf("%s = %.4f, paper %.4f", c.name, c.got, c.want)
+			}
+		}
+		if m["members"].(float64) != 2357 || m["time_unit"] != "week" {
+			t.Errorf("model %v", m)
+		}
+		risk := e.do("GET", "/v1/analytics/churn-risk?min_risk=0.9&limit=5", e.marketer(), nil).must(t, 200).JSON(t)
+		if len(risk["items"].([]any)) == 0 {
+			t.Errorf("no member at risk ≥ 0.9: %v", risk)
+		}
+	})
+}

@@ -1,0 +1,272 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/shopspring/decimal"
+	"gorm.io/gorm"
+
+	"github.com/loyalty-engine/loyalty/loyalty"
+)
+
+// Rate is the redemption rate over a range of days (§13).
+type Rate struct {
+	From           string       `json:"from"`
+	To             string       `json:"to"`
+	PointsIssued   int64        `json:"points_issued"`
+	PointsRedeemed int64        `json:"points_redeemed"`
+	RatePercent    *json.Number `json:"rate_percent"`
+}
+
+// ratePercent is redeemed ÷ issued × 100 rounded to 2 decimals, or null
+// when nothing was issued.
+func ratePercent(issued, redeemed int64) *json.Number {
+	if issued <= 0 {
+		return nil
+	}
+	n := json.Number(decimal.NewFromInt(redeemed).Mul(decimal.NewFromInt(100)).
+		DivRound(decimal.NewFromInt(issued), 2).StringFixed(2))
+	return &n
+}
+
+// DayRange is a range of calendar days, both inclusive, in a timezone.
+type DayRange struct {
+	From, To time.Time // local midnights; To is the last day
+	Loc      *time.Location
+}
+
+// ParseDayRange reads from and to (YYYY-MM-DD) in the program timezone.
+func ParseDayRange(from, to string, loc *time.Location) (DayRange, error) {
+	var v loyalty.Validation
+	f, err := time.ParseInLocation(time.DateOnly, from, loc)
+	if err != nil {
+		v.Add("from", "must be a date YYYY-MM-DD")
+	}
+	t, err2 := time.ParseInLocation(time.DateOnly, to, loc)
+	if err2 != nil {
+		v.Add("to", "must be a date YYYY-MM-DD")
+	}
+	if err == nil && err2 == nil && t.Before(f) {
+		v.Add("to", "must not be before from")
+	}
+	if err == nil && err2 == nil && t.Sub(f) > 20*366*24*time.Hour {
+		v.Add("to", "the range may span at most 20 years")
+	}
+	return DayRange{From: f, To: t, Loc: loc}, v.Err()
+}
+
+// end is the first instant after the range.
+func (d DayRange) end() time.Time { return d.To.AddDate(0, 0, 1) }
+
+// issuedRedeemed sums, over entries whose occurred_at is in [from, end),
+// the points issued (earn, offer, bonus, gift and positive adjust, less
+// return reversals) and redeemed (redeem less redeem_cancel refunds).
+func issuedRedeemed(db *gorm.DB, from, end time.Time) (int64, int64, error) {
+	var s struct{ Issued, Redeemed int64 }
+	err := db.Raw(`SELECT
+			COALESCE(SUM(CASE WHEN kind IN ('earn', 'offer', 'bonus', 'gift') OR (kind = 'adjust' AND points > 0) THEN points
+				WHEN kind = 'return' THEN points ELSE 0 END), 0) AS issued,
+			COALESCE(SUM(CASE WHEN kind = 'redeem' THEN -points WHEN kind = 'redeem_cancel' THEN -points ELSE 0 END), 0) AS redeemed
+		FROM ledger_entries WHERE occurred_at >= ? AND occurred_at < ?`, loyalty.TS(from), loyalty.TS(end)).Scan(&s).Error
+	return s.Issued, s.Redeemed, err
+}
+
+// RedemptionRate computes the rate over a range.
+func (r *Runner) RedemptionRate(ctx context.Context, d DayRange) (Rate, error) {
+	var out Rate
+	err := loyalty.Read(ctx, r.svc, func(db *gorm.DB) error {
+		iss, red, err := issuedRedeemed(db, d.From, d.end())
+		out = Rate{From: d.From.Format(time.DateOnly), To: d.To.Format(time.DateOnly), PointsIssued: iss, PointsRedeemed: red,
+			RatePercent: ratePercent(iss, red)}
+		return err
+	})
+	return out, err
+}
+
+// RedemptionRateByMonth splits a range at calendar months (the first and
+// last month clipped to the range): one aggregate per month.
+func (r *Runner) RedemptionRateByMonth(ctx context.Context, d DayRange) ([]Rate, error) {
+	out := []Rate{}
+	err := loyalty.Read(ctx, r.svc, func(db *gorm.DB) error {
+		for start := d.From; !start.After(d.To); {
+			next := time.Date(start.Year(), start.Month()+1, 1, 0, 0, 0, 0, d.Loc)
+			last := next.AddDate(0, 0, -1)
+			if last.After(d.To) {
+				last = d.To
+			}
+			iss, red, err := issuedRedeemed(db, start, last.AddDate(0, 0, 1))
+			if err != nil {
+				return err
+			}
+			out = append(out, Rate{From: start.Format(time.DateOnly), To: last.Format(time.DateOnly), PointsIssued: iss,
+				PointsRedeemed: red, RatePercent: ratePercent(iss, red)})
+			start = next
+		}
+		return nil
+	})
+	return out, err
+}
+
+// RateSnapshotSummary is what a redemption-rate run stored.
+type RateSnapshotSummary struct {
+	Months []Rate `json:"months"`
+}
+
+// SnapshotRedemptionRate stores the redemption rate of asOf's month (to
+// date) and of the month before (now final), replacing earlier snapshots of
+// those months, so a re-run for the same asOf stores the same.
+func (r *Runner) SnapshotRedemptionRate(ctx context.Context, asOf time.Time) (RateSnapshotSummary, error) {
+	var sum RateSnapshotSummary
+	prog, err := r.svc.Program(ctx)
+	if err != nil {
+		return sum, err
+	}
+	loc := prog.Location()
+	l := asOf.In(loc)
+	thisMonth := time.Date(l.Year(), l.Month(), 1, 0, 0, 0, 0, loc)
+	prevMonth := thisMonth.AddDate(0, -1, 0)
+	now := r.svc.Now()
+	err = loyalty.WriteSet(ctx, r.svc, func(tx *loyalty.Tx) error {
+		sum.Months = nil
+		for _, m := range []struct{ start, end time.Time }{{prevMonth, thisMonth}, {thisMonth, asOf}} {
+			iss, red, err := issuedRedeemed(tx.DB, m.start, m.end)
+			if err != nil {
+				return err
+			}
+			rate := ratePercent(iss, red)
+			var rs *string
+			if rate != nil {
+				s := rate.String()
+				rs = &s
+			}
+			month := m.start.Format("2006-01")
+			if err := tx.DB.Exec("DELETE FROM redemption_rate_snapshots WHERE month = ?", month).Error; err != nil {
+				return err
+			}
+			if err := tx.DB.Exec(`INSERT INTO redemption_rate_snapshots (month, points_issued, points_redeemed, rate_percent, computed_at)
+				VALUES (?, ?, ?, ?, ?)`, month, iss, red, rs, now).Error; err != nil {
+				return err
+			}
+			sum.Months = append(sum.Months, Rate{From: m.start.Format(time.DateOnly), To: m.end.Add(-time.Nanosecond).In(loc).Format(time.DateOnly),
+				PointsIssued: iss, PointsRedeemed: red, RatePercent: rate})
+		}
+		return nil
+	})
+	if err != nil {
+		return sum, fmt.Errorf("redemption rate snapshot: %w", err)
+	}
+	return sum, nil
+}
+
+// Summary is the program's key figures over a range (§13).
+type Summary struct {
+	From     string           `json:"from"`
+	To       string           `json:"to"`
+	Members  MemberCounts     `json:"members"`
+	Points   PointCounts      `json:"points"`
+	Rates    SummaryRates     `json:"rates"`
+	Tiers    map[string]int64 `json:"members_per_tier"`
+	Segments map[string]int64 `json:"members_per_segment"`
+}
+
+// MemberCounts counts members over the range.
+type MemberCounts struct {
+	Total        int64 `json:"total"`
+	New          int64 `json:"new"`
+	Active       int64 `json:"active"`
+	ActiveBefore int64 `json:"active_before"`
+	Lost         int64 `json:"lost"`
+}
+
+// PointCounts sums points over the range; outstanding is at its end.
+type PointCounts struct {
+	Issued      int64 `json:"issued"`
+	Redeemed    int64 `json:"redeemed"`
+	Expired     int64 `json:"expired"`
+	Outstanding int64 `json:"outstanding"`
+}
+
+// SummaryRates are the range's rates, in percent with 2 decimals.
+type SummaryRates struct {
+	Redemption *json.Number `json:"redemption_rate"`
+	Churn      *json.Number `json:"churn_rate"`
+	Retention  *json.Number `json:"retention_rate"`
+}
+
+// Summary computes the key figures. "Active" in a period means at least one
+// purchase in it; the period before is as long as the range and ends where
+// it starts. Lost members were active in the period before and not in the
+// range: churn rate = lost ÷ active before × 100. Retention rate =
+// (active in the range − new customers in it) ÷ active before × 100, where
+// a new customer made its first purchase ever in the range.
+func (r *Runner) Summary(ctx context.Context, d DayRange) (Summary, error) {
+	out := Summary{From: d.From.Format(time.DateOnly), To: d.To.Format(time.DateOnly), Tiers: map[string]int64{}, Segments: map[string]int64{}}
+	from, end := loyalty.TS(d.From), loyalty.TS(d.end())
+	before := loyalty.TS(d.From.Add(-end.Sub(from)))
+	err := loyalty.Read(ctx, r.svc, func(db *gorm.DB) error {
+		var m struct{ Total, New int64 }
+		if err := db.Raw(`SELECT COUNT(CASE WHEN enrolled_at < ? THEN 1 END) AS total,
+			COUNT(CASE WHEN enrolled_at >= ? AND enrolled_at < ? THEN 1 END) AS new FROM members`, end, from, end).Scan(&m).Error; err != nil {
+			return err
+		}
+		out.Members.Total, out.Members.New = m.Total, m.New
+		var a struct{ Active, ActiveBefore, Lost, NewCustomers int64 }
+		if err := db.Raw(`SELECT
+				COUNT(CASE WHEN now_n > 0 THEN 1 END) AS active,
+				COUNT(CASE WHEN before_n > 0 THEN 1 END) AS active_before,
+				COUNT(CASE WHEN before_n > 0 AND now_n = 0 THEN 1 END) AS lost,
+				COUNT(CASE WHEN now_n > 0 AND first_at >= ? THEN 1 END) AS new_customers
+			FROM (SELECT member_id,
+					COUNT(CASE WHEN occurred_at >= ? AND occurred_at < ? THEN 1 END) AS now_n,
+					COUNT(CASE WHEN occurred_at >= ? AND occurred_at < ? THEN 1 END) AS before_n,
+					MIN(occurred_at) AS first_at
+				FROM purchases WHERE occurred_at < ? GROUP BY member_id) s`,
+			from, from, end, before, from, end).Scan(&a).Error; err != nil {
+			return err
+		}
+		out.Members.Active, out.Members.ActiveBefore, out.Members.Lost = a.Active, a.ActiveBefore, a.Lost
+		out.Rates.Churn = ratePercent(a.ActiveBefore, a.Lost)
+		out.Rates.Retention = ratePercent(a.ActiveBefore, a.Active-a.NewCustomers)
+		iss, red, err := issuedRedeemed(db, from, end)
+		if err != nil {
+			return err
+		}
+		out.Points.Issued, out.Points.Redeemed = iss, red
+		out.Rates.Redemption = ratePercent(iss, red)
+		var p struct{ Expired, Outstanding int64 }
+		if err := db.Raw(`SELECT COALESCE(SUM(CASE WHEN kind = 'expire' AND occurred_at >= ? THEN -points ELSE 0 END), 0) AS expired,
+			COALESCE(SUM(points), 0) AS outstanding FROM ledger_entries WHERE occurred_at < ?`, from, end).Scan(&p).Error; err != nil {
+			return err
+		}
+		out.Points.Expired, out.Points.Outstanding = p.Expired, p.Outstanding
+		var tiers []struct {
+			Code string
+			N    int64
+		}
+		if err := db.Raw(`SELECT COALESCE(tier_code, '') AS code, COUNT(*) AS n FROM members WHERE status = 'active' GROUP BY tier_code`).
+			Scan(&tiers).Error; err != nil {
+			return err
+		}
+		for _, t := range tiers {
+			out.Tiers[t.Code] = t.N
+		}
+		var segs []struct {
+			Code string
+			N    int64
+		}
+		if err := db.Raw(`SELECT segment_code AS code, COUNT(*) AS n FROM member_segments GROUP BY segment_code`).Scan(&segs).Error; err != nil {
+			return err
+		}
+		for _, s := range segs {
+			out.Segments[s.Code] = s.N
+		}
+		return nil
+	})
+	if err != nil {
+		return out, fmt.Errorf("summary: %w", err)
+	}
+	return out, nil
+}

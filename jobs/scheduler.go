@@ -1,0 +1,70 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/robfig/cron/v3"
+)
+
+// ScheduleFromEnv overrides each job's default schedule with
+// LOYALTY_SCHEDULE_<NAME> (upper case, dashes as underscores), a cron
+// expression of five fields or a descriptor such as "@hourly"; "off"
+// leaves the job unscheduled.
+func (r *Runner) ScheduleFromEnv() {
+	for name, j := range r.jobs {
+		env := "LOYALTY_SCHEDULE_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+		if v := strings.TrimSpace(os.Getenv(env)); v != "" {
+			j.Schedule = v
+			r.jobs[name] = j
+		}
+	}
+}
+
+// Scheduler runs the jobs on their schedules inside `loyalty serve`.
+type Scheduler struct {
+	cron *cron.Cron
+}
+
+// StartScheduler schedules every job whose schedule is not "off". Each
+// tick claims its slot (the minute it fired for) in the database, so with
+// several engines on one database the run happens once; in one process a
+// run still going when the next tick comes is skipped, and a panic is
+// recovered and logged.
+func (r *Runner) StartScheduler(ctx context.Context, log *slog.Logger) (*Scheduler, error) {
+	logger := cron.PrintfLogger(slogPrintf{log})
+	c := cron.New(cron.WithLocation(time.UTC), cron.WithChain(cron.Recover(logger), cron.SkipIfStillRunning(logger)))
+	for _, j := range r.Jobs() {
+		if j.Schedule == "off" {
+			continue
+		}
+		name := j.Name
+		if _, err := c.AddFunc(j.Schedule, func() {
+			slot := time.Now().UTC().Truncate(time.Minute)
+			rec, ran, err := r.RunScheduled(ctx, name, slot)
+			switch {
+			case err != nil:
+				log.Error("scheduled job", "job", name, "slot", slot, "error", err.Error())
+			case !ran:
+				log.Info("scheduled job claimed by another engine", "job", name, "slot", slot)
+			default:
+				log.Info("scheduled job", "job", name, "slot", slot, "status", rec.Status)
+			}
+		}); err != nil {
+			return nil, fmt.Errorf("schedule %s %q: %w", name, j.Schedule, err)
+		}
+	}
+	c.Start()
+	return &Scheduler{cron: c}, nil
+}
+
+// Stop stops scheduling and waits for running jobs to finish.
+func (s *Scheduler) Stop() { <-s.cron.Stop().Done() }
+
+type slogPrintf struct{ log *slog.Logger }
+
+func (l slogPrintf) Printf(format string, args ...any) { l.log.Info(fmt.Sprintf(format, args...)) }

@@ -1,0 +1,204 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/loyalty-engine/loyalty/loyalty"
+)
+
+// Segment describes one computed segment.
+type Segment struct {
+	Code        string     `json:"code"`
+	Name        string     `json:"name"`
+	Description string     `json:"description"`
+	Members     int64      `json:"members"`
+	ComputedAt  *time.Time `json:"computed_at"`
+}
+
+// segmentDefs are the segments the segments job computes. The RFM segments
+// partition every member with a purchase in the last 365 days by recency
+// (R) and the mean of frequency and monetary quintiles (FM), each 1 to 5.
+var segmentDefs = []Segment{
+	{Code: "loyal", Name: "Loyal customers", Description: "a purchase in at least loyal_min_active_weeks of the last loyal_window_weeks 7-day periods, across at least loyal_min_categories categories"},
+	{Code: "rfm_champions", Name: "Champions", Description: "R ≥ 4 and FM ≥ 4: bought recently, often and much"},
+	{Code: "rfm_loyal", Name: "Loyal", Description: "R ≥ 3 and FM ≥ 3, not champions"},
+	{Code: "rfm_new", Name: "New or occasional", Description: "R ≥ 4 and FM ≤ 2: bought recently, little so far"},
+	{Code: "rfm_promising", Name: "Promising", Description: "R = 3 and FM ≤ 2"},
+	{Code: "rfm_at_risk", Name: "At risk", Description: "R ≤ 2 and FM ≥ 3: good customers who have not come back"},
+	{Code: "rfm_hibernating", Name: "Hibernating", Description: "R ≤ 2 and FM ≤ 2"},
+}
+
+// SegmentsSummary counts the members of each segment after a run.
+type SegmentsSummary struct {
+	Members map[string]int64 `json:"members"`
+}
+
+// Segments recomputes segment membership as of asOf in a few statements:
+// one for the loyal segment, one for the RFM segments.
+func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary, error) {
+	sum := SegmentsSummary{Members: map[string]int64{}}
+	asOf = loyalty.TS(asOf)
+	prog, err := r.svc.Program(ctx)
+	if err != nil {
+		return sum, err
+	}
+	sg := prog.Segments
+	now := r.svc.Now()
+	err = loyalty.WriteSet(ctx, r.svc, func(tx *loyalty.Tx) error {
+		if err := tx.DB.Exec(`DELETE FROM member_segments WHERE segment_code = 'loyal' OR segment_code LIKE 'rfm\_%' ESCAPE '\'`).Error; err != nil {
+			return err
+		}
+		// Week k (0 = the latest) is (asOf − 7(k+1) days, asOf − 7k days].
+		var week strings.Builder
+		args := []any{}
+		week.WriteString("CASE")
+		for k := 0; k < sg.LoyalWindowWeeks; k++ {
+			week.WriteString(" WHEN p.occurred_at > ? THEN ")
+			week.WriteString(fmt.Sprint(k))
+			args = append(args, asOf.AddDate(0, 0, -7*(k+1)))
+		}
+		week.WriteString(" END")
+		windowStart := asOf.AddDate(0, 0, -7*sg.LoyalWindowWeeks)
+		args = append(args, windowStart, asOf, windowStart, asOf, sg.LoyalMinActiveWeeks, sg.LoyalMinCategories)
+		if err := tx.DB.Exec(`INSERT INTO member_segments (member_id, segment_code, computed_at)
+			SELECT w.member_id, 'loyal', ? FROM (
+				SELECT p.member_id, COUNT(DISTINCT `+week.String()+`) AS weeks
+				FROM purchases p WHERE p.occurred_at > ? AND p.occurred_at <= ? GROUP BY p.member_id
+			) w JOIN (
+				SELECT p.member_id, COUNT(DISTINCT i.category) AS categories
+				FROM purchases p JOIN purchase_items i ON i.purchase_id = p.id
+				WHERE p.occurred_at > ? AND p.occurred_at <= ? AND i.category <> '' GROUP BY p.member_id
+			) c ON c.member_id = w.member_id
+			JOIN members m ON m.id = w.member_id AND m.status = 'active'
+			WHERE w.weeks >= ? AND c.categories >= ?`, append([]any{now}, args...)...).Error; err != nil {
+			return err
+		}
+		yearAgo := asOf.AddDate(0, 0, -365)
+		return tx.DB.Exec(`INSERT INTO member_segments (member_id, segment_code, computed_at)
+			SELECT s.member_id, CASE
+				WHEN s.r >= 4 AND s.fm >= 4 THEN 'rfm_champions'
+				WHEN s.r >= 3 AND s.fm >= 3 THEN 'rfm_loyal'
+				WHEN s.r >= 4 THEN 'rfm_new'
+				WHEN s.r = 3 THEN 'rfm_promising'
+				WHEN s.fm >= 3 THEN 'rfm_at_risk'
+				ELSE 'rfm_hibernating' END, ?
+			FROM (
+				SELECT q.member_id, q.r, (q.f + q.m + 1) / 2 AS fm FROM (
+					SELECT a.member_id,
+						NTILE(5) OVER (ORDER BY a.last_at, a.member_id) AS r,
+						NTILE(5) OVER (ORDER BY a.n, a.member_id) AS f,
+						NTILE(5) OVER (ORDER BY a.spend, a.member_id) AS m
+					FROM (
+						SELECT p.member_id, MAX(p.occurred_at) AS last_at, COUNT(*) AS n, SUM(p.total - p.returned_amount) AS spend
+						FROM purchases p JOIN members mm ON mm.id = p.member_id AND mm.status = 'active'
+						WHERE p.occurred_at > ? AND p.occurred_at <= ? GROUP BY p.member_id
+					) a
+				) q
+			) s`, now, yearAgo, asOf).Error
+	})
+	if err != nil {
+		return sum, fmt.Errorf("segments: %w", err)
+	}
+	list, err := r.SegmentList(ctx)
+	if err != nil {
+		return sum, err
+	}
+	for _, s := range list {
+		sum.Members[s.Code] = s.Members
+	}
+	return sum, nil
+}
+
+// SegmentList lists the segments with their sizes.
+func (r *Runner) SegmentList(ctx context.Context) ([]Segment, error) {
+	var counts []struct {
+		SegmentCode string
+		N           int64
+		At          time.Time
+	}
+	if err := r.svc.Store().DB().WithContext(ctx).Raw(`SELECT segment_code, COUNT(*) AS n, MAX(computed_at) AS at
+		FROM member_segments GROUP BY segment_code`).Scan(&counts).Error; err != nil {
+		return nil, fmt.Errorf("list segments: %w", err)
+	}
+	out := make([]Segment, len(segmentDefs))
+	copy(out, segmentDefs)
+	for i := range out {
+		for _, c := range counts {
+			if c.SegmentCode == out[i].Code {
+				at := c.At.UTC()
+				out[i].Members, out[i].ComputedAt = c.N, &at
+			}
+		}
+	}
+	return out, nil
+}
+
+// SegmentMembers lists the ids of a segment's members, by id.
+func (r *Runner) SegmentMembers(ctx context.Context, code string, page loyalty.Page) (loyalty.List[string], error) {
+	out := loyalty.List[string]{Items: []string{}}
+	known := false
+	for _, d := range segmentDefs {
+		known = known || d.Code == code
+	}
+	if !known {
+		return out, loyalty.Errorf(loyalty.NotFound, "not_found", "no segment has code %q", code)
+	}
+	after, err := page.AfterCursor()
+	if err != nil {
+		return out, err
+	}
+	var ids []string
+	err = loyalty.Read(ctx, r.svc, func(db *gorm.DB) error {
+		q := db.Table("member_segments").Where("segment_code = ? AND member_id > ?", code, after)
+		return q.Order("member_id").Limit(page.Size()+1).Pluck("member_id", &ids).Error
+	})
+	if err != nil {
+		return out, fmt.Errorf("segment members: %w", err)
+	}
+	for i, id := range ids {
+		if i == page.Size() {
+			out.NextCursor = loyalty.Cursor(ids[i-1])
+			break
+		}
+		out.Items = append(out.Items, id)
+	}
+	return out, nil
+}
+
+// ExportSegment streams every member of a segment with its contact fields,
+// for campaign tools, calling row once per member in id order.
+func (r *Runner) ExportSegment(ctx context.Context, code string, row func(cols []string) error) error {
+	if _, err := r.SegmentMembers(ctx, code, loyalty.Page{Limit: 1}); err != nil {
+		return err
+	}
+	rows, err := r.svc.Store().DB().WithContext(ctx).Raw(`SELECT m.id, COALESCE(m.external_id, ''), COALESCE(m.email, ''),
+			COALESCE(m.phone, ''), COALESCE(m.first_name, ''), COALESCE(m.last_name, ''), COALESCE(m.tier_code, '')
+		FROM member_segments s JOIN members m ON m.id = s.member_id
+		WHERE s.segment_code = ? AND m.status = 'active' ORDER BY m.id`, code).Rows()
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	if err := row([]string{"member_id", "external_id", "email", "phone", "first_name", "last_name", "tier"}); err != nil {
+		return err
+	}
+	for rows.Next() {
+		cols := make([]string, 7)
+		ptrs := make([]any, 7)
+		for i := range cols {
+			ptrs[i] = &cols[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return err
+		}
+		if err := row(cols); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
