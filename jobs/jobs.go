@@ -86,14 +86,14 @@ const (
 )
 
 type runRow struct {
-	ID          string `gorm:"primaryKey"`
-	Name        string
-	AsOf        time.Time
-	Status      string
-	StartedAt   time.Time
-	FinishedAt  *time.Time
-	Summary     string
-	Error       string
+	ID           string `gorm:"primaryKey"`
+	Name         string
+	AsOf         time.Time
+	Status       string
+	StartedAt    time.Time
+	FinishedAt   *time.Time
+	Summary      string
+	Error        string
 	TriggeredBy  string
 	ScheduledFor *time.Time
 }
