@@ -150,7 +150,11 @@ func (r *Runner) SnapshotRedemptionRate(ctx context.Context, asOf time.Time) (Ra
 				VALUES (?, ?, ?, ?, ?)`, month, iss, red, rs, now).Error; err != nil {
 				return err
 			}
-			sum.Months = append(sum.Months, Rate{From: m.start.Format(time.DateOnly), To: m.end.Add(-time.Nanosecond).In(loc).Format(time.DateOnly),
+			last := m.end.Add(-time.Nanosecond).In(loc)
+			if last.Before(m.start) {
+				last = m.start
+			}
+			sum.Months = append(sum.Months, Rate{From: m.start.Format(time.DateOnly), To: last.Format(time.DateOnly),
 				PointsIssued: iss, PointsRedeemed: red, RatePercent: rate})
 		}
 		return nil
