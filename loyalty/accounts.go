@@ -115,7 +115,11 @@ func (a *Account) Refund(entryID, kind, redemptionID, description string) (Entry
 		if err := a.tx.DB.Where("id = ?", d.LotID).Take(&src).Error; err != nil {
 			return Entry{}, err
 		}
-		pay := min(a.a.balance.Debt, d.Points)
+		// Points whose lot has expired come back expired and pay no debt.
+		var pay int64
+		if src.ExpiresAt == nil || src.ExpiresAt.After(a.tx.Now) {
+			pay = min(a.a.balance.Debt, d.Points)
+		}
 		a.a.balance.Debt -= pay
 		lot := lotRow{ID: newID(), EntryID: row.ID, MemberID: a.a.member.ID, Points: d.Points, Remaining: d.Points - pay,
 			AvailableAt: src.AvailableAt, ExpiresAt: src.ExpiresAt, CreatedAt: a.tx.Now}

@@ -70,7 +70,45 @@ func lockAccount(tx *gorm.DB, memberID string, prog *Program, now time.Time) (*a
 	if err := forUpdate(tx).Where("id = ?", memberID).Take(&a.member).Error; err != nil {
 		return nil, err
 	}
+	if err := a.expireInactive(tx); err != nil {
+		return nil, err
+	}
 	return a, nil
+}
+
+// expireInactive writes, under the inactivity policy, the expiry of every
+// lot of a member whose deadline has passed, before anything this
+// transaction does can move the deadline (an earn or a redeem would
+// otherwise bring expired points back). The entries have the ids the
+// expire-points job would give them, so neither writes them twice.
+func (a *account) expireInactive(tx *gorm.DB) error {
+	deadline, ok := a.inactivityDeadline()
+	if !ok || deadline.After(a.now) {
+		return nil
+	}
+	var lots []lotRow
+	if err := tx.Where("member_id = ? AND remaining > 0", a.member.ID).Order("id").Find(&lots).Error; err != nil {
+		return err
+	}
+	at := ts(deadline)
+	for _, l := range lots {
+		row, err := a.append(tx, entrySpec{ID: "exp:" + l.ID, Kind: KindExpire, Points: -l.Remaining, OccurredAt: at,
+			Description: "points expired after inactivity"})
+		if err != nil {
+			return err
+		}
+		if err := tx.Create(&drawRow{EntryID: row.ID, LotID: l.ID, Points: l.Remaining}).Error; err != nil {
+			return err
+		}
+		if err := tx.Model(&lotRow{}).Where("id = ?", l.ID).Update("remaining", 0).Error; err != nil {
+			return err
+		}
+	}
+	if len(lots) > 0 {
+		// The balance row is saved by the caller with its other changes.
+		a.balance.Version++
+	}
+	return nil
 }
 
 // save writes the cached balance back with a new version.
@@ -277,11 +315,21 @@ func (a *account) reverse(tx *gorm.DB, e entrySpec, own map[string]bool) (entryR
 	if err != nil {
 		return entryRow{}, err
 	}
+	// The purchase's own lots come first, even expired ones the expiry job
+	// has not reached yet: those points are its own to take back.
 	var first, rest []lotRow
-	for _, l := range append(avail, pending...) {
+	if err := tx.Where("member_id = ? AND remaining > 0", a.member.ID).Order("id").Find(&first).Error; err != nil {
+		return entryRow{}, err
+	}
+	kept := first[:0]
+	for _, l := range first {
 		if own[l.EntryID] {
-			first = append(first, l)
-		} else {
+			kept = append(kept, l)
+		}
+	}
+	first = kept
+	for _, l := range append(avail, pending...) {
+		if !own[l.EntryID] {
 			rest = append(rest, l)
 		}
 	}
