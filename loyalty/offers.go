@@ -491,9 +491,11 @@ func (s *Service) OfferReach(ctx context.Context, id string) (int64, error) {
 		case row.OwnerMemberID != nil:
 			q = q.Where("id = ?", *row.OwnerMemberID)
 		case row.TargetAll:
+		case len(row.segments()) == 0:
+			q = q.Where("id IN (SELECT member_id FROM offer_members WHERE offer_id = ?)", id)
 		default:
 			q = q.Where("id IN (SELECT member_id FROM offer_members WHERE offer_id = ?) OR id IN (SELECT member_id FROM member_segments WHERE segment_code IN ?)",
-				id, append(row.segments(), "\x00none"))
+				id, row.segments())
 		}
 		return q.Count(&n).Error
 	})
