@@ -137,6 +137,52 @@ func TestRoleMatrix(t *testing.T) {
 		}
 		kept := redeem()
 		keptID, keptCoupon := kept["id"].(string), kept["coupon_code"].(string)
+		// Offers fixtures: an offer for every member that needs activation
+		// and never applies (its minimum spend is out of reach), and a
+		// template. Activating twice is harmless, so every call reuses them.
+		offer := e.do("POST", "/v1/offers", e.admin(), map[string]any{"code": "rm-offer", "name": "Matrix offer", "kind": "bonus",
+			"bonus_points": 5, "conditions": map[string]any{"min_spend": 1_000_000_000}, "target": map[string]any{"all": true},
+			"requires_activation": true}).must(t, 201).JSON(t)["id"].(string)
+		template := e.do("POST", "/v1/offer-templates", e.admin(), map[string]any{"code": "rm-template", "name": "Matrix template",
+			"kind": "bonus", "bonus_points": 5, "active": false}).must(t, 201).JSON(t)["id"].(string)
+		// Birthday gifts: the job gives own, and every member born on the
+		// clock's day, a gift of a free reward. A claim consumes its gift, so
+		// a member claims own's and the other roles each a fresh member's.
+		giftReward := e.do("POST", "/v1/rewards", e.admin(), map[string]any{"code": "rm-gift", "name": "Matrix gift",
+			"cost_points": 0}).must(t, 201).JSON(t)["id"].(string)
+		e.do("PUT", "/v1/program", e.admin(), map[string]any{"birthday_gift": map[string]any{"enabled": true,
+			"reward_ids": []string{giftReward}, "bonus_points": 0, "claim_days": 30}}).must(t, 200)
+		birthday := e.clock.Now().AddDate(-36, 0, 0).Format(time.DateOnly)
+		e.do("PATCH", "/v1/members/"+own, e.admin(), map[string]any{"birthday": birthday}).must(t, 200)
+		runJob := func(name string) {
+			if run := e.do("POST", "/v1/jobs/"+name+"/run", e.admin(), nil).must(t, 200).JSON(t); run["status"] != "succeeded" {
+				t.Fatalf("job %s: %v", name, run)
+			}
+		}
+		giftOf := func(member string) string {
+			runJob("birthday-gifts")
+			var l struct {
+				Items []struct {
+					ID string `json:"id"`
+				} `json:"items"`
+			}
+			e.do("GET", "/v1/members/"+member+"/gifts", e.admin(), nil).must(t, 200).Decode(t, &l)
+			if len(l.Items) != 1 {
+				t.Fatalf("member %s has %d gifts, want 1", member, len(l.Items))
+			}
+			return l.Items[0].ID
+		}
+		ownGift := giftOf(own)
+		// Churn: a few members' purchases over two months, then the model.
+		for i, days := range [][]int{{60, 30, 2}, {45, 5}, {20}} {
+			m := e.enrol()
+			for _, d := range days {
+				e.do("POST", "/v1/purchases", e.pos(), map[string]any{"member_id": m, "external_id": fmt.Sprintf("RM-H-%d-%d", i, d),
+					"store_id": "store-1", "currency": "USD", "total": 2000,
+					"occurred_at": e.clock.Now().AddDate(0, 0, -d).Format(time.RFC3339)}).must(t, 201)
+			}
+		}
+		runJob("churn-risk")
 		routes := []matrixRoute{
 			{"GET", "/v1/program", func(loyalty.Role) (string, any) { return "/v1/program", nil },
 				[]loyalty.Role{marketer, admin}, 200},
@@ -212,6 +258,58 @@ func TestRoleMatrix(t *testing.T) {
 			{"POST", "/v1/coupons/:code/use", func(loyalty.Role) (string, any) {
 				return "/v1/coupons/" + redeem()["coupon_code"].(string) + "/use", nil
 			}, []loyalty.Role{pos, admin}, 200},
+			{"POST", "/v1/offers", func(loyalty.Role) (string, any) {
+				return "/v1/offers", map[string]any{"code": fmt.Sprintf("rm-offer-%d", next()), "name": "New offer", "kind": "bonus",
+					"bonus_points": 1}
+			}, []loyalty.Role{marketer, admin}, 201},
+			{"GET", "/v1/offers", func(loyalty.Role) (string, any) { return "/v1/offers", nil }, []loyalty.Role{marketer, admin}, 200},
+			{"GET", "/v1/offers/:id", func(loyalty.Role) (string, any) { return "/v1/offers/" + offer, nil },
+				[]loyalty.Role{marketer, admin}, 200},
+			{"PATCH", "/v1/offers/:id", func(loyalty.Role) (string, any) {
+				return "/v1/offers/" + offer, map[string]any{"name": fmt.Sprintf("Matrix offer %d", next())}
+			}, []loyalty.Role{marketer, admin}, 200},
+			{"GET", "/v1/offers/:id/reach", func(loyalty.Role) (string, any) { return "/v1/offers/" + offer + "/reach", nil },
+				[]loyalty.Role{marketer, admin}, 200},
+			{"POST", "/v1/offer-templates", func(loyalty.Role) (string, any) {
+				return "/v1/offer-templates", map[string]any{"code": fmt.Sprintf("rm-template-%d", next()), "name": "New template",
+					"kind": "bonus", "bonus_points": 1, "active": false}
+			}, []loyalty.Role{marketer, admin}, 201},
+			{"GET", "/v1/offer-templates", func(loyalty.Role) (string, any) { return "/v1/offer-templates", nil },
+				[]loyalty.Role{marketer, admin}, 200},
+			{"PATCH", "/v1/offer-templates/:id", func(loyalty.Role) (string, any) {
+				return "/v1/offer-templates/" + template, map[string]any{"name": fmt.Sprintf("Matrix template %d", next())}
+			}, []loyalty.Role{marketer, admin}, 200},
+			{"GET", "/v1/members/:id/offers", func(loyalty.Role) (string, any) { return "/v1/members/" + own + "/offers", nil },
+				allRoles, 200},
+			{"POST", "/v1/members/:id/offers/:offer_id/activate", func(loyalty.Role) (string, any) {
+				return "/v1/members/" + own + "/offers/" + offer + "/activate", nil
+			}, []loyalty.Role{loyalty.RoleMember, pos, admin}, 200},
+			{"GET", "/v1/members/:id/gifts", func(loyalty.Role) (string, any) { return "/v1/members/" + own + "/gifts", nil },
+				allRoles, 200},
+			{"POST", "/v1/members/:id/gifts/:gift_id/claim", func(role loyalty.Role) (string, any) {
+				m, g := own, ownGift
+				if role != loyalty.RoleMember {
+					m = e.do("POST", "/v1/members", e.admin(), map[string]any{"external_id": fmt.Sprintf("RM-B-%d", next()),
+						"birthday": birthday}).must(t, 201).JSON(t)["id"].(string)
+					g = giftOf(m)
+				}
+				return "/v1/members/" + m + "/gifts/" + g + "/claim", map[string]any{"reward_id": giftReward}
+			}, []loyalty.Role{loyalty.RoleMember, pos, admin}, 201},
+			{"GET", "/v1/analytics/redemption-rate", func(loyalty.Role) (string, any) {
+				return "/v1/analytics/redemption-rate?from=2026-02-01&to=2026-03-01", nil
+			}, []loyalty.Role{marketer, admin}, 200},
+			{"GET", "/v1/analytics/summary", func(loyalty.Role) (string, any) {
+				return "/v1/analytics/summary?from=2026-02-01&to=2026-03-01", nil
+			}, []loyalty.Role{marketer, admin}, 200},
+			{"GET", "/v1/analytics/churn-model", func(loyalty.Role) (string, any) { return "/v1/analytics/churn-model", nil },
+				[]loyalty.Role{marketer, admin}, 200},
+			{"GET", "/v1/analytics/churn-risk", func(loyalty.Role) (string, any) {
+				return "/v1/analytics/churn-risk?min_risk=0", nil
+			}, []loyalty.Role{marketer, admin}, 200},
+			// Segments answer before any segments run.
+			{"GET", "/v1/segments", func(loyalty.Role) (string, any) { return "/v1/segments", nil }, []loyalty.Role{marketer, admin}, 200},
+			{"GET", "/v1/segments/:code/members", func(loyalty.Role) (string, any) { return "/v1/segments/loyal/members", nil },
+				[]loyalty.Role{marketer, admin}, 200},
 			{"GET", "/v1/jobs", func(loyalty.Role) (string, any) { return "/v1/jobs", nil }, []loyalty.Role{marketer, admin}, 200},
 			{"POST", "/v1/jobs/:name/run", func(loyalty.Role) (string, any) { return "/v1/jobs/tier-review/run", nil },
 				[]loyalty.Role{marketer, admin}, 200},
@@ -269,10 +367,12 @@ func TestRoleMatrix(t *testing.T) {
 		})
 		// The calls above that were refused wrote nothing. Each route ran
 		// once per role and once without a token: the rewards are the paid
-		// one, the two created by marketer and admin and the five made to be
-		// retired (two of them were); the redemptions are the kept one, the
-		// three allowed redemptions and the five made for each of cancel and
-		// use, of which three were cancelled and two used.
+		// one, the gift, the two created by marketer and admin and the five
+		// made to be retired (two of them were); own's redemptions are the
+		// kept one, the three allowed redemptions, the five made for each of
+		// cancel and use, of which three were cancelled and two used, and its
+		// gift claimed with a member token; the offers and the templates are
+		// the fixture and the two created by marketer and admin.
 		t.Run("RefusedCallsWroteNothing", func(t *testing.T) {
 			var rw struct {
 				Items []struct {
@@ -286,8 +386,8 @@ func TestRoleMatrix(t *testing.T) {
 					active++
 				}
 			}
-			if len(rw.Items) != 8 || active != 6 {
-				t.Errorf("%d rewards, %d active; want 8, 6 active", len(rw.Items), active)
+			if len(rw.Items) != 9 || active != 7 {
+				t.Errorf("%d rewards, %d active; want 9, 7 active", len(rw.Items), active)
 			}
 			var rd struct {
 				Items []struct {
@@ -299,14 +399,23 @@ func TestRoleMatrix(t *testing.T) {
 			for _, r := range rd.Items {
 				count[r.Status]++
 			}
-			if len(rd.Items) != 14 || count["issued"] != 9 || count["cancelled"] != 3 || count["used"] != 2 {
-				t.Errorf("%d redemptions by status %v; want 14: 9 issued, 3 cancelled, 2 used", len(rd.Items), count)
+			if len(rd.Items) != 15 || count["issued"] != 10 || count["cancelled"] != 3 || count["used"] != 2 {
+				t.Errorf("%d redemptions by status %v; want 15: 10 issued, 3 cancelled, 2 used", len(rd.Items), count)
 			}
-			// Every redemption took 10 points; the three cancelled gave
-			// theirs back.
+			// Every paid redemption took 10 points; the three cancelled gave
+			// theirs back and the gift took none.
 			b := e.balance(own)
 			if b.LifetimeRedeemed != 10*(14-3) {
 				t.Errorf("lifetime_redeemed %d, want %d", b.LifetimeRedeemed, 10*(14-3))
+			}
+			for path, want := range map[string]int{"/v1/offers?limit=500": 3, "/v1/offer-templates": 3} {
+				var l struct {
+					Items []any `json:"items"`
+				}
+				e.do("GET", path, e.admin(), nil).must(t, 200).Decode(t, &l)
+				if len(l.Items) != want {
+					t.Errorf("GET %s: %d items, want %d", path, len(l.Items), want)
+				}
 			}
 		})
 		e.checkLedger()

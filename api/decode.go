@@ -57,7 +57,7 @@ func decodeError(err error, body []byte) error {
 	// Errors from a field's own UnmarshalJSON: a time or a decimal that
 	// does not parse.
 	var pe *time.ParseError
-	if errors.As(err, &pe) || strings.Contains(err.Error(), "parsing time") {
+	if errors.As(err, &pe) || strings.Contains(err.Error(), "parsing time") || strings.Contains(err.Error(), "Time.UnmarshalJSON") {
 		field := badTimeField(body, "")
 		if field == "" {
 			field = "body"

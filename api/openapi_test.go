@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -488,6 +489,16 @@ func openapiConforms(t testing.TB, doc map[string]any, method, path string, r re
 		t.Errorf("%s %s %d: content type %q is not documented", method, path, r.Status, ct)
 		return
 	}
+	if ct = strings.TrimSpace(ct); ct != "application/json" && !strings.HasSuffix(ct, "+json") {
+		// A text answer (the CSV export) is described as a string.
+		if !utf8.Valid(r.Body) {
+			t.Errorf("%s %s %d: %s body is not UTF-8", method, path, r.Status, ct)
+		}
+		for _, e := range openapiSchemaErrors(doc, media["schema"], string(r.Body), "body") {
+			t.Errorf("%s %s %d: %s", method, path, r.Status, e)
+		}
+		return
+	}
 	dec := json.NewDecoder(bytes.NewReader(r.Body))
 	dec.UseNumber()
 	var body any
@@ -537,10 +548,11 @@ func TestOpenAPISchemaCheckerCatchesMismatches(t *testing.T) {
 	}
 }
 
-// TestOpenAPIResponsesConform calls the rewards, redemptions, coupons and
-// jobs routes the way integrators do, on every outcome the document
-// describes, and checks each answer against it: the status is documented
-// for the operation, and the body matches the documented schema exactly.
+// TestOpenAPIResponsesConform calls the rewards, redemptions, coupons, jobs,
+// offers, gifts, analytics and segments routes the way integrators do, on
+// every outcome the document describes, and checks each answer against it:
+// the status is documented for the operation, and the body matches the
+// documented schema exactly.
 func TestOpenAPIResponsesConform(t *testing.T) {
 	doc := openapiDoc(t)
 	loyaltytest.Each(t, func(t *testing.T, dialect string) {
@@ -721,6 +733,409 @@ func TestOpenAPIResponsesConform(t *testing.T) {
 				assertProblem(t, r, 422, "as_of")
 			}
 		})
+
+		openapiConformOffersGiftsAnalytics(t, e, call, conflict)
 		e.checkLedger()
 	})
+}
+
+// openapiCaller makes a request, checks the status wanted and the answer
+// against the document.
+type openapiCaller func(want int, method, path, tok string, body any, headers ...string) resp
+
+// openapiConformOffersGiftsAnalytics is TestOpenAPIResponsesConform for the
+// offers, offer templates, member offers, birthday gifts, analytics and
+// segments routes and the jobs behind them. It buys first, so that no offer
+// it creates applies to a purchase, and lets the clock run out the gifts
+// last.
+func openapiConformOffersGiftsAnalytics(t *testing.T, e *env, call openapiCaller, conflict func(code, method, path, tok string, body any)) {
+	t.Helper()
+	admin, mk, pos := e.admin(), e.marketer(), e.pos()
+	now := e.clock.Now()
+	replayed := func(what string, r resp) {
+		t.Helper()
+		if r.Header.Get("Idempotent-Replayed") != "true" {
+			t.Errorf("replayed %s without Idempotent-Replayed: true", what)
+		}
+	}
+	runJob := func(tok, name string) map[string]any {
+		t.Helper()
+		run := call(200, "POST", "/v1/jobs/"+name+"/run", tok, nil).JSON(t)
+		if run["status"] != "succeeded" {
+			t.Errorf("job %s: status %v, error %v", name, run["status"], run["error"])
+		}
+		summary, _ := run["summary"].(map[string]any)
+		return summary
+	}
+	type page struct {
+		Items      []map[string]any `json:"items"`
+		NextCursor *string          `json:"next_cursor"`
+	}
+
+	// Purchase history over the last weeks: buyer has three purchases in
+	// the last 30 days, all skincare; the others fewer than two.
+	buyer, other, lapsed, steady := e.enrol(), e.enrol(), e.enrol(), e.enrol()
+	buyerTok, otherTok := e.token(loyalty.RoleMember, buyer), e.token(loyalty.RoleMember, other)
+	n := 0
+	buy := func(member string, daysAgo int, category string, amount int64) {
+		t.Helper()
+		n++
+		call(201, "POST", "/v1/purchases", pos, map[string]any{"member_id": member, "external_id": fmt.Sprintf("CONF-H-%d", n),
+			"store_id": "store-1", "currency": "USD", "total": amount, "occurred_at": now.AddDate(0, 0, -daysAgo).Format(time.RFC3339),
+			"items": []map[string]any{{"sku": "SKU-" + category, "category": category, "quantity": 1, "unit_price": amount, "amount": amount}}})
+	}
+	for _, d := range []int{40, 20, 10, 3} {
+		buy(buyer, d, "skincare", 4000)
+	}
+	buy(other, 60, "makeup", 2500)
+	buy(other, 5, "makeup", 1500)
+	buy(lapsed, 200, "fragrance", 9000)
+	for _, d := range []int{90, 76, 62, 48, 34, 6} {
+		buy(steady, d, "hair", 3000)
+	}
+
+	// Offers.
+	offerBody := map[string]any{"code": "conf-skincare", "name": "Double points on skincare", "kind": "multiplier", "multiplier": "2",
+		"bonus_points": 0, "conditions": map[string]any{"categories": []string{"skincare"}, "skus": []string{}, "store_ids": []string{"store-1"},
+			"channels": []string{"pos"}, "min_spend": 1000},
+		"target":              map[string]any{"all": false, "segments": []string{"loyal"}, "member_ids": []string{buyer}},
+		"requires_activation": true, "starts_at": "2026-01-01T00:00:00Z", "ends_at": "2027-01-01T00:00:00+01:00",
+		"max_uses_per_member": 2, "status": "active"}
+	offer := call(201, "POST", "/v1/offers", mk, offerBody, "Idempotency-Key", "conf-offer").JSON(t)["id"].(string)
+	replayed("offer", call(201, "POST", "/v1/offers", mk, offerBody, "Idempotency-Key", "conf-offer"))
+	call(422, "POST", "/v1/offers", mk, map[string]any{"code": "conf-other", "name": "Other", "kind": "bonus", "bonus_points": 1},
+		"Idempotency-Key", "conf-offer")
+	bonus := call(201, "POST", "/v1/offers", admin, map[string]any{"code": "conf-bonus", "name": "Bonus for all", "kind": "bonus",
+		"bonus_points": 50, "target": map[string]any{"all": true}}).JSON(t)["id"].(string)
+	paused := call(201, "POST", "/v1/offers", admin, map[string]any{"code": "conf-paused", "name": "Paused", "kind": "bonus",
+		"bonus_points": 5, "conditions": map[string]any{"min_spend": 100}, "target": map[string]any{"all": true}, "status": "paused"}).JSON(t)["id"].(string)
+	conflict("duplicate", "POST", "/v1/offers", mk, map[string]any{"code": "conf-bonus", "name": "Again", "kind": "bonus", "bonus_points": 1})
+	call(422, "POST", "/v1/offers", mk, map[string]any{})
+	call(422, "POST", "/v1/offers", mk, map[string]any{"code": "Bad Code", "name": "", "kind": "double"})
+	call(422, "POST", "/v1/offers", mk, map[string]any{"code": "conf-x1", "name": "x", "kind": "multiplier", "multiplier": "1"})
+	call(422, "POST", "/v1/offers", mk, map[string]any{"code": "conf-b0", "name": "x", "kind": "bonus", "bonus_points": 0})
+	// Points are never negative, whatever the kind.
+	call(422, "POST", "/v1/offers", mk, map[string]any{"code": "conf-neg", "name": "x", "kind": "multiplier", "multiplier": "2", "bonus_points": -5})
+	call(422, "POST", "/v1/offers", mk, map[string]any{"code": "conf-nobody", "name": "x", "kind": "bonus", "bonus_points": 1,
+		"target": map[string]any{"member_ids": []string{"no-such-member"}}})
+	call(422, "POST", "/v1/offers", mk, map[string]any{"code": "conf-when", "name": "x", "kind": "bonus", "bonus_points": 1, "starts_at": "soon"})
+	call(400, "POST", "/v1/offers", mk, "{")
+
+	var pg page
+	call(200, "GET", "/v1/offers?limit=1", mk, nil).Decode(t, &pg)
+	if len(pg.Items) != 1 || pg.NextCursor == nil {
+		t.Errorf("first page of 1 offer: %+v", pg)
+	} else {
+		call(200, "GET", "/v1/offers?limit=1&cursor="+*pg.NextCursor, admin, nil)
+	}
+	call(200, "GET", "/v1/offers?personal=true", mk, nil)
+	call(422, "GET", "/v1/offers?limit=501", mk, nil)
+	call(422, "GET", "/v1/offers?cursor=!!", mk, nil)
+	call(200, "GET", "/v1/offers/"+offer, mk, nil)
+	call(404, "GET", "/v1/offers/no-such-offer", admin, nil)
+	patched := call(200, "PATCH", "/v1/offers/"+offer, mk, map[string]any{"name": "Double points on skincare, open-ended",
+		"ends_at": nil, "max_uses_per_member": nil}).JSON(t)
+	if patched["ends_at"] != nil || patched["max_uses_per_member"] != nil || patched["starts_at"] == nil {
+		t.Errorf("patch with nulls: %v", patched)
+	}
+	call(200, "PATCH", "/v1/offers/"+paused, admin, map[string]any{"status": "paused", "bonus_points": 6})
+	call(422, "PATCH", "/v1/offers/"+offer, mk, map[string]any{"status": "gone"})
+	call(422, "PATCH", "/v1/offers/"+offer, mk, map[string]any{"bonus_points": -1})
+	call(422, "PATCH", "/v1/offers/"+offer, mk, map[string]any{"starts_at": "2027-01-01T00:00:00Z", "ends_at": "2026-06-01T00:00:00Z"})
+	conflict("duplicate", "PATCH", "/v1/offers/"+offer, mk, map[string]any{"code": "conf-bonus"})
+	call(404, "PATCH", "/v1/offers/no-such-offer", mk, map[string]any{"name": "x"})
+	call(400, "PATCH", "/v1/offers/"+offer, mk, "[]")
+	reach := call(200, "GET", "/v1/offers/"+offer+"/reach", mk, nil).JSON(t)
+	if reach["offer_id"] != offer || reach["members"] != float64(1) {
+		t.Errorf("reach of an offer for one member: %v", reach)
+	}
+	call(200, "GET", "/v1/offers/"+bonus+"/reach", admin, nil)
+	call(404, "GET", "/v1/offers/no-such-offer/reach", mk, nil)
+
+	// Personal-offer templates and the job that gives their offers.
+	tplBody := map[string]any{"code": "conf-fav", "name": "Double points on your favourite", "kind": "multiplier", "multiplier": "2",
+		"bonus_points": 0, "conditions": map[string]any{"categories": []string{"ignored"}, "min_spend": 500}, "duration_days": 14,
+		"lookback_days": 30, "min_purchases": 2, "requires_activation": false, "max_uses_per_member": 3, "active": true}
+	tpl := call(201, "POST", "/v1/offer-templates", mk, tplBody, "Idempotency-Key", "conf-tpl").JSON(t)
+	replayed("template", call(201, "POST", "/v1/offer-templates", mk, tplBody, "Idempotency-Key", "conf-tpl"))
+	if c, _ := tpl["conditions"].(map[string]any); c == nil || len(c["categories"].([]any)) != 0 {
+		t.Errorf("template conditions keep categories: %v", tpl["conditions"])
+	}
+	tplID := tpl["id"].(string)
+	call(201, "POST", "/v1/offer-templates", admin, map[string]any{"code": "conf-idle", "name": "Idle", "kind": "bonus",
+		"bonus_points": 20, "active": false})
+	conflict("duplicate", "POST", "/v1/offer-templates", mk, map[string]any{"code": "conf-idle", "name": "Again", "kind": "bonus", "bonus_points": 1})
+	call(422, "POST", "/v1/offer-templates", mk, map[string]any{"code": "Bad Code", "name": "", "kind": "x"})
+	call(422, "POST", "/v1/offer-templates", mk, map[string]any{"code": "conf-short", "name": "x", "kind": "bonus", "bonus_points": 1, "duration_days": 0})
+	call(422, "POST", "/v1/offer-templates", mk, map[string]any{"code": "conf-neg", "name": "x", "kind": "multiplier", "multiplier": "2", "bonus_points": -5})
+	call(400, "POST", "/v1/offer-templates", mk, "{")
+	call(200, "GET", "/v1/offer-templates", mk, nil)
+	call(200, "PATCH", "/v1/offer-templates/"+tplID, mk, map[string]any{"duration_days": 7})
+	call(422, "PATCH", "/v1/offer-templates/"+tplID, admin, map[string]any{"lookback_days": 0})
+	conflict("duplicate", "PATCH", "/v1/offer-templates/"+tplID, mk, map[string]any{"code": "conf-idle"})
+	call(404, "PATCH", "/v1/offer-templates/no-such-template", mk, map[string]any{"name": "x"})
+	call(400, "PATCH", "/v1/offer-templates/"+tplID, mk, "[]")
+	if sum := runJob(mk, "personal-offers"); sum["offers"] != float64(1) {
+		t.Errorf("personal-offers gave %v offers, want 1 (to buyer)", sum["offers"])
+	}
+	var personal string
+	call(200, "GET", "/v1/offers?personal=true&limit=500", mk, nil).Decode(t, &pg)
+	for _, o := range pg.Items {
+		if o["template_id"] == tplID {
+			personal = o["id"].(string)
+			tgt, _ := o["target"].(map[string]any)
+			if ids, _ := tgt["member_ids"].([]any); len(ids) != 1 || ids[0] != buyer {
+				t.Errorf("personal offer target: %v", tgt)
+			}
+		}
+	}
+	if personal == "" {
+		t.Fatalf("no personal offer from the template: %+v", pg.Items)
+	}
+	call(200, "GET", "/v1/offers/"+personal, admin, nil)
+	call(200, "GET", "/v1/offers/"+personal+"/reach", admin, nil)
+
+	// A member's offers.
+	var mine page
+	call(200, "GET", "/v1/members/"+buyer+"/offers", buyerTok, nil).Decode(t, &mine)
+	got := map[string]bool{}
+	for _, o := range mine.Items {
+		got[o["id"].(string)] = o["activated"].(bool)
+	}
+	if len(got) != 3 || got[offer] || !got[bonus] || !got[personal] {
+		t.Errorf("buyer's offers (id: activated) %v, want %s false, %s and %s true", got, offer, bonus, personal)
+	}
+	call(200, "GET", "/v1/members/"+buyer+"/offers", pos, nil)
+	call(200, "GET", "/v1/members/"+other+"/offers", mk, nil)
+	call(404, "GET", "/v1/members/"+other+"/offers", buyerTok, nil)
+	call(404, "GET", "/v1/members/no-such-member/offers", admin, nil)
+	activate := "/v1/members/" + buyer + "/offers/" + offer + "/activate"
+	if a := call(200, "POST", activate, buyerTok, nil).JSON(t); a["activated"] != true || a["uses_left"] != nil {
+		t.Errorf("activated offer: %v", a)
+	}
+	call(200, "POST", activate, pos, nil)
+	call(200, "POST", "/v1/members/"+buyer+"/offers/"+bonus+"/activate", admin, nil)
+	call(404, "POST", "/v1/members/"+buyer+"/offers/"+paused+"/activate", admin, nil)
+	call(404, "POST", "/v1/members/"+buyer+"/offers/no-such-offer/activate", admin, nil)
+	call(404, "POST", "/v1/members/"+other+"/offers/"+offer+"/activate", admin, nil)
+	call(404, "POST", activate, otherTok, nil)
+	call(404, "POST", "/v1/members/no-such-member/offers/"+bonus+"/activate", pos, nil)
+
+	// Birthday gifts: three members born on the clock's day.
+	giftReward := call(201, "POST", "/v1/rewards", admin, map[string]any{"code": "conf-gift", "name": "Birthday gift",
+		"cost_points": 500}).JSON(t)["id"].(string)
+	noStock := call(201, "POST", "/v1/rewards", admin, map[string]any{"code": "conf-gift-none", "name": "None left",
+		"cost_points": 0, "stock": 0}).JSON(t)["id"].(string)
+	call(200, "PUT", "/v1/program", mk, map[string]any{"birthday_gift": map[string]any{"enabled": true,
+		"reward_ids": []string{giftReward, noStock}, "bonus_points": 25, "claim_days": 30, "min_tier": nil}})
+	var born [3]string
+	for i := range born {
+		born[i] = call(201, "POST", "/v1/members", pos, map[string]any{"external_id": fmt.Sprintf("CONF-BDAY-%d", i),
+			"birthday": now.AddDate(-30, 0, 0).Format(time.DateOnly)}).JSON(t)["id"].(string)
+	}
+	bornTok := e.token(loyalty.RoleMember, born[0])
+	var gifts page
+	call(200, "GET", "/v1/members/"+born[0]+"/gifts", bornTok, nil).Decode(t, &gifts)
+	if len(gifts.Items) != 0 {
+		t.Errorf("gifts before the job: %+v", gifts.Items)
+	}
+	if sum := runJob(mk, "birthday-gifts"); sum["given"] != float64(3) || sum["points"] != float64(75) {
+		t.Errorf("birthday-gifts summary %v, want 3 given, 75 points", sum)
+	}
+	giftOf := func(member string) string {
+		t.Helper()
+		var l page
+		call(200, "GET", "/v1/members/"+member+"/gifts", admin, nil).Decode(t, &l)
+		if len(l.Items) != 1 || l.Items[0]["status"] != "available" {
+			t.Fatalf("gifts of %s: %+v", member, l.Items)
+		}
+		return l.Items[0]["id"].(string)
+	}
+	gift := giftOf(born[0])
+	claim := "/v1/members/" + born[0] + "/gifts/" + gift + "/claim"
+	red := call(201, "POST", claim, bornTok, map[string]any{"reward_id": giftReward}, "Idempotency-Key", "conf-claim").JSON(t)
+	if red["points_spent"] != float64(0) || red["status"] != "issued" {
+		t.Errorf("claimed gift: %v", red)
+	}
+	replayed("claim", call(201, "POST", claim, bornTok, map[string]any{"reward_id": giftReward}, "Idempotency-Key", "conf-claim"))
+	conflict("already_claimed", "POST", claim, pos, map[string]any{"reward_id": giftReward})
+	call(200, "GET", "/v1/members/"+born[0]+"/gifts", bornTok, nil).Decode(t, &gifts)
+	if len(gifts.Items) != 1 || gifts.Items[0]["status"] != "claimed" || gifts.Items[0]["redemption_id"] != red["id"] {
+		t.Errorf("gift after the claim: %+v", gifts.Items)
+	}
+	second := "/v1/members/" + born[1] + "/gifts/" + giftOf(born[1]) + "/claim"
+	conflict("out_of_stock", "POST", second, admin, map[string]any{"reward_id": noStock})
+	call(422, "POST", second, admin, map[string]any{"reward_id": "no-such-reward"})
+	call(422, "POST", second, admin, map[string]any{"reward_id": bonus})
+	call(422, "POST", second, admin, map[string]any{})
+	call(400, "POST", second, admin, "{")
+	call(404, "POST", second, bornTok, map[string]any{"reward_id": giftReward})
+	call(404, "POST", "/v1/members/"+born[1]+"/gifts/no-such-gift/claim", admin, map[string]any{"reward_id": giftReward})
+	call(404, "POST", "/v1/members/"+born[1]+"/gifts/"+gift+"/claim", admin, map[string]any{"reward_id": giftReward})
+	call(404, "POST", "/v1/members/no-such-member/gifts/"+gift+"/claim", pos, map[string]any{"reward_id": giftReward})
+	call(200, "GET", "/v1/members/"+born[1]+"/gifts", mk, nil)
+	call(404, "GET", "/v1/members/"+born[1]+"/gifts", bornTok, nil)
+	call(404, "GET", "/v1/members/no-such-member/gifts", admin, nil)
+
+	// Analytics before the churn-risk job.
+	if r := call(404, "GET", "/v1/analytics/churn-model", mk, nil); r.JSON(t)["code"] != "no_model" {
+		t.Errorf("churn model before the job: %s", r.Body)
+	}
+	call(200, "GET", "/v1/analytics/churn-risk", mk, nil).Decode(t, &pg)
+	if len(pg.Items) != 0 {
+		t.Errorf("churn risk before the job: %+v", pg.Items)
+	}
+	if r := call(200, "GET", "/v1/analytics/redemption-rate?from=2026-01-01&to=2026-03-01", mk, nil).JSON(t); r["rate_percent"] == nil {
+		t.Errorf("redemption rate of a range with points issued: %v", r)
+	}
+	var months struct {
+		Items []map[string]any `json:"items"`
+	}
+	call(200, "GET", "/v1/analytics/redemption-rate?from=2026-01-15&to=2026-03-01&interval=month", admin, nil).Decode(t, &months)
+	if len(months.Items) != 3 || months.Items[0]["from"] != "2026-01-15" || months.Items[2]["to"] != "2026-03-01" {
+		t.Errorf("monthly rates: %+v", months.Items)
+	}
+	if r := call(200, "GET", "/v1/analytics/redemption-rate?from=2020-01-01&to=2020-12-31", mk, nil).JSON(t); r["rate_percent"] != nil {
+		t.Errorf("redemption rate of a range without points: %v", r)
+	}
+	call(422, "GET", "/v1/analytics/redemption-rate", mk, nil)
+	call(422, "GET", "/v1/analytics/redemption-rate?from=2026-03-01&to=2026-01-01", mk, nil)
+	call(422, "GET", "/v1/analytics/redemption-rate?from=01/01/2026&to=2026-03-01", mk, nil)
+	call(422, "GET", "/v1/analytics/redemption-rate?from=2026-01-01&to=2026-03-01&interval=week", mk, nil)
+	call(200, "GET", "/v1/analytics/summary?from=2026-02-01&to=2026-03-01", mk, nil)
+	if r := call(200, "GET", "/v1/analytics/summary?from=2020-01-01&to=2020-01-31", admin, nil).JSON(t); fmt.Sprint(r["rates"]) !=
+		"map[churn_rate:<nil> redemption_rate:<nil> retention_rate:<nil>]" {
+		t.Errorf("rates of an empty range: %v", r["rates"])
+	}
+	call(422, "GET", "/v1/analytics/summary?from=2026-02-01", mk, nil)
+	call(422, "GET", "/v1/analytics/summary?from=2000-01-01&to=2030-01-01", mk, nil)
+
+	// Churn.
+	if sum := runJob(mk, "churn-risk"); sum["scored"] == nil || sum["scored"].(float64) < 4 {
+		t.Errorf("churn-risk summary: %v", sum)
+	}
+	if m := call(200, "GET", "/v1/analytics/churn-model", mk, nil).JSON(t); m["model"] != "bgnbd" || m["members"].(float64) < 4 {
+		t.Errorf("churn model: %v", m)
+	}
+	call(200, "GET", "/v1/analytics/churn-risk?limit=1", admin, nil).Decode(t, &pg)
+	if len(pg.Items) != 1 || pg.NextCursor == nil {
+		t.Errorf("first page of 1 churn score: %+v", pg)
+	} else {
+		call(200, "GET", "/v1/analytics/churn-risk?limit=1&cursor="+*pg.NextCursor, mk, nil)
+	}
+	call(200, "GET", "/v1/analytics/churn-risk?min_risk=0.5", mk, nil)
+	call(200, "GET", "/v1/analytics/churn-risk?min_risk=1", mk, nil)
+	call(422, "GET", "/v1/analytics/churn-risk?min_risk=2", mk, nil)
+	call(422, "GET", "/v1/analytics/churn-risk?min_risk=high", mk, nil)
+	call(422, "GET", "/v1/analytics/churn-risk?limit=0", mk, nil)
+	call(422, "GET", "/v1/analytics/churn-risk?cursor=!!", mk, nil)
+	t.Run("ChurnRiskForeignCursor", func(t *testing.T) {
+		// A cursor that decodes but is not one this list made is bad
+		// input: never a 5xx.
+		for _, c := range []string{"abc", "0.5", "x"} {
+			path := "/v1/analytics/churn-risk?cursor=" + base64.RawURLEncoding.EncodeToString([]byte(c))
+			r := e.do("GET", path, mk, nil)
+			if r.Status >= 500 {
+				t.Errorf("GET %s: status %d: %s", path, r.Status, r.Body)
+				continue
+			}
+			openapiConforms(t, openapiDoc(t), "GET", path, r)
+		}
+	})
+
+	// Segments.
+	var segs page
+	call(200, "GET", "/v1/segments", mk, nil).Decode(t, &segs)
+	if len(segs.Items) == 0 || segs.Items[0]["code"] != "loyal" {
+		t.Errorf("segments: %+v", segs.Items)
+	}
+	runJob(mk, "segments")
+	if r := call(200, "GET", "/v1/segments", admin, nil); r.Status == 200 {
+		segs = page{}
+		r.Decode(t, &segs)
+		inRFM := int64(0)
+		for _, s := range segs.Items {
+			if strings.HasPrefix(s["code"].(string), "rfm_") {
+				inRFM += int64(s["members"].(float64))
+				if s["members"].(float64) > 0 && s["computed_at"] == nil {
+					t.Errorf("segment %v has members but no computed_at", s["code"])
+				}
+			}
+		}
+		if inRFM != 4 {
+			t.Errorf("RFM segments hold %d members, want the 4 buyers of the last 365 days: %+v", inRFM, segs.Items)
+		}
+	}
+	buyerSegs, _ := call(200, "GET", "/v1/members/"+buyer, admin, nil).JSON(t)["segments"].([]any)
+	if len(buyerSegs) != 1 {
+		t.Fatalf("buyer's segments after the job: %v", buyerSegs)
+	}
+	code := buyerSegs[0].(string)
+	members := "/v1/segments/" + code + "/members"
+	var ids struct {
+		Items      []string `json:"items"`
+		NextCursor *string  `json:"next_cursor"`
+	}
+	call(200, "GET", members+"?limit=1", mk, nil).Decode(t, &ids)
+	if len(ids.Items) != 1 {
+		t.Errorf("first page of 1 member of %s: %+v", code, ids)
+	}
+	if ids.NextCursor != nil {
+		call(200, "GET", members+"?limit=1&cursor="+*ids.NextCursor, admin, nil)
+	}
+	call(200, "GET", "/v1/segments/loyal/members", mk, nil)
+	call(404, "GET", "/v1/segments/no-such-segment/members", mk, nil)
+	call(422, "GET", members+"?limit=0", mk, nil)
+	csv := call(200, "GET", members, mk, nil, "Accept", "text/csv")
+	if ct := csv.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/csv") {
+		t.Errorf("CSV export: Content-Type %q", ct)
+	}
+	lines := strings.Split(strings.TrimSpace(string(csv.Body)), "\n")
+	if strings.TrimSpace(lines[0]) != "member_id,external_id,email,phone,first_name,last_name,tier" {
+		t.Errorf("CSV header %q", lines[0])
+	}
+	found := false
+	for _, l := range lines[1:] {
+		found = found || strings.HasPrefix(l, buyer+",")
+	}
+	if !found {
+		t.Errorf("CSV export of %s does not list buyer %s: %s", code, buyer, csv.Body)
+	}
+	call(404, "GET", "/v1/segments/no-such-segment/members", mk, nil, "Accept", "text/csv")
+
+	// The other new jobs, then every job has run.
+	if months, _ := runJob(admin, "redemption-rate")["months"].([]any); len(months) != 2 {
+		t.Errorf("redemption-rate summary: months %v, want the month before and this one", months)
+	}
+	if sum := runJob(admin, "purge-idempotency-keys"); sum["deleted"] == nil {
+		t.Errorf("purge-idempotency-keys summary: %v", sum)
+	}
+	var jobs struct {
+		Items []struct {
+			Name    string         `json:"name"`
+			LastRun map[string]any `json:"last_run"`
+		} `json:"items"`
+	}
+	call(200, "GET", "/v1/jobs", mk, nil).Decode(t, &jobs)
+	var ran []string
+	for _, j := range jobs.Items {
+		if j.LastRun != nil {
+			ran = append(ran, j.Name)
+		}
+	}
+	if want := "birthday-gifts churn-risk expire-points personal-offers purge-idempotency-keys redemption-rate segments tier-review"; strings.Join(ran, " ") != want {
+		t.Errorf("jobs with a last run: %v, want %s", ran, want)
+	}
+
+	// A month later the unclaimed gifts are expired.
+	third := "/v1/members/" + born[2] + "/gifts/" + giftOf(born[2]) + "/claim"
+	e.clock.Advance(31 * 24 * time.Hour)
+	conflict("gift_expired", "POST", third, admin, map[string]any{"reward_id": giftReward})
+	call(200, "GET", "/v1/members/"+born[2]+"/gifts", admin, nil).Decode(t, &gifts)
+	if len(gifts.Items) != 1 || gifts.Items[0]["status"] != "expired" {
+		t.Errorf("gift past its time: %+v", gifts.Items)
+	}
+	if sum := runJob(admin, "birthday-gifts"); sum["expired"] != float64(2) || sum["given"] != float64(0) {
+		t.Errorf("birthday-gifts a month later: %v, want 2 expired, none given", sum)
+	}
 }

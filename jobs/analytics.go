@@ -209,7 +209,12 @@ type SummaryRates struct {
 func (r *Runner) Summary(ctx context.Context, d DayRange) (Summary, error) {
 	out := Summary{From: d.From.Format(time.DateOnly), To: d.To.Format(time.DateOnly), Tiers: map[string]int64{}, Segments: map[string]int64{}}
 	from, end := loyalty.TS(d.From), loyalty.TS(d.end())
-	before := loyalty.TS(d.From.Add(-end.Sub(from)))
+	// The period before has as many calendar days as the range.
+	days := 0
+	for t := d.From; !t.After(d.To); t = t.AddDate(0, 0, 1) {
+		days++
+	}
+	before := loyalty.TS(d.From.AddDate(0, 0, -days))
 	err := loyalty.Read(ctx, r.svc, func(db *gorm.DB) error {
 		var m struct{ Total, New int64 }
 		if err := db.Raw(`SELECT COUNT(CASE WHEN enrolled_at < ? THEN 1 END) AS total,

@@ -205,7 +205,7 @@ type RiskEntry struct {
 // ChurnRiskList lists active members at or above minRisk, highest first.
 func (r *Runner) ChurnRiskList(ctx context.Context, minRisk string, page loyalty.Page) (loyalty.List[RiskEntry], error) {
 	out := loyalty.List[RiskEntry]{Items: []RiskEntry{}}
-	parts, err := page.AfterCursor()
+	parts, err := page.CursorParts(2)
 	if err != nil {
 		return out, err
 	}
@@ -213,8 +213,8 @@ func (r *Runner) ChurnRiskList(ctx context.Context, minRisk string, page loyalty
 		Select("c.member_id, c.churn_risk, c.p_alive, c.expected_purchases90d, c.days_since_last_purchase, c.purchases").
 		Joins("JOIN members m ON m.id = c.member_id AND m.status = 'active'").
 		Where("c.churn_risk >= ?", minRisk)
-	if parts != "" {
-		q = q.Where("(c.churn_risk < ?) OR (c.churn_risk = ? AND c.member_id > ?)", parts[:6], parts[:6], parts[6:])
+	if parts != nil {
+		q = q.Where("(c.churn_risk < ?) OR (c.churn_risk = ? AND c.member_id > ?)", parts[0], parts[0], parts[1])
 	}
 	var rows []struct {
 		MemberID              string
@@ -231,7 +231,7 @@ func (r *Runner) ChurnRiskList(ctx context.Context, minRisk string, page loyalty
 	for i, row := range rows {
 		if i == page.Size() {
 			last := rows[i-1]
-			out.NextCursor = loyalty.Cursor(last.ChurnRisk + last.MemberID)
+			out.NextCursor = loyalty.Cursor(last.ChurnRisk, last.MemberID)
 			break
 		}
 		out.Items = append(out.Items, RiskEntry{MemberID: row.MemberID, ChurnRisk: row.ChurnRisk, PAlive: row.PAlive,

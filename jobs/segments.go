@@ -116,24 +116,38 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 
 // SegmentList lists the segments with their sizes.
 func (r *Runner) SegmentList(ctx context.Context) ([]Segment, error) {
-	var counts []struct {
-		SegmentCode string
-		N           int64
-		At          time.Time
-	}
-	if err := r.svc.Store().DB().WithContext(ctx).Raw(`SELECT segment_code, COUNT(*) AS n, MAX(computed_at) AS at
-		FROM member_segments GROUP BY segment_code`).Scan(&counts).Error; err != nil {
-		return nil, fmt.Errorf("list segments: %w", err)
-	}
 	out := make([]Segment, len(segmentDefs))
 	copy(out, segmentDefs)
-	for i := range out {
-		for _, c := range counts {
-			if c.SegmentCode == out[i].Code {
-				at := c.At.UTC()
-				out[i].Members, out[i].ComputedAt = c.N, &at
+	err := loyalty.Read(ctx, r.svc, func(db *gorm.DB) error {
+		var counts []struct {
+			SegmentCode string
+			N           int64
+		}
+		if err := db.Raw(`SELECT segment_code, COUNT(*) AS n FROM member_segments GROUP BY segment_code`).Scan(&counts).Error; err != nil {
+			return err
+		}
+		for i := range out {
+			for _, c := range counts {
+				if c.SegmentCode != out[i].Code {
+					continue
+				}
+				// Read the column itself, which both drivers type as a time.
+				var at []time.Time
+				if err := db.Table("member_segments").Where("segment_code = ?", c.SegmentCode).
+					Order("computed_at DESC").Limit(1).Pluck("computed_at", &at).Error; err != nil {
+					return err
+				}
+				out[i].Members = c.N
+				if len(at) == 1 {
+					t := at[0].UTC()
+					out[i].ComputedAt = &t
+				}
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list segments: %w", err)
 	}
 	return out, nil
 }

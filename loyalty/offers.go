@@ -200,14 +200,20 @@ func validateConditions(v *Validation, c OfferConditions, prefix string) {
 }
 
 func validateReward(v *Validation, kind string, m decimal.Decimal, bonus int64) {
+	if bonus < 0 || bonus > tiers.MaxPoints {
+		v.Add("bonus_points", "must be from 0 to %d", int64(tiers.MaxPoints))
+	}
 	switch kind {
 	case OfferMultiplier:
 		if m.LessThanOrEqual(decimal.NewFromInt(1)) || m.GreaterThan(decimal.NewFromInt(100)) || m.Exponent() < -6 {
 			v.Add("multiplier", "must be a decimal above 1 and at most 100, such as \"2\"")
 		}
 	case OfferBonus:
-		if bonus <= 0 || bonus > tiers.MaxPoints {
+		if bonus == 0 {
 			v.Add("bonus_points", "must be above 0")
+		}
+		if m.LessThan(decimal.NewFromInt(1)) || m.GreaterThan(decimal.NewFromInt(100)) {
+			v.Add("multiplier", "is not used by a bonus offer; leave it out or at 1")
 		}
 	default:
 		v.Add("kind", "must be multiplier or bonus")
@@ -281,8 +287,8 @@ func validateOffer(tx *gorm.DB, r offerRow, memberIDs []string) error {
 	if r.StartsAt != nil && r.EndsAt != nil && !r.EndsAt.After(*r.StartsAt) {
 		v.Add("ends_at", "must be after starts_at")
 	}
-	if r.MaxUsesPerMember != nil && *r.MaxUsesPerMember < 1 {
-		v.Add("max_uses_per_member", "must be at least 1 (null for unlimited)")
+	if r.MaxUsesPerMember != nil && (*r.MaxUsesPerMember < 1 || *r.MaxUsesPerMember > 1_000_000) {
+		v.Add("max_uses_per_member", "must be from 1 to 1000000 (null for unlimited)")
 	}
 	if r.Status != OfferActive && r.Status != OfferPaused {
 		v.Add("status", "must be active or paused")

@@ -61,3 +61,6 @@ func (p Page) AfterCursor() (string, error) { return p.afterID() }
 
 // Cursor makes an opaque cursor from the parts of a sort key.
 func Cursor(parts ...string) *string { return encodeCursor(parts...) }
+
+// CursorParts decodes a cursor of n parts made by Cursor.
+func (p Page) CursorParts(n int) ([]string, error) { return p.decode(n) }

@@ -140,8 +140,8 @@ func validateTemplate(r templateRow) error {
 	if r.MinPurchases < 1 {
 		v.Add("min_purchases", "must be at least 1")
 	}
-	if r.MaxUsesPerMember != nil && *r.MaxUsesPerMember < 1 {
-		v.Add("max_uses_per_member", "must be at least 1")
+	if r.MaxUsesPerMember != nil && (*r.MaxUsesPerMember < 1 || *r.MaxUsesPerMember > 1_000_000) {
+		v.Add("max_uses_per_member", "must be from 1 to 1000000")
 	}
 	return v.Err()
 }

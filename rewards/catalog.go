@@ -189,8 +189,11 @@ func validate(tx *gorm.DB, in RewardInput, r rewardRow) error {
 	if r.Stock != nil && *r.Stock < 0 {
 		v.Add("stock", "must not be negative (null for unlimited)")
 	}
-	if r.PerMemberLimit != nil && *r.PerMemberLimit < 1 {
-		v.Add("per_member_limit", "must be at least 1 (null for unlimited)")
+	if r.PerMemberLimit != nil && (*r.PerMemberLimit < 1 || *r.PerMemberLimit > 1_000_000) {
+		v.Add("per_member_limit", "must be from 1 to 1000000 (null for unlimited)")
+	}
+	if r.Stock != nil && *r.Stock > tiers.MaxPoints {
+		v.Add("stock", "is out of range")
 	}
 	if r.ValidFrom != nil && r.ValidUntil != nil && !r.ValidUntil.After(*r.ValidFrom) {
 		v.Add("valid_until", "must be after valid_from")
