@@ -148,7 +148,14 @@ func (r *Runner) RunScheduled(ctx context.Context, name string, slot time.Time) 
 	return r.run(ctx, name, slot, "schedule", &slot)
 }
 
+// aliases are other names the contract uses for a job: §10 of the API
+// contract calls the birthday job "birthday-gift", §12 "birthday-gifts".
+var aliases = map[string]string{"birthday-gift": "birthday-gifts"}
+
 func (r *Runner) run(ctx context.Context, name string, asOf time.Time, by string, slot *time.Time) (RunRecord, bool, error) {
+	if canonical, ok := aliases[name]; ok {
+		name = canonical
+	}
 	j, ok := r.jobs[name]
 	if !ok {
 		return RunRecord{}, false, loyalty.Errorf(loyalty.NotFound, "not_found", "no job is named %q", name)
