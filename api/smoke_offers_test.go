@@ -63,3 +63,14 @@ func TestSmokeOffersAndGifts(t *testing.T) {
 		}
 	})
 }
+
+func TestBirthdayJobAnswersToBothNames(t *testing.T) {
+	e := newEnv(t, loyalty.SQLite)
+	for _, name := range []string{"birthday-gifts", "birthday-gift"} {
+		r := e.do("POST", "/v1/jobs/"+name+"/run", e.marketer(), nil).must(t, 200).JSON(t)
+		if r["name"] != "birthday-gifts" || r["status"] != "succeeded" {
+			t.Fatalf("%s: %v", name, r)
+		}
+	}
+	e.do("POST", "/v1/jobs/no-such-job/run", e.marketer(), nil).must(t, 404)
+}
