@@ -72,15 +72,23 @@ func (m *MemberInput) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, (*plain)(m)); err != nil {
 		return err
 	}
+	var err error
+	m.Present, err = PresentFields(b)
+	return err
+}
+
+// PresentFields names the fields a JSON object holds, so a patch can tell a
+// field left out (unchanged) from a field set to null (cleared).
+func PresentFields(b []byte) (map[string]bool, error) {
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(b, &raw); err != nil {
-		return err
+		return nil, err
 	}
-	m.Present = make(map[string]bool, len(raw))
+	present := make(map[string]bool, len(raw))
 	for k := range raw {
-		m.Present[k] = true
+		present[k] = true
 	}
-	return nil
+	return present, nil
 }
 
 // contactFields are the fields a member may change on itself.

@@ -171,15 +171,9 @@ func (in *OfferInput) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, (*plain)(in)); err != nil {
 		return err
 	}
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(b, &raw); err != nil {
-		return err
-	}
-	in.Present = make(map[string]bool, len(raw))
-	for k := range raw {
-		in.Present[k] = true
-	}
-	return nil
+	var err error
+	in.Present, err = PresentFields(b)
+	return err
 }
 
 func validateConditions(v *Validation, c OfferConditions, prefix string) {
@@ -197,6 +191,19 @@ func validateConditions(v *Validation, c OfferConditions, prefix string) {
 	if c.MinSpend < 0 || c.MinSpend > MaxTotal {
 		v.Add(prefix+"min_spend", "must be from 0 to %d", MaxTotal)
 	}
+}
+
+// validateTerms checks what offers and templates share: a name and what
+// the offer gives.
+func validateTerms(v *Validation, name, kind, multiplier string, bonus int64) {
+	if name == "" || len(name) > 200 {
+		v.Add("name", "is required, at most 200 characters")
+	}
+	m, err := decimal.NewFromString(multiplier)
+	if err != nil {
+		m = decimal.Zero
+	}
+	validateReward(v, kind, m, bonus)
 }
 
 func validateReward(v *Validation, kind string, m decimal.Decimal, bonus int64) {
@@ -273,14 +280,7 @@ func validateOffer(tx *gorm.DB, r offerRow, memberIDs []string) error {
 	if !codePattern.MatchString(r.Code) {
 		v.Add("code", "must be 1 to 64 lowercase letters, digits, _ or -")
 	}
-	if r.Name == "" || len(r.Name) > 200 {
-		v.Add("name", "is required, at most 200 characters")
-	}
-	m, err := decimal.NewFromString(r.Multiplier)
-	if err != nil {
-		m = decimal.Zero
-	}
-	validateReward(&v, r.Kind, m, r.BonusPoints)
+	validateTerms(&v, r.Name, r.Kind, r.Multiplier, r.BonusPoints)
 	var c OfferConditions
 	_ = json.Unmarshal([]byte(r.Conditions), &c)
 	validateConditions(&v, c, "conditions.")

@@ -123,14 +123,7 @@ func validateTemplate(r templateRow) error {
 	if !codePattern.MatchString(r.Code) || len(r.Code) > 40 {
 		v.Add("code", "must be 1 to 40 lowercase letters, digits, _ or -")
 	}
-	if r.Name == "" || len(r.Name) > 200 {
-		v.Add("name", "is required, at most 200 characters")
-	}
-	m, err := decimal.NewFromString(r.Multiplier)
-	if err != nil {
-		m = decimal.Zero
-	}
-	validateReward(&v, r.Kind, m, r.BonusPoints)
+	validateTerms(&v, r.Name, r.Kind, r.Multiplier, r.BonusPoints)
 	if r.DurationDays < 1 || r.DurationDays > 366 {
 		v.Add("duration_days", "must be from 1 to 366")
 	}

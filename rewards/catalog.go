@@ -107,15 +107,9 @@ func (in *RewardInput) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, (*plain)(in)); err != nil {
 		return err
 	}
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(b, &raw); err != nil {
-		return err
-	}
-	in.present = make(map[string]bool, len(raw))
-	for k := range raw {
-		in.present[k] = true
-	}
-	return nil
+	var err error
+	in.present, err = loyalty.PresentFields(b)
+	return err
 }
 
 func (in RewardInput) has(f string) bool { return in.present[f] }
