@@ -2,6 +2,7 @@ package loyalty
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -66,6 +67,20 @@ type OfferTemplateInput struct {
 	RequiresActivation *bool            `json:"requires_activation"`
 	MaxUsesPerMember   *int             `json:"max_uses_per_member"`
 	Active             *bool            `json:"active"`
+
+	Present map[string]bool `json:"-"`
+}
+
+// UnmarshalJSON records which fields are present: a null
+// max_uses_per_member makes the template's offers unlimited again.
+func (in *OfferTemplateInput) UnmarshalJSON(b []byte) error {
+	type plain OfferTemplateInput
+	if err := json.Unmarshal(b, (*plain)(in)); err != nil {
+		return err
+	}
+	var err error
+	in.Present, err = PresentFields(b)
+	return err
 }
 
 func templateFromRow(r templateRow) OfferTemplate {
@@ -110,7 +125,7 @@ func (in OfferTemplateInput) apply(r *templateRow) {
 	if in.RequiresActivation != nil {
 		r.RequiresActivation = *in.RequiresActivation
 	}
-	if in.MaxUsesPerMember != nil {
+	if in.MaxUsesPerMember != nil || in.Present["max_uses_per_member"] {
 		r.MaxUsesPerMember = in.MaxUsesPerMember
 	}
 	if in.Active != nil {
