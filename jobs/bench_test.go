@@ -41,7 +41,7 @@ func BenchmarkJobsAtScale(b *testing.B) {
 		{"tiers", `INSERT INTO tiers VALUES ('insider','Insider',0,'1',0,'[]',now(),now()),
 			('vib','VIB',1,'1.25',35000,'[]',now(),now()), ('rouge','Rouge',2,'1.5',100000,'[]',now(),now())`},
 		{"members", `INSERT INTO members (id, external_id, status, tier_code, tier_since, birthday, enrolled_at, updated_at)
-			SELECT 'm' || g, 'C' || g, 'active', 'insider', '2024-01-01', '19' || (50 + g % 50) || '-' || lpad((1 + g % 12)::text, 2, '0') || '-' || lpad((1 + g % 28)::text, 2, '0'),
+			SELECT 'm' || g, 'C' || g, 'active', 'insider', '2024-01-01', '19' || (50 + g % 50) || '-' || lpad((1 + g % 12)::text, 2, '0') || '-' || lpad((1 + (g / 12) % 28)::text, 2, '0'),
 				'2024-01-01'::timestamptz + (g % 700) * interval '1 day', now()
 			FROM generate_series(1::bigint, $M) g`},
 		{"balances", `INSERT INTO member_balances (member_id, points, debt, lifetime_earned, lifetime_redeemed, last_activity_at, version, updated_at)
@@ -55,7 +55,7 @@ func BenchmarkJobsAtScale(b *testing.B) {
 		{"items", `INSERT INTO purchase_items (purchase_id, line, sku, category, quantity, unit_price, amount)
 			SELECT id, 1, 'SKU-' || (local_day % 500), 'cat' || (local_day * 31 % 30), 1, total, total FROM purchases`},
 		{"ledger", `INSERT INTO ledger_entries (id, member_id, kind, points, occurred_at, available_at, expires_at, purchase_id, description, created_at)
-			SELECT 'e' || id, member_id, 'earn', points_earned, occurred_at, occurred_at, occurred_at + interval '365 days', id, 'purchase', created_at
+			SELECT 'e' || id, member_id, 'earn', points_earned, occurred_at, occurred_at, occurred_at + interval '300 days', id, 'purchase', created_at
 			FROM purchases WHERE points_earned > 0`},
 		{"lots", `INSERT INTO lots (id, entry_id, member_id, points, remaining, available_at, expires_at, created_at)
 			SELECT 'l' || id, id, member_id, points, points, available_at, expires_at, created_at FROM ledger_entries`},
