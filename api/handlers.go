@@ -174,7 +174,7 @@ func (s *server) postAdjustment(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	e, rep, err := s.svc.Adjust(c.UserContext(), c.Params("id"), in, key)
+	e, rep, err := s.svc.Adjust(c.UserContext(), principal(c), c.Params("id"), in, key)
 	if err != nil {
 		return err
 	}

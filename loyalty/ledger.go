@@ -560,9 +560,12 @@ type AdjustmentInput struct {
 	Reason string `json:"reason"`
 }
 
-// Adjust credits or debits points by hand, with a reason. A debit needs
-// the points to be available.
-func (s *Service) Adjust(ctx context.Context, memberID string, in AdjustmentInput, key IdempotencyKey) (Entry, *Replay, error) {
+// Adjust credits or debits points by hand, with a reason; only an admin
+// may. A debit needs the points to be available.
+func (s *Service) Adjust(ctx context.Context, p Principal, memberID string, in AdjustmentInput, key IdempotencyKey) (Entry, *Replay, error) {
+	if !p.Is(RoleAdmin) {
+		return Entry{}, nil, Errorf(Forbidden, "forbidden", "only an admin may adjust a member's points")
+	}
 	var v Validation
 	if in.Points == nil || *in.Points == 0 {
 		v.Add("points", "is required and must not be 0")

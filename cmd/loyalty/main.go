@@ -31,6 +31,8 @@ usage:
   loyalty migrate up|status          apply or list database migrations
   loyalty token --role R --sub S [--ttl 24h] [--store-id S]
                                      print a signed API token
+  loyalty console-link [--ttl 15m] [--sub S] [--role admin|marketer] [--base URL]
+                                     print a sign-in link to the web console
   loyalty seed demo [--members 300]  load a demo program with members and history
   loyalty jobs list                  list the jobs and their last runs
   loyalty jobs run NAME [--as-of T]  run a job now (T: RFC 3339, default now)
@@ -75,6 +77,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return migrate(ctx, cfg, args[1:], stdout)
 	case "token":
 		return token(cfg, args[1:], stdout)
+	case "console-link":
+		return consoleLink(cfg, args[1:], stdout)
 	case "seed":
 		return seed(ctx, cfg, args[1:], stdout)
 	case "healthcheck":
@@ -166,7 +170,9 @@ An admin token, valid for 24 hours:
 Try:
   curl -s -H "Authorization: Bearer $TOKEN" http://%s/v1/program
 
-`, host, cfg.SecretFile, tok, host)
+The web console is at http://%s/console (sign in with the token above).
+
+`, host, cfg.SecretFile, tok, host, host)
 }
 
 func migrate(ctx context.Context, cfg config, args []string, stdout io.Writer) error {
@@ -203,6 +209,39 @@ func token(cfg config, args []string, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintln(stdout, tok)
+	return nil
+}
+
+// consoleLink prints a link that signs its opener in to the web console.
+// The token rides in the URL fragment, which the browser keeps to itself:
+// it reaches the server only as the sign-in form's body, never in a URL.
+func consoleLink(cfg config, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("console-link", flag.ContinueOnError)
+	ttl := fs.Duration("ttl", 15*time.Minute, "how long the link (and the session it opens) is valid")
+	sub := fs.String("sub", "console", "subject: who signs in")
+	role := fs.String("role", string(loyalty.RoleAdmin), "admin or marketer")
+	base := fs.String("base", "", "the engine's public origin, such as https://loyalty.example.com (default http://LOYALTY_ADDR)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if r := loyalty.Role(*role); r != loyalty.RoleAdmin && r != loyalty.RoleMarketer {
+		return errors.New("--role must be admin or marketer")
+	}
+	if *ttl <= 0 {
+		return errors.New("--ttl must be positive")
+	}
+	tok, err := api.SignToken(cfg.Auth, loyalty.Role(*role), *sub, "", *ttl, time.Now())
+	if err != nil {
+		return err
+	}
+	origin := strings.TrimSuffix(*base, "/")
+	if origin == "" {
+		origin = "http://" + cfg.Addr
+		if strings.HasPrefix(cfg.Addr, ":") {
+			origin = "http://localhost" + cfg.Addr
+		}
+	}
+	fmt.Fprintf(stdout, "%s/console/login#token=%s\n", origin, tok)
 	return nil
 }
 
