@@ -83,7 +83,7 @@ func fiberError(fe *fiber.Error) *loyalty.Error {
 	case http.StatusUnsupportedMediaType:
 		return loyalty.Errorf(loyalty.Malformed, "unsupported_media_type", "send application/json")
 	case http.StatusTooManyRequests:
-		return &loyalty.Error{Code: "rate_limited", Reason: "rate_limited", Message: "too many requests"}
+		return &loyalty.Error{Code: "rate_limited", Reason: "rate_limited", Message: "too many requests from this caller; retry after a minute"}
 	case http.StatusRequestTimeout:
 		return &loyalty.Error{Code: loyalty.Malformed, Reason: "timeout", Message: "the request took too long to arrive"}
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/limiter"
 	"github.com/gofiber/fiber/v2/middleware/recover"
 	"github.com/gofiber/fiber/v2/middleware/requestid"
 
@@ -25,6 +26,9 @@ const BodyLimit = 1 << 20
 type Config struct {
 	Auth   AuthConfig
 	Logger *slog.Logger
+	// RateLimit is how many requests a minute one caller (role and sub) may
+	// make to /v1; 0 means unlimited.
+	RateLimit int
 	// Rewards and Jobs default to services built on the ledger service.
 	Rewards *rewards.Service
 	Jobs    *jobs.Runner
@@ -82,6 +86,14 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 	)
 	all := []loyalty.Role{admin, marketer, pos, member}
 	v1 := app.Group("/v1", s.authenticate)
+	if cfg.RateLimit > 0 {
+		v1.Use(limiter.New(limiter.Config{
+			Max:          cfg.RateLimit,
+			Expiration:   time.Minute,
+			KeyGenerator: func(c *fiber.Ctx) string { p := principal(c); return string(p.Role) + ":" + p.Subject },
+			LimitReached: func(c *fiber.Ctx) error { return fiber.ErrTooManyRequests },
+		}))
+	}
 
 	v1.Get("/program", allow(marketer, admin), s.getProgram)
 	v1.Put("/program", allow(marketer, admin), s.putProgram)

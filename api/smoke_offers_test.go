@@ -1,6 +1,8 @@
 package api
 
 import (
+	"io"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -73,4 +75,19 @@ func TestBirthdayJobAnswersToBothNames(t *testing.T) {
 		}
 	}
 	e.do("POST", "/v1/jobs/no-such-job/run", e.marketer(), nil).must(t, 404)
+}
+
+func TestRateLimitPerCaller(t *testing.T) {
+	e := newEnv(t, loyalty.SQLite)
+	e.app = New(e.svc, Config{Auth: e.auth, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)), RateLimit: 3}, NewMetrics())
+	tok := e.pos()
+	for i := 0; i < 3; i++ {
+		e.do("GET", "/v1/tiers", tok, nil).must(t, 200)
+	}
+	r := e.do("GET", "/v1/tiers", tok, nil).must(t, 429)
+	if r.JSON(t)["code"] != "rate_limited" || r.Header.Get("Content-Type") != "application/problem+json" {
+		t.Fatalf("%s", r.Body)
+	}
+	// Another caller has its own allowance.
+	e.do("GET", "/v1/tiers", e.token(loyalty.RolePOS, "till-2"), nil).must(t, 200)
 }

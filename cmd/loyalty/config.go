@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/loyalty-engine/loyalty/api"
@@ -19,6 +20,7 @@ type config struct {
 	DatabaseURL string
 	Addr        string
 	Jobs        bool
+	RateLimit   int
 	LogLevel    slog.Level
 	Auth        api.AuthConfig
 	// SecretFile is where the generated secret of an embedded deployment
@@ -39,6 +41,13 @@ func loadConfig() (config, error) {
 		Addr:        env("LOYALTY_ADDR", ":8080"),
 		Jobs:        env("LOYALTY_JOBS", "on") != "off",
 		Auth:        api.AuthConfig{Issuer: os.Getenv("LOYALTY_JWT_ISSUER"), Audience: os.Getenv("LOYALTY_JWT_AUDIENCE")},
+	}
+	if v := os.Getenv("LOYALTY_RATE_LIMIT"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return c, errors.New("LOYALTY_RATE_LIMIT must be a number of requests a minute per caller (0: unlimited)")
+		}
+		c.RateLimit = n
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(env("LOYALTY_LOG_LEVEL", "info"))); err != nil {
 		return c, fmt.Errorf("LOYALTY_LOG_LEVEL: %w", err)

@@ -44,6 +44,7 @@ environment:
   LOYALTY_JWT_SECRET    HS256 secret, at least 32 characters; required with PostgreSQL
   LOYALTY_JWT_ISSUER, LOYALTY_JWT_AUDIENCE   enforced on tokens when set
   LOYALTY_LOG_LEVEL     debug, info, warn or error (default info)
+  LOYALTY_RATE_LIMIT    requests a minute per caller on /v1 (default 0: unlimited)
 `
 
 func main() {
@@ -123,7 +124,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer, 
 	rw := rewards.NewService(svc)
 	runner := jobs.NewRunner(svc, rw)
 	runner.ScheduleFromEnv()
-	app := api.New(svc, api.Config{Auth: cfg.Auth, Logger: log, Rewards: rw, Jobs: runner}, metrics)
+	app := api.New(svc, api.Config{Auth: cfg.Auth, Logger: log, Rewards: rw, Jobs: runner, RateLimit: cfg.RateLimit}, metrics)
 	if cfg.Jobs {
 		sched, err := runner.StartScheduler(ctx, log)
 		if err != nil {
