@@ -16,6 +16,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	// Timezones of programs and members must resolve on any host, even a
+	// minimal container image without /usr/share/zoneinfo.
+	_ "time/tzdata"
 
 	"github.com/loyalty-engine/loyalty/api"
 	"github.com/loyalty-engine/loyalty/jobs"
