@@ -87,13 +87,13 @@ func (s *Service) ExpirePoints(ctx context.Context, asOf time.Time) (ExpirySumma
 			SELECT 'exp:' || l.id, l.id, l.remaining FROM lots l WHERE `+due, args...).Error; err != nil {
 			return err
 		}
-		upd := append([]any{}, args...)
-		upd = append(upd, ts(s.now()))
-		upd = append(upd, args...)
-		if err := tx.Exec(`UPDATE member_balances SET
-				points = points - (SELECT COALESCE(SUM(l.remaining), 0) FROM lots l WHERE l.member_id = member_balances.member_id AND `+due+`),
-				version = version + 1, updated_at = ?
-			WHERE member_id IN (SELECT l.member_id FROM lots l WHERE `+due+`)`, upd...).Error; err != nil {
+		// One aggregate joined to the balances: UPDATE … FROM runs on both
+		// PostgreSQL and SQLite (3.33+), instead of a subquery per member.
+		upd := append([]any{ts(s.now())}, args...)
+		if err := tx.Exec(`UPDATE member_balances SET points = member_balances.points - e.points,
+				version = member_balances.version + 1, updated_at = ?
+			FROM (SELECT l.member_id, SUM(l.remaining) AS points FROM lots l WHERE `+due+` GROUP BY l.member_id) e
+			WHERE member_balances.member_id = e.member_id`, upd...).Error; err != nil {
 			return err
 		}
 		return tx.Exec(`UPDATE lots SET remaining = 0 WHERE id IN (SELECT l.id FROM lots l WHERE `+due+`)`, args...).Error
