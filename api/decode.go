@@ -74,52 +74,47 @@ func decodeError(err error, body []byte) error {
 	return loyalty.Errorf(loyalty.Malformed, "malformed", "the request body cannot be read as the expected JSON object")
 }
 
-// badTimeField finds the path of the first string of a JSON body that looks
-// meant as a time (a key ending in _at, _from, _until or as_of) and does not
+// isTimeKey says whether a key names a time: ends in _at, _from or
+// _until, or is as_of.
+func isTimeKey(k string) bool {
+	return strings.HasSuffix(k, "_at") || strings.HasSuffix(k, "_from") || strings.HasSuffix(k, "_until") || k == "as_of"
+}
+
+// badTimeField finds the first time field of a JSON body that does not
 // parse as RFC 3339.
 func badTimeField(body []byte, prefix string) string {
-	var obj map[string]json.RawMessage
-	if json.Unmarshal(body, &obj) != nil {
-		return ""
-	}
-	for k, raw := range obj {
-		if strings.HasSuffix(k, "_at") || strings.HasSuffix(k, "_from") || strings.HasSuffix(k, "_until") || k == "as_of" {
-			if string(raw) == "null" {
-				continue
-			}
-			var t time.Time
-			if t.UnmarshalJSON(raw) != nil {
-				return prefix + k
-			}
-		}
-		if len(raw) > 0 && raw[0] == '{' {
-			if f := badTimeField(raw, prefix+k+"."); f != "" {
-				return f
-			}
-		}
-	}
-	return ""
+	return badField(body, prefix, isTimeKey, func(raw json.RawMessage) bool {
+		var t time.Time
+		return string(raw) == "null" || t.UnmarshalJSON(raw) == nil
+	})
 }
 
 // decimalFields are the request fields that hold exact decimals.
 var decimalFields = map[string]bool{"earn_multiplier": true, "points_per_unit": true, "multiplier": true, "risk_threshold": true}
 
-// badDecimalField finds the path of the first decimal field of a JSON body
-// that does not hold a decimal, so the problem can name it.
+// badDecimalField finds the first decimal field of a JSON body that does
+// not hold a decimal.
 func badDecimalField(body []byte, prefix string) string {
+	return badField(body, prefix, func(k string) bool { return decimalFields[k] }, func(raw json.RawMessage) bool {
+		var d decimal.Decimal
+		return d.UnmarshalJSON(raw) == nil
+	})
+}
+
+// badField walks a JSON object and its nested objects and returns the path
+// of the first field that is a candidate and not ok, or "" when none is, so
+// a problem can name the field its value's own decoder would not.
+func badField(body []byte, prefix string, candidate func(string) bool, ok func(json.RawMessage) bool) string {
 	var obj map[string]json.RawMessage
 	if json.Unmarshal(body, &obj) != nil {
-		return "body"
+		return ""
 	}
 	for k, raw := range obj {
-		if decimalFields[k] {
-			var d decimal.Decimal
-			if d.UnmarshalJSON(raw) != nil {
-				return prefix + k
-			}
+		if candidate(k) && !ok(raw) {
+			return prefix + k
 		}
 		if len(raw) > 0 && raw[0] == '{' {
-			if f := badDecimalField(raw, prefix+k+"."); f != "body" && f != "" {
+			if f := badField(raw, prefix+k+".", candidate, ok); f != "" {
 				return f
 			}
 		}

@@ -8,21 +8,9 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/loyalty-engine/loyalty/api/problem"
 	"github.com/loyalty-engine/loyalty/loyalty"
 )
-
-// statuses maps the domain's error codes to HTTP statuses, once.
-var statuses = map[loyalty.Code]int{
-	loyalty.Malformed:    http.StatusBadRequest,
-	loyalty.Invalid:      http.StatusUnprocessableEntity,
-	loyalty.Unauthorized: http.StatusUnauthorized,
-	loyalty.Forbidden:    http.StatusForbidden,
-	loyalty.NotFound:     http.StatusNotFound,
-	loyalty.Conflict:     http.StatusConflict,
-	loyalty.TooLarge:     http.StatusRequestEntityTooLarge,
-	loyalty.Unavailable:  http.StatusServiceUnavailable,
-	loyalty.Internal:     http.StatusInternalServerError,
-}
 
 // Problem is an RFC 9457 problem document. Type is a URI reference relative
 // to the API ("/problems/insufficient_points"); Code repeats its last
@@ -49,10 +37,7 @@ func errorHandler(log *slog.Logger) fiber.ErrorHandler {
 		default:
 			e = loyalty.ErrorOf(err)
 		}
-		status := statuses[e.Code]
-		if status == 0 {
-			status = http.StatusInternalServerError
-		}
+		status := problem.Status(e.Code)
 		if status >= 500 {
 			log.Error("request failed", "request_id", requestID(c), "route", routePath(c), "method", c.Method(), "error", err.Error())
 		}
@@ -77,13 +62,13 @@ func fiberError(fe *fiber.Error) *loyalty.Error {
 	case http.StatusNotFound:
 		return loyalty.Errorf(loyalty.NotFound, "not_found", "no such resource")
 	case http.StatusMethodNotAllowed:
-		return &loyalty.Error{Code: "method_not_allowed", Reason: "method_not_allowed", Message: "method not allowed"}
+		return &loyalty.Error{Code: problem.MethodNotAllowed, Reason: "method_not_allowed", Message: "method not allowed"}
 	case http.StatusBadRequest:
 		return loyalty.Errorf(loyalty.Malformed, "malformed", "%s", fe.Message)
 	case http.StatusUnsupportedMediaType:
 		return loyalty.Errorf(loyalty.Malformed, "unsupported_media_type", "send application/json")
 	case http.StatusTooManyRequests:
-		return &loyalty.Error{Code: "rate_limited", Reason: "rate_limited", Message: "too many requests from this caller; retry after a minute"}
+		return &loyalty.Error{Code: problem.RateLimited, Reason: "rate_limited", Message: "too many requests from this caller; retry after a minute"}
 	case http.StatusRequestTimeout:
 		return &loyalty.Error{Code: loyalty.Malformed, Reason: "timeout", Message: "the request took too long to arrive"}
 	}
@@ -91,9 +76,4 @@ func fiberError(fe *fiber.Error) *loyalty.Error {
 		return &loyalty.Error{Code: loyalty.Internal, Reason: "internal", Message: "internal error"}
 	}
 	return loyalty.Errorf(loyalty.Malformed, "bad_request", "%s", fe.Message)
-}
-
-func init() {
-	statuses["rate_limited"] = http.StatusTooManyRequests
-	statuses["method_not_allowed"] = http.StatusMethodNotAllowed
 }

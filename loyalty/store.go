@@ -166,19 +166,7 @@ func (s *Store) MigrationStatus(ctx context.Context, w io.Writer) error {
 // write runs fn in a write transaction. On PostgreSQL a serialization
 // failure or deadlock is retried; the whole transaction runs again.
 func (s *Store) write(ctx context.Context, fn func(tx *gorm.DB) error) error {
-	var err error
-	for attempt := 0; attempt < 5; attempt++ {
-		err = s.w.WithContext(ctx).Transaction(fn)
-		if !retryable(err) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(time.Duration(attempt+1) * 10 * time.Millisecond):
-		}
-	}
-	return err
+	return s.writeWith(ctx, nil, fn)
 }
 
 // writeSerial runs fn in a write transaction that sees one snapshot
@@ -189,16 +177,24 @@ func (s *Store) writeSerial(ctx context.Context, fn func(tx *gorm.DB) error) err
 	if s.Dialect != Postgres {
 		return s.write(ctx, fn)
 	}
+	return s.writeWith(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead}, fn)
+}
+
+func (s *Store) writeWith(ctx context.Context, opts *sql.TxOptions, fn func(tx *gorm.DB) error) error {
 	var err error
 	for attempt := 0; attempt < 8; attempt++ {
-		err = s.w.WithContext(ctx).Transaction(fn, &sql.TxOptions{Isolation: sql.LevelRepeatableRead})
+		if opts == nil {
+			err = s.w.WithContext(ctx).Transaction(fn)
+		} else {
+			err = s.w.WithContext(ctx).Transaction(fn, opts)
+		}
 		if !retryable(err) {
 			return err
 		}
 		select {
 		case <-ctx.Done():
 			return err
-		case <-time.After(time.Duration(attempt+1) * 20 * time.Millisecond):
+		case <-time.After(time.Duration(attempt+1) * 10 * time.Millisecond):
 		}
 	}
 	return err

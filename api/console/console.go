@@ -21,6 +21,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	statuses "github.com/loyalty-engine/loyalty/api/problem"
 	"github.com/loyalty-engine/loyalty/jobs"
 	"github.com/loyalty-engine/loyalty/loyalty"
 	"github.com/loyalty-engine/loyalty/rewards"
@@ -222,7 +223,7 @@ func (h *handler) page(c *fiber.Ctx, nav, title string, data any) view {
 // the request.
 func (h *handler) fail(c *fiber.Ctx, page string, v view, err error) error {
 	e := loyalty.ErrorOf(err)
-	status := statusOf(e.Code)
+	status := statuses.Status(e.Code)
 	p := &problem{Title: titleOf(e), Detail: e.Message, Fields: e.Fields}
 	switch e.Code {
 	case loyalty.Internal:
@@ -238,28 +239,6 @@ func (h *handler) fail(c *fiber.Ctx, page string, v view, err error) error {
 	}
 	v.Err = p
 	return h.render(c, status, page, v)
-}
-
-func statusOf(code loyalty.Code) int {
-	switch code {
-	case loyalty.Malformed:
-		return http.StatusBadRequest
-	case loyalty.Invalid:
-		return http.StatusUnprocessableEntity
-	case loyalty.Unauthorized:
-		return http.StatusUnauthorized
-	case loyalty.Forbidden:
-		return http.StatusForbidden
-	case loyalty.NotFound:
-		return http.StatusNotFound
-	case loyalty.Conflict:
-		return http.StatusConflict
-	case loyalty.TooLarge:
-		return http.StatusRequestEntityTooLarge
-	case loyalty.Unavailable:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
 }
 
 func titleOf(e *loyalty.Error) string {
