@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/big"
 	"sort"
 	"time"
 
@@ -143,8 +144,17 @@ func Reversal(earned, total, amount, returnedBefore, reversedBefore int64) int64
 	if returnedBefore+amount >= total {
 		return earned - reversedBefore
 	}
-	v := decimal.NewFromInt(earned).Mul(decimal.NewFromInt(amount)).Div(decimal.NewFromInt(total)).Floor()
-	r := v.IntPart()
+	// Integer division, exact for any int64s: a decimal quotient is rounded
+	// to 16 places, which for totals above 10^16 can round 17.99… up to 18.
+	q := new(big.Int).Mul(big.NewInt(earned), big.NewInt(amount))
+	q.Div(q, big.NewInt(total))
+	var r int64
+	switch {
+	case q.IsInt64():
+		r = q.Int64()
+	case q.Sign() > 0:
+		r = math.MaxInt64
+	}
 	if r > earned-reversedBefore {
 		r = earned - reversedBefore
 	}
