@@ -60,10 +60,15 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// engineBinary builds cmd/loyalty once per test run.
+// engineBinary builds cmd/loyalty once per test run, or returns the
+// prebuilt binary LOYALTY_TEST_BINARY names.
 func engineBinary(t *testing.T) string {
 	t.Helper()
 	binOnce.Do(func() {
+		if p := os.Getenv("LOYALTY_TEST_BINARY"); p != "" {
+			binPath, binErr = filepath.Abs(p)
+			return
+		}
 		binDir, binErr = os.MkdirTemp("", "loyalty-bin-")
 		if binErr != nil {
 			return
