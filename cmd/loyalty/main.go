@@ -40,6 +40,8 @@ usage:
   loyalty jobs list                  list the jobs and their last runs
   loyalty jobs run NAME [--as-of T]  run a job now (T: RFC 3339, default now)
   loyalty healthcheck                exit 0 when the local server is ready (for containers)
+  loyalty backup FILE                write a consistent copy of the database while it serves
+                                     (SQLite: VACUUM INTO; PostgreSQL: runs pg_dump -Fc)
 
 environment:
   LOYALTY_DATABASE_URL  sqlite://PATH (default sqlite://loyalty.db) or postgres://…
@@ -87,6 +89,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return seed(ctx, cfg, args[1:], stdout)
 	case "healthcheck":
 		return healthcheck(ctx, cfg)
+	case "backup":
+		return backup(ctx, cfg, args[1:], stdout)
 	case "jobs":
 		return jobsCmd(ctx, cfg, args[1:], stdout)
 	}

@@ -307,8 +307,9 @@ type workload struct {
 	members  []string
 	expected []int64 // per member: the balance the answers add up to
 
-	mu  sync.Mutex
-	ops []*op
+	mu   sync.Mutex
+	ops  []*op
+	done []*op // answered 201, in order, with their ids
 
 	acked        atomic.Int64
 	noAnswer     atomic.Int64 // attempts without an answer (process down, connection cut)
@@ -604,6 +605,16 @@ func (w *workload) apply(o *op) {
 		o.points = -v.PointsReversed
 	}
 	w.expected[o.member] += o.points
+	w.mu.Lock()
+	w.done = append(w.done, o)
+	w.mu.Unlock()
+}
+
+// acknowledged lists the writes answered 201 so far, in order.
+func (w *workload) acknowledged() []*op {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]*op(nil), w.done...)
 }
 
 // stats summarises what the load saw.
