@@ -313,6 +313,7 @@ func TestRoleMatrix(t *testing.T) {
 			{"GET", "/v1/jobs", func(loyalty.Role) (string, any) { return "/v1/jobs", nil }, []loyalty.Role{marketer, admin}, 200},
 			{"POST", "/v1/jobs/:name/run", func(loyalty.Role) (string, any) { return "/v1/jobs/tier-review/run", nil },
 				[]loyalty.Role{marketer, admin}, 200},
+			{"GET", "/v1/audit", func(loyalty.Role) (string, any) { return "/v1/audit", nil }, []loyalty.Role{admin}, 200},
 		}
 		// The matrix must list exactly the routes the app registers.
 		registered := map[string]bool{}

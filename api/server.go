@@ -151,6 +151,8 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 	v1.Get("/jobs", allow(marketer, admin), s.listJobs)
 	v1.Post("/jobs/:name/run", allow(marketer, admin), s.runJob)
 
+	v1.Get("/audit", allow(admin), s.listAudit)
+
 	console.Mount(app, console.Deps{Loyalty: svc, Rewards: cfg.Rewards, Jobs: cfg.Jobs, Verify: cfg.Auth.verify,
 		Secret: cfg.Auth.Secret, Logger: cfg.Logger})
 

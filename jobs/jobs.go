@@ -184,8 +184,16 @@ func (r *Runner) run(ctx context.Context, name string, asOf time.Time, by string
 	} else if b, merr := json.Marshal(summary); merr == nil {
 		row.Summary = string(b)
 	}
-	// Record the outcome even if the caller has gone away meanwhile.
-	if uerr := r.svc.Store().DB().WithContext(context.WithoutCancel(ctx)).Save(&row).Error; uerr != nil {
+	// Record the outcome even if the caller has gone away meanwhile; a run
+	// asked for by someone, not the schedule, goes in the audit trail with it.
+	uerr := r.svc.Store().DB().WithContext(context.WithoutCancel(ctx)).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Save(&row).Error; err != nil || slot != nil {
+			return err
+		}
+		return r.svc.Audit(ctx, tx, "job.run", "job", name,
+			map[string]any{"run_id": row.ID, "as_of": row.AsOf, "status": row.Status})
+	})
+	if uerr != nil {
 		return recordFromRow(row), true, fmt.Errorf("run %s: %w", name, uerr)
 	}
 	return recordFromRow(row), true, nil

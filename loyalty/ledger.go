@@ -602,6 +602,11 @@ func (s *Service) Adjust(ctx context.Context, p Principal, memberID string, in A
 		if err := a.save(tx); err != nil {
 			return Entry{}, err
 		}
+		// The reason is free text and may name the member: the entry id leads to it.
+		if err := writeAudit(tx, a.now, p, "points.adjust", "member", memberID,
+			map[string]any{"entry_id": row.ID, "points": row.Points}); err != nil {
+			return Entry{}, err
+		}
 		return entryFromRow(row), nil
 	})
 	if err != nil {

@@ -347,7 +347,10 @@ func (s *Service) EraseMember(ctx context.Context, id string) error {
 		}
 		r.ExternalID, r.Email, r.Phone, r.FirstName, r.LastName, r.Birthday, r.Timezone = nil, nil, nil, nil, nil, nil, nil
 		r.Status, r.UpdatedAt = StatusErased, ts(s.now())
-		return tx.Save(&r).Error
+		if err := tx.Save(&r).Error; err != nil {
+			return err
+		}
+		return s.Audit(ctx, tx, "member.erase", "member", id, nil)
 	})
 	if err != nil {
 		return fmt.Errorf("erase member: %w", err)

@@ -367,7 +367,8 @@ func (s *Service) CreateOffer(ctx context.Context, in OfferInput, key Idempotenc
 		if err := setOfferMembers(tx, row.ID, ids); err != nil {
 			return Offer{}, err
 		}
-		return offerFromRow(row, uniq(ids)), nil
+		o := offerFromRow(row, uniq(ids))
+		return o, s.Audit(ctx, tx, "offer.create", "offer", o.ID, Change(nil, o))
 	})
 	if err != nil {
 		return Offer{}, nil, fmt.Errorf("create offer: %w", err)
@@ -394,6 +395,7 @@ func (s *Service) UpdateOffer(ctx context.Context, id string, in OfferInput) (Of
 		if err != nil {
 			return err
 		}
+		before := row
 		ids, setMembers := in.apply(&row)
 		if !setMembers {
 			if ids, err = offerMembers(tx, id); err != nil {
@@ -408,6 +410,9 @@ func (s *Service) UpdateOffer(ctx context.Context, id string, in OfferInput) (Of
 			if errors.Is(err, gorm.ErrDuplicatedKey) {
 				return Errorf(Conflict, "duplicate", "an offer with code %q exists", row.Code)
 			}
+			return err
+		}
+		if err := s.auditOfferUpdate(ctx, tx, before, row, ids, setMembers); err != nil {
 			return err
 		}
 		if setMembers {

@@ -170,7 +170,8 @@ func (s *Service) CreateOfferTemplate(ctx context.Context, in OfferTemplateInput
 			}
 			return OfferTemplate{}, err
 		}
-		return templateFromRow(row), nil
+		t := templateFromRow(row)
+		return t, s.Audit(ctx, tx, "offer_template.create", "offer_template", t.ID, Change(nil, t))
 	})
 	if err != nil {
 		return t, nil, fmt.Errorf("create offer template: %w", err)
@@ -189,6 +190,7 @@ func (s *Service) UpdateOfferTemplate(ctx context.Context, id string, in OfferTe
 			}
 			return err
 		}
+		before := row
 		in.apply(&row)
 		row.UpdatedAt = ts(s.now())
 		if err := validateTemplate(row); err != nil {
@@ -201,7 +203,7 @@ func (s *Service) UpdateOfferTemplate(ctx context.Context, id string, in OfferTe
 			return err
 		}
 		out = templateFromRow(row)
-		return nil
+		return s.Audit(ctx, tx, "offer_template.update", "offer_template", id, Change(templateFromRow(before), out))
 	})
 	if err != nil {
 		return out, fmt.Errorf("update offer template: %w", err)

@@ -143,7 +143,7 @@ func (s *Service) UpdateProgram(ctx context.Context, patch ProgramPatch) (*Progr
 		if err != nil {
 			return err
 		}
-		oldCurrency := p.Currency
+		oldCurrency, before := p.Currency, *p
 		applyProgramPatch(p, patch)
 		if err := validateProgram(tx, p); err != nil {
 			return err
@@ -167,8 +167,10 @@ func (s *Service) UpdateProgram(ctx context.Context, patch ProgramPatch) (*Progr
 		if err := tx.Save(&row).Error; err != nil {
 			return err
 		}
-		out, err = programFromRow(row)
-		return err
+		if out, err = programFromRow(row); err != nil {
+			return err
+		}
+		return s.Audit(ctx, tx, "program.update", "program", "1", Change(before, out))
 	})
 	if err != nil {
 		return nil, fmt.Errorf("update program: %w", err)

@@ -189,6 +189,9 @@ func (s *Service) PutTier(ctx context.Context, code string, in TierInput) (t Tie
 		} else if err := tx.Create(&row).Error; err != nil {
 			return err
 		}
+		if err := s.auditTier(ctx, tx, found, prev, t); err != nil {
+			return err
+		}
 		created = !found
 		if t.Rank == 0 {
 			return tx.Model(&memberRow{}).Where("tier_code IS NULL").
@@ -231,7 +234,14 @@ func (s *Service) DeleteTier(ctx context.Context, code string) error {
 				return Errorf(Conflict, "entry_tier", "the rank-0 entry tier cannot be deleted while other tiers exist")
 			}
 		}
-		return tx.Delete(&tierRow{}, "code = ?", code).Error
+		if err := tx.Delete(&tierRow{}, "code = ?", code).Error; err != nil {
+			return err
+		}
+		old, err := tierFromRow(prev)
+		if err != nil {
+			return err
+		}
+		return s.Audit(ctx, tx, "tier.delete", "tier", code, Change(old, nil))
 	})
 	if err != nil {
 		return fmt.Errorf("delete tier: %w", err)

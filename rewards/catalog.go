@@ -241,7 +241,8 @@ func (s *Service) Create(ctx context.Context, in RewardInput, key loyalty.Idempo
 			}
 			return Reward{}, err
 		}
-		return fromRow(row), nil
+		r := fromRow(row)
+		return r, tx.Audit(ctx, "reward.create", "reward", r.ID, loyalty.Change(nil, r))
 	})
 	if err != nil {
 		return Reward{}, nil, fmt.Errorf("create reward: %w", err)
@@ -262,11 +263,18 @@ func getReward(db *gorm.DB, id string) (rewardRow, error) {
 
 // Update changes the fields present in in.
 func (s *Service) Update(ctx context.Context, id string, in RewardInput) (Reward, error) {
+	return s.update(ctx, id, in, "reward.update")
+}
+
+// update changes the fields present in in, recorded in the audit trail as
+// action.
+func (s *Service) update(ctx context.Context, id string, in RewardInput, action string) (Reward, error) {
 	r, _, err := loyalty.Write(ctx, s.ledger, loyalty.IdempotencyKey{}, 200, func(tx *loyalty.Tx) (Reward, error) {
 		row, err := getReward(tx.DB, id)
 		if err != nil {
 			return Reward{}, err
 		}
+		before := row
 		in.apply(&row)
 		row.UpdatedAt = tx.Now
 		if err := validate(tx.DB, in, row); err != nil {
@@ -278,7 +286,8 @@ func (s *Service) Update(ctx context.Context, id string, in RewardInput) (Reward
 			}
 			return Reward{}, err
 		}
-		return fromRow(row), nil
+		r := fromRow(row)
+		return r, tx.Audit(ctx, action, "reward", r.ID, loyalty.Change(fromRow(before), r))
 	})
 	if err != nil {
 		return Reward{}, fmt.Errorf("update reward: %w", err)
@@ -289,7 +298,7 @@ func (s *Service) Update(ctx context.Context, id string, in RewardInput) (Reward
 // Retire takes a reward out of the catalog; its redemptions stay.
 func (s *Service) Retire(ctx context.Context, id string) error {
 	f := false
-	_, err := s.Update(ctx, id, RewardInput{Active: &f, present: map[string]bool{"active": true}})
+	_, err := s.update(ctx, id, RewardInput{Active: &f, present: map[string]bool{"active": true}}, "reward.retire")
 	return err
 }
 

@@ -1,0 +1,34 @@
+-- +goose Up
+-- The audit trail: who changed the program's configuration, the catalog,
+-- the offers or a member's points by hand, when, and how. Each row is
+-- written in the transaction of the change it describes. Like the ledger it
+-- is append-only: triggers refuse UPDATE, DELETE and TRUNCATE.
+CREATE TABLE audit_log (
+    id          text        PRIMARY KEY,
+    occurred_at timestamptz NOT NULL,
+    actor_sub   text        NOT NULL,
+    actor_role  text        NOT NULL CHECK (actor_role IN ('admin', 'marketer', 'pos', 'member', 'system')),
+    action      text        NOT NULL,
+    target_kind text        NOT NULL,
+    target_id   text        NOT NULL,
+    change      text        NOT NULL
+);
+CREATE INDEX audit_log_time ON audit_log (occurred_at DESC, id DESC);
+CREATE INDEX audit_log_actor ON audit_log (actor_sub, occurred_at DESC);
+CREATE INDEX audit_log_target ON audit_log (target_kind, target_id, occurred_at DESC);
+
+-- +goose StatementBegin
+CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'audit_log is append-only';
+END;
+$$;
+-- +goose StatementEnd
+CREATE TRIGGER audit_no_update BEFORE UPDATE OR DELETE ON audit_log
+    FOR EACH ROW EXECUTE FUNCTION audit_append_only();
+CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
+
+-- +goose Down
+DROP TABLE audit_log;
+DROP FUNCTION audit_append_only();
