@@ -68,7 +68,9 @@ func fiberError(fe *fiber.Error) *loyalty.Error {
 	case http.StatusUnsupportedMediaType:
 		return loyalty.Errorf(loyalty.Malformed, "unsupported_media_type", "send application/json")
 	case http.StatusTooManyRequests:
-		return &loyalty.Error{Code: problem.RateLimited, Reason: "rate_limited", Message: "too many requests from this caller; retry after a minute"}
+		return &loyalty.Error{Code: problem.RateLimited, Reason: "rate_limited", Message: "too many requests from this caller; retry later"}
+	case http.StatusRequestHeaderFieldsTooLarge:
+		return &loyalty.Error{Code: problem.HeaderTooLarge, Reason: "header_too_large", Message: "the request line and headers are too large"}
 	case http.StatusRequestTimeout:
 		return &loyalty.Error{Code: loyalty.Malformed, Reason: "timeout", Message: "the request took too long to arrive"}
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/gofiber/fiber/v2/middleware/requestid"
 
 	"github.com/loyalty-engine/loyalty/api/console"
+	"github.com/loyalty-engine/loyalty/api/problem"
 	"github.com/loyalty-engine/loyalty/jobs"
 	"github.com/loyalty-engine/loyalty/loyalty"
 	"github.com/loyalty-engine/loyalty/rewards"
@@ -26,9 +27,22 @@ const BodyLimit = 1 << 20
 type Config struct {
 	Auth   AuthConfig
 	Logger *slog.Logger
-	// RateLimit is how many requests a minute one caller (role and sub) may
-	// make to /v1; 0 means unlimited.
+	// RateLimit is how many requests one caller (role and sub) may make to
+	// /v1 in each RateLimitWindow; 0 means unlimited.
 	RateLimit int
+	// RateLimitWindow is the limiter's fixed window; 0 means a minute.
+	RateLimitWindow time.Duration
+	// ReadTimeout bounds reading one request, headers and body, so a client
+	// that trickles its request cannot hold a connection; 0 means 30s.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing one response, so a client that never reads
+	// cannot hold a connection; 0 means 30s.
+	WriteTimeout time.Duration
+	// IdleTimeout closes a kept-alive connection with no request; 0 means 120s.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes is the largest request line and headers accepted (431
+	// beyond); 0 means 4 KiB.
+	MaxHeaderBytes int
 	// Rewards and Jobs default to services built on the ledger service.
 	Rewards *rewards.Service
 	Jobs    *jobs.Runner
@@ -62,9 +76,10 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 		ErrorHandler:          errorHandler(cfg.Logger),
 		Immutable:             true,
 		DisableStartupMessage: true,
-		ReadTimeout:           30 * time.Second,
-		WriteTimeout:          30 * time.Second,
-		IdleTimeout:           120 * time.Second,
+		ReadTimeout:           orDefault(cfg.ReadTimeout, 30*time.Second),
+		WriteTimeout:          orDefault(cfg.WriteTimeout, 30*time.Second),
+		IdleTimeout:           orDefault(cfg.IdleTimeout, 120*time.Second),
+		ReadBufferSize:        orDefault(cfg.MaxHeaderBytes, DefaultMaxHeaderBytes),
 	})
 	app.Use(recover.New())
 	app.Use(requestid.New())
@@ -89,9 +104,9 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 	if cfg.RateLimit > 0 {
 		v1.Use(limiter.New(limiter.Config{
 			Max:          cfg.RateLimit,
-			Expiration:   time.Minute,
+			Expiration:   orDefault(cfg.RateLimitWindow, time.Minute),
 			KeyGenerator: func(c *fiber.Ctx) string { p := principal(c); return string(p.Role) + ":" + p.Subject },
-			LimitReached: func(c *fiber.Ctx) error { return fiber.ErrTooManyRequests },
+			LimitReached: rateLimited,
 		}))
 	}
 
@@ -158,6 +173,31 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 
 	app.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })
 	return app
+}
+
+// DefaultMaxHeaderBytes is the default bound on a request's line and
+// headers, Fiber's own default: room for a bearer token and the usual
+// browser headers.
+const DefaultMaxHeaderBytes = 4 << 10
+
+func orDefault[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// rateLimited answers a caller over its allowance. The limiter has set
+// Retry-After to the seconds left in the caller's window; the problem's
+// detail repeats it.
+func rateLimited(c *fiber.Ctx) error {
+	wait := string(c.Response().Header.Peek(fiber.HeaderRetryAfter))
+	if wait == "" {
+		wait = "60"
+		c.Set(fiber.HeaderRetryAfter, wait)
+	}
+	return &loyalty.Error{Code: problem.RateLimited, Reason: "rate_limited",
+		Message: "too many requests from this caller; retry after " + wait + " seconds"}
 }
 
 func (s *server) ready(c *fiber.Ctx) error {

@@ -12,6 +12,7 @@ import (
 const (
 	RateLimited      loyalty.Code = "rate_limited"
 	MethodNotAllowed loyalty.Code = "method_not_allowed"
+	HeaderTooLarge   loyalty.Code = "header_too_large"
 )
 
 var statuses = map[loyalty.Code]int{
@@ -26,6 +27,7 @@ var statuses = map[loyalty.Code]int{
 	loyalty.Internal:     http.StatusInternalServerError,
 	RateLimited:          http.StatusTooManyRequests,
 	MethodNotAllowed:     http.StatusMethodNotAllowed,
+	HeaderTooLarge:       http.StatusRequestHeaderFieldsTooLarge,
 }
 
 // Status is the HTTP status of an error code; an unknown code is a 500.
