@@ -47,10 +47,11 @@ func SignToken(cfg AuthConfig, role loyalty.Role, sub, storeID string, ttl time.
 
 // verify checks a bearer token: HS256 only (so "none" and every other
 // algorithm fail), a valid signature (compared in constant time by the
-// library's HMAC verification), an exp in the future, and the configured
-// issuer and audience.
+// library's HMAC verification), an exp in the future, no nbf or iat in the
+// future, and the configured issuer and audience.
 func (cfg AuthConfig) verify(raw string) (loyalty.Principal, error) {
-	opts := []jwt.ParserOption{jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(), jwt.WithLeeway(5 * time.Second)}
+	opts := []jwt.ParserOption{jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(), jwt.WithIssuedAt(),
+		jwt.WithLeeway(5 * time.Second)}
 	if cfg.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
 	}

@@ -1,15 +1,25 @@
 package api
 
 import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/hmac"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -723,4 +733,351 @@ func TestTokenIssuerAudience(t *testing.T) {
 			})
 		}
 	})
+}
+
+// TestTokenForeignKeysAndTimes completes TestTokenAttacks: tokens really
+// signed with asymmetric keys (the engine verifies HS256 only), an HMAC
+// keyed with a public key, and an iat in the future.
+func TestTokenForeignKeysAndTimes(t *testing.T) {
+	e := newEnv(t, loyalty.SQLite)
+	now := time.Now()
+	claims := jwt.MapClaims{"sub": "op-1", "role": "admin", "exp": now.Add(time.Hour).Unix()}
+	with := func(k string, v any) jwt.MapClaims {
+		c := jwt.MapClaims{}
+		for key, val := range claims {
+			c[key] = val
+		}
+		c[k] = v
+		return c
+	}
+	sign := func(m jwt.SigningMethod, c jwt.Claims, key any) string {
+		t.Helper()
+		s, err := jwt.NewWithClaims(m, c).SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, edKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubDER, err := x509.MarshalPKIXPublicKey(&rsaKey.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})
+
+	t.Run("Control", func(t *testing.T) {
+		e.do("GET", "/v1/tiers", sign(jwt.SigningMethodHS256, claims, testSecret), nil).must(t, 200)
+		// A clock a second or two ahead of the engine's is within the leeway.
+		e.do("GET", "/v1/tiers", sign(jwt.SigningMethodHS256, with("iat", now.Add(2*time.Second).Unix()), testSecret), nil).must(t, 200)
+	})
+	for _, c := range []struct{ name, token string }{
+		{"RS256", sign(jwt.SigningMethodRS256, claims, rsaKey)},
+		{"PS256", sign(jwt.SigningMethodPS256, claims, rsaKey)},
+		{"ES256", sign(jwt.SigningMethodES256, claims, ecKey)},
+		{"EdDSA", sign(jwt.SigningMethodEdDSA, claims, edKey)},
+		{"HS256KeyedWithPublicKey", sign(jwt.SigningMethodHS256, claims, pubPEM)},
+		{"IssuedInTheFuture", sign(jwt.SigningMethodHS256, with("iat", now.Add(time.Hour).Unix()), testSecret)},
+		{"NotBeforeAndIssuedInTheFuture", sign(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "op-1", "role": "admin",
+			"exp": now.Add(2 * time.Hour).Unix(), "nbf": now.Add(time.Hour).Unix(), "iat": now.Add(time.Hour).Unix()}, testSecret)},
+		{"ExpiredALongTimeAgo", sign(jwt.SigningMethodHS256, with("exp", 1), testSecret)},
+		{"ExpNotANumber", sign(jwt.SigningMethodHS256, with("exp", "tomorrow"), testSecret)},
+		{"ExpBeyondInt64", sign(jwt.SigningMethodHS256, with("exp", 1e300), testSecret)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			assertUnauthorized(t, e.do("GET", "/v1/tiers", c.token, nil))
+		})
+	}
+}
+
+// TestErasedMemberToken uses a member's token after an admin erased the
+// member: every write it tries is refused and changes nothing, and what it
+// can still read holds no personal data.
+func TestErasedMemberToken(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		e := newEnv(t, dialect)
+		e.beautyLadder()
+		birthday := e.clock.Now().AddDate(-30, 0, 0).Format(time.DateOnly)
+		m := e.do("POST", "/v1/members", e.pos(), map[string]any{"external_id": "ER-1", "email": "erased@example.com",
+			"phone": "+14155550111", "first_name": "Erin", "last_name": "Rased", "birthday": birthday}).must(t, 201).JSON(t)["id"].(string)
+		e.do("POST", "/v1/members/"+m+"/adjustments", e.admin(), map[string]any{"points": 1000, "reason": "fixture"}).must(t, 201)
+		reward := e.do("POST", "/v1/rewards", e.admin(), map[string]any{"code": "er-reward", "name": "R", "cost_points": 10}).
+			must(t, 201).JSON(t)["id"].(string)
+		e.do("PUT", "/v1/program", e.admin(), map[string]any{"birthday_gift": map[string]any{"enabled": true,
+			"reward_ids": []string{reward}, "claim_days": 30}}).must(t, 200)
+		e.do("POST", "/v1/jobs/birthday-gifts/run", e.admin(), nil).must(t, 200)
+		var gifts struct {
+			Items []struct {
+				ID     string `json:"id"`
+				Status string `json:"status"`
+			} `json:"items"`
+		}
+		e.do("GET", "/v1/members/"+m+"/gifts", e.admin(), nil).must(t, 200).Decode(t, &gifts)
+		if len(gifts.Items) != 1 {
+			t.Fatalf("%d gifts, want 1", len(gifts.Items))
+		}
+		gift := gifts.Items[0].ID
+		tok := e.token(loyalty.RoleMember, m)
+		e.do("GET", "/v1/members/"+m, tok, nil).must(t, 200)
+		e.do("DELETE", "/v1/members/"+m, e.admin(), nil).must(t, 204)
+		before := e.balance(m)
+
+		for _, c := range []struct {
+			name, method, path string
+			body               any
+		}{
+			{"PatchContact", "PATCH", "/v1/members/" + m, map[string]any{"email": "back@example.com"}},
+			{"Redeem", "POST", "/v1/members/" + m + "/redemptions", map[string]any{"reward_id": reward}},
+			{"ClaimGift", "POST", "/v1/members/" + m + "/gifts/" + gift + "/claim", map[string]any{"reward_id": reward}},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				assertProblem(t, e.do(c.method, c.path, tok, c.body), http.StatusConflict, "")
+			})
+		}
+		t.Run("NothingChanged", func(t *testing.T) {
+			if after := e.balance(m); after.Available != before.Available || after.LifetimeRedeemed != before.LifetimeRedeemed {
+				t.Errorf("balance moved from %+v to %+v", before, after)
+			}
+			var reds struct {
+				Items []any `json:"items"`
+			}
+			e.do("GET", "/v1/members/"+m+"/redemptions", e.admin(), nil).must(t, 200).Decode(t, &reds)
+			if len(reds.Items) != 0 {
+				t.Errorf("an erased member's token redeemed: %v", reds.Items)
+			}
+			e.do("GET", "/v1/members/"+m+"/gifts", e.admin(), nil).must(t, 200).Decode(t, &gifts)
+			if gifts.Items[0].Status != "available" {
+				t.Errorf("the gift is %s, want still available", gifts.Items[0].Status)
+			}
+		})
+		t.Run("ReadsHoldNoPersonalData", func(t *testing.T) {
+			for _, path := range []string{"/v1/members/" + m, "/v1/members/" + m + "/balance", "/v1/members/" + m + "/ledger",
+				"/v1/members/" + m + "/gifts", "/v1/members/" + m + "/redemptions", "/v1/members/" + m + "/offers"} {
+				r := e.do("GET", path, tok, nil)
+				if r.Status >= 500 {
+					t.Fatalf("GET %s: %d %s", path, r.Status, r.Body)
+				}
+				for _, pii := range []string{"erased@example.com", "4155550111", "Erin", "Rased", birthday, "ER-1"} {
+					if strings.Contains(string(r.Body), pii) {
+						t.Errorf("GET %s still shows %q: %s", path, pii, r.Body)
+					}
+				}
+			}
+		})
+	})
+}
+
+// TestMemberIsolationEveryRoute calls every route that names a member, or
+// a member's purchase, redemption, offer or gift, with another member's
+// token: each is a 404 (403 where the role may not call the route at all),
+// and the other member's data is unchanged.
+func TestMemberIsolationEveryRoute(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		e := newEnv(t, dialect)
+		e.beautyLadder()
+		birthday := e.clock.Now().AddDate(-30, 0, 0).Format(time.DateOnly)
+		a := e.enrol()
+		b := e.do("POST", "/v1/members", e.pos(), map[string]any{"external_id": "ISO-B", "email": "b@example.com", "first_name": "Bea",
+			"birthday": birthday}).must(t, 201).JSON(t)["id"].(string)
+		e.do("POST", "/v1/members/"+b+"/adjustments", e.admin(), map[string]any{"points": 1000, "reason": "fixture"}).must(t, 201)
+		purchase := e.buy(b, 5000, "ISO-B-1")["id"].(string)
+		reward := e.do("POST", "/v1/rewards", e.admin(), map[string]any{"code": "iso-reward", "name": "R", "cost_points": 10}).
+			must(t, 201).JSON(t)["id"].(string)
+		red := e.do("POST", "/v1/members/"+b+"/redemptions", e.admin(), map[string]any{"reward_id": reward}).must(t, 201).JSON(t)
+		offer := e.do("POST", "/v1/offers", e.admin(), map[string]any{"code": "iso-offer", "name": "O", "kind": "bonus", "bonus_points": 1,
+			"target": map[string]any{"all": true}, "requires_activation": true}).must(t, 201).JSON(t)["id"].(string)
+		e.do("PUT", "/v1/program", e.admin(), map[string]any{"birthday_gift": map[string]any{"enabled": true,
+			"reward_ids": []string{reward}, "claim_days": 30}}).must(t, 200)
+		e.do("POST", "/v1/jobs/birthday-gifts/run", e.admin(), nil).must(t, 200)
+		var gifts struct {
+			Items []struct {
+				ID     string `json:"id"`
+				Status string `json:"status"`
+			} `json:"items"`
+		}
+		e.do("GET", "/v1/members/"+b+"/gifts", e.admin(), nil).must(t, 200).Decode(t, &gifts)
+		if len(gifts.Items) != 1 {
+			t.Fatalf("%d gifts, want 1", len(gifts.Items))
+		}
+		gift := gifts.Items[0].ID
+		before := e.balance(b)
+		tokA := e.token(loyalty.RoleMember, a)
+
+		type call struct {
+			method, route, path string
+			body                any
+			status              int
+		}
+		calls := []call{
+			{"GET", "/v1/members/:id", "/v1/members/" + b, nil, 404},
+			{"PATCH", "/v1/members/:id", "/v1/members/" + b, map[string]any{"first_name": "Mallory"}, 404},
+			{"DELETE", "/v1/members/:id", "/v1/members/" + b, nil, 403},
+			{"GET", "/v1/members/:id/balance", "/v1/members/" + b + "/balance", nil, 404},
+			{"GET", "/v1/members/:id/ledger", "/v1/members/" + b + "/ledger", nil, 404},
+			{"POST", "/v1/members/:id/adjustments", "/v1/members/" + b + "/adjustments", map[string]any{"points": 5, "reason": "x"}, 403},
+			{"GET", "/v1/purchases/:id", "/v1/purchases/" + purchase, nil, 404},
+			{"POST", "/v1/purchases/:id/returns", "/v1/purchases/" + purchase + "/returns", map[string]any{"amount": 5000}, 403},
+			{"POST", "/v1/members/:id/redemptions", "/v1/members/" + b + "/redemptions", map[string]any{"reward_id": reward}, 404},
+			{"GET", "/v1/members/:id/redemptions", "/v1/members/" + b + "/redemptions", nil, 404},
+			{"GET", "/v1/redemptions/:id", "/v1/redemptions/" + red["id"].(string), nil, 404},
+			{"POST", "/v1/redemptions/:id/cancel", "/v1/redemptions/" + red["id"].(string) + "/cancel", nil, 404},
+			{"GET", "/v1/coupons/:code", "/v1/coupons/" + red["coupon_code"].(string), nil, 403},
+			{"POST", "/v1/coupons/:code/use", "/v1/coupons/" + red["coupon_code"].(string) + "/use", nil, 403},
+			{"GET", "/v1/members/:id/offers", "/v1/members/" + b + "/offers", nil, 404},
+			{"POST", "/v1/members/:id/offers/:offer_id/activate", "/v1/members/" + b + "/offers/" + offer + "/activate", nil, 404},
+			{"GET", "/v1/members/:id/gifts", "/v1/members/" + b + "/gifts", nil, 404},
+			{"POST", "/v1/members/:id/gifts/:gift_id/claim", "/v1/members/" + b + "/gifts/" + gift + "/claim", map[string]any{"reward_id": reward}, 404},
+		}
+		// Every route that takes a member, or one of its resources, is here.
+		listed := map[string]bool{}
+		for _, c := range calls {
+			listed[c.method+" "+c.route] = true
+		}
+		for _, r := range e.app.GetRoutes(true) {
+			memberScoped := strings.HasPrefix(r.Path, "/v1/members/:") || strings.HasPrefix(r.Path, "/v1/purchases/:") ||
+				strings.HasPrefix(r.Path, "/v1/redemptions/:") || strings.HasPrefix(r.Path, "/v1/coupons/:")
+			if memberScoped && r.Method != http.MethodHead && !listed[r.Method+" "+r.Path] {
+				t.Errorf("route %s %s is not checked for member isolation", r.Method, r.Path)
+			}
+		}
+		for _, c := range calls {
+			t.Run(c.method+" "+c.route, func(t *testing.T) {
+				assertProblem(t, e.do(c.method, c.path, tokA, c.body), c.status, "")
+			})
+		}
+		t.Run("RewardsForAnotherMember", func(t *testing.T) {
+			// The catalog is public; filtered for another member it is
+			// refused or answers for the caller only, never for b.
+			r := e.do("GET", "/v1/rewards?member_id="+b, tokA, nil)
+			if r.Status != http.StatusOK {
+				assertProblem(t, r, http.StatusNotFound, "")
+			}
+		})
+		t.Run("NothingChanged", func(t *testing.T) {
+			if after := e.balance(b); after.Available != before.Available || after.LifetimeRedeemed != before.LifetimeRedeemed {
+				t.Errorf("b's balance moved from %+v to %+v", before, after)
+			}
+			m := e.do("GET", "/v1/members/"+b, e.admin(), nil).must(t, 200).JSON(t)
+			if m["first_name"] != "Bea" || m["status"] != "active" {
+				t.Errorf("b changed: %v", m)
+			}
+			if r := e.do("GET", "/v1/redemptions/"+red["id"].(string), e.admin(), nil).must(t, 200).JSON(t); r["status"] != "issued" {
+				t.Errorf("b's redemption is %v, want issued", r["status"])
+			}
+			e.do("GET", "/v1/members/"+b+"/gifts", e.admin(), nil).must(t, 200).Decode(t, &gifts)
+			if gifts.Items[0].Status != "available" {
+				t.Errorf("b's gift is %s, want available", gifts.Items[0].Status)
+			}
+			var offers struct {
+				Items []struct {
+					ID        string `json:"id"`
+					Activated bool   `json:"activated"`
+				} `json:"items"`
+			}
+			e.do("GET", "/v1/members/"+b+"/offers", e.admin(), nil).must(t, 200).Decode(t, &offers)
+			for _, o := range offers.Items {
+				if o.ID == offer && o.Activated {
+					t.Errorf("b's offer was activated by a's token")
+				}
+			}
+		})
+	})
+}
+
+// TestLogsHoldNoSecrets captures everything the engine logs while it serves
+// requests carrying tokens and members' personal data, failing ones
+// included, and checks that no token, Authorization header or personal
+// datum appears in it.
+func TestLogsHoldNoSecrets(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		var buf syncBuffer
+		e := newEnvConfig(t, dialect, func(c *Config) {
+			c.Logger = slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		})
+		e.beautyLadder()
+		secrets := []string{}
+		tok := func(role loyalty.Role, sub string) string {
+			s := e.token(role, sub)
+			secrets = append(secrets, s, strings.Split(s, ".")[2])
+			return s
+		}
+		admin, pos := tok(loyalty.RoleAdmin, "op-log"), tok(loyalty.RolePOS, "till-log")
+		personal := []string{"leak.check@example.com", "+14155550177", "Zebulon", "Quixote", "1987-06-05", "CUST-LEAK-77"}
+		m := e.do("POST", "/v1/members", pos, map[string]any{"email": personal[0], "phone": personal[1], "first_name": personal[2],
+			"last_name": personal[3], "birthday": personal[4], "external_id": personal[5]}).must(t, 201).JSON(t)["id"].(string)
+		memberTok := tok(loyalty.RoleMember, m)
+		e.do("GET", "/v1/members?email="+url.QueryEscape(personal[0]), pos, nil).must(t, 200)
+		e.do("GET", "/v1/members?phone="+url.QueryEscape(personal[1]), pos, nil).must(t, 200)
+		e.do("GET", "/v1/members?external_id="+personal[5], pos, nil).must(t, 200)
+		e.do("GET", "/v1/members/"+m, memberTok, nil).must(t, 200)
+		e.do("PATCH", "/v1/members/"+m, memberTok, map[string]any{"first_name": personal[2]}).must(t, 200)
+		e.do("POST", "/v1/purchases", pos, map[string]any{"member_id": m, "currency": "USD", "total": 1000, "external_id": "LOG-1"}).must(t, 201)
+		// Refused calls: a bad token, a wrong role, a bad field, a duplicate.
+		bad := admin[:len(admin)-4] + "AAAA"
+		secrets = append(secrets, bad)
+		e.do("GET", "/v1/members/"+m, bad, nil).must(t, 401)
+		e.do("GET", "/v1/members/"+m, "", nil, "Authorization", "Basic "+personal[0]).must(t, 401)
+		e.do("DELETE", "/v1/members/"+m, memberTok, nil).must(t, 403)
+		e.do("POST", "/v1/members", pos, map[string]any{"email": "not-an-email " + personal[2]}).must(t, 422)
+		e.do("POST", "/v1/members", pos, map[string]any{"email": personal[0]}).must(t, 409)
+		e.do("GET", "/v1/members?email="+url.QueryEscape(personal[0])+"&limit=0", admin, nil).must(t, 422)
+		e.do("GET", "/v1/no-such-route?email="+url.QueryEscape(personal[0]), admin, nil).must(t, 404)
+		// Then the database goes away: the 5xx are logged with their error,
+		// which must not carry the request's values either.
+		if err := e.store.Close(); err != nil {
+			t.Fatal(err)
+		}
+		for _, path := range []string{"/v1/members?email=" + url.QueryEscape(personal[0]), "/v1/members/" + m} {
+			if r := e.do("GET", path, admin, nil); r.Status < 500 {
+				t.Fatalf("GET %s with the database closed: %d", path, r.Status)
+			}
+		}
+		e.do("PATCH", "/v1/members/"+m, admin, map[string]any{"email": personal[0], "first_name": personal[2]})
+
+		out := buf.String()
+		if n := strings.Count(out, `"msg":"request"`); n < 15 {
+			t.Fatalf("captured %d request lines, want one per request: %s", n, out)
+		}
+		if !strings.Contains(out, `"level":"ERROR"`) {
+			t.Errorf("the failed requests were not logged as errors: %s", out)
+		}
+		for _, s := range append(secrets, personal...) {
+			if strings.Contains(out, s) {
+				t.Errorf("the log holds %q", s)
+			}
+		}
+		for _, s := range []string{"Bearer", "Authorization", "authorization", "Basic ", "@example.com"} {
+			if strings.Contains(out, s) {
+				t.Errorf("the log holds %q", s)
+			}
+		}
+	})
+}
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

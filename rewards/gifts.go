@@ -250,6 +250,11 @@ func (s *Service) ClaimGift(ctx context.Context, p loyalty.Principal, memberID, 
 		if err != nil {
 			return Redemption{}, err
 		}
+		// A claim issues a coupon as a redemption does, so an erased
+		// member may no more claim than redeem.
+		if !acct.Active() {
+			return Redemption{}, loyalty.Errorf(loyalty.Conflict, "member_erased", "the member was erased")
+		}
 		var g giftRow
 		if err := tx.DB.Where("id = ? AND member_id = ?", giftID, memberID).Take(&g).Error; err != nil {
 			if errors.Is(err, gorm.ErrRecordNotFound) {
