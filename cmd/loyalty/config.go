@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/loyalty-engine/loyalty/api"
 )
@@ -21,8 +22,12 @@ type config struct {
 	Addr        string
 	Jobs        bool
 	RateLimit   int
-	LogLevel    slog.Level
-	Auth        api.AuthConfig
+	// HTTP holds the server's limits and timeouts (LOYALTY_RATE_LIMIT_WINDOW,
+	// LOYALTY_READ_TIMEOUT, LOYALTY_WRITE_TIMEOUT, LOYALTY_IDLE_TIMEOUT,
+	// LOYALTY_MAX_HEADER_BYTES); zero values take the api package's defaults.
+	HTTP     api.Config
+	LogLevel slog.Level
+	Auth     api.AuthConfig
 	// SecretFile is where the generated secret of an embedded deployment
 	// lives; empty when the secret came from the environment.
 	SecretFile string
@@ -48,6 +53,28 @@ func loadConfig() (config, error) {
 			return c, errors.New("LOYALTY_RATE_LIMIT must be a number of requests a minute per caller (0: unlimited)")
 		}
 		c.RateLimit = n
+	}
+	for _, d := range []struct {
+		name string
+		dst  *time.Duration
+	}{
+		{"LOYALTY_RATE_LIMIT_WINDOW", &c.HTTP.RateLimitWindow}, {"LOYALTY_READ_TIMEOUT", &c.HTTP.ReadTimeout},
+		{"LOYALTY_WRITE_TIMEOUT", &c.HTTP.WriteTimeout}, {"LOYALTY_IDLE_TIMEOUT", &c.HTTP.IdleTimeout},
+	} {
+		if v := os.Getenv(d.name); v != "" {
+			t, err := time.ParseDuration(v)
+			if err != nil || t <= 0 {
+				return c, fmt.Errorf("%s must be a positive duration such as 30s", d.name)
+			}
+			*d.dst = t
+		}
+	}
+	if v := os.Getenv("LOYALTY_MAX_HEADER_BYTES"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1024 {
+			return c, errors.New("LOYALTY_MAX_HEADER_BYTES must be a number of bytes, at least 1024")
+		}
+		c.HTTP.MaxHeaderBytes = n
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(env("LOYALTY_LOG_LEVEL", "info"))); err != nil {
 		return c, fmt.Errorf("LOYALTY_LOG_LEVEL: %w", err)

@@ -131,7 +131,9 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer, 
 	rw := rewards.NewService(svc)
 	runner := jobs.NewRunner(svc, rw)
 	runner.ScheduleFromEnv()
-	app := api.New(svc, api.Config{Auth: cfg.Auth, Logger: log, Rewards: rw, Jobs: runner, RateLimit: cfg.RateLimit}, metrics)
+	httpCfg := cfg.HTTP
+	httpCfg.Auth, httpCfg.Logger, httpCfg.Rewards, httpCfg.Jobs, httpCfg.RateLimit = cfg.Auth, log, rw, runner, cfg.RateLimit
+	app := api.New(svc, httpCfg, metrics)
 	if cfg.Jobs {
 		sched, err := runner.StartScheduler(ctx, log)
 		if err != nil {
