@@ -1,0 +1,688 @@
+// Command loyalty-bench is the project's benchmark. It builds the engine,
+// starts it on a fresh database (SQLite in a temporary file, PostgreSQL in
+// a scratch database it creates and drops), seeds a program and members
+// through the API, and measures purchases, balance reads, a read-mostly mix
+// and optionally redemptions from concurrent keep-alive clients, flat out
+// or at a fixed rate. In the same run it measures what the database alone
+// can do for the same work (a bare posting transaction, a primary-key read,
+// pgbench -S), checks every member's books through the API, optionally
+// soaks the engine, and prints a Markdown table.
+//
+//	go run ./cmd/loyalty-bench -db sqlite,postgres -duration 20s -out docs/BENCH.md
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	dbs            []string
+	duration       time.Duration
+	conc           []int
+	rate           float64
+	members        int
+	redemptions    bool
+	soak           time.Duration
+	soakRate       float64
+	soakEvery      time.Duration
+	out            string
+	serverBin      string
+	pgURL          string
+	keep           bool
+	refs           bool
+	pgbench        string
+	pgbenchScale   int
+	timeout        time.Duration
+	verifySample   int
+	serverLogLevel string
+	stores         int
+	seedConc       int
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("loyalty-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dbs := fs.String("db", "sqlite", "databases to measure, comma-separated: sqlite, postgres")
+	fs.DurationVar(&o.duration, "duration", 20*time.Second, "length of each measured phase")
+	conc := fs.String("concurrency", "32", "concurrent clients (one keep-alive connection each); a list such as 16,64 runs each")
+	fs.Float64Var(&o.rate, "rate", 0, "requests/s per phase, paced open-loop (0: flat out)")
+	fs.IntVar(&o.members, "members", 2000, "members to enrol before measuring")
+	fs.BoolVar(&o.redemptions, "redemptions", false, "also measure redemptions alone")
+	fs.DurationVar(&o.soak, "soak", 0, "after the phases, run the mix this long at a fixed rate and watch memory and goroutines (0: no soak)")
+	fs.Float64Var(&o.soakRate, "soak-rate", 0, "requests/s during the soak (default -rate, else half the mix throughput just measured)")
+	fs.DurationVar(&o.soakEvery, "soak-every", 10*time.Second, "sampling interval of RSS and goroutines during the soak")
+	fs.StringVar(&o.out, "out", "", "also write the Markdown to this file")
+	fs.StringVar(&o.serverBin, "server-bin", "", "engine binary to run (default: go build ./cmd/loyalty)")
+	fs.StringVar(&o.pgURL, "pg-url", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
+		"PostgreSQL server for the postgres runs: the bench creates and drops loyalty_bench_* databases on it")
+	fs.BoolVar(&o.keep, "keep", false, "keep the temporary files and databases")
+	fs.BoolVar(&o.refs, "refs", true, "measure the database references (bare SQL, pgbench)")
+	fs.StringVar(&o.pgbench, "pgbench", "", "pgbench binary (default: on PATH or /usr/lib/postgresql/*/bin)")
+	fs.IntVar(&o.pgbenchScale, "pgbench-scale", 10, "pgbench -i scale factor")
+	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "per-request timeout")
+	fs.IntVar(&o.verifySample, "verify", 0, "members whose books are checked at the end (0: all)")
+	fs.StringVar(&o.serverLogLevel, "server-log-level", "warn", "LOYALTY_LOG_LEVEL of the engine under test")
+	fs.IntVar(&o.stores, "stores", 8, "stores, each with its own store-scoped till token")
+	fs.IntVar(&o.seedConc, "seed-concurrency", 16, "concurrent clients while seeding")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	for _, d := range strings.Split(*dbs, ",") {
+		switch d = strings.TrimSpace(strings.ToLower(d)); d {
+		case "sqlite", "postgres":
+			o.dbs = append(o.dbs, d)
+		case "postgresql", "pg":
+			o.dbs = append(o.dbs, "postgres")
+		case "":
+		default:
+			return o, fmt.Errorf("-db: unknown database %q (want sqlite, postgres)", d)
+		}
+	}
+	if len(o.dbs) == 0 {
+		return o, errors.New("-db names no database")
+	}
+	cs, err := parseIntList(*conc)
+	if err != nil {
+		return o, fmt.Errorf("-concurrency: %w", err)
+	}
+	o.conc = cs
+	switch {
+	case o.duration <= 0:
+		return o, errors.New("-duration must be positive")
+	case o.members < 1:
+		return o, errors.New("-members must be at least 1")
+	case o.rate < 0 || o.soakRate < 0 || math.IsNaN(o.rate) || math.IsNaN(o.soakRate) || math.IsInf(o.rate, 0) || math.IsInf(o.soakRate, 0):
+		return o, errors.New("-rate and -soak-rate must be positive numbers (or 0)")
+	case o.soak < 0 || o.soakEvery <= 0:
+		return o, errors.New("-soak must not be negative and -soak-every must be positive")
+	case o.timeout <= 0:
+		return o, errors.New("-timeout must be positive")
+	case o.stores < 1 || o.seedConc < 1 || o.pgbenchScale < 1 || o.verifySample < 0:
+		return o, errors.New("-stores, -seed-concurrency and -pgbench-scale must be at least 1, -verify not negative")
+	}
+	return o, nil
+}
+
+// parseIntList reads "16,64" as positive integers.
+func parseIntList(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 || n > 100000 {
+			return nil, fmt.Errorf("%q is not a client count", f)
+		}
+		out = append(out, n)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no client count")
+	}
+	return out, nil
+}
+
+func main() {
+	os.Exit(run(os.Args, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	opt, err := parseFlags(args[1:], stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "loyalty-bench:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	b := &bench{opt: opt, log: stderr, rep: &report{date: time.Now(), machine: readMachine(), command: commandLine(args)}}
+	err = b.run(ctx)
+	if err != nil {
+		b.rep.failures = append(b.rep.failures, err.Error())
+	}
+	md := b.rep.markdown()
+	fmt.Fprint(stdout, md)
+	if opt.out != "" {
+		if dir := filepath.Dir(opt.out); dir != "." {
+			_ = os.MkdirAll(dir, 0o755)
+		}
+		if werr := os.WriteFile(opt.out, []byte(md), 0o644); werr != nil {
+			fmt.Fprintln(stderr, "loyalty-bench:", werr)
+			return 1
+		}
+		fmt.Fprintln(stderr, "loyalty-bench: wrote", opt.out)
+	}
+	if len(b.rep.failures) > 0 {
+		fmt.Fprintln(stderr, "loyalty-bench: FAILED:")
+		for _, f := range b.rep.failures {
+			fmt.Fprintln(stderr, "  "+f)
+		}
+		return 1
+	}
+	return 0
+}
+
+type bench struct {
+	opt options
+	log io.Writer
+	rep *report
+	dir string // temporary files
+	bin string
+}
+
+func (b *bench) logf(format string, a ...any) {
+	fmt.Fprintf(b.log, "loyalty-bench: "+format+"\n", a...)
+}
+
+func (b *bench) run(ctx context.Context) error {
+	dir, err := os.MkdirTemp("", "loyalty-bench-")
+	if err != nil {
+		return err
+	}
+	b.dir = dir
+	if b.opt.keep {
+		defer b.logf("kept temporary files in %s", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	b.bin = b.opt.serverBin
+	if b.bin == "" {
+		b.logf("building ./cmd/loyalty")
+		if b.bin, err = buildServer(ctx, dir); err != nil {
+			return err
+		}
+	}
+	var failed []string
+	for _, db := range b.opt.dbs {
+		if err := b.benchDB(ctx, db); err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("%s: interrupted: %w", db, err)
+			}
+			b.logf("%s: %v", db, err)
+			failed = append(failed, fmt.Sprintf("%s: %v", db, err))
+		}
+	}
+	if len(failed) > 0 {
+		return errors.New(strings.Join(failed, "; "))
+	}
+	return nil
+}
+
+// dbLabel is how a database appears in the table.
+func dbLabel(db string) string {
+	if db == "postgres" {
+		return "PostgreSQL"
+	}
+	return "SQLite"
+}
+
+// engineRun holds what one database's engine phases measured, for the
+// ratios with the references.
+type engineRun struct {
+	purchases, reads, mix map[int]float64 // throughput by client count, flat out only
+}
+
+func (b *bench) benchDB(ctx context.Context, db string) error {
+	opt := b.opt
+	label := dbLabel(db)
+	var (
+		dbURL string
+		pg    *pgAdmin
+		names []string // scratch PostgreSQL databases to drop
+	)
+	cleanupCtx := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), 30*time.Second)
+	}
+	switch db {
+	case "sqlite":
+		dbURL = "sqlite://" + filepath.Join(b.dir, "engine.db")
+	case "postgres":
+		var err error
+		if pg, err = newPGAdmin(opt.pgURL); err != nil {
+			return err
+		}
+		b.rep.machine.pgVersion = pg.version(ctx)
+		name := fmt.Sprintf("loyalty_bench_%d", os.Getpid())
+		if err := pg.create(ctx, name); err != nil {
+			return err
+		}
+		names = append(names, name)
+		defer func() {
+			c, cancel := cleanupCtx()
+			defer cancel()
+			for _, n := range names {
+				if opt.keep {
+					b.logf("kept database %s", n)
+					continue
+				}
+				if err := pg.drop(c, n); err != nil {
+					b.logf("%v", err)
+				}
+			}
+		}()
+		dbURL = pg.urlFor(name)
+	}
+
+	secret := randomSecret()
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	env := serverEnv(dbURL, addr, secret, opt.serverLogLevel)
+	b.logf("%s: migrate up", label)
+	if err := migrateUp(ctx, b.bin, env); err != nil {
+		return err
+	}
+	logPath := filepath.Join(b.dir, db+"-server.log")
+	srv, err := startServer(ctx, b.bin, env, addr, logPath)
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	b.logf("%s: engine %d serving on %s", label, srv.pid(), addr)
+
+	// Tokens outlive the whole run with room to spare.
+	ttl := 2*time.Hour + opt.soak + time.Duration(len(opt.conc)*5)*opt.duration
+	e, err := newEngine(addr, secret, opt.stores, opt.timeout, ttl)
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	if err := e.seed(ctx, opt.members, opt.seedConc, secret, ttl); err != nil {
+		return fmt.Errorf("%w\nserver log:\n%s", err, tail(logPath, 10))
+	}
+	e.closeClients()
+	b.logf("%s: seeded 3 tiers, a reward and %d members with a first purchase each in %s", label, opt.members,
+		time.Since(t0).Round(time.Millisecond))
+
+	type phase struct {
+		name string
+		load func() ([]string, newOp)
+		mix  bool
+	}
+	phases := []phase{{"purchases", e.purchasesLoad, false}, {"balance reads", e.balanceLoad, false}, {"mix 80/20", e.mixLoad, true}}
+	if opt.redemptions {
+		phases = append(phases, phase{"redemptions", e.redemptionsLoad, false})
+	}
+	er := engineRun{purchases: map[int]float64{}, reads: map[int]float64{}, mix: map[int]float64{}}
+	var gor []string // goroutines before and after each phase
+	firstRow := len(b.rep.rows)
+	defer func() {
+		// Rows by client count, the references next to the engine's.
+		rows := b.rep.rows[firstRow:]
+		sort.SliceStable(rows, func(i, j int) bool { return rows[i].clients < rows[j].clients })
+	}()
+	for _, conc := range opt.conc {
+		for _, ph := range phases {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			name := ph.name
+			if opt.rate > 0 {
+				name += fmt.Sprintf(" @ %s/s", fmtRate(opt.rate))
+			}
+			kinds, mk := ph.load()
+			res, rssKB, g0, g1, err := b.measure(ctx, srv, e, kinds, conc, opt.duration, opt.rate, mk, logPath)
+			if err != nil {
+				return err
+			}
+			b.rep.rows = append(b.rep.rows, rowFrom(label, name, conc, res.total, res.elapsed, rssKB))
+			if ph.mix {
+				for _, k := range res.kinds {
+					b.rep.rows = append(b.rep.rows, rowFrom(label, "↳ "+k.name, conc, k, res.elapsed, -1))
+				}
+			}
+			b.phaseNote(label, name, conc, res, g0, g1, &gor)
+			if opt.rate == 0 {
+				switch ph.name {
+				case "purchases":
+					er.purchases[conc] = res.throughput()
+				case "balance reads":
+					er.reads[conc] = res.throughput()
+				case "mix 80/20":
+					er.mix[conc] = res.throughput()
+				}
+			}
+		}
+	}
+
+	if len(gor) > 0 {
+		b.rep.notes = append(b.rep.notes, fmt.Sprintf("%s engine goroutines (go_goroutines) before → after each phase, "+
+			"once the bench's connections are closed: %s.", label, strings.Join(gor, "; ")))
+	}
+	if opt.soak > 0 {
+		if err := b.soak(ctx, srv, e, label, er, logPath); err != nil {
+			return err
+		}
+	}
+
+	b.logf("%s: checking the books", label)
+	vr, err := e.verify(ctx, opt.verifySample, 8)
+	if err != nil {
+		return err
+	}
+	if !vr.ok() {
+		for _, p := range vr.problems {
+			b.logf("%s: WRONG: %s", label, p)
+		}
+		examples := vr.problems[:min(3, len(vr.problems))]
+		b.rep.failures = append(b.rep.failures, fmt.Sprintf("%s: %d wrong balances (of %d members checked), for example: %s",
+			label, vr.problemsCnt, vr.checked, strings.Join(examples, "; ")))
+	} else {
+		b.rep.notes = append(b.rep.notes, fmt.Sprintf("%s books: for all %d members checked, available + pending equals the sum of the "+
+			"ledger entries; for the %d whose every write got an answer, it also equals what their purchases earned minus what "+
+			"their redemptions spent, as the bench counted from the responses.", label, vr.checked, vr.compared))
+	}
+	hwm := procStatusKB(srv.pid(), "VmHWM")
+	b.rep.notes = append(b.rep.notes, fmt.Sprintf("%s engine peak RSS (VmHWM) over the whole run: %s MB.", label, fmtMB(hwm)))
+	srv.stop()
+	e.closeClients()
+
+	if !opt.refs {
+		return nil
+	}
+	return b.references(ctx, db, label, pg, &names, er)
+}
+
+// measure runs one phase against the engine, sampling its RSS every 500 ms
+// and reading its goroutines before and after.
+func (b *bench) measure(ctx context.Context, srv *server, e *engine, kinds []string, conc int, dur time.Duration,
+	rate float64, mk newOp, logPath string) (*phaseResult, int64, int, int, error) {
+	b.logf("  %s: %d clients, %s", strings.Join(kinds, " + "), conc, dur)
+	g0 := srv.goroutines()
+	rs := sampleRSS(srv.pid(), 500*time.Millisecond)
+	res := runPhase(ctx, kinds, conc, dur, rate, mk)
+	rssKB := rs.stop(srv.pid())
+	e.closeClients()
+	if err := ctx.Err(); err != nil {
+		return nil, 0, 0, 0, err // a cut-short phase is not a measurement
+	}
+	time.Sleep(200 * time.Millisecond) // let the server notice the closed connections
+	if !srv.alive() {
+		return nil, 0, 0, 0, fmt.Errorf("the engine died during the phase (%v):\n%s", srv.waitErr, tail(logPath, 20))
+	}
+	g1 := srv.goroutines()
+	if res.lastErr != nil {
+		b.logf("  a transport error, for example: %v", res.lastErr)
+	}
+	b.logf("  %s/s ok, p99 %s, errors %s", fmtRate(res.throughput()), fmtMS(res.total.hist.percentile(99)), res.total.errors)
+	return res, rssKB, g0, g1, nil
+}
+
+func (b *bench) phaseNote(label, name string, conc int, res *phaseResult, g0, g1 int, gor *[]string) {
+	if g0 >= 0 && g1 >= 0 {
+		*gor = append(*gor, fmt.Sprintf("%s with %d clients %d → %d", name, conc, g0, g1))
+	}
+	if res.target > 0 {
+		sent := float64(res.total.ok+res.total.errors.total()) / res.elapsed.Seconds()
+		if sent < 0.95*res.target || res.unsent > 0 {
+			b.rep.notes = append(b.rep.notes, fmt.Sprintf("%s %s, %d clients: %s/s answered of %s/s asked, %s requests left "+
+				"unsent at the end: the engine could not keep up, and the latencies include the wait.", label, name, conc,
+				fmtRate(sent), fmtRate(res.target), groupThousands(res.unsent)))
+		}
+	}
+}
+
+// soak runs the mix at a fixed rate for -soak, sampling the engine's RSS
+// and goroutines every -soak-every.
+func (b *bench) soak(ctx context.Context, srv *server, e *engine, label string, er engineRun, logPath string) error {
+	opt := b.opt
+	conc := opt.conc[0]
+	rate := opt.soakRate
+	if rate == 0 {
+		rate = opt.rate
+	}
+	if rate == 0 {
+		rate = math.Max(10, math.Round(er.mix[conc]/2))
+	}
+	b.logf("%s: soak, mix at %s/s for %s with %d clients", label, fmtRate(rate), opt.soak, conc)
+	type sample struct {
+		at     time.Duration
+		rssKB  int64
+		gorout int
+	}
+	var (
+		mu      sync.Mutex
+		samples []sample
+	)
+	start := time.Now()
+	take := func() {
+		s := sample{time.Since(start), procStatusKB(srv.pid(), "VmRSS"), srv.goroutines()}
+		mu.Lock()
+		samples = append(samples, s)
+		mu.Unlock()
+	}
+	stopc, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		take()
+		t := time.NewTicker(opt.soakEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopc:
+				return
+			case <-t.C:
+				// Every sample is taken under load: none in the last
+				// half-second, when the clients are stopping.
+				if time.Since(start) < opt.soak-500*time.Millisecond {
+					take()
+				}
+			}
+		}
+	}()
+	idleBefore := srv.goroutines()
+	kinds, mk := e.mixLoad()
+	res := runPhase(ctx, kinds, conc, opt.soak, rate, mk)
+	close(stopc)
+	<-done
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !srv.alive() {
+		return fmt.Errorf("the engine died during the soak (%v):\n%s", srv.waitErr, tail(logPath, 20))
+	}
+	var none []string
+	b.phaseNote(label, "soak", conc, res, -1, -1, &none)
+	e.closeClients()
+	time.Sleep(200 * time.Millisecond)
+	idleAfter := srv.goroutines()
+
+	// The baseline is the first sample after the first minute (or after a
+	// fifth of a shorter soak): start-up allocation is not growth.
+	warm := time.Minute
+	if opt.soak/5 < warm {
+		warm = opt.soak / 5
+	}
+	base := samples[len(samples)-1]
+	for _, s := range samples {
+		if s.at >= warm {
+			base = s
+			break
+		}
+	}
+	first, last := samples[0], samples[len(samples)-1]
+	var maxRSS int64 = -1
+	maxG := -1
+	for _, s := range samples {
+		maxRSS = max(maxRSS, s.rssKB)
+		maxG = max(maxG, s.gorout)
+	}
+	rssGrew, rssVerdict := growth(base.rssKB, last.rssKB, 20, 10*1024)
+	gGrew, gVerdict := growth(int64(base.gorout), int64(last.gorout), 10, 10)
+	if last.gorout < 0 {
+		gGrew, gVerdict = false, "not exported"
+	}
+	r := rowFrom(label, fmt.Sprintf("soak: mix @ %s/s for %s", fmtRate(rate), opt.soak), conc, res.total, res.elapsed, maxRSS)
+	if rssGrew || gGrew {
+		r.flag = "⚠ growth"
+	}
+	b.rep.rows = append(b.rep.rows, r)
+	b.rep.notes = append(b.rep.notes, fmt.Sprintf("%s soak (%d samples every %s): RSS first %s / after %s %s / max %s / last %s MB, %s; "+
+		"goroutines first %d / after %s %d / max %d / last %d, %s (idle before → after the soak: %d → %d).",
+		label, len(samples), opt.soakEvery,
+		fmtMB(first.rssKB), warm, fmtMB(base.rssKB), fmtMB(maxRSS), fmtMB(last.rssKB), mbVerdict(rssGrew, base.rssKB, last.rssKB, rssVerdict),
+		first.gorout, warm, base.gorout, maxG, last.gorout, gVerdict, idleBefore, idleAfter))
+	b.logf("  soak: %s/s ok, RSS %s→%s MB, goroutines %d→%d", fmtRate(res.throughput()), fmtMB(base.rssKB), fmtMB(last.rssKB),
+		base.gorout, last.gorout)
+	return nil
+}
+
+func mbVerdict(grew bool, base, last int64, v string) string {
+	if !grew {
+		return v
+	}
+	return fmt.Sprintf("GREW by %s MB (%+d%%)", fmtMB(last-base), pct(last-base, base))
+}
+
+// references measures the database alone at each client count and adds
+// the ratios of the engine to it.
+func (b *bench) references(ctx context.Context, db, label string, pg *pgAdmin, names *[]string, er engineRun) error {
+	opt := b.opt
+	type ref interface {
+		postLoad() ([]string, newOp)
+		readLoad() ([]string, newOp)
+		check(context.Context) error
+		close()
+	}
+	maxConc := 0
+	for _, c := range opt.conc {
+		maxConc = max(maxConc, c)
+	}
+	var r ref
+	var pgURL string
+	switch db {
+	case "sqlite":
+		sr, err := openSQLiteRef(ctx, filepath.Join(b.dir, "bare.db"), opt.members, maxConc)
+		if err != nil {
+			return err
+		}
+		r = sr
+	case "postgres":
+		name := fmt.Sprintf("loyalty_bench_%d_bare", os.Getpid())
+		if err := pg.create(ctx, name); err != nil {
+			return err
+		}
+		*names = append(*names, name)
+		pr, err := openPGRef(ctx, pg.urlFor(name), opt.members, maxConc)
+		if err != nil {
+			return err
+		}
+		r = pr
+	}
+	defer r.close()
+	if db == "sqlite" {
+		b.rep.notes = append(b.rep.notes, fmt.Sprintf("SQLite references: a separate file opened as the store opens its own "+
+			"(WAL, synchronous NORMAL, busy timeout; one writer connection, BEGIN IMMEDIATE), in process, %d rows; reads through a pool "+
+			"of as many connections as clients. Posting is SELECT the balance, INSERT a ledger row, UPDATE the balance, COMMIT.", opt.members))
+	} else {
+		b.rep.notes = append(b.rep.notes, fmt.Sprintf("PostgreSQL references: pgx pool (as many connections as clients) on a scratch "+
+			"database of the same server, %d rows; posting is BEGIN, SELECT … FOR UPDATE, INSERT a ledger row, UPDATE the balance, "+
+			"COMMIT; pgbench -S at scale %d with -j 2 (it reports no percentiles, only the average latency).", opt.members, opt.pgbenchScale))
+	}
+
+	pgbenchBin := ""
+	if db == "postgres" {
+		if pgbenchBin = findPgbench(opt.pgbench); pgbenchBin == "" {
+			b.rep.notes = append(b.rep.notes, "pgbench not found: its reference was skipped (give -pgbench PATH).")
+		} else {
+			name := fmt.Sprintf("loyalty_bench_%d_pgbench", os.Getpid())
+			if err := pg.create(ctx, name); err != nil {
+				return err
+			}
+			*names = append(*names, name)
+			pgURL = pg.urlFor(name)
+			b.logf("%s: pgbench -i -s %d", label, opt.pgbenchScale)
+			if _, err := runPgbench(ctx, pgbenchBin, pgURL, "-i", "-q", "-s", strconv.Itoa(opt.pgbenchScale)); err != nil {
+				b.rep.notes = append(b.rep.notes, "pgbench -i failed, its reference was skipped: "+firstLine(err.Error()))
+				pgbenchBin = ""
+			}
+		}
+	}
+
+	for _, conc := range opt.conc {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		switch x := r.(type) {
+		case *pgRef:
+			x.warm(ctx, conc)
+		case *sqliteRef:
+			x.setReadConns(conc)
+		}
+		b.logf("  ref bare posting: %d clients, %s", conc, opt.duration)
+		kinds, mk := r.postLoad()
+		post := runPhase(ctx, kinds, conc, opt.duration, 0, mk)
+		b.rep.rows = append(b.rep.rows, rowFrom(label, "ref: bare SQL posting", conc, post.total, post.elapsed, -1))
+		b.logf("  ref bare read: %d clients, %s", conc, opt.duration)
+		kinds, mk = r.readLoad()
+		read := runPhase(ctx, kinds, conc, opt.duration, 0, mk)
+		b.rep.rows = append(b.rep.rows, rowFrom(label, "ref: bare SQL read by key", conc, read.total, read.elapsed, -1))
+		for _, x := range []*phaseResult{post, read} {
+			if x.lastErr != nil {
+				b.logf("  reference error, for example: %v", x.lastErr)
+			}
+		}
+		if pgbenchBin != "" {
+			secs := int(math.Ceil(opt.duration.Seconds()))
+			jobs := min(2, conc)
+			b.logf("  ref pgbench -S: %d clients, %ds", conc, secs)
+			out, err := runPgbench(ctx, pgbenchBin, pgURL, "-S", "-n", "-c", strconv.Itoa(conc), "-j", strconv.Itoa(jobs),
+				"-T", strconv.Itoa(secs))
+			var pr pgbenchResult
+			if err == nil {
+				pr, err = parsePgbench(out)
+			}
+			if err != nil {
+				b.rep.notes = append(b.rep.notes, fmt.Sprintf("pgbench -S with %d clients failed: %s", conc, firstLine(err.Error())))
+			} else {
+				errs := statusCounts{}
+				errs.add("failed", pr.failed)
+				b.rep.rows = append(b.rep.rows, row{db: label, workload: fmt.Sprintf("ref: pgbench -S (avg %s)", fmtMS(pr.latency)),
+					clients: conc, tput: pr.tps, errors: errs.String(), rssKB: -1})
+			}
+		}
+		if opt.rate > 0 {
+			continue
+		}
+		ratio := func(what string, eng, bare float64) string {
+			if bare <= 0 {
+				return what + " n/a"
+			}
+			return fmt.Sprintf("%s %s / %s = %d%%", what, fmtRate(eng), fmtRate(bare), int64(math.Round(eng*100/bare)))
+		}
+		b.rep.notes = append(b.rep.notes, fmt.Sprintf("%s, %d clients: %s; %s.", label, conc,
+			ratio("engine purchases / bare posting", er.purchases[conc], post.throughput()),
+			ratio("engine balance reads / bare reads", er.reads[conc], read.throughput())))
+	}
+	if err := r.check(ctx); err != nil {
+		return err
+	}
+	return nil
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
