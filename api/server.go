@@ -10,6 +10,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/limiter"
+	"github.com/gofiber/fiber/v2/middleware/pprof"
 	"github.com/gofiber/fiber/v2/middleware/recover"
 	"github.com/gofiber/fiber/v2/middleware/requestid"
 
@@ -167,6 +168,9 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 	v1.Post("/jobs/:name/run", allow(marketer, admin), s.runJob)
 
 	v1.Get("/audit", allow(admin), s.listAudit)
+
+	// Go's profiler, for admins only: /debug/pprof/profile?seconds=30 and the rest.
+	app.Group("/debug", s.authenticate, allow(admin)).Use(pprof.New())
 
 	console.Mount(app, console.Deps{Loyalty: svc, Rewards: cfg.Rewards, Jobs: cfg.Jobs, Verify: cfg.Auth.verify,
 		Secret: cfg.Auth.Secret, Logger: cfg.Logger})

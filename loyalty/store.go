@@ -13,8 +13,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/glebarez/sqlite"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/libtnb/sqlite"
 	"github.com/pressly/goose/v3"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
@@ -42,6 +42,7 @@ type Store struct {
 	w       *gorm.DB // writes: one connection on SQLite
 	r       *gorm.DB // reads
 	sqlDBs  []*sql.DB
+	pools   []*stmtPool
 	// Path is the SQLite file, empty for PostgreSQL.
 	Path string
 }
@@ -60,26 +61,31 @@ func Open(ctx context.Context, rawURL string) (*Store, error) {
 				return nil, fmt.Errorf("open store: %w", err)
 			}
 		}
-		base := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)"
-		w, err := gorm.Open(sqlite.Open(base+"&_txlock=immediate"), cfg)
-		if err != nil {
-			return nil, fmt.Errorf("open store: %w", err)
-		}
-		wdb, err := w.DB()
+		// Times are stored as text in SQLite's own format, which sorts as it
+		// compares: every stored instant is UTC (see ts).
+		base := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)" +
+			"&_texttotime=1&_inttotime=1&_time_format=sqlite"
+		wdb, err := sql.Open(sqlite.DriverName, base+"&_txlock=immediate")
 		if err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
 		}
 		wdb.SetMaxOpenConns(1)
-		r, err := gorm.Open(sqlite.Open(base+"&_pragma=query_only(1)"), cfg)
+		wpool := newStmtPool(wdb)
+		w, err := gorm.Open(sqlite.New(sqlite.Config{Conn: wpool}), cfg)
 		if err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
 		}
-		rdb, err := r.DB()
+		rdb, err := sql.Open(sqlite.DriverName, base+"&_pragma=query_only(1)")
 		if err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
 		}
 		rdb.SetMaxOpenConns(4)
-		return &Store{Dialect: SQLite, w: w, r: r, sqlDBs: []*sql.DB{wdb, rdb}, Path: path}, nil
+		rpool := newStmtPool(rdb)
+		r, err := gorm.Open(sqlite.New(sqlite.Config{Conn: rpool}), cfg)
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		return &Store{Dialect: SQLite, w: w, r: r, sqlDBs: []*sql.DB{wdb, rdb}, pools: []*stmtPool{wpool, rpool}, Path: path}, nil
 	case strings.HasPrefix(rawURL, "postgres://"), strings.HasPrefix(rawURL, "postgresql://"):
 		db, err := gorm.Open(postgres.Open(rawURL), cfg)
 		if err != nil {
@@ -103,6 +109,9 @@ func Open(ctx context.Context, rawURL string) (*Store, error) {
 // Close releases the connections.
 func (s *Store) Close() error {
 	var errs []error
+	for _, p := range s.pools {
+		p.close()
+	}
 	for _, d := range s.sqlDBs {
 		errs = append(errs, d.Close())
 	}
