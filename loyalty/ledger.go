@@ -390,26 +390,51 @@ const ExpiringSoonWindow = 30 * 24 * time.Hour
 func (a *account) view(tx *gorm.DB, ladder tiers.Ladder) (Balance, error) {
 	b := Balance{MemberID: a.member.ID, LifetimeEarned: a.balance.LifetimeEarned, LifetimeRedeemed: a.balance.LifetimeRedeemed,
 		ExpiringSoon: []Expiring{}, AsOf: a.now}
-	avail, pending, err := a.openLots(tx)
-	if err != nil {
+	soon := a.now.Add(ExpiringSoonWindow)
+	period := a.prog.Period()
+	start := period.Start(a.now)
+	// One statement: the open lots' sums by state, the counts of instants
+	// passed (see Version), and the purchases in and before the period.
+	var ag struct {
+		Available, Pending, SoonOpen, Released, Expired, Soon, Spend, Left int64
+	}
+	if err := tx.Raw(`SELECT
+		COALESCE(SUM(CASE WHEN remaining > 0 AND (expires_at IS NULL OR expires_at > @now) AND available_at <= @now THEN remaining ELSE 0 END), 0) AS available,
+		COALESCE(SUM(CASE WHEN remaining > 0 AND (expires_at IS NULL OR expires_at > @now) AND available_at > @now THEN remaining ELSE 0 END), 0) AS pending,
+		COUNT(CASE WHEN remaining > 0 AND expires_at > @now AND expires_at <= @soon THEN 1 END) AS soon_open,
+		COUNT(CASE WHEN available_at > created_at AND available_at <= @now THEN 1 END) AS released,
+		COUNT(CASE WHEN expires_at <= @now THEN 1 END) AS expired,
+		COUNT(CASE WHEN expires_at <= @soon THEN 1 END) AS soon,
+		(SELECT COALESCE(SUM(total - returned_amount), 0) FROM purchases
+			WHERE member_id = @member AND occurred_at >= @start AND occurred_at <= @now) AS spend,
+		(SELECT COUNT(*) FROM purchases WHERE member_id = @member AND occurred_at < @start) AS "left"
+		FROM lots WHERE member_id = @member`,
+		map[string]any{"now": a.now, "soon": ts(soon), "start": start, "member": a.member.ID}).Scan(&ag).Error; err != nil {
 		return b, err
 	}
-	soon := a.now.Add(ExpiringSoonWindow)
+	deadline, inactive := a.inactivityDeadline()
 	byTime := map[time.Time]int64{}
-	for _, l := range avail {
-		b.Available += l.Remaining
-	}
-	for _, l := range pending {
-		b.Pending += l.Remaining
-	}
-	for _, l := range append(avail, pending...) {
-		if l.ExpiresAt != nil && !l.ExpiresAt.After(soon) {
-			byTime[l.ExpiresAt.UTC()] += l.Remaining
+	if !inactive || deadline.After(a.now) {
+		// Past the inactivity deadline every lot is gone; else the sums stand.
+		b.Available, b.Pending = ag.Available, ag.Pending
+		if ag.SoonOpen > 0 {
+			var lots []struct {
+				ExpiresAt time.Time
+				Points    int64
+			}
+			if err := tx.Raw(`SELECT expires_at, SUM(remaining) AS points FROM lots
+				WHERE member_id = ? AND remaining > 0 AND expires_at > ? AND expires_at <= ? GROUP BY expires_at`,
+				a.member.ID, a.now, ts(soon)).Scan(&lots).Error; err != nil {
+				return b, err
+			}
+			for _, l := range lots {
+				byTime[l.ExpiresAt.UTC()] += l.Points
+			}
 		}
 	}
 	b.Available -= a.balance.Debt
 	events := int64(0)
-	if deadline, ok := a.inactivityDeadline(); ok {
+	if inactive {
 		if !deadline.After(soon) && b.Available+b.Pending > 0 {
 			byTime[deadline.UTC()] += b.Available + b.Pending + a.balance.Debt
 		}
@@ -424,26 +449,8 @@ func (a *account) view(tx *gorm.DB, ladder tiers.Ladder) (Balance, error) {
 		b.ExpiringSoon = append(b.ExpiringSoon, Expiring{Points: p, ExpiresAt: t})
 	}
 	sort.Slice(b.ExpiringSoon, func(i, j int) bool { return b.ExpiringSoon[i].ExpiresAt.Before(b.ExpiringSoon[j].ExpiresAt) })
-
-	var ev struct{ Released, Expired, Soon int64 }
-	if err := tx.Raw(`SELECT
-		COUNT(CASE WHEN available_at > created_at AND available_at <= ? THEN 1 END) AS released,
-		COUNT(CASE WHEN expires_at <= ? THEN 1 END) AS expired,
-		COUNT(CASE WHEN expires_at <= ? THEN 1 END) AS soon
-		FROM lots WHERE member_id = ?`, a.now, a.now, ts(soon), a.member.ID).Scan(&ev).Error; err != nil {
-		return b, err
-	}
-	events += ev.Released + ev.Expired + ev.Soon
-
-	period := a.prog.Period()
-	start := period.Start(a.now)
-	var qs struct{ Spend, Left int64 }
-	if err := tx.Raw(`SELECT
-		COALESCE(SUM(CASE WHEN occurred_at >= ? AND occurred_at <= ? THEN total - returned_amount ELSE 0 END), 0) AS spend,
-		COUNT(CASE WHEN occurred_at < ? THEN 1 END) AS "left"
-		FROM purchases WHERE member_id = ?`, start, a.now, start, a.member.ID).Scan(&qs).Error; err != nil {
-		return b, err
-	}
+	events += ag.Released + ag.Expired + ag.Soon
+	qs := struct{ Spend, Left int64 }{ag.Spend, ag.Left}
 	b.QualifyingSpend = qs.Spend
 	events += qs.Left
 	b.Version = a.balance.Version + events
@@ -479,15 +486,12 @@ func qualifyingSpend(tx *gorm.DB, memberID string, p tiers.Period, at time.Time)
 
 // loadAccount loads a member's account without locks, for reading.
 func loadAccount(tx *gorm.DB, memberID string, now time.Time) (*account, tiers.Ladder, error) {
-	prog, err := loadProgram(tx)
+	set, err := loadSettings(tx)
 	if err != nil {
 		return nil, nil, err
 	}
-	_, ladder, err := loadTiers(tx)
-	if err != nil {
-		return nil, nil, err
-	}
-	a := &account{prog: prog, now: now}
+	a := &account{prog: set.prog, now: now}
+	ladder := set.ladder
 	if a.member, err = getMember(tx, memberID); err != nil {
 		return nil, nil, err
 	}

@@ -108,14 +108,14 @@ func programFromRow(r programRow) (*Program, error) {
 	if p.BirthdayGift.RewardIDs == nil {
 		p.BirthdayGift.RewardIDs = []string{}
 	}
-	if p.loc, err = time.LoadLocation(r.Timezone); err != nil {
+	if p.loc, err = loadLocation(r.Timezone); err != nil {
 		return nil, fmt.Errorf("program timezone: %w", err)
 	}
 	p.exponent, _ = CurrencyExponent(r.Currency)
 	return p, nil
 }
 
-func loadProgram(tx *gorm.DB) (*Program, error) {
+func readProgram(tx *gorm.DB) (*Program, error) {
 	var r programRow
 	if err := tx.Take(&r, 1).Error; err != nil {
 		if errors.Is(err, gorm.ErrRecordNotFound) {

@@ -317,10 +317,11 @@ func (s *Service) PostPurchase(ctx context.Context, p Principal, in PurchaseInpu
 
 func (s *Service) postPurchase(tx *gorm.DB, pur purchase) (PurchaseResult, error) {
 	var res PurchaseResult
-	prog, err := loadProgram(tx)
+	set, err := loadSettings(tx)
 	if err != nil {
 		return res, err
 	}
+	prog, ladder := set.prog, set.ladder
 	if pur.Currency != prog.Currency {
 		return res, Invalidf("currency", "must be the program currency %s", prog.Currency)
 	}
@@ -330,10 +331,6 @@ func (s *Service) postPurchase(tx *gorm.DB, pur purchase) (PurchaseResult, error
 	}
 	if a.member.Status != StatusActive {
 		return res, Errorf(Conflict, "member_erased", "the member was erased")
-	}
-	_, ladder, err := loadTiers(tx)
-	if err != nil {
-		return res, err
 	}
 	spend, err := qualifyingSpend(tx, a.member.ID, prog.Period(), a.now)
 	if err != nil {

@@ -49,7 +49,8 @@ type Store struct {
 
 // Open connects to a database URL: sqlite://PATH or postgres://….
 func Open(ctx context.Context, rawURL string) (*Store, error) {
-	cfg := &gorm.Config{TranslateError: true, Logger: logger.Discard, NowFunc: func() time.Time { return ts(time.Now()) }}
+	cfg := &gorm.Config{TranslateError: true, Logger: logger.Discard, NowFunc: func() time.Time { return ts(time.Now()) },
+		Plugins: map[string]gorm.Plugin{settingsPlugin: &settingsCache{}}}
 	switch {
 	case strings.HasPrefix(rawURL, "sqlite://"), strings.HasPrefix(rawURL, "sqlite:"):
 		path := strings.TrimPrefix(strings.TrimPrefix(rawURL, "sqlite:"), "//")

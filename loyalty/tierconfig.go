@@ -53,7 +53,7 @@ func (t Tier) rule() tiers.Tier {
 	return tiers.Tier{Code: t.Code, Name: t.Name, Rank: t.Rank, EarnMultiplier: t.EarnMultiplier, QualifyingSpend: t.QualifyingSpend, Benefits: t.Benefits}
 }
 
-func loadTiers(tx *gorm.DB) ([]Tier, tiers.Ladder, error) {
+func readTiers(tx *gorm.DB) ([]Tier, tiers.Ladder, error) {
 	var rows []tierRow
 	if err := tx.Order("rank").Find(&rows).Error; err != nil {
 		return nil, nil, err

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/valyala/fasthttp"
 	"io"
 	"math"
 	"os"
@@ -51,6 +52,7 @@ type options struct {
 	serverLogLevel string
 	stores         int
 	seedConc       int
+	profileDir     string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -79,6 +81,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.serverLogLevel, "server-log-level", "warn", "LOYALTY_LOG_LEVEL of the engine under test")
 	fs.IntVar(&o.stores, "stores", 8, "stores, each with its own store-scoped till token")
 	fs.IntVar(&o.seedConc, "seed-concurrency", 16, "concurrent clients while seeding")
+	fs.StringVar(&o.profileDir, "profile", "", "save a CPU profile of the engine during each phase to this folder (from its admin-only /debug/pprof)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -343,7 +346,9 @@ func (b *bench) benchDB(ctx context.Context, db string) error {
 				name += fmt.Sprintf(" @ %s/s", fmtRate(opt.rate))
 			}
 			kinds, mk := ph.load()
+			stopProfile := b.profile(srv, e, fmt.Sprintf("%s-%s-%d", db, strings.Fields(ph.name)[0], conc), opt.duration)
 			res, rssKB, g0, g1, err := b.measure(ctx, srv, e, kinds, conc, opt.duration, opt.rate, mk, logPath)
+			stopProfile()
 			if err != nil {
 				return err
 			}
@@ -685,4 +690,33 @@ func (b *bench) references(ctx context.Context, db, label string, pg *pgAdmin, n
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
 	return line
+}
+
+// profile asks the engine for a CPU profile covering most of a phase and
+// saves it as <dir>/<name>.pprof; the returned func waits for it. It does
+// nothing without -profile.
+func (b *bench) profile(srv *server, e *engine, name string, dur time.Duration) func() {
+	if b.opt.profileDir == "" {
+		return func() {}
+	}
+	secs := max(1, int((dur-time.Second)/time.Second))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		req, res := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(res)
+		req.SetRequestURI(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", srv.addr, secs))
+		req.Header.SetBytesV("Authorization", e.adminAuth)
+		if err := fasthttp.DoTimeout(req, res, dur+30*time.Second); err != nil || res.StatusCode() != 200 {
+			b.logf("  profile %s: %v (status %d)", name, err, res.StatusCode())
+			return
+		}
+		path := filepath.Join(b.opt.profileDir, name+".pprof")
+		if err := os.MkdirAll(b.opt.profileDir, 0o755); err == nil {
+			err = os.WriteFile(path, res.Body(), 0o644)
+		}
+		b.logf("  CPU profile: %s", path)
+	}()
+	return func() { <-done }
 }

@@ -117,6 +117,25 @@ func MustOpen(tb testing.TB, dialect string) *loyalty.Store {
 	if err := store.Migrate(ctx); err != nil {
 		tb.Fatal(err)
 	}
+	dsns.Store(store, dsn)
+	return store
+}
+
+var dsns sync.Map // *loyalty.Store → its database URL
+
+// MustOpenAgain opens a second store on the database of one MustOpen
+// made: another engine sharing it.
+func MustOpenAgain(tb testing.TB, first *loyalty.Store) *loyalty.Store {
+	tb.Helper()
+	dsn, ok := dsns.Load(first)
+	if !ok {
+		tb.Fatal("MustOpenAgain: the store was not opened by MustOpen")
+	}
+	store, err := loyalty.Open(context.Background(), dsn.(string))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { store.Close() })
 	return store
 }
 
