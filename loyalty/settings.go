@@ -31,7 +31,7 @@ type settingsCache struct{ cur atomic.Pointer[settings] }
 
 const settingsPlugin = "loyalty:settings"
 
-func (*settingsCache) Name() string                { return settingsPlugin }
+func (*settingsCache) Name() string                 { return settingsPlugin }
 func (*settingsCache) Initialize(db *gorm.DB) error { return nil }
 
 // loadSettings returns the program and tiers as tx sees them. The result is
