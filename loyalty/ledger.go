@@ -390,34 +390,56 @@ const ExpiringSoonWindow = 30 * 24 * time.Hour
 func (a *account) view(tx *gorm.DB, ladder tiers.Ladder) (Balance, error) {
 	b := Balance{MemberID: a.member.ID, LifetimeEarned: a.balance.LifetimeEarned, LifetimeRedeemed: a.balance.LifetimeRedeemed,
 		ExpiringSoon: []Expiring{}, AsOf: a.now}
-	soon := a.now.Add(ExpiringSoonWindow)
-	period := a.prog.Period()
-	start := period.Start(a.now)
-	// One statement: the open lots' sums by state, the counts of instants
-	// passed (see Version), and the purchases in and before the period.
-	var ag struct {
-		Available, Pending, SoonOpen, Released, Expired, Soon, Spend, Left int64
+	var ag viewAggregates
+	if err := tx.Raw(`SELECT la.*, pa.* FROM (SELECT `+lotAggregates+` FROM lots WHERE member_id = @member) la
+		CROSS JOIN (SELECT `+purchaseAggregates+` FROM purchases WHERE member_id = @member) pa`,
+		a.viewArgs()).Scan(&ag).Error; err != nil {
+		return b, err
 	}
-	if err := tx.Raw(`SELECT
-		COALESCE(SUM(CASE WHEN remaining > 0 AND (expires_at IS NULL OR expires_at > @now) AND available_at <= @now THEN remaining ELSE 0 END), 0) AS available,
+	return a.viewFrom(tx, b, ag, ladder)
+}
+
+// viewAggregates is what a balance needs from a member's lots and purchases.
+type viewAggregates struct {
+	Available, Pending, SoonOpen, Released, Expired, Soon, Spend, Left int64
+}
+
+// lotAggregates and purchaseAggregates compute viewAggregates over one
+// member's lots and purchases: the open lots' sums by state, the counts of
+// instants passed (see Version), and the purchases in and before the
+// period. Their arguments are viewArgs.
+const (
+	lotAggregates = `COALESCE(SUM(CASE WHEN remaining > 0 AND (expires_at IS NULL OR expires_at > @now) AND available_at <= @now THEN remaining ELSE 0 END), 0) AS available,
 		COALESCE(SUM(CASE WHEN remaining > 0 AND (expires_at IS NULL OR expires_at > @now) AND available_at > @now THEN remaining ELSE 0 END), 0) AS pending,
 		COUNT(CASE WHEN remaining > 0 AND expires_at > @now AND expires_at <= @soon THEN 1 END) AS soon_open,
 		COUNT(CASE WHEN available_at > created_at AND available_at <= @now THEN 1 END) AS released,
 		COUNT(CASE WHEN expires_at <= @now THEN 1 END) AS expired,
-		COUNT(CASE WHEN expires_at <= @soon THEN 1 END) AS soon,
-		(SELECT COALESCE(SUM(total - returned_amount), 0) FROM purchases
-			WHERE member_id = @member AND occurred_at >= @start AND occurred_at <= @now) AS spend,
-		(SELECT COUNT(*) FROM purchases WHERE member_id = @member AND occurred_at < @start) AS "left"
-		FROM lots WHERE member_id = @member`,
-		map[string]any{"now": a.now, "soon": ts(soon), "start": start, "member": a.member.ID}).Scan(&ag).Error; err != nil {
-		return b, err
-	}
+		COUNT(CASE WHEN expires_at <= @soon THEN 1 END) AS soon`
+	purchaseAggregates = `COALESCE(SUM(CASE WHEN occurred_at >= @start AND occurred_at <= @now THEN total - returned_amount ELSE 0 END), 0) AS spend,
+		COUNT(CASE WHEN occurred_at < @start THEN 1 END) AS "left"`
+)
+
+func (a *account) viewArgs() map[string]any {
+	return map[string]any{"now": a.now, "soon": ts(a.now.Add(ExpiringSoonWindow)), "start": a.prog.Period().Start(a.now), "member": a.member.ID}
+}
+
+// errNeedsLots says a balance cannot be made from the aggregates alone:
+// points expire within the expiring-soon window, listed lot by lot.
+var errNeedsLots = errors.New("the balance lists lots expiring soon")
+
+// viewFrom finishes a balance from its aggregates. tx reads the lots
+// expiring soon, if any; with a nil tx it returns errNeedsLots instead.
+func (a *account) viewFrom(tx *gorm.DB, b Balance, ag viewAggregates, ladder tiers.Ladder) (Balance, error) {
+	soon := a.now.Add(ExpiringSoonWindow)
 	deadline, inactive := a.inactivityDeadline()
 	byTime := map[time.Time]int64{}
 	if !inactive || deadline.After(a.now) {
 		// Past the inactivity deadline every lot is gone; else the sums stand.
 		b.Available, b.Pending = ag.Available, ag.Pending
 		if ag.SoonOpen > 0 {
+			if tx == nil {
+				return b, errNeedsLots
+			}
 			var lots []struct {
 				ExpiresAt time.Time
 				Points    int64
@@ -507,8 +529,15 @@ func (s *Service) Balance(ctx context.Context, p Principal, memberID string) (Ba
 	if !p.SeesMember(memberID) {
 		return b, hidden(memberID)
 	}
+	now := ts(s.now())
+	if b, ok, err := s.quickBalance(ctx, memberID, now); err != nil || ok {
+		if err != nil {
+			return b, fmt.Errorf("balance: %w", err)
+		}
+		return b, nil
+	}
 	err := s.store.snapshot(ctx, func(tx *gorm.DB) error {
-		a, ladder, err := loadAccount(tx, memberID, ts(s.now()))
+		a, ladder, err := loadAccount(tx, memberID, now)
 		if err != nil {
 			return err
 		}
@@ -519,6 +548,57 @@ func (s *Service) Balance(ctx context.Context, p Principal, memberID string) (Ba
 		return b, fmt.Errorf("balance: %w", err)
 	}
 	return b, nil
+}
+
+// quickBalance answers a balance read with one statement, consistent by
+// itself, when this store's settings are current: the member's balance row
+// and the aggregates of its lots and purchases, with config_version to
+// check the settings against. ok is false when the caller must take the
+// snapshot path: settings changed or not yet read, an unknown member (for
+// its 404), or points expiring within the window, listed lot by lot.
+func (s *Service) quickBalance(ctx context.Context, memberID string, now time.Time) (b Balance, ok bool, err error) {
+	db := s.store.read(ctx)
+	cache, _ := db.Config.Plugins[settingsPlugin].(*settingsCache)
+	set := cache.cur.Load()
+	if set == nil {
+		return b, false, nil
+	}
+	a := &account{prog: set.prog, now: now, member: memberRow{ID: memberID}}
+	var row struct {
+		Available, Pending, SoonOpen, Released, Expired, Soon, Spend, Left int64
+		ConfigVersion                                                      int64
+		Status                                                             string
+		TierCode                                                           *string
+		Debt                                                               int64
+		LifetimeEarned                                                     int64
+		LifetimeRedeemed                                                   int64
+		LastActivityAt                                                     *time.Time
+		Version                                                            int64
+	}
+	res := db.Raw(`SELECT p.config_version, m.status, m.tier_code, b.debt, b.lifetime_earned, b.lifetime_redeemed,
+		b.last_activity_at, b.version, la.*, pa.*
+		FROM member_balances b JOIN members m ON m.id = b.member_id JOIN program p ON p.id = 1
+		CROSS JOIN (SELECT `+lotAggregates+` FROM lots WHERE member_id = @member) la
+		CROSS JOIN (SELECT `+purchaseAggregates+` FROM purchases WHERE member_id = @member) pa
+		WHERE b.member_id = @member`, a.viewArgs()).Scan(&row)
+	if res.Error != nil {
+		return b, false, res.Error
+	}
+	if res.RowsAffected == 0 || row.ConfigVersion != set.version {
+		return b, false, nil
+	}
+	a.member.Status, a.member.TierCode = row.Status, row.TierCode
+	a.balance = balanceRow{MemberID: memberID, Debt: row.Debt, LifetimeEarned: row.LifetimeEarned,
+		LifetimeRedeemed: row.LifetimeRedeemed, LastActivityAt: row.LastActivityAt, Version: row.Version}
+	b = Balance{MemberID: memberID, LifetimeEarned: row.LifetimeEarned, LifetimeRedeemed: row.LifetimeRedeemed,
+		ExpiringSoon: []Expiring{}, AsOf: now}
+	ag := viewAggregates{Available: row.Available, Pending: row.Pending, SoonOpen: row.SoonOpen, Released: row.Released,
+		Expired: row.Expired, Soon: row.Soon, Spend: row.Spend, Left: row.Left}
+	b, err = a.viewFrom(nil, b, ag, set.ladder)
+	if errors.Is(err, errNeedsLots) {
+		return b, false, nil
+	}
+	return b, err == nil, err
 }
 
 // Ledger lists a member's entries, newest first.

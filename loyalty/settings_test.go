@@ -2,6 +2,7 @@ package loyalty_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -94,6 +95,62 @@ func TestSettingsSeenAcrossEngines(t *testing.T) {
 		}
 		if bal.Available != 10+20+60 {
 			t.Fatalf("available %d, want 90", bal.Available)
+		}
+	})
+}
+
+// TestQuickBalanceMatchesSnapshot compares the one-statement balance read
+// with the snapshot computation at instants around pending points becoming
+// available and lots entering the expiring-soon window and expiring.
+func TestQuickBalanceMatchesSnapshot(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		store := loyaltytest.MustOpen(t, dialect)
+		start := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+		clock := loyaltytest.NewClock(start)
+		svc := loyalty.NewService(store, loyalty.WithClock(clock.Now))
+		admin := loyalty.Principal{Subject: "op", Role: loyalty.RoleAdmin}
+		ctx := loyalty.WithPrincipal(context.Background(), admin)
+		pending, days, policy := 3, 40, loyalty.ExpiryLot
+		if _, err := svc.UpdateProgram(ctx, loyalty.ProgramPatch{PendingDays: &pending, ExpiryPolicy: &policy, ExpiryDays: &days}); err != nil {
+			t.Fatal(err)
+		}
+		name, rank, m, spend := "Base", 0, decimal.NewFromInt(1), int64(0)
+		if _, _, err := svc.PutTier(ctx, "base", loyalty.TierInput{Name: &name, Rank: &rank, EarnMultiplier: &m, QualifyingSpend: &spend}); err != nil {
+			t.Fatal(err)
+		}
+		name2, rank2, spend2 := "Gold", 1, int64(50000)
+		if _, _, err := svc.PutTier(ctx, "gold", loyalty.TierInput{Name: &name2, Rank: &rank2, EarnMultiplier: &m, QualifyingSpend: &spend2}); err != nil {
+			t.Fatal(err)
+		}
+		ext := "M-Q"
+		mem, _, err := svc.EnrolMember(ctx, loyalty.MemberInput{ExternalID: &ext}, loyalty.IdempotencyKey{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 6; i++ {
+			total := int64(1000 * (i + 1))
+			if _, _, err := svc.PostPurchase(ctx, admin, loyalty.PurchaseInput{MemberID: mem.ID, ExternalID: fmt.Sprintf("Q-%d", i),
+				StoreID: "s1", Total: &total}, loyalty.IdempotencyKey{}); err != nil {
+				t.Fatal(err)
+			}
+			clock.Advance(36 * time.Hour)
+		}
+		for _, step := range []time.Duration{0, 2 * 24 * time.Hour, 24 * time.Hour, 5 * 24 * time.Hour, 10 * 24 * time.Hour, 30 * 24 * time.Hour, 400 * 24 * time.Hour} {
+			clock.Advance(step)
+			quick, err := svc.Balance(ctx, admin, mem.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			full, err := loyalty.BalanceAt(store.DB(), mem.ID, clock.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			qb, _ := json.Marshal(quick)
+			fb, _ := json.Marshal(full)
+			q, f := string(qb), string(fb)
+			if q != f {
+				t.Fatalf("at %s the balance read gives\n%s\nthe snapshot computation\n%s", clock.Now(), q, f)
+			}
 		}
 	})
 }
