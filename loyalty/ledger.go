@@ -57,6 +57,7 @@ type account struct {
 	balance balanceRow
 	prog    *Program
 	now     time.Time
+	opened  []lotRow // lots credit opened in this transaction
 }
 
 func lockAccount(tx *gorm.DB, memberID string, prog *Program, now time.Time) (*account, error) {
@@ -182,6 +183,7 @@ func (a *account) credit(tx *gorm.DB, e entrySpec) (entryRow, error) {
 	if err := tx.Create(&lot).Error; err != nil {
 		return row, err
 	}
+	a.opened = append(a.opened, lot)
 	return row, nil
 }
 
@@ -388,15 +390,64 @@ const ExpiringSoonWindow = 30 * 24 * time.Hour
 // purchase leaving the qualifying period), so it grows whenever what this
 // call returns can differ, with no read ever writing.
 func (a *account) view(tx *gorm.DB, ladder tiers.Ladder) (Balance, error) {
-	b := Balance{MemberID: a.member.ID, LifetimeEarned: a.balance.LifetimeEarned, LifetimeRedeemed: a.balance.LifetimeRedeemed,
-		ExpiringSoon: []Expiring{}, AsOf: a.now}
-	var ag viewAggregates
-	if err := tx.Raw(`SELECT la.*, pa.* FROM (SELECT `+lotAggregates+` FROM lots WHERE member_id = @member) la
-		CROSS JOIN (SELECT `+purchaseAggregates+` FROM purchases WHERE member_id = @member) pa`,
-		a.viewArgs()).Scan(&ag).Error; err != nil {
-		return b, err
+	ag, err := a.aggregates(tx)
+	if err != nil {
+		return Balance{}, err
 	}
-	return a.viewFrom(tx, b, ag, ladder)
+	return a.viewFrom(tx, a.newBalance(), ag, ladder)
+}
+
+func (a *account) newBalance() Balance {
+	return Balance{MemberID: a.member.ID, LifetimeEarned: a.balance.LifetimeEarned, LifetimeRedeemed: a.balance.LifetimeRedeemed,
+		ExpiringSoon: []Expiring{}, AsOf: a.now}
+}
+
+// aggregates reads the member's viewAggregates at a.now.
+func (a *account) aggregates(tx *gorm.DB) (viewAggregates, error) {
+	var ag viewAggregates
+	err := tx.Raw(`SELECT la.*, pa.* FROM (SELECT `+lotAggregates+` FROM lots WHERE member_id = @member) la
+		CROSS JOIN (SELECT `+purchaseAggregates+` FROM purchases WHERE member_id = @member) pa`,
+		a.viewArgs()).Scan(&ag).Error
+	return ag, err
+}
+
+// addLot counts a lot this transaction opened into aggregates read before
+// it, as lotAggregates would count it (the lot was created at a.now).
+func (ag *viewAggregates) addLot(a *account, l lotRow) {
+	soon := a.now.Add(ExpiringSoonWindow)
+	exp := l.ExpiresAt
+	live := exp == nil || exp.After(a.now)
+	if l.Remaining > 0 && live {
+		if l.AvailableAt.After(a.now) {
+			ag.Pending += l.Remaining
+		} else {
+			ag.Available += l.Remaining
+		}
+		if exp != nil && !exp.After(soon) {
+			ag.SoonOpen++
+		}
+	}
+	if l.AvailableAt.After(l.CreatedAt) && !l.AvailableAt.After(a.now) {
+		ag.Released++
+	}
+	if exp != nil && !exp.After(a.now) {
+		ag.Expired++
+	}
+	if exp != nil && !exp.After(soon) {
+		ag.Soon++
+	}
+}
+
+// addPurchase counts a purchase this transaction recorded, as
+// purchaseAggregates would.
+func (ag *viewAggregates) addPurchase(a *account, at time.Time, total int64) {
+	start := a.prog.Period().Start(a.now)
+	switch {
+	case at.Before(start):
+		ag.Left++
+	case !at.After(a.now):
+		ag.Spend += total
+	}
 }
 
 // viewAggregates is what a balance needs from a member's lots and purchases.

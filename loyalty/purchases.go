@@ -288,9 +288,15 @@ func memberRef(err error) error {
 // different body under the same receipt is 409.
 func (s *Service) PostPurchase(ctx context.Context, p Principal, in PurchaseInput, key IdempotencyKey) (PurchaseResult, *Replay, error) {
 	var res PurchaseResult
-	prog, err := s.Program(ctx)
-	if err != nil {
-		return res, nil, fmt.Errorf("post purchase: %w", err)
+	// Malformed requests are refused before they take the write lock, with
+	// the settings this store last read; the transaction validates again if
+	// they changed since.
+	prog := s.store.cachedProgram()
+	if prog == nil {
+		var err error
+		if prog, err = s.Program(ctx); err != nil {
+			return res, nil, fmt.Errorf("post purchase: %w", err)
+		}
 	}
 	pur, err := s.validatePurchase(p, prog, in)
 	if err != nil {
@@ -303,7 +309,7 @@ func (s *Service) PostPurchase(ctx context.Context, p Principal, in PurchaseInpu
 			mismatch: Errorf(Conflict, "duplicate", "receipt %q of store %q was already posted with different content", pur.ExternalID, pur.StoreID)})
 	}
 	res, rep, err := writeOnce(ctx, s, guards, 201, func(tx *gorm.DB) (PurchaseResult, error) {
-		return s.postPurchase(tx, pur)
+		return s.postPurchase(tx, p, in, pur, prog)
 	})
 	if err != nil {
 		return res, nil, fmt.Errorf("post purchase: %w", err)
@@ -315,13 +321,18 @@ func (s *Service) PostPurchase(ctx context.Context, p Principal, in PurchaseInpu
 	return res, rep, nil
 }
 
-func (s *Service) postPurchase(tx *gorm.DB, pur purchase) (PurchaseResult, error) {
+func (s *Service) postPurchase(tx *gorm.DB, p Principal, in PurchaseInput, pur purchase, validated *Program) (PurchaseResult, error) {
 	var res PurchaseResult
 	set, err := loadSettings(tx)
 	if err != nil {
 		return res, err
 	}
 	prog, ladder := set.prog, set.ladder
+	if prog != validated {
+		if pur, err = s.validatePurchase(p, prog, in); err != nil {
+			return res, err
+		}
+	}
 	if pur.Currency != prog.Currency {
 		return res, Invalidf("currency", "must be the program currency %s", prog.Currency)
 	}
@@ -332,7 +343,9 @@ func (s *Service) postPurchase(tx *gorm.DB, pur purchase) (PurchaseResult, error
 	if a.member.Status != StatusActive {
 		return res, Errorf(Conflict, "member_erased", "the member was erased")
 	}
-	spend, err := qualifyingSpend(tx, a.member.ID, prog.Period(), a.now)
+	// The balance's aggregates before the purchase: its qualifying spend
+	// now, and with what this transaction adds, the balance it answers.
+	ag, err := a.aggregates(tx)
 	if err != nil {
 		return res, err
 	}
@@ -340,7 +353,7 @@ func (s *Service) postPurchase(tx *gorm.DB, pur purchase) (PurchaseResult, error
 	if err != nil {
 		return res, err
 	}
-	q, err := earning(prog, ladder, a.member, pur, spend, a.now, mo)
+	q, err := earning(prog, ladder, a.member, pur, ag.Spend, a.now, mo)
 	if err != nil {
 		return res, err
 	}
@@ -396,7 +409,11 @@ func (s *Service) postPurchase(tx *gorm.DB, pur purchase) (PurchaseResult, error
 		}
 		a.member.TierCode = q.TierAfter
 	}
-	bal, err := a.view(tx, ladder)
+	ag.addPurchase(a, pur.at, pur.total)
+	for _, l := range a.opened {
+		ag.addLot(a, l)
+	}
+	bal, err := a.viewFrom(tx, a.newBalance(), ag, ladder)
 	if err != nil {
 		return res, err
 	}

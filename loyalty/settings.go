@@ -107,3 +107,16 @@ func loadLocation(name string) (*time.Location, error) {
 	locations.Store(name, l)
 	return l, nil
 }
+
+// cachedProgram is the program settings this store last read, nil before
+// the first read; possibly stale, for checks a transaction repeats.
+func (s *Store) cachedProgram() *Program {
+	cache, _ := s.r.Config.Plugins[settingsPlugin].(*settingsCache)
+	if cache == nil {
+		return nil
+	}
+	if c := cache.cur.Load(); c != nil {
+		return c.prog
+	}
+	return nil
+}

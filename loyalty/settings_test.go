@@ -127,11 +127,29 @@ func TestQuickBalanceMatchesSnapshot(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i := 0; i < 6; i++ {
+		// Each purchase's answer carries the balance after it, worked out
+		// from the aggregates before it and what it added: it must equal the
+		// balance computed afresh. Some purchases are dated back: before the
+		// qualifying period, with their points long expired, expiring within
+		// the window, still pending, just released.
+		for i, back := range []time.Duration{0, 400 * 24 * time.Hour, 38 * 24 * time.Hour, 2 * 24 * time.Hour, 5 * 24 * time.Hour, 0, 0, 3 * 24 * time.Hour} {
 			total := int64(1000 * (i + 1))
-			if _, _, err := svc.PostPurchase(ctx, admin, loyalty.PurchaseInput{MemberID: mem.ID, ExternalID: fmt.Sprintf("Q-%d", i),
-				StoreID: "s1", Total: &total}, loyalty.IdempotencyKey{}); err != nil {
+			in := loyalty.PurchaseInput{MemberID: mem.ID, ExternalID: fmt.Sprintf("Q-%d", i), StoreID: "s1", Total: &total}
+			if back > 0 {
+				in.OccurredAt = clock.Now().Add(-back).Format(time.RFC3339)
+			}
+			res, _, err := svc.PostPurchase(ctx, admin, in, loyalty.IdempotencyKey{})
+			if err != nil {
 				t.Fatal(err)
+			}
+			full, err := loyalty.BalanceAt(store.DB(), mem.ID, clock.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			rb, _ := json.Marshal(res.Balance)
+			fb, _ := json.Marshal(full)
+			if string(rb) != string(fb) {
+				t.Fatalf("purchase %d (dated %s back): its answer's balance\n%s\nthe balance computed afresh\n%s", i, back, rb, fb)
 			}
 			clock.Advance(36 * time.Hour)
 		}
