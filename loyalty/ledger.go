@@ -57,19 +57,52 @@ type account struct {
 	balance balanceRow
 	prog    *Program
 	now     time.Time
-	opened  []lotRow // lots credit opened in this transaction
+	opened  []lotRow  // lots credit opened in this transaction
+	set     *settings // the settings, when lockAccount looked them up
 }
 
+// lockAccount locks the member's balance and member rows with one
+// statement. With a nil prog it takes the settings current in tx, checked
+// against the config_version that statement also reads, and a.set holds
+// them.
 func lockAccount(tx *gorm.DB, memberID string, prog *Program, now time.Time) (*account, error) {
 	a := &account{prog: prog, now: now}
-	if err := forUpdate(tx).Where("member_id = ?", memberID).Take(&a.balance).Error; err != nil {
-		if errors.Is(err, gorm.ErrRecordNotFound) {
-			return nil, Errorf(NotFound, "not_found", "no member has id %q", memberID)
-		}
+	q := `SELECT m.id, m.external_id, m.email, m.phone, m.first_name, m.last_name, m.birthday, m.timezone, m.status,
+		m.tier_code, m.tier_since, m.churn_risk, m.enrolled_at, m.updated_at,
+		b.points, b.debt, b.lifetime_earned, b.lifetime_redeemed, b.last_activity_at, b.version, b.updated_at,
+		(SELECT config_version FROM program WHERE id = 1)
+		FROM member_balances b JOIN members m ON m.id = b.member_id WHERE b.member_id = ?`
+	if tx.Dialector.Name() == Postgres {
+		q += " FOR UPDATE OF b, m"
+	}
+	rows, err := tx.Raw(q, memberID).Rows()
+	if err != nil {
 		return nil, err
 	}
-	if err := forUpdate(tx).Where("id = ?", memberID).Take(&a.member).Error; err != nil {
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		return nil, Errorf(NotFound, "not_found", "no member has id %q", memberID)
+	}
+	m, b := &a.member, &a.balance
+	var version int64
+	if err := rows.Scan(&m.ID, &m.ExternalID, &m.Email, &m.Phone, &m.FirstName, &m.LastName, &m.Birthday, &m.Timezone,
+		&m.Status, &m.TierCode, &m.TierSince, &m.ChurnRisk, &m.EnrolledAt, &m.UpdatedAt,
+		&b.Points, &b.Debt, &b.LifetimeEarned, &b.LifetimeRedeemed, &b.LastActivityAt, &b.Version, &b.UpdatedAt,
+		&version); err != nil {
 		return nil, err
+	}
+	b.MemberID = m.ID
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if a.prog == nil {
+		if a.set, err = settingsAt(tx, version); err != nil {
+			return nil, err
+		}
+		a.prog = a.set.prog
 	}
 	if err := a.expireInactive(tx); err != nil {
 		return nil, err

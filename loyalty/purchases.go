@@ -323,11 +323,11 @@ func (s *Service) PostPurchase(ctx context.Context, p Principal, in PurchaseInpu
 
 func (s *Service) postPurchase(tx *gorm.DB, p Principal, in PurchaseInput, pur purchase, validated *Program) (PurchaseResult, error) {
 	var res PurchaseResult
-	set, err := loadSettings(tx)
+	a, err := lockAccount(tx, pur.MemberID, nil, ts(s.now()))
 	if err != nil {
-		return res, err
+		return res, memberRef(err)
 	}
-	prog, ladder := set.prog, set.ladder
+	prog, ladder := a.set.prog, a.set.ladder
 	if prog != validated {
 		if pur, err = s.validatePurchase(p, prog, in); err != nil {
 			return res, err
@@ -335,10 +335,6 @@ func (s *Service) postPurchase(tx *gorm.DB, p Principal, in PurchaseInput, pur p
 	}
 	if pur.Currency != prog.Currency {
 		return res, Invalidf("currency", "must be the program currency %s", prog.Currency)
-	}
-	a, err := lockAccount(tx, pur.MemberID, prog, ts(s.now()))
-	if err != nil {
-		return res, memberRef(err)
 	}
 	if a.member.Status != StatusActive {
 		return res, Errorf(Conflict, "member_erased", "the member was erased")

@@ -70,6 +70,17 @@ func loadSettings(tx *gorm.DB) (*settings, error) {
 	return c, nil
 }
 
+// settingsAt returns the settings of config_version version, read in tx:
+// from memory when they are the ones kept, else read afresh.
+func settingsAt(tx *gorm.DB, version int64) (*settings, error) {
+	if cache, _ := tx.Config.Plugins[settingsPlugin].(*settingsCache); cache != nil {
+		if c := cache.cur.Load(); c != nil && c.version == version {
+			return c, nil
+		}
+	}
+	return loadSettings(tx)
+}
+
 // loadProgram returns the settings as tx sees them, a copy the caller may
 // change.
 func loadProgram(tx *gorm.DB) (*Program, error) {
