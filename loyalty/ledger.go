@@ -57,8 +57,9 @@ type account struct {
 	balance balanceRow
 	prog    *Program
 	now     time.Time
-	opened  []lotRow  // lots credit opened in this transaction
-	set     *settings // the settings, when lockAccount looked them up
+	opened  []lotRow     // lots credit opened in this transaction
+	set     *settings    // the settings, when lockAccount looked them up
+	queue   *insertQueue // inserts deferred to save, see insertQueue
 }
 
 // lockAccount locks the member's balance and member rows with one
@@ -149,6 +150,9 @@ func (a *account) expireInactive(tx *gorm.DB) error {
 func (a *account) save(tx *gorm.DB) error {
 	a.balance.Version++
 	a.balance.UpdatedAt = a.now
+	if a.queue != nil {
+		return a.saveQueued(tx)
+	}
 	return tx.Save(&a.balance).Error
 }
 
@@ -178,7 +182,7 @@ func (a *account) append(tx *gorm.DB, e entrySpec) (entryRow, error) {
 	row := entryRow{ID: id, MemberID: a.member.ID, Kind: e.Kind, Points: e.Points, OccurredAt: ts(e.OccurredAt),
 		AvailableAt: ts(e.AvailableAt), ExpiresAt: tsp(e.ExpiresAt), PurchaseID: e.PurchaseID, ReturnID: e.ReturnID,
 		RedemptionID: e.RedemptionID, OfferID: e.OfferID, Description: e.Description, CreatedAt: a.now}
-	if err := tx.Create(&row).Error; err != nil {
+	if err := a.insert(tx, &row); err != nil {
 		return entryRow{}, err
 	}
 	sum, ok := tiers.AddMinor(a.balance.Points, e.Points)
@@ -213,7 +217,7 @@ func (a *account) credit(tx *gorm.DB, e entrySpec) (entryRow, error) {
 	a.balance.Debt -= pay
 	lot := lotRow{ID: newID(), EntryID: row.ID, MemberID: a.member.ID, Points: e.Points, Remaining: e.Points - pay,
 		AvailableAt: row.AvailableAt, ExpiresAt: row.ExpiresAt, CreatedAt: a.now}
-	if err := tx.Create(&lot).Error; err != nil {
+	if err := a.insert(tx, &lot); err != nil {
 		return row, err
 	}
 	a.opened = append(a.opened, lot)

@@ -357,7 +357,10 @@ func (s *Service) postPurchase(tx *gorm.DB, p Principal, in PurchaseInput, pur p
 		Channel: pur.Channel, OccurredAt: pur.at, LocalDate: pur.at.In(prog.Location()).Format(time.DateOnly),
 		LocalDay: LocalDay(pur.at, prog.Location()),
 		Currency: pur.Currency, Total: pur.total, PointsEarned: q.PointsEarned, TierCode: q.TierBefore, CreatedAt: a.now}
-	if err := tx.Create(&row).Error; err != nil {
+	if tx.Dialector.Name() == Postgres {
+		a.queue = &insertQueue{}
+	}
+	if err := a.insert(tx, &row); err != nil {
 		if errors.Is(err, gorm.ErrDuplicatedKey) {
 			return res, Errorf(Conflict, "duplicate", "receipt %q of store %q was already posted", pur.ExternalID, pur.StoreID)
 		}
@@ -368,7 +371,7 @@ func (s *Service) postPurchase(tx *gorm.DB, p Principal, in PurchaseInput, pur p
 		for i, it := range pur.items {
 			items[i] = itemRow{PurchaseID: row.ID, Line: i + 1, SKU: it.SKU, Category: it.Category, Quantity: it.Quantity, UnitPrice: it.UnitPrice, Amount: it.Amount}
 		}
-		if err := tx.CreateInBatches(items, 200).Error; err != nil {
+		if err := a.insert(tx, &items); err != nil {
 			return res, err
 		}
 	}
@@ -382,7 +385,7 @@ func (s *Service) postPurchase(tx *gorm.DB, p Principal, in PurchaseInput, pur p
 			Description: "purchase " + pur.ExternalID}
 		if line.Source == "offer" {
 			spec.Kind, spec.OfferID = KindOffer, strp(line.OfferID)
-			if err := tx.Create(&offerUseRow{OfferID: line.OfferID, PurchaseID: pid, MemberID: a.member.ID, Points: line.Points, CreatedAt: a.now}).Error; err != nil {
+			if err := a.insert(tx, &offerUseRow{OfferID: line.OfferID, PurchaseID: pid, MemberID: a.member.ID, Points: line.Points, CreatedAt: a.now}); err != nil {
 				return res, err
 			}
 		}
@@ -396,6 +399,9 @@ func (s *Service) postPurchase(tx *gorm.DB, p Principal, in PurchaseInput, pur p
 		a.balance.LastActivityAt = &at
 	}
 	if err := a.save(tx); err != nil {
+		if errors.Is(err, gorm.ErrDuplicatedKey) {
+			return res, Errorf(Conflict, "duplicate", "receipt %q of store %q was already posted", pur.ExternalID, pur.StoreID)
+		}
 		return res, err
 	}
 	if q.TierAfter != nil && (q.TierBefore == nil || *q.TierAfter != *q.TierBefore) {
