@@ -3,7 +3,9 @@ package jobs_test
 import (
 	"context"
 	"os"
+	"runtime"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -89,13 +91,52 @@ func BenchmarkJobsAtScale(b *testing.B) {
 	for _, name := range []string{"expire-points", "tier-review", "birthday-gifts", "redemption-rate", "segments", "churn-risk", "personal-offers"} {
 		b.Run(name, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
+				runtime.GC()
+				var m0 runtime.MemStats
+				runtime.ReadMemStats(&m0)
+				peak := sampleHeap()
 				t0 := time.Now()
 				rec, err := runner.Run(ctx, name, asOf, "bench")
 				if err != nil || rec.Status != jobs.Succeeded {
 					b.Fatalf("%s: %v %v", name, err, rec.Error)
 				}
-				b.Logf("%-16s %8.1fs  %s", name, time.Since(t0).Seconds(), rec.Summary)
+				elapsed := time.Since(t0)
+				var m1 runtime.MemStats
+				runtime.ReadMemStats(&m1)
+				b.Logf("%-16s %8.1fs  engine heap peak %6.1f MB, allocated %8.1f MB  %s", name, elapsed.Seconds(),
+					float64(peak())/(1<<20), float64(m1.TotalAlloc-m0.TotalAlloc)/(1<<20), rec.Summary)
 			}
 		})
 	}
+}
+
+// sampleHeap samples the Go heap in use every 50 ms until the returned
+// func is called, which returns the largest sample: the engine's own peak
+// memory during a job (the database's is its own, bounded by work_mem).
+func sampleHeap() func() uint64 {
+	var peak atomic.Uint64
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	read := func() {
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		if m.HeapInuse > peak.Load() {
+			peak.Store(m.HeapInuse)
+		}
+	}
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				read()
+				return
+			case <-t.C:
+				read()
+			}
+		}
+	}()
+	return func() uint64 { close(done); <-stopped; return peak.Load() }
 }
