@@ -827,6 +827,8 @@ func TestErasedMemberToken(t *testing.T) {
 			t.Fatalf("%d gifts, want 1", len(gifts.Items))
 		}
 		gift := gifts.Items[0].ID
+		offer := e.ofOffer(map[string]any{"code": "er-opt-in", "kind": "bonus", "bonus_points": 40, "requires_activation": true,
+			"target": map[string]any{"all": true}})
 		tok := e.token(loyalty.RoleMember, m)
 		e.do("GET", "/v1/members/"+m, tok, nil).must(t, 200)
 		e.do("DELETE", "/v1/members/"+m, e.admin(), nil).must(t, 204)
@@ -839,6 +841,7 @@ func TestErasedMemberToken(t *testing.T) {
 			{"PatchContact", "PATCH", "/v1/members/" + m, map[string]any{"email": "back@example.com"}},
 			{"Redeem", "POST", "/v1/members/" + m + "/redemptions", map[string]any{"reward_id": reward}},
 			{"ClaimGift", "POST", "/v1/members/" + m + "/gifts/" + gift + "/claim", map[string]any{"reward_id": reward}},
+			{"ActivateOffer", "POST", "/v1/members/" + m + "/offers/" + offer + "/activate", nil},
 		} {
 			t.Run(c.name, func(t *testing.T) {
 				assertProblem(t, e.do(c.method, c.path, tok, c.body), http.StatusConflict, "")

@@ -698,8 +698,12 @@ func (s *Service) ActivateOffer(ctx context.Context, p Principal, memberID, offe
 	}
 	var out MemberOffer
 	err := s.store.write(ctx, func(tx *gorm.DB) error {
-		if _, err := getMember(tx, memberID); err != nil {
+		m, err := getMember(tx, memberID)
+		if err != nil {
 			return err
+		}
+		if m.Status != StatusActive {
+			return Errorf(Conflict, "member_erased", "the member was erased")
 		}
 		now := ts(s.now())
 		mo, err := loadMemberOffers(tx, memberID, now)
