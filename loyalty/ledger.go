@@ -560,9 +560,8 @@ func (a *account) viewFrom(tx *gorm.DB, b Balance, ag viewAggregates, ladder tie
 	}
 	sort.Slice(b.ExpiringSoon, func(i, j int) bool { return b.ExpiringSoon[i].ExpiresAt.Before(b.ExpiringSoon[j].ExpiresAt) })
 	events += ag.Released + ag.Expired + ag.Soon
-	qs := struct{ Spend, Left int64 }{ag.Spend, ag.Left}
-	b.QualifyingSpend = qs.Spend
-	events += qs.Left
+	b.QualifyingSpend = ag.Spend
+	events += ag.Left
 	b.Version = a.balance.Version + events
 
 	if cur, ok := currentTier(ladder, a.member); ok {
@@ -646,8 +645,7 @@ func (s *Service) Balance(ctx context.Context, p Principal, memberID string) (Ba
 // its 404), or points expiring within the window, listed lot by lot.
 func (s *Service) quickBalance(ctx context.Context, memberID string, now time.Time) (b Balance, ok bool, err error) {
 	db := s.store.read(ctx)
-	cache, _ := db.Config.Plugins[settingsPlugin].(*settingsCache)
-	set := cache.cur.Load()
+	set := cacheOf(db).last()
 	if set == nil {
 		return b, false, nil
 	}

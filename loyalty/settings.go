@@ -34,6 +34,21 @@ const settingsPlugin = "loyalty:settings"
 func (*settingsCache) Name() string                 { return settingsPlugin }
 func (*settingsCache) Initialize(db *gorm.DB) error { return nil }
 
+// cacheOf is the settings cache of the store db belongs to; nil for a
+// handle not opened by Open.
+func cacheOf(db *gorm.DB) *settingsCache {
+	c, _ := db.Config.Plugins[settingsPlugin].(*settingsCache)
+	return c
+}
+
+// last is the settings kept, nil before the first read.
+func (c *settingsCache) last() *settings {
+	if c == nil {
+		return nil
+	}
+	return c.cur.Load()
+}
+
 // loadSettings returns the program and tiers as tx sees them. The result is
 // shared: callers must not change it (loadProgram and loadTiers copy).
 func loadSettings(tx *gorm.DB) (*settings, error) {
@@ -41,11 +56,15 @@ func loadSettings(tx *gorm.DB) (*settings, error) {
 	if err := tx.Raw("SELECT config_version FROM program WHERE id = 1").Scan(&version).Error; err != nil {
 		return nil, err
 	}
-	cache, _ := tx.Config.Plugins[settingsPlugin].(*settingsCache)
-	if cache != nil {
-		if c := cache.cur.Load(); c != nil && c.version == version {
-			return c, nil
-		}
+	return settingsAt(tx, version)
+}
+
+// settingsAt returns the settings of config_version version, read in tx:
+// from memory when they are the ones kept, else read afresh.
+func settingsAt(tx *gorm.DB, version int64) (*settings, error) {
+	cache := cacheOf(tx)
+	if c := cache.last(); c != nil && c.version == version {
+		return c, nil
 	}
 	prog, err := readProgram(tx)
 	if err != nil {
@@ -63,22 +82,11 @@ func loadSettings(tx *gorm.DB) (*settings, error) {
 		return nil, err
 	}
 	if cache != nil && again == version {
-		if old := cache.cur.Load(); old == nil || old.version <= version {
+		if old := cache.last(); old == nil || old.version <= version {
 			cache.cur.Store(c)
 		}
 	}
 	return c, nil
-}
-
-// settingsAt returns the settings of config_version version, read in tx:
-// from memory when they are the ones kept, else read afresh.
-func settingsAt(tx *gorm.DB, version int64) (*settings, error) {
-	if cache, _ := tx.Config.Plugins[settingsPlugin].(*settingsCache); cache != nil {
-		if c := cache.cur.Load(); c != nil && c.version == version {
-			return c, nil
-		}
-	}
-	return loadSettings(tx)
 }
 
 // loadProgram returns the settings as tx sees them, a copy the caller may
@@ -122,11 +130,7 @@ func loadLocation(name string) (*time.Location, error) {
 // cachedProgram is the program settings this store last read, nil before
 // the first read; possibly stale, for checks a transaction repeats.
 func (s *Store) cachedProgram() *Program {
-	cache, _ := s.r.Config.Plugins[settingsPlugin].(*settingsCache)
-	if cache == nil {
-		return nil
-	}
-	if c := cache.cur.Load(); c != nil {
+	if c := cacheOf(s.r).last(); c != nil {
 		return c.prog
 	}
 	return nil

@@ -112,16 +112,8 @@ func (r *pgRef) readLoad() ([]string, newOp) {
 // the sum of its ledger entries.
 func (r *pgRef) check(ctx context.Context) error {
 	var bad int64
-	err := r.pool.QueryRow(ctx, `SELECT count(*) FROM bench_balance b LEFT JOIN
-		(SELECT member_id, sum(points) AS s FROM bench_ledger GROUP BY member_id) l ON l.member_id = b.id
-		WHERE b.points <> coalesce(l.s, 0)`).Scan(&bad)
-	if err != nil {
-		return err
-	}
-	if bad != 0 {
-		return fmt.Errorf("bare SQL reference: %d balances differ from their ledger", bad)
-	}
-	return nil
+	err := r.pool.QueryRow(ctx, refBooksSQL).Scan(&bad)
+	return refBooks(bad, err)
 }
 
 func (r *pgRef) close() { r.pool.Close() }
@@ -219,16 +211,8 @@ func (r *sqliteRef) readLoad() ([]string, newOp) {
 
 func (r *sqliteRef) check(ctx context.Context) error {
 	var bad int64
-	err := r.w.QueryRowContext(ctx, `SELECT count(*) FROM bench_balance b LEFT JOIN
-		(SELECT member_id, sum(points) AS s FROM bench_ledger GROUP BY member_id) l ON l.member_id = b.id
-		WHERE b.points <> coalesce(l.s, 0)`).Scan(&bad)
-	if err != nil {
-		return err
-	}
-	if bad != 0 {
-		return fmt.Errorf("bare SQL reference: %d balances differ from their ledger", bad)
-	}
-	return nil
+	err := r.w.QueryRowContext(ctx, refBooksSQL).Scan(&bad)
+	return refBooks(bad, err)
 }
 
 func (r *sqliteRef) close() { r.w.Close(); r.r.Close() }
@@ -321,4 +305,20 @@ func runPgbench(ctx context.Context, bin, dbURL string, args ...string) (string,
 		return string(out), fmt.Errorf("pgbench %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out), nil
+}
+
+// refBooksSQL counts the reference's balances that differ from the sum of
+// their ledger entries; it reads the same on both databases.
+const refBooksSQL = `SELECT count(*) FROM bench_balance b LEFT JOIN
+	(SELECT member_id, sum(points) AS s FROM bench_ledger GROUP BY member_id) l ON l.member_id = b.id
+	WHERE b.points <> coalesce(l.s, 0)`
+
+func refBooks(bad int64, err error) error {
+	if err != nil {
+		return err
+	}
+	if bad != 0 {
+		return fmt.Errorf("bare SQL reference: %d balances differ from their ledger", bad)
+	}
+	return nil
 }
