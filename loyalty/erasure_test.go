@@ -15,7 +15,7 @@ import (
 	"github.com/loyalty-engine/loyalty/migrations"
 )
 
-func strp(s string) *string { return &s }
+func ptrTo(s string) *string { return &s }
 
 // TestAuditRedactsMemberPersonalData writes member changes to the audit
 // trail as a careless caller might, values and all: the rows keep which
@@ -26,10 +26,10 @@ func TestAuditRedactsMemberPersonalData(t *testing.T) {
 		svc, store := newAuditService(t, dialect)
 		ctx := context.Background()
 		db := store.DB()
-		before := loyalty.Member{ID: "m-1", ExternalID: strp("CARD-991"), Email: strp("jo.private@example.com"),
-			FirstName: strp("Jolanda"), Birthday: strp("1984-02-29"), Timezone: strp("Asia/Tokyo"), Status: loyalty.StatusActive}
+		before := loyalty.Member{ID: "m-1", ExternalID: ptrTo("CARD-991"), Email: ptrTo("jo.private@example.com"),
+			FirstName: ptrTo("Jolanda"), Birthday: ptrTo("1984-02-29"), Timezone: ptrTo("Asia/Tokyo"), Status: loyalty.StatusActive}
 		after := before
-		after.Email, after.Phone, after.LastName = strp("jo.other@example.com"), strp("+14155550123"), strp("Privatova")
+		after.Email, after.Phone, after.LastName = ptrTo("jo.other@example.com"), ptrTo("+14155550123"), ptrTo("Privatova")
 		for _, c := range []struct {
 			action string
 			change any
@@ -90,8 +90,8 @@ func TestMigrationErasesEarlierCopies(t *testing.T) {
 		db := store.DB()
 
 		enrol := func(n, email string) (loyalty.Member, loyalty.MemberInput, loyalty.IdempotencyKey) {
-			in := loyalty.MemberInput{ExternalID: strp("CARD-" + n), Email: strp(email), Phone: strp("+1415555010" + n),
-				FirstName: strp("First" + n), LastName: strp("Last" + n), Birthday: strp("1990-03-0" + n), Timezone: strp("Europe/Oslo")}
+			in := loyalty.MemberInput{ExternalID: ptrTo("CARD-" + n), Email: ptrTo(email), Phone: ptrTo("+1415555010" + n),
+				FirstName: ptrTo("First" + n), LastName: ptrTo("Last" + n), Birthday: ptrTo("1990-03-0" + n), Timezone: ptrTo("Europe/Oslo")}
 			key := loyalty.IdempotencyKey{Key: "legacy-" + n, Subject: "pos:till-1", RequestHash: "hash-" + n}
 			m, rep, err := svc.EnrolMember(ctx, in, key)
 			if err != nil || rep != nil {
