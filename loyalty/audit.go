@@ -75,6 +75,11 @@ func writeAudit(tx *gorm.DB, at time.Time, p Principal, action, kind, id string,
 	if change == nil || string(b) == "null" {
 		b = []byte("{}")
 	}
+	if kind == "member" {
+		if b, err = redactPersonal(b); err != nil {
+			return fmt.Errorf("audit %s: %w", action, err)
+		}
+	}
 	row := auditRow{ID: newID(), OccurredAt: ts(at), ActorSub: p.Subject, ActorRole: string(p.Role), Action: action,
 		TargetKind: kind, TargetID: id, Change: string(b)}
 	if err := tx.Create(&row).Error; err != nil {
@@ -83,11 +88,49 @@ func writeAudit(tx *gorm.DB, at time.Time, p Principal, action, kind, id string,
 	return nil
 }
 
+// personalFields are a member's fields that erasure removes. The audit
+// trail outlives an erasure and can never be changed, so a row about a
+// member keeps only which of them changed, never their values.
+var personalFields = map[string]bool{"external_id": true, "email": true, "phone": true, "first_name": true,
+	"last_name": true, "birthday": true, "timezone": true}
+
+// Redacted stands in the audit trail for a member's personal value.
+const Redacted = "[redacted]"
+
+// redactPersonal replaces, at any depth of the JSON change b, every value of
+// a personal field that is not null with Redacted.
+func redactPersonal(b []byte) ([]byte, error) {
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, err
+	}
+	var walk func(v any)
+	walk = func(v any) {
+		switch t := v.(type) {
+		case map[string]any:
+			for k, x := range t {
+				if personalFields[k] && x != nil {
+					t[k] = Redacted
+					continue
+				}
+				walk(x)
+			}
+		case []any:
+			for _, x := range t {
+				walk(x)
+			}
+		}
+	}
+	walk(v)
+	return json.Marshal(v)
+}
+
 // Audit records action on the target (kind and id) by the principal of ctx,
 // at the service's time. db must be the write transaction that makes the
 // change, so that the change and its record stand or fall together. change
 // is marshalled to JSON; build it with Change, and never put a member's
-// personal data in it, only ids.
+// personal data in it, only ids. For a member target the values of its
+// personal fields are redacted all the same.
 func (s *Service) Audit(ctx context.Context, db *gorm.DB, action, kind, id string, change any) error {
 	return writeAudit(db, s.now(), actorOf(ctx), action, kind, id, change)
 }

@@ -59,6 +59,26 @@ func headerGuard(k IdempotencyKey) []guard {
 
 var errReplayed = errors.New("replayed")
 
+// personalReply is a write's result that shows a member's personal data.
+// Its stored copy names the member, and erasing the member replaces the
+// copy with the erased view (eraseReplies), so that a replay after the
+// erasure shows nothing erased. Results that carry only ids and points
+// (purchases, returns, adjustments, redemptions) are not personal.
+type personalReply interface {
+	personalOf() string
+}
+
+// eraseReplies replaces every stored reply that showed member m with m as it
+// is now, erased: the same status, the same member id, no personal data.
+// It runs in the erasure's transaction.
+func eraseReplies(tx *gorm.DB, m Member) error {
+	body, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return tx.Model(&idempotencyRow{}).Where("personal_member_id = ?", m.ID).Update("response", string(body)).Error
+}
+
 // onConflictNothing makes an insert of an existing key a no-op.
 var onConflictNothing = clause.OnConflict{DoNothing: true}
 
@@ -92,9 +112,13 @@ func writeOnce[T any](ctx context.Context, s *Service, guards []guard, status in
 		if err != nil {
 			return err
 		}
+		stored := map[string]any{"status": status, "response": string(body)}
+		if p, ok := any(v).(personalReply); ok {
+			stored["personal_member_id"] = p.personalOf()
+		}
 		for _, g := range guards {
 			if err := tx.Model(&idempotencyRow{}).Where("scope = ? AND key = ?", g.scope, g.key).
-				Updates(map[string]any{"status": status, "response": string(body)}).Error; err != nil {
+				Updates(stored).Error; err != nil {
 				return err
 			}
 		}

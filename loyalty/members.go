@@ -37,6 +37,10 @@ type Member struct {
 	ChurnRisk  *string    `json:"churn_risk"`
 }
 
+// personalOf makes a stored enrolment reply erasable: it shows the member's
+// personal data.
+func (m Member) personalOf() string { return m.ID }
+
 func memberFromRow(r memberRow) Member {
 	return Member{ID: r.ID, ExternalID: r.ExternalID, Email: r.Email, Phone: r.Phone, FirstName: r.FirstName,
 		LastName: r.LastName, Birthday: r.Birthday, Timezone: r.Timezone, Status: r.Status, Tier: r.TierCode,
@@ -151,8 +155,13 @@ func (m *MemberInput) normalize(now time.Time) error {
 	return v.Err()
 }
 
+// errContactTaken is the 409 a member gets when a detail it sets on itself
+// belongs to another member. It is the same whichever detail it is, and
+// like every duplicate it never says whose.
+var errContactTaken = &Error{Code: Conflict, Reason: "duplicate", Message: "another member already uses one of these details"}
+
 // uniqueConflict turns a duplicate key on members into the 409 of §6,
-// naming the field when it can be found.
+// naming the field when it can be found (never the member holding it).
 func uniqueConflict(tx *gorm.DB, id string, in MemberInput) error {
 	for _, f := range []struct {
 		col string
@@ -322,10 +331,16 @@ func (s *Service) UpdateMember(ctx context.Context, p Principal, id string, in M
 		set("birthday", &r.Birthday, in.Birthday)
 		set("timezone", &r.Timezone, in.Timezone)
 		r.UpdatedAt = now
-		if err := uniqueConflict(tx, id, MemberInput{ExternalID: r.ExternalID, Email: r.Email, Phone: r.Phone}); err != nil {
-			return err
+		err = uniqueConflict(tx, id, MemberInput{ExternalID: r.ExternalID, Email: r.Email, Phone: r.Phone})
+		if err == nil {
+			err = tx.Save(&r).Error
 		}
-		if err := tx.Save(&r).Error; err != nil {
+		if err != nil && p.Role == RoleMember && isDuplicate(err) {
+			// A member must not learn which of another member's details
+			// it has guessed, only that the change cannot be made.
+			return errContactTaken
+		}
+		if err != nil {
 			return err
 		}
 		out = memberFromRow(r)
@@ -337,17 +352,39 @@ func (s *Service) UpdateMember(ctx context.Context, p Principal, id string, in M
 	return out, nil
 }
 
+// isDuplicate reports whether err is a uniqueness conflict on members,
+// found by uniqueConflict or by the schema.
+func isDuplicate(err error) bool {
+	var e *Error
+	return errors.Is(err, gorm.ErrDuplicatedKey) || (errors.As(err, &e) && e.Reason == "duplicate")
+}
+
 // EraseMember removes a member's personal data and keeps its ledger, so the
-// program's books still add up.
+// program's books still add up. The copies go in the same transaction: a
+// stored reply that showed the member (an enrolment's, replayed for a
+// repeated Idempotency-Key) now shows the erased member, and the member's
+// birthday gifts forget the date. Erasing an erased member changes nothing
+// and writes no second audit row, so a client may safely retry.
 func (s *Service) EraseMember(ctx context.Context, id string) error {
 	err := s.store.write(ctx, func(tx *gorm.DB) error {
 		r, err := getMember(forUpdate(tx), id)
 		if err != nil {
 			return err
 		}
+		if r.Status == StatusErased {
+			return nil
+		}
 		r.ExternalID, r.Email, r.Phone, r.FirstName, r.LastName, r.Birthday, r.Timezone = nil, nil, nil, nil, nil, nil, nil
 		r.Status, r.UpdatedAt = StatusErased, ts(s.now())
 		if err := tx.Save(&r).Error; err != nil {
+			return err
+		}
+		if err := eraseReplies(tx, memberFromRow(r)); err != nil {
+			return err
+		}
+		// A gift row records the birthday it was given for; the gift stays,
+		// as its ledger entry does, without the date.
+		if err := tx.Exec("UPDATE member_gifts SET birthday = '' WHERE member_id = ?", id).Error; err != nil {
 			return err
 		}
 		return s.Audit(ctx, tx, "member.erase", "member", id, nil)

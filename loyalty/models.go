@@ -166,6 +166,9 @@ type idempotencyRow struct {
 	Status      int
 	Response    string
 	CreatedAt   time.Time
+	// PersonalMemberID is the member whose personal data Response shows,
+	// so that erasing the member can replace it; see personalReply.
+	PersonalMemberID *string
 }
 
 func (idempotencyRow) TableName() string { return "idempotency_keys" }
