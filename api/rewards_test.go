@@ -843,6 +843,52 @@ func TestRedeemConcurrently(t *testing.T) {
 			}
 			e.checkLedger()
 		})
+		t.Run("StockHeldAgainstEdits", func(t *testing.T) {
+			// Marketers rename the reward while members redeem it: an edit
+			// must not write back a stock read before a redemption took one.
+			const stock, redeems, edits = 60, 60, 30
+			e := newEnv(t, dialect)
+			rw := e.addReward("edited", 1, "stock", stock)["id"].(string)
+			members := make([]string, 20)
+			for i := range members {
+				members[i] = e.enrol()
+				e.buy(members[i], 10000, fmt.Sprintf("R-%d", i))
+			}
+			out := make([]resp, redeems+edits)
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			for i := range out {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					if i < redeems {
+						m := members[i%len(members)]
+						out[i] = e.redeemReward(e.token(loyalty.RoleMember, m), m, rw)
+					} else {
+						out[i] = e.do("PATCH", "/v1/rewards/"+rw, e.marketer(), map[string]any{"name": fmt.Sprintf("race %d", i)})
+					}
+				}()
+			}
+			close(start)
+			wg.Wait()
+			for _, r := range out[redeems:] {
+				r.must(t, 200)
+			}
+			created, conflicts := tally(t, out[:redeems])
+			if created != redeems || len(conflicts) != 0 {
+				t.Fatalf("%d created, conflicts %v; want all %d", created, conflicts, redeems)
+			}
+			if s := e.rewardStock(rw); s != stock-int64(created) {
+				t.Fatalf("%d coupons issued from a stock of %d, the stock reads %d", created, stock, s)
+			}
+			// Out of stock now, and it stays so: no unit came back.
+			wantProblemCode(t, e.redeemReward(e.pos(), members[0], rw), 409, "out_of_stock")
+			if got := e.dbInt("SELECT COUNT(*) FROM redemptions WHERE reward_id = ?", rw); got != stock {
+				t.Fatalf("%d redemptions of a stock of %d", got, stock)
+			}
+			e.checkLedger()
+		})
 		t.Run("PerMemberLimitHolds", func(t *testing.T) {
 			e := newEnv(t, dialect)
 			m := e.enrol()

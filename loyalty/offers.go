@@ -391,25 +391,26 @@ func getOffer(db *gorm.DB, id string) (offerRow, error) {
 func (s *Service) UpdateOffer(ctx context.Context, id string, in OfferInput) (Offer, error) {
 	var out Offer
 	err := s.store.write(ctx, func(tx *gorm.DB) error {
-		row, err := getOffer(tx, id)
-		if err != nil {
-			return err
-		}
-		before := row
-		ids, setMembers := in.apply(&row)
-		if !setMembers {
-			if ids, err = offerMembers(tx, id); err != nil {
-				return err
+		// The row's lock also serialises edits of the offer's member list.
+		var ids []string
+		var setMembers bool
+		before, row, err := UpdateRow(tx, id, func(row *offerRow) error {
+			ids, setMembers = in.apply(row)
+			if !setMembers {
+				var err error
+				if ids, err = offerMembers(tx, id); err != nil {
+					return err
+				}
 			}
-		}
-		row.UpdatedAt = ts(s.now())
-		if err := validateOffer(tx, row, ids); err != nil {
-			return err
-		}
-		if err := tx.Save(&row).Error; err != nil {
-			if errors.Is(err, gorm.ErrDuplicatedKey) {
-				return Errorf(Conflict, "duplicate", "an offer with code %q exists", row.Code)
-			}
+			row.UpdatedAt = ts(s.now())
+			return validateOffer(tx, *row, ids)
+		})
+		switch {
+		case errors.Is(err, gorm.ErrRecordNotFound):
+			return Errorf(NotFound, "not_found", "no offer has id %q", id)
+		case errors.Is(err, gorm.ErrDuplicatedKey):
+			return Errorf(Conflict, "duplicate", "an offer with code %q exists", row.Code)
+		case err != nil:
 			return err
 		}
 		if err := s.auditOfferUpdate(ctx, tx, before, row, ids, setMembers); err != nil {

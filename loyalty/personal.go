@@ -183,23 +183,17 @@ func (s *Service) CreateOfferTemplate(ctx context.Context, in OfferTemplateInput
 func (s *Service) UpdateOfferTemplate(ctx context.Context, id string, in OfferTemplateInput) (OfferTemplate, error) {
 	var out OfferTemplate
 	err := s.store.write(ctx, func(tx *gorm.DB) error {
-		var row templateRow
-		if err := tx.Where("id = ?", id).Take(&row).Error; err != nil {
-			if errors.Is(err, gorm.ErrRecordNotFound) {
-				return Errorf(NotFound, "not_found", "no offer template has id %q", id)
-			}
-			return err
-		}
-		before := row
-		in.apply(&row)
-		row.UpdatedAt = ts(s.now())
-		if err := validateTemplate(row); err != nil {
-			return err
-		}
-		if err := tx.Save(&row).Error; err != nil {
-			if errors.Is(err, gorm.ErrDuplicatedKey) {
-				return Errorf(Conflict, "duplicate", "a template with code %q exists", row.Code)
-			}
+		before, row, err := UpdateRow(tx, id, func(row *templateRow) error {
+			in.apply(row)
+			row.UpdatedAt = ts(s.now())
+			return validateTemplate(*row)
+		})
+		switch {
+		case errors.Is(err, gorm.ErrRecordNotFound):
+			return Errorf(NotFound, "not_found", "no offer template has id %q", id)
+		case errors.Is(err, gorm.ErrDuplicatedKey):
+			return Errorf(Conflict, "duplicate", "a template with code %q exists", row.Code)
+		case err != nil:
 			return err
 		}
 		out = templateFromRow(row)

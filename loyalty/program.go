@@ -135,36 +135,38 @@ func (s *Service) Program(ctx context.Context) (*Program, error) {
 func (s *Service) UpdateProgram(ctx context.Context, patch ProgramPatch) (*Program, error) {
 	var out *Program
 	err := s.store.write(ctx, func(tx *gorm.DB) error {
-		var row programRow
-		if err := forUpdate(tx).Take(&row, 1).Error; err != nil {
-			return err
-		}
-		p, err := programFromRow(row)
-		if err != nil {
-			return err
-		}
-		oldCurrency, before := p.Currency, *p
-		applyProgramPatch(p, patch)
-		if err := validateProgram(tx, p); err != nil {
-			return err
-		}
-		if p.Currency != oldCurrency {
-			var n int64
-			if err := tx.Model(&purchaseRow{}).Limit(1).Count(&n).Error; err != nil {
+		// The program row's lock also serialises every tier change.
+		var before Program
+		_, row, err := UpdateRow(tx, 1, func(row *programRow) error {
+			p, err := programFromRow(*row)
+			if err != nil {
 				return err
 			}
-			if n > 0 {
-				return Errorf(Conflict, "currency_locked", "the currency cannot change once purchases are recorded")
+			oldCurrency := p.Currency
+			before = *p
+			applyProgramPatch(p, patch)
+			if err := validateProgram(tx, p); err != nil {
+				return err
 			}
-		}
-		gift, _ := json.Marshal(p.BirthdayGift)
-		seg, _ := json.Marshal(p.Segments)
-		churn, _ := json.Marshal(p.Churn)
-		row = programRow{ID: 1, Name: p.Name, Currency: p.Currency, PointsPerUnit: p.PointsPerUnit.String(),
-			PendingDays: p.PendingDays, ExpiryPolicy: p.ExpiryPolicy, ExpiryDays: p.ExpiryDays, TierPeriod: p.TierPeriod,
-			TierWindowDays: p.TierWindowDays, Timezone: p.Timezone, BirthdayGift: string(gift), Segments: string(seg),
-			Churn: string(churn), Version: row.Version + 1, UpdatedAt: ts(s.now())}
-		if err := tx.Save(&row).Error; err != nil {
+			if p.Currency != oldCurrency {
+				var n int64
+				if err := tx.Model(&purchaseRow{}).Limit(1).Count(&n).Error; err != nil {
+					return err
+				}
+				if n > 0 {
+					return Errorf(Conflict, "currency_locked", "the currency cannot change once purchases are recorded")
+				}
+			}
+			gift, _ := json.Marshal(p.BirthdayGift)
+			seg, _ := json.Marshal(p.Segments)
+			churn, _ := json.Marshal(p.Churn)
+			*row = programRow{ID: 1, Name: p.Name, Currency: p.Currency, PointsPerUnit: p.PointsPerUnit.String(),
+				PendingDays: p.PendingDays, ExpiryPolicy: p.ExpiryPolicy, ExpiryDays: p.ExpiryDays, TierPeriod: p.TierPeriod,
+				TierWindowDays: p.TierWindowDays, Timezone: p.Timezone, BirthdayGift: string(gift), Segments: string(seg),
+				Churn: string(churn), Version: row.Version + 1, UpdatedAt: ts(s.now())}
+			return nil
+		})
+		if err != nil {
 			return err
 		}
 		if out, err = programFromRow(row); err != nil {

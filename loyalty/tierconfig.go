@@ -182,8 +182,10 @@ func (s *Service) PutTier(ctx context.Context, code string, in TierInput) (t Tie
 		row := tierRow{Code: code, Name: t.Name, Rank: t.Rank, EarnMultiplier: t.EarnMultiplier.String(),
 			QualifyingSpend: t.QualifyingSpend, Benefits: string(benefits), CreatedAt: now, UpdatedAt: now}
 		if found {
+			// Every tier change holds the program row's lock, so prev is
+			// current; only what changed is written.
 			row.CreatedAt = prev.CreatedAt
-			if err := tx.Save(&row).Error; err != nil {
+			if err := updateChanged(tx, &prev, &row); err != nil {
 				return err
 			}
 		} else if err := tx.Create(&row).Error; err != nil {

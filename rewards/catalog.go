@@ -270,20 +270,19 @@ func (s *Service) Update(ctx context.Context, id string, in RewardInput) (Reward
 // action.
 func (s *Service) update(ctx context.Context, id string, in RewardInput, action string) (Reward, error) {
 	r, _, err := loyalty.Write(ctx, s.ledger, loyalty.IdempotencyKey{}, 200, func(tx *loyalty.Tx) (Reward, error) {
-		row, err := getReward(tx.DB, id)
-		if err != nil {
-			return Reward{}, err
-		}
-		before := row
-		in.apply(&row)
-		row.UpdatedAt = tx.Now
-		if err := validate(tx.DB, in, row); err != nil {
-			return Reward{}, err
-		}
-		if err := tx.DB.Save(&row).Error; err != nil {
-			if errors.Is(err, gorm.ErrDuplicatedKey) {
-				return Reward{}, loyalty.Errorf(loyalty.Conflict, "duplicate", "a reward with code %q exists", row.Code)
-			}
+		// Redemptions and cancels change the stock meanwhile: the row is
+		// read locked, and only the columns the patch changes are written.
+		before, row, err := loyalty.UpdateRow(tx.DB, id, func(row *rewardRow) error {
+			in.apply(row)
+			row.UpdatedAt = tx.Now
+			return validate(tx.DB, in, *row)
+		})
+		switch {
+		case errors.Is(err, gorm.ErrRecordNotFound):
+			return Reward{}, loyalty.Errorf(loyalty.NotFound, "not_found", "no reward has id %q", id)
+		case errors.Is(err, gorm.ErrDuplicatedKey):
+			return Reward{}, loyalty.Errorf(loyalty.Conflict, "duplicate", "a reward with code %q exists", row.Code)
+		case err != nil:
 			return Reward{}, err
 		}
 		r := fromRow(row)

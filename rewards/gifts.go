@@ -255,43 +255,43 @@ func (s *Service) ClaimGift(ctx context.Context, p loyalty.Principal, memberID, 
 		if !acct.Active() {
 			return Redemption{}, loyalty.Errorf(loyalty.Conflict, "member_erased", "the member was erased")
 		}
-		var g giftRow
-		if err := tx.DB.Where("id = ? AND member_id = ?", giftID, memberID).Take(&g).Error; err != nil {
-			if errors.Is(err, gorm.ErrRecordNotFound) {
-				return Redemption{}, loyalty.Errorf(loyalty.NotFound, "not_found", "the member has no gift %q", giftID)
+		// The gift is read locked, so the expiry of the birthday job either
+		// came first and is seen here, or waits for the claim.
+		var red Redemption
+		_, _, err = loyalty.UpdateRow(tx.DB, giftID, func(g *giftRow) error {
+			if g.MemberID != memberID {
+				return gorm.ErrRecordNotFound
 			}
-			return Redemption{}, err
+			switch {
+			case g.Status == GiftClaimed:
+				return loyalty.Errorf(loyalty.Conflict, "already_claimed", "the gift was already claimed")
+			case g.Status == GiftExpired || !tx.Now.Before(g.ExpiresAt):
+				return loyalty.Errorf(loyalty.Conflict, "gift_expired", "the gift expired at %s", g.ExpiresAt.UTC().Format(time.RFC3339))
+			}
+			var ids []string
+			_ = json.Unmarshal([]byte(g.Options), &ids)
+			ok := false
+			for _, id := range ids {
+				ok = ok || id == in.RewardID
+			}
+			if !ok {
+				return loyalty.Invalidf("reward_id", "is not one of the gift's options")
+			}
+			rw, err := getReward(tx.DB, in.RewardID)
+			if err != nil {
+				return err
+			}
+			if red, err = s.issue(tx, acct, rw, 0, channelOf(p)); err != nil {
+				return err
+			}
+			g.Status, g.RedemptionID, g.ClaimedAt = GiftClaimed, &red.ID, &tx.Now
+			return nil
+		})
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			return Redemption{}, loyalty.Errorf(loyalty.NotFound, "not_found", "the member has no gift %q", giftID)
 		}
-		switch {
-		case g.Status == GiftClaimed:
-			return Redemption{}, loyalty.Errorf(loyalty.Conflict, "already_claimed", "the gift was already claimed")
-		case g.Status == GiftExpired || !tx.Now.Before(g.ExpiresAt):
-			return Redemption{}, loyalty.Errorf(loyalty.Conflict, "gift_expired", "the gift expired at %s", g.ExpiresAt.UTC().Format(time.RFC3339))
-		}
-		var ids []string
-		_ = json.Unmarshal([]byte(g.Options), &ids)
-		ok := false
-		for _, id := range ids {
-			ok = ok || id == in.RewardID
-		}
-		if !ok {
-			return Redemption{}, loyalty.Invalidf("reward_id", "is not one of the gift's options")
-		}
-		rw, err := getReward(tx.DB, in.RewardID)
 		if err != nil {
 			return Redemption{}, err
-		}
-		red, err := s.issue(tx, acct, rw, 0, channelOf(p))
-		if err != nil {
-			return Redemption{}, err
-		}
-		res := tx.DB.Model(&giftRow{}).Where("id = ? AND status = ?", g.ID, GiftAvailable).
-			Updates(map[string]any{"status": GiftClaimed, "redemption_id": red.ID, "claimed_at": tx.Now})
-		if res.Error != nil {
-			return Redemption{}, res.Error
-		}
-		if res.RowsAffected == 0 {
-			return Redemption{}, loyalty.Errorf(loyalty.Conflict, "already_claimed", "the gift was already claimed")
 		}
 		return red, nil
 	})

@@ -202,8 +202,10 @@ func (h *handler) saveTier(c *fiber.Ctx) error {
 
 type rewardForm struct {
 	ID, Code, Name, Description, Cost, MinTier, Stock, Limit, From, Until string
-	Active                                                                bool
-	Idem                                                                  string
+	// StockShown is the stock the edit form was drawn with.
+	StockShown string
+	Active     bool
+	Idem       string
 }
 
 type rewardsData struct {
@@ -215,12 +217,15 @@ type rewardsData struct {
 
 func rewardFormOf(r rewards.Reward, p *loyalty.Program) rewardForm {
 	return rewardForm{ID: r.ID, Code: r.Code, Name: r.Name, Description: r.Description, Cost: strconv.FormatInt(r.CostPoints, 10),
-		MinTier: deref(r.MinTier), Stock: deref(r.Stock), Limit: deref(r.PerMemberLimit), From: dtlocal(r.ValidFrom, p),
-		Until: dtlocal(r.ValidUntil, p), Active: r.Active}
+		MinTier: deref(r.MinTier), Stock: deref(r.Stock), StockShown: deref(r.Stock), Limit: deref(r.PerMemberLimit),
+		From: dtlocal(r.ValidFrom, p), Until: dtlocal(r.ValidUntil, p), Active: r.Active}
 }
 
 // rewardFields reads the reward form as the fields of a RewardInput: blank
-// stock and limit are unlimited (null), a blank minimum tier is none.
+// stock and limit are unlimited (null), a blank minimum tier is none. An
+// edit sends the stock only when the operator changed the number the form
+// was drawn with: redemptions take stock meanwhile, and saving the form
+// must not put back what they took.
 func rewardFields(f *form, p *loyalty.Program, edit bool) map[string]any {
 	m := map[string]any{"code": f.str("code"), "name": f.str("name"), "description": f.str("description")}
 	if cost := f.int("cost_points"); cost != nil {
@@ -230,7 +235,9 @@ func rewardFields(f *form, p *loyalty.Program, edit bool) map[string]any {
 	if t := f.str("min_tier"); t != "" {
 		m["min_tier"] = t
 	}
-	m["stock"] = f.int("stock")
+	if !edit || !f.has("stock_shown") || f.str("stock") != f.str("stock_shown") {
+		m["stock"] = f.int("stock")
+	}
 	m["per_member_limit"] = f.int("per_member_limit")
 	m["valid_from"] = f.instant("valid_from", location(p))
 	m["valid_until"] = f.instant("valid_until", location(p))
@@ -242,8 +249,8 @@ func rewardFields(f *form, p *loyalty.Program, edit bool) map[string]any {
 
 func submittedReward(f *form) rewardForm {
 	return rewardForm{Code: f.str("code"), Name: f.str("name"), Description: f.str("description"), Cost: f.str("cost_points"),
-		MinTier: f.str("min_tier"), Stock: f.str("stock"), Limit: f.str("per_member_limit"), From: f.str("valid_from"),
-		Until: f.str("valid_until"), Active: f.checked("active"), Idem: f.str("idem")}
+		MinTier: f.str("min_tier"), Stock: f.str("stock"), StockShown: f.str("stock_shown"), Limit: f.str("per_member_limit"),
+		From: f.str("valid_from"), Until: f.str("valid_until"), Active: f.checked("active"), Idem: f.str("idem")}
 }
 
 func (h *handler) rewardsData(c *fiber.Ctx) (*rewardsData, error) {
