@@ -197,19 +197,15 @@ func (e *oracleEnv) boundaries(member string, inactivityDays int) []time.Time {
 }
 
 // checkOracle compares the balance read (its one-statement path), the
-// balance computed afresh and the ledger's sum with the oracle at the
-// instants around every boundary, running the expire-points job now and
-// then on the way, so that expiries are read both before and after it
-// stores them.
-func (e *oracleEnv) checkOracle(member string, inactivityDays int) {
+// balance computed afresh and the ledger's sum with the oracle now and at
+// the instants around every boundary to come, running the expire-points
+// job at some of them and comparing again, so that expiries are read both
+// before and after the job stores them. It returns how many boundary
+// instants it checked.
+func (e *oracleEnv) checkOracle(member string, inactivityDays int) int {
 	e.t.Helper()
-	for i, at := range e.boundaries(member, inactivityDays) {
-		e.clock.Set(at)
-		if i%4 == 3 {
-			if _, err := e.svc.ExpirePoints(e.ctx, at); err != nil {
-				e.t.Fatal(err)
-			}
-		}
+	check := func(at time.Time) {
+		e.t.Helper()
 		want := e.oracle(member, inactivityDays, at)
 		quick, err := e.svc.Balance(e.ctx, e.admin, member)
 		if err != nil {
@@ -230,6 +226,19 @@ func (e *oracleEnv) checkOracle(member string, inactivityDays int) {
 				at.Format(time.RFC3339Nano), sum, want.Available, want.Pending)
 		}
 	}
+	check(e.clock.Now())
+	instants := e.boundaries(member, inactivityDays)
+	for i, at := range instants {
+		e.clock.Set(at)
+		check(at)
+		if i%4 == 3 {
+			if _, err := e.svc.ExpirePoints(e.ctx, at); err != nil {
+				e.t.Fatal(err)
+			}
+			check(at)
+		}
+	}
+	return len(instants)
 }
 
 // TestBalanceMatchesLotOracle checks the balance and the ledger listing
@@ -257,7 +266,9 @@ func TestBalanceMatchesLotOracle(t *testing.T) {
 			if err := e.adjust(m, -20); err != nil {
 				t.Fatal(err)
 			}
-			e.checkOracle(m, 0)
+			if n := e.checkOracle(m, 0); n < 27 {
+				t.Fatalf("%d instants checked", n)
+			}
 		})
 		t.Run("InactivityPolicy", func(t *testing.T) {
 			pending, days, policy := 2, 30, loyalty.ExpiryInactivity
@@ -267,7 +278,9 @@ func TestBalanceMatchesLotOracle(t *testing.T) {
 			e.buy(m, 10000, 10*day)
 			e.buy(m, 5000, 0) // the last activity: deadline in 30 days
 			e.buy(m, 3000, 1*day)
-			e.checkOracle(m, days)
+			if n := e.checkOracle(m, days); n < 9 {
+				t.Fatalf("%d instants checked", n)
+			}
 			// A member whose purchase is dated past the deadline.
 			late := e.enrol()
 			e.clock.Advance(time.Hour)
