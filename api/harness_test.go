@@ -176,9 +176,10 @@ func (e *env) balance(member string) loyalty.Balance {
 	return b
 }
 
-// checkLedger asserts the ledger invariants for every member: the entries
-// sum to the cached points, to available + pending, and to the open lots
-// less debt.
+// checkLedger asserts the ledger invariants for every member: the stored
+// entries sum to the cached points, to available + pending, and to the
+// open lots less debt; the ledger as GET lists it sums to available +
+// pending.
 func (e *env) checkLedger() {
 	e.t.Helper()
 	type row struct {
@@ -203,6 +204,17 @@ func (e *env) checkLedger() {
 		b := e.balance(r.MemberID)
 		if b.Available+b.Pending != r.Ledger {
 			e.t.Errorf("member %s: available %d + pending %d != ledger %d", r.MemberID, b.Available, b.Pending, r.Ledger)
+		}
+		// The ledger as the API lists it sums to the balance too (§7).
+		var listed int64
+		pages := e.ledgerPages(r.MemberID, 500)
+		for items, ok := pages(); ok; items, ok = pages() {
+			for _, en := range items {
+				listed += en.Points
+			}
+		}
+		if listed != b.Available+b.Pending {
+			e.t.Errorf("member %s: GET ledger sums to %d, available %d + pending %d", r.MemberID, listed, b.Available, b.Pending)
 		}
 	}
 }

@@ -159,7 +159,8 @@ func (s *sim) giveBack() {
 		amount = 1 + s.r.Int64N(left)
 	}
 	p.returns++
-	s.logf("return %s of %s: %d of %d left", s.name(p.member), p.id, amount, left)
+	expired := s.expiredOf(p)
+	s.logf("return %s of %s: %d of %d left, %d of its points expired", s.name(p.member), p.id, amount, left, expired)
 	r := s.e.do("POST", "/v1/purchases/"+p.id+"/returns", s.pos, map[string]any{"external_id": fmt.Sprintf("RET-%d", p.returns), "amount": amount})
 	if amount > left {
 		if r.Status != 422 {
@@ -179,6 +180,8 @@ func (s *sim) giveBack() {
 	if p.returned+amount == p.total {
 		want = p.earned - p.reversed
 	}
+	// §8: what expired is not taken back a second time.
+	want = max(0, min(want, p.earned-p.reversed-expired))
 	if res.PointsReversed != want {
 		s.fail("return of %d of %d reversed %d, want %d", amount, p.total, res.PointsReversed, want)
 	}
@@ -186,6 +189,19 @@ func (s *sim) giveBack() {
 	p.reversed += res.PointsReversed
 	s.hadReturn[p.member] = true
 	s.count("return")
+}
+
+// expiredOf reads how many of a purchase's own points have expired by now,
+// from the raw rows: what expire entries took from the lots its credits
+// opened, and what those lots still hold past their expires_at.
+func (s *sim) expiredOf(p *simPurchase) int64 {
+	s.t.Helper()
+	own := `SELECT l.id FROM lots l JOIN ledger_entries c ON c.id = l.entry_id WHERE c.purchase_id = ? AND c.points > 0`
+	stored := s.e.dbInt(`SELECT COALESCE(SUM(d.points), 0) FROM lot_draws d JOIN ledger_entries x ON x.id = d.entry_id
+		WHERE x.kind = 'expire' AND d.lot_id IN (`+own+`)`, p.id)
+	lapsed := s.e.dbInt(`SELECT COALESCE(SUM(remaining), 0) FROM lots WHERE expires_at <= ? AND id IN (`+own+`)`,
+		loyalty.TS(s.e.clock.Now()), p.id)
+	return stored + lapsed
 }
 
 // live counts a member's redemptions of a reward that were not cancelled.

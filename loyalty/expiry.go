@@ -17,14 +17,17 @@ type ExpirySummary struct {
 }
 
 // ExpirePoints writes one expire entry for the remainder of every lot
-// whose points expired at asOf: under the lot policy the lots past their
-// expires_at, under the inactivity policy every lot of a member with no
-// earn or redeem in the last expiry_days. It is a handful of set-based
-// statements over all members. An expire entry's id is derived from its
-// lot, and a lot's remainder drops to zero in the same transaction, so a
-// second run for the same asOf (or two runs racing) expires nothing twice.
-// Expired lots were already left out of available points before this runs;
-// the run makes the ledger say so.
+// whose points lapsed by asOf: the lots past their own expires_at and,
+// under the inactivity policy, every lot of a member with no earn or redeem
+// in the last expiry_days. Each entry is the one the ledger listing has
+// shown since the lot lapsed (account.lapsedEntry): its id is derived from
+// the lot, it is dated when the lot lapsed (its expires_at, or the
+// inactivity deadline if that came first) and it takes what is left of the
+// lot. It is a handful of set-based statements over all members. A lot's
+// remainder drops to zero in the same transaction, so a second run for the
+// same asOf (or two runs racing) expires nothing twice. Lapsed lots were
+// already left out of available points before this runs; the run makes the
+// ledger store what it showed.
 func (s *Service) ExpirePoints(ctx context.Context, asOf time.Time) (ExpirySummary, error) {
 	asOf = ts(asOf)
 	var sum ExpirySummary
@@ -38,70 +41,86 @@ func (s *Service) ExpirePoints(ctx context.Context, asOf time.Time) (ExpirySumma
 			return err
 		}
 		sum.Policy = prog.ExpiryPolicy
-		if prog.ExpiryDays == 0 {
-			return nil
-		}
-		// due selects the lots to expire; occurred is when they expired.
-		var due, occurred string
-		var args []any
-		switch prog.ExpiryPolicy {
-		case ExpiryLot:
-			due = "l.remaining > 0 AND l.expires_at <= ?"
-			occurred = "l.expires_at"
-			args = []any{asOf}
-		default:
-			due = `l.remaining > 0 AND l.member_id IN (SELECT b.member_id FROM member_balances b
-				WHERE b.last_activity_at IS NOT NULL AND b.last_activity_at <= ?)`
-			occurred = "?"
-			args = []any{ts(asOf.AddDate(0, 0, -prog.ExpiryDays))}
-		}
+		x := lapseSQL(s.store.Dialect, prog, asOf)
+		x.args["now"] = ts(s.now())
 		// Lock the balances to change, in one order, before touching lots.
 		if s.store.Dialect == Postgres {
-			if err := tx.Exec(`SELECT 1 FROM member_balances WHERE member_id IN (SELECT l.member_id FROM lots l WHERE `+due+`)
-				ORDER BY member_id FOR UPDATE`, args...).Error; err != nil {
+			if err := tx.Exec(`SELECT 1 FROM member_balances WHERE member_id IN (SELECT l.member_id FROM `+x.from+` WHERE `+x.due+`)
+				ORDER BY member_id FOR UPDATE`, x.args).Error; err != nil {
 				return err
 			}
 		}
 		var st struct{ Lots, Members, Points int64 }
 		if err := tx.Raw(`SELECT COUNT(*) AS lots, COUNT(DISTINCT l.member_id) AS members, COALESCE(SUM(l.remaining), 0) AS points
-			FROM lots l WHERE `+due, args...).Scan(&st).Error; err != nil {
+			FROM `+x.from+` WHERE `+x.due, x.args).Scan(&st).Error; err != nil {
 			return err
 		}
 		if st.Lots == 0 {
 			return nil
 		}
 		sum.Lots, sum.Members, sum.Points = st.Lots, st.Members, st.Points
-		insertArgs := []any{}
-		if occurred == "?" {
-			insertArgs = append(insertArgs, asOf, asOf)
-		}
-		insertArgs = append(insertArgs, ts(s.now()))
-		insertArgs = append(insertArgs, args...)
 		if err := tx.Exec(`INSERT INTO ledger_entries (id, member_id, kind, points, occurred_at, available_at, expires_at,
 				description, created_at)
-			SELECT 'exp:' || l.id, l.member_id, 'expire', -l.remaining, `+occurred+`, `+occurred+`, l.expires_at,
-				'points expired', ? FROM lots l WHERE `+due, insertArgs...).Error; err != nil {
+			SELECT '`+expirePrefix+`' || l.id, l.member_id, '`+KindExpire+`', -l.remaining, `+x.at+`, `+x.at+`, l.expires_at,
+				`+x.why+`, @now FROM `+x.from+` WHERE `+x.due, x.args).Error; err != nil {
 			return err
 		}
 		if err := tx.Exec(`INSERT INTO lot_draws (entry_id, lot_id, points)
-			SELECT 'exp:' || l.id, l.id, l.remaining FROM lots l WHERE `+due, args...).Error; err != nil {
+			SELECT '`+expirePrefix+`' || l.id, l.id, l.remaining FROM `+x.from+` WHERE `+x.due, x.args).Error; err != nil {
 			return err
 		}
 		// One aggregate joined to the balances: UPDATE … FROM runs on both
 		// PostgreSQL and SQLite (3.33+), instead of a subquery per member.
-		upd := append([]any{ts(s.now())}, args...)
 		if err := tx.Exec(`UPDATE member_balances SET points = member_balances.points - e.points,
-				version = member_balances.version + 1, updated_at = ?
-			FROM (SELECT l.member_id, SUM(l.remaining) AS points FROM lots l WHERE `+due+` GROUP BY l.member_id) e
-			WHERE member_balances.member_id = e.member_id`, upd...).Error; err != nil {
+				version = member_balances.version + 1, updated_at = @now
+			FROM (SELECT l.member_id, SUM(l.remaining) AS points FROM `+x.from+` WHERE `+x.due+` GROUP BY l.member_id) e
+			WHERE member_balances.member_id = e.member_id`, x.args).Error; err != nil {
 			return err
 		}
-		return tx.Exec(`UPDATE lots SET remaining = 0 WHERE id IN (SELECT l.id FROM lots l WHERE `+due+`)`, args...).Error
+		return tx.Exec(`UPDATE lots SET remaining = 0 WHERE id IN (SELECT l.id FROM `+x.from+` WHERE `+x.due+`)`, x.args).Error
 	})
 	if err != nil {
 		return sum, fmt.Errorf("expire points: %w", err)
 	}
 	return sum, nil
+}
+
+// lapseRule is account.lapse over all lots at once, in SQL: from joins a
+// lot l to what decides its lapse, due selects the lots lapsed at asOf with
+// points left, at is when each lapsed and why the entry's description.
+type lapseRule struct {
+	from, due, at, why string
+	args               map[string]any
+}
+
+// lapseSQL writes the lapse rule for the program's policy. A lot lapses at
+// its own expires_at; under the inactivity policy, all of a member's lots
+// lapse at its deadline, last_activity_at + expiry_days, when that comes
+// first. The deadline is computed in SQL, the one place where the two
+// dialects differ: a fixed number of hours on PostgreSQL (an interval of
+// days would follow the session's daylight saving time), whole days on
+// SQLite's text timestamps with their fraction of a second kept (SQLite's
+// own formatting keeps only milliseconds). Both add exactly 24 h a day, as
+// time.AddDate does on the UTC instants the store keeps.
+func lapseSQL(dialect string, prog *Program, asOf time.Time) lapseRule {
+	r := lapseRule{from: "lots l", due: "l.remaining > 0 AND l.expires_at <= @as_of", at: "l.expires_at", why: "'" + expiredByLot + "'",
+		args: map[string]any{"as_of": asOf}}
+	if prog.ExpiryPolicy != ExpiryInactivity || prog.ExpiryDays == 0 {
+		return r
+	}
+	deadline := "datetime(substr(b.last_activity_at, 1, 19), '+' || @days || ' days') || substr(b.last_activity_at, 20)"
+	if dialect == Postgres {
+		deadline = "(b.last_activity_at + make_interval(hours => CAST(@hours AS integer)))"
+	}
+	byLot := "l.expires_at IS NOT NULL AND (b.last_activity_at IS NULL OR l.expires_at <= " + deadline + ")"
+	r.from = "lots l JOIN member_balances b ON b.member_id = l.member_id"
+	r.due = "l.remaining > 0 AND (l.expires_at <= @as_of OR b.last_activity_at <= @idle_since)"
+	r.at = "CASE WHEN " + byLot + " THEN l.expires_at ELSE " + deadline + " END"
+	r.why = "CASE WHEN " + byLot + " THEN '" + expiredByLot + "' ELSE '" + expiredByInactivity + "' END"
+	r.args["idle_since"] = ts(asOf.AddDate(0, 0, -prog.ExpiryDays))
+	r.args["days"] = prog.ExpiryDays
+	r.args["hours"] = prog.ExpiryDays * 24
+	return r
 }
 
 // TierReviewSummary counts what a tier review changed.
@@ -128,13 +147,7 @@ func (s *Service) ReviewTiers(ctx context.Context, asOf time.Time) (TierReviewSu
 		period := prog.Period()
 		start := period.Start(asOf)
 		// A tier reached at or before cutoff is no longer protected at asOf.
-		var cutoff time.Time
-		if period.Kind == "calendar_year" {
-			l := asOf.In(prog.Location())
-			cutoff = time.Date(l.Year()-1, 1, 1, 0, 0, 0, 0, prog.Location()).UTC().Add(-time.Microsecond)
-		} else {
-			cutoff = asOf.AddDate(0, 0, -prog.TierWindowDays)
-		}
+		cutoff := period.ReviewCutoff(asOf)
 		justified := `(SELECT t.code FROM tiers t WHERE t.qualifying_spend <= COALESCE((
 				SELECT SUM(p.total - p.returned_amount) FROM purchases p
 				WHERE p.member_id = members.id AND p.occurred_at >= ? AND p.occurred_at <= ?), 0)

@@ -89,11 +89,25 @@ var onConflictNothing = clause.OnConflict{DoNothing: true}
 // runs and its result is stored under every guard in the same transaction,
 // so a crash keeps both the effect and its record, or neither.
 func writeOnce[T any](ctx context.Context, s *Service, guards []guard, status int, fn func(tx *gorm.DB) (T, error)) (T, *Replay, error) {
+	return writeOnceAllowed(ctx, s, nil, guards, status, fn)
+}
+
+// writeOnceAllowed is writeOnce for a write whose caller may be refused
+// for what the write touches (a till bound to one store returning another
+// store's purchase): allowed runs first, in the same transaction, so a
+// caller refused the write is refused its replay too, and never reads the
+// first caller's answer.
+func writeOnceAllowed[T any](ctx context.Context, s *Service, allowed func(tx *gorm.DB) error, guards []guard, status int, fn func(tx *gorm.DB) (T, error)) (T, *Replay, error) {
 	var out T
 	var replay *Replay
 	now := ts(s.now())
 	err := s.store.write(ctx, func(tx *gorm.DB) error {
 		replay = nil
+		if allowed != nil {
+			if err := allowed(tx); err != nil {
+				return err
+			}
+		}
 		for _, g := range guards {
 			r, err := claim(tx, g, now)
 			if err != nil {

@@ -114,8 +114,9 @@ func lockAccount(tx *gorm.DB, memberID string, prog *Program, now time.Time) (*a
 // expireInactive writes, under the inactivity policy, the expiry of every
 // lot of a member whose deadline has passed, before anything this
 // transaction does can move the deadline (an earn or a redeem would
-// otherwise bring expired points back). The entries have the ids the
-// expire-points job would give them, so neither writes them twice.
+// otherwise bring expired points back). The entries are the ones the
+// ledger listing shows from the deadline on and the expire-points job would
+// store (see lapsedEntry), so none is written twice.
 func (a *account) expireInactive(tx *gorm.DB) error {
 	deadline, ok := a.inactivityDeadline()
 	if !ok || deadline.After(a.now) {
@@ -125,25 +126,103 @@ func (a *account) expireInactive(tx *gorm.DB) error {
 	if err := tx.Where("member_id = ? AND remaining > 0", a.member.ID).Order("id").Find(&lots).Error; err != nil {
 		return err
 	}
-	at := ts(deadline)
 	for _, l := range lots {
-		row, err := a.append(tx, entrySpec{ID: "exp:" + l.ID, Kind: KindExpire, Points: -l.Remaining, OccurredAt: at,
-			Description: "points expired after inactivity"})
-		if err != nil {
+		e, ok := a.lapsedEntry(l)
+		if !ok {
+			continue
+		}
+		e.CreatedAt = a.now
+		if err := a.insert(tx, &e); err != nil {
 			return err
 		}
-		if err := tx.Create(&drawRow{EntryID: row.ID, LotID: l.ID, Points: l.Remaining}).Error; err != nil {
+		if err := tx.Create(&drawRow{EntryID: e.ID, LotID: l.ID, Points: l.Remaining}).Error; err != nil {
 			return err
 		}
 		if err := tx.Model(&lotRow{}).Where("id = ?", l.ID).Update("remaining", 0).Error; err != nil {
 			return err
 		}
+		a.balance.Points += e.Points
 	}
 	if len(lots) > 0 {
 		// The balance row is saved by the caller with its other changes.
 		a.balance.Version++
 	}
 	return nil
+}
+
+// expirePrefix makes the id of a lot's expire entry from the lot's id: the
+// entry is the lot's, one per lot, so whoever writes it (the expire-points
+// job, the inactivity write-off of a locked account) writes the same row,
+// and the ledger listing shows it under that id before it is stored.
+const expirePrefix = "exp:"
+
+func expireEntryID(lotID string) string { return expirePrefix + lotID }
+
+// Descriptions of expire entries, by the rule that expired the lot.
+const (
+	expiredByLot        = "points expired"
+	expiredByInactivity = "points expired after inactivity"
+)
+
+// lapse is when the points of lot l lapse for this account: at the lot's
+// own expires_at, or at the inactivity deadline when that comes first. ok
+// is false for a lot that never lapses as things stand. The expire-points
+// job dates its entries by the same rule, in SQL (lapseSQL).
+func (a *account) lapse(l lotRow) (at time.Time, why string, ok bool) {
+	deadline, inactive := a.inactivityDeadline()
+	switch {
+	case l.ExpiresAt != nil && (!inactive || !l.ExpiresAt.After(deadline)):
+		return l.ExpiresAt.UTC(), expiredByLot, true
+	case inactive:
+		return deadline.UTC(), expiredByInactivity, true
+	}
+	return time.Time{}, "", false
+}
+
+// lapsedEntry is the expire entry of lot l if its points have lapsed at
+// a.now: all that is left of the lot, dated when it lapsed. It is the same
+// row whether it is stored yet or not, CreatedAt aside.
+func (a *account) lapsedEntry(l lotRow) (entryRow, bool) {
+	at, why, ok := a.lapse(l)
+	if !ok || at.After(a.now) || l.Remaining <= 0 {
+		return entryRow{}, false
+	}
+	at = ts(at)
+	return entryRow{ID: expireEntryID(l.ID), MemberID: l.MemberID, Kind: KindExpire, Points: -l.Remaining, OccurredAt: at,
+		AvailableAt: at, ExpiresAt: tsp(l.ExpiresAt), Description: why}, true
+}
+
+// lapsed returns the expire entries due at a.now that nobody has stored
+// yet: those of the lots whose points have lapsed but still show a
+// remainder, because the expire-points job has not reached them. A balance
+// already leaves their points out; the ledger listing shows these entries,
+// so that it always sums to the balance. Newest first, as the listing.
+func (a *account) lapsed(tx *gorm.DB) ([]entryRow, error) {
+	q := tx.Where("member_id = ? AND remaining > 0", a.member.ID)
+	if deadline, inactive := a.inactivityDeadline(); !inactive || deadline.After(a.now) {
+		q = q.Where("expires_at <= ?", a.now)
+	}
+	var lots []lotRow
+	if err := q.Find(&lots).Error; err != nil {
+		return nil, err
+	}
+	out := make([]entryRow, 0, len(lots))
+	for _, l := range lots {
+		if e, ok := a.lapsedEntry(l); ok {
+			out = append(out, e)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return entryAfter(out[i], out[j]) })
+	return out, nil
+}
+
+// entryAfter is the ledger listing's order, newest first: by occurred_at,
+// then by id.
+func entryAfter(x, y entryRow) bool {
+	if !x.OccurredAt.Equal(y.OccurredAt) {
+		return x.OccurredAt.After(y.OccurredAt)
+	}
+	return x.ID > y.ID
 }
 
 // save writes the cached balance back with a new version.
@@ -271,7 +350,7 @@ func (a *account) inactivityDeadline() (time.Time, bool) {
 	if a.prog.ExpiryPolicy != ExpiryInactivity || a.prog.ExpiryDays == 0 || a.balance.LastActivityAt == nil {
 		return time.Time{}, false
 	}
-	return a.balance.LastActivityAt.AddDate(0, 0, a.prog.ExpiryDays), true
+	return a.balance.LastActivityAt.UTC().AddDate(0, 0, a.prog.ExpiryDays), true
 }
 
 // take removes n points from lots in order. It returns the draws it made
@@ -341,10 +420,13 @@ func (a *account) spend(tx *gorm.DB, e entrySpec) (entryRow, error) {
 	return a.debit(tx, e, draws)
 }
 
-// reverse appends a negative entry that claws points back: from the lots
-// of the entries in own first (the purchase's own points), then from the
-// available lots expiring first, then from pending lots. What is still
-// missing becomes debt, the only way available points go below zero.
+// reverse appends a negative entry that claws points back: from the live
+// lots of the entries in own first (the purchase's own points), then from
+// the available lots expiring first, then from pending lots. What is still
+// missing becomes debt, the only way available points go below zero. A
+// lapsed lot is never taken from, own or not: its points are the expire
+// entry's (see lapsed), and the caller caps the reversal at what the
+// purchase has not lost to expiry (ownExpired).
 func (a *account) reverse(tx *gorm.DB, e entrySpec, own map[string]bool) (entryRow, error) {
 	n := -e.Points
 	if n <= 0 {
@@ -354,30 +436,51 @@ func (a *account) reverse(tx *gorm.DB, e entrySpec, own map[string]bool) (entryR
 	if err != nil {
 		return entryRow{}, err
 	}
-	// The purchase's own lots come first, even expired ones the expiry job
-	// has not reached yet: those points are its own to take back.
 	var first, rest []lotRow
-	if err := tx.Where("member_id = ? AND remaining > 0", a.member.ID).Order("id").Find(&first).Error; err != nil {
-		return entryRow{}, err
-	}
-	kept := first[:0]
-	for _, l := range first {
-		if own[l.EntryID] {
-			kept = append(kept, l)
-		}
-	}
-	first = kept
 	for _, l := range append(avail, pending...) {
-		if !own[l.EntryID] {
+		if own[l.EntryID] {
+			first = append(first, l)
+		} else {
 			rest = append(rest, l)
 		}
 	}
+	// The purchase's own lots in the order they were opened.
+	sort.Slice(first, func(i, j int) bool { return first[i].ID < first[j].ID })
 	draws, left, err := take(tx, append(first, rest...), n)
 	if err != nil {
 		return entryRow{}, err
 	}
 	a.balance.Debt += left
 	return a.debit(tx, e, draws)
+}
+
+// ownExpired is how many points of the lots of the entries in own have
+// been lost to expiry by a.now: what the expire entries of those lots took,
+// stored or (lapsed but not yet stored) as the listing shows them.
+func (a *account) ownExpired(tx *gorm.DB, own []string) (int64, error) {
+	if len(own) == 0 {
+		return 0, nil
+	}
+	var lots []lotRow
+	if err := tx.Where("member_id = ? AND entry_id IN ?", a.member.ID, own).Find(&lots).Error; err != nil {
+		return 0, err
+	}
+	var lost int64
+	ids := make([]string, 0, len(lots))
+	for _, l := range lots {
+		ids = append(ids, expireEntryID(l.ID))
+		if e, ok := a.lapsedEntry(l); ok {
+			lost -= e.Points
+		}
+	}
+	if len(ids) == 0 {
+		return lost, nil
+	}
+	var stored int64
+	if err := tx.Raw(`SELECT COALESCE(SUM(points), 0) FROM lot_draws WHERE entry_id IN ?`, ids).Scan(&stored).Error; err != nil {
+		return 0, err
+	}
+	return lost + stored, nil
 }
 
 // Expiring is points that will expire at one instant.
@@ -687,34 +790,65 @@ func (s *Service) quickBalance(ctx context.Context, memberID string, now time.Ti
 	return b, err == nil, err
 }
 
-// Ledger lists a member's entries, newest first.
+// Ledger lists a member's entries, newest first. Besides the stored
+// entries it shows the expire entries due by now that the expire-points job
+// has not stored yet (see lapsed), under the ids and at the instants the
+// job will store them: the listing sums to available + pending at every
+// instant, and an entry keeps its place in the order, and so its page,
+// when the job stores it.
 func (s *Service) Ledger(ctx context.Context, p Principal, memberID string, page Page) (List[Entry], error) {
 	out := List[Entry]{Items: []Entry{}}
 	if !p.SeesMember(memberID) {
 		return out, hidden(memberID)
 	}
-	db := s.store.read(ctx)
-	if _, err := getMember(db, memberID); err != nil {
-		return out, err
-	}
-	q := db.Where("member_id = ?", memberID)
 	parts, err := page.decode(2)
 	if err != nil {
 		return out, err
 	}
+	// cur is the last entry of the previous page: this page lists what
+	// comes after it in the order.
+	var cur *entryRow
 	if parts != nil {
 		at, err := time.Parse(time.RFC3339Nano, parts[0])
 		if err != nil {
 			return out, Invalidf("cursor", "is not a cursor this list returned")
 		}
-		q = q.Where("occurred_at < ? OR (occurred_at = ? AND id < ?)", ts(at), ts(at), parts[1])
+		cur = &entryRow{OccurredAt: ts(at), ID: parts[1]}
 	}
+	limit := page.limit()
 	var rows []entryRow
-	if err := q.Order("occurred_at DESC, id DESC").Limit(page.limit() + 1).Find(&rows).Error; err != nil {
+	err = s.store.snapshot(ctx, func(tx *gorm.DB) error {
+		a, _, err := loadAccount(tx, memberID, ts(s.now()))
+		if err != nil {
+			return err
+		}
+		due, err := a.lapsed(tx)
+		if err != nil {
+			return err
+		}
+		q := tx.Where("member_id = ?", memberID)
+		if cur != nil {
+			q = q.Where("occurred_at < ? OR (occurred_at = ? AND id < ?)", cur.OccurredAt, cur.OccurredAt, cur.ID)
+			kept := due[:0]
+			for _, e := range due {
+				if entryAfter(*cur, e) {
+					kept = append(kept, e)
+				}
+			}
+			due = kept
+		}
+		var stored []entryRow
+		if err := q.Order("occurred_at DESC, id DESC").Limit(limit + 1).Find(&stored).Error; err != nil {
+			return err
+		}
+		rows = mergeEntries(stored, due, limit+1)
+		return nil
+	})
+	if err != nil {
 		return out, fmt.Errorf("ledger: %w", err)
 	}
 	for i, r := range rows {
-		if i == page.limit() {
+		if i == limit {
 			last := rows[i-1]
 			out.NextCursor = encodeCursor(last.OccurredAt.UTC().Format(time.RFC3339Nano), last.ID)
 			break
@@ -722,6 +856,34 @@ func (s *Service) Ledger(ctx context.Context, p Principal, memberID string, page
 		out.Items = append(out.Items, entryFromRow(r))
 	}
 	return out, nil
+}
+
+// mergeEntries merges stored entries and lapsed ones not yet stored, both
+// newest first, into the first n. A lapsed entry already stored (it cannot
+// be, within one snapshot) counts once.
+func mergeEntries(stored, lapsed []entryRow, n int) []entryRow {
+	seen := make(map[string]bool, len(stored))
+	for _, e := range stored {
+		seen[e.ID] = true
+	}
+	out := make([]entryRow, 0, min(n, len(stored)+len(lapsed)))
+	i, j := 0, 0
+	for len(out) < n {
+		for j < len(lapsed) && seen[lapsed[j].ID] {
+			j++
+		}
+		switch {
+		case i < len(stored) && (j == len(lapsed) || entryAfter(stored[i], lapsed[j])):
+			out = append(out, stored[i])
+			i++
+		case j < len(lapsed):
+			out = append(out, lapsed[j])
+			j++
+		default:
+			return out
+		}
+	}
+	return out
 }
 
 // AdjustmentInput is the body of POST /v1/members/{id}/adjustments.

@@ -517,6 +517,14 @@ type ReturnInput struct {
 	OccurredAt string `json:"occurred_at"`
 }
 
+// mayReturn refuses a till bound to one store the purchases of another.
+func mayReturn(p Principal, pr purchaseRow) error {
+	if p.Role == RolePOS && p.StoreID != "" && pr.StoreID != p.StoreID {
+		return Errorf(Forbidden, "wrong_store", "this till may return only purchases of store %q", p.StoreID)
+	}
+	return nil
+}
+
 // ReturnResult is the answer to a posted return (§8).
 type ReturnResult struct {
 	Return
@@ -557,11 +565,17 @@ func (s *Service) PostReturn(ctx context.Context, p Principal, purchaseID string
 		guards = append(guards, guard{scope: "return:" + purchaseID, key: in.ExternalID, hash: HashRequest(canon),
 			mismatch: Errorf(Conflict, "duplicate", "return %q of this purchase was already posted with different content", in.ExternalID)})
 	}
-	res, rep, err := writeOnce(ctx, s, guards, 201, func(tx *gorm.DB) (ReturnResult, error) {
-		pr, err := getPurchase(tx, purchaseID)
-		if err != nil {
-			return res, err
+	// A till bound to a store may return only that store's purchases, and
+	// is told so before any key is looked at: a replay is an answer too.
+	var pr purchaseRow
+	allowed := func(tx *gorm.DB) error {
+		var err error
+		if pr, err = getPurchase(tx, purchaseID); err != nil {
+			return err
 		}
+		return mayReturn(p, pr)
+	}
+	res, rep, err := writeOnceAllowed(ctx, s, allowed, guards, 201, func(tx *gorm.DB) (ReturnResult, error) {
 		prog, err := loadProgram(tx)
 		if err != nil {
 			return res, err
@@ -573,9 +587,6 @@ func (s *Service) PostReturn(ctx context.Context, p Principal, purchaseID string
 		if err := forUpdate(tx).Where("id = ?", purchaseID).Take(&pr).Error; err != nil {
 			return res, err
 		}
-		if p.Role == RolePOS && p.StoreID != "" && pr.StoreID != p.StoreID {
-			return res, Errorf(Forbidden, "wrong_store", "this till may return only purchases of store %q", p.StoreID)
-		}
 		if at.Before(pr.OccurredAt) {
 			return res, Invalidf("occurred_at", "must not be before the purchase")
 		}
@@ -583,17 +594,21 @@ func (s *Service) PostReturn(ctx context.Context, p Principal, purchaseID string
 		if pr.ReturnedAmount+amount > pr.Total {
 			return res, Invalidf("amount", "returns of this purchase would exceed its total: %d of %d are left", pr.Total-pr.ReturnedAmount, pr.Total)
 		}
-		rev := tiers.Reversal(pr.PointsEarned, pr.Total, amount, pr.ReturnedAmount, pr.PointsReversed)
+		var own []string
+		if err := tx.Model(&entryRow{}).Where("purchase_id = ? AND points > 0", pr.ID).Pluck("id", &own).Error; err != nil {
+			return res, err
+		}
+		expired, err := a.ownExpired(tx, own)
+		if err != nil {
+			return res, err
+		}
+		rev := tiers.Reversal(pr.PointsEarned, pr.Total, amount, pr.ReturnedAmount, pr.PointsReversed, expired)
 		ret := returnRow{ID: newID(), PurchaseID: pr.ID, MemberID: pr.MemberID, ExternalID: strp(in.ExternalID), Amount: amount,
 			PointsReversed: rev, OccurredAt: at, CreatedAt: now}
 		if err := tx.Create(&ret).Error; err != nil {
 			return res, err
 		}
 		if rev > 0 {
-			var own []string
-			if err := tx.Model(&entryRow{}).Where("purchase_id = ? AND points > 0", pr.ID).Pluck("id", &own).Error; err != nil {
-				return res, err
-			}
 			ownSet := make(map[string]bool, len(own))
 			for _, id := range own {
 				ownSet[id] = true

@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/big"
 	"testing"
+	"time"
 
 	"github.com/shopspring/decimal"
 )
@@ -156,7 +157,7 @@ func FuzzReversal(f *testing.F) {
 		}
 		var returned, reversed int64
 		for i, amount := range returnsFrom(total, cuts, full) {
-			r := Reversal(earned, total, amount, returned, reversed)
+			r := Reversal(earned, total, amount, returned, reversed, 0)
 			left := earned - reversed
 			if r < 0 || r > left {
 				t.Fatalf("return %d of %d (of %d earning %d, %d returned, %d reversed): %d reversed, want 0 to %d",
@@ -175,7 +176,7 @@ func FuzzReversal(f *testing.F) {
 						i, amount, total, earned, r, earned, amount, total, want)
 				}
 				if amount > 1 {
-					if smaller := Reversal(earned, total, amount-1, returned, reversed); smaller > r {
+					if smaller := Reversal(earned, total, amount-1, returned, reversed, 0); smaller > r {
 						t.Fatalf("returning %d takes %d but returning %d takes %d", amount-1, smaller, amount, r)
 					}
 				}
@@ -195,30 +196,137 @@ func FuzzReversal(f *testing.F) {
 // FuzzReversalInt64 feeds Reversal arbitrary int64s, impossible states
 // included (sums that overflow, amounts above the total): it must not
 // panic, and for a consistent state (0 ≤ reversedBefore ≤ earned,
-// 0 ≤ returnedBefore < total) it stays within what is left to reverse.
+// 0 ≤ returnedBefore < total, 0 ≤ expired ≤ earned − reversedBefore) it
+// stays within what is left to reverse and has not expired.
 func FuzzReversalInt64(f *testing.F) {
-	for _, s := range [][5]int64{
-		{125, 10000, 4000, 0, 0},
-		{math.MaxInt64, math.MaxInt64, math.MaxInt64, math.MaxInt64, 0},
-		{math.MaxInt64, 1, math.MaxInt64, math.MaxInt64 - 1, 0},
-		{math.MinInt64, math.MaxInt64, 1, 0, math.MinInt64},
-		{MaxPoints, math.MaxInt64, math.MaxInt64 - 1, 0, 0},
-		{100, 0, 1, 0, 0},
-		{100, -5, -5, -5, -5},
-		{100, 3, 1, 2, 200},
+	for _, s := range [][6]int64{
+		{125, 10000, 4000, 0, 0, 0},
+		{math.MaxInt64, math.MaxInt64, math.MaxInt64, math.MaxInt64, 0, 0},
+		{math.MaxInt64, 1, math.MaxInt64, math.MaxInt64 - 1, 0, math.MaxInt64},
+		{math.MinInt64, math.MaxInt64, 1, 0, math.MinInt64, math.MinInt64},
+		{MaxPoints, math.MaxInt64, math.MaxInt64 - 1, 0, 0, MaxPoints - 1},
+		{100, 0, 1, 0, 0, 0},
+		{100, -5, -5, -5, -5, -5},
+		{100, 3, 1, 2, 200, 0},
+		{100, 3, 1, 0, 40, 60},
 	} {
-		f.Add(s[0], s[1], s[2], s[3], s[4])
+		f.Add(s[0], s[1], s[2], s[3], s[4], s[5])
 	}
-	f.Fuzz(func(t *testing.T, earned, total, amount, returnedBefore, reversedBefore int64) {
-		r := Reversal(earned, total, amount, returnedBefore, reversedBefore)
+	f.Fuzz(func(t *testing.T, earned, total, amount, returnedBefore, reversedBefore, expired int64) {
+		r := Reversal(earned, total, amount, returnedBefore, reversedBefore, expired)
 		consistent := earned >= 0 && reversedBefore >= 0 && reversedBefore <= earned &&
-			returnedBefore >= 0 && returnedBefore < total
+			returnedBefore >= 0 && returnedBefore < total && expired >= 0 && expired <= earned-reversedBefore
 		if !consistent {
 			return
 		}
-		if r < 0 || r > earned-reversedBefore {
-			t.Fatalf("Reversal(%d, %d, %d, %d, %d) = %d, want 0 to %d",
-				earned, total, amount, returnedBefore, reversedBefore, r, earned-reversedBefore)
+		if left := earned - reversedBefore - expired; r < 0 || r > left {
+			t.Fatalf("Reversal(%d, %d, %d, %d, %d, %d) = %d, want 0 to %d",
+				earned, total, amount, returnedBefore, reversedBefore, expired, r, left)
+		}
+	})
+}
+
+// FuzzReversalAfterExpiry plays a purchase's returns with its points
+// partly spent and the rest expiring before one of them, as the ledger
+// would: the purchase's own lot holds what was neither spent nor taken
+// back, and expires whole. No return takes expired points (a return
+// before the expiry is proportional, as ever; after it, capped at what did
+// not expire), and a full refund takes back exactly what did not expire:
+// the member never loses a point twice.
+func FuzzReversalAfterExpiry(f *testing.F) {
+	le := func(vs ...uint64) []byte {
+		b := make([]byte, 0, 8*len(vs))
+		for _, v := range vs {
+			b = binary.LittleEndian.AppendUint64(b, v)
+		}
+		return b
+	}
+	f.Add(int64(100), int64(10000), int64(0), le(9999), true, uint8(0))
+	f.Add(int64(100), int64(10000), int64(60), le(4999), true, uint8(1))
+	f.Add(int64(125), int64(10000), int64(10), le(3332, 3332), true, uint8(2))
+	f.Add(int64(7), int64(3), int64(7), le(0, 0), false, uint8(1))
+	f.Add(int64(MaxPoints), int64(math.MaxInt64), int64(1), le(math.MaxUint64, 12345), true, uint8(1))
+	f.Fuzz(func(t *testing.T, earned, total, spent int64, cuts []byte, full bool, lapseBefore uint8) {
+		if earned < 0 {
+			earned = -(earned + 1)
+		}
+		earned %= MaxPoints + 1
+		if total <= 0 {
+			total = -(total + 1)
+			if total == 0 {
+				total = 1
+			}
+		}
+		if spent < 0 {
+			spent = -(spent + 1)
+		}
+		if earned > 0 {
+			spent %= earned + 1
+		} else {
+			spent = 0
+		}
+		own := earned - spent // what the purchase's lot still holds
+		var returned, reversed, expired int64
+		returns := returnsFrom(total, cuts, full)
+		for i, amount := range returns {
+			if i == int(lapseBefore) {
+				expired, own = own, 0
+			}
+			r := Reversal(earned, total, amount, returned, reversed, expired)
+			if left := earned - reversed - expired; r < 0 || r > left {
+				t.Fatalf("return %d of %d: %d reversed, want 0 to %d (earned %d, reversed %d, expired %d)",
+					i, amount, r, left, earned, reversed, expired)
+			}
+			if expired == 0 && returned+amount < total {
+				floor := new(big.Int).Mul(big.NewInt(earned), big.NewInt(amount))
+				floor.Div(floor, big.NewInt(total))
+				if want := min(floor.Int64(), earned-reversed); r != want {
+					t.Fatalf("return %d before any expiry: %d reversed, want %d", i, r, want)
+				}
+			}
+			own -= min(own, r) // a return takes the purchase's own points first
+			returned += amount
+			reversed += r
+		}
+		if reversed+expired > earned {
+			t.Fatalf("reversed %d and expired %d of %d earned: points lost twice", reversed, expired, earned)
+		}
+		if returned == total && reversed+expired != earned {
+			t.Fatalf("a full refund reversed %d with %d expired, want %d in all", reversed, expired, earned)
+		}
+	})
+}
+
+// FuzzReviewCutoff checks ReviewCutoff against the protection rule of §5
+// stated the other way round: a tier reached at reached may be reviewed
+// down at at exactly when at is WindowDays or more after reached (rolling),
+// or falls in a calendar year, in the program's timezone, at least two
+// after the one reached fell in (calendar year).
+func FuzzReviewCutoff(f *testing.F) {
+	const year = int64(365*24*3600) * 1e6 // in microseconds
+	f.Add(int64(1_750_000_000)*1e6, year, uint16(365), false, uint8(0))
+	f.Add(int64(1_750_000_000)*1e6, 2*year, uint16(365), true, uint8(1))
+	f.Add(int64(1_767_243_599_999_999), int64(1), uint16(1), true, uint8(1)) // the last microsecond of 2025 in New York
+	f.Add(int64(0), -year, uint16(3650), true, uint8(2))
+	zones := []string{"UTC", "America/New_York", "Pacific/Kiritimati", "Pacific/Pago_Pago", "Australia/Lord_Howe"}
+	f.Fuzz(func(t *testing.T, reachedMicros, laterMicros int64, window uint16, calendar bool, zone uint8) {
+		loc, err := time.LoadLocation(zones[int(zone)%len(zones)])
+		if err != nil {
+			t.Skip(err)
+		}
+		// Instants the store can hold: microseconds, 1970 to about 2100.
+		span := 130 * year
+		reached := time.UnixMicro(((reachedMicros % span) + span) % span).UTC()
+		at := reached.Add(time.Duration(laterMicros%(5*year)) * time.Microsecond)
+		p := Period{Kind: Rolling, WindowDays: 1 + int(window)%3650, Location: loc}
+		want := !at.Before(reached.AddDate(0, 0, p.WindowDays))
+		if calendar {
+			p.Kind = CalendarYear
+			want = at.In(loc).Year() >= reached.In(loc).Year()+2
+		}
+		if got := !reached.After(p.ReviewCutoff(at)); got != want {
+			t.Fatalf("%s period in %s: a tier reached at %s reviewable at %s: %v, want %v (cutoff %s)",
+				p.Kind, loc, reached, at, got, want, p.ReviewCutoff(at))
 		}
 	})
 }

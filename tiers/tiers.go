@@ -133,16 +133,22 @@ func Earn(minor int64, exponent int32, p, m decimal.Decimal) (int64, error) {
 
 // Reversal is the points a return of amount claws back from a purchase of
 // total that earned earned points, when returnedBefore of it was already
-// returned and reversedBefore points already clawed back. A return is
-// proportional, ⌊earned · amount / total⌋, except the one that completes a
-// full refund, which takes exactly what is left so that a full return
-// reverses earned to the point.
-func Reversal(earned, total, amount, returnedBefore, reversedBefore int64) int64 {
+// returned, reversedBefore points already clawed back and expired of its
+// points already lost to expiry. A return is proportional,
+// ⌊earned · amount / total⌋, except the one that completes a full refund,
+// which takes exactly what is left so that a full return reverses earned
+// to the point. Points that expired are not taken a second time: together
+// the returns never take more than earned − expired.
+func Reversal(earned, total, amount, returnedBefore, reversedBefore, expired int64) int64 {
 	if total <= 0 || amount <= 0 {
 		return 0
 	}
+	left := earned - reversedBefore
+	if expired > 0 {
+		left -= min(expired, left)
+	}
 	if returnedBefore+amount >= total {
-		return earned - reversedBefore
+		return max(left, 0)
 	}
 	// Integer division, exact for any int64s: a decimal quotient is rounded
 	// to 16 places, which for totals above 10^16 can round 17.99… up to 18.
@@ -155,8 +161,8 @@ func Reversal(earned, total, amount, returnedBefore, reversedBefore int64) int64
 	case q.Sign() > 0:
 		r = math.MaxInt64
 	}
-	if r > earned-reversedBefore {
-		r = earned - reversedBefore
+	if r > left {
+		r = left
 	}
 	if r < 0 {
 		return 0
@@ -195,30 +201,19 @@ func (p Period) Start(at time.Time) time.Time {
 	return at.AddDate(0, 0, -p.WindowDays).UTC()
 }
 
-// KeptUntil is the first instant at which a tier reached at reached may be
-// reviewed down: WindowDays later for a rolling period, the start of the
-// second calendar year after the one it was reached in for a calendar year
-// (the tier is kept to the end of the next year).
-func (p Period) KeptUntil(reached time.Time) time.Time {
+// ReviewCutoff is the last instant at which a tier may have been reached
+// for the tier-review at at to move it down: a tier is kept for WindowDays
+// after it was reached on a rolling period, and to the end of the calendar
+// year after the one it was reached in (in the program's timezone) on a
+// calendar-year period. A tier reached after the cutoff is still protected.
+// The tier-review job selects members with it; what tier they fall to is
+// ForSpend of their qualifying spend, never higher than the one they hold.
+func (p Period) ReviewCutoff(at time.Time) time.Time {
 	if p.Kind == CalendarYear {
-		l := reached.In(p.loc())
-		return time.Date(l.Year()+2, 1, 1, 0, 0, 0, 0, p.loc()).UTC()
+		l := at.In(p.loc())
+		return time.Date(l.Year()-1, 1, 1, 0, 0, 0, 0, p.loc()).UTC().Add(-time.Microsecond)
 	}
-	return reached.AddDate(0, 0, p.WindowDays).UTC()
-}
-
-// Review decides the tier a member keeps at a periodic review at now: its
-// current tier while that is protected, else the tier its spend justifies,
-// never higher than the current one (upgrades happen at purchase time).
-func (l Ladder) Review(p Period, current Tier, reached, now time.Time, spend int64) Tier {
-	if now.Before(p.KeptUntil(reached)) {
-		return current
-	}
-	t, ok := l.ForSpend(spend)
-	if !ok || t.Rank >= current.Rank {
-		return current
-	}
-	return t
+	return at.AddDate(0, 0, -p.WindowDays).UTC()
 }
 
 // AddMinor adds minor-unit amounts, reporting overflow.

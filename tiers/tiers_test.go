@@ -61,24 +61,24 @@ func TestEarnNearTheLimit(t *testing.T) {
 func TestReversal(t *testing.T) {
 	// A purchase of 10000 that earned 125 points.
 	t.Run("Proportional", func(t *testing.T) {
-		if got := Reversal(125, 10000, 4000, 0, 0); got != 50 {
+		if got := Reversal(125, 10000, 4000, 0, 0, 0); got != 50 {
 			t.Fatalf("got %d, want 50", got)
 		}
 	})
 	t.Run("FloorsFraction", func(t *testing.T) {
-		if got := Reversal(125, 10000, 3333, 0, 0); got != 41 { // 41.6625
+		if got := Reversal(125, 10000, 3333, 0, 0, 0); got != 41 { // 41.6625
 			t.Fatalf("got %d, want 41", got)
 		}
 	})
 	t.Run("FullReturnIsExact", func(t *testing.T) {
-		if got := Reversal(125, 10000, 10000, 0, 0); got != 125 {
+		if got := Reversal(125, 10000, 10000, 0, 0, 0); got != 125 {
 			t.Fatalf("got %d, want 125", got)
 		}
 	})
 	t.Run("LastOfThreeThirdsTakesTheRest", func(t *testing.T) {
 		var returned, reversed int64
 		for i, amount := range []int64{3333, 3333, 3334} {
-			r := Reversal(125, 10000, amount, returned, reversed)
+			r := Reversal(125, 10000, amount, returned, reversed, 0)
 			returned += amount
 			reversed += r
 			if i < 2 && r != 41 {
@@ -89,8 +89,36 @@ func TestReversal(t *testing.T) {
 			t.Fatalf("three thirds reversed %d, want exactly 125", reversed)
 		}
 	})
+	// §8: points of the purchase already lost to expiry are not taken again.
+	t.Run("FullReturnAfterAllExpired", func(t *testing.T) {
+		if got := Reversal(125, 10000, 10000, 0, 0, 125); got != 0 {
+			t.Fatalf("got %d, want 0", got)
+		}
+	})
+	t.Run("FullReturnAfterPartExpired", func(t *testing.T) {
+		// 45 were spent before the other 80 expired: the return takes the 45.
+		if got := Reversal(125, 10000, 10000, 0, 0, 80); got != 45 {
+			t.Fatalf("got %d, want 45", got)
+		}
+	})
+	t.Run("PartialReturnCappedByExpiry", func(t *testing.T) {
+		// ⌊125 · 8000 / 10000⌋ = 100, but only 25 did not expire.
+		if got := Reversal(125, 10000, 8000, 0, 0, 100); got != 25 {
+			t.Fatalf("got %d, want 25", got)
+		}
+		// A partial return within what did not expire is proportional.
+		if got := Reversal(125, 10000, 1000, 0, 0, 100); got != 12 {
+			t.Fatalf("got %d, want 12", got)
+		}
+	})
+	t.Run("SecondReturnAfterExpiry", func(t *testing.T) {
+		// 50 reversed, then the lot's other 75 expired: nothing is left to take.
+		if got := Reversal(125, 10000, 6000, 4000, 50, 75); got != 0 {
+			t.Fatalf("got %d, want 0", got)
+		}
+	})
 	t.Run("NoOverflowOnHugeValues", func(t *testing.T) {
-		if got := Reversal(MaxPoints, math.MaxInt64, math.MaxInt64/2, 0, 0); got <= 0 || got > MaxPoints {
+		if got := Reversal(MaxPoints, math.MaxInt64, math.MaxInt64/2, 0, 0, 0); got <= 0 || got > MaxPoints {
 			t.Fatalf("got %d", got)
 		}
 	})
@@ -153,22 +181,14 @@ func TestRollingPeriod(t *testing.T) {
 	if got := p.Start(at); !got.Equal(time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)) {
 		t.Errorf("start = %v", got)
 	}
-	l := ladder()
-	vib, _ := l.Find("vib")
+	// Protected for the window after it was reached, to the microsecond.
 	reached := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
-	// Protected for the window after it was reached, whatever the spend.
-	if got := l.Review(p, vib, reached, reached.AddDate(0, 0, 364), 0); got.Code != "vib" {
-		t.Errorf("downgraded inside the window: %s", got.Code)
+	kept := reached.AddDate(0, 0, 365)
+	if !reached.After(p.ReviewCutoff(kept.Add(-time.Microsecond))) {
+		t.Errorf("reviewable a microsecond before the window ends: cutoff %v", p.ReviewCutoff(kept.Add(-time.Microsecond)))
 	}
-	if got := l.Review(p, vib, reached, reached.AddDate(0, 0, 365), 0); got.Code != "insider" {
-		t.Errorf("not downgraded after the window: %s", got.Code)
-	}
-	if got := l.Review(p, vib, reached, reached.AddDate(0, 0, 400), 35000); got.Code != "vib" {
-		t.Errorf("downgraded with enough spend: %s", got.Code)
-	}
-	rouge, _ := l.Find("rouge")
-	if got := l.Review(p, rouge, reached, reached.AddDate(2, 0, 0), 50000); got.Code != "vib" {
-		t.Errorf("rouge with 500 dollars should fall to vib, got %s", got.Code)
+	if reached.After(p.ReviewCutoff(kept)) {
+		t.Errorf("still protected when the window ends: cutoff %v", p.ReviewCutoff(kept))
 	}
 }
 
@@ -187,14 +207,29 @@ func TestCalendarYearPeriod(t *testing.T) {
 	if got := p.Start(at); !got.Equal(time.Date(2026, 1, 1, 5, 0, 0, 0, time.UTC)) {
 		t.Errorf("start = %v, want 2026-01-01 05:00 UTC", got)
 	}
-	// Reached in June 2025: kept to the end of 2026.
+	// Reached in June 2025: kept to the end of 2026, New York time.
 	reached := time.Date(2025, 6, 15, 0, 0, 0, 0, time.UTC)
-	l := ladder()
-	vib, _ := l.Find("vib")
-	if got := l.Review(p, vib, reached, time.Date(2026, 12, 31, 23, 0, 0, 0, ny), 0); got.Code != "vib" {
-		t.Errorf("downgraded before the end of the next year: %s", got.Code)
+	for _, c := range []struct {
+		at        time.Time
+		reviewed  bool
+		situation string
+	}{
+		{time.Date(2026, 12, 31, 23, 59, 59, 999999000, ny), false, "the last microsecond of the next year"},
+		{time.Date(2027, 1, 1, 3, 0, 0, 0, time.UTC), false, "1 January in UTC, still 31 December in New York"},
+		{time.Date(2027, 1, 1, 0, 0, 0, 0, ny), true, "the first instant of the year after"},
+	} {
+		if got := !reached.After(p.ReviewCutoff(c.at)); got != c.reviewed {
+			t.Errorf("at %s (%s): reviewable %v, want %v", c.at, c.situation, got, c.reviewed)
+		}
 	}
-	if got := l.Review(p, vib, reached, time.Date(2027, 1, 1, 0, 0, 0, 0, ny), 0); got.Code != "insider" {
-		t.Errorf("kept after the end of the next year: %s", got.Code)
+	// The year a tier is reached in is New York's too.
+	lastOf2025 := time.Date(2025, 12, 31, 23, 59, 59, 999999000, ny)
+	firstOf2026 := time.Date(2026, 1, 1, 0, 0, 0, 0, ny)
+	at = time.Date(2027, 1, 1, 0, 0, 0, 0, ny)
+	if lastOf2025.After(p.ReviewCutoff(at)) {
+		t.Errorf("a tier reached on 31 December 2025 is still protected in 2027")
+	}
+	if !firstOf2026.After(p.ReviewCutoff(at)) {
+		t.Errorf("a tier reached on 1 January 2026 is reviewable in 2027")
 	}
 }
