@@ -284,16 +284,15 @@ type op struct {
 	key    string
 	body   []byte
 
-	status      int
-	resp        []byte
-	replayed    bool // the first answer was already a replay
-	unanswered  int  // attempts that got no answer or a 503
-	id          string
-	points      int64 // change to the member's balance
-	purchaseIdx int   // for returns: the purchase op returned
-	returned    bool  // for purchases: a return was posted
-	total       int64
-	seq         int64 // acknowledgement order
+	status     int
+	resp       []byte
+	replayed   bool // the first answer was already a replay
+	unanswered int  // attempts that got no answer or a 503
+	id         string
+	points     int64 // change to the member's balance
+	returned   bool  // for purchases: a return was posted
+	total      int64
+	seq        int64 // acknowledgement order
 }
 
 // workload drives writes against an engine through its public API.
