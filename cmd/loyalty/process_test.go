@@ -292,6 +292,7 @@ type op struct {
 	points     int64 // change to the member's balance
 	returned   bool  // for purchases: a return was posted
 	total      int64
+	sent       int64 // order in which writes were first sent
 	seq        int64 // acknowledgement order
 }
 
@@ -310,6 +311,7 @@ type workload struct {
 	ops  []*op
 	done []*op // answered 201, in order, with their ids
 
+	sent         atomic.Int64
 	acked        atomic.Int64
 	noAnswer     atomic.Int64 // attempts without an answer (process down, connection cut)
 	unavailable  atomic.Int64 // 503 answers
@@ -333,6 +335,7 @@ func newWorkload(t *testing.T, e *engine) *workload {
 // send posts op until it gets an answer other than 503 (or no answer),
 // retrying with the same key and body, as a well-behaved client does.
 func (w *workload) send(o *op) {
+	o.sent = w.sent.Add(1)
 	for {
 		if time.Now().After(w.deadline) {
 			w.t.Errorf("%s %s (key %s): no answer before the deadline", o.kind, o.path, o.key)
