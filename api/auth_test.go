@@ -738,8 +738,10 @@ func TestTokenIssuerAudience(t *testing.T) {
 // TestTokenForeignKeysAndTimes completes TestTokenAttacks: tokens really
 // signed with asymmetric keys (the engine verifies HS256 only), an HMAC
 // keyed with a public key, and an iat in the future.
-func TestTokenForeignKeysAndTimes(t *testing.T) {
-	e := newEnv(t, loyalty.SQLite)
+func TestTokenForeignKeysAndTimes(t *testing.T) { loyaltytest.Each(t, testTokenForeignKeysAndTimes) }
+
+func testTokenForeignKeysAndTimes(t *testing.T, dialect string) {
+	e := newEnv(t, dialect)
 	now := time.Now()
 	claims := jwt.MapClaims{"sub": "op-1", "role": "admin", "exp": now.Add(time.Hour).Unix()}
 	with := func(k string, v any) jwt.MapClaims {
