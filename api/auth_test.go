@@ -738,8 +738,10 @@ func TestTokenIssuerAudience(t *testing.T) {
 // TestTokenForeignKeysAndTimes completes TestTokenAttacks: tokens really
 // signed with asymmetric keys (the engine verifies HS256 only), an HMAC
 // keyed with a public key, and an iat in the future.
-func TestTokenForeignKeysAndTimes(t *testing.T) {
-	e := newEnv(t, loyalty.SQLite)
+func TestTokenForeignKeysAndTimes(t *testing.T) { loyaltytest.Each(t, testTokenForeignKeysAndTimes) }
+
+func testTokenForeignKeysAndTimes(t *testing.T, dialect string) {
+	e := newEnv(t, dialect)
 	now := time.Now()
 	claims := jwt.MapClaims{"sub": "op-1", "role": "admin", "exp": now.Add(time.Hour).Unix()}
 	with := func(k string, v any) jwt.MapClaims {
@@ -959,12 +961,23 @@ func TestMemberIsolationEveryRoute(t *testing.T) {
 			})
 		}
 		t.Run("RewardsForAnotherMember", func(t *testing.T) {
-			// The catalog is public; filtered for another member it is
-			// refused or answers for the caller only, never for b.
-			r := e.do("GET", "/v1/rewards?member_id="+b, tokA, nil)
-			if r.Status != http.StatusOK {
-				assertProblem(t, r, http.StatusNotFound, "")
+			// The catalog is public, but filtered for another member it
+			// says what b may redeem: another member's resource seen with
+			// a member token is 404 (API.md §1), never a 200 of any kind.
+			assertProblem(t, e.do("GET", "/v1/rewards?member_id="+b, tokA, nil), http.StatusNotFound, "")
+			// The same filter answers for b to a role that may see b, and
+			// for a to its own token, so the 404 is isolation, not a route
+			// that fails for everyone.
+			var l struct {
+				Items []struct {
+					ID string `json:"id"`
+				} `json:"items"`
 			}
+			e.do("GET", "/v1/rewards?member_id="+b, e.admin(), nil).must(t, 200).Decode(t, &l)
+			if len(l.Items) != 1 || l.Items[0].ID != reward {
+				t.Errorf("rewards b may redeem, as the admin sees them: %+v, want only %s", l.Items, reward)
+			}
+			e.do("GET", "/v1/rewards?member_id="+a, tokA, nil).must(t, 200)
 		})
 		t.Run("NothingChanged", func(t *testing.T) {
 			if after := e.balance(b); after.Available != before.Available || after.LifetimeRedeemed != before.LifetimeRedeemed {

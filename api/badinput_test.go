@@ -441,26 +441,32 @@ func TestHostileNulBytes(t *testing.T) {
 		nulCursor := base64.RawURLEncoding.EncodeToString([]byte("a\x00b"))
 		nulLedgerCursor := base64.RawURLEncoding.EncodeToString([]byte("2026-03-01T12:00:00Z\x1fa\x00b"))
 		buy := map[string]any{"member_id": m, "store_id": "store-1", "currency": "USD", "total": 1000}
+		// A member whose keys are the looked-up values without their NUL
+		// (or cut at it): a lookup that strips or truncates would find it.
+		e.do("POST", "/v1/members", e.pos(), map[string]any{"external_id": "ab", "email": "ab@example.com",
+			"phone": "+15550001234"}).must(t, 201)
 		for _, c := range []struct {
 			name, method, path string
 			body               any
 			ok                 []int // acceptable statuses
 			field              string
+			lookup             bool // a 200 must find no member
 		}{
-			{"EnrolFirstName", "POST", "/v1/members", map[string]any{"first_name": "a\x00b"}, []int{422, 201}, "first_name"},
-			{"PatchLastName", "PATCH", "/v1/members/" + m, map[string]any{"last_name": "\x00"}, []int{422, 200}, "last_name"},
-			{"ItemSKU", "POST", "/v1/purchases", withKeys(buy, "external_id", "NUL-1", "items", []map[string]any{{"sku": "A\x00", "amount": 1000}}), []int{422, 201}, "items"},
-			{"ItemCategory", "POST", "/v1/purchases", withKeys(buy, "external_id", "NUL-2", "items", []map[string]any{{"sku": "A", "category": "\x00", "amount": 1000}}), []int{422, 201}, "items"},
-			{"AdjustmentReason", "POST", "/v1/members/" + m + "/adjustments", map[string]any{"points": 1, "reason": "a\x00"}, []int{422, 201}, "reason"},
-			{"TierName", "PUT", "/v1/tiers/nul", map[string]any{"name": "N\x00", "rank": 7, "earn_multiplier": "2", "qualifying_spend": 9_000_000}, []int{422, 201}, "name"},
-			{"ProgramName", "PUT", "/v1/program", map[string]any{"name": "P\x00"}, []int{422, 200}, "name"},
-			{"PurchaseMemberID", "POST", "/v1/purchases", withKeys(buy, "member_id", "a\x00b"), []int{422}, "member_id"},
-			{"QuoteMemberID", "POST", "/v1/purchases/quote", withKeys(buy, "member_id", "a\x00b"), []int{422}, "member_id"},
-			{"LookupEmail", "GET", "/v1/members?email=a%00b", nil, []int{200, 422}, "email"},
-			{"LookupExternalID", "GET", "/v1/members?external_id=a%00b", nil, []int{200, 422}, "external_id"},
-			{"LookupPhone", "GET", "/v1/members?phone=%2B1%00", nil, []int{200, 422}, "phone"},
-			{"MembersCursor", "GET", "/v1/members?cursor=" + nulCursor, nil, []int{200, 422}, "cursor"},
-			{"LedgerCursor", "GET", "/v1/members/" + m + "/ledger?cursor=" + nulLedgerCursor, nil, []int{200, 422}, "cursor"},
+			{"EnrolFirstName", "POST", "/v1/members", map[string]any{"first_name": "a\x00b"}, []int{422, 201}, "first_name", false},
+			{"PatchLastName", "PATCH", "/v1/members/" + m, map[string]any{"last_name": "\x00"}, []int{422, 200}, "last_name", false},
+			{"ItemSKU", "POST", "/v1/purchases", withKeys(buy, "external_id", "NUL-1", "items", []map[string]any{{"sku": "A\x00", "amount": 1000}}), []int{422, 201}, "items", false},
+			{"ItemCategory", "POST", "/v1/purchases", withKeys(buy, "external_id", "NUL-2", "items", []map[string]any{{"sku": "A", "category": "\x00", "amount": 1000}}), []int{422, 201}, "items", false},
+			{"AdjustmentReason", "POST", "/v1/members/" + m + "/adjustments", map[string]any{"points": 1, "reason": "a\x00"}, []int{422, 201}, "reason", false},
+			{"TierName", "PUT", "/v1/tiers/nul", map[string]any{"name": "N\x00", "rank": 7, "earn_multiplier": "2", "qualifying_spend": 9_000_000}, []int{422, 201}, "name", false},
+			{"ProgramName", "PUT", "/v1/program", map[string]any{"name": "P\x00"}, []int{422, 200}, "name", false},
+			{"PurchaseMemberID", "POST", "/v1/purchases", withKeys(buy, "member_id", "a\x00b"), []int{422}, "member_id", false},
+			{"QuoteMemberID", "POST", "/v1/purchases/quote", withKeys(buy, "member_id", "a\x00b"), []int{422}, "member_id", false},
+			{"LookupEmail", "GET", "/v1/members?email=a%00b@example.com", nil, []int{200, 422}, "email", true},
+			{"LookupEmailCut", "GET", "/v1/members?email=ab@example.com%00x", nil, []int{200, 422}, "email", true},
+			{"LookupExternalID", "GET", "/v1/members?external_id=a%00b", nil, []int{200, 422}, "external_id", true},
+			{"LookupPhone", "GET", "/v1/members?phone=%2B1555000%001234", nil, []int{200, 422}, "phone", true},
+			{"MembersCursor", "GET", "/v1/members?cursor=" + nulCursor, nil, []int{200, 422}, "cursor", false},
+			{"LedgerCursor", "GET", "/v1/members/" + m + "/ledger?cursor=" + nulLedgerCursor, nil, []int{200, 422}, "cursor", false},
 		} {
 			t.Run(c.name, func(t *testing.T) {
 				r := e.do(c.method, c.path, e.admin(), c.body)
@@ -470,6 +476,14 @@ func TestHostileNulBytes(t *testing.T) {
 					}
 					if s >= 400 {
 						assertProblem(t, r, s, c.field)
+					}
+					if s == 200 && c.lookup {
+						// No member's key holds a NUL: a lookup by one
+						// finds nobody, whatever it does with the byte.
+						l := r.JSON(t)
+						if items, ok := l["items"].([]any); !ok || len(items) != 0 || l["next_cursor"] != nil {
+							t.Errorf("lookup answered %s, want {\"items\": [], \"next_cursor\": null}", r.Body)
+						}
 					}
 					return
 				}

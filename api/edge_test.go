@@ -90,8 +90,10 @@ func closedByServer(err error) bool {
 	return err != nil
 }
 
-func TestEdgeOversizedHeaders(t *testing.T) {
-	e := newEnvConfig(t, loyalty.SQLite, func(c *Config) { c.MaxHeaderBytes = 4096 })
+func TestEdgeOversizedHeaders(t *testing.T) { loyaltytest.Each(t, testEdgeOversizedHeaders) }
+
+func testEdgeOversizedHeaders(t *testing.T, dialect string) {
+	e := newEnvConfig(t, dialect, func(c *Config) { c.MaxHeaderBytes = 4096 })
 	addr := listen(t, e)
 	tok := e.pos()
 	for _, c := range []struct {
@@ -125,7 +127,7 @@ func TestEdgeOversizedHeaders(t *testing.T) {
 		if r, err := rawExchange(t, addr, raw); err != nil || r.Status != http.StatusRequestHeaderFieldsTooLarge {
 			t.Fatalf("6 KiB of headers at a 4 KiB limit: %d, %v", r.Status, err)
 		}
-		big := newEnvConfig(t, loyalty.SQLite, func(c *Config) { c.MaxHeaderBytes = 16 << 10 })
+		big := newEnvConfig(t, dialect, func(c *Config) { c.MaxHeaderBytes = 16 << 10 })
 		bigAddr := listen(t, big)
 		raw = strings.Replace(raw, tok, big.pos(), 1)
 		if r, err := rawExchange(t, bigAddr, raw); err != nil || r.Status != http.StatusOK {
@@ -137,8 +139,10 @@ func TestEdgeOversizedHeaders(t *testing.T) {
 // TestEdgeSlowClients holds connections open the ways a slow-loris client
 // does; the server's read timeout (write timeout for the client that never
 // reads) must end each connection.
-func TestEdgeSlowClients(t *testing.T) {
-	e := newEnvConfig(t, loyalty.SQLite, func(c *Config) {
+func TestEdgeSlowClients(t *testing.T) { loyaltytest.Each(t, testEdgeSlowClients) }
+
+func testEdgeSlowClients(t *testing.T, dialect string) {
+	e := newEnvConfig(t, dialect, func(c *Config) {
 		c.ReadTimeout = 300 * time.Millisecond
 		c.WriteTimeout = 300 * time.Millisecond
 		c.IdleTimeout = time.Minute // longer than any wait here: only the read and write timeouts may close
@@ -674,8 +678,10 @@ func TestEdgeOddIDsInPaths(t *testing.T) {
 // a new tier rather than an odd id.
 var tierCode = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
 
-func TestEdgeRateLimit(t *testing.T) {
-	e := newEnvConfig(t, loyalty.SQLite, func(c *Config) { c.RateLimit = 2; c.RateLimitWindow = time.Hour })
+func TestEdgeRateLimit(t *testing.T) { loyaltytest.Each(t, testEdgeRateLimit) }
+
+func testEdgeRateLimit(t *testing.T, dialect string) {
+	e := newEnvConfig(t, dialect, func(c *Config) { c.RateLimit = 2; c.RateLimitWindow = time.Hour })
 	tok := e.pos()
 	for i := 0; i < 2; i++ {
 		e.do("GET", "/v1/tiers", tok, nil).must(t, 200)
@@ -703,7 +709,7 @@ func TestEdgeRateLimit(t *testing.T) {
 	}
 
 	t.Run("DefaultWindowIsAMinute", func(t *testing.T) {
-		e := newEnvConfig(t, loyalty.SQLite, func(c *Config) { c.RateLimit = 1 })
+		e := newEnvConfig(t, dialect, func(c *Config) { c.RateLimit = 1 })
 		tok := e.pos()
 		e.do("GET", "/v1/tiers", tok, nil).must(t, 200)
 		r := e.do("GET", "/v1/tiers", tok, nil)
@@ -713,7 +719,7 @@ func TestEdgeRateLimit(t *testing.T) {
 		}
 	})
 	t.Run("OffByDefault", func(t *testing.T) {
-		e := newEnvConfig(t, loyalty.SQLite, func(c *Config) {})
+		e := newEnvConfig(t, dialect, func(c *Config) {})
 		tok := e.pos()
 		for i := 0; i < 200; i++ {
 			e.do("GET", "/v1/tiers", tok, nil).must(t, 200)

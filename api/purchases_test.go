@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"fmt"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -139,20 +140,40 @@ func TestConcurrentPurchasesForOneMember(t *testing.T) {
 		e.beautyLadder()
 		m := e.enrol()
 		const n = 50
+		type answer struct {
+			total        int64
+			PointsEarned int64   `json:"points_earned"`
+			TierBefore   *string `json:"tier_before"`
+			TierAfter    *string `json:"tier_after"`
+			Breakdown    []struct {
+				Source string `json:"source"`
+				Tier   string `json:"tier"`
+				Points int64  `json:"points"`
+			} `json:"breakdown"`
+			Balance struct {
+				Available       int64 `json:"available"`
+				QualifyingSpend int64 `json:"qualifying_spend"`
+				Version         int64 `json:"version"`
+			} `json:"balance"`
+		}
 		var wg sync.WaitGroup
-		points := make([]int64, n)
+		answers := make([]answer, n)
 		errs := make(chan string, n)
 		for i := 0; i < n; i++ {
 			wg.Add(1)
 			go func(i int) {
 				defer wg.Done()
+				// 50 totals sum to 95,325: the VIB threshold (35,000) is
+				// crossed mid-way, Rouge (100,000) never is.
+				total := 1000 + int64(i)*37
 				r := e.do("POST", "/v1/purchases", e.pos(), map[string]any{"member_id": m, "external_id": fmt.Sprintf("C-%d", i),
-					"total": 1000 + int64(i)*37})
+					"total": total})
 				if r.Status != 201 {
 					errs <- fmt.Sprintf("%d %s", r.Status, r.Body)
 					return
 				}
-				points[i] = num(r.JSON(t)["points_earned"])
+				r.Decode(t, &answers[i])
+				answers[i].total = total
 			}(i)
 		}
 		wg.Wait()
@@ -160,13 +181,46 @@ func TestConcurrentPurchasesForOneMember(t *testing.T) {
 		for msg := range errs {
 			t.Fatal(msg)
 		}
-		var sum int64
-		for _, p := range points {
-			sum += p
+		// The purchases took effect one after another in the order of the
+		// balance versions they answered. Replayed in that order, each earns
+		// ⌊U · m⌋ at the tier held before it (§5, §8), and its answer shows
+		// the books right after it.
+		sort.Slice(answers, func(i, j int) bool { return answers[i].Balance.Version < answers[j].Balance.Version })
+		tierAt := func(spend int64) (code string, num, den int64) {
+			if spend >= 35000 {
+				return "vib", 5, 4
+			}
+			return "insider", 1, 1
+		}
+		code := func(s *string) string {
+			if s == nil {
+				return "null"
+			}
+			return *s
+		}
+		var spend, sum int64
+		for k, a := range answers {
+			tier, num, den := tierAt(spend)
+			want := a.total * num / (100 * den)
+			spend += a.total
+			sum += want
+			after, _, _ := tierAt(spend)
+			if a.PointsEarned != want || len(a.Breakdown) != 1 || a.Breakdown[0].Source != "tier" || a.Breakdown[0].Tier != tier || a.Breakdown[0].Points != want {
+				t.Errorf("purchase %d of %d (total %d, spend before %d) earned %d %+v, want %d at %s", k+1, n, a.total, spend-a.total, a.PointsEarned, a.Breakdown, want, tier)
+			}
+			if a.TierBefore == nil || *a.TierBefore != tier || a.TierAfter == nil || *a.TierAfter != after {
+				t.Errorf("purchase %d of %d: tier %v → %v, want %s → %s", k+1, n, code(a.TierBefore), code(a.TierAfter), tier, after)
+			}
+			if a.Balance.Version != int64(k)+2 || a.Balance.Available != sum || a.Balance.QualifyingSpend != spend {
+				t.Errorf("purchase %d of %d answered the balance %+v, want version %d, available %d, qualifying spend %d", k+1, n, a.Balance, k+2, sum, spend)
+			}
+		}
+		if spend != 95325 {
+			t.Fatalf("the totals add up to %d", spend)
 		}
 		b := e.balance(m)
 		if b.Available != sum || b.LifetimeEarned != sum {
-			t.Fatalf("balance %d, lifetime %d, sum of points %d", b.Available, b.LifetimeEarned, sum)
+			t.Fatalf("balance %d, lifetime %d, want the rule's sum %d", b.Available, b.LifetimeEarned, sum)
 		}
 		if b.Version != 1+n {
 			t.Fatalf("version %d, want %d", b.Version, 1+n)

@@ -77,8 +77,10 @@ func TestBirthdayJobAnswersToBothNames(t *testing.T) {
 	e.do("POST", "/v1/jobs/no-such-job/run", e.marketer(), nil).must(t, 404)
 }
 
-func TestRateLimitPerCaller(t *testing.T) {
-	e := newEnv(t, loyalty.SQLite)
+func TestRateLimitPerCaller(t *testing.T) { loyaltytest.Each(t, testRateLimitPerCaller) }
+
+func testRateLimitPerCaller(t *testing.T, dialect string) {
+	e := newEnv(t, dialect)
 	e.app = New(e.svc, Config{Auth: e.auth, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)), RateLimit: 3}, NewMetrics())
 	tok := e.pos()
 	for i := 0; i < 3; i++ {

@@ -2,16 +2,20 @@ package console_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/shopspring/decimal"
 
 	"github.com/loyalty-engine/loyalty/api"
 	"github.com/loyalty-engine/loyalty/jobs"
@@ -515,6 +519,72 @@ func TestBrowserDashboardCharts(t *testing.T) {
 	if n := b.text("#kpi-members"); n != "40" {
 		t.Errorf("members shown %s, want 40", n)
 	}
+	// What Chart.js drew is what the JSON API answers over the same range.
+	var drawn map[string]struct {
+		Labels []string         `json:"labels"`
+		Data   [][]*json.Number `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(eval[string](b, `JSON.stringify(Object.fromEntries(
+		["chart-points", "chart-tiers", "chart-segments", "chart-churn"].map(id => {
+			const c = Chart.getChart(document.getElementById(id));
+			return [id, {labels: c.data.labels, data: c.data.datasets.map(s => s.data)}];
+		})))`)), &drawn); err != nil {
+		t.Fatal(err)
+	}
+	today := e.clock.Now().UTC()
+	from := time.Date(today.Year(), today.Month()-11, 1, 0, 0, 0, 0, time.UTC).Format(time.DateOnly)
+	f := e.analytics(e.token(loyalty.RoleAdmin, "op-1"), from, today.Format(time.DateOnly))
+	num := func(v int64) *json.Number { n := json.Number(strconv.FormatInt(v, 10)); return &n }
+	var months []string
+	var issued, redeemed, rates []*json.Number
+	for _, m := range f.months {
+		months = append(months, m.From[:7])
+		issued, redeemed, rates = append(issued, num(m.PointsIssued)), append(redeemed, num(m.PointsRedeemed)), append(rates, m.RatePercent)
+	}
+	var tierLabels []string
+	var tierValues []*json.Number
+	for _, tr := range f.tiers {
+		tierLabels, tierValues = append(tierLabels, tr.Name), append(tierValues, num(f.summary.Tiers[tr.Code]))
+	}
+	var segLabels []string
+	var segValues []*json.Number
+	for _, sg := range f.segments {
+		segLabels, segValues = append(segLabels, sg.Name), append(segValues, num(sg.Members))
+	}
+	scored, err := e.runner.ChurnRiskList(context.Background(), "0.0000", loyalty.Page{Limit: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	churn := make([]int64, 10)
+	for _, s := range scored.Items {
+		i := int(s.ChurnRisk[2] - '0')
+		if s.ChurnRisk[0] == '1' {
+			i = 9
+		}
+		churn[i]++
+	}
+	var churnValues []*json.Number
+	for _, n := range churn {
+		churnValues = append(churnValues, num(n))
+	}
+	for _, c := range []struct {
+		id     string
+		labels []string
+		data   [][]*json.Number
+	}{
+		{"chart-points", months, [][]*json.Number{issued, redeemed, rates}},
+		{"chart-tiers", tierLabels, [][]*json.Number{tierValues}},
+		{"chart-segments", segLabels, [][]*json.Number{segValues}},
+		{"chart-churn", nil, [][]*json.Number{churnValues}},
+	} {
+		got := drawn[c.id]
+		if c.labels != nil && !reflect.DeepEqual(got.Labels, c.labels) {
+			t.Errorf("%s is drawn with labels %v, want %v", c.id, got.Labels, c.labels)
+		}
+		if !sameNumbers(got.Data, c.data) {
+			t.Errorf("%s is drawn with %s, want %s", c.id, numbers(got.Data), numbers(c.data))
+		}
+	}
 	b.shoot("dashboard")
 
 	// The other pages, for the record.
@@ -565,4 +635,48 @@ func TestBrowserCSRF(t *testing.T) {
 	b.mu.Lock()
 	b.errors = nil // the refused POST logs its 403 on purpose
 	b.mu.Unlock()
+}
+
+// sameNumbers compares series of numbers (null for a gap) by value, so that
+// "12.50" from the API equals 12.5 drawn by Chart.js.
+func sameNumbers(a, b [][]*json.Number) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if len(a[i]) != len(b[i]) {
+			return false
+		}
+		for j := range a[i] {
+			x, y := a[i][j], b[i][j]
+			if x == nil || y == nil {
+				if x != y {
+					return false
+				}
+				continue
+			}
+			dx, errx := decimal.NewFromString(x.String())
+			dy, erry := decimal.NewFromString(y.String())
+			if errx != nil || erry != nil || !dx.Equal(dy) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func numbers(l [][]*json.Number) string {
+	var out []string
+	for _, s := range l {
+		var vs []string
+		for _, v := range s {
+			if v == nil {
+				vs = append(vs, "null")
+			} else {
+				vs = append(vs, v.String())
+			}
+		}
+		out = append(out, "["+strings.Join(vs, " ")+"]")
+	}
+	return strings.Join(out, " ")
 }

@@ -551,6 +551,11 @@ func TestConsoleDashboardDemo(t *testing.T) {
 		if err := json.Unmarshal([]byte(data[1]), &ch); err != nil {
 			t.Fatal(err)
 		}
+		// Over the default range (the twelve months to today), every figure
+		// is the JSON API's.
+		today := e.clock.Now().UTC()
+		from := time.Date(today.Year(), today.Month()-11, 1, 0, 0, 0, 0, time.UTC).Format(time.DateOnly)
+		checkDashboardMatchesAPI(t, readDashboard(t, cl, ""), e.analytics(e.token(loyalty.RoleAdmin, "op-1"), from, today.Format(time.DateOnly)))
 		sum := func(l []int64) (n int64) {
 			for _, v := range l {
 				n += v

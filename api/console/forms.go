@@ -28,8 +28,6 @@ func newForm(c *fiber.Ctx) *form { return &form{c: c} }
 
 func (f *form) str(name string) string { return strings.TrimSpace(f.c.FormValue(name)) }
 
-func (f *form) has(name string) bool { return f.c.Request().PostArgs().Has(name) }
-
 // all returns every value of a repeated field (checkboxes).
 func (f *form) all(name string) []string {
 	out := []string{}

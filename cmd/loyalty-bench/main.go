@@ -713,8 +713,13 @@ func (b *bench) profile(srv *server, e *engine, name string, dur time.Duration) 
 			return
 		}
 		path := filepath.Join(b.opt.profileDir, name+".pprof")
-		if err := os.MkdirAll(b.opt.profileDir, 0o755); err == nil {
-			err = os.WriteFile(path, res.Body(), 0o644)
+		if err := os.MkdirAll(b.opt.profileDir, 0o755); err != nil {
+			b.logf("  profile %s: %v", name, err)
+			return
+		}
+		if err := os.WriteFile(path, res.Body(), 0o644); err != nil {
+			b.logf("  profile %s: %v", name, err)
+			return
 		}
 		b.logf("  CPU profile: %s", path)
 	}()

@@ -284,16 +284,16 @@ type op struct {
 	key    string
 	body   []byte
 
-	status      int
-	resp        []byte
-	replayed    bool // the first answer was already a replay
-	unanswered  int  // attempts that got no answer or a 503
-	id          string
-	points      int64 // change to the member's balance
-	purchaseIdx int   // for returns: the purchase op returned
-	returned    bool  // for purchases: a return was posted
-	total       int64
-	seq         int64 // acknowledgement order
+	status     int
+	resp       []byte
+	replayed   bool // the first answer was already a replay
+	unanswered int  // attempts that got no answer or a 503
+	id         string
+	points     int64 // change to the member's balance
+	returned   bool  // for purchases: a return was posted
+	total      int64
+	sent       int64 // order in which writes were first sent
+	seq        int64 // acknowledgement order
 }
 
 // workload drives writes against an engine through its public API.
@@ -311,6 +311,7 @@ type workload struct {
 	ops  []*op
 	done []*op // answered 201, in order, with their ids
 
+	sent         atomic.Int64
 	acked        atomic.Int64
 	noAnswer     atomic.Int64 // attempts without an answer (process down, connection cut)
 	unavailable  atomic.Int64 // 503 answers
@@ -334,6 +335,7 @@ func newWorkload(t *testing.T, e *engine) *workload {
 // send posts op until it gets an answer other than 503 (or no answer),
 // retrying with the same key and body, as a well-behaved client does.
 func (w *workload) send(o *op) {
+	o.sent = w.sent.Add(1)
 	for {
 		if time.Now().After(w.deadline) {
 			w.t.Errorf("%s %s (key %s): no answer before the deadline", o.kind, o.path, o.key)
