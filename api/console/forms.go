@@ -28,6 +28,9 @@ func newForm(c *fiber.Ctx) *form { return &form{c: c} }
 
 func (f *form) str(name string) string { return strings.TrimSpace(f.c.FormValue(name)) }
 
+// has reports whether the form was sent with the field, even empty.
+func (f *form) has(name string) bool { return f.c.Request().PostArgs().Has(name) }
+
 // all returns every value of a repeated field (checkboxes).
 func (f *form) all(name string) []string {
 	out := []string{}
