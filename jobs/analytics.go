@@ -16,20 +16,24 @@ import (
 type Rate struct {
 	From           string       `json:"from"`
 	To             string       `json:"to"`
-	PointsIssued   int64        `json:"points_issued"`
-	PointsRedeemed int64        `json:"points_redeemed"`
+	PointsIssued   loyalty.Sum  `json:"points_issued"`
+	PointsRedeemed loyalty.Sum  `json:"points_redeemed"`
 	RatePercent    *json.Number `json:"rate_percent"`
 }
 
-// ratePercent is redeemed ÷ issued × 100 rounded to 2 decimals, or null
-// when nothing was issued.
-func ratePercent(issued, redeemed int64) *json.Number {
-	if issued <= 0 {
+// ratePercent is part ÷ whole × 100 rounded to 2 decimals, or null when
+// whole is not above 0.
+func ratePercent(whole, part loyalty.Sum) *json.Number {
+	if whole.Sign() <= 0 {
 		return nil
 	}
-	n := json.Number(decimal.NewFromInt(redeemed).Mul(decimal.NewFromInt(100)).
-		DivRound(decimal.NewFromInt(issued), 2).StringFixed(2))
+	n := json.Number(part.Decimal().Mul(decimal.NewFromInt(100)).DivRound(whole.Decimal(), 2).StringFixed(2))
 	return &n
+}
+
+// countPercent is ratePercent of member counts.
+func countPercent(whole, part int64) *json.Number {
+	return ratePercent(loyalty.SumOf(whole), loyalty.SumOf(part))
 }
 
 // DayRange is a range of calendar days, both inclusive, in a timezone.
@@ -63,13 +67,16 @@ func (d DayRange) end() time.Time { return d.To.AddDate(0, 0, 1) }
 
 // issuedRedeemed sums, over entries whose occurred_at is in [from, end),
 // the points issued (earn, offer, bonus, gift and positive adjust, less
-// return reversals) and redeemed (redeem less redeem_cancel refunds).
-func issuedRedeemed(db *gorm.DB, from, end time.Time) (int64, int64, error) {
-	var s struct{ Issued, Redeemed int64 }
+// return reversals) and redeemed (redeem less redeem_cancel refunds). The
+// sums are exact: over every member they pass int64 long before a balance
+// does.
+func (r *Runner) issuedRedeemed(db *gorm.DB, from, end time.Time) (loyalty.Sum, loyalty.Sum, error) {
+	var s struct{ Issued, Redeemed loyalty.Sum }
+	sum := r.svc.Store().SumSQL
 	err := db.Raw(`SELECT
-			COALESCE(SUM(CASE WHEN kind IN ('earn', 'offer', 'bonus', 'gift') OR (kind = 'adjust' AND points > 0) THEN points
-				WHEN kind = 'return' THEN points ELSE 0 END), 0) AS issued,
-			COALESCE(SUM(CASE WHEN kind = 'redeem' THEN -points WHEN kind = 'redeem_cancel' THEN -points ELSE 0 END), 0) AS redeemed
+			`+sum(`CASE WHEN kind IN ('earn', 'offer', 'bonus', 'gift') OR (kind = 'adjust' AND points > 0) THEN points
+				WHEN kind = 'return' THEN points ELSE 0 END`)+` AS issued,
+			`+sum(`CASE WHEN kind = 'redeem' THEN -points WHEN kind = 'redeem_cancel' THEN -points ELSE 0 END`)+` AS redeemed
 		FROM ledger_entries WHERE occurred_at >= ? AND occurred_at < ?`, loyalty.TS(from), loyalty.TS(end)).Scan(&s).Error
 	return s.Issued, s.Redeemed, err
 }
@@ -78,7 +85,7 @@ func issuedRedeemed(db *gorm.DB, from, end time.Time) (int64, int64, error) {
 func (r *Runner) RedemptionRate(ctx context.Context, d DayRange) (Rate, error) {
 	var out Rate
 	err := loyalty.Read(ctx, r.svc, func(db *gorm.DB) error {
-		iss, red, err := issuedRedeemed(db, d.From, d.end())
+		iss, red, err := r.issuedRedeemed(db, d.From, d.end())
 		out = Rate{From: d.From.Format(time.DateOnly), To: d.To.Format(time.DateOnly), PointsIssued: iss, PointsRedeemed: red,
 			RatePercent: ratePercent(iss, red)}
 		return err
@@ -97,7 +104,7 @@ func (r *Runner) RedemptionRateByMonth(ctx context.Context, d DayRange) ([]Rate,
 			if last.After(d.To) {
 				last = d.To
 			}
-			iss, red, err := issuedRedeemed(db, start, last.AddDate(0, 0, 1))
+			iss, red, err := r.issuedRedeemed(db, start, last.AddDate(0, 0, 1))
 			if err != nil {
 				return err
 			}
@@ -110,16 +117,28 @@ func (r *Runner) RedemptionRateByMonth(ctx context.Context, d DayRange) ([]Rate,
 	return out, err
 }
 
-// RateSnapshotSummary is what a redemption-rate run stored.
+// RateSnapshotSummary is what a redemption-rate run counted. Kept lists
+// the months whose stored snapshot had been counted further into the month
+// than this run counts, and so was left as it was.
 type RateSnapshotSummary struct {
-	Months []Rate `json:"months"`
+	Months []Rate   `json:"months"`
+	Kept   []string `json:"kept,omitempty"`
 }
 
 // SnapshotRedemptionRate stores the redemption rate of asOf's month (to
 // date) and of the month before (now final), replacing earlier snapshots of
-// those months, so a re-run for the same asOf stores the same.
+// those months, so a re-run for the same asOf stores the same. Each
+// snapshot records how far into its month it counted: a run as of a past
+// instant never replaces one counted further (a month to date with a
+// shorter one), while a month that had ended for both runs is recounted in
+// full, picking up entries backdated into it since. A future asOf is
+// refused.
 func (r *Runner) SnapshotRedemptionRate(ctx context.Context, asOf time.Time) (RateSnapshotSummary, error) {
 	var sum RateSnapshotSummary
+	asOf, err := r.svc.AsOf(asOf)
+	if err != nil {
+		return sum, err
+	}
 	prog, err := r.svc.Program(ctx)
 	if err != nil {
 		return sum, err
@@ -130,9 +149,9 @@ func (r *Runner) SnapshotRedemptionRate(ctx context.Context, asOf time.Time) (Ra
 	prevMonth := thisMonth.AddDate(0, -1, 0)
 	now := r.svc.Now()
 	err = loyalty.WriteSet(ctx, r.svc, func(tx *loyalty.Tx) error {
-		sum.Months = nil
+		sum = RateSnapshotSummary{}
 		for _, m := range []struct{ start, end time.Time }{{prevMonth, thisMonth}, {thisMonth, asOf}} {
-			iss, red, err := issuedRedeemed(tx.DB, m.start, m.end)
+			iss, red, err := r.issuedRedeemed(tx.DB, m.start, m.end)
 			if err != nil {
 				return err
 			}
@@ -143,12 +162,17 @@ func (r *Runner) SnapshotRedemptionRate(ctx context.Context, asOf time.Time) (Ra
 				rs = &s
 			}
 			month := m.start.Format("2006-01")
-			if err := tx.DB.Exec("DELETE FROM redemption_rate_snapshots WHERE month = ?", month).Error; err != nil {
-				return err
+			res := tx.DB.Exec(`INSERT INTO redemption_rate_snapshots (month, points_issued, points_redeemed, rate_percent, counted_until, computed_at)
+				VALUES (?, ?, ?, ?, ?, ?)
+				ON CONFLICT (month) DO UPDATE SET points_issued = excluded.points_issued, points_redeemed = excluded.points_redeemed,
+					rate_percent = excluded.rate_percent, counted_until = excluded.counted_until, computed_at = excluded.computed_at
+				WHERE redemption_rate_snapshots.counted_until IS NULL OR redemption_rate_snapshots.counted_until <= excluded.counted_until`,
+				month, iss, red, rs, loyalty.TS(m.end), now)
+			if res.Error != nil {
+				return res.Error
 			}
-			if err := tx.DB.Exec(`INSERT INTO redemption_rate_snapshots (month, points_issued, points_redeemed, rate_percent, computed_at)
-				VALUES (?, ?, ?, ?, ?)`, month, iss, red, rs, now).Error; err != nil {
-				return err
+			if res.RowsAffected == 0 {
+				sum.Kept = append(sum.Kept, month)
 			}
 			last := m.end.Add(-time.Nanosecond).In(loc)
 			if last.Before(m.start) {
@@ -185,12 +209,13 @@ type MemberCounts struct {
 	Lost         int64 `json:"lost"`
 }
 
-// PointCounts sums points over the range; outstanding is at its end.
+// PointCounts sums points over the range; outstanding is at its end. Each
+// is a sum over every member, exact however large.
 type PointCounts struct {
-	Issued      int64 `json:"issued"`
-	Redeemed    int64 `json:"redeemed"`
-	Expired     int64 `json:"expired"`
-	Outstanding int64 `json:"outstanding"`
+	Issued      loyalty.Sum `json:"issued"`
+	Redeemed    loyalty.Sum `json:"redeemed"`
+	Expired     loyalty.Sum `json:"expired"`
+	Outstanding loyalty.Sum `json:"outstanding"`
 }
 
 // SummaryRates are the range's rates, in percent with 2 decimals.
@@ -237,17 +262,18 @@ func (r *Runner) Summary(ctx context.Context, d DayRange) (Summary, error) {
 			return err
 		}
 		out.Members.Active, out.Members.ActiveBefore, out.Members.Lost = a.Active, a.ActiveBefore, a.Lost
-		out.Rates.Churn = ratePercent(a.ActiveBefore, a.Lost)
-		out.Rates.Retention = ratePercent(a.ActiveBefore, a.Active-a.NewCustomers)
-		iss, red, err := issuedRedeemed(db, from, end)
+		out.Rates.Churn = countPercent(a.ActiveBefore, a.Lost)
+		out.Rates.Retention = countPercent(a.ActiveBefore, a.Active-a.NewCustomers)
+		iss, red, err := r.issuedRedeemed(db, from, end)
 		if err != nil {
 			return err
 		}
 		out.Points.Issued, out.Points.Redeemed = iss, red
 		out.Rates.Redemption = ratePercent(iss, red)
-		var p struct{ Expired, Outstanding int64 }
-		if err := db.Raw(`SELECT COALESCE(SUM(CASE WHEN kind = 'expire' AND occurred_at >= ? THEN -points ELSE 0 END), 0) AS expired,
-			COALESCE(SUM(points), 0) AS outstanding FROM ledger_entries WHERE occurred_at < ?`, from, end).Scan(&p).Error; err != nil {
+		var p struct{ Expired, Outstanding loyalty.Sum }
+		sum := r.svc.Store().SumSQL
+		if err := db.Raw(`SELECT `+sum(`CASE WHEN kind = 'expire' AND occurred_at >= ? THEN -points ELSE 0 END`)+` AS expired,
+			`+sum(`points`)+` AS outstanding FROM ledger_entries WHERE occurred_at < ?`, from, end).Scan(&p).Error; err != nil {
 			return err
 		}
 		out.Points.Expired, out.Points.Outstanding = p.Expired, p.Outstanding

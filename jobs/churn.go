@@ -45,14 +45,18 @@ const churnStats = `SELECT p.member_id, COUNT(DISTINCT p.local_day) - 1 AS x,
 // its risk is the share of repeat buyers whose second purchase day came
 // within as many days of their first as it has now gone without one.
 // Scores are computed once per distinct (x, t_x, T) and joined to members
-// in one statement.
+// in one statement. A future asOf is refused; a past one fits and scores on
+// the history up to it, which stands until the next run.
 func (r *Runner) ChurnRisk(ctx context.Context, asOf time.Time) (ChurnSummary, error) {
 	sum := ChurnSummary{Model: "bgnbd", TimeUnit: "week"}
+	asOf, err := r.svc.AsOf(asOf)
+	if err != nil {
+		return sum, err
+	}
 	prog, err := r.svc.Program(ctx)
 	if err != nil {
 		return sum, err
 	}
-	asOf = loyalty.TS(asOf)
 	day := loyalty.LocalDay(asOf, prog.Location())
 	type tuple struct {
 		X, TxDays, TDays int64

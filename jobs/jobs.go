@@ -134,6 +134,26 @@ func recordFromRow(r runRow) RunRecord {
 // as failed with its error; the error is returned only when the run could
 // not even be recorded. A business error in the request (an as_of the job
 // refuses) is returned as is, unrecorded.
+//
+// Every job refuses an as_of ahead of the engine's clock by more than
+// loyalty.ClockSkew, before anything is recorded, and runs as of now for
+// one within it (loyalty.Service.AsOf). What a past as_of may still do is
+// each job's own rule, enforced by the job and listed in docs/JOBS.md:
+//
+//   - expire-points expires the lots that had expired by as_of, each dated
+//     when it expired; a later run expires the rest, none twice.
+//   - tier-review reviews the members unprotected at as_of on their spend up
+//     to as_of, but never moves one below the tier its spend justifies when
+//     the run happens, nor one whose tier changed after as_of.
+//   - birthday-gifts gives the gifts of as_of's day only while their claim
+//     window is still open, and only to members enrolled by that day.
+//   - personal-offers gives an offer only when it is still live now and no
+//     offer of the same template the member holds overlaps it.
+//   - redemption-rate recounts as_of's month and the one before, but never
+//     replaces a month's snapshot with one counted over less of the month.
+//   - segments and churn-risk recompute as of as_of from the history up to
+//     it; the result replaces the one in place until the next run.
+//   - purge-idempotency-keys does not depend on as_of.
 func (r *Runner) Run(ctx context.Context, name string, asOf time.Time, by string) (RunRecord, error) {
 	rec, _, err := r.run(ctx, name, asOf, by, nil)
 	return rec, err
@@ -160,8 +180,12 @@ func (r *Runner) run(ctx context.Context, name string, asOf time.Time, by string
 	if !ok {
 		return RunRecord{}, false, loyalty.Errorf(loyalty.NotFound, "not_found", "no job is named %q", name)
 	}
+	asOf, err := r.svc.AsOf(asOf)
+	if err != nil {
+		return RunRecord{}, false, err
+	}
 	db := r.svc.Store().DB().WithContext(ctx)
-	row := runRow{ID: loyalty.NewID(), Name: name, AsOf: loyalty.TS(asOf), Status: Running, StartedAt: r.svc.Now(),
+	row := runRow{ID: loyalty.NewID(), Name: name, AsOf: asOf, Status: Running, StartedAt: r.svc.Now(),
 		Summary: "{}", TriggeredBy: by, ScheduledFor: slot}
 	res := db.Clauses(clause.OnConflict{DoNothing: true}).Create(&row)
 	if res.Error != nil {

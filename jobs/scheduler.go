@@ -43,23 +43,30 @@ func (r *Runner) StartScheduler(ctx context.Context, log *slog.Logger) (*Schedul
 			continue
 		}
 		name := j.Name
-		if _, err := c.AddFunc(j.Schedule, func() {
-			slot := time.Now().UTC().Truncate(time.Minute)
-			rec, ran, err := r.RunScheduled(ctx, name, slot)
-			switch {
-			case err != nil:
-				log.Error("scheduled job", "job", name, "slot", slot, "error", err.Error())
-			case !ran:
-				log.Info("scheduled job claimed by another engine", "job", name, "slot", slot)
-			default:
-				log.Info("scheduled job", "job", name, "slot", slot, "status", rec.Status)
-			}
-		}); err != nil {
+		if _, err := c.AddFunc(j.Schedule, func() { _, _, _ = r.Tick(ctx, name, log) }); err != nil {
 			return nil, fmt.Errorf("schedule %s %q: %w", name, j.Schedule, err)
 		}
 	}
 	c.Start()
 	return &Scheduler{cron: c}, nil
+}
+
+// Tick runs job name for the current minute, as the scheduler does when
+// the job's schedule fires, and logs the outcome. The minute is read from
+// the engine's clock, the one every as_of is checked against, so a
+// scheduled run is never as of the future.
+func (r *Runner) Tick(ctx context.Context, name string, log *slog.Logger) (RunRecord, bool, error) {
+	slot := r.svc.Now().Truncate(time.Minute)
+	rec, ran, err := r.RunScheduled(ctx, name, slot)
+	switch {
+	case err != nil:
+		log.Error("scheduled job", "job", name, "slot", slot, "error", err.Error())
+	case !ran:
+		log.Info("scheduled job claimed by another engine", "job", name, "slot", slot)
+	default:
+		log.Info("scheduled job", "job", name, "slot", slot, "status", rec.Status)
+	}
+	return rec, ran, err
 }
 
 // Stop stops scheduling and waits for running jobs to finish.

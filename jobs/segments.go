@@ -39,10 +39,15 @@ type SegmentsSummary struct {
 }
 
 // Segments recomputes segment membership as of asOf in a few statements:
-// one for the loyal segment, one for the RFM segments.
+// one for the loyal segment, one for the RFM segments. A future asOf is
+// refused; a past one computes membership from the purchases up to it,
+// which stands until the next run.
 func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary, error) {
 	sum := SegmentsSummary{Members: map[string]int64{}}
-	asOf = loyalty.TS(asOf)
+	asOf, err := r.svc.AsOf(asOf)
+	if err != nil {
+		return sum, err
+	}
 	prog, err := r.svc.Program(ctx)
 	if err != nil {
 		return sum, err
@@ -94,7 +99,8 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 						NTILE(5) OVER (ORDER BY a.n, a.member_id) AS f,
 						NTILE(5) OVER (ORDER BY a.spend, a.member_id) AS m
 					FROM (
-						SELECT p.member_id, MAX(p.occurred_at) AS last_at, COUNT(*) AS n, SUM(p.total - p.returned_amount) AS spend
+						SELECT p.member_id, MAX(p.occurred_at) AS last_at, COUNT(*) AS n,
+							`+r.svc.Store().SumOrderSQL("p.total - p.returned_amount")+` AS spend
 						FROM purchases p JOIN members mm ON mm.id = p.member_id AND mm.status = 'active'
 						WHERE p.occurred_at > ? AND p.occurred_at <= ? GROUP BY p.member_id
 					) a

@@ -13,7 +13,7 @@ type ExpirySummary struct {
 	Policy  string `json:"policy"`
 	Lots    int64  `json:"lots"`
 	Members int64  `json:"members"`
-	Points  int64  `json:"points"`
+	Points  Sum    `json:"points"`
 }
 
 // ExpirePoints writes one expire entry for the remainder of every lot
@@ -27,14 +27,15 @@ type ExpirySummary struct {
 // remainder drops to zero in the same transaction, so a second run for the
 // same asOf (or two runs racing) expires nothing twice. Lapsed lots were
 // already left out of available points before this runs; the run makes the
-// ledger store what it showed.
+// ledger store what it showed. A past asOf expires what had lapsed by
+// then (a prefix of what a later run expires); a future one is refused.
 func (s *Service) ExpirePoints(ctx context.Context, asOf time.Time) (ExpirySummary, error) {
-	asOf = ts(asOf)
 	var sum ExpirySummary
-	if asOf.After(ts(s.now()).Add(ClockSkew)) {
-		return sum, Invalidf("as_of", "must not be in the future: points expire when their time comes")
+	asOf, err := s.AsOf(asOf)
+	if err != nil {
+		return sum, err
 	}
-	err := s.store.writeSerial(ctx, func(tx *gorm.DB) error {
+	err = s.store.writeSerial(ctx, func(tx *gorm.DB) error {
 		sum = ExpirySummary{}
 		prog, err := loadProgram(tx)
 		if err != nil {
@@ -50,8 +51,11 @@ func (s *Service) ExpirePoints(ctx context.Context, asOf time.Time) (ExpirySumma
 				return err
 			}
 		}
-		var st struct{ Lots, Members, Points int64 }
-		if err := tx.Raw(`SELECT COUNT(*) AS lots, COUNT(DISTINCT l.member_id) AS members, COALESCE(SUM(l.remaining), 0) AS points
+		var st struct {
+			Lots, Members int64
+			Points        Sum
+		}
+		if err := tx.Raw(`SELECT COUNT(*) AS lots, COUNT(DISTINCT l.member_id) AS members, `+s.store.SumSQL("l.remaining")+` AS points
 			FROM `+x.from+` WHERE `+x.due, x.args).Scan(&st).Error; err != nil {
 			return err
 		}
@@ -133,13 +137,20 @@ type TierReviewSummary struct {
 // the year after) to the highest tier its qualifying spend at asOf
 // justifies. Upgrades are not its business: they happen at purchase time.
 // One statement over all members; running it twice changes nothing more.
+//
+// A future asOf is refused. A past one reviews the members unprotected at
+// asOf on their spend up to asOf, as a review run then would have; but as
+// a purchase since then would have lifted such a member back, none is moved
+// below the tier its spend justifies now, and a member whose tier changed
+// after asOf is left alone (its tier_since is after the cutoff).
 func (s *Service) ReviewTiers(ctx context.Context, asOf time.Time) (TierReviewSummary, error) {
-	asOf = ts(asOf)
 	var sum TierReviewSummary
-	if asOf.After(ts(s.now()).Add(ClockSkew)) {
-		return sum, Invalidf("as_of", "must not be in the future: a tier is reviewed on the spend it has")
+	asOf, err := s.AsOf(asOf)
+	if err != nil {
+		return sum, err
 	}
-	err := s.store.write(ctx, func(tx *gorm.DB) error {
+	now := ts(s.now())
+	err = s.store.write(ctx, func(tx *gorm.DB) error {
 		prog, err := loadProgram(tx)
 		if err != nil {
 			return err
@@ -148,15 +159,25 @@ func (s *Service) ReviewTiers(ctx context.Context, asOf time.Time) (TierReviewSu
 		start := period.Start(asOf)
 		// A tier reached at or before cutoff is no longer protected at asOf.
 		cutoff := period.ReviewCutoff(asOf)
-		justified := `(SELECT t.code FROM tiers t WHERE t.qualifying_spend <= COALESCE((
-				SELECT SUM(p.total - p.returned_amount) FROM purchases p
-				WHERE p.member_id = members.id AND p.occurred_at >= ? AND p.occurred_at <= ?), 0)
-			ORDER BY t.rank DESC LIMIT 1)`
+		// The qualifying spend over [from, to], summed exactly: one member's
+		// purchases may add up past int64.
+		spend := `COALESCE((SELECT ` + s.store.SumOrderSQL("p.total - p.returned_amount") + ` FROM purchases p
+				WHERE p.member_id = members.id AND p.occurred_at >= ? AND p.occurred_at <= ?), 0)`
+		cond, spendArgs := `t.qualifying_spend <= `+spend, []any{start, asOf}
+		// A scheduled run is as of its minute, seconds ago: only an as_of
+		// further back than a clock's skew is judged on today's spend too,
+		// which costs a second sum.
+		if now.Sub(asOf) > ClockSkew {
+			cond += ` OR t.qualifying_spend <= ` + spend
+			spendArgs = append(spendArgs, period.Start(now), now)
+		}
+		justified := `(SELECT t.code FROM tiers t WHERE ` + cond + ` ORDER BY t.rank DESC LIMIT 1)`
+		args := append(append([]any{}, spendArgs...), asOf, now, ts(cutoff))
 		res := tx.Exec(`UPDATE members SET tier_code = `+justified+`, tier_since = ?, updated_at = ?
 			WHERE status = 'active' AND tier_code IS NOT NULL AND tier_since <= ?
 			AND (SELECT rank FROM tiers WHERE code = members.tier_code) >
 				(SELECT rank FROM tiers WHERE code = `+justified+`)`,
-			start, asOf, asOf, ts(s.now()), ts(cutoff), start, asOf)
+			append(args, spendArgs...)...)
 		sum.Downgraded = res.RowsAffected
 		return res.Error
 	})

@@ -922,9 +922,15 @@ func (s *Service) Adjust(ctx context.Context, p Principal, memberID string, in A
 		spec := entrySpec{Kind: KindAdjust, Points: *in.Points, OccurredAt: a.now, Description: in.Reason}
 		var row entryRow
 		if *in.Points > 0 {
+			// The balance is checked as the entry is appended; the lifetime
+			// total must not wrap round either.
+			earned, ok := tiers.AddMinor(a.balance.LifetimeEarned, *in.Points)
+			if !ok {
+				return Entry{}, Errorf(Conflict, "overflow", "the member's lifetime earned points would overflow")
+			}
 			spec.ExpiresAt = a.expiryFor(a.now)
 			row, err = a.credit(tx, spec)
-			a.balance.LifetimeEarned += *in.Points
+			a.balance.LifetimeEarned = earned
 		} else {
 			row, err = a.spend(tx, spec)
 		}

@@ -230,10 +230,18 @@ type PersonalOffersSummary struct {
 // duration_days from asOf, unless it holds a live one from that template.
 // One INSERT … SELECT per template; an offer's id is derived from template,
 // member and day, so a second run for the same asOf gives nothing twice.
+//
+// A future asOf is refused. A past one gives an offer only when it is still
+// live now (no offer is born ended), and never one whose days overlap an
+// offer of the same template the member holds, whichever run gave that.
 func (s *Service) GivePersonalOffers(ctx context.Context, asOf time.Time) (PersonalOffersSummary, error) {
-	asOf = ts(asOf)
 	var sum PersonalOffersSummary
-	err := s.store.write(ctx, func(tx *gorm.DB) error {
+	asOf, err := s.AsOf(asOf)
+	if err != nil {
+		return sum, err
+	}
+	now := ts(s.now())
+	err = s.store.write(ctx, func(tx *gorm.DB) error {
 		sum = PersonalOffersSummary{}
 		var tpls []templateRow
 		if err := tx.Where("active = ?", true).Order("code").Find(&tpls).Error; err != nil {
@@ -243,6 +251,9 @@ func (s *Service) GivePersonalOffers(ctx context.Context, asOf time.Time) (Perso
 		for _, t := range tpls {
 			from := ts(asOf.AddDate(0, 0, -t.LookbackDays))
 			ends := ts(asOf.AddDate(0, 0, t.DurationDays))
+			if !ends.After(now) {
+				continue
+			}
 			res := tx.Exec(`INSERT INTO offers (id, code, name, kind, multiplier, bonus_points, conditions, target_all, target_segments,
 					requires_activation, starts_at, ends_at, max_uses_per_member, status, template_id, owner_member_id,
 					personal_category, created_at, updated_at)
@@ -250,7 +261,7 @@ func (s *Service) GivePersonalOffers(ctx context.Context, asOf time.Time) (Perso
 					?, ?, ?, ?, 'active', ?, f.member_id, f.category, ?, ?
 				FROM (
 					SELECT p.member_id, i.category,
-						ROW_NUMBER() OVER (PARTITION BY p.member_id ORDER BY SUM(i.amount) DESC, i.category) AS rn
+						ROW_NUMBER() OVER (PARTITION BY p.member_id ORDER BY `+s.store.SumOrderSQL("i.amount")+` DESC, i.category) AS rn
 					FROM purchases p JOIN purchase_items i ON i.purchase_id = p.id
 					WHERE p.occurred_at >= ? AND p.occurred_at <= ? AND i.category <> ''
 					GROUP BY p.member_id, i.category
@@ -259,11 +270,11 @@ func (s *Service) GivePersonalOffers(ctx context.Context, asOf time.Time) (Perso
 				WHERE f.rn = 1
 				AND (SELECT COUNT(*) FROM purchases c WHERE c.member_id = f.member_id AND c.occurred_at >= ? AND c.occurred_at <= ?) >= ?
 				AND NOT EXISTS (SELECT 1 FROM offers o WHERE o.template_id = ? AND o.owner_member_id = f.member_id
-					AND o.status = 'active' AND (o.ends_at IS NULL OR o.ends_at > ?) AND (o.starts_at IS NULL OR o.starts_at <= ?))
+					AND o.status = 'active' AND (o.ends_at IS NULL OR o.ends_at > ?) AND (o.starts_at IS NULL OR o.starts_at < ?))
 				ON CONFLICT DO NOTHING`,
 				t.ID, day, t.Code, day, t.Name, t.Kind, t.Multiplier, t.BonusPoints, t.Conditions, false,
 				t.RequiresActivation, asOf, ends, t.MaxUsesPerMember, t.ID, asOf, asOf,
-				from, asOf, from, asOf, t.MinPurchases, t.ID, asOf, asOf)
+				from, asOf, from, asOf, t.MinPurchases, t.ID, asOf, ends)
 			if res.Error != nil {
 				return res.Error
 			}

@@ -62,6 +62,9 @@ func Open(ctx context.Context, rawURL string) (*Store, error) {
 				return nil, fmt.Errorf("open store: %w", err)
 			}
 		}
+		if err := registerSQLiteFuncs(); err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
 		// Times are stored as text in SQLite's own format, which sorts as it
 		// compares: every stored instant is UTC (see ts).
 		base := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)" +

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -52,11 +53,11 @@ type Gift struct {
 
 // GiftSummary counts what a birthday-gifts run did.
 type GiftSummary struct {
-	Enabled   bool  `json:"enabled"`
-	Timezones int   `json:"timezones"`
-	Given     int64 `json:"given"`
-	Points    int64 `json:"points"`
-	Expired   int64 `json:"expired"`
+	Enabled   bool        `json:"enabled"`
+	Timezones int         `json:"timezones"`
+	Given     int64       `json:"given"`
+	Points    loyalty.Sum `json:"points"`
+	Expired   int64       `json:"expired"`
 }
 
 // BirthdayGifts gives every active member whose birthday is asOf's day in
@@ -68,10 +69,20 @@ type GiftSummary struct {
 // engines racing, never give twice, and a birthday changed after the day
 // brings no second gift. It also marks unclaimed gifts past their time
 // expired. The statements are per distinct timezone, never per member.
+//
+// An as_of in the future is refused: it would expire this year's gifts
+// early and give a later year's now, whose one-per-year key would then
+// block the real one. A past as_of (a run the engine missed, caught up)
+// gives the gifts of that day only while their claim window is still open
+// now, so no gift is born expired, and only to members enrolled by the end
+// of that day, as a run on the day would have.
 func (s *Service) BirthdayGifts(ctx context.Context, asOf time.Time) (GiftSummary, error) {
-	asOf = loyalty.TS(asOf)
 	var sum GiftSummary
-	err := loyalty.WriteSet(ctx, s.ledger, func(tx *loyalty.Tx) error {
+	asOf, err := s.ledger.AsOf(asOf)
+	if err != nil {
+		return sum, err
+	}
+	err = loyalty.WriteSet(ctx, s.ledger, func(tx *loyalty.Tx) error {
 		sum = GiftSummary{}
 		prog, err := tx.Program()
 		if err != nil {
@@ -118,12 +129,25 @@ func (s *Service) BirthdayGifts(ctx context.Context, asOf time.Time) (GiftSummar
 				days = append(days, "02-29")
 			}
 			// The claim window runs from the start of the birthday, local time.
-			expires := loyalty.TS(time.Date(y, m, d, 0, 0, 0, 0, loc).AddDate(0, 0, g.ClaimDays))
+			day := time.Date(y, m, d, 0, 0, 0, 0, loc)
+			expires := loyalty.TS(day.AddDate(0, 0, g.ClaimDays))
+			if !expires.After(tx.Now) {
+				continue // a past day whose gifts could no longer be claimed
+			}
 			q := `INSERT INTO member_gifts (id, member_id, year, birthday, options, bonus_points, status, expires_at, run_id, created_at)
 				SELECT 'gift:' || m.id || ':' || ?, m.id, ?, m.birthday, ?, ?, 'available', ?, ?, ?
 				FROM members m
-				WHERE m.status = 'active' AND COALESCE(m.timezone, '') = ? AND substr(m.birthday, 6, 5) IN ?`
-			args := []any{strconv.Itoa(y), y, string(options), g.BonusPoints, expires, runID, tx.Now, zone, days}
+				WHERE m.status = 'active' AND COALESCE(m.timezone, '') = ? AND substr(m.birthday, 6, 5) IN ?
+				AND m.enrolled_at < ?`
+			args := []any{strconv.Itoa(y), y, string(options), g.BonusPoints, expires, runID, tx.Now, zone, days,
+				loyalty.TS(day.AddDate(0, 0, 1))}
+			if g.BonusPoints > 0 {
+				// A balance the bonus would carry past int64 gets no gift,
+				// rather than failing the run for every member of the day.
+				q += ` AND EXISTS (SELECT 1 FROM member_balances b WHERE b.member_id = m.id
+					AND b.points <= ? AND b.lifetime_earned <= ?)`
+				args = append(args, int64(math.MaxInt64)-g.BonusPoints, int64(math.MaxInt64)-g.BonusPoints)
+			}
 			if minRank >= 0 {
 				q += ` AND COALESCE((SELECT t.rank FROM tiers t WHERE t.code = m.tier_code),
 					(SELECT MIN(t.rank) FROM tiers t)) >= ?`
@@ -174,7 +198,7 @@ func creditGifts(tx *loyalty.Tx, prog *loyalty.Program, runID string, bonus int6
 		WHERE member_id IN (`+members+`)`, bonus, bonus, bonus, bonus, tx.Now, runID).Error; err != nil {
 		return err
 	}
-	sum.Points = sum.Given * bonus
+	sum.Points = loyalty.SumOf(bonus).Times(sum.Given)
 	return nil
 }
 

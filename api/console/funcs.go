@@ -43,6 +43,7 @@ func (h *handler) funcs() template.FuncMap {
 		"money":   money,
 		"amount":  amount,
 		"pts":     groupDigits,
+		"sum":     groupSum,
 		"signed":  signed,
 		"when":    when,
 		"dtlocal": dtlocal,
@@ -100,6 +101,16 @@ func money(minor int64, p *loyalty.Program) string {
 func groupDigits(n int64) string {
 	s := strconv.FormatInt(n, 10)
 	if n < 0 {
+		return "-" + groupString(s[1:])
+	}
+	return groupString(s)
+}
+
+// groupSum groups the digits of a sum over many members, which may pass
+// int64.
+func groupSum(n loyalty.Sum) string {
+	s := n.String()
+	if strings.HasPrefix(s, "-") {
 		return "-" + groupString(s[1:])
 	}
 	return groupString(s)

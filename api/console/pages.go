@@ -30,8 +30,8 @@ type dashboardData struct {
 // charts is what console.js hands to Chart.js.
 type charts struct {
 	Months   []string       `json:"months"`
-	Issued   []int64        `json:"issued"`
-	Redeemed []int64        `json:"redeemed"`
+	Issued   []loyalty.Sum  `json:"issued"`
+	Redeemed []loyalty.Sum  `json:"redeemed"`
 	Rate     []*json.Number `json:"rate"`
 	Tiers    series         `json:"tiers"`
 	Segments series         `json:"segments"`
@@ -83,7 +83,7 @@ func (h *handler) dashboard(c *fiber.Ctx) error {
 	if err != nil {
 		return h.fail(c, "dashboard", v, err)
 	}
-	ch := &charts{Months: []string{}, Issued: []int64{}, Redeemed: []int64{}, Rate: []*json.Number{},
+	ch := &charts{Months: []string{}, Issued: []loyalty.Sum{}, Redeemed: []loyalty.Sum{}, Rate: []*json.Number{},
 		Tiers: series{Labels: []string{}, Values: []int64{}}, Segments: series{Labels: []string{}, Values: []int64{}},
 		Churn: series{Labels: []string{}, Values: []int64{}}}
 	for _, m := range months {
@@ -91,7 +91,7 @@ func (h *handler) dashboard(c *fiber.Ctx) error {
 		ch.Issued = append(ch.Issued, m.PointsIssued)
 		ch.Redeemed = append(ch.Redeemed, m.PointsRedeemed)
 		ch.Rate = append(ch.Rate, m.RatePercent)
-		d.HasRate = d.HasRate || m.PointsIssued > 0
+		d.HasRate = d.HasRate || m.PointsIssued.Sign() > 0
 	}
 	for _, t := range tiers {
 		ch.Tiers.Labels = append(ch.Tiers.Labels, t.Name)

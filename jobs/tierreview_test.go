@@ -1,0 +1,118 @@
+package jobs_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/loyalty-engine/loyalty/loyalty"
+	"github.com/loyalty-engine/loyalty/loyalty/loyaltytest"
+)
+
+// TestTierReviewCalendarYearBoundary runs the tier-review job at 23:59 on
+// 31 December and at 00:00 on 1 January in Tokyo (UTC+9), where the local
+// year turns nine hours before the UTC one. A tier reached in a calendar
+// year is kept to the end of the next one (§5), then the spend since
+// 1 January, local time, decides.
+func TestTierReviewCalendarYearBoundary(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		tokyo, err := time.LoadLocation("Asia/Tokyo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		local := func(y int, mo time.Month, d, h, mi int) time.Time { return time.Date(y, mo, d, h, mi, 0, 0, tokyo) }
+		e := newEnv(t, dialect, local(2024, 1, 1, 0, 0))
+		period, tz := "calendar_year", "Asia/Tokyo"
+		e.program(loyalty.ProgramPatch{TierPeriod: &period, Timezone: &tz})
+		e.ladder()
+
+		reach := func(when time.Time, total int64) string {
+			t.Helper()
+			e.clock.Set(when)
+			m := e.enrol("")
+			if r := e.buy(m, total); r.TierAfter == nil || *r.TierAfter == "insider" {
+				t.Fatalf("purchase of %d at %s left the member at %v", total, when, r.TierAfter)
+			}
+			return m
+		}
+		// Reached in 2024: kept to the end of 2025.
+		mid2024 := reach(local(2024, 6, 15, 12, 0), 35000)
+		// 23:30 on 31 December 2024 in Tokyo: still 2024 there.
+		lastOf2024 := reach(local(2024, 12, 31, 23, 30), 35000)
+		rouge2024 := reach(local(2024, 7, 1, 12, 0), 100000)
+		// 00:30 on 1 January 2025 in Tokyo, 15:30 UTC on 31 December 2024:
+		// reached in 2025, kept to the end of 2026.
+		firstOf2025 := reach(local(2025, 1, 1, 0, 30), 35000)
+
+		names := map[string]string{mid2024: "VIB since June 2024", lastOf2024: "VIB since 23:30 on 31 Dec 2024",
+			rouge2024: "Rouge since July 2024", firstOf2025: "VIB since 00:30 on 1 Jan 2025"}
+		want := func(when string, tiers map[string]string) {
+			t.Helper()
+			for m, code := range tiers {
+				if got := e.tierOf(m); got != code {
+					t.Errorf("%s: the member %s holds %q, want %q", when, names[m], got, code)
+				}
+			}
+		}
+		eve := local(2025, 12, 31, 23, 59)
+		e.clock.Set(eve)
+		rec := e.run(t, "tier-review", eve)
+		want("after the review at 23:59 on 31 Dec 2025", map[string]string{
+			mid2024: "vib", lastOf2024: "vib", rouge2024: "rouge", firstOf2025: "vib"})
+		if s := string(rec.Summary); s != `{"downgraded":0}` {
+			t.Errorf("summary at 23:59 %s, want nothing downgraded", s)
+		}
+
+		newYear := local(2026, 1, 1, 0, 0)
+		e.clock.Set(newYear)
+		// Rouge since 2024 spends 40,000 at the first instant of 2026,
+		// Tokyo time: that spend counts for 2026 and justifies VIB.
+		e.buy(rouge2024, 40000)
+		rec = e.run(t, "tier-review", newYear)
+		want("after the review at 00:00 on 1 Jan 2026", map[string]string{
+			mid2024: "insider", lastOf2024: "insider", rouge2024: "vib", firstOf2025: "vib"})
+		if s := string(rec.Summary); s != `{"downgraded":3}` {
+			t.Errorf("summary at 00:00 %s, want 3 downgraded", s)
+		}
+		// A second run as of the same instant changes nothing.
+		if s := string(e.run(t, "tier-review", newYear).Summary); s != `{"downgraded":0}` {
+			t.Errorf("second run %s, want nothing downgraded", s)
+		}
+		want("after a second run", map[string]string{
+			mid2024: "insider", lastOf2024: "insider", rouge2024: "vib", firstOf2025: "vib"})
+	})
+}
+
+// TestTierReviewPastAsOf: a review as of a past instant judges the members
+// unprotected then, but never moves one below the tier its qualifying
+// spend justifies when the run happens, and leaves alone a member whose
+// tier changed after as_of.
+func TestTierReviewPastAsOf(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		e := newEnv(t, dialect, at(t, "2025-01-10T12:00:00Z"))
+		e.ladder() // rolling 365-day window
+		lapsed := e.enrol("")
+		e.buy(lapsed, 35000)
+		spentSince := e.enrol("")
+		e.buy(spentSince, 35000)
+		asOf := at(t, "2026-02-01T00:00:00Z")
+		// spentSince buys again after as_of: at the run its spend over the
+		// last 365 days justifies VIB.
+		e.clock.Set(at(t, "2026-02-10T12:00:00Z"))
+		e.buy(spentSince, 35000)
+		e.clock.Set(at(t, "2026-02-20T12:00:00Z"))
+		rec := e.run(t, "tier-review", asOf)
+		if got := e.tierOf(lapsed); got != "insider" {
+			t.Errorf("lapsed member holds %q, want insider", got)
+		}
+		if got := e.tierOf(spentSince); got != "vib" {
+			t.Errorf("a member whose spend justifies VIB now was moved to %q by a review as of a past instant", got)
+		}
+		if s := string(rec.Summary); s != `{"downgraded":1}` {
+			t.Errorf("summary %s", s)
+		}
+		// Nothing more as of an earlier instant still.
+		if s := string(e.run(t, "tier-review", asOf.AddDate(0, 0, -5)).Summary); s != `{"downgraded":0}` {
+			t.Errorf("an earlier review downgraded again: %s", s)
+		}
+	})
+}
