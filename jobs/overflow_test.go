@@ -231,6 +231,19 @@ func TestMemberSpendPastInt64(t *testing.T) {
 			t.Fatal(err)
 		}
 
+		// The member's own figures hold at the largest int64: its balance
+		// reads, and it still buys, at the tier its spend justifies.
+		b, err := e.svc.Balance(e.ctx, admin, big)
+		if err != nil {
+			t.Fatalf("balance of the big spender: %v", err)
+		}
+		if b.QualifyingSpend != math.MaxInt64 || b.NextTier != nil {
+			t.Errorf("big spender's qualifying spend %d, next tier %+v; want %d and none", b.QualifyingSpend, b.NextTier, int64(math.MaxInt64))
+		}
+		if r := e.buy(big, 10000); r.PointsEarned != 150 || r.TierAfter == nil || *r.TierAfter != "rouge" {
+			t.Errorf("the big spender's purchase earned %d at %v, want 150 at rouge", r.PointsEarned, r.TierAfter)
+		}
+
 		e.run(t, "segments", now)
 		if n := e.count("SELECT COUNT(*) FROM member_segments WHERE member_id = ? AND segment_code LIKE 'rfm%'", big); n != 1 {
 			t.Errorf("the big spender is in %d RFM segments, want 1", n)

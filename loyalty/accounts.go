@@ -138,11 +138,15 @@ func (a *Account) Refund(entryID, kind, redemptionID, description string) (Entry
 func (a *Account) Credit(kind string, points int64, ref CreditRef, description string) (Entry, error) {
 	e := entrySpec{Kind: kind, Points: points, OccurredAt: a.tx.Now, ExpiresAt: a.a.expiryFor(a.tx.Now),
 		RedemptionID: strp(ref.RedemptionID), OfferID: strp(ref.OfferID), PurchaseID: strp(ref.PurchaseID), Description: description}
+	earned, ok := tiers.AddMinor(a.a.balance.LifetimeEarned, points)
+	if !ok {
+		return Entry{}, errLifetimeOverflow
+	}
 	row, err := a.a.credit(a.tx.DB, e)
 	if err != nil {
 		return Entry{}, err
 	}
-	a.a.balance.LifetimeEarned += points
+	a.a.balance.LifetimeEarned = earned
 	a.tx.svc.observer.PointsIssued(points)
 	return entryFromRow(row), nil
 }

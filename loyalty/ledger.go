@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"time"
 
@@ -271,6 +272,10 @@ func (a *account) append(tx *gorm.DB, e entrySpec) (entryRow, error) {
 	a.balance.Points = sum
 	return row, nil
 }
+
+// errLifetimeOverflow refuses a credit that would take a member's lifetime
+// earned points past int64.
+var errLifetimeOverflow = Errorf(Conflict, "overflow", "the member's lifetime earned points would overflow")
 
 // expiryFor is when a credit occurring at t expires under the program's
 // lot policy; nil when points never expire or expire by inactivity.
@@ -546,7 +551,7 @@ func (a *account) newBalance() Balance {
 func (a *account) aggregates(tx *gorm.DB) (viewAggregates, error) {
 	var ag viewAggregates
 	err := tx.Raw(`SELECT la.*, pa.* FROM (SELECT `+lotAggregates+` FROM lots WHERE member_id = @member) la
-		CROSS JOIN (SELECT `+purchaseAggregates+` FROM purchases WHERE member_id = @member) pa`,
+		CROSS JOIN (SELECT `+purchaseAggregates(tx)+` FROM purchases WHERE member_id = @member) pa`,
 		a.viewArgs()).Scan(&ag).Error
 	return ag, err
 }
@@ -586,8 +591,17 @@ func (ag *viewAggregates) addPurchase(a *account, at time.Time, total int64) {
 	case at.Before(start):
 		ag.Left++
 	case !at.After(a.now):
-		ag.Spend += total
+		ag.Spend = addSpend(ag.Spend, total)
 	}
+}
+
+// addSpend adds to a member's spend, held at the largest int64 as
+// memberSpendSQL holds it.
+func addSpend(spend, total int64) int64 {
+	if sum, ok := tiers.AddMinor(spend, total); ok {
+		return sum
+	}
+	return math.MaxInt64
 }
 
 // viewAggregates is what a balance needs from a member's lots and purchases.
@@ -606,9 +620,14 @@ const (
 		COUNT(CASE WHEN available_at > created_at AND available_at <= @now THEN 1 END) AS released,
 		COUNT(CASE WHEN expires_at <= @now THEN 1 END) AS expired,
 		COUNT(CASE WHEN expires_at <= @soon THEN 1 END) AS soon`
-	purchaseAggregates = `COALESCE(SUM(CASE WHEN occurred_at >= @start AND occurred_at <= @now THEN total - returned_amount ELSE 0 END), 0) AS spend,
-		COUNT(CASE WHEN occurred_at < @start THEN 1 END) AS "left"`
 )
+
+// purchaseAggregates is the purchases' half of the aggregates: the spend in
+// the period (see memberSpendSQL) and the purchases before it.
+func purchaseAggregates(tx *gorm.DB) string {
+	return memberSpendSQL(tx, "CASE WHEN occurred_at >= @start AND occurred_at <= @now THEN total - returned_amount ELSE 0 END") + ` AS spend,
+		COUNT(CASE WHEN occurred_at < @start THEN 1 END) AS "left"`
+}
 
 func (a *account) viewArgs() map[string]any {
 	return map[string]any{"now": a.now, "soon": ts(a.now.Add(ExpiringSoonWindow)), "start": a.prog.Period().Start(a.now), "member": a.member.ID}
@@ -691,7 +710,7 @@ func currentTier(ladder tiers.Ladder, m memberRow) (tiers.Tier, bool) {
 // ending at at, by the purchases' occurred_at.
 func qualifyingSpend(tx *gorm.DB, memberID string, p tiers.Period, at time.Time) (int64, error) {
 	var spend int64
-	err := tx.Raw(`SELECT COALESCE(SUM(total - returned_amount), 0) FROM purchases
+	err := tx.Raw(`SELECT `+memberSpendSQL(tx, "total - returned_amount")+` FROM purchases
 		WHERE member_id = ? AND occurred_at >= ? AND occurred_at <= ?`, memberID, p.Start(at), ts(at)).Scan(&spend).Error
 	return spend, err
 }
@@ -768,7 +787,7 @@ func (s *Service) quickBalance(ctx context.Context, memberID string, now time.Ti
 		b.last_activity_at, b.version, la.*, pa.*
 		FROM member_balances b JOIN members m ON m.id = b.member_id JOIN program p ON p.id = 1
 		CROSS JOIN (SELECT `+lotAggregates+` FROM lots WHERE member_id = @member) la
-		CROSS JOIN (SELECT `+purchaseAggregates+` FROM purchases WHERE member_id = @member) pa
+		CROSS JOIN (SELECT `+purchaseAggregates(db)+` FROM purchases WHERE member_id = @member) pa
 		WHERE b.member_id = @member`, a.viewArgs()).Scan(&row)
 	if res.Error != nil {
 		return b, false, res.Error
@@ -926,7 +945,7 @@ func (s *Service) Adjust(ctx context.Context, p Principal, memberID string, in A
 			// total must not wrap round either.
 			earned, ok := tiers.AddMinor(a.balance.LifetimeEarned, *in.Points)
 			if !ok {
-				return Entry{}, Errorf(Conflict, "overflow", "the member's lifetime earned points would overflow")
+				return Entry{}, errLifetimeOverflow
 			}
 			spec.ExpiresAt = a.expiryFor(a.now)
 			row, err = a.credit(tx, spec)

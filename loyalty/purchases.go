@@ -227,7 +227,7 @@ func earning(prog *Program, ladder tiers.Ladder, member memberRow, pur purchase,
 	if hasTier {
 		spend := spendBefore
 		if !pur.at.Before(prog.Period().Start(now)) {
-			spend += pur.total
+			spend = addSpend(spend, pur.total)
 		}
 		next := ladder.Upgrade(cur, spend)
 		q.TierAfter = &next.Code
@@ -393,7 +393,11 @@ func (s *Service) postPurchase(tx *gorm.DB, p Principal, in PurchaseInput, pur p
 			return res, err
 		}
 	}
-	a.balance.LifetimeEarned += q.PointsEarned
+	earned, ok := tiers.AddMinor(a.balance.LifetimeEarned, q.PointsEarned)
+	if !ok {
+		return res, errLifetimeOverflow
+	}
+	a.balance.LifetimeEarned = earned
 	if a.balance.LastActivityAt == nil || pur.at.After(*a.balance.LastActivityAt) {
 		at := pur.at
 		a.balance.LastActivityAt = &at
