@@ -699,7 +699,9 @@ func (s *Service) ActivateOffer(ctx context.Context, p Principal, memberID, offe
 	}
 	var out MemberOffer
 	err := s.store.write(ctx, func(tx *gorm.DB) error {
-		m, err := getMember(tx, memberID)
+		// The member row stays locked to the commit, so an erasure cannot
+		// slip in between the check and the activation.
+		m, err := getMember(forUpdate(tx), memberID)
 		if err != nil {
 			return err
 		}
