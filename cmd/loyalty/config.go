@@ -80,8 +80,8 @@ func loadConfig() (config, error) {
 		return c, fmt.Errorf("LOYALTY_LOG_LEVEL: %w", err)
 	}
 	if s := os.Getenv("LOYALTY_JWT_SECRET"); s != "" {
-		if len(s) < 32 {
-			return c, errors.New("LOYALTY_JWT_SECRET must be at least 32 characters")
+		if err := api.CheckSecret([]byte(s)); err != nil {
+			return c, fmt.Errorf("LOYALTY_JWT_SECRET is too weak: %w", err)
 		}
 		c.Auth.Secret = []byte(s)
 		return c, nil
@@ -105,8 +105,8 @@ func readOrCreateSecret(path string) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if err == nil {
 		s := strings.TrimSpace(string(b))
-		if len(s) < 32 {
-			return nil, fmt.Errorf("%s: the secret is shorter than 32 characters", path)
+		if err := api.CheckSecret([]byte(s)); err != nil {
+			return nil, fmt.Errorf("%s: the secret is too weak: %w", path, err)
 		}
 		return []byte(s), nil
 	}

@@ -46,7 +46,8 @@ usage:
 environment:
   LOYALTY_DATABASE_URL  sqlite://PATH (default sqlite://loyalty.db) or postgres://…
   LOYALTY_ADDR          listen address (default :8080)
-  LOYALTY_JWT_SECRET    HS256 secret, at least 32 characters; required with PostgreSQL
+  LOYALTY_JWT_SECRET    HS256 secret: at least 32 characters, not blank or repetitive
+                        (e.g. openssl rand -hex 32); required with PostgreSQL
   LOYALTY_JWT_ISSUER, LOYALTY_JWT_AUDIENCE   enforced on tokens when set
   LOYALTY_LOG_LEVEL     debug, info, warn or error (default info)
   LOYALTY_RATE_LIMIT    requests a minute per caller on /v1 (default 0: unlimited)
