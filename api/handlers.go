@@ -1,6 +1,7 @@
 package api
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
@@ -29,11 +30,20 @@ func (s *server) putProgram(c *fiber.Ctx) error {
 }
 
 func (s *server) listTiers(c *fiber.Ctx) error {
+	pg, err := page(c)
+	if err != nil {
+		return err
+	}
 	ts, err := s.svc.Tiers(c.UserContext())
 	if err != nil {
 		return err
 	}
-	return c.JSON(loyalty.List[loyalty.Tier]{Items: ts})
+	// Ranks run from 0 to 1000: four digits sort them.
+	l, err := loyalty.PageOf(ts, pg, func(t loyalty.Tier) string { return fmt.Sprintf("%04d", t.Rank) })
+	if err != nil {
+		return err
+	}
+	return c.JSON(l)
 }
 
 func (s *server) putTier(c *fiber.Ctx) error {
