@@ -103,7 +103,7 @@ func (s *server) findMembers(c *fiber.Ctx) error {
 	if strings.HasPrefix(q.Phone, " ") {
 		q.Phone = "+" + strings.TrimSpace(q.Phone)
 	}
-	l, err := s.svc.FindMembers(c.UserContext(), q)
+	l, err := s.svc.FindMembers(c.UserContext(), principal(c), q)
 	if err != nil {
 		return err
 	}
