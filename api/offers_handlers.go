@@ -14,7 +14,7 @@ func (s *server) createOffer(c *fiber.Ctx) error {
 	if err := decode(c, &in); err != nil {
 		return err
 	}
-	key, err := idempotencyKey(c)
+	key, err := idempotencyKey(c, in)
 	if err != nil {
 		return err
 	}
@@ -70,7 +70,7 @@ func (s *server) createTemplate(c *fiber.Ctx) error {
 	if err := decode(c, &in); err != nil {
 		return err
 	}
-	key, err := idempotencyKey(c)
+	key, err := idempotencyKey(c, in)
 	if err != nil {
 		return err
 	}
@@ -155,7 +155,7 @@ func (s *server) claimGift(c *fiber.Ctx) error {
 	if err := decode(c, &in); err != nil {
 		return err
 	}
-	key, err := idempotencyKey(c)
+	key, err := idempotencyKey(c, in)
 	if err != nil {
 		return err
 	}

@@ -16,7 +16,7 @@ func (s *server) createReward(c *fiber.Ctx) error {
 	if err := decode(c, &in); err != nil {
 		return err
 	}
-	key, err := idempotencyKey(c)
+	key, err := idempotencyKey(c, in)
 	if err != nil {
 		return err
 	}
@@ -73,7 +73,7 @@ func (s *server) redeem(c *fiber.Ctx) error {
 	if err := decode(c, &in); err != nil {
 		return err
 	}
-	key, err := idempotencyKey(c)
+	key, err := idempotencyKey(c, in)
 	if err != nil {
 		return err
 	}
@@ -114,7 +114,7 @@ func answered(c *fiber.Ctx, v any, rep *loyalty.Replay) error {
 }
 
 func (s *server) cancelRedemption(c *fiber.Ctx) error {
-	key, err := idempotencyKey(c)
+	key, err := idempotencyKey(c, nil)
 	if err != nil {
 		return err
 	}
@@ -134,7 +134,7 @@ func (s *server) getCoupon(c *fiber.Ctx) error {
 }
 
 func (s *server) useCoupon(c *fiber.Ctx) error {
-	key, err := idempotencyKey(c)
+	key, err := idempotencyKey(c, nil)
 	if err != nil {
 		return err
 	}
