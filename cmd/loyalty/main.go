@@ -51,6 +51,10 @@ environment:
   LOYALTY_JWT_ISSUER, LOYALTY_JWT_AUDIENCE   enforced on tokens when set
   LOYALTY_LOG_LEVEL     debug, info, warn or error (default info)
   LOYALTY_RATE_LIMIT    requests a minute per caller on /v1 (default 0: unlimited)
+  LOYALTY_METRICS_TOKEN bearer token a Prometheus scraper sends to GET /metrics (at least
+                        32 characters); without it /metrics takes an admin token
+  LOYALTY_METRICS_ADDR  serve /metrics on this address instead (e.g. 127.0.0.1:9090):
+                        open there, or with LOYALTY_METRICS_TOKEN when it is set
 `
 
 func main() {
@@ -143,9 +147,15 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer, 
 		defer sched.Stop()
 	}
 
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- app.Listen(cfg.Addr) }()
 	log.Info("serving", "addr", cfg.Addr, "database", store.Dialect)
+	if cfg.MetricsAddr != "" {
+		mapp := api.MetricsApp(metrics, cfg.HTTP.MetricsToken)
+		go func() { errc <- mapp.Listen(cfg.MetricsAddr) }()
+		defer func() { _ = mapp.ShutdownWithTimeout(5 * time.Second) }()
+		log.Info("serving metrics", "addr", cfg.MetricsAddr)
+	}
 	if cfg.SecretFile != "" {
 		welcome(cfg, stdout)
 	}
