@@ -21,15 +21,17 @@ type nameError struct {
 
 func (e *nameError) Error() string { return e.path + ": " + e.msg }
 
-// Which names checkNames refuses besides exact repeats and case variants of
-// a known field.
+// foldMode says which names checkNames refuses besides exact repeats and
+// case variants of a known field.
+type foldMode int
+
 const (
 	// foldAll also refuses two names of one object that differ only in
 	// case, known or not: request bodies, whose names are all snake_case.
-	foldAll = true
+	foldAll foldMode = iota
 	// foldKnown refuses case variants of the known names only: JWT claims,
 	// whose other names are case-sensitive and someone else's (RFC 7519).
-	foldKnown = false
+	foldKnown
 )
 
 // checkNames walks one JSON value and refuses, in every object, a name
@@ -40,7 +42,7 @@ const (
 // names of one object that differ only in case are refused as well.
 // Objects nested in fields, slices and maps are walked with their own types.
 // A *nameError says which; other errors are the JSON's own.
-func checkNames(body []byte, t reflect.Type, mode bool) error {
+func checkNames(body []byte, t reflect.Type, mode foldMode) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	if err := walkNames(dec, t, "", mode); err != nil {
@@ -52,7 +54,7 @@ func checkNames(body []byte, t reflect.Type, mode bool) error {
 	return nil
 }
 
-func walkNames(dec *json.Decoder, t reflect.Type, path string, mode bool) error {
+func walkNames(dec *json.Decoder, t reflect.Type, path string, mode foldMode) error {
 	tok, err := dec.Token()
 	if err != nil {
 		return err
