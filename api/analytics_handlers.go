@@ -3,7 +3,9 @@ package api
 import (
 	"bufio"
 	"encoding/csv"
+	"fmt"
 	"strings"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/shopspring/decimal"
@@ -41,13 +43,53 @@ func (s *server) redemptionRate(c *fiber.Ctx) error {
 		}
 		return c.JSON(r)
 	case "month":
-		l, err := s.jobs.RedemptionRateByMonth(c.UserContext(), d)
+		pg, err := page(c)
 		if err != nil {
 			return err
 		}
-		return c.JSON(fiber.Map{"items": l})
+		l, err := s.ratesByMonth(c, d, pg)
+		if err != nil {
+			return err
+		}
+		return c.JSON(l)
 	}
 	return loyalty.Invalidf("interval", "must be month, or absent")
+}
+
+// ratesByMonth answers one page of the monthly rates of d: the months
+// after the cursor's (a month, YYYY-MM), at most pg.Size() of them. Only
+// the page's months are computed.
+func (s *server) ratesByMonth(c *fiber.Ctx, d jobs.DayRange, pg loyalty.Page) (loyalty.List[jobs.Rate], error) {
+	out := loyalty.List[jobs.Rate]{Items: []jobs.Rate{}}
+	after, err := pg.AfterCursor()
+	if err != nil {
+		return out, err
+	}
+	from := d.From
+	if after != "" {
+		m, err := time.ParseInLocation("2006-01", after, d.Loc)
+		if err != nil {
+			return out, loyalty.Invalidf("cursor", "is not a cursor this list returned")
+		}
+		if next := m.AddDate(0, 1, 0); next.After(from) {
+			from = next
+		}
+	}
+	if from.After(d.To) {
+		return out, nil
+	}
+	to := time.Date(from.Year(), from.Month()+time.Month(pg.Size()), 1, 0, 0, 0, 0, d.Loc).AddDate(0, 0, -1)
+	if to.Before(d.To) {
+		out.NextCursor = loyalty.Cursor(to.Format("2006-01"))
+	} else {
+		to = d.To
+	}
+	l, err := s.jobs.RedemptionRateByMonth(c.UserContext(), jobs.DayRange{From: from, To: to, Loc: d.Loc})
+	if err != nil {
+		return out, err
+	}
+	out.Items = append(out.Items, l...)
+	return out, nil
 }
 
 func (s *server) summary(c *fiber.Ctx) error {
@@ -91,11 +133,24 @@ func (s *server) churnRisk(c *fiber.Ctx) error {
 }
 
 func (s *server) listSegments(c *fiber.Ctx) error {
-	l, err := s.jobs.SegmentList(c.UserContext())
+	pg, err := page(c)
 	if err != nil {
 		return err
 	}
-	return c.JSON(fiber.Map{"items": l})
+	all, err := s.jobs.SegmentList(c.UserContext())
+	if err != nil {
+		return err
+	}
+	// The segments keep their defined order: loyal, then the RFM ones.
+	at := make(map[string]int, len(all))
+	for i, sg := range all {
+		at[sg.Code] = i
+	}
+	l, err := loyalty.PageOf(all, pg, func(sg jobs.Segment) string { return fmt.Sprintf("%04d", at[sg.Code]) })
+	if err != nil {
+		return err
+	}
+	return c.JSON(l)
 }
 
 // segmentMembers lists a segment's member ids, or with Accept: text/csv

@@ -1097,3 +1097,128 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// TestTokenClaimsStrict signs tokens correctly with the engine's secret whose
+// claims play on names: RFC 7519 claim names are case-sensitive, so a
+// "Role" beside "role", a "ROLE" alone, a "Store_Id" that would lift a
+// till's store restriction or a name given twice must not be read as the
+// claim. Each is refused with 401, as are exp, nbf and iat given as strings
+// and a sub or store_id that is empty, too long or holds control
+// characters.
+func TestTokenClaimsStrict(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		e := newEnv(t, dialect)
+		e.beautyLadder()
+		member := e.enrol()
+		now := time.Now()
+		exp := now.Add(time.Hour).Unix()
+		header := map[string]any{"alg": "HS256", "typ": "JWT"}
+		// raw signs a payload given as JSON text, so it may repeat names.
+		raw := func(payload string) string { return hmacJWT(header, payload, testSecret) }
+
+		t.Run("Control", func(t *testing.T) {
+			e.do("GET", "/v1/audit", raw(fmt.Sprintf(`{"sub":"op-1","role":"admin","exp":%d}`, exp)), nil).must(t, 200)
+			e.do("GET", "/v1/members/"+member, raw(fmt.Sprintf(`{"sub":%q,"role":"member","exp":%d}`, member, exp)), nil).must(t, 200)
+			// Escapes spell the same name: JSON compares names after unescaping.
+			e.do("GET", "/v1/audit", raw(fmt.Sprintf(`{"sub":"op-1","\u0072ole":"admin","exp":%d}`, exp)), nil).must(t, 200)
+			long := strings.Repeat("s", 255)
+			e.do("GET", "/v1/tiers", raw(fmt.Sprintf(`{"sub":%q,"role":"pos","store_id":%q,"exp":%d}`, long, long, exp)), nil).must(t, 200)
+			e.do("GET", "/v1/tiers", raw(fmt.Sprintf(`{"sub":"Jane Doe","role":"marketer","exp":%d,"custom":"x","Custom":"y"}`, exp)), nil).must(t, 200)
+		})
+
+		for _, c := range []struct{ name, payload string }{
+			{"RoleCaseVariantAfter", fmt.Sprintf(`{"sub":%q,"role":"member","Role":"admin","exp":%d}`, member, exp)},
+			{"RoleCaseVariantBefore", fmt.Sprintf(`{"sub":%q,"Role":"admin","role":"member","exp":%d}`, member, exp)},
+			{"RoleUpperOnly", fmt.Sprintf(`{"sub":"op-1","ROLE":"admin","exp":%d}`, exp)},
+			{"RoleTwice", fmt.Sprintf(`{"sub":"op-1","role":"member","role":"admin","exp":%d}`, exp)},
+			{"RoleLongS", fmt.Sprintf(`{"sub":"op-1","role":"admin","exp":%d,"ſub":"op-2"}`, exp)},
+			{"SubUpperBeside", fmt.Sprintf(`{"role":"admin","exp":%d,"sub":"op-1","SUB":"op-2"}`, exp)},
+			{"SubOnlyFolded", fmt.Sprintf(`{"ſub":"op-1","role":"admin","exp":%d}`, exp)},
+			{"SubTwice", fmt.Sprintf(`{"sub":"op-1","sub":%q,"role":"member","exp":%d}`, member, exp)},
+			{"StoreIDCaseVariant", fmt.Sprintf(`{"sub":"till-9","role":"pos","store_id":"store-1","Store_Id":"","exp":%d}`, exp)},
+			{"StoreIDTwice", fmt.Sprintf(`{"sub":"till-9","role":"pos","store_id":"store-1","store_id":"store-2","exp":%d}`, exp)},
+			{"StoreIDEmpty", fmt.Sprintf(`{"sub":"till-9","role":"pos","store_id":"","exp":%d}`, exp)},
+			{"StoreIDNul", fmt.Sprintf(`{"sub":"till-9","role":"pos","store_id":"store-1\u0000","exp":%d}`, exp)},
+			{"StoreIDSpace", fmt.Sprintf(`{"sub":"till-9","role":"pos","store_id":"store 1","exp":%d}`, exp)},
+			{"StoreIDTooLong", fmt.Sprintf(`{"sub":"till-9","role":"pos","store_id":%q,"exp":%d}`, strings.Repeat("s", 256), exp)},
+			{"StoreIDNotString", fmt.Sprintf(`{"sub":"till-9","role":"pos","store_id":1,"exp":%d}`, exp)},
+			{"ExpCaseVariant", fmt.Sprintf(`{"sub":"op-1","role":"admin","exp":%d,"EXP":%d}`, exp, now.Add(-time.Hour).Unix())},
+			{"ExpTwice", fmt.Sprintf(`{"sub":"op-1","role":"admin","exp":%d,"exp":%d}`, now.Add(-time.Hour).Unix(), exp)},
+			{"ExpString", fmt.Sprintf(`{"sub":"op-1","role":"admin","exp":"%d"}`, exp)},
+			{"ExpNull", `{"sub":"op-1","role":"admin","exp":null}`},
+			{"ExpNegative", `{"sub":"op-1","role":"admin","exp":-1}`},
+			{"NbfString", fmt.Sprintf(`{"sub":"op-1","role":"admin","exp":%d,"nbf":"0"}`, exp)},
+			{"IatString", fmt.Sprintf(`{"sub":"op-1","role":"admin","exp":%d,"iat":"0"}`, exp)},
+			{"SubNul", fmt.Sprintf(`{"sub":"op-1\u0000","role":"admin","exp":%d}`, exp)},
+			{"SubNewline", fmt.Sprintf(`{"sub":"op-1\nforged log line","role":"admin","exp":%d}`, exp)},
+			{"SubEscapeChar", fmt.Sprintf(`{"sub":"op-1\u001b[31m","role":"admin","exp":%d}`, exp)},
+			{"SubTooLong", fmt.Sprintf(`{"sub":%q,"role":"admin","exp":%d}`, strings.Repeat("s", 256), exp)},
+			{"SubNotString", fmt.Sprintf(`{"sub":1,"role":"admin","exp":%d}`, exp)},
+			{"SubInvalidUTF8", fmt.Sprintf(`{"sub":"op-%s","role":"admin","exp":%d}`, "\xff", exp)},
+			{"NotAnObject", `["sub","role","exp"]`},
+			{"TrailingData", fmt.Sprintf(`{"sub":"op-1","role":"admin","exp":%d} {}`, exp)},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				assertUnauthorized(t, e.do("GET", "/v1/tiers", raw(c.payload), nil))
+				assertUnauthorized(t, e.do("GET", "/v1/audit", raw(c.payload), nil))
+			})
+		}
+
+		t.Run("HeaderNameTwice", func(t *testing.T) {
+			payload := fmt.Sprintf(`{"sub":"op-1","role":"admin","exp":%d}`, exp)
+			tok := hmacJWT(`{"alg":"none","alg":"HS256","typ":"JWT"}`, payload, testSecret)
+			assertUnauthorized(t, e.do("GET", "/v1/tiers", tok, nil))
+			tok = hmacJWT(`{"alg":"HS256","ALG":"none","typ":"JWT"}`, payload, testSecret)
+			assertUnauthorized(t, e.do("GET", "/v1/tiers", tok, nil))
+		})
+
+		t.Run("StoreBoundTillStaysBound", func(t *testing.T) {
+			// The token the issue reported, next to a plain store-bound one:
+			// neither may post for another store.
+			body := map[string]any{"member_id": member, "external_id": "CV-1", "store_id": "store-2", "currency": "USD", "total": 1000}
+			tricky := raw(fmt.Sprintf(`{"sub":"till-9","role":"pos","store_id":"store-1","Store_Id":"","exp":%d}`, exp))
+			if r := e.do("POST", "/v1/purchases", tricky, body); r.Status == 201 {
+				t.Fatalf("a till bound to store-1 posted for store-2: %s", r.Body)
+			}
+			assertProblem(t, e.do("POST", "/v1/purchases", e.tokenStore(loyalty.RolePOS, "till-9", "store-1"), body), http.StatusForbidden, "")
+		})
+
+		t.Run("SignTokenRefuses", func(t *testing.T) {
+			for _, c := range []struct{ sub, store string }{
+				{"op\x00", ""}, {"op\n1", ""}, {strings.Repeat("s", 256), ""}, {"till", "store 1"}, {"till", "store\x00"},
+				{"till", strings.Repeat("s", 256)},
+			} {
+				if _, err := SignToken(e.auth, loyalty.RolePOS, c.sub, c.store, time.Hour, now); err == nil {
+					t.Errorf("SignToken signed sub %q store %q", c.sub, c.store)
+				}
+			}
+		})
+	})
+}
+
+// TestWeakSecrets checks the secret rule the server applies at start: a
+// blank, short or repetitive secret is refused, and an engine handed one
+// anyway neither signs nor accepts tokens with it.
+func TestWeakSecrets(t *testing.T) {
+	for _, s := range []string{"", strings.Repeat(" ", 64), strings.Repeat("a", 64), strings.Repeat("ab", 32), "short-secret",
+		strings.Repeat("\t\n", 20), "0123456789abcdef0123456789abcde", "  abcdefgh  "} {
+		if err := CheckSecret([]byte(s)); err == nil {
+			t.Errorf("CheckSecret(%q) accepted a weak secret", s)
+		}
+	}
+	for _, s := range []string{string(testSecret), "0123456789abcdef0123456789abcdef", strings.Repeat("9f8e7d6c5b4a3210", 4),
+		"correct horse battery staple over the moon"} {
+		if err := CheckSecret([]byte(s)); err != nil {
+			t.Errorf("CheckSecret(%q): %v", s, err)
+		}
+	}
+	weak := AuthConfig{Secret: []byte(strings.Repeat(" ", 40))}
+	if _, err := SignToken(weak, loyalty.RoleAdmin, "op-1", "", time.Hour, time.Now()); err == nil {
+		t.Error("SignToken signed with a blank secret")
+	}
+	tok := hmacJWT(map[string]any{"alg": "HS256", "typ": "JWT"},
+		map[string]any{"sub": "op-1", "role": "admin", "exp": time.Now().Add(time.Hour).Unix()}, weak.Secret)
+	if _, err := weak.verify(tok); err == nil {
+		t.Error("a token signed with a blank secret was accepted")
+	}
+}

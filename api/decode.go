@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -18,7 +19,8 @@ import (
 
 // decode reads a JSON body into dst. Unreadable JSON is 400; JSON of the
 // wrong shape (a string where a number belongs, a number out of range) is
-// 422 naming the field.
+// 422 naming the field, as is an object naming a field twice or in another
+// case (checkNames), which encoding/json would silently resolve.
 func decode(c *fiber.Ctx, dst any) error {
 	body := c.Body()
 	trimmed := bytes.TrimSpace(body)
@@ -37,6 +39,13 @@ func decode(c *fiber.Ctx, dst any) error {
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return loyalty.Errorf(loyalty.Malformed, "malformed", "the request body holds more than one JSON value")
+	}
+	if err := checkNames(body, reflect.TypeOf(dst), foldAll); err != nil {
+		var ne *nameError
+		if errors.As(err, &ne) {
+			return loyalty.Invalidf(ne.path, "%s", ne.msg)
+		}
+		return loyalty.Errorf(loyalty.Malformed, "malformed", "the request body is not valid JSON")
 	}
 	return nil
 }
@@ -188,8 +197,12 @@ func describeType(t string) string {
 	return "of another type"
 }
 
-// idempotencyKey reads Idempotency-Key and digests the request it guards.
-func idempotencyKey(c *fiber.Ctx) (loyalty.IdempotencyKey, error) {
+// idempotencyKey reads Idempotency-Key and digests the request it guards:
+// method, path and in, the input decode made of the body (nil for a route
+// that reads none). Hashing the decoded input, re-encoded, makes two
+// bodies the same request exactly when the engine reads them alike,
+// whatever their spacing, order or ignored fields.
+func idempotencyKey(c *fiber.Ctx, in any) (loyalty.IdempotencyKey, error) {
 	k := c.Get("Idempotency-Key")
 	if k == "" {
 		return loyalty.IdempotencyKey{}, nil
@@ -202,25 +215,16 @@ func idempotencyKey(c *fiber.Ctx) (loyalty.IdempotencyKey, error) {
 			return loyalty.IdempotencyKey{}, loyalty.Invalidf("Idempotency-Key", "must be 1 to 255 printable ASCII characters")
 		}
 	}
+	var input []byte
+	if in != nil {
+		var err error
+		if input, err = json.Marshal(in); err != nil {
+			return loyalty.IdempotencyKey{}, fmt.Errorf("idempotency key: %w", err)
+		}
+	}
 	p := principal(c)
 	return loyalty.IdempotencyKey{Key: k, Subject: string(p.Role) + ":" + p.Subject,
-		RequestHash: loyalty.HashRequest([]byte(c.Method()), []byte(c.Path()), canonical(c.Body()))}, nil
-}
-
-// canonical re-encodes a JSON body with sorted keys and no spacing, so the
-// same request sent with other whitespace or key order hashes the same.
-func canonical(body []byte) []byte {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return body
-	}
-	out, err := json.Marshal(v)
-	if err != nil {
-		return body
-	}
-	return out
+		RequestHash: loyalty.HashRequest([]byte(c.Method()), []byte(c.Path()), input)}, nil
 }
 
 // page reads ?limit= and ?cursor=.

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
@@ -29,11 +30,20 @@ func (s *server) putProgram(c *fiber.Ctx) error {
 }
 
 func (s *server) listTiers(c *fiber.Ctx) error {
+	pg, err := page(c)
+	if err != nil {
+		return err
+	}
 	ts, err := s.svc.Tiers(c.UserContext())
 	if err != nil {
 		return err
 	}
-	return c.JSON(loyalty.List[loyalty.Tier]{Items: ts})
+	// Ranks run from 0 to 1000: four digits sort them.
+	l, err := loyalty.PageOf(ts, pg, func(t loyalty.Tier) string { return fmt.Sprintf("%04d", t.Rank) })
+	if err != nil {
+		return err
+	}
+	return c.JSON(l)
 }
 
 func (s *server) putTier(c *fiber.Ctx) error {
@@ -63,7 +73,7 @@ func (s *server) enrolMember(c *fiber.Ctx) error {
 	if err := decode(c, &in); err != nil {
 		return err
 	}
-	key, err := idempotencyKey(c)
+	key, err := idempotencyKey(c, in)
 	if err != nil {
 		return err
 	}
@@ -93,7 +103,7 @@ func (s *server) findMembers(c *fiber.Ctx) error {
 	if strings.HasPrefix(q.Phone, " ") {
 		q.Phone = "+" + strings.TrimSpace(q.Phone)
 	}
-	l, err := s.svc.FindMembers(c.UserContext(), q)
+	l, err := s.svc.FindMembers(c.UserContext(), principal(c), q)
 	if err != nil {
 		return err
 	}
@@ -170,7 +180,7 @@ func (s *server) postAdjustment(c *fiber.Ctx) error {
 	if err := decode(c, &in); err != nil {
 		return err
 	}
-	key, err := idempotencyKey(c)
+	key, err := idempotencyKey(c, in)
 	if err != nil {
 		return err
 	}
@@ -198,7 +208,7 @@ func (s *server) postPurchase(c *fiber.Ctx) error {
 	if err := decode(c, &in); err != nil {
 		return err
 	}
-	key, err := idempotencyKey(c)
+	key, err := idempotencyKey(c, in)
 	if err != nil {
 		return err
 	}
@@ -222,7 +232,7 @@ func (s *server) postReturn(c *fiber.Ctx) error {
 	if err := decode(c, &in); err != nil {
 		return err
 	}
-	key, err := idempotencyKey(c)
+	key, err := idempotencyKey(c, in)
 	if err != nil {
 		return err
 	}

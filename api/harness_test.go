@@ -30,7 +30,7 @@ type env struct {
 	auth    AuthConfig
 }
 
-var testSecret = []byte("test-secret-test-secret-test-secret!")
+var testSecret = []byte("test-secret-for-the-api-suite-0123456789")
 
 // newEnv starts an engine on dialect with its clock at 2026-03-01 12:00 UTC.
 func newEnv(t testing.TB, dialect string) *env {

@@ -1,7 +1,10 @@
 package api
 
 import (
+	"crypto/subtle"
+	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -9,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/loyalty-engine/loyalty/loyalty"
 )
 
 // Metrics are the engine's Prometheus metrics. It implements
@@ -42,6 +47,53 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
 func (m *Metrics) handler() fiber.Handler {
 	return adaptor.HTTPHandler(promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+}
+
+// metricsAuth guards /metrics on the API's address: request volumes by
+// route, business counters and process details are not for anyone who can
+// reach the port. It takes an admin token, or token when one is set.
+func (s *server) metricsAuth(token string) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		if token != "" && bearerIs(c, token) {
+			return c.Next()
+		}
+		raw, ok := strings.CutPrefix(c.Get(fiber.HeaderAuthorization), "Bearer ")
+		p, err := s.auth.verify(strings.TrimSpace(raw))
+		if !ok || err != nil {
+			c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="loyalty"`)
+			return loyalty.Errorf(loyalty.Unauthorized, "unauthorized", "send Authorization: Bearer <admin token or metrics token>")
+		}
+		if !p.Is(loyalty.RoleAdmin) {
+			return loyalty.Errorf(loyalty.Forbidden, "forbidden", "role %q may not read metrics", p.Role)
+		}
+		return c.Next()
+	}
+}
+
+// bearerIs reports whether the request carries token as its bearer token,
+// compared in constant time.
+func bearerIs(c *fiber.Ctx, token string) bool {
+	got, ok := strings.CutPrefix(c.Get(fiber.HeaderAuthorization), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1
+}
+
+// MetricsApp serves /metrics alone, for a separate address such as one
+// bound to a private interface (LOYALTY_METRICS_ADDR): open there, or,
+// when token is set, only with that bearer token.
+func MetricsApp(m *Metrics, token string) *fiber.App {
+	app := fiber.New(fiber.Config{AppName: "loyalty-metrics", DisableStartupMessage: true,
+		ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second,
+		ErrorHandler: errorHandler(slog.Default())})
+	app.Use(refuseAmbiguousLength)
+	app.Get("/metrics", func(c *fiber.Ctx) error {
+		if token != "" && !bearerIs(c, token) {
+			c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="loyalty-metrics"`)
+			return loyalty.Errorf(loyalty.Unauthorized, "unauthorized", "send Authorization: Bearer <metrics token>")
+		}
+		return c.Next()
+	}, m.handler())
+	app.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })
+	return app
 }
 
 func (m *Metrics) observeRequest(method, route string, status int, d time.Duration) {

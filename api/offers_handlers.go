@@ -1,6 +1,8 @@
 package api
 
 import (
+	"fmt"
+
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/loyalty-engine/loyalty/loyalty"
@@ -12,7 +14,7 @@ func (s *server) createOffer(c *fiber.Ctx) error {
 	if err := decode(c, &in); err != nil {
 		return err
 	}
-	key, err := idempotencyKey(c)
+	key, err := idempotencyKey(c, in)
 	if err != nil {
 		return err
 	}
@@ -68,7 +70,7 @@ func (s *server) createTemplate(c *fiber.Ctx) error {
 	if err := decode(c, &in); err != nil {
 		return err
 	}
-	key, err := idempotencyKey(c)
+	key, err := idempotencyKey(c, in)
 	if err != nil {
 		return err
 	}
@@ -80,11 +82,19 @@ func (s *server) createTemplate(c *fiber.Ctx) error {
 }
 
 func (s *server) listTemplates(c *fiber.Ctx) error {
-	l, err := s.svc.OfferTemplates(c.UserContext())
+	pg, err := page(c)
 	if err != nil {
 		return err
 	}
-	return c.JSON(loyalty.List[loyalty.OfferTemplate]{Items: l})
+	all, err := s.svc.OfferTemplates(c.UserContext())
+	if err != nil {
+		return err
+	}
+	l, err := loyalty.PageOf(all, pg, func(t loyalty.OfferTemplate) string { return t.Code })
+	if err != nil {
+		return err
+	}
+	return c.JSON(l)
 }
 
 func (s *server) patchTemplate(c *fiber.Ctx) error {
@@ -100,7 +110,15 @@ func (s *server) patchTemplate(c *fiber.Ctx) error {
 }
 
 func (s *server) memberOffers(c *fiber.Ctx) error {
-	l, err := s.svc.MemberOffers(c.UserContext(), principal(c), c.Params("id"))
+	pg, err := page(c)
+	if err != nil {
+		return err
+	}
+	all, err := s.svc.MemberOffers(c.UserContext(), principal(c), c.Params("id"))
+	if err != nil {
+		return err
+	}
+	l, err := loyalty.PageOf(all.Items, pg, func(o loyalty.MemberOffer) string { return o.ID })
 	if err != nil {
 		return err
 	}
@@ -116,7 +134,16 @@ func (s *server) activateOffer(c *fiber.Ctx) error {
 }
 
 func (s *server) listGifts(c *fiber.Ctx) error {
-	l, err := s.rewards.Gifts(c.UserContext(), principal(c), c.Params("id"))
+	pg, err := page(c)
+	if err != nil {
+		return err
+	}
+	all, err := s.rewards.Gifts(c.UserContext(), principal(c), c.Params("id"))
+	if err != nil {
+		return err
+	}
+	// Newest year first: the key counts down as years go up.
+	l, err := loyalty.PageOf(all.Items, pg, func(g rewards.Gift) string { return fmt.Sprintf("%06d", 999999-g.Year) })
 	if err != nil {
 		return err
 	}
@@ -128,7 +155,7 @@ func (s *server) claimGift(c *fiber.Ctx) error {
 	if err := decode(c, &in); err != nil {
 		return err
 	}
-	key, err := idempotencyKey(c)
+	key, err := idempotencyKey(c, in)
 	if err != nil {
 		return err
 	}

@@ -194,9 +194,9 @@ func TestOpenAPIOperations(t *testing.T) {
 			}
 		}
 
-		// /v1 needs a bearer token; the rest is open.
+		// /v1 and /metrics need a bearer token; the rest is open.
 		sec, hasSec := o["security"].([]any)
-		if strings.HasPrefix(path, "/v1/") {
+		if strings.HasPrefix(path, "/v1/") || path == "/metrics" {
 			if hasSec && len(sec) == 0 {
 				t.Errorf("%s is under /v1 but marked unauthenticated", key)
 			}

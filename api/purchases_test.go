@@ -503,7 +503,7 @@ func TestOperations(t *testing.T) {
 	e.do("GET", "/readyz", "", nil).must(t, 200)
 	m := e.enrol()
 	e.buy(m, 1000, "R-1")
-	metrics := string(e.do("GET", "/metrics", "", nil).must(t, 200).Body)
+	metrics := string(e.do("GET", "/metrics", e.admin(), nil).must(t, 200).Body)
 	for _, want := range []string{"loyalty_purchases_total 1", "loyalty_points_issued_total 10", `route="/v1/purchases"`} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %q", want)

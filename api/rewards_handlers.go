@@ -6,6 +6,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/loyalty-engine/loyalty/jobs"
 	"github.com/loyalty-engine/loyalty/loyalty"
 	"github.com/loyalty-engine/loyalty/rewards"
 )
@@ -15,7 +16,7 @@ func (s *server) createReward(c *fiber.Ctx) error {
 	if err := decode(c, &in); err != nil {
 		return err
 	}
-	key, err := idempotencyKey(c)
+	key, err := idempotencyKey(c, in)
 	if err != nil {
 		return err
 	}
@@ -72,7 +73,7 @@ func (s *server) redeem(c *fiber.Ctx) error {
 	if err := decode(c, &in); err != nil {
 		return err
 	}
-	key, err := idempotencyKey(c)
+	key, err := idempotencyKey(c, in)
 	if err != nil {
 		return err
 	}
@@ -113,7 +114,7 @@ func answered(c *fiber.Ctx, v any, rep *loyalty.Replay) error {
 }
 
 func (s *server) cancelRedemption(c *fiber.Ctx) error {
-	key, err := idempotencyKey(c)
+	key, err := idempotencyKey(c, nil)
 	if err != nil {
 		return err
 	}
@@ -133,7 +134,7 @@ func (s *server) getCoupon(c *fiber.Ctx) error {
 }
 
 func (s *server) useCoupon(c *fiber.Ctx) error {
-	key, err := idempotencyKey(c)
+	key, err := idempotencyKey(c, nil)
 	if err != nil {
 		return err
 	}
@@ -145,11 +146,19 @@ func (s *server) useCoupon(c *fiber.Ctx) error {
 }
 
 func (s *server) listJobs(c *fiber.Ctx) error {
-	l, err := s.jobs.List(c.UserContext())
+	pg, err := page(c)
 	if err != nil {
 		return err
 	}
-	return c.JSON(fiber.Map{"items": l})
+	all, err := s.jobs.List(c.UserContext())
+	if err != nil {
+		return err
+	}
+	l, err := loyalty.PageOf(all, pg, func(j jobs.Status) string { return j.Name })
+	if err != nil {
+		return err
+	}
+	return c.JSON(l)
 }
 
 // RunJobInput is the optional body of POST /v1/jobs/{name}/run.

@@ -4,15 +4,17 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/limiter"
 	"github.com/gofiber/fiber/v2/middleware/pprof"
 	"github.com/gofiber/fiber/v2/middleware/recover"
-	"github.com/gofiber/fiber/v2/middleware/requestid"
+	"github.com/google/uuid"
 
 	"github.com/loyalty-engine/loyalty/api/console"
 	"github.com/loyalty-engine/loyalty/api/problem"
@@ -44,6 +46,13 @@ type Config struct {
 	// MaxHeaderBytes is the largest request line and headers accepted (431
 	// beyond); 0 means 4 KiB.
 	MaxHeaderBytes int
+	// MetricsToken, when set, is a bearer token that may read /metrics
+	// (compared in constant time), besides an admin token; without it
+	// /metrics takes an admin token only.
+	MetricsToken string
+	// MetricsOff keeps /metrics off this app, for a deployment that serves
+	// it on another address with MetricsApp.
+	MetricsOff bool
 	// Rewards and Jobs default to services built on the ledger service.
 	Rewards *rewards.Service
 	Jobs    *jobs.Runner
@@ -82,13 +91,16 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 		IdleTimeout:           orDefault(cfg.IdleTimeout, 120*time.Second),
 		ReadBufferSize:        orDefault(cfg.MaxHeaderBytes, DefaultMaxHeaderBytes),
 	})
+	app.Use(refuseAmbiguousLength)
 	app.Use(recover.New())
-	app.Use(requestid.New())
+	app.Use(assignRequestID)
 	app.Use(s.observe)
 
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", s.ready)
-	app.Get("/metrics", metrics.handler())
+	if !cfg.MetricsOff {
+		app.Get("/metrics", s.metricsAuth(cfg.MetricsToken), metrics.handler())
+	}
 	app.Get("/openapi.json", func(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 		return c.Send(OpenAPI)
@@ -213,9 +225,82 @@ func (s *server) ready(c *fiber.Ctx) error {
 	return c.JSON(fiber.Map{"status": "ready"})
 }
 
+// requestIDLocal is where assignRequestID keeps the request's id.
+const requestIDLocal = "requestid"
+
+// maxRequestID bounds a client's X-Request-ID.
+const maxRequestID = 128
+
+// assignRequestID gives every request an id, answered in X-Request-ID and
+// written on its log lines: the client's own when it is 1 to 128
+// characters of letters, digits and - _ . : / + = (enough for UUIDs, trace
+// ids and base64), else a fresh UUID, so a header can neither forge log
+// lines nor carry markup or control bytes into a log viewer.
+func assignRequestID(c *fiber.Ctx) error {
+	id := c.Get(fiber.HeaderXRequestID)
+	if !safeRequestID(id) {
+		id = uuid.NewString()
+	}
+	c.Set(fiber.HeaderXRequestID, id)
+	c.Locals(requestIDLocal, id)
+	return c.Next()
+}
+
+func safeRequestID(id string) bool {
+	if id == "" || len(id) > maxRequestID {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		switch b := id[i]; {
+		case b >= 'a' && b <= 'z', b >= 'A' && b <= 'Z', b >= '0' && b <= '9':
+		case strings.IndexByte("-_.:/+=", b) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 func requestID(c *fiber.Ctx) string {
-	id, _ := c.Locals(requestid.ConfigDefault.ContextKey).(string)
+	id, _ := c.Locals(requestIDLocal).(string)
 	return id
+}
+
+// refuseAmbiguousLength answers 400, and closes the connection, for a
+// request whose body length is ambiguous: Content-Length given more than
+// once, or together with Transfer-Encoding (RFC 9112 §6.3). fasthttp keeps
+// the last Content-Length and lets Transfer-Encoding win, so a proxy that
+// reads the message another way would see one request where the engine
+// reads two: the bytes after the body the engine read are request
+// smuggling, and closing the connection discards them.
+func refuseAmbiguousLength(c *fiber.Ctx) error {
+	lengths, chunked := 0, false
+	raw := c.Request().Header.RawHeaders()
+	for len(raw) > 0 {
+		var line []byte
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line, raw = raw[:i], raw[i+1:]
+		} else {
+			line, raw = raw, nil
+		}
+		name, _, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		name = bytes.TrimSpace(name)
+		switch {
+		case bytes.EqualFold(name, []byte(fiber.HeaderContentLength)):
+			lengths++
+		case bytes.EqualFold(name, []byte(fiber.HeaderTransferEncoding)):
+			chunked = true
+		}
+	}
+	if lengths > 1 || (lengths == 1 && chunked) {
+		c.Context().SetConnectionClose()
+		return loyalty.Errorf(loyalty.Malformed, "ambiguous_length",
+			"the request has several Content-Length headers, or Content-Length with Transfer-Encoding")
+	}
+	return c.Next()
 }
 
 // routePath is the matched route's template, such as /v1/members/:id: it

@@ -259,7 +259,18 @@ type MemberQuery struct {
 }
 
 // FindMembers lists members matching every key given, oldest first.
-func (s *Service) FindMembers(ctx context.Context, q MemberQuery) (List[Member], error) {
+// Listing members' personal data in bulk is for marketers and admins: a
+// till (or a member) must give an exact key, which matches one member at
+// most.
+func (s *Service) FindMembers(ctx context.Context, p Principal, q MemberQuery) (List[Member], error) {
+	after, err := q.Page.afterID()
+	if err != nil {
+		return List[Member]{}, err
+	}
+	if !p.Is(RoleMarketer, RoleAdmin) && q.ExternalID == "" && q.Email == "" && q.Phone == "" {
+		return List[Member]{Items: []Member{}}, Errorf(Forbidden, "lookup_key_required",
+			"a %s token looks a member up by external_id, email or phone; listing members is for marketers and admins", p.Role)
+	}
 	db := s.store.read(ctx).Model(&memberRow{})
 	if q.ExternalID != "" {
 		db = db.Where("external_id = ?", q.ExternalID)
@@ -269,10 +280,6 @@ func (s *Service) FindMembers(ctx context.Context, q MemberQuery) (List[Member],
 	}
 	if q.Phone != "" {
 		db = db.Where("phone = ?", strings.TrimSpace(q.Phone))
-	}
-	after, err := q.Page.afterID()
-	if err != nil {
-		return List[Member]{}, err
 	}
 	if after != "" {
 		db = db.Where("id > ?", after)

@@ -2,6 +2,7 @@ package loyalty
 
 import (
 	"encoding/base64"
+	"slices"
 	"strings"
 )
 
@@ -64,3 +65,30 @@ func Cursor(parts ...string) *string { return encodeCursor(parts...) }
 
 // CursorParts decodes a cursor of n parts made by Cursor.
 func (p Page) CursorParts(n int) ([]string, error) { return p.decode(n) }
+
+// PageOf cuts the page p asks for out of a whole list held in memory: the
+// list is ordered by key (compared as strings; keys are unique), the page
+// holds the items whose key follows the cursor's, at most p.Size() of
+// them, and its cursor is the key of its last item when more follow. Items
+// is never nil, so an empty list encodes as [].
+func PageOf[T any](items []T, p Page, key func(T) string) (List[T], error) {
+	after, err := p.afterID()
+	if err != nil {
+		return List[T]{Items: []T{}}, err
+	}
+	sorted := slices.Clone(items)
+	slices.SortStableFunc(sorted, func(a, b T) int { return strings.Compare(key(a), key(b)) })
+	start := 0
+	if p.Cursor != "" {
+		start, _ = slices.BinarySearchFunc(sorted, after, func(it T, k string) int { return strings.Compare(key(it), k) })
+		for start < len(sorted) && key(sorted[start]) <= after {
+			start++
+		}
+	}
+	end := min(start+p.limit(), len(sorted))
+	out := List[T]{Items: append([]T{}, sorted[start:end]...)}
+	if end < len(sorted) {
+		out.NextCursor = encodeCursor(key(sorted[end-1]))
+	}
+	return out, nil
+}

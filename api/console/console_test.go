@@ -245,6 +245,32 @@ func TestConsoleCSRF(t *testing.T) {
 				t.Errorf("multiplier %s after a form with the field", m)
 			}
 		})
+		t.Run("QueryStringRefused", func(t *testing.T) {
+			// A token in the URL leaks into logs, history and Referer
+			// headers, and lets a link carry it: it counts only in the form
+			// body or the X-CSRF-Token header.
+			f := form()
+			f.Set("earn_multiplier", "7")
+			cl.post("/console/tiers/insider?_csrf="+url.QueryEscape(csrf), "", f).must(t, 403)
+			cl.do("POST", "/console/tiers/insider?"+url.Values{"_csrf": {csrf}, "earn_multiplier": {"7"}, "name": {"Insider"},
+				"rank": {"0"}, "qualifying_spend": {"0"}}.Encode(), nil).must(t, 403)
+			if m := multiplier(); m == "7" {
+				t.Fatalf("the tier changed with the CSRF token in the query string")
+			}
+			cl.post("/console/logout?_csrf="+url.QueryEscape(csrf), "", nil).must(t, 403)
+			cl.get("/console/").must(t, 200)
+		})
+		t.Run("SignInFromTheQueryStringRefused", func(t *testing.T) {
+			other := e.client()
+			login := other.get("/console/login").must(t, 200).csrf(t)
+			q := url.Values{"_csrf": {login}, "token": {e.token(loyalty.RoleMarketer, "mk-q")}}.Encode()
+			if r := other.do("POST", "/console/login?"+q, url.Values{}); r.Status == 303 {
+				t.Fatalf("signed in with the CSRF token and the JWT in the query string")
+			}
+			if r := other.post("/console/login?token="+url.QueryEscape(e.token(loyalty.RoleMarketer, "mk-q")), login, nil); r.Status == 303 {
+				t.Fatalf("signed in with the JWT in the query string")
+			}
+		})
 		t.Run("EveryForm", func(t *testing.T) {
 			// Every state-changing route refuses a request without the token.
 			for _, path := range []string{"/console/tiers", "/console/tiers/insider", "/console/rewards", "/console/rewards/x",

@@ -147,7 +147,7 @@ func (e *env) demo(members int) {
 		e.t.Fatal(err)
 	}
 	admin := loyalty.Principal{Subject: "op", Role: loyalty.RoleAdmin}
-	l, err := e.svc.FindMembers(ctx, loyalty.MemberQuery{Page: loyalty.Page{Limit: 10}})
+	l, err := e.svc.FindMembers(ctx, admin, loyalty.MemberQuery{Page: loyalty.Page{Limit: 10}})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -628,7 +628,7 @@ func (h *handler) membersPage(c *fiber.Ctx) error {
 	seen := map[string]bool{}
 	for _, q := range queries {
 		q.Page = loyalty.Page{Limit: 50}
-		l, err := h.Loyalty.FindMembers(c.UserContext(), q)
+		l, err := h.Loyalty.FindMembers(c.UserContext(), user(c), q)
 		if err != nil {
 			return h.fail(c, "members", v, err)
 		}

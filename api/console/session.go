@@ -103,8 +103,9 @@ func (h *handler) verify(raw string) (loyalty.Principal, error) {
 }
 
 // checkCSRF refuses a state-changing request whose CSRF token, from the
-// X-CSRF-Token header (htmx) or the _csrf form field, is not the one of
-// the session.
+// X-CSRF-Token header (htmx) or the _csrf field of the form body, is not
+// the one of the session. A token in the query string does not count: URLs
+// end up in logs, history and Referer headers.
 func (h *handler) checkCSRF(c *fiber.Ctx) error {
 	if !validCSRF(c, csrfOf(c)) {
 		return h.errorPage(c, http.StatusForbidden, "Form expired",
@@ -116,9 +117,23 @@ func (h *handler) checkCSRF(c *fiber.Ctx) error {
 func validCSRF(c *fiber.Ctx, want string) bool {
 	got := c.Get(csrfHeader)
 	if got == "" {
-		got = c.FormValue(csrfField)
+		got = bodyField(c, csrfField)
 	}
 	return want != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+}
+
+// bodyField reads a field of a form body, urlencoded or multipart, and
+// never the query string, which fasthttp's FormValue reads first.
+func bodyField(c *fiber.Ctx, name string) string {
+	if v := c.Request().PostArgs().Peek(name); len(v) > 0 {
+		return string(v)
+	}
+	if mf, err := c.MultipartForm(); err == nil {
+		if vs := mf.Value[name]; len(vs) > 0 {
+			return vs[0]
+		}
+	}
+	return ""
 }
 
 type loginData struct {
@@ -155,7 +170,8 @@ func (h *handler) login(c *fiber.Ctx) error {
 	if nonce == "" || !validCSRF(c, h.mac("login", nonce)) {
 		return h.showLogin(c, http.StatusForbidden, "The sign-in form had expired. Please try again.")
 	}
-	raw := strings.TrimSpace(c.FormValue("token"))
+	// The token comes from the form body only, never the URL.
+	raw := strings.TrimSpace(bodyField(c, "token"))
 	raw = strings.TrimSpace(strings.TrimPrefix(raw, "Bearer "))
 	p, err := h.verify(raw)
 	if err != nil {

@@ -106,8 +106,10 @@ type server struct {
 	cmd     *exec.Cmd
 	addr    string
 	logPath string
-	done    chan struct{}
-	waitErr error
+	// metricsToken is the bearer token /metrics takes (LOYALTY_METRICS_TOKEN).
+	metricsToken string
+	done         chan struct{}
+	waitErr      error
 }
 
 // serverEnv is the environment of the engine's processes: the caller's,
@@ -120,7 +122,7 @@ func serverEnv(dbURL, addr, secret, logLevel string) []string {
 		}
 	}
 	return append(env, "LOYALTY_DATABASE_URL="+dbURL, "LOYALTY_ADDR="+addr, "LOYALTY_JWT_SECRET="+secret,
-		"LOYALTY_JOBS=off", "LOYALTY_LOG_LEVEL="+logLevel)
+		"LOYALTY_JOBS=off", "LOYALTY_LOG_LEVEL="+logLevel, "LOYALTY_METRICS_TOKEN="+randomSecret())
 }
 
 func randomSecret() string {
@@ -168,6 +170,11 @@ func startServer(ctx context.Context, bin string, env []string, addr, logPath st
 		return nil, fmt.Errorf("start loyalty serve: %w", err)
 	}
 	s := &server{cmd: cmd, addr: addr, logPath: logPath, done: make(chan struct{})}
+	for _, kv := range env {
+		if t, ok := strings.CutPrefix(kv, "LOYALTY_METRICS_TOKEN="); ok {
+			s.metricsToken = t
+		}
+	}
 	go func() { s.waitErr = cmd.Wait(); logf.Close(); close(s.done) }()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -219,11 +226,15 @@ func (s *server) alive() bool {
 
 // goroutines reads go_goroutines from /metrics; -1 when it is not there.
 func (s *server) goroutines() int {
-	st, body, err := fasthttp.GetTimeout(nil, "http://"+s.addr+"/metrics", 5*time.Second)
-	if err != nil || st != 200 {
+	req, res := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(res)
+	req.SetRequestURI("http://" + s.addr + "/metrics")
+	req.Header.Set("Authorization", "Bearer "+s.metricsToken)
+	if err := fasthttp.DoTimeout(req, res, 5*time.Second); err != nil || res.StatusCode() != 200 {
 		return -1
 	}
-	return parseGoroutines(body)
+	return parseGoroutines(res.Body())
 }
 
 // parseGoroutines finds the go_goroutines sample in Prometheus text.

@@ -31,6 +31,10 @@ type config struct {
 	// SecretFile is where the generated secret of an embedded deployment
 	// lives; empty when the secret came from the environment.
 	SecretFile string
+	// MetricsAddr, when set, is where /metrics is served instead of Addr
+	// (LOYALTY_METRICS_ADDR); HTTP.MetricsToken (LOYALTY_METRICS_TOKEN) is
+	// the bearer token a scraper sends.
+	MetricsAddr string
 }
 
 func env(name, def string) string {
@@ -76,12 +80,20 @@ func loadConfig() (config, error) {
 		}
 		c.HTTP.MaxHeaderBytes = n
 	}
+	if t := os.Getenv("LOYALTY_METRICS_TOKEN"); t != "" {
+		if err := api.CheckSecret([]byte(t)); err != nil {
+			return c, fmt.Errorf("LOYALTY_METRICS_TOKEN is too weak: %w", err)
+		}
+		c.HTTP.MetricsToken = t
+	}
+	c.MetricsAddr = os.Getenv("LOYALTY_METRICS_ADDR")
+	c.HTTP.MetricsOff = c.MetricsAddr != ""
 	if err := c.LogLevel.UnmarshalText([]byte(env("LOYALTY_LOG_LEVEL", "info"))); err != nil {
 		return c, fmt.Errorf("LOYALTY_LOG_LEVEL: %w", err)
 	}
 	if s := os.Getenv("LOYALTY_JWT_SECRET"); s != "" {
-		if len(s) < 32 {
-			return c, errors.New("LOYALTY_JWT_SECRET must be at least 32 characters")
+		if err := api.CheckSecret([]byte(s)); err != nil {
+			return c, fmt.Errorf("LOYALTY_JWT_SECRET is too weak: %w", err)
 		}
 		c.Auth.Secret = []byte(s)
 		return c, nil
@@ -105,8 +117,8 @@ func readOrCreateSecret(path string) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if err == nil {
 		s := strings.TrimSpace(string(b))
-		if len(s) < 32 {
-			return nil, fmt.Errorf("%s: the secret is shorter than 32 characters", path)
+		if err := api.CheckSecret([]byte(s)); err != nil {
+			return nil, fmt.Errorf("%s: the secret is too weak: %w", path, err)
 		}
 		return []byte(s), nil
 	}

@@ -46,10 +46,15 @@ usage:
 environment:
   LOYALTY_DATABASE_URL  sqlite://PATH (default sqlite://loyalty.db) or postgres://…
   LOYALTY_ADDR          listen address (default :8080)
-  LOYALTY_JWT_SECRET    HS256 secret, at least 32 characters; required with PostgreSQL
+  LOYALTY_JWT_SECRET    HS256 secret: at least 32 characters, not blank or repetitive
+                        (e.g. openssl rand -hex 32); required with PostgreSQL
   LOYALTY_JWT_ISSUER, LOYALTY_JWT_AUDIENCE   enforced on tokens when set
   LOYALTY_LOG_LEVEL     debug, info, warn or error (default info)
   LOYALTY_RATE_LIMIT    requests a minute per caller on /v1 (default 0: unlimited)
+  LOYALTY_METRICS_TOKEN bearer token a Prometheus scraper sends to GET /metrics (at least
+                        32 characters); without it /metrics takes an admin token
+  LOYALTY_METRICS_ADDR  serve /metrics on this address instead (e.g. 127.0.0.1:9090):
+                        open there, or with LOYALTY_METRICS_TOKEN when it is set
 `
 
 func main() {
@@ -142,9 +147,15 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer, 
 		defer sched.Stop()
 	}
 
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- app.Listen(cfg.Addr) }()
 	log.Info("serving", "addr", cfg.Addr, "database", store.Dialect)
+	if cfg.MetricsAddr != "" {
+		mapp := api.MetricsApp(metrics, cfg.HTTP.MetricsToken)
+		go func() { errc <- mapp.Listen(cfg.MetricsAddr) }()
+		defer func() { _ = mapp.ShutdownWithTimeout(5 * time.Second) }()
+		log.Info("serving metrics", "addr", cfg.MetricsAddr)
+	}
 	if cfg.SecretFile != "" {
 		welcome(cfg, stdout)
 	}
