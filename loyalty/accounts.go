@@ -126,6 +126,7 @@ func (a *Account) Refund(entryID, kind, redemptionID, description string) (Entry
 		if err := a.tx.DB.Create(&lot).Error; err != nil {
 			return Entry{}, err
 		}
+		a.a.k.addLot(lot, a.tx.Now)
 	}
 	if kind == KindRedeemCancel {
 		a.a.balance.LifetimeRedeemed -= total
@@ -165,7 +166,7 @@ func (a *Account) Balance() (Balance, error) {
 	if err != nil {
 		return Balance{}, err
 	}
-	return a.a.view(a.tx.DB, l)
+	return a.a.view(l), nil
 }
 
 // MemberTier returns a member's tier code and whether it is active, reading
@@ -189,13 +190,21 @@ func MemberTier(db *gorm.DB, p Principal, memberID string) (tier tiers.Tier, has
 // TS normalises a time for storage and comparison: UTC, microseconds.
 func TS(t time.Time) time.Time { return ts(t) }
 
-// BalanceAt computes a member's balance at now, reading with db.
+// BalanceAt computes a member's balance at now afresh from its open lots and
+// the purchases of its qualifying period, reading with db, whether or not
+// the balance row's kept state still holds (which Service.Balance answers
+// from).
 func BalanceAt(db *gorm.DB, memberID string, now time.Time) (Balance, error) {
 	a, ladder, err := loadAccount(db, memberID, ts(now))
 	if err != nil {
 		return Balance{}, err
 	}
-	return a.view(db, ladder)
+	lots, ps, err := a.openState(db)
+	if err != nil {
+		return Balance{}, err
+	}
+	r := a.rules()
+	return a.keptView(keptAt(r, lots, ps, a.now), a.balance.Version+passedIn(r, lots, ps, a.balance.AsOf, a.now), ladder), nil
 }
 
 // WriteSet runs a set-based job's statements in one transaction that sees

@@ -54,8 +54,10 @@ func (a *account) saveQueued(tx *gorm.DB) error {
 	a.queue = nil
 	b := &a.balance
 	q.add(`UPDATE member_balances SET points = $1, debt = $2, lifetime_earned = $3, lifetime_redeemed = $4,
-		last_activity_at = $5, version = $6, updated_at = $7 WHERE member_id = $8`,
-		[]any{b.Points, b.Debt, b.LifetimeEarned, b.LifetimeRedeemed, b.LastActivityAt, b.Version, b.UpdatedAt, b.MemberID})
+		last_activity_at = $5, version = $6, updated_at = $7, open_available = $9, open_pending = $10,
+		qualifying_spend = $11, expiring_soon = $12, as_of = $13, next_change_at = $14, config_version = $15 WHERE member_id = $8`,
+		[]any{b.Points, b.Debt, b.LifetimeEarned, b.LifetimeRedeemed, b.LastActivityAt, b.Version, b.UpdatedAt, b.MemberID,
+			b.OpenAvailable, b.OpenPending, b.QualifyingSpend, b.ExpiringSoon, b.AsOf, b.NextChangeAt, b.ConfigVersion})
 	var sb strings.Builder
 	sb.WriteString("WITH ")
 	for i, s := range q.sqls[:len(q.sqls)-1] {

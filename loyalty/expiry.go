@@ -75,9 +75,13 @@ func (s *Service) ExpirePoints(ctx context.Context, asOf time.Time) (ExpirySumma
 		}
 		// One aggregate joined to the balances: UPDATE … FROM runs on both
 		// PostgreSQL and SQLite (3.33+), instead of a subquery per member.
+		// The lots closed here take their instants of change (at most
+		// three each, see kept.go) out of what later reads count, so the
+		// version moves past them; the kept state is left for the next
+		// read or write to compute (next_change_at = as_of).
 		if err := tx.Exec(`UPDATE member_balances SET points = member_balances.points - e.points,
-				version = member_balances.version + 1, updated_at = @now
-			FROM (SELECT l.member_id, SUM(l.remaining) AS points FROM `+x.from+` WHERE `+x.due+` GROUP BY l.member_id) e
+				version = member_balances.version + 1 + 3 * e.lots, updated_at = @now, next_change_at = member_balances.as_of
+			FROM (SELECT l.member_id, SUM(l.remaining) AS points, COUNT(*) AS lots FROM `+x.from+` WHERE `+x.due+` GROUP BY l.member_id) e
 			WHERE member_balances.member_id = e.member_id`, x.args).Error; err != nil {
 			return err
 		}

@@ -2,7 +2,6 @@ package loyalty
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -61,6 +60,9 @@ type account struct {
 	opened  []lotRow     // lots credit opened in this transaction
 	set     *settings    // the settings, when lockAccount looked them up
 	queue   *insertQueue // inserts deferred to save, see insertQueue
+	cfg     int64        // the config_version the account was read under
+	k       kept         // the kept state at now, with this transaction's changes
+	passed  int64        // instants of change in (balance.AsOf, now]
 }
 
 // lockAccount locks the member's balance and member rows with one
@@ -72,6 +74,7 @@ func lockAccount(tx *gorm.DB, memberID string, prog *Program, now time.Time) (*a
 	q := `SELECT m.id, m.external_id, m.email, m.phone, m.first_name, m.last_name, m.birthday, m.timezone, m.status,
 		m.tier_code, m.tier_since, m.churn_risk, m.enrolled_at, m.updated_at,
 		b.points, b.debt, b.lifetime_earned, b.lifetime_redeemed, b.last_activity_at, b.version, b.updated_at,
+		b.open_available, b.open_pending, b.qualifying_spend, b.expiring_soon, b.as_of, b.next_change_at, b.config_version,
 		(SELECT config_version FROM program WHERE id = 1)
 		FROM member_balances b JOIN members m ON m.id = b.member_id WHERE b.member_id = ?`
 	if tx.Dialector.Name() == Postgres {
@@ -93,10 +96,12 @@ func lockAccount(tx *gorm.DB, memberID string, prog *Program, now time.Time) (*a
 	if err := rows.Scan(&m.ID, &m.ExternalID, &m.Email, &m.Phone, &m.FirstName, &m.LastName, &m.Birthday, &m.Timezone,
 		&m.Status, &m.TierCode, &m.TierSince, &m.ChurnRisk, &m.EnrolledAt, &m.UpdatedAt,
 		&b.Points, &b.Debt, &b.LifetimeEarned, &b.LifetimeRedeemed, &b.LastActivityAt, &b.Version, &b.UpdatedAt,
+		&b.OpenAvailable, &b.OpenPending, &b.QualifyingSpend, &b.ExpiringSoon, &b.AsOf, &b.NextChangeAt, &b.ConfigVersion,
 		&version); err != nil {
 		return nil, err
 	}
 	b.MemberID = m.ID
+	a.cfg = version
 	if err := rows.Close(); err != nil {
 		return nil, err
 	}
@@ -105,6 +110,11 @@ func lockAccount(tx *gorm.DB, memberID string, prog *Program, now time.Time) (*a
 			return nil, err
 		}
 		a.prog = a.set.prog
+	}
+	// The instants passed since the row was kept are counted on the lots
+	// as they stand, before this transaction changes any.
+	if err := a.catchUp(tx); err != nil {
+		return nil, err
 	}
 	if err := a.expireInactive(tx); err != nil {
 		return nil, err
@@ -142,6 +152,7 @@ func (a *account) expireInactive(tx *gorm.DB) error {
 		if err := tx.Model(&lotRow{}).Where("id = ?", l.ID).Update("remaining", 0).Error; err != nil {
 			return err
 		}
+		a.k.draw(l, l.Remaining, a.now)
 		a.balance.Points += e.Points
 	}
 	if len(lots) > 0 {
@@ -226,9 +237,10 @@ func entryAfter(x, y entryRow) bool {
 	return x.ID > y.ID
 }
 
-// save writes the cached balance back with a new version.
+// save writes the cached balance back, its kept state as of now, with a
+// new version.
 func (a *account) save(tx *gorm.DB) error {
-	a.balance.Version++
+	a.keep()
 	a.balance.UpdatedAt = a.now
 	if a.queue != nil {
 		return a.saveQueued(tx)
@@ -305,6 +317,7 @@ func (a *account) credit(tx *gorm.DB, e entrySpec) (entryRow, error) {
 		return row, err
 	}
 	a.opened = append(a.opened, lot)
+	a.k.addLot(lot, a.now)
 	return row, nil
 }
 
@@ -360,7 +373,7 @@ func (a *account) inactivityDeadline() (time.Time, bool) {
 
 // take removes n points from lots in order. It returns the draws it made
 // and what it could not take.
-func take(tx *gorm.DB, lots []lotRow, n int64) ([]drawRow, int64, error) {
+func (a *account) take(tx *gorm.DB, lots []lotRow, n int64) ([]drawRow, int64, error) {
 	var draws []drawRow
 	for i := range lots {
 		if n == 0 {
@@ -371,6 +384,7 @@ func take(tx *gorm.DB, lots []lotRow, n int64) ([]drawRow, int64, error) {
 		if t == 0 {
 			continue
 		}
+		a.k.draw(*l, t, a.now)
 		l.Remaining -= t
 		n -= t
 		draws = append(draws, drawRow{LotID: l.ID, Points: t})
@@ -418,7 +432,7 @@ func (a *account) spend(tx *gorm.DB, e entrySpec) (entryRow, error) {
 	if have < n {
 		return entryRow{}, Errorf(Conflict, "insufficient_points", "%d points are available, %d are needed", max(have, 0), n)
 	}
-	draws, _, err := take(tx, avail, n)
+	draws, _, err := a.take(tx, avail, n)
 	if err != nil {
 		return entryRow{}, err
 	}
@@ -451,7 +465,7 @@ func (a *account) reverse(tx *gorm.DB, e entrySpec, own map[string]bool) (entryR
 	}
 	// The purchase's own lots in the order they were opened.
 	sort.Slice(first, func(i, j int) bool { return first[i].ID < first[j].ID })
-	draws, left, err := take(tx, append(first, rest...), n)
+	draws, left, err := a.take(tx, append(first, rest...), n)
 	if err != nil {
 		return entryRow{}, err
 	}
@@ -526,173 +540,19 @@ type Balance struct {
 // ExpiringSoonWindow is how far ahead a balance lists expiring points.
 const ExpiringSoonWindow = 30 * 24 * time.Hour
 
-// balance computes the member's balance at a.now from its lots and
-// purchases. It only reads.
-//
-// The version is the count of writes to the balance plus the count of
-// instants, up to now, at which the balance changes by itself (a lot
-// becoming available, expiring or entering the expiring-soon window, a
-// purchase leaving the qualifying period), so it grows whenever what this
-// call returns can differ, with no read ever writing.
-func (a *account) view(tx *gorm.DB, ladder tiers.Ladder) (Balance, error) {
-	ag, err := a.aggregates(tx)
-	if err != nil {
-		return Balance{}, err
-	}
-	return a.viewFrom(tx, a.newBalance(), ag, ladder)
-}
-
 func (a *account) newBalance() Balance {
 	return Balance{MemberID: a.member.ID, LifetimeEarned: a.balance.LifetimeEarned, LifetimeRedeemed: a.balance.LifetimeRedeemed,
 		ExpiringSoon: []Expiring{}, AsOf: a.now}
 }
 
-// aggregates reads the member's viewAggregates at a.now.
-func (a *account) aggregates(tx *gorm.DB) (viewAggregates, error) {
-	var ag viewAggregates
-	err := tx.Raw(`SELECT la.*, pa.* FROM (SELECT `+lotAggregates+` FROM lots WHERE member_id = @member) la
-		CROSS JOIN (SELECT `+purchaseAggregates(tx)+` FROM purchases WHERE member_id = @member) pa`,
-		a.viewArgs()).Scan(&ag).Error
-	return ag, err
-}
-
-// addLot counts a lot this transaction opened into aggregates read before
-// it, as lotAggregates would count it (the lot was created at a.now).
-func (ag *viewAggregates) addLot(a *account, l lotRow) {
-	soon := a.now.Add(ExpiringSoonWindow)
-	exp := l.ExpiresAt
-	live := exp == nil || exp.After(a.now)
-	if l.Remaining > 0 && live {
-		if l.AvailableAt.After(a.now) {
-			ag.Pending += l.Remaining
-		} else {
-			ag.Available += l.Remaining
-		}
-		if exp != nil && !exp.After(soon) {
-			ag.SoonOpen++
-		}
-	}
-	if l.AvailableAt.After(l.CreatedAt) && !l.AvailableAt.After(a.now) {
-		ag.Released++
-	}
-	if exp != nil && !exp.After(a.now) {
-		ag.Expired++
-	}
-	if exp != nil && !exp.After(soon) {
-		ag.Soon++
-	}
-}
-
-// addPurchase counts a purchase this transaction recorded, as
-// purchaseAggregates would.
-func (ag *viewAggregates) addPurchase(a *account, at time.Time, total int64) {
-	start := a.prog.Period().Start(a.now)
-	switch {
-	case at.Before(start):
-		ag.Left++
-	case !at.After(a.now):
-		ag.Spend = addSpend(ag.Spend, total)
-	}
-}
-
-// addSpend adds to a member's spend, held at the largest int64 as
-// memberSpendSQL holds it.
+// addSpend adds to a member's spend, held at the largest int64: a purchase
+// may total MaxTotal, so thousands of them add up past int64, and a spend
+// that large qualifies for every tier anyway.
 func addSpend(spend, total int64) int64 {
 	if sum, ok := tiers.AddMinor(spend, total); ok {
 		return sum
 	}
 	return math.MaxInt64
-}
-
-// viewAggregates is what a balance needs from a member's lots and purchases.
-type viewAggregates struct {
-	Available, Pending, SoonOpen, Released, Expired, Soon, Spend, Left int64
-}
-
-// lotAggregates and purchaseAggregates compute viewAggregates over one
-// member's lots and purchases: the open lots' sums by state, the counts of
-// instants passed (see Version), and the purchases in and before the
-// period. Their arguments are viewArgs.
-const (
-	lotAggregates = `COALESCE(SUM(CASE WHEN remaining > 0 AND (expires_at IS NULL OR expires_at > @now) AND available_at <= @now THEN remaining ELSE 0 END), 0) AS available,
-		COALESCE(SUM(CASE WHEN remaining > 0 AND (expires_at IS NULL OR expires_at > @now) AND available_at > @now THEN remaining ELSE 0 END), 0) AS pending,
-		COUNT(CASE WHEN remaining > 0 AND expires_at > @now AND expires_at <= @soon THEN 1 END) AS soon_open,
-		COUNT(CASE WHEN available_at > created_at AND available_at <= @now THEN 1 END) AS released,
-		COUNT(CASE WHEN expires_at <= @now THEN 1 END) AS expired,
-		COUNT(CASE WHEN expires_at <= @soon THEN 1 END) AS soon`
-)
-
-// purchaseAggregates is the purchases' half of the aggregates: the spend in
-// the period (see memberSpendSQL) and the purchases before it.
-func purchaseAggregates(tx *gorm.DB) string {
-	return memberSpendSQL(tx, "CASE WHEN occurred_at >= @start AND occurred_at <= @now THEN total - returned_amount ELSE 0 END") + ` AS spend,
-		COUNT(CASE WHEN occurred_at < @start THEN 1 END) AS "left"`
-}
-
-func (a *account) viewArgs() map[string]any {
-	return map[string]any{"now": a.now, "soon": ts(a.now.Add(ExpiringSoonWindow)), "start": a.prog.Period().Start(a.now), "member": a.member.ID}
-}
-
-// errNeedsLots says a balance cannot be made from the aggregates alone:
-// points expire within the expiring-soon window, listed lot by lot.
-var errNeedsLots = errors.New("the balance lists lots expiring soon")
-
-// viewFrom finishes a balance from its aggregates. tx reads the lots
-// expiring soon, if any; with a nil tx it returns errNeedsLots instead.
-func (a *account) viewFrom(tx *gorm.DB, b Balance, ag viewAggregates, ladder tiers.Ladder) (Balance, error) {
-	soon := a.now.Add(ExpiringSoonWindow)
-	deadline, inactive := a.inactivityDeadline()
-	byTime := map[time.Time]int64{}
-	if !inactive || deadline.After(a.now) {
-		// Past the inactivity deadline every lot is gone; else the sums stand.
-		b.Available, b.Pending = ag.Available, ag.Pending
-		if ag.SoonOpen > 0 {
-			if tx == nil {
-				return b, errNeedsLots
-			}
-			var lots []struct {
-				ExpiresAt time.Time
-				Points    int64
-			}
-			if err := tx.Raw(`SELECT expires_at, SUM(remaining) AS points FROM lots
-				WHERE member_id = ? AND remaining > 0 AND expires_at > ? AND expires_at <= ? GROUP BY expires_at`,
-				a.member.ID, a.now, ts(soon)).Scan(&lots).Error; err != nil {
-				return b, err
-			}
-			for _, l := range lots {
-				byTime[l.ExpiresAt.UTC()] += l.Points
-			}
-		}
-	}
-	b.Available -= a.balance.Debt
-	events := int64(0)
-	if inactive {
-		if !deadline.After(soon) && b.Available+b.Pending > 0 {
-			byTime[deadline.UTC()] += b.Available + b.Pending + a.balance.Debt
-		}
-		if !deadline.After(a.now) {
-			events++
-		}
-		if !deadline.After(soon) {
-			events++
-		}
-	}
-	for t, p := range byTime {
-		b.ExpiringSoon = append(b.ExpiringSoon, Expiring{Points: p, ExpiresAt: t})
-	}
-	sort.Slice(b.ExpiringSoon, func(i, j int) bool { return b.ExpiringSoon[i].ExpiresAt.Before(b.ExpiringSoon[j].ExpiresAt) })
-	events += ag.Released + ag.Expired + ag.Soon
-	b.QualifyingSpend = ag.Spend
-	events += ag.Left
-	b.Version = a.balance.Version + events
-
-	if cur, ok := currentTier(ladder, a.member); ok {
-		b.Tier = &TierRef{Code: cur.Code, Name: cur.Name, EarnMultiplier: cur.EarnMultiplier}
-		if next, ok := ladder.Next(cur.Code); ok {
-			b.NextTier = &NextTier{Code: next.Code, Name: next.Name, SpendNeeded: max(0, next.QualifyingSpend-b.QualifyingSpend)}
-		}
-	}
-	return b, nil
 }
 
 // currentTier is the tier a member holds: its own, or the entry tier for a
@@ -706,22 +566,13 @@ func currentTier(ladder tiers.Ladder, m memberRow) (tiers.Tier, bool) {
 	return ladder.Entry()
 }
 
-// qualifyingSpend is purchase totals less their returns over the period
-// ending at at, by the purchases' occurred_at.
-func qualifyingSpend(tx *gorm.DB, memberID string, p tiers.Period, at time.Time) (int64, error) {
-	var spend int64
-	err := tx.Raw(`SELECT `+memberSpendSQL(tx, "total - returned_amount")+` FROM purchases
-		WHERE member_id = ? AND occurred_at >= ? AND occurred_at <= ?`, memberID, p.Start(at), ts(at)).Scan(&spend).Error
-	return spend, err
-}
-
 // loadAccount loads a member's account without locks, for reading.
 func loadAccount(tx *gorm.DB, memberID string, now time.Time) (*account, tiers.Ladder, error) {
 	set, err := loadSettings(tx)
 	if err != nil {
 		return nil, nil, err
 	}
-	a := &account{prog: set.prog, now: now}
+	a := &account{prog: set.prog, now: now, cfg: set.version}
 	ladder := set.ladder
 	if a.member, err = getMember(tx, memberID); err != nil {
 		return nil, nil, err
@@ -750,7 +601,7 @@ func (s *Service) Balance(ctx context.Context, p Principal, memberID string) (Ba
 		if err != nil {
 			return err
 		}
-		b, err = a.view(tx, ladder)
+		b, err = a.readView(tx, ladder)
 		return err
 	})
 	if err != nil {
@@ -759,54 +610,53 @@ func (s *Service) Balance(ctx context.Context, p Principal, memberID string) (Ba
 	return b, nil
 }
 
-// quickBalance answers a balance read with one statement, consistent by
-// itself, when this store's settings are current: the member's balance row
-// and the aggregates of its lots and purchases, with config_version to
-// check the settings against. ok is false when the caller must take the
-// snapshot path: settings changed or not yet read, an unknown member (for
-// its 404), or points expiring within the window, listed lot by lot.
+// quickBalance answers a balance read from the member's balance row alone,
+// with one statement that also reads the member's tier and config_version
+// to check this store's settings against. ok is false when the caller must
+// take the snapshot path: settings changed or not yet read, an unknown
+// member (for its 404), or a row whose kept state no longer holds at now
+// (see kept.go).
 func (s *Service) quickBalance(ctx context.Context, memberID string, now time.Time) (b Balance, ok bool, err error) {
 	db := s.store.read(ctx)
 	set := cacheOf(db).last()
 	if set == nil {
 		return b, false, nil
 	}
-	a := &account{prog: set.prog, now: now, member: memberRow{ID: memberID}}
-	var row struct {
-		Available, Pending, SoonOpen, Released, Expired, Soon, Spend, Left int64
-		ConfigVersion                                                      int64
-		Status                                                             string
-		TierCode                                                           *string
-		Debt                                                               int64
-		LifetimeEarned                                                     int64
-		LifetimeRedeemed                                                   int64
-		LastActivityAt                                                     *time.Time
-		Version                                                            int64
-	}
-	res := db.Raw(`SELECT p.config_version, m.status, m.tier_code, b.debt, b.lifetime_earned, b.lifetime_redeemed,
-		b.last_activity_at, b.version, la.*, pa.*
+	a := &account{prog: set.prog, now: now, member: memberRow{ID: memberID}, cfg: set.version}
+	rows, err := db.Raw(`SELECT p.config_version, m.status, m.tier_code,
+		b.debt, b.lifetime_earned, b.lifetime_redeemed, b.last_activity_at, b.version,
+		b.open_available, b.open_pending, b.qualifying_spend, b.expiring_soon, b.as_of, b.next_change_at, b.config_version
 		FROM member_balances b JOIN members m ON m.id = b.member_id JOIN program p ON p.id = 1
-		CROSS JOIN (SELECT `+lotAggregates+` FROM lots WHERE member_id = @member) la
-		CROSS JOIN (SELECT `+purchaseAggregates(db)+` FROM purchases WHERE member_id = @member) pa
-		WHERE b.member_id = @member`, a.viewArgs()).Scan(&row)
-	if res.Error != nil {
-		return b, false, res.Error
+		WHERE b.member_id = ?`, memberID).Rows()
+	if err != nil {
+		return b, false, err
 	}
-	if res.RowsAffected == 0 || row.ConfigVersion != set.version {
+	defer rows.Close()
+	if !rows.Next() {
+		return b, false, rows.Err()
+	}
+	var current int64
+	bal, m := &a.balance, &a.member
+	if err := rows.Scan(&current, &m.Status, &m.TierCode, &bal.Debt, &bal.LifetimeEarned, &bal.LifetimeRedeemed,
+		&bal.LastActivityAt, &bal.Version, &bal.OpenAvailable, &bal.OpenPending, &bal.QualifyingSpend, &bal.ExpiringSoon,
+		&bal.AsOf, &bal.NextChangeAt, &bal.ConfigVersion); err != nil {
+		return b, false, err
+	}
+	if err := rows.Close(); err != nil {
+		return b, false, err
+	}
+	bal.MemberID = memberID
+	if current != set.version {
 		return b, false, nil
 	}
-	a.member.Status, a.member.TierCode = row.Status, row.TierCode
-	a.balance = balanceRow{MemberID: memberID, Debt: row.Debt, LifetimeEarned: row.LifetimeEarned,
-		LifetimeRedeemed: row.LifetimeRedeemed, LastActivityAt: row.LastActivityAt, Version: row.Version}
-	b = Balance{MemberID: memberID, LifetimeEarned: row.LifetimeEarned, LifetimeRedeemed: row.LifetimeRedeemed,
-		ExpiringSoon: []Expiring{}, AsOf: now}
-	ag := viewAggregates{Available: row.Available, Pending: row.Pending, SoonOpen: row.SoonOpen, Released: row.Released,
-		Expired: row.Expired, Soon: row.Soon, Spend: row.Spend, Left: row.Left}
-	b, err = a.viewFrom(nil, b, ag, set.ladder)
-	if errors.Is(err, errNeedsLots) {
+	if !a.fresh() {
 		return b, false, nil
 	}
-	return b, err == nil, err
+	k, err := a.keptFromRow()
+	if err != nil {
+		return b, false, err
+	}
+	return a.keptView(k, a.balance.Version, set.ladder), true, nil
 }
 
 // Ledger lists a member's entries, newest first. Besides the stored

@@ -71,6 +71,15 @@ type balanceRow struct {
 	LastActivityAt   *time.Time
 	Version          int64
 	UpdatedAt        time.Time
+	// What a read needs, kept as of AsOf under the settings of
+	// ConfigVersion, until NextChangeAt (nil: never); see kept.go.
+	OpenAvailable   int64
+	OpenPending     int64
+	QualifyingSpend int64
+	ExpiringSoon    string
+	AsOf            time.Time
+	NextChangeAt    *time.Time
+	ConfigVersion   int64
 }
 
 func (balanceRow) TableName() string { return "member_balances" }

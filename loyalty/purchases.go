@@ -254,10 +254,10 @@ func (s *Service) QuotePurchase(ctx context.Context, p Principal, in PurchaseInp
 		if a.member.Status != StatusActive {
 			return Errorf(Conflict, "member_erased", "the member was erased")
 		}
-		spend, err := qualifyingSpend(tx, a.member.ID, prog.Period(), a.now)
-		if err != nil {
+		if err := a.catchUp(tx); err != nil {
 			return err
 		}
+		spend := a.k.Spend
 		mo, err := loadMemberOffers(tx, a.member.ID, pur.at)
 		if err != nil {
 			return err
@@ -339,17 +339,14 @@ func (s *Service) postPurchase(tx *gorm.DB, p Principal, in PurchaseInput, pur p
 	if a.member.Status != StatusActive {
 		return res, Errorf(Conflict, "member_erased", "the member was erased")
 	}
-	// The balance's aggregates before the purchase: its qualifying spend
-	// now, and with what this transaction adds, the balance it answers.
-	ag, err := a.aggregates(tx)
-	if err != nil {
-		return res, err
-	}
+	// The kept state before the purchase (lockAccount brought it to now)
+	// has its qualifying spend; with what this transaction adds, it is the
+	// balance the purchase answers.
 	mo, err := loadMemberOffers(tx, a.member.ID, pur.at)
 	if err != nil {
 		return res, err
 	}
-	q, err := earning(prog, ladder, a.member, pur, ag.Spend, a.now, mo)
+	q, err := earning(prog, ladder, a.member, pur, a.k.Spend, a.now, mo)
 	if err != nil {
 		return res, err
 	}
@@ -402,6 +399,7 @@ func (s *Service) postPurchase(tx *gorm.DB, p Principal, in PurchaseInput, pur p
 		at := pur.at
 		a.balance.LastActivityAt = &at
 	}
+	a.k.addPurchase(prog.Period(), pur.at, pur.total, a.now)
 	if err := a.save(tx); err != nil {
 		if errors.Is(err, gorm.ErrDuplicatedKey) {
 			return res, Errorf(Conflict, "duplicate", "receipt %q of store %q was already posted", pur.ExternalID, pur.StoreID)
@@ -415,14 +413,7 @@ func (s *Service) postPurchase(tx *gorm.DB, p Principal, in PurchaseInput, pur p
 		}
 		a.member.TierCode = q.TierAfter
 	}
-	ag.addPurchase(a, pur.at, pur.total)
-	for _, l := range a.opened {
-		ag.addLot(a, l)
-	}
-	bal, err := a.viewFrom(tx, a.newBalance(), ag, ladder)
-	if err != nil {
-		return res, err
-	}
+	bal := a.view(ladder)
 	return PurchaseResult{ID: row.ID, ExternalID: row.ExternalID, StoreID: row.StoreID,
 		OccurredAt: pur.at.Format(time.RFC3339Nano), Quote: q, Balance: bal}, nil
 }
@@ -628,6 +619,7 @@ func (s *Service) PostReturn(ctx context.Context, p Principal, purchaseID string
 			"returned_amount": pr.ReturnedAmount + amount, "points_reversed": pr.PointsReversed + rev}).Error; err != nil {
 			return res, err
 		}
+		a.k.addReturn(prog.Period(), pr.OccurredAt, amount, now)
 		if err := a.save(tx); err != nil {
 			return res, err
 		}
@@ -635,10 +627,7 @@ func (s *Service) PostReturn(ctx context.Context, p Principal, purchaseID string
 		if err != nil {
 			return res, err
 		}
-		bal, err := a.view(tx, ladder)
-		if err != nil {
-			return res, err
-		}
+		bal := a.view(ladder)
 		return ReturnResult{Return: returnFromRow(ret), Balance: bal}, nil
 	})
 	if err != nil {

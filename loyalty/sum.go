@@ -1,8 +1,6 @@
 package loyalty
 
 import (
-	"gorm.io/gorm"
-
 	"database/sql/driver"
 	"fmt"
 	"math/big"
@@ -121,19 +119,6 @@ func (s *Store) SumSQL(expr string) string {
 // every int64 (never read back: read SumSQL for the figure itself).
 func (s *Store) SumOrderSQL(expr string) string {
 	return "CAST(" + s.SumSQL(expr) + " AS NUMERIC)"
-}
-
-// memberSpendSQL is the SQL for one member's spend, the sum of the integer
-// expression expr (0 over no rows), held at the largest int64: a purchase
-// may total MaxTotal, so thousands of them add up past int64, and a spend
-// that large qualifies for every tier anyway. PostgreSQL sums bigint into
-// numeric; SQLite's exact_sum goes to decimal text past int64, which SQLite
-// orders after every number, so MIN keeps the bound.
-func memberSpendSQL(tx *gorm.DB, expr string) string {
-	if tx.Dialector.Name() == Postgres {
-		return "CAST(LEAST(COALESCE(SUM(" + expr + "), 0), 9223372036854775807) AS bigint)"
-	}
-	return "MIN(COALESCE(exact_sum(" + expr + "), 0), 9223372036854775807)"
 }
 
 var registerSQLiteFuncs = sync.OnceValue(func() error {

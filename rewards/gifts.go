@@ -194,7 +194,8 @@ func creditGifts(tx *loyalty.Tx, prog *loyalty.Program, runID string, bonus int6
 	}
 	if err := tx.DB.Exec(`UPDATE member_balances SET points = points + ?,
 			debt = CASE WHEN debt > ? THEN debt - ? ELSE 0 END,
-			lifetime_earned = lifetime_earned + ?, version = version + 1, updated_at = ?
+			lifetime_earned = lifetime_earned + ?, version = version + 1, updated_at = ?,
+			next_change_at = as_of
 		WHERE member_id IN (`+members+`)`, bonus, bonus, bonus, bonus, tx.Now, runID).Error; err != nil {
 		return err
 	}

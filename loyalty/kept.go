@@ -1,0 +1,341 @@
+package loyalty
+
+import (
+	"encoding/json"
+	"math"
+	"sort"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/loyalty-engine/loyalty/tiers"
+)
+
+// State that is kept, not recomputed. A member's balance row keeps, as of
+// its as_of, what a read needs (kept) and the next instant at which any of
+// it changes by itself (next_change_at): a pending lot becoming available,
+// a lot expiring or entering the expiring-soon window, the inactivity
+// deadline and the start of its window, a purchase entering or leaving the
+// qualifying period. A read before that instant answers from the row
+// alone. Past it, a read finishes the answer from the member's open lots
+// (remaining > 0) and the purchases in the qualifying period as of as_of,
+// never from closed lots or older purchases, and writes nothing; a write
+// does the same under the row's lock and keeps the result.
+//
+// The version: the stored version counts the writes and the instants up
+// to as_of; a read adds the instants in (as_of, now], counted from the
+// same open lots and purchases, and a write stores that sum plus one. It
+// never goes down and moves whenever what a read returns can differ.
+
+// kept is what a balance needs at one instant: the open lots' remainders
+// by state (debt not taken off), the qualifying spend, the points of the
+// lots expiring within the window by instant, and the next instant at
+// which any of it changes by itself (nil: none). The inactivity deadline
+// is applied when the balance is shown (see keptView), as it moves with
+// every earn or redeem.
+type kept struct {
+	Available, Pending, Spend int64
+	Soon                      map[time.Time]int64
+	Next                      *time.Time
+}
+
+// windowPurchase is what kept needs of a purchase.
+type windowPurchase struct {
+	OccurredAt time.Time
+	Net        int64 // total - returned_amount
+}
+
+// keptRules are the settings and the deadline the instants follow.
+type keptRules struct {
+	period   tiers.Period
+	deadline time.Time
+	inactive bool
+}
+
+// leaveAt is the first instant at which a purchase made at at no longer
+// counts towards the qualifying spend: the first t with period.Start(t) > at.
+func leaveAt(p tiers.Period, at time.Time) time.Time {
+	if p.Kind == tiers.CalendarYear {
+		loc := p.Location
+		if loc == nil {
+			loc = time.UTC
+		}
+		return time.Date(at.In(loc).Year()+1, 1, 1, 0, 0, 0, 0, loc).UTC()
+	}
+	return at.AddDate(0, 0, p.WindowDays).Add(time.Microsecond).UTC()
+}
+
+// forInstants calls f with every instant at which a balance made of lots,
+// purchases and the inactivity deadline changes by itself.
+func forInstants(r keptRules, lots []lotRow, purchases []windowPurchase, f func(time.Time)) {
+	for _, l := range lots {
+		f(l.AvailableAt.UTC())
+		if l.ExpiresAt != nil {
+			f(l.ExpiresAt.UTC())
+			f(l.ExpiresAt.UTC().Add(-ExpiringSoonWindow))
+		}
+	}
+	for _, p := range purchases {
+		f(p.OccurredAt.UTC())
+		f(leaveAt(r.period, p.OccurredAt))
+	}
+	if r.inactive {
+		f(r.deadline)
+		f(r.deadline.Add(-ExpiringSoonWindow))
+	}
+}
+
+// passedIn counts the instants in (from, to].
+func passedIn(r keptRules, lots []lotRow, purchases []windowPurchase, from, to time.Time) int64 {
+	var n int64
+	forInstants(r, lots, purchases, func(t time.Time) {
+		if t.After(from) && !t.After(to) {
+			n++
+		}
+	})
+	return n
+}
+
+// keptAt computes kept at now from the member's open lots and the purchases
+// of its qualifying period (any older ones are ignored).
+func keptAt(r keptRules, lots []lotRow, purchases []windowPurchase, now time.Time) kept {
+	k := kept{Soon: map[time.Time]int64{}}
+	for _, l := range lots {
+		k.addLot(l, now)
+	}
+	start := r.period.Start(now)
+	for _, p := range purchases {
+		if !p.OccurredAt.Before(start) && !p.OccurredAt.After(now) {
+			k.Spend = addSpend(k.Spend, p.Net)
+		}
+	}
+	forInstants(r, lots, purchases, func(t time.Time) { k.noteInstant(t, now) })
+	return k
+}
+
+// noteInstant lowers Next to t when t is still to come.
+func (k *kept) noteInstant(t, now time.Time) {
+	if t.After(now) && (k.Next == nil || t.Before(*k.Next)) {
+		t := t
+		k.Next = &t
+	}
+}
+
+// live reports whether a lot's points still count at now by its own expiry.
+func live(l lotRow, now time.Time) bool { return l.ExpiresAt == nil || l.ExpiresAt.After(now) }
+
+// addLot counts an open lot (one just opened, or read) into k at now.
+func (k *kept) addLot(l lotRow, now time.Time) {
+	k.moveLot(l, l.Remaining, now)
+	k.noteInstant(l.AvailableAt.UTC(), now)
+	if l.ExpiresAt != nil {
+		k.noteInstant(l.ExpiresAt.UTC(), now)
+		k.noteInstant(l.ExpiresAt.UTC().Add(-ExpiringSoonWindow), now)
+	}
+}
+
+// draw takes n points of lot l out of k at now.
+func (k *kept) draw(l lotRow, n int64, now time.Time) { k.moveLot(l, -n, now) }
+
+func (k *kept) moveLot(l lotRow, n int64, now time.Time) {
+	if n == 0 || !live(l, now) {
+		return
+	}
+	if l.AvailableAt.After(now) {
+		k.Pending += n
+	} else {
+		k.Available += n
+	}
+	if l.ExpiresAt != nil && !l.ExpiresAt.After(now.Add(ExpiringSoonWindow)) {
+		at := l.ExpiresAt.UTC()
+		if k.Soon == nil {
+			k.Soon = map[time.Time]int64{}
+		}
+		if k.Soon[at] += n; k.Soon[at] == 0 {
+			delete(k.Soon, at)
+		}
+	}
+}
+
+// addPurchase counts a purchase of total made at at into k at now.
+func (k *kept) addPurchase(p tiers.Period, at time.Time, total int64, now time.Time) {
+	if !at.Before(p.Start(now)) && !at.After(now) {
+		k.Spend = addSpend(k.Spend, total)
+	}
+	k.noteInstant(at, now)
+	k.noteInstant(leaveAt(p, at), now)
+}
+
+// addReturn takes amount returned of a purchase made at at out of k.
+func (k *kept) addReturn(p tiers.Period, at time.Time, amount int64, now time.Time) {
+	if at.Before(p.Start(now)) || at.After(now) {
+		return
+	}
+	if k.Spend == math.MaxInt64 {
+		// Held at the bound: what is under it is not known here, so the
+		// next read or write computes it again.
+		k.Next = &now
+		return
+	}
+	k.Spend -= amount
+}
+
+// keptSoon is the stored form of kept.Soon.
+type keptSoon struct {
+	Points    int64     `json:"points"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+func encodeSoon(m map[time.Time]int64) string {
+	out := make([]keptSoon, 0, len(m))
+	for t, p := range m {
+		out = append(out, keptSoon{Points: p, ExpiresAt: t.UTC()})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ExpiresAt.Before(out[j].ExpiresAt) })
+	return mustJSON(out)
+}
+
+func decodeSoon(s string) (map[time.Time]int64, error) {
+	var in []keptSoon
+	if s != "" {
+		if err := json.Unmarshal([]byte(s), &in); err != nil {
+			return nil, err
+		}
+	}
+	m := make(map[time.Time]int64, len(in))
+	for _, e := range in {
+		m[e.ExpiresAt.UTC()] += e.Points
+	}
+	return m, nil
+}
+
+// rules are the account's keptRules.
+func (a *account) rules() keptRules {
+	d, ok := a.inactivityDeadline()
+	return keptRules{period: a.prog.Period(), deadline: d.UTC(), inactive: ok}
+}
+
+// fresh reports whether the balance row's kept state holds at a.now: kept
+// under the current settings, as of no later than now, and no instant of
+// change between.
+func (a *account) fresh() bool {
+	b := &a.balance
+	return b.ConfigVersion == a.cfg && !a.now.Before(b.AsOf) && (b.NextChangeAt == nil || a.now.Before(*b.NextChangeAt))
+}
+
+// keptFromRow is the row's kept state.
+func (a *account) keptFromRow() (kept, error) {
+	soon, err := decodeSoon(a.balance.ExpiringSoon)
+	if err != nil {
+		return kept{}, err
+	}
+	return kept{Available: a.balance.OpenAvailable, Pending: a.balance.OpenPending, Spend: a.balance.QualifyingSpend,
+		Soon: soon, Next: a.balance.NextChangeAt}, nil
+}
+
+// openState reads the member's open lots and the purchases of its
+// qualifying period as of the row's as_of (and so of a.now, which is no
+// earlier): all the history a balance needs, however long the member has
+// been around.
+func (a *account) openState(tx *gorm.DB) ([]lotRow, []windowPurchase, error) {
+	var lots []lotRow
+	if err := tx.Where("member_id = ? AND remaining > 0", a.member.ID).Find(&lots).Error; err != nil {
+		return nil, nil, err
+	}
+	from := a.balance.AsOf
+	if a.now.Before(from) {
+		from = a.now
+	}
+	var ps []windowPurchase
+	if err := tx.Raw(`SELECT occurred_at, total - returned_amount AS net FROM purchases WHERE member_id = ? AND occurred_at >= ?`,
+		a.member.ID, ts(a.prog.Period().Start(from))).Scan(&ps).Error; err != nil {
+		return nil, nil, err
+	}
+	return lots, ps, nil
+}
+
+// catchUp brings the account's kept state to a.now: from the row when it
+// is fresh, else from the open lots and the purchases in the window, with
+// the instants passed since the row's as_of counted into a.passed.
+func (a *account) catchUp(tx *gorm.DB) error {
+	if a.fresh() {
+		k, err := a.keptFromRow()
+		a.k, a.passed = k, 0
+		return err
+	}
+	lots, ps, err := a.openState(tx)
+	if err != nil {
+		return err
+	}
+	r := a.rules()
+	a.passed = passedIn(r, lots, ps, a.balance.AsOf, a.now)
+	a.k = keptAt(r, lots, ps, a.now)
+	return nil
+}
+
+// keep writes the account's kept state into its balance row, as of a.now,
+// with the version moved past every instant up to now and one write.
+func (a *account) keep() {
+	b := &a.balance
+	b.Version += a.passed + 1
+	a.passed = 0
+	if r := a.rules(); r.inactive {
+		a.k.noteInstant(r.deadline, a.now)
+		a.k.noteInstant(r.deadline.Add(-ExpiringSoonWindow), a.now)
+	}
+	b.OpenAvailable, b.OpenPending, b.QualifyingSpend = a.k.Available, a.k.Pending, a.k.Spend
+	b.ExpiringSoon = encodeSoon(a.k.Soon)
+	b.AsOf = a.now
+	b.NextChangeAt = a.k.Next
+	b.ConfigVersion = a.cfg
+}
+
+// keptView is the balance at a.now from the kept state k, with version.
+func (a *account) keptView(k kept, version int64, ladder tiers.Ladder) Balance {
+	b := a.newBalance()
+	soon := a.now.Add(ExpiringSoonWindow)
+	deadline, inactive := a.inactivityDeadline()
+	byTime := map[time.Time]int64{}
+	if !inactive || deadline.After(a.now) {
+		// Past the inactivity deadline every lot is gone; else the sums stand.
+		b.Available, b.Pending = k.Available, k.Pending
+		for t, p := range k.Soon {
+			if t.After(a.now) && !t.After(soon) && p != 0 {
+				byTime[t] += p
+			}
+		}
+	}
+	b.Available -= a.balance.Debt
+	if inactive && !deadline.After(soon) && b.Available+b.Pending > 0 {
+		byTime[deadline.UTC()] += b.Available + b.Pending + a.balance.Debt
+	}
+	for t, p := range byTime {
+		b.ExpiringSoon = append(b.ExpiringSoon, Expiring{Points: p, ExpiresAt: t})
+	}
+	sort.Slice(b.ExpiringSoon, func(i, j int) bool { return b.ExpiringSoon[i].ExpiresAt.Before(b.ExpiringSoon[j].ExpiresAt) })
+	b.QualifyingSpend = k.Spend
+	b.Version = version
+	if cur, ok := currentTier(ladder, a.member); ok {
+		b.Tier = &TierRef{Code: cur.Code, Name: cur.Name, EarnMultiplier: cur.EarnMultiplier}
+		if next, ok := ladder.Next(cur.Code); ok {
+			b.NextTier = &NextTier{Code: next.Code, Name: next.Name, SpendNeeded: max(0, next.QualifyingSpend-b.QualifyingSpend)}
+		}
+	}
+	return b
+}
+
+// view is the balance of a locked account after its changes (kept is
+// brought to a.now) or of a loaded one (see readView).
+func (a *account) view(ladder tiers.Ladder) Balance {
+	return a.keptView(a.k, a.balance.Version+a.passed, ladder)
+}
+
+// readView is the balance of an account loaded for reading, at a.now:
+// from the row alone when it is fresh, else from the open lots and the
+// purchases in the window. It writes nothing.
+func (a *account) readView(tx *gorm.DB, ladder tiers.Ladder) (Balance, error) {
+	if err := a.catchUp(tx); err != nil {
+		return Balance{}, err
+	}
+	return a.view(ladder), nil
+}

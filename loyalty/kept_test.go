@@ -1,0 +1,210 @@
+package loyalty_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/loyalty-engine/loyalty/loyalty"
+	"github.com/loyalty-engine/loyalty/loyalty/loyaltytest"
+)
+
+// fullSpend is the qualifying spend at now over the member's whole purchase
+// history, worked out in the test: totals less returns of the purchases
+// made in the last windowDays.
+func (e *oracleEnv) fullSpend(member string, windowDays int, now time.Time) int64 {
+	e.t.Helper()
+	var ps []struct {
+		OccurredAt time.Time
+		Net        int64
+	}
+	if err := e.store.DB().Raw("SELECT occurred_at, total - returned_amount AS net FROM purchases WHERE member_id = ?", member).
+		Scan(&ps).Error; err != nil {
+		e.t.Fatal(err)
+	}
+	start := now.AddDate(0, 0, -windowDays)
+	var s int64
+	for _, p := range ps {
+		if !p.OccurredAt.Before(start) && !p.OccurredAt.After(now) {
+			s += p.Net
+		}
+	}
+	return s
+}
+
+// TestKeptBalanceMatchesRecomputation runs random sequences of purchases
+// (some dated back), returns, adjustments, expiry runs and clock moves that
+// cross releases, expiries, the expiring-soon window and purchases leaving
+// the qualifying window. After each step the balance read (from the kept
+// row while it holds) must equal the balance computed afresh from the open
+// lots, and both the oracle over every lot and purchase ever stored; the
+// version must never go down and must move whenever the answer differs.
+func TestKeptBalanceMatchesRecomputation(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		for seed := int64(1); seed <= 3; seed++ {
+			pending, days, window, policy, period := 3, 40, 20, loyalty.ExpiryLot, "rolling"
+			inactivity := 0
+			if seed == 3 {
+				policy, days, inactivity = loyalty.ExpiryInactivity, 25, 25
+			}
+			e := newOracleEnv(t, dialect, loyalty.ProgramPatch{PendingDays: &pending, ExpiryPolicy: &policy, ExpiryDays: &days,
+				TierWindowDays: &window, TierPeriod: &period})
+			rng := rand.New(rand.NewSource(seed))
+			member := e.enrol()
+			var purchases []string
+			var lastVersion int64
+			var lastShown string
+			check := func(step string) {
+				t.Helper()
+				now := e.clock.Now()
+				got, err := e.svc.Balance(e.ctx, e.admin, member)
+				if err != nil {
+					t.Fatal(err)
+				}
+				full, err := loyalty.BalanceAt(e.store.DB(), member, now)
+				if err != nil {
+					t.Fatal(err)
+				}
+				gb, _ := json.Marshal(got)
+				fb, _ := json.Marshal(full)
+				if string(gb) != string(fb) {
+					t.Fatalf("seed %d, %s at %s: the read gives\n%s\ncomputed afresh\n%s", seed, step, now, gb, fb)
+				}
+				want := e.oracle(member, inactivity, now)
+				if got.Available != want.Available || got.Pending != want.Pending || fmt.Sprint(got.ExpiringSoon) != fmt.Sprint(want.Soon) {
+					t.Fatalf("seed %d, %s at %s: %+v, the lots say %+v", seed, step, now, got, want)
+				}
+				if s := e.fullSpend(member, window, now); got.QualifyingSpend != s {
+					t.Fatalf("seed %d, %s at %s: qualifying spend %d, the purchases say %d", seed, step, now, got.QualifyingSpend, s)
+				}
+				got.Version, got.AsOf = 0, time.Time{}
+				shown, _ := json.Marshal(got)
+				switch {
+				case full.Version < lastVersion:
+					t.Fatalf("seed %d, %s: version went down from %d to %d", seed, step, lastVersion, full.Version)
+				case full.Version == lastVersion && string(shown) != lastShown:
+					t.Fatalf("seed %d, %s: version %d kept, but the balance changed from\n%s\nto\n%s", seed, step, full.Version, lastShown, shown)
+				}
+				lastVersion, lastShown = full.Version, string(shown)
+			}
+			check("enrolled")
+			for i := 0; i < 60; i++ {
+				var step string
+				switch op := rng.Intn(10); {
+				case op < 4:
+					back := time.Duration(rng.Intn(50*24)) * time.Hour
+					if rng.Intn(3) == 0 {
+						back = 0
+					}
+					purchases = append(purchases, e.buy(member, int64(100+rng.Intn(5000)), back))
+					step = fmt.Sprintf("purchase dated %s back", back)
+				case op == 4 && len(purchases) > 0:
+					id := purchases[rng.Intn(len(purchases))]
+					amount := int64(1 + rng.Intn(200))
+					e.n++
+					_, _, err := e.svc.PostReturn(e.ctx, e.admin, id, loyalty.ReturnInput{ExternalID: fmt.Sprintf("RET-%d", e.n), Amount: &amount},
+						loyalty.IdempotencyKey{})
+					if err != nil && !strings.Contains(err.Error(), "exceed") {
+						t.Fatal(err)
+					}
+					step = "return"
+				case op == 5:
+					pts := int64(rng.Intn(300) - 150)
+					if pts == 0 {
+						pts = 1
+					}
+					if err := e.adjust(member, pts); err != nil && !strings.Contains(err.Error(), "are available") {
+						t.Fatal(err)
+					}
+					step = fmt.Sprintf("adjust %d", pts)
+				case op == 6:
+					if _, err := e.svc.ExpirePoints(e.ctx, e.clock.Now()); err != nil {
+						t.Fatal(err)
+					}
+					step = "expiry run"
+				case op == 7:
+					// Land exactly on a boundary to come, or a microsecond off it.
+					if b := e.boundaries(member, inactivity); len(b) > 0 {
+						e.clock.Set(b[rng.Intn(min(len(b), 9))])
+					}
+					step = "to a boundary"
+				default:
+					e.clock.Advance(time.Duration(rng.Intn(15*24*60)) * time.Minute)
+					step = "time passes"
+				}
+				check(step)
+			}
+		}
+	})
+}
+
+// TestBalanceReadIsOneRowWhateverTheHistory checks, by the statements run
+// and the tables they read, that a balance read of a member with a long
+// history is the one statement a new member's read is, reading neither lots
+// nor purchases, and that a purchase reads no lots or purchases either.
+func TestBalanceReadIsOneRowWhateverTheHistory(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		pending, days, policy := 0, 365, loyalty.ExpiryLot
+		e := newOracleEnv(t, dialect, loyalty.ProgramPatch{PendingDays: &pending, ExpiryPolicy: &policy, ExpiryDays: &days})
+		var mu sync.Mutex
+		var stmts []string
+		if err := e.store.TraceStatements(func(sql string) {
+			mu.Lock()
+			stmts = append(stmts, sql)
+			mu.Unlock()
+		}); err != nil {
+			t.Fatal(err)
+		}
+		record := func(fn func()) []string {
+			mu.Lock()
+			stmts = nil
+			mu.Unlock()
+			fn()
+			mu.Lock()
+			defer mu.Unlock()
+			return append([]string(nil), stmts...)
+		}
+		young, old := e.enrol(), e.enrol()
+		e.buy(young, 1000, 0)
+		for i := 0; i < 200; i++ {
+			e.buy(old, 1000, time.Duration(200-i)*time.Hour)
+		}
+		if _, err := e.svc.Balance(e.ctx, e.admin, young); err != nil { // the settings are read once
+			t.Fatal(err)
+		}
+		reads := map[string][]string{}
+		for name, m := range map[string]string{"young": young, "old": old} {
+			reads[name] = record(func() {
+				if _, err := e.svc.Balance(e.ctx, e.admin, m); err != nil {
+					t.Fatal(err)
+				}
+			})
+		}
+		for name, r := range reads {
+			if len(r) != 1 {
+				t.Fatalf("the %s member's balance read ran %d statements: %q", name, len(r), r)
+			}
+			if s := strings.ToLower(r[0]); strings.Contains(s, "lots") || strings.Contains(s, "purchases") {
+				t.Fatalf("the %s member's balance read reads history: %s", name, r[0])
+			}
+		}
+		buys := map[string][]string{}
+		for name, m := range map[string]string{"young": young, "old": old} {
+			buys[name] = record(func() { e.buy(m, 1000, 0) })
+		}
+		if len(buys["young"]) != len(buys["old"]) {
+			t.Fatalf("a purchase runs %d statements for a new member, %d for one with history:\n%q\n%q",
+				len(buys["young"]), len(buys["old"]), buys["young"], buys["old"])
+		}
+		for _, s := range buys["old"] {
+			l := strings.ToLower(s)
+			if strings.HasPrefix(strings.TrimSpace(l), "select") && (strings.Contains(l, "from lots") || strings.Contains(l, "from purchases")) {
+				t.Fatalf("a purchase reads history: %s", s)
+			}
+		}
+	})
+}
