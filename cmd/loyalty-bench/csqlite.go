@@ -108,15 +108,15 @@ func parseCSQLite(out string) (cSQLiteResult, error) {
 	for i := len(lines) - 1; i >= 0; i-- {
 		if l := strings.TrimSpace(lines[i]); strings.HasPrefix(l, "{") {
 			if err := json.Unmarshal([]byte(l), &r); err != nil {
-				return r, fmt.Errorf("C SQLite reference: %w", err)
+				return r, fmt.Errorf("the C SQLite reference: %w", err)
 			}
 			if r.Bad != 0 {
-				return r, fmt.Errorf("C SQLite reference: %d balances differ from their ledger", r.Bad)
+				return r, fmt.Errorf("the C SQLite reference: %d balances differ from their ledger", r.Bad)
 			}
 			return r, nil
 		}
 	}
-	return r, errors.New("C SQLite reference printed no result")
+	return r, errors.New("the C SQLite reference printed no result")
 }
 
 // runCSQLite runs the reference on a new file at path with python3.
@@ -125,7 +125,7 @@ func runCSQLite(ctx context.Context, python, path string, members, clients int, 
 		strconv.FormatFloat(dur.Seconds(), 'f', 3, 64), refBooksSQL)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return cSQLiteResult{}, fmt.Errorf("C SQLite reference (%s): %w: %s", python, err, firstLine(string(out)))
+		return cSQLiteResult{}, fmt.Errorf("the C SQLite reference (%s): %w: %s", python, err, firstLine(string(out)))
 	}
 	return parseCSQLite(string(out))
 }

@@ -257,3 +257,25 @@ func pct(d, base int64) int64 {
 	}
 	return d * 100 / base
 }
+
+// The markers between which -out writes the run into an existing file,
+// so that docs/BENCH.md keeps its notes around the latest run.
+const (
+	runBegin = "<!-- loyalty-bench:begin -->"
+	runEnd   = "<!-- loyalty-bench:end -->"
+)
+
+// spliceRun replaces what lies between the markers in doc with md; false
+// when doc has no such pair (then the run replaces the whole file).
+func spliceRun(doc, md string) (string, bool) {
+	i := strings.Index(doc, runBegin)
+	if i < 0 {
+		return "", false
+	}
+	j := strings.Index(doc[i:], runEnd)
+	if j < 0 {
+		return "", false
+	}
+	j += i
+	return doc[:i+len(runBegin)] + "\n" + strings.TrimRight(md, "\n") + "\n" + doc[j:], true
+}

@@ -307,3 +307,17 @@ func TestTargetsInMarkdown(t *testing.T) {
 		t.Error("the targets come after the phases")
 	}
 }
+
+func TestSpliceRun(t *testing.T) {
+	doc := "# Notes\n\n" + runBegin + "\nold run\n" + runEnd + "\n\n## History\n"
+	got, ok := spliceRun(doc, "## Benchmark\nnew run\n")
+	if !ok || got != "# Notes\n\n"+runBegin+"\n## Benchmark\nnew run\n"+runEnd+"\n\n## History\n" {
+		t.Fatalf("spliced %v:\n%s", ok, got)
+	}
+	if _, ok := spliceRun("# Notes\n"+runEnd+runBegin, "x"); ok {
+		t.Error("markers in the wrong order spliced")
+	}
+	if _, ok := spliceRun("# no markers", "x"); ok {
+		t.Error("a file without markers spliced")
+	}
+}
