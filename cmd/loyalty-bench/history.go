@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -100,10 +101,29 @@ func historyPlan(classes []*historyClass, span time.Duration, now time.Time) []h
 // conc at a time, then runs the expire-points job as the nightly run
 // would, so that the lots older than the expiry are closed as they would
 // be in a real database.
-func (e *engine) buildHistory(ctx context.Context, classes []*historyClass, span time.Duration, conc int) (*historyResult, error) {
+// progress, when not nil, is told every 30 s how many are posted.
+func (e *engine) buildHistory(ctx context.Context, classes []*historyClass, span time.Duration, conc int,
+	progress func(done, total int)) (*historyResult, error) {
 	res := &historyResult{classes: classes, span: span}
 	items := historyPlan(classes, span, time.Now())
 	t0 := time.Now()
+	var posted atomic.Int64
+	stop := make(chan struct{})
+	defer close(stop)
+	if progress != nil {
+		go func() {
+			t := time.NewTicker(30 * time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+					progress(int(posted.Load()), len(items))
+				}
+			}
+		}()
+	}
 	err := parallel(ctx, len(items), conc, func(w int) func(int) error {
 		c := e.newClient(uint64(w) + 7000)
 		store := w % len(e.stores)
@@ -112,6 +132,7 @@ func (e *engine) buildHistory(ctx context.Context, classes []*historyClass, span
 			if o := c.purchaseAt(it.m, store, it.at.UTC().Format(time.RFC3339Nano)); !o.ok {
 				return fmt.Errorf("history: purchase of member %d at %s: %d %v %s", it.m, it.at.Format(time.DateOnly), o.status, o.err, c.resp.Body())
 			}
+			posted.Add(1)
 			return nil
 		}
 	})

@@ -471,7 +471,9 @@ func (b *bench) history(ctx context.Context, e *engine, label, logPath string) (
 		}
 	}
 	b.logf("%s: history: posting %d purchases spread over the past %s", label, n, fmtSpan(opt.historySpan))
-	hr, err := e.buildHistory(ctx, classes, opt.historySpan, opt.seedConc)
+	hr, err := e.buildHistory(ctx, classes, opt.historySpan, opt.seedConc, func(done, total int) {
+		b.logf("  %d of %d posted", done, total)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("%w\nserver log:\n%s", err, tail(logPath, 10))
 	}
