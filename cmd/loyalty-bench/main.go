@@ -287,7 +287,7 @@ func (b *bench) benchDB(ctx context.Context, db string) error {
 		names []string // scratch PostgreSQL databases to drop
 	)
 	cleanupCtx := func() (context.Context, context.CancelFunc) {
-		return context.WithTimeout(context.Background(), 30*time.Second)
+		return context.WithTimeout(context.Background(), 2*time.Minute)
 	}
 	switch db {
 	case "sqlite":
@@ -304,16 +304,18 @@ func (b *bench) benchDB(ctx context.Context, db string) error {
 		}
 		names = append(names, name)
 		defer func() {
-			c, cancel := cleanupCtx()
-			defer cancel()
 			for _, n := range names {
 				if opt.keep {
 					b.logf("kept database %s", n)
 					continue
 				}
+				// Each drop has its own time: dropping a large database
+				// on a busy server must not leave the next one behind.
+				c, cancel := cleanupCtx()
 				if err := pg.drop(c, n); err != nil {
 					b.logf("%v", err)
 				}
+				cancel()
 			}
 		}()
 		dbURL = pg.urlFor(name)
