@@ -42,6 +42,8 @@ type phaseResult struct {
 	target  float64 // requests/s asked for with -rate; 0 when flat out
 	unsent  int64   // requests scheduled before the deadline but not sent by it
 	lastErr error   // one transport or driver error, for the log
+	window  time.Duration
+	windows []*kindStats // every kind together, by window of scheduled send time
 }
 
 func (r *phaseResult) throughput() float64 {
@@ -59,19 +61,41 @@ func (r *phaseResult) throughput() float64 {
 // as the previous one is answered, and latency is the request's own time.
 // Either way no request is sent after dur.
 func runPhase(ctx context.Context, kinds []string, conc int, dur time.Duration, rate float64, mk newOp) *phaseResult {
+	return runPhaseWindows(ctx, kinds, conc, dur, rate, mk, 0)
+}
+
+// windowCount is how many windows of length w cover d (0 when w is 0).
+func windowCount(d, w time.Duration) int {
+	if w <= 0 {
+		return 0
+	}
+	return int((d + w - 1) / w)
+}
+
+// runPhaseWindows is runPhase that also keeps the outcomes of every
+// window of length window (by scheduled send time), so that a soak can
+// compare its first minute with its last.
+func runPhaseWindows(ctx context.Context, kinds []string, conc int, dur time.Duration, rate float64, mk newOp,
+	window time.Duration) *phaseResult {
 	type local struct {
 		hists  []*hist
 		ok     []int64
 		errs   []statusCounts
+		wins   []*kindStats
 		lastEr error
 		unsent int64
 	}
+	nw := windowCount(dur, window)
 	locals := make([]*local, conc)
 	ops := make([]opFunc, conc)
 	for i := range locals {
-		l := &local{hists: make([]*hist, len(kinds)), ok: make([]int64, len(kinds)), errs: make([]statusCounts, len(kinds))}
+		l := &local{hists: make([]*hist, len(kinds)), ok: make([]int64, len(kinds)), errs: make([]statusCounts, len(kinds)),
+			wins: make([]*kindStats, nw)}
 		for k := range kinds {
 			l.hists[k], l.errs[k] = newHist(), statusCounts{}
+		}
+		for w := range l.wins {
+			l.wins[w] = &kindStats{hist: newHist(), errors: statusCounts{}}
 		}
 		locals[i] = l
 		ops[i] = mk(i)
@@ -129,22 +153,45 @@ func runPhase(ctx context.Context, kinds []string, conc int, dur time.Duration, 
 				if ctx.Err() != nil && !o.ok {
 					return // interrupted, not a failure of the engine
 				}
+				var win *kindStats
+				if nw > 0 {
+					win = l.wins[min(nw-1, max(0, int(sched.Sub(start)/window)))]
+				}
 				switch {
 				case o.ok:
 					l.ok[o.kind]++
 					l.hists[o.kind].record(took)
+					if win != nil {
+						win.ok++
+						win.hist.record(took)
+					}
 				case o.err != nil:
 					l.errs[o.kind].add("transport", 1)
 					l.lastEr = o.err
+					if win != nil {
+						win.errors.add("transport", 1)
+					}
 				default:
 					l.errs[o.kind].addStatus(o.status)
+					if win != nil {
+						win.errors.addStatus(o.status)
+					}
 				}
 			}
 		}(i)
 	}
 	wg.Wait()
-	res := &phaseResult{elapsed: time.Since(start), target: rate,
+	res := &phaseResult{elapsed: time.Since(start), target: rate, window: window,
 		total: &kindStats{name: "all", hist: newHist(), errors: statusCounts{}}}
+	for w := 0; w < nw; w++ {
+		ws := &kindStats{name: "window", hist: newHist(), errors: statusCounts{}}
+		for _, l := range locals {
+			ws.ok += l.wins[w].ok
+			ws.hist.merge(l.wins[w].hist)
+			ws.errors.merge(l.wins[w].errors)
+		}
+		res.windows = append(res.windows, ws)
+	}
 	for _, l := range locals {
 		res.unsent += l.unsent
 	}
@@ -174,7 +221,8 @@ type engine struct {
 	adminAuth   []byte
 	posAuth     [][]byte // one per store
 	stores      []string
-	memberIDs   []string
+	memberIDs   []string // the load's members, then the history phase's
+	loadN       int      // members the load picks from: the first loadN
 	memberAuth  [][]byte // "Bearer <member token>", by member index
 	rewardID    string
 	runID       string
@@ -253,10 +301,13 @@ func (c *client) close() { c.hc.CloseIdleConnections() }
 
 // purchase posts one receipt for a random member (or member m when m >= 0)
 // from this client's store: 1 to 5 lines whose amounts add up to the total.
-func (c *client) purchase(m int, store int) outcome {
+func (c *client) purchase(m int, store int) outcome { return c.purchaseAt(m, store, "") }
+
+// purchaseAt is purchase with an occurred_at (RFC 3339; "" for now).
+func (c *client) purchaseAt(m int, store int, at string) outcome {
 	e := c.e
 	if m < 0 {
-		m = c.rng.IntN(len(e.memberIDs))
+		m = c.rng.IntN(e.loadN)
 	}
 	n := 1 + c.rng.IntN(5)
 	var lines [5]saleLine
@@ -265,7 +316,7 @@ func (c *client) purchase(m int, store int) outcome {
 		lines[i] = saleLine{qty: 1 + c.rng.Int64N(3), price: 100 * (5 + c.rng.Int64N(146))} // $5..$150
 		total += lines[i].qty * lines[i].price
 	}
-	return c.postPurchase(m, store, lines[:n], total)
+	return c.postPurchase(m, store, lines[:n], total, at)
 }
 
 var purchasesPath = []byte("/v1/purchases")
@@ -273,7 +324,9 @@ var purchasesPath = []byte("/v1/purchases")
 // saleLine is one line of a receipt: quantity and unit price in cents.
 type saleLine struct{ qty, price int64 }
 
-func (c *client) postPurchase(m, store int, lines []saleLine, total int64) outcome {
+// postPurchase posts a receipt; at, when not empty, is its occurred_at
+// (RFC 3339), for a purchase made in the past.
+func (c *client) postPurchase(m, store int, lines []saleLine, total int64, at string) outcome {
 	e := c.e
 	b := c.body[:0]
 	b = append(b, `{"member_id":`...)
@@ -284,6 +337,10 @@ func (c *client) postPurchase(m, store int, lines []saleLine, total int64) outco
 	b = strconv.AppendInt(b, e.seq.Add(1), 10)
 	b = append(b, `","store_id":`...)
 	b = appendJSONString(b, e.stores[store])
+	if at != "" {
+		b = append(b, `,"occurred_at":`...)
+		b = appendJSONString(b, at)
+	}
 	b = append(b, `,"channel":"pos","currency":"USD","total":`...)
 	b = strconv.AppendInt(b, total, 10)
 	b = append(b, `,"items":[`...)
@@ -372,14 +429,14 @@ func (e *engine) purchasesLoad() ([]string, newOp) {
 func (e *engine) balanceLoad() ([]string, newOp) {
 	return []string{"balance reads"}, func(i int) opFunc {
 		c := e.newClient(uint64(i)*104729 + 2)
-		return func(context.Context) outcome { return c.balance(c.rng.IntN(len(e.memberIDs))) }
+		return func(context.Context) outcome { return c.balance(c.rng.IntN(e.loadN)) }
 	}
 }
 
 func (e *engine) redemptionsLoad() ([]string, newOp) {
 	return []string{"redemptions"}, func(i int) opFunc {
 		c := e.newClient(uint64(i)*15485863 + 3)
-		return func(context.Context) outcome { return c.redeem(c.rng.IntN(len(e.memberIDs))) }
+		return func(context.Context) outcome { return c.redeem(c.rng.IntN(e.loadN)) }
 	}
 }
 
@@ -397,7 +454,7 @@ func (e *engine) mixLoad() ([]string, newOp) {
 		c := e.newClient(uint64(i)*32452843 + 4)
 		store := i % len(e.stores)
 		return func(context.Context) outcome {
-			m := c.rng.IntN(len(e.memberIDs))
+			m := c.rng.IntN(e.loadN)
 			r := c.rng.IntN(100 * e.redeemEvery)
 			var o outcome
 			switch {

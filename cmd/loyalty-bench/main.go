@@ -3,12 +3,15 @@
 // a scratch database it creates and drops), seeds a program and members
 // through the API, and measures purchases, balance reads, a read-mostly mix
 // and optionally redemptions from concurrent keep-alive clients, flat out
-// or at a fixed rate. In the same run it measures what the database alone
-// can do for the same work (a bare posting transaction, a primary-key read,
-// pgbench -S), checks every member's books through the API, optionally
-// soaks the engine, and prints a Markdown table.
+// or at a fixed rate. Before those it gives members histories of 1, 1,000
+// and 10,000 purchases and compares single requests against them. In the
+// same run it measures what the database alone can do for the same work
+// (a bare posting transaction in the engine's driver and in C SQLite, a
+// primary-key read, pgbench -S), checks every member's books through the
+// API, optionally soaks the engine, and prints Markdown: issue 13's targets
+// with their verdicts, then the tables.
 //
-//	go run ./cmd/loyalty-bench -db sqlite,postgres -duration 20s -out docs/BENCH.md
+//	go run ./cmd/loyalty-bench -db sqlite,postgres -duration 20s -soak 10m -out docs/BENCH.md
 package main
 
 import (
@@ -20,6 +23,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"sort"
@@ -53,6 +57,10 @@ type options struct {
 	stores         int
 	seedConc       int
 	profileDir     string
+	history        []int
+	historyIters   int
+	historySpan    time.Duration
+	python         string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -68,7 +76,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.soak, "soak", 0, "after the phases, run the mix this long at a fixed rate and watch memory and goroutines (0: no soak)")
 	fs.Float64Var(&o.soakRate, "soak-rate", 0, "requests/s during the soak (default -rate, else half the mix throughput just measured)")
 	fs.DurationVar(&o.soakEvery, "soak-every", 10*time.Second, "sampling interval of RSS and goroutines during the soak")
-	fs.StringVar(&o.out, "out", "", "also write the Markdown to this file")
+	fs.StringVar(&o.out, "out", "", "also write the Markdown to this file: between its <!-- loyalty-bench:begin/end --> markers when it has them, else the whole file")
 	fs.StringVar(&o.serverBin, "server-bin", "", "engine binary to run (default: go build ./cmd/loyalty)")
 	fs.StringVar(&o.pgURL, "pg-url", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
 		"PostgreSQL server for the postgres runs: the bench creates and drops loyalty_bench_* databases on it")
@@ -81,6 +89,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.serverLogLevel, "server-log-level", "warn", "LOYALTY_LOG_LEVEL of the engine under test")
 	fs.IntVar(&o.stores, "stores", 8, "stores, each with its own store-scoped till token")
 	fs.IntVar(&o.seedConc, "seed-concurrency", 16, "concurrent clients while seeding")
+	history := fs.String("history", "1,1000,10000", "purchases of history of the members the history phase compares (\"\" or 0: no history phase)")
+	fs.IntVar(&o.historyIters, "history-iters", 200, "requests of each kind per history size in the history phase")
+	fs.DurationVar(&o.historySpan, "history-span", 2*365*24*time.Hour, "the history's purchases are spread over this much of the past")
+	fs.StringVar(&o.python, "python", "python3", "Python with the sqlite3 module, for the C SQLite reference (\"\": skip it)")
 	fs.StringVar(&o.profileDir, "profile", "", "save a CPU profile of the engine during each phase to this folder (from its admin-only /debug/pprof)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -102,6 +114,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if len(o.dbs) == 0 {
 		return o, errors.New("-db names no database")
 	}
+	var err error
+	if o.history, err = parseSizes(*history); err != nil {
+		return o, fmt.Errorf("-history: %w", err)
+	}
 	cs, err := parseIntList(*conc)
 	if err != nil {
 		return o, fmt.Errorf("-concurrency: %w", err)
@@ -118,6 +134,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-soak must not be negative and -soak-every must be positive")
 	case o.timeout <= 0:
 		return o, errors.New("-timeout must be positive")
+	case o.historyIters < 1 || o.historySpan <= 0:
+		return o, errors.New("-history-iters and -history-span must be positive")
 	case o.stores < 1 || o.seedConc < 1 || o.pgbenchScale < 1 || o.verifySample < 0:
 		return o, errors.New("-stores, -seed-concurrency and -pgbench-scale must be at least 1, -verify not negative")
 	}
@@ -170,7 +188,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if dir := filepath.Dir(opt.out); dir != "." {
 			_ = os.MkdirAll(dir, 0o755)
 		}
-		if werr := os.WriteFile(opt.out, []byte(md), 0o644); werr != nil {
+		text := md
+		if old, rerr := os.ReadFile(opt.out); rerr == nil {
+			if spliced, ok := spliceRun(string(old), md); ok {
+				text = spliced
+			}
+		}
+		if werr := os.WriteFile(opt.out, []byte(text), 0o644); werr != nil {
 			fmt.Fprintln(stderr, "loyalty-bench:", werr)
 			return 1
 		}
@@ -187,11 +211,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 type bench struct {
-	opt options
-	log io.Writer
-	rep *report
-	dir string // temporary files
-	bin string
+	opt      options
+	log      io.Writer
+	rep      *report
+	dir      string // temporary files
+	bin      string
+	outcomes []*dbOutcome // for the targets, by database
 }
 
 func (b *bench) logf(format string, a ...any) {
@@ -217,6 +242,11 @@ func (b *bench) run(ctx context.Context) error {
 		}
 	}
 	var failed []string
+	defer func() {
+		for _, o := range b.outcomes {
+			b.rep.targets = append(b.rep.targets, o.targets()...)
+		}
+	}()
 	for _, db := range b.opt.dbs {
 		if err := b.benchDB(ctx, db); err != nil {
 			if ctx.Err() != nil {
@@ -249,13 +279,15 @@ type engineRun struct {
 func (b *bench) benchDB(ctx context.Context, db string) error {
 	opt := b.opt
 	label := dbLabel(db)
+	out := &dbOutcome{label: label, clients: targetClients(opt.conc)}
+	b.outcomes = append(b.outcomes, out)
 	var (
 		dbURL string
 		pg    *pgAdmin
 		names []string // scratch PostgreSQL databases to drop
 	)
 	cleanupCtx := func() (context.Context, context.CancelFunc) {
-		return context.WithTimeout(context.Background(), 30*time.Second)
+		return context.WithTimeout(context.Background(), 2*time.Minute)
 	}
 	switch db {
 	case "sqlite":
@@ -272,16 +304,18 @@ func (b *bench) benchDB(ctx context.Context, db string) error {
 		}
 		names = append(names, name)
 		defer func() {
-			c, cancel := cleanupCtx()
-			defer cancel()
 			for _, n := range names {
 				if opt.keep {
 					b.logf("kept database %s", n)
 					continue
 				}
+				// Each drop has its own time: dropping a large database
+				// on a busy server must not leave the next one behind.
+				c, cancel := cleanupCtx()
 				if err := pg.drop(c, n); err != nil {
 					b.logf("%v", err)
 				}
+				cancel()
 			}
 		}()
 		dbURL = pg.urlFor(name)
@@ -306,18 +340,25 @@ func (b *bench) benchDB(ctx context.Context, db string) error {
 	b.logf("%s: engine %d serving on %s", label, srv.pid(), addr)
 
 	// Tokens outlive the whole run with room to spare.
-	ttl := 2*time.Hour + opt.soak + time.Duration(len(opt.conc)*5)*opt.duration
+	ttl := 6*time.Hour + opt.soak + time.Duration(len(opt.conc)*5)*opt.duration
 	e, err := newEngine(addr, secret, opt.stores, opt.timeout, ttl)
 	if err != nil {
 		return err
 	}
 	t0 := time.Now()
-	if err := e.seed(ctx, opt.members, opt.seedConc, secret, ttl); err != nil {
+	if err := e.seed(ctx, opt.members, historyExtra(opt.history), opt.seedConc, secret, ttl); err != nil {
 		return fmt.Errorf("%w\nserver log:\n%s", err, tail(logPath, 10))
 	}
 	e.closeClients()
 	b.logf("%s: seeded 3 tiers, a reward and %d members with a first purchase each in %s", label, opt.members,
 		time.Since(t0).Round(time.Millisecond))
+	if len(opt.history) > 0 {
+		// Before the other phases: the load's members hold exactly one
+		// purchase until then, which the smallest history needs.
+		if out.history, err = b.history(ctx, e, label, logPath); err != nil {
+			return err
+		}
+	}
 
 	type phase struct {
 		name string
@@ -360,13 +401,23 @@ func (b *bench) benchDB(ctx context.Context, db string) error {
 			}
 			b.phaseNote(label, name, conc, res, g0, g1, &gor)
 			if opt.rate == 0 {
+				fr := &flatResult{tput: res.throughput(), p99: res.total.hist.percentile(99), errors: res.total.errors.total()}
 				switch ph.name {
 				case "purchases":
 					er.purchases[conc] = res.throughput()
+					if conc == out.clients {
+						out.purchases = fr
+					}
 				case "balance reads":
 					er.reads[conc] = res.throughput()
+					if conc == out.clients {
+						out.reads = fr
+					}
 				case "mix 80/20":
 					er.mix[conc] = res.throughput()
+					if conc == out.clients {
+						out.mix = fr
+					}
 				}
 			}
 		}
@@ -377,7 +428,7 @@ func (b *bench) benchDB(ctx context.Context, db string) error {
 			"once the bench's connections are closed: %s.", label, strings.Join(gor, "; ")))
 	}
 	if opt.soak > 0 {
-		if err := b.soak(ctx, srv, e, label, er, logPath); err != nil {
+		if out.soak, err = b.soak(ctx, srv, e, label, er, logPath); err != nil {
 			return err
 		}
 	}
@@ -407,7 +458,40 @@ func (b *bench) benchDB(ctx context.Context, db string) error {
 	if !opt.refs {
 		return nil
 	}
-	return b.references(ctx, db, label, pg, &names, er)
+	return b.references(ctx, db, label, pg, &names, er, out)
+}
+
+// history writes the histories the -history sizes ask for and measures
+// single requests against them.
+func (b *bench) history(ctx context.Context, e *engine, label, logPath string) (*historyResult, error) {
+	opt := b.opt
+	classes := e.historyClasses(opt.history)
+	n := 0
+	for _, c := range classes {
+		if c.size > 1 {
+			n += c.size
+		}
+	}
+	b.logf("%s: history: posting %d purchases spread over the past %s", label, n, fmtSpan(opt.historySpan))
+	hr, err := e.buildHistory(ctx, classes, opt.historySpan, opt.seedConc, func(done, total int) {
+		b.logf("  %d of %d posted", done, total)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w\nserver log:\n%s", err, tail(logPath, 10))
+	}
+	b.logf("  posted in %s (%s/s); expire-points took %s: %s", hr.build.Round(100*time.Millisecond),
+		fmtRate(float64(hr.written)/max(hr.build.Seconds(), 1e-9)), hr.expire.Round(10*time.Millisecond), hr.expireSum)
+	b.logf("  history: %d interleaved purchases and reads per size", opt.historyIters)
+	e.measureHistory(ctx, hr, opt.historyIters)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	for _, c := range hr.classes {
+		b.logf("  %s: purchase p50 %s, balance read p50 %s, errors %s", fmtCount(c.size, "purchase"),
+			fmtMS(c.purchase.percentile(50)), fmtMS(c.read.percentile(50)), c.errors)
+	}
+	b.rep.sections = append(b.rep.sections, hr.markdown(label))
+	return hr, nil
 }
 
 // measure runs one phase against the engine, sampling its RSS every 500 ms
@@ -441,7 +525,9 @@ func (b *bench) phaseNote(label, name string, conc int, res *phaseResult, g0, g1
 	}
 	if res.target > 0 {
 		sent := float64(res.total.ok+res.total.errors.total()) / res.elapsed.Seconds()
-		if sent < 0.95*res.target || res.unsent > 0 {
+		// A few requests are always in flight when the clock stops: one
+		// in a thousand left unsent is not falling behind.
+		if sent < 0.95*res.target || float64(res.unsent)*1000 > res.target*res.elapsed.Seconds()*soakUnsentPerMille {
 			b.rep.notes = append(b.rep.notes, fmt.Sprintf("%s %s, %d clients: %s/s answered of %s/s asked, %s requests left "+
 				"unsent at the end: the engine could not keep up, and the latencies include the wait.", label, name, conc,
 				fmtRate(sent), fmtRate(res.target), groupThousands(res.unsent)))
@@ -451,7 +537,7 @@ func (b *bench) phaseNote(label, name string, conc int, res *phaseResult, g0, g1
 
 // soak runs the mix at a fixed rate for -soak, sampling the engine's RSS
 // and goroutines every -soak-every.
-func (b *bench) soak(ctx context.Context, srv *server, e *engine, label string, er engineRun, logPath string) error {
+func (b *bench) soak(ctx context.Context, srv *server, e *engine, label string, er engineRun, logPath string) (*soakResult, error) {
 	opt := b.opt
 	conc := opt.conc[0]
 	rate := opt.soakRate
@@ -499,15 +585,22 @@ func (b *bench) soak(ctx context.Context, srv *server, e *engine, label string, 
 	}()
 	idleBefore := srv.goroutines()
 	kinds, mk := e.mixLoad()
-	res := runPhase(ctx, kinds, conc, opt.soak, rate, mk)
+	window := soakWindow(opt.soak)
+	res := runPhaseWindows(ctx, kinds, conc, opt.soak, rate, mk, window)
 	close(stopc)
 	<-done
 	if err := ctx.Err(); err != nil {
-		return err
+		return nil, err
 	}
 	if !srv.alive() {
-		return fmt.Errorf("the engine died during the soak (%v):\n%s", srv.waitErr, tail(logPath, 20))
+		return nil, fmt.Errorf("the engine died during the soak (%v):\n%s", srv.waitErr, tail(logPath, 20))
 	}
+	sr := &soakResult{rate: rate, dur: opt.soak, asked: int64(rate * opt.soak.Seconds()), answered: res.total.ok,
+		unsent: res.unsent, errors: res.total.errors.total(), window: window, histDelta: res.kinds[mixPurchase].ok}
+	if len(res.windows) > 0 {
+		sr.first, sr.last = res.windows[0], res.windows[len(res.windows)-1]
+	}
+	b.rep.sections = append(b.rep.sections, soakMarkdown(label, sr, res.windows))
 	var none []string
 	b.phaseNote(label, "soak", conc, res, -1, -1, &none)
 	e.closeClients()
@@ -549,9 +642,10 @@ func (b *bench) soak(ctx context.Context, srv *server, e *engine, label string, 
 		label, len(samples), opt.soakEvery,
 		fmtMB(first.rssKB), warm, fmtMB(base.rssKB), fmtMB(maxRSS), fmtMB(last.rssKB), mbVerdict(rssGrew, base.rssKB, last.rssKB, rssVerdict),
 		first.gorout, warm, base.gorout, maxG, last.gorout, gVerdict, idleBefore, idleAfter))
-	b.logf("  soak: %s/s ok, RSS %s→%s MB, goroutines %d→%d", fmtRate(res.throughput()), fmtMB(base.rssKB), fmtMB(last.rssKB),
-		base.gorout, last.gorout)
-	return nil
+	ok, why := sr.keepsUp()
+	b.logf("  soak: %s/s ok, RSS %s→%s MB, goroutines %d→%d, keeps up: %v %s", fmtRate(res.throughput()), fmtMB(base.rssKB),
+		fmtMB(last.rssKB), base.gorout, last.gorout, ok, why)
+	return sr, nil
 }
 
 func mbVerdict(grew bool, base, last int64, v string) string {
@@ -563,7 +657,7 @@ func mbVerdict(grew bool, base, last int64, v string) string {
 
 // references measures the database alone at each client count and adds
 // the ratios of the engine to it.
-func (b *bench) references(ctx context.Context, db, label string, pg *pgAdmin, names *[]string, er engineRun) error {
+func (b *bench) references(ctx context.Context, db, label string, pg *pgAdmin, names *[]string, er engineRun, out *dbOutcome) error {
 	opt := b.opt
 	type ref interface {
 		postLoad() ([]string, newOp)
@@ -607,6 +701,18 @@ func (b *bench) references(ctx context.Context, db, label string, pg *pgAdmin, n
 			"COMMIT; pgbench -S at scale %d with -j 2 (it reports no percentiles, only the average latency).", opt.members, opt.pgbenchScale))
 	}
 
+	python := ""
+	if db == "sqlite" && opt.python != "" {
+		if p, err := exec.LookPath(opt.python); err == nil {
+			python = p
+			b.rep.notes = append(b.rep.notes, "C SQLite reference: Python's sqlite3 module (the C library) on a new file, WAL, "+
+				"synchronous NORMAL; as many threads as clients share one writer connection, as the engine's requests share "+
+				"its one writer, and each transaction is BEGIN IMMEDIATE, UPDATE the balance, INSERT a ledger row, COMMIT. "+
+				"Latency includes the wait for the connection; Python's own cost per statement is included.")
+		} else {
+			b.rep.notes = append(b.rep.notes, fmt.Sprintf("%s not found: the C SQLite reference was skipped (give -python PATH).", opt.python))
+		}
+	}
 	pgbenchBin := ""
 	if db == "postgres" {
 		if pgbenchBin = findPgbench(opt.pgbench); pgbenchBin == "" {
@@ -640,6 +746,9 @@ func (b *bench) references(ctx context.Context, db, label string, pg *pgAdmin, n
 		kinds, mk := r.postLoad()
 		post := runPhase(ctx, kinds, conc, opt.duration, 0, mk)
 		b.rep.rows = append(b.rep.rows, rowFrom(label, "ref: bare SQL posting", conc, post.total, post.elapsed, -1))
+		if db == "postgres" && conc == out.clients {
+			out.barePosting = post.throughput()
+		}
 		b.logf("  ref bare read: %d clients, %s", conc, opt.duration)
 		kinds, mk = r.readLoad()
 		read := runPhase(ctx, kinds, conc, opt.duration, 0, mk)
@@ -653,11 +762,11 @@ func (b *bench) references(ctx context.Context, db, label string, pg *pgAdmin, n
 			secs := int(math.Ceil(opt.duration.Seconds()))
 			jobs := min(2, conc)
 			b.logf("  ref pgbench -S: %d clients, %ds", conc, secs)
-			out, err := runPgbench(ctx, pgbenchBin, pgURL, "-S", "-n", "-c", strconv.Itoa(conc), "-j", strconv.Itoa(jobs),
+			pgOut, err := runPgbench(ctx, pgbenchBin, pgURL, "-S", "-n", "-c", strconv.Itoa(conc), "-j", strconv.Itoa(jobs),
 				"-T", strconv.Itoa(secs))
 			var pr pgbenchResult
 			if err == nil {
-				pr, err = parsePgbench(out)
+				pr, err = parsePgbench(pgOut)
 			}
 			if err != nil {
 				b.rep.notes = append(b.rep.notes, fmt.Sprintf("pgbench -S with %d clients failed: %s", conc, firstLine(err.Error())))
@@ -666,6 +775,26 @@ func (b *bench) references(ctx context.Context, db, label string, pg *pgAdmin, n
 				errs.add("failed", pr.failed)
 				b.rep.rows = append(b.rep.rows, row{db: label, workload: fmt.Sprintf("ref: pgbench -S (avg %s)", fmtMS(pr.latency)),
 					clients: conc, tput: pr.tps, errors: errs.String(), rssKB: -1})
+				if conc == out.clients {
+					out.pgbenchS = pr.tps
+				}
+			}
+		}
+		var cPost float64
+		if python != "" {
+			b.logf("  ref bare C SQLite posting: %d clients, %s", conc, opt.duration)
+			cr, err := runCSQLite(ctx, python, filepath.Join(b.dir, fmt.Sprintf("bare-c-%d.db", conc)), opt.members, conc, opt.duration)
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				b.rep.notes = append(b.rep.notes, fmt.Sprintf("The C SQLite reference with %d clients failed: %s", conc, firstLine(err.Error())))
+			} else {
+				b.rep.rows = append(b.rep.rows, cr.row(label, conc))
+				cPost = cr.throughput()
+				if conc == out.clients {
+					out.barePosting = cPost
+				}
 			}
 		}
 		if opt.rate > 0 {
@@ -677,9 +806,13 @@ func (b *bench) references(ctx context.Context, db, label string, pg *pgAdmin, n
 			}
 			return fmt.Sprintf("%s %s / %s = %d%%", what, fmtRate(eng), fmtRate(bare), int64(math.Round(eng*100/bare)))
 		}
-		b.rep.notes = append(b.rep.notes, fmt.Sprintf("%s, %d clients: %s; %s.", label, conc,
+		cRatio := ""
+		if cPost > 0 {
+			cRatio = "; " + ratio("engine purchases / bare C SQLite posting", er.purchases[conc], cPost)
+		}
+		b.rep.notes = append(b.rep.notes, fmt.Sprintf("%s, %d clients: %s; %s%s.", label, conc,
 			ratio("engine purchases / bare posting", er.purchases[conc], post.throughput()),
-			ratio("engine balance reads / bare reads", er.reads[conc], read.throughput())))
+			ratio("engine balance reads / bare reads", er.reads[conc], read.throughput()), cRatio))
 	}
 	if err := r.check(ctx); err != nil {
 		return err

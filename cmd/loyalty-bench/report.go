@@ -89,6 +89,8 @@ type report struct {
 	machine  machine
 	command  string
 	rows     []row
+	targets  []targetRow
+	sections []string // Markdown blocks after the table: history, soak windows
 	notes    []string
 	failures []string
 }
@@ -161,6 +163,13 @@ func (r *report) markdown() string {
 	}
 	fmt.Fprintf(&b, "- Date: %s\n\n", r.date.UTC().Format(time.RFC3339))
 	fmt.Fprintf(&b, "```sh\n%s\n```\n\n", r.command)
+	if len(r.targets) > 0 {
+		b.WriteString("### Targets of issue 13\n\n| database | target | measured | |\n| --- | --- | --- | --- |\n")
+		for _, t := range r.targets {
+			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", mdCell(t.db), mdCell(t.target), mdCell(t.measured), mdCell(t.verdict))
+		}
+		b.WriteString("\n### Phases\n\n")
+	}
 	b.WriteString("| database | workload | clients | throughput/s | p50 | p95 | p99 | max | errors | server RSS max (MB) |\n")
 	b.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |\n")
 	for _, x := range r.rows {
@@ -178,6 +187,9 @@ func (r *report) markdown() string {
 	b.WriteString("\nThroughput and latency count successful answers (2xx) only; errors lists every other outcome by HTTP " +
 		"status, \"transport\" for no answer. Latency under -rate is measured from each request's scheduled send time. " +
 		"Rows marked ref are the database alone, measured in the same run at the same concurrency.\n")
+	for _, sec := range r.sections {
+		b.WriteString("\n" + strings.TrimRight(sec, "\n") + "\n")
+	}
 	if len(r.notes) > 0 {
 		b.WriteString("\n")
 		for _, n := range r.notes {
@@ -244,4 +256,26 @@ func pct(d, base int64) int64 {
 		return 0
 	}
 	return d * 100 / base
+}
+
+// The markers between which -out writes the run into an existing file,
+// so that docs/BENCH.md keeps its notes around the latest run.
+const (
+	runBegin = "<!-- loyalty-bench:begin -->"
+	runEnd   = "<!-- loyalty-bench:end -->"
+)
+
+// spliceRun replaces what lies between the markers in doc with md; false
+// when doc has no such pair (then the run replaces the whole file).
+func spliceRun(doc, md string) (string, bool) {
+	i := strings.Index(doc, runBegin)
+	if i < 0 {
+		return "", false
+	}
+	j := strings.Index(doc[i:], runEnd)
+	if j < 0 {
+		return "", false
+	}
+	j += i
+	return doc[:i+len(runBegin)] + "\n" + strings.TrimRight(md, "\n") + "\n" + doc[j:], true
 }

@@ -57,8 +57,9 @@ func newEngine(addr, secret string, stores int, timeout, ttl time.Duration) (*en
 }
 
 // seed configures the program through the API and enrols n members
-// concurrently, each with a first purchase.
-func (e *engine) seed(ctx context.Context, n, conc int, secret string, ttl time.Duration) error {
+// concurrently, each with a first purchase, and extra members without
+// one, whose history the history phase writes.
+func (e *engine) seed(ctx context.Context, n, extra, conc int, secret string, ttl time.Duration) error {
 	c := e.newClient(99)
 	defer c.close()
 	for _, t := range benchTiers {
@@ -79,6 +80,8 @@ func (e *engine) seed(ctx context.Context, n, conc int, secret string, ttl time.
 	}
 	e.rewardID = rw.ID
 
+	e.loadN = n
+	n += extra
 	e.memberIDs = make([]string, n)
 	e.memberAuth = make([][]byte, n)
 	e.expected = make([]atomic.Int64, n)
@@ -102,6 +105,9 @@ func (e *engine) seed(ctx context.Context, n, conc int, secret string, ttl time.
 				return err
 			}
 			e.memberIDs[i], e.memberAuth[i] = m.ID, bearer(tok)
+			if i >= e.loadN {
+				return nil
+			}
 			if o := c.purchase(i, store); !o.ok {
 				return fmt.Errorf("seed: first purchase of member %d: %d %v %s", i, o.status, o.err, c.resp.Body())
 			}
