@@ -393,6 +393,11 @@ func (s *Service) EraseMember(ctx context.Context, id string) error {
 		if err := tx.Exec("UPDATE member_gifts SET birthday = '' WHERE member_id = ?", id).Error; err != nil {
 			return err
 		}
+		// A feedback comment is free text and may name the member; the
+		// scores stay, as its analytics count them.
+		if err := tx.Exec("UPDATE feedback SET comment = NULL WHERE member_id = ?", id).Error; err != nil {
+			return err
+		}
 		return s.Audit(ctx, tx, "member.erase", "member", id, nil)
 	})
 	if err != nil {

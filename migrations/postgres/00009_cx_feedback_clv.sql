@@ -48,11 +48,17 @@ CREATE TABLE clv_models (
 CREATE INDEX clv_models_time ON clv_models (computed_at);
 ALTER TABLE churn_tuples ADD COLUMN expected_horizon double precision NOT NULL DEFAULT 0;
 ALTER TABLE member_churn ADD COLUMN clv bigint;
-ALTER TABLE member_churn ADD COLUMN repeat_spend bigint NOT NULL DEFAULT 0;
+-- repeat_spend: the value of the purchase days after the first, in minor units;
+-- simple_clv: the seeds' formula over the same horizon, for comparison.
+ALTER TABLE member_churn ADD COLUMN repeat_spend double precision NOT NULL DEFAULT 0;
+ALTER TABLE member_churn ADD COLUMN expected_transactions double precision;
+ALTER TABLE member_churn ADD COLUMN simple_clv bigint;
 CREATE INDEX member_churn_clv ON member_churn (clv DESC, member_id);
 
 -- +goose Down
 DROP INDEX member_churn_clv;
+ALTER TABLE member_churn DROP COLUMN simple_clv;
+ALTER TABLE member_churn DROP COLUMN expected_transactions;
 ALTER TABLE member_churn DROP COLUMN repeat_spend;
 ALTER TABLE member_churn DROP COLUMN clv;
 ALTER TABLE churn_tuples DROP COLUMN expected_horizon;

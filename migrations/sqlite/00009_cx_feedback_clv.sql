@@ -86,13 +86,19 @@ CREATE TABLE clv_models (
 CREATE INDEX clv_models_time ON clv_models (computed_at);
 ALTER TABLE churn_tuples ADD COLUMN expected_horizon REAL NOT NULL DEFAULT 0;
 ALTER TABLE member_churn ADD COLUMN clv INTEGER;
-ALTER TABLE member_churn ADD COLUMN repeat_spend INTEGER NOT NULL DEFAULT 0;
+-- repeat_spend: the value of the purchase days after the first, in minor units;
+-- simple_clv: the seeds' formula over the same horizon, for comparison.
+ALTER TABLE member_churn ADD COLUMN repeat_spend REAL NOT NULL DEFAULT 0;
+ALTER TABLE member_churn ADD COLUMN expected_transactions REAL;
+ALTER TABLE member_churn ADD COLUMN simple_clv INTEGER;
 CREATE INDEX member_churn_clv ON member_churn (clv DESC, member_id);
 COMMIT;
 PRAGMA foreign_keys = ON;
 
 -- +goose Down
 DROP INDEX member_churn_clv;
+ALTER TABLE member_churn DROP COLUMN simple_clv;
+ALTER TABLE member_churn DROP COLUMN expected_transactions;
 ALTER TABLE member_churn DROP COLUMN repeat_spend;
 ALTER TABLE member_churn DROP COLUMN clv;
 ALTER TABLE churn_tuples DROP COLUMN expected_horizon;
