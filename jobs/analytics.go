@@ -210,11 +210,13 @@ type Summary struct {
 // liability values outstanding points at one point's worth, rounded half
 // away from zero to a minor unit; nil when points cannot pay.
 func liability(outstanding loyalty.Sum, prog *loyalty.Program) *json.Number {
-	v, ok := prog.PointsPayment.PointValue(prog.Exponent())
-	if !ok {
+	pp := prog.PointsPayment
+	if _, ok := pp.PointValue(prog.Exponent()); !ok {
 		return nil
 	}
-	n := json.Number(outstanding.Decimal().Mul(v).Round(0).String())
+	// outstanding × 10^exponent ÷ points_per_unit, divided last so that
+	// nothing is lost before the one rounding.
+	n := json.Number(outstanding.Decimal().Shift(prog.Exponent()).DivRound(pp.PointsPerUnit, 0).String())
 	return &n
 }
 

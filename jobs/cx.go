@@ -96,6 +96,10 @@ func (r *Runner) CX(ctx context.Context, q CXQuery) ([]CXItem, error) {
 		where = "f.local_date >= ? AND f.local_date <= ?"
 		args = append(args, q.Range.From.Format(time.DateOnly), q.Range.To.Format(time.DateOnly))
 	}
+	groupBy := "f.kind, f.score"
+	if q.GroupBy != "" {
+		groupBy = grp + ", " + groupBy
+	}
 	var rows []struct {
 		Grp   *string
 		Kind  string
@@ -104,7 +108,7 @@ func (r *Runner) CX(ctx context.Context, q CXQuery) ([]CXItem, error) {
 	}
 	err := loyalty.Read(ctx, r.svc, func(db *gorm.DB) error {
 		return db.Raw(`SELECT `+grp+` AS grp, f.kind, f.score, COUNT(*) AS n FROM feedback f`+join+`
-			WHERE `+where+` GROUP BY `+grp+`, f.kind, f.score`, args...).Scan(&rows).Error
+			WHERE `+where+` GROUP BY `+groupBy, args...).Scan(&rows).Error
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cx report: %w", err)
