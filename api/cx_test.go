@@ -219,7 +219,13 @@ func TestLiabilityAndBreakage(t *testing.T) {
 		e := newEnv(t, dialect)
 		e.do("PUT", "/v1/program", e.marketer(), map[string]any{"expiry_days": 30}).must(t, 200)
 		m := e.enrol()
+		if r := e.do("GET", "/v1/analytics/clv-model", e.marketer(), nil).must(t, 404).JSON(t); r["code"] != "no_model" {
+			t.Errorf("clv model before the job: %v", r)
+		}
 		e.buy(m, 10000, "L-1") // 100 points, expire 2026-03-31
+		if mem := e.do("GET", "/v1/members/"+m, e.admin(), nil).must(t, 200).JSON(t); mem["clv"] != nil {
+			t.Errorf("clv before a model: %v", mem["clv"])
+		}
 		e.clock.Advance(20 * 24 * time.Hour)
 		e.buy(m, 5000, "L-2") // 50 points, expire 2026-04-20
 		e.clock.Set(time.Date(2026, 4, 5, 12, 0, 0, 0, time.UTC))
