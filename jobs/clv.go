@@ -139,3 +139,37 @@ func (r *Runner) ClvList(ctx context.Context, page loyalty.Page) (loyalty.List[C
 	}
 	return out, nil
 }
+
+// ClvBand is one band of the CLV distribution.
+type ClvBand struct {
+	From, To int64 // minor units, To exclusive
+	Members  int64
+}
+
+// ClvDistribution counts active members with a clv in ten equal-width
+// bands from 0 to the highest clv, in one aggregate.
+func (r *Runner) ClvDistribution(ctx context.Context) ([]ClvBand, error) {
+	out := []ClvBand{}
+	err := loyalty.Read(ctx, r.svc, func(db *gorm.DB) error {
+		var hi *int64
+		if err := db.Raw(`SELECT MAX(clv) FROM member_churn WHERE clv IS NOT NULL`).Scan(&hi).Error; err != nil || hi == nil {
+			return err
+		}
+		width := *hi/10 + 1
+		var rows []struct{ Band, N int64 }
+		if err := db.Raw(`SELECT c.clv / ? AS band, COUNT(*) AS n FROM member_churn c JOIN members m ON m.id = c.member_id AND m.status = 'active'
+			WHERE c.clv IS NOT NULL GROUP BY 1`, width).Scan(&rows).Error; err != nil {
+			return err
+		}
+		for i := int64(0); i < 10; i++ {
+			out = append(out, ClvBand{From: i * width, To: (i + 1) * width})
+		}
+		for _, row := range rows {
+			if row.Band >= 0 && row.Band < 10 {
+				out[row.Band].Members += row.N
+			}
+		}
+		return nil
+	})
+	return out, err
+}
