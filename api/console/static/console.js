@@ -14,14 +14,18 @@
     new Chart(canvas, config);
   }
 
-  function drawCharts() {
-    var el = document.getElementById('chart-data');
-    if (!el || typeof Chart === 'undefined') return;
-    var d = JSON.parse(el.textContent);
+  function chartDefaults() {
     Chart.defaults.animation = false;
     Chart.defaults.maintainAspectRatio = false;
     Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
     Chart.defaults.color = '#5b6475';
+  }
+
+  function drawCharts() {
+    var el = document.getElementById('chart-data');
+    if (!el || typeof Chart === 'undefined') return;
+    var d = JSON.parse(el.textContent);
+    chartDefaults();
 
     chart('chart-points', {
       type: 'bar',
@@ -72,6 +76,7 @@
   }
 
   function drawExperience() {
+    if (typeof Chart !== 'undefined') chartDefaults();
     var el = document.getElementById('cx-data');
     if (el && typeof Chart !== 'undefined') {
       var d = JSON.parse(el.textContent);
@@ -89,8 +94,8 @@
         options: {
           interaction: { mode: 'index', intersect: false },
           scales: {
-            nps: { min: -100, max: 100, title: { display: true, text: 'NPS' } },
-            score: { position: 'right', min: 1, max: 7, grid: { drawOnChartArea: false }, title: { display: true, text: 'score' } }
+            nps: { axis: 'y', position: 'left', min: -100, max: 100, title: { display: true, text: 'NPS' } },
+            score: { axis: 'y', position: 'right', min: 1, max: 7, grid: { drawOnChartArea: false }, title: { display: true, text: 'score' } }
           }
         }
       });
