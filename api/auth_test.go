@@ -316,6 +316,25 @@ func TestRoleMatrix(t *testing.T) {
 			{"GET", "/v1/analytics/churn-risk", func(loyalty.Role) (string, any) {
 				return "/v1/analytics/churn-risk?min_risk=0", nil
 			}, []loyalty.Role{marketer, admin}, 200},
+			{"GET", "/v1/analytics/cx", func(loyalty.Role) (string, any) { return "/v1/analytics/cx?group_by=store", nil },
+				[]loyalty.Role{marketer, admin}, 200},
+			{"GET", "/v1/analytics/clv-model", func(loyalty.Role) (string, any) { return "/v1/analytics/clv-model", nil },
+				[]loyalty.Role{marketer, admin}, 200},
+			{"GET", "/v1/analytics/clv", func(loyalty.Role) (string, any) { return "/v1/analytics/clv", nil },
+				[]loyalty.Role{marketer, admin}, 200},
+			{"GET", "/v1/analytics/store-categories", func(loyalty.Role) (string, any) {
+				return "/v1/analytics/store-categories?store_id=store-1", nil
+			}, []loyalty.Role{marketer, admin}, 200},
+			{"GET", "/v1/analytics/category-lapse", func(loyalty.Role) (string, any) { return "/v1/analytics/category-lapse", nil },
+				[]loyalty.Role{marketer, admin}, 200},
+			{"POST", "/v1/feedback", func(role loyalty.Role) (string, any) {
+				m := own
+				if role != loyalty.RoleMember {
+					m = e.do("POST", "/v1/members", e.admin(), map[string]any{"external_id": fmt.Sprintf("RM-F-%d", next())}).
+						must(t, 201).JSON(t)["id"].(string)
+				}
+				return "/v1/feedback", map[string]any{"member_id": m, "kind": "nps", "score": 9}
+			}, []loyalty.Role{loyalty.RoleMember, pos, admin}, 201},
 			// Segments answer before any segments run.
 			{"GET", "/v1/segments", func(loyalty.Role) (string, any) { return "/v1/segments", nil }, []loyalty.Role{marketer, admin}, 200},
 			{"GET", "/v1/segments/:code/members", func(loyalty.Role) (string, any) { return "/v1/segments/loyal/members", nil },

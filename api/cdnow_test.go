@@ -8,13 +8,17 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/loyalty-engine/loyalty/jobs/bgnbd"
 	"github.com/loyalty-engine/loyalty/loyalty/loyaltytest"
 )
 
 // TestCDNOWChurnModel imports the CDNOW sample through the API and fits the
 // churn model as of 1997-09-30: the parameters must be within 1% of
-// Fader, Hardie and Lee's (2005) table, in weeks.
+// Fader, Hardie and Lee's (2005) table, in weeks, and the Gamma-Gamma
+// spend model's within 1% of Fader and Hardie's (2013); a few members'
+// CLV equals the hand computation from the fitted parameters.
 func TestCDNOWChurnModel(t *testing.T) {
 	f, err := os.Open("../../shared/data/cdnow/CDNOW_sample.txt")
 	if err != nil {
@@ -86,6 +90,70 @@ func TestCDNOWChurnModel(t *testing.T) {
 		risk := e.do("GET", "/v1/analytics/churn-risk?min_risk=0.9&limit=5", e.marketer(), nil).must(t, 200).JSON(t)
 		if len(risk["items"].([]any)) == 0 {
 			t.Errorf("no member at risk ≥ 0.9: %v", risk)
+		}
+
+		// The Gamma-Gamma spend model, Fader and Hardie (2013).
+		gm := e.do("GET", "/v1/analytics/clv-model", e.marketer(), nil).must(t, 200).JSON(t)
+		gp := gm["params"].(map[string]any)
+		t.Logf("%s: spend model %v LL=%v customers=%v", dialect, gp, gm["log_likelihood"], gm["customers"])
+		for _, c := range []struct {
+			name      string
+			got, want float64
+		}{{"p", gp["p"].(float64), 6.25}, {"q", gp["q"].(float64), 3.74}, {"gamma", gp["gamma"].(float64), 15.44},
+			{"log_likelihood", gm["log_likelihood"].(float64), -4055.92}} {
+			if math.Abs(c.got-c.want) > 0.01*math.Abs(c.want) {
+				t.Errorf("%s = %.4f, paper %.4f", c.name, c.got, c.want)
+			}
+		}
+		if gm["customers"].(float64) != 946 || gm["spend_model"] != "gamma_gamma" || gm["horizon_weeks"].(float64) != 52 {
+			t.Errorf("spend model %v", gm)
+		}
+
+		// CLV of a few members by hand from the fitted parameters: expected
+		// purchase days over 52 weeks × expected spend per purchase day.
+		bg := bgnbd.Params{R: p["r"].(float64), Alpha: p["alpha"].(float64), A: p["a"].(float64), B: p["b"].(float64)}
+		pp, qq, gg := gp["p"].(float64), gp["q"].(float64), gp["gamma"].(float64)
+		dayNo := func(s string) int64 {
+			d, _ := time.Parse("20060102", s)
+			return d.Unix() / 86400
+		}
+		asOfDay := dayNo("19970930")
+		checked := 0
+		for _, cust := range []string{"00004", "00018", "00021", "00050", "00060", "00080", "00115"} {
+			days := map[int64]int64{}
+			for _, r := range rows {
+				if r.customer == cust && r.date <= "19970930" {
+					days[dayNo(r.date)] += max(r.cents, 1)
+				}
+			}
+			if len(days) == 0 {
+				continue
+			}
+			first, last := int64(math.MaxInt64), int64(0)
+			var total int64
+			for d, v := range days {
+				first, last = min(first, d), max(last, d)
+				total += v
+			}
+			x := float64(len(days) - 1)
+			spend := float64(total - days[first])
+			eh := bg.ExpectedPurchases(bgnbd.Customer{X: x, TX: float64(last-first) / 7, T: float64(asOfDay-first) / 7}, 52)
+			want := math.Floor(eh*(gg*100+spend)*pp/(pp*x+qq-1) + 0.5)
+			mem := e.do("GET", "/v1/members/"+members[cust], admin, nil).must(t, 200).JSON(t)
+			got, ok := mem["clv"].(float64)
+			if !ok || math.Abs(got-want) > 1 {
+				t.Errorf("customer %s: clv %v, by hand %.0f", cust, mem["clv"], want)
+			}
+			checked++
+		}
+		if checked < 5 {
+			t.Errorf("checked only %d members", checked)
+		}
+		top := e.do("GET", "/v1/analytics/clv?limit=3", e.marketer(), nil).must(t, 200).JSON(t)
+		items := top["items"].([]any)
+		if len(items) != 3 || top["next_cursor"] == nil ||
+			items[0].(map[string]any)["clv"].(float64) < items[2].(map[string]any)["clv"].(float64) {
+			t.Errorf("clv list %v", top)
 		}
 	})
 }

@@ -91,6 +91,11 @@ func TestIdempotencyKeyEveryRoute(t *testing.T) {
 			{"/v1/offer-templates", mk,
 				request{"/v1/offer-templates", map[string]any{"code": "ik-t1", "name": "T", "kind": "multiplier", "multiplier": "2", "duration_days": 14}},
 				request{"/v1/offer-templates", map[string]any{"code": "ik-t2", "name": "T", "kind": "multiplier", "multiplier": "2", "duration_days": 14}}, 201},
+			// One answer per member, purchase and kind: under a key of its
+			// own a second answer is 409, not a second bonus.
+			{"/v1/feedback", pos,
+				request{"/v1/feedback", map[string]any{"member_id": m, "kind": "nps", "score": 9}},
+				request{"/v1/feedback", map[string]any{"member_id": m, "kind": "nps", "score": 3}}, 409},
 			// A gift is claimed once: under a key of its own the other
 			// choice is 409, not a second gift.
 			{"/v1/members/:id/gifts/:gift_id/claim", pos,

@@ -1043,6 +1043,39 @@ func openapiConformOffersGiftsAnalytics(t *testing.T, e *env, call openapiCaller
 		}
 	})
 
+	// Customer experience and lifetime value (§17).
+	if m := call(200, "GET", "/v1/analytics/clv-model", admin, nil).JSON(t); m["customers"].(float64) < 2 {
+		t.Errorf("clv model: %v", m)
+	}
+	call(200, "GET", "/v1/analytics/clv?limit=1", mk, nil).Decode(t, &pg)
+	if len(pg.Items) != 1 || pg.NextCursor == nil {
+		t.Errorf("first page of 1 clv: %+v", pg)
+	} else {
+		call(200, "GET", "/v1/analytics/clv?limit=1&cursor="+*pg.NextCursor, mk, nil)
+	}
+	call(422, "GET", "/v1/analytics/clv?cursor=!!", mk, nil)
+	call(200, "GET", "/v1/members/"+buyer, buyerTok, nil)
+	fb := map[string]any{"member_id": buyer, "kind": "nps", "score": 9, "comment": "fast"}
+	call(201, "POST", "/v1/feedback", buyerTok, fb, "Idempotency-Key", "conf-fb")
+	replayed("feedback", call(201, "POST", "/v1/feedback", buyerTok, fb, "Idempotency-Key", "conf-fb"))
+	conflict("duplicate", "POST", "/v1/feedback", pos, fb)
+	call(201, "POST", "/v1/feedback", pos, map[string]any{"member_id": other, "kind": "csat", "score": 2, "store_id": "store-1", "channel": "pos"})
+	call(422, "POST", "/v1/feedback", admin, map[string]any{"member_id": other, "kind": "ces", "score": 9})
+	call(400, "POST", "/v1/feedback", admin, "{")
+	call(404, "POST", "/v1/feedback", otherTok, map[string]any{"member_id": buyer, "kind": "ces", "score": 3})
+	call(404, "POST", "/v1/feedback", admin, map[string]any{"member_id": "no-such-member", "kind": "ces", "score": 3})
+	call(200, "GET", "/v1/analytics/cx", mk, nil)
+	for _, g := range []string{"store", "channel", "tier", "segment"} {
+		call(200, "GET", "/v1/analytics/cx?group_by="+g+"&from=2026-01-01&to=2026-03-01", mk, nil)
+	}
+	call(422, "GET", "/v1/analytics/cx?group_by=x", mk, nil)
+	call(200, "GET", "/v1/analytics/store-categories?store_id=store-1", mk, nil)
+	call(422, "GET", "/v1/analytics/store-categories", mk, nil)
+	call(404, "GET", "/v1/analytics/store-categories?store_id=store-1&segment=nope", mk, nil)
+	call(200, "GET", "/v1/analytics/category-lapse?segment=loyal&weeks=8", mk, nil)
+	call(200, "GET", "/v1/analytics/category-lapse?category=hair", admin, nil)
+	call(422, "GET", "/v1/analytics/category-lapse?weeks=99", mk, nil)
+
 	// Segments.
 	var segs page
 	call(200, "GET", "/v1/segments", mk, nil).Decode(t, &segs)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/loyalty-engine/loyalty/api/console"
 	"github.com/loyalty-engine/loyalty/api/problem"
+	"github.com/loyalty-engine/loyalty/feedback"
 	"github.com/loyalty-engine/loyalty/jobs"
 	"github.com/loyalty-engine/loyalty/loyalty"
 	"github.com/loyalty-engine/loyalty/rewards"
@@ -59,12 +60,13 @@ type Config struct {
 }
 
 type server struct {
-	svc     *loyalty.Service
-	rewards *rewards.Service
-	jobs    *jobs.Runner
-	auth    AuthConfig
-	log     *slog.Logger
-	metrics *Metrics
+	svc      *loyalty.Service
+	rewards  *rewards.Service
+	jobs     *jobs.Runner
+	feedback *feedback.Service
+	auth     AuthConfig
+	log      *slog.Logger
+	metrics  *Metrics
 }
 
 // New builds the app over svc. The Metrics it returns must be given to the
@@ -79,7 +81,7 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 	if cfg.Jobs == nil {
 		cfg.Jobs = jobs.NewRunner(svc, cfg.Rewards)
 	}
-	s := &server{svc: svc, rewards: cfg.Rewards, jobs: cfg.Jobs, auth: cfg.Auth, log: cfg.Logger, metrics: metrics}
+	s := &server{svc: svc, rewards: cfg.Rewards, jobs: cfg.Jobs, feedback: feedback.NewService(svc), auth: cfg.Auth, log: cfg.Logger, metrics: metrics}
 	app := fiber.New(fiber.Config{
 		AppName:               "loyalty",
 		BodyLimit:             BodyLimit,
@@ -173,6 +175,12 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 	v1.Get("/analytics/summary", allow(marketer, admin), s.summary)
 	v1.Get("/analytics/churn-model", allow(marketer, admin), s.churnModel)
 	v1.Get("/analytics/churn-risk", allow(marketer, admin), s.churnRisk)
+	v1.Get("/analytics/cx", allow(marketer, admin), s.cxReport)
+	v1.Get("/analytics/clv-model", allow(marketer, admin), s.clvModel)
+	v1.Get("/analytics/clv", allow(marketer, admin), s.clvList)
+	v1.Get("/analytics/store-categories", allow(marketer, admin), s.storeCategories)
+	v1.Get("/analytics/category-lapse", allow(marketer, admin), s.categoryLapse)
+	v1.Post("/feedback", allow(member, pos, admin), s.postFeedback)
 	v1.Get("/segments", allow(marketer, admin), s.listSegments)
 	v1.Get("/segments/:code/members", allow(marketer, admin), s.segmentMembers)
 

@@ -66,7 +66,7 @@ func ParseDayRange(from, to string, loc *time.Location) (DayRange, error) {
 func (d DayRange) end() time.Time { return d.To.AddDate(0, 0, 1) }
 
 // issuedRedeemed sums, over entries whose occurred_at is in [from, end),
-// the points issued (earn, offer, bonus, gift and positive adjust, less
+// the points issued (earn, offer, bonus, gift, feedback and positive adjust, less
 // return reversals) and redeemed (redeem less redeem_cancel refunds). The
 // sums are exact: over every member they pass int64 long before a balance
 // does.
@@ -74,7 +74,7 @@ func (r *Runner) issuedRedeemed(db *gorm.DB, from, end time.Time) (loyalty.Sum, 
 	var s struct{ Issued, Redeemed loyalty.Sum }
 	sum := r.svc.Store().SumSQL
 	err := db.Raw(`SELECT
-			`+sum(`CASE WHEN kind IN ('earn', 'offer', 'bonus', 'gift') OR (kind = 'adjust' AND points > 0) THEN points
+			`+sum(`CASE WHEN kind IN ('earn', 'offer', 'bonus', 'gift', 'feedback') OR (kind = 'adjust' AND points > 0) THEN points
 				WHEN kind = 'return' THEN points ELSE 0 END`)+` AS issued,
 			`+sum(`CASE WHEN kind = 'redeem' THEN -points WHEN kind = 'redeem_cancel' THEN -points ELSE 0 END`)+` AS redeemed
 		FROM ledger_entries WHERE occurred_at >= ? AND occurred_at < ?`, loyalty.TS(from), loyalty.TS(end)).Scan(&s).Error
@@ -198,6 +198,26 @@ type Summary struct {
 	Rates    SummaryRates     `json:"rates"`
 	Tiers    map[string]int64 `json:"members_per_tier"`
 	Segments map[string]int64 `json:"members_per_segment"`
+	// Liability is the outstanding points at the range's end valued at what
+	// a point pays at the till (§16), in minor units; null when points
+	// cannot pay.
+	Liability *json.Number `json:"liability"`
+	// BreakagePercent is expired ÷ issued × 100 over the range, 2 decimals;
+	// null when nothing was issued.
+	BreakagePercent *json.Number `json:"breakage_percent"`
+}
+
+// liability values outstanding points at one point's worth, rounded half
+// away from zero to a minor unit; nil when points cannot pay.
+func liability(outstanding loyalty.Sum, prog *loyalty.Program) *json.Number {
+	pp := prog.PointsPayment
+	if _, ok := pp.PointValue(prog.Exponent()); !ok {
+		return nil
+	}
+	// outstanding × 10^exponent ÷ points_per_unit, divided last so that
+	// nothing is lost before the one rounding.
+	n := json.Number(outstanding.Decimal().Shift(prog.Exponent()).DivRound(pp.PointsPerUnit, 0).String())
+	return &n
 }
 
 // MemberCounts counts members over the range.
@@ -240,7 +260,11 @@ func (r *Runner) Summary(ctx context.Context, d DayRange) (Summary, error) {
 		days++
 	}
 	before := loyalty.TS(d.From.AddDate(0, 0, -days))
-	err := loyalty.Read(ctx, r.svc, func(db *gorm.DB) error {
+	prog, err := r.svc.Program(ctx)
+	if err != nil {
+		return out, fmt.Errorf("summary: %w", err)
+	}
+	err = loyalty.Read(ctx, r.svc, func(db *gorm.DB) error {
 		var m struct{ Total, New int64 }
 		if err := db.Raw(`SELECT COUNT(CASE WHEN enrolled_at < ? THEN 1 END) AS total,
 			COUNT(CASE WHEN enrolled_at >= ? AND enrolled_at < ? THEN 1 END) AS new FROM members`, end, from, end).Scan(&m).Error; err != nil {
@@ -277,6 +301,8 @@ func (r *Runner) Summary(ctx context.Context, d DayRange) (Summary, error) {
 			return err
 		}
 		out.Points.Expired, out.Points.Outstanding = p.Expired, p.Outstanding
+		out.Liability = liability(p.Outstanding, prog)
+		out.BreakagePercent = ratePercent(iss, p.Expired)
 		var tiers []struct {
 			Code string
 			N    int64

@@ -12,6 +12,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/loyalty-engine/loyalty/jobs/bgnbd"
+	"github.com/loyalty-engine/loyalty/jobs/gammagamma"
 	"github.com/loyalty-engine/loyalty/loyalty"
 )
 
@@ -26,6 +27,18 @@ type ChurnSummary struct {
 	LogLikelihood float64 `json:"log_likelihood"`
 	Members       int64   `json:"members"`
 	Scored        int64   `json:"scored"`
+	// Spend is the Gamma-Gamma fit of §17, absent when no member has a
+	// repeat purchase.
+	Spend *SpendFit `json:"spend_model,omitempty"`
+}
+
+// SpendFit is what the churn-risk run fitted of the spend model.
+type SpendFit struct {
+	P             float64 `json:"p"`
+	Q             float64 `json:"q"`
+	Gamma         float64 `json:"gamma"`
+	LogLikelihood float64 `json:"log_likelihood"`
+	Customers     int64   `json:"customers"`
 }
 
 // churnStats summarises every member's purchase days up to the as-of day:
@@ -64,7 +77,12 @@ func (r *Runner) ChurnRisk(ctx context.Context, asOf time.Time) (ChurnSummary, e
 	}
 	var tuples []tuple
 	var gaps []struct{ Gap, N int64 }
+	var spendPairs []gammagamma.Customer
 	err = loyalty.Read(ctx, r.svc, func(db *gorm.DB) error {
+		var err error
+		if spendPairs, err = spendStats(db, asOf, day, prog.Exponent()); err != nil {
+			return err
+		}
 		if err := db.Raw(`SELECT x, tx_days, t_days, COUNT(*) AS n FROM (`+churnStats+`) s GROUP BY x, tx_days, t_days`,
 			day, asOf, day).Scan(&tuples).Error; err != nil {
 			return err
@@ -111,6 +129,15 @@ func (r *Runner) ChurnRisk(ctx context.Context, asOf time.Time) (ChurnSummary, e
 	type score struct {
 		X, TxDays, TDays              int64
 		ChurnRisk, PAlive, Expected90 string
+		ExpectedHorizon               float64
+	}
+	horizon := float64(prog.ClvHorizonWeeks)
+	gg, ggLL, ggN, ggErr := gammagamma.Fit(spendPairs)
+	if ggErr != nil && !errors.Is(ggErr, gammagamma.ErrNoData) {
+		return sum, ggErr
+	}
+	if ggErr == nil {
+		sum.Spend = &SpendFit{P: gg.P, Q: gg.Q, Gamma: gg.Gamma, LogLikelihood: ggLL, Customers: int64(ggN)}
 	}
 	scores := make([]score, len(tuples))
 	for i, t := range tuples {
@@ -122,7 +149,7 @@ func (r *Runner) ChurnRisk(ctx context.Context, asOf time.Time) (ChurnSummary, e
 			alive = 1 - risk
 		}
 		scores[i] = score{X: t.X, TxDays: t.TxDays, TDays: t.TDays, ChurnRisk: dec4(risk), PAlive: dec4(alive),
-			Expected90: dec4(p.ExpectedPurchases(c, 90.0/7))}
+			Expected90: dec4(p.ExpectedPurchases(c, 90.0/7)), ExpectedHorizon: p.ExpectedPurchases(c, horizon)}
 	}
 	now := r.svc.Now()
 	err = loyalty.WriteSet(ctx, r.svc, func(tx *loyalty.Tx) error {
@@ -137,22 +164,87 @@ func (r *Runner) ChurnRisk(ctx context.Context, asOf time.Time) (ChurnSummary, e
 		if err := tx.DB.Exec("DELETE FROM member_churn").Error; err != nil {
 			return err
 		}
+		// CLV = expected purchase days over the horizon × the Gamma-Gamma
+		// expected value of one, in minor units; the seeds' simple CLV is
+		// the last 365 days' spend (average check × purchases per year)
+		// times the horizon in years.
+		clv := "NULL"
+		if sum.Spend != nil {
+			scale := math.Pow10(int(prog.Exponent()))
+			em := fmt.Sprintf("((%s + COALESCE(rs.spend, 0)) * %s / (%s * s.x + %s))", lit(gg.Gamma*scale), lit(gg.P), lit(gg.P), lit(gg.Q-1))
+			clv = fmt.Sprintf("CASE WHEN %s * s.x + %s > 0 THEN %s END", lit(gg.P), lit(gg.Q-1), r.roundSQL("t.expected_horizon * "+em))
+		}
+		simple := r.roundSQL(fmt.Sprintf("COALESCE(y.spend, 0) * %d / 52.0", prog.ClvHorizonWeeks))
 		res := tx.DB.Exec(`INSERT INTO member_churn (member_id, churn_risk, p_alive, expected_purchases_90d, purchase_days, purchases,
-				days_since_last_purchase, computed_at)
-			SELECT s.member_id, t.churn_risk, t.p_alive, t.expected90, s.x + 1, s.purchases, ? - s.last_day, ?
-			FROM (`+churnStats+`) s JOIN churn_tuples t ON t.x = s.x AND t.tx_days = s.tx_days AND t.t_days = s.t_days`,
-			day, now, day, asOf, day)
+				days_since_last_purchase, computed_at, expected_transactions, repeat_spend, clv, simple_clv)
+			SELECT s.member_id, t.churn_risk, t.p_alive, t.expected90, s.x + 1, s.purchases, ? - s.last_day, ?,
+				t.expected_horizon, COALESCE(rs.spend, 0), `+clv+`, `+simple+`
+			FROM (`+churnStats+`) s JOIN churn_tuples t ON t.x = s.x AND t.tx_days = s.tx_days AND t.t_days = s.t_days
+			LEFT JOIN (`+repeatSpend+`) rs ON rs.member_id = s.member_id
+			LEFT JOIN (SELECT member_id, SUM(CAST(total AS DOUBLE PRECISION)) AS spend FROM purchases
+				WHERE occurred_at <= ? AND local_day <= ? AND local_day > ? GROUP BY member_id) y ON y.member_id = s.member_id`,
+			day, now, day, asOf, day, asOf, day, asOf, day, asOf, day, day-365)
 		if res.Error != nil {
 			return res.Error
 		}
 		sum.Scored = res.RowsAffected
-		return tx.DB.Exec(`INSERT INTO churn_models (id, as_of, time_unit, r, alpha, a, b, log_likelihood, members, computed_at)
-			VALUES (?, ?, 'week', ?, ?, ?, ?, ?, ?, ?)`, loyalty.NewID(), asOf, p.R, p.Alpha, p.A, p.B, ll, sum.Members, now).Error
+		if err := tx.DB.Exec(`INSERT INTO churn_models (id, as_of, time_unit, r, alpha, a, b, log_likelihood, members, computed_at)
+			VALUES (?, ?, 'week', ?, ?, ?, ?, ?, ?, ?)`, loyalty.NewID(), asOf, p.R, p.Alpha, p.A, p.B, ll, sum.Members, now).Error; err != nil {
+			return err
+		}
+		if sum.Spend == nil {
+			return nil
+		}
+		return tx.DB.Exec(`INSERT INTO clv_models (id, as_of, p, q, gamma, log_likelihood, customers, horizon_weeks, computed_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, loyalty.NewID(), asOf, gg.P, gg.Q, gg.Gamma, ggLL, sum.Spend.Customers,
+			prog.ClvHorizonWeeks, now).Error
 	})
 	if err != nil {
 		return sum, fmt.Errorf("churn risk: %w", err)
 	}
 	return sum, nil
+}
+
+// repeatSpend is each member's repeat purchase days up to the as-of day
+// (every purchase day after the first) and their value in minor units, a
+// float: the spend model's input, which may pass int64 over many days.
+const repeatSpend = `SELECT d.member_id, COUNT(*) AS x, SUM(d.amt) AS spend
+	FROM (SELECT member_id, local_day, SUM(CAST(total AS DOUBLE PRECISION)) AS amt FROM purchases
+		WHERE occurred_at <= ? AND local_day <= ? GROUP BY member_id, local_day) d
+	JOIN (SELECT member_id, MIN(local_day) AS first FROM purchases WHERE occurred_at <= ? AND local_day <= ? GROUP BY member_id) f
+		ON f.member_id = d.member_id AND d.local_day > f.first
+	GROUP BY d.member_id`
+
+// spendPairs reads the spend model's sufficient statistics: each distinct
+// (repeat days x, mean value m_x in major units) and how many members share it.
+func spendStats(db *gorm.DB, asOf time.Time, day int64, exponent int32) ([]gammagamma.Customer, error) {
+	var rows []struct {
+		X     int64
+		Spend float64
+		N     int64
+	}
+	if err := db.Raw(`SELECT x, spend, COUNT(*) AS n FROM (`+repeatSpend+`) rs GROUP BY x, spend`, asOf, day, asOf, day).Scan(&rows).Error; err != nil {
+		return nil, err
+	}
+	scale := math.Pow10(int(exponent))
+	out := make([]gammagamma.Customer, len(rows))
+	for i, row := range rows {
+		out[i] = gammagamma.Customer{X: float64(row.X), MX: row.Spend / scale / float64(row.X), Weight: float64(row.N)}
+	}
+	return out, nil
+}
+
+// lit writes a model parameter as an SQL numeric literal.
+func lit(v float64) string { return strconv.FormatFloat(v, 'g', 17, 64) }
+
+// roundSQL rounds a non-negative float expression half up to an integer,
+// held at the largest int64: PostgreSQL's cast to bigint rounds by itself
+// and fails past it, SQLite's truncates.
+func (r *Runner) roundSQL(expr string) string {
+	if r.svc.Store().Dialect == loyalty.Postgres {
+		return "CAST(FLOOR(LEAST(" + expr + " + 0.5, 9.2e18)) AS bigint)"
+	}
+	return "CAST(MIN(" + expr + " + 0.5, 9.2e18) AS INTEGER)"
 }
 
 func dec4(v float64) string {

@@ -19,6 +19,9 @@ type DemoOptions struct {
 	Members int
 	Seed    int64
 	Now     time.Time
+	// AfterPurchase, when set, runs after each demo purchase with the
+	// purchase's time, so a caller can act then (redeem, say) in order.
+	AfterPurchase func(ctx context.Context, at time.Time, memberID string) error
 }
 
 // DemoSummary counts what SeedDemo wrote.
@@ -133,6 +136,11 @@ func SeedDemo(ctx context.Context, store *Store, opt DemoOptions) (DemoSummary, 
 		}
 		sum.Purchases++
 		sum.PointsIssued += res.PointsEarned
+		if opt.AfterPurchase != nil {
+			if err := opt.AfterPurchase(ctx, ev.at, ids[ev.member]); err != nil {
+				return sum, fmt.Errorf("seed demo: %w", err)
+			}
+		}
 		if rng.IntN(25) == 0 {
 			amount := *in.Items[0].Amount
 			clock = ev.at.Add(time.Duration(1+rng.IntN(10)) * 24 * time.Hour)

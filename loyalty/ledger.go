@@ -24,6 +24,7 @@ const (
 	KindReturn       = "return"
 	KindExpire       = "expire"
 	KindAdjust       = "adjust"
+	KindFeedback     = "feedback"
 )
 
 // Entry is one ledger entry as the API shows it.

@@ -35,6 +35,9 @@ type Member struct {
 	EnrolledAt time.Time  `json:"enrolled_at"`
 	Segments   []string   `json:"segments"`
 	ChurnRisk  *string    `json:"churn_risk"`
+	// CLV is the expected spend over the program's clv_horizon_weeks, in
+	// minor units (§17); null until the churn-risk job fitted a spend model.
+	CLV *int64 `json:"clv"`
 }
 
 // personalOf makes a stored enrolment reply erasable: it shows the member's
@@ -242,12 +245,15 @@ func (s *Service) Member(ctx context.Context, p Principal, id string) (Member, e
 	if err := db.Table("member_segments").Where("member_id = ?", id).Order("segment_code").Pluck("segment_code", &m.Segments).Error; err != nil {
 		return Member{}, fmt.Errorf("get member: %w", err)
 	}
-	var risk []string
-	if err := db.Table("member_churn").Where("member_id = ?", id).Pluck("churn_risk", &risk).Error; err != nil {
+	var risk []struct {
+		ChurnRisk string
+		CLV       *int64 `gorm:"column:clv"`
+	}
+	if err := db.Table("member_churn").Select("churn_risk, clv").Where("member_id = ?", id).Scan(&risk).Error; err != nil {
 		return Member{}, fmt.Errorf("get member: %w", err)
 	}
 	if len(risk) == 1 {
-		m.ChurnRisk = &risk[0]
+		m.ChurnRisk, m.CLV = &risk[0].ChurnRisk, risk[0].CLV
 	}
 	return m, nil
 }
@@ -392,6 +398,11 @@ func (s *Service) EraseMember(ctx context.Context, id string) error {
 		// A gift row records the birthday it was given for; the gift stays,
 		// as its ledger entry does, without the date.
 		if err := tx.Exec("UPDATE member_gifts SET birthday = '' WHERE member_id = ?", id).Error; err != nil {
+			return err
+		}
+		// A feedback comment is free text and may name the member; the
+		// scores stay, as its analytics count them.
+		if err := tx.Exec("UPDATE feedback SET comment = NULL WHERE member_id = ?", id).Error; err != nil {
 			return err
 		}
 		return s.Audit(ctx, tx, "member.erase", "member", id, nil)

@@ -24,8 +24,12 @@ type programRow struct {
 	BirthdayGift   string
 	Segments       string
 	Churn          string
-	Version        int64
-	UpdatedAt      time.Time
+	// §16 and §17 settings (migration 00009).
+	FeedbackBonusPoints int64
+	ClvHorizonWeeks     int
+	PointsPayment       string
+	Version             int64
+	UpdatedAt           time.Time
 }
 
 func (programRow) TableName() string { return "program" }

@@ -40,6 +40,25 @@ type ChurnSettings struct {
 	RiskThreshold decimal.Decimal `json:"risk_threshold"`
 }
 
+// PointsPayment configures paying with points at the till (§16): Rate
+// points pay one major unit of the currency.
+type PointsPayment struct {
+	Enabled       bool            `json:"enabled"`
+	PointsPerUnit decimal.Decimal `json:"points_per_unit"`
+	MinPoints     int64           `json:"min_points"`
+	StepPoints    int64           `json:"step_points"`
+	MaxShare      decimal.Decimal `json:"max_share"`
+}
+
+// PointValue is what one point pays, in minor units of a currency with exp
+// minor digits, exactly; false when points cannot pay.
+func (pp PointsPayment) PointValue(exp int32) (decimal.Decimal, bool) {
+	if !pp.Enabled || !pp.PointsPerUnit.IsPositive() {
+		return decimal.Zero, false
+	}
+	return decimal.New(1, exp).Div(pp.PointsPerUnit), true
+}
+
 // Program is the program's settings (§4).
 type Program struct {
 	Name           string          `json:"name"`
@@ -54,8 +73,13 @@ type Program struct {
 	BirthdayGift   BirthdayGift    `json:"birthday_gift"`
 	Segments       SegmentSettings `json:"segments"`
 	Churn          ChurnSettings   `json:"churn"`
-	Version        int64           `json:"version"`
-	UpdatedAt      time.Time       `json:"updated_at"`
+	// PointsPayment is §16's setting; FeedbackBonusPoints and
+	// ClvHorizonWeeks are §17's.
+	PointsPayment       PointsPayment `json:"points_payment"`
+	FeedbackBonusPoints int64         `json:"feedback_bonus_points"`
+	ClvHorizonWeeks     int           `json:"clv_horizon_weeks"`
+	Version             int64         `json:"version"`
+	UpdatedAt           time.Time     `json:"updated_at"`
 
 	loc      *time.Location
 	exponent int32
@@ -86,13 +110,22 @@ type ProgramPatch struct {
 	BirthdayGift   *BirthdayGift    `json:"birthday_gift"`
 	Segments       *SegmentSettings `json:"segments"`
 	Churn          *ChurnSettings   `json:"churn"`
+	// PointsPayment replaces the whole §16 block when given.
+	PointsPayment       *PointsPayment `json:"points_payment"`
+	FeedbackBonusPoints *int64         `json:"feedback_bonus_points"`
+	ClvHorizonWeeks     *int           `json:"clv_horizon_weeks"`
 }
 
 func programFromRow(r programRow) (*Program, error) {
 	p := &Program{Name: r.Name, Currency: r.Currency, PendingDays: r.PendingDays, ExpiryPolicy: r.ExpiryPolicy,
 		ExpiryDays: r.ExpiryDays, TierPeriod: r.TierPeriod, TierWindowDays: r.TierWindowDays, Timezone: r.Timezone,
-		Version: r.Version, UpdatedAt: r.UpdatedAt.UTC()}
+		Version: r.Version, UpdatedAt: r.UpdatedAt.UTC(), FeedbackBonusPoints: r.FeedbackBonusPoints, ClvHorizonWeeks: r.ClvHorizonWeeks}
 	var err error
+	if r.PointsPayment != "" {
+		if err := json.Unmarshal([]byte(r.PointsPayment), &p.PointsPayment); err != nil {
+			return nil, fmt.Errorf("program points_payment: %w", err)
+		}
+	}
 	if p.PointsPerUnit, err = decimal.NewFromString(r.PointsPerUnit); err != nil {
 		return nil, fmt.Errorf("program points_per_unit: %w", err)
 	}
@@ -160,7 +193,9 @@ func (s *Service) UpdateProgram(ctx context.Context, patch ProgramPatch) (*Progr
 			gift, _ := json.Marshal(p.BirthdayGift)
 			seg, _ := json.Marshal(p.Segments)
 			churn, _ := json.Marshal(p.Churn)
-			*row = programRow{ID: 1, Name: p.Name, Currency: p.Currency, PointsPerUnit: p.PointsPerUnit.String(),
+			pay, _ := json.Marshal(p.PointsPayment)
+			*row = programRow{FeedbackBonusPoints: p.FeedbackBonusPoints, ClvHorizonWeeks: p.ClvHorizonWeeks, PointsPayment: string(pay),
+				ID: 1, Name: p.Name, Currency: p.Currency, PointsPerUnit: p.PointsPerUnit.String(),
 				PendingDays: p.PendingDays, ExpiryPolicy: p.ExpiryPolicy, ExpiryDays: p.ExpiryDays, TierPeriod: p.TierPeriod,
 				TierWindowDays: p.TierWindowDays, Timezone: p.Timezone, BirthdayGift: string(gift), Segments: string(seg),
 				Churn: string(churn), Version: row.Version + 1, UpdatedAt: ts(s.now())}
@@ -219,6 +254,15 @@ func applyProgramPatch(p *Program, q ProgramPatch) {
 	}
 	if q.Churn != nil {
 		p.Churn = *q.Churn
+	}
+	if q.PointsPayment != nil {
+		p.PointsPayment = *q.PointsPayment
+	}
+	if q.FeedbackBonusPoints != nil {
+		p.FeedbackBonusPoints = *q.FeedbackBonusPoints
+	}
+	if q.ClvHorizonWeeks != nil {
+		p.ClvHorizonWeeks = *q.ClvHorizonWeeks
 	}
 }
 
@@ -283,6 +327,25 @@ func validateProgram(tx *gorm.DB, p *Program) error {
 	}
 	if p.Churn.RiskThreshold.IsNegative() || p.Churn.RiskThreshold.GreaterThan(decimal.NewFromInt(1)) {
 		v.Add("churn.risk_threshold", "must be a decimal from 0 to 1")
+	}
+	pp := p.PointsPayment
+	if !pp.PointsPerUnit.IsPositive() || pp.PointsPerUnit.GreaterThan(decimal.NewFromInt(1_000_000_000)) || pp.PointsPerUnit.Exponent() < -6 {
+		v.Add("points_payment.points_per_unit", "must be a decimal above 0 and at most 1000000000 with at most 6 decimals")
+	}
+	if pp.StepPoints < 1 || pp.StepPoints > tiers.MaxPoints {
+		v.Add("points_payment.step_points", "must be at least 1")
+	}
+	if pp.MinPoints < 0 || pp.MinPoints > tiers.MaxPoints {
+		v.Add("points_payment.min_points", "must not be negative")
+	}
+	if !pp.MaxShare.IsPositive() || pp.MaxShare.GreaterThan(decimal.NewFromInt(1)) {
+		v.Add("points_payment.max_share", "must be a decimal above 0 and at most 1")
+	}
+	if p.FeedbackBonusPoints < 0 || p.FeedbackBonusPoints > tiers.MaxPoints {
+		v.Add("feedback_bonus_points", "must not be negative")
+	}
+	if p.ClvHorizonWeeks < 1 || p.ClvHorizonWeeks > 520 {
+		v.Add("clv_horizon_weeks", "must be from 1 to 520")
 	}
 	p.exponent, _ = CurrencyExponent(p.Currency)
 	return v.Err()

@@ -95,6 +95,8 @@ func Mount(app *fiber.App, d Deps) {
 	g.Get("/members/:id", auth, h.memberPage)
 	g.Post("/members/:id/adjust", auth, csrf, h.adjust)
 	g.Get("/jobs", auth, h.jobsPage)
+	g.Get("/cx", auth, h.cxPage)
+	g.Get("/clv", auth, h.clvPage)
 	g.Post("/jobs/:name/run", auth, csrf, h.runJob)
 	g.All("/*", auth, h.notFound)
 }
@@ -170,7 +172,7 @@ type problem struct {
 	Fields []loyalty.FieldError
 }
 
-var pageNames = []string{"login", "error", "dashboard", "tiers", "rewards", "reward", "offers", "birthday", "members", "member", "jobs"}
+var pageNames = []string{"login", "error", "dashboard", "tiers", "rewards", "reward", "offers", "birthday", "members", "member", "jobs", "cx", "clv"}
 
 func (h *handler) parsePages() map[string]*template.Template {
 	base := template.Must(template.New("layout.html").Funcs(h.funcs()).ParseFS(templateFS, "templates/layout.html", "templates/partials.html"))

@@ -50,8 +50,8 @@ func readDashboard(t *testing.T, cl *client, query string) dashboard {
 	for _, m := range kpiRE.FindAllStringSubmatch(r.Body, -1) {
 		d.kpis[html.UnescapeString(m[1])] = [2]string{html.UnescapeString(m[2]), html.UnescapeString(m[3])}
 	}
-	if len(d.kpis) != 7 {
-		t.Fatalf("%d key figures on the dashboard, want 7: %v", len(d.kpis), d.kpis)
+	if len(d.kpis) != 9 {
+		t.Fatalf("%d key figures on the dashboard, want 9: %v", len(d.kpis), d.kpis)
 	}
 	data := chartDataRE.FindStringSubmatch(r.Body)
 	if data == nil {
@@ -84,8 +84,10 @@ type apiFigures struct {
 			Churn      *json.Number `json:"churn_rate"`
 			Retention  *json.Number `json:"retention_rate"`
 		} `json:"rates"`
-		Tiers    map[string]int64 `json:"members_per_tier"`
-		Segments map[string]int64 `json:"members_per_segment"`
+		Tiers           map[string]int64 `json:"members_per_tier"`
+		Segments        map[string]int64 `json:"members_per_segment"`
+		Liability       *json.Number     `json:"liability"`
+		BreakagePercent *json.Number     `json:"breakage_percent"`
 	}
 	months []struct {
 		From           string       `json:"from"`
@@ -167,6 +169,12 @@ func checkDashboardMatchesAPI(t *testing.T, d dashboard, f apiFigures) {
 		if got := d.kpis[label]; got != w {
 			t.Errorf("dashboard %q shows %q / %q; the API answers %q / %q", label, got[0], got[1], w[0], w[1])
 		}
+	}
+	if got := d.kpis["Breakage"][0]; got != pctText(s.BreakagePercent) {
+		t.Errorf("dashboard shows breakage %s; the API answers %s", got, pctText(s.BreakagePercent))
+	}
+	if got := d.kpis["Liability"][0]; (s.Liability == nil) != (got == "—") {
+		t.Errorf("dashboard shows liability %s; the API answers %v", got, s.Liability)
 	}
 	if got := d.kpis["Outstanding"][0]; got != groupDigits(s.Points.Outstanding) {
 		t.Errorf("dashboard shows %s points outstanding; the API answers %d", got, s.Points.Outstanding)

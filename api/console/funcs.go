@@ -40,18 +40,20 @@ func (h *handler) funcs() template.FuncMap {
 			}
 			return m
 		},
-		"money":   money,
-		"amount":  amount,
-		"pts":     groupDigits,
-		"sum":     groupSum,
-		"signed":  signed,
-		"when":    when,
-		"dtlocal": dtlocal,
-		"deref":   deref,
-		"label":   label,
-		"pct":     pct,
-		"risk":    risk,
-		"join":    func(l []string) string { return strings.Join(l, ", ") },
+		"money":    money,
+		"amount":   amount,
+		"pts":      groupDigits,
+		"sum":      groupSum,
+		"signed":   signed,
+		"when":     when,
+		"dtlocal":  dtlocal,
+		"deref":    deref,
+		"label":    label,
+		"pct":      pct,
+		"num":      num,
+		"moneynum": moneyNumber,
+		"risk":     risk,
+		"join":     func(l []string) string { return strings.Join(l, ", ") },
 		"summary": func(raw json.RawMessage) string {
 			s := string(raw)
 			if s == "{}" || s == "null" {
@@ -77,6 +79,27 @@ func exponent(p *loyalty.Program) int32 {
 func amount(minor int64, p *loyalty.Program) string {
 	exp := exponent(p)
 	return decimal.New(minor, -exp).StringFixed(exp)
+}
+
+// moneyNumber is money of an exact integer of minor units, however large.
+func moneyNumber(n *json.Number, p *loyalty.Program) string {
+	d, err := decimal.NewFromString(n.String())
+	if err != nil {
+		return n.String()
+	}
+	exp := exponent(p)
+	whole, frac, _ := strings.Cut(d.Shift(-exp).StringFixed(exp), ".")
+	out := groupString(strings.TrimPrefix(whole, "-"))
+	if strings.HasPrefix(whole, "-") {
+		out = "-" + out
+	}
+	if frac != "" {
+		out += "." + frac
+	}
+	if p != nil {
+		out += " " + p.Currency
+	}
+	return out
 }
 
 // money shows minor units as a grouped amount with the currency.
@@ -202,6 +225,14 @@ func label(field string) string {
 		r[0] = unicode.ToUpper(r[0])
 	}
 	return string(r)
+}
+
+// num shows a decimal figure, or a dash for null.
+func num(n *json.Number) string {
+	if n == nil {
+		return "—"
+	}
+	return n.String()
 }
 
 func pct(n *json.Number) string {

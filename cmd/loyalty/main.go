@@ -21,6 +21,7 @@ import (
 	_ "time/tzdata"
 
 	"github.com/loyalty-engine/loyalty/api"
+	demoprog "github.com/loyalty-engine/loyalty/demo"
 	"github.com/loyalty-engine/loyalty/jobs"
 	"github.com/loyalty-engine/loyalty/loyalty"
 	"github.com/loyalty-engine/loyalty/rewards"
@@ -121,14 +122,15 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer, 
 	}
 	defer store.Close()
 	if demo {
-		sum, err := loyalty.SeedDemo(ctx, store, loyalty.DemoOptions{Members: 300, Seed: 1, Now: time.Now()})
+		sum, err := demoprog.Load(ctx, store, loyalty.DemoOptions{Members: 300, Seed: 1, Now: time.Now()})
 		switch {
 		case errors.Is(err, loyalty.ErrNotEmpty):
 			log.Info("demo skipped: the database already has members")
 		case err != nil:
 			return err
 		default:
-			log.Info("demo program loaded", "members", sum.Members, "purchases", sum.Purchases)
+			log.Info("demo program loaded", "members", sum.Members, "purchases", sum.Purchases, "redemptions", sum.Redemptions,
+				"feedback", sum.Feedback)
 		}
 	}
 	metrics := api.NewMetrics()
@@ -352,11 +354,11 @@ func seed(ctx context.Context, cfg config, args []string, stdout io.Writer) erro
 		return err
 	}
 	defer store.Close()
-	sum, err := loyalty.SeedDemo(ctx, store, loyalty.DemoOptions{Members: *members, Seed: *rnd, Now: time.Now()})
+	sum, err := demoprog.Load(ctx, store, loyalty.DemoOptions{Members: *members, Seed: *rnd, Now: time.Now()})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "demo program loaded: %d members, %d purchases, %d returns, %d points issued\n",
-		sum.Members, sum.Purchases, sum.Returns, sum.PointsIssued)
+	fmt.Fprintf(stdout, "demo program loaded: %d members, %d purchases, %d returns, %d points issued, %d redemptions, %d feedback answers\n",
+		sum.Members, sum.Purchases, sum.Returns, sum.PointsIssued, sum.Redemptions, sum.Feedback)
 	return nil
 }

@@ -14,14 +14,18 @@
     new Chart(canvas, config);
   }
 
-  function drawCharts() {
-    var el = document.getElementById('chart-data');
-    if (!el || typeof Chart === 'undefined') return;
-    var d = JSON.parse(el.textContent);
+  function chartDefaults() {
     Chart.defaults.animation = false;
     Chart.defaults.maintainAspectRatio = false;
     Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
     Chart.defaults.color = '#5b6475';
+  }
+
+  function drawCharts() {
+    var el = document.getElementById('chart-data');
+    if (!el || typeof Chart === 'undefined') return;
+    var d = JSON.parse(el.textContent);
+    chartDefaults();
 
     chart('chart-points', {
       type: 'bar',
@@ -71,6 +75,50 @@
     });
   }
 
+  function drawExperience() {
+    if (typeof Chart !== 'undefined') chartDefaults();
+    var el = document.getElementById('cx-data');
+    if (el && typeof Chart !== 'undefined') {
+      var d = JSON.parse(el.textContent);
+      var n = function (l) { return l.map(function (v) { return v === null ? null : Number(v); }); };
+      chart('chart-cx', {
+        type: 'line',
+        data: {
+          labels: d.months,
+          datasets: [
+            { label: 'NPS', data: n(d.nps), yAxisID: 'nps', borderColor: palette[0], backgroundColor: palette[0], spanGaps: true },
+            { label: 'CSAT (1–5)', data: n(d.csat), yAxisID: 'score', borderColor: palette[2], backgroundColor: palette[2], spanGaps: true },
+            { label: 'CES (1–7)', data: n(d.ces), yAxisID: 'score', borderColor: palette[1], backgroundColor: palette[1], spanGaps: true }
+          ]
+        },
+        options: {
+          interaction: { mode: 'index', intersect: false },
+          scales: {
+            nps: { axis: 'y', position: 'left', min: -100, max: 100, title: { display: true, text: 'NPS' } },
+            score: { axis: 'y', position: 'right', min: 1, max: 7, grid: { drawOnChartArea: false }, title: { display: true, text: 'score' } }
+          }
+        }
+      });
+      chart('chart-cx-stores', {
+        type: 'bar',
+        data: { labels: d.stores, datasets: [{ label: 'NPS', data: n(d.store_nps), backgroundColor: palette[4] }] },
+        options: { plugins: { legend: { display: false } }, scales: { y: { min: -100, max: 100 } } }
+      });
+    }
+    var cl = document.getElementById('clv-data');
+    if (cl && typeof Chart !== 'undefined') {
+      var c = JSON.parse(cl.textContent);
+      chart('chart-clv', {
+        type: 'bar',
+        data: { labels: c.labels, datasets: [{ label: 'Members', data: c.values, backgroundColor: palette[5], barPercentage: 1, categoryPercentage: 0.95 }] },
+        options: {
+          plugins: { legend: { display: false } },
+          scales: { x: { title: { display: true, text: 'CLV' } }, y: { beginAtZero: true, title: { display: true, text: 'members' } } }
+        }
+      });
+    }
+  }
+
   function signInFromLink() {
     var form = document.getElementById('login-form');
     var m = /^#token=(.+)$/.exec(window.location.hash);
@@ -84,6 +132,7 @@
   function onLoad() {
     signInFromLink();
     drawCharts();
+    drawExperience();
   }
 
   window.addEventListener('hashchange', signInFromLink);

@@ -1,0 +1,107 @@
+// Package gammagamma is the Gamma-Gamma model of monetary value of Fader
+// and Hardie (2013), "The Gamma-Gamma Model of Monetary Value": a customer's
+// transaction values are Gamma(p, ν) around its own mean, and ν is
+// Gamma(q, γ) across customers. Fit estimates (p, q, γ) by maximum
+// likelihood from each repeat customer's number of transactions x and mean
+// transaction value m_x.
+package gammagamma
+
+import (
+	"errors"
+	"math"
+
+	"gonum.org/v1/gonum/optimize"
+)
+
+// Customer is one customer's summary: X repeat transactions of mean value
+// MX. Weight is how many customers share the summary.
+type Customer struct {
+	X      float64
+	MX     float64
+	Weight float64
+}
+
+// Params are the model's parameters.
+type Params struct {
+	P, Q, Gamma float64
+}
+
+// LogLikelihood is one customer's log-likelihood under the parameters:
+// ln Γ(px+q) − ln Γ(px) − ln Γ(q) + q ln γ + (px−1) ln m_x + px ln x − (px+q) ln(γ + x m_x).
+func (m Params) LogLikelihood(c Customer) float64 {
+	p, q, g, x, mx := m.P, m.Q, m.Gamma, c.X, c.MX
+	lg := func(v float64) float64 { l, _ := math.Lgamma(v); return l }
+	return lg(p*x+q) - lg(p*x) - lg(q) + q*math.Log(g) + (p*x-1)*math.Log(mx) + p*x*math.Log(x) - (p*x+q)*math.Log(g+x*mx)
+}
+
+// TotalLogLikelihood sums the weighted log-likelihood of customers.
+func (m Params) TotalLogLikelihood(cs []Customer) float64 {
+	var ll float64
+	for _, c := range cs {
+		ll += c.Weight * m.LogLikelihood(c)
+	}
+	return ll
+}
+
+// ExpectedSpend is the expected value of a transaction of a customer with
+// x transactions of mean value mx (x = 0: a customer seen only once, whose
+// expectation is the population mean pγ/(q−1)):
+// E[M | x, m_x] = (γ + x m_x) p / (px + q − 1).
+func (m Params) ExpectedSpend(x, mx float64) float64 {
+	return (m.Gamma + x*mx) * m.P / (m.P*x + m.Q - 1)
+}
+
+// ErrNoData reports a fit without customers.
+var ErrNoData = errors.New("gammagamma: no repeat customers to fit")
+
+// Fit estimates the parameters by maximum likelihood over customers with
+// X > 0 and MX > 0 (others carry no information on spend and are left
+// out). It optimises the log of each parameter (so all stay positive) with
+// Nelder–Mead, then polishes with BFGS on numerical gradients. The result
+// counts the customers fitted.
+func Fit(cs []Customer) (Params, float64, float64, error) {
+	var use []Customer
+	var n float64
+	for _, c := range cs {
+		if c.X > 0 && c.MX > 0 && c.Weight > 0 {
+			use = append(use, c)
+			n += c.Weight
+		}
+	}
+	if n == 0 {
+		return Params{}, 0, 0, ErrNoData
+	}
+	negLL := func(v []float64) float64 {
+		m := Params{P: math.Exp(v[0]), Q: math.Exp(v[1]), Gamma: math.Exp(v[2])}
+		ll := m.TotalLogLikelihood(use)
+		if math.IsNaN(ll) || math.IsInf(ll, 0) {
+			return math.Inf(1)
+		}
+		return -ll / n
+	}
+	grad := func(g, v []float64) {
+		const h = 1e-6
+		w := append([]float64(nil), v...)
+		for i := range v {
+			w[i] = v[i] + h
+			f1 := negLL(w)
+			w[i] = v[i] - h
+			f2 := negLL(w)
+			w[i] = v[i]
+			g[i] = (f1 - f2) / (2 * h)
+		}
+	}
+	start := []float64{0, 0, 0}
+	res, err := optimize.Minimize(optimize.Problem{Func: negLL}, start,
+		&optimize.Settings{MajorIterations: 5000, Converger: &optimize.FunctionConverge{Absolute: 1e-12, Iterations: 200}},
+		&optimize.NelderMead{})
+	if err != nil && res == nil {
+		return Params{}, 0, 0, err
+	}
+	x := res.X
+	if res2, _ := optimize.Minimize(optimize.Problem{Func: negLL, Grad: grad}, x, nil, &optimize.BFGS{}); res2 != nil && res2.F <= res.F {
+		x = res2.X
+	}
+	m := Params{P: math.Exp(x[0]), Q: math.Exp(x[1]), Gamma: math.Exp(x[2])}
+	return m, m.TotalLogLikelihood(use), n, nil
+}
