@@ -6,9 +6,9 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
-	"github.com/loyalty-engine/loyalty/feedback"
 	"github.com/loyalty-engine/loyalty/jobs"
 	"github.com/loyalty-engine/loyalty/loyalty"
+	"github.com/loyalty-engine/loyalty/loyalty/feedback"
 )
 
 func (s *server) postFeedback(c *fiber.Ctx) error {
@@ -16,7 +16,7 @@ func (s *server) postFeedback(c *fiber.Ctx) error {
 	if err := decode(c, &in); err != nil {
 		return err
 	}
-	key, err := idempotencyKey(c)
+	key, err := idempotencyKey(c, in)
 	if err != nil {
 		return err
 	}

@@ -105,6 +105,16 @@ func listRoutes(e *env, m string) []listRoute {
 				}
 			}
 		}},
+		{"CLV", "/v1/analytics/clv", "member_id", func() {
+			for i := range n {
+				id := e.enrol()
+				if err := e.store.DB().Exec(`INSERT INTO member_churn (member_id, churn_risk, p_alive, expected_purchases_90d,
+					purchase_days, purchases, days_since_last_purchase, computed_at, clv) VALUES (?, '0.5000', '0.5000', '1.0000', 2, 2, 10, ?, ?)`,
+					id, now, 5000+1000*(i%3)).Error; err != nil {
+					e.t.Fatal(err)
+				}
+			}
+		}},
 		{"Segments", "/v1/segments", "code", nil},
 		{"SegmentMembers", "/v1/segments/loyal/members", "", func() {
 			for range n {
@@ -264,7 +274,10 @@ func TestListRoutesCovered(t *testing.T) {
 	// GETs that answer one resource, not a list.
 	single := map[string]bool{"/v1/program": true, "/v1/members/:id": true, "/v1/members/:id/balance": true,
 		"/v1/purchases/:id": true, "/v1/rewards/:id": true, "/v1/redemptions/:id": true, "/v1/coupons/:code": true,
-		"/v1/offers/:id": true, "/v1/offers/:id/reach": true, "/v1/analytics/summary": true, "/v1/analytics/churn-model": true}
+		"/v1/offers/:id": true, "/v1/offers/:id/reach": true, "/v1/analytics/summary": true, "/v1/analytics/churn-model": true,
+		// Reports: one answer of fixed groups, not a list of resources.
+		"/v1/analytics/cx": true, "/v1/analytics/clv-model": true, "/v1/analytics/store-categories": true,
+		"/v1/analytics/category-lapse": true}
 	for _, r := range e.app.GetRoutes(true) {
 		if r.Method != http.MethodGet || !strings.HasPrefix(r.Path, "/v1/") {
 			continue

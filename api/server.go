@@ -18,9 +18,9 @@ import (
 
 	"github.com/loyalty-engine/loyalty/api/console"
 	"github.com/loyalty-engine/loyalty/api/problem"
-	"github.com/loyalty-engine/loyalty/feedback"
 	"github.com/loyalty-engine/loyalty/jobs"
 	"github.com/loyalty-engine/loyalty/loyalty"
+	"github.com/loyalty-engine/loyalty/loyalty/feedback"
 	"github.com/loyalty-engine/loyalty/rewards"
 )
 

@@ -9,8 +9,8 @@ import (
 
 	"github.com/shopspring/decimal"
 
-	"github.com/loyalty-engine/loyalty/demo"
 	"github.com/loyalty-engine/loyalty/jobs"
+	"github.com/loyalty-engine/loyalty/jobs/demo"
 	"github.com/loyalty-engine/loyalty/loyalty"
 )
 

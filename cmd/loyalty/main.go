@@ -21,8 +21,8 @@ import (
 	_ "time/tzdata"
 
 	"github.com/loyalty-engine/loyalty/api"
-	demoprog "github.com/loyalty-engine/loyalty/demo"
 	"github.com/loyalty-engine/loyalty/jobs"
+	demoprog "github.com/loyalty-engine/loyalty/jobs/demo"
 	"github.com/loyalty-engine/loyalty/loyalty"
 	"github.com/loyalty-engine/loyalty/rewards"
 )

@@ -14,9 +14,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/loyalty-engine/loyalty/feedback"
 	"github.com/loyalty-engine/loyalty/jobs"
 	"github.com/loyalty-engine/loyalty/loyalty"
+	"github.com/loyalty-engine/loyalty/loyalty/feedback"
 	"github.com/loyalty-engine/loyalty/rewards"
 )
 
