@@ -100,7 +100,7 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 						NTILE(5) OVER (ORDER BY a.spend, a.member_id) AS m
 					FROM (
 						SELECT p.member_id, MAX(p.occurred_at) AS last_at, COUNT(*) AS n,
-							`+r.svc.Store().SumOrderSQL("p.total - p.returned_amount")+` AS spend
+							`+r.svc.Store().SumOrderSQL(loyalty.NetSpendSQL("p"))+` AS spend
 						FROM purchases p JOIN members mm ON mm.id = p.member_id AND mm.status = 'active'
 						WHERE p.occurred_at > ? AND p.occurred_at <= ? GROUP BY p.member_id
 					) a

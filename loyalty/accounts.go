@@ -2,7 +2,6 @@ package loyalty
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"gorm.io/gorm"
@@ -35,23 +34,33 @@ func Read(ctx context.Context, s *Service, fn func(db *gorm.DB) error) error {
 // NewID returns a new opaque, time-ordered id.
 func NewID() string { return newID() }
 
-// Account is a member's points, locked for the rest of a transaction.
+// Account is a member's points, locked for the rest of a transaction. It
+// exists only inside Tx.UpdateAccount, which saves it.
 type Account struct {
 	a  *account
 	tx *Tx
 }
 
-// LockAccount locks a member's balance for the rest of the transaction.
-func (t *Tx) LockAccount(memberID string) (*Account, error) {
+// UpdateAccount is the read-modify-write of a member's points: it locks
+// the member's account for the rest of the transaction, runs change on it,
+// saves it and returns its balance afterwards. When change fails nothing is
+// saved and the error is returned as it is.
+func (t *Tx) UpdateAccount(memberID string, change func(*Account) error) (Balance, error) {
 	prog, err := loadProgram(t.DB)
 	if err != nil {
-		return nil, err
+		return Balance{}, err
 	}
-	a, err := lockAccount(t.DB, memberID, prog, t.Now)
+	a, err := updateAccount(t.DB, memberID, prog, t.Now, func(a *account) error {
+		return change(&Account{a: a, tx: t})
+	})
 	if err != nil {
-		return nil, err
+		return Balance{}, err
 	}
-	return &Account{a: a, tx: t}, nil
+	_, l, err := loadTiers(t.DB)
+	if err != nil {
+		return Balance{}, err
+	}
+	return a.view(l), nil
 }
 
 // Program returns the settings as the transaction sees them.
@@ -95,41 +104,12 @@ func (a *Account) Spend(kind string, points int64, redemptionID, description str
 // new lots that keep the availability and expiry of the lots it drew from,
 // so a refund never extends a point's life. Any debt is paid first.
 func (a *Account) Refund(entryID, kind, redemptionID, description string) (Entry, error) {
-	var draws []drawRow
-	if err := a.tx.DB.Where("entry_id = ?", entryID).Order("lot_id").Find(&draws).Error; err != nil {
-		return Entry{}, err
-	}
-	var total int64
-	for _, d := range draws {
-		total += d.Points
-	}
-	if total == 0 {
-		return Entry{}, fmt.Errorf("refund of %s: it drew no points", entryID)
-	}
-	row, err := a.a.append(a.tx.DB, entrySpec{Kind: kind, Points: total, OccurredAt: a.tx.Now, RedemptionID: strp(redemptionID), Description: description})
+	row, err := a.a.refund(a.tx.DB, entryID, entrySpec{Kind: kind, OccurredAt: a.tx.Now, RedemptionID: strp(redemptionID), Description: description})
 	if err != nil {
 		return Entry{}, err
 	}
-	for _, d := range draws {
-		var src lotRow
-		if err := a.tx.DB.Where("id = ?", d.LotID).Take(&src).Error; err != nil {
-			return Entry{}, err
-		}
-		// Points whose lot has expired come back expired and pay no debt.
-		var pay int64
-		if src.ExpiresAt == nil || src.ExpiresAt.After(a.tx.Now) {
-			pay = min(a.a.balance.Debt, d.Points)
-		}
-		a.a.balance.Debt -= pay
-		lot := lotRow{ID: newID(), EntryID: row.ID, MemberID: a.a.member.ID, Points: d.Points, Remaining: d.Points - pay,
-			AvailableAt: src.AvailableAt, ExpiresAt: src.ExpiresAt, CreatedAt: a.tx.Now}
-		if err := a.tx.DB.Create(&lot).Error; err != nil {
-			return Entry{}, err
-		}
-		a.a.k.addLot(lot, a.tx.Now)
-	}
 	if kind == KindRedeemCancel {
-		a.a.balance.LifetimeRedeemed -= total
+		a.a.balance.LifetimeRedeemed -= row.Points
 	}
 	return entryFromRow(row), nil
 }
@@ -137,7 +117,7 @@ func (a *Account) Refund(entryID, kind, redemptionID, description string) (Entry
 // Credit adds points in a new lot, available now and expiring under the
 // program's policy.
 func (a *Account) Credit(kind string, points int64, ref CreditRef, description string) (Entry, error) {
-	e := entrySpec{Kind: kind, Points: points, OccurredAt: a.tx.Now, ExpiresAt: a.a.expiryFor(a.tx.Now),
+	e := entrySpec{Kind: kind, Points: points, OccurredAt: a.tx.Now, ExpiresAt: a.a.prog.ExpiryFor(a.tx.Now),
 		RedemptionID: strp(ref.RedemptionID), OfferID: strp(ref.OfferID), PurchaseID: strp(ref.PurchaseID), Description: description}
 	earned, ok := tiers.AddMinor(a.a.balance.LifetimeEarned, points)
 	if !ok {
@@ -155,18 +135,6 @@ func (a *Account) Credit(kind string, points int64, ref CreditRef, description s
 // CreditRef links a credit to what caused it.
 type CreditRef struct {
 	PurchaseID, RedemptionID, OfferID string
-}
-
-// Save writes the balance back; call it once after the account's changes.
-func (a *Account) Save() error { return a.a.save(a.tx.DB) }
-
-// Balance is the account's balance at the transaction's time.
-func (a *Account) Balance() (Balance, error) {
-	_, l, err := loadTiers(a.tx.DB)
-	if err != nil {
-		return Balance{}, err
-	}
-	return a.a.view(l), nil
 }
 
 // MemberTier returns a member's tier code and whether it is active, reading
@@ -215,22 +183,12 @@ func WriteSet(ctx context.Context, s *Service, fn func(*Tx) error) error {
 	})
 }
 
-// LockBalances locks, in one order, the balances of the members that
-// memberIDs (a SELECT of member ids) returns, before a set-based change to
-// their points. SQLite's write transaction already excludes other writers.
-func (t *Tx) LockBalances(memberIDs string, args ...any) error {
-	if t.svc.store.Dialect != Postgres {
-		return nil
+// BulkCredit credits the same points to many members at once (see
+// BulkCredit), set-based, under the transaction's time and settings.
+func (t *Tx) BulkCredit(c BulkCredit) error {
+	prog, err := loadProgram(t.DB)
+	if err != nil {
+		return err
 	}
-	return t.DB.Exec("SELECT 1 FROM member_balances WHERE member_id IN ("+memberIDs+") ORDER BY member_id FOR UPDATE", args...).Error
-}
-
-// ExpiryFor is when points credited at t expire under the program's lot
-// policy; nil when they never expire by lot.
-func (p *Program) ExpiryFor(t time.Time) *time.Time {
-	if p.ExpiryPolicy != ExpiryLot || p.ExpiryDays == 0 {
-		return nil
-	}
-	e := ts(t.AddDate(0, 0, p.ExpiryDays))
-	return &e
+	return bulkCredit(t.DB, prog, t.Now, c)
 }

@@ -103,9 +103,8 @@ func keptAt(r keptRules, lots []lotRow, purchases []windowPurchase, now time.Tim
 	for _, l := range lots {
 		k.addLot(l, now)
 	}
-	start := r.period.Start(now)
 	for _, p := range purchases {
-		if !p.OccurredAt.Before(start) && !p.OccurredAt.After(now) {
+		if inPeriod(r.period, p.OccurredAt, now) {
 			k.Spend = addSpend(k.Spend, p.Net)
 		}
 	}
@@ -159,7 +158,7 @@ func (k *kept) moveLot(l lotRow, n int64, now time.Time) {
 
 // addPurchase counts a purchase of total made at at into k at now.
 func (k *kept) addPurchase(p tiers.Period, at time.Time, total int64, now time.Time) {
-	if !at.Before(p.Start(now)) && !at.After(now) {
+	if inPeriod(p, at, now) {
 		k.Spend = addSpend(k.Spend, total)
 	}
 	k.noteInstant(at, now)
@@ -168,7 +167,7 @@ func (k *kept) addPurchase(p tiers.Period, at time.Time, total int64, now time.T
 
 // addReturn takes amount returned of a purchase made at at out of k.
 func (k *kept) addReturn(p tiers.Period, at time.Time, amount int64, now time.Time) {
-	if at.Before(p.Start(now)) || at.After(now) {
+	if !inPeriod(p, at, now) {
 		return
 	}
 	if k.Spend == math.MaxInt64 {
@@ -247,7 +246,7 @@ func (a *account) openState(tx *gorm.DB) ([]lotRow, []windowPurchase, error) {
 		from = a.now
 	}
 	var ps []windowPurchase
-	if err := tx.Raw(`SELECT occurred_at, total - returned_amount AS net FROM purchases WHERE member_id = ? AND occurred_at >= ?`,
+	if err := tx.Raw(`SELECT p.occurred_at, `+NetSpendSQL("p")+` AS net FROM purchases p WHERE p.member_id = ? AND p.occurred_at >= ?`,
 		a.member.ID, ts(a.prog.Period().Start(from))).Scan(&ps).Error; err != nil {
 		return nil, nil, err
 	}

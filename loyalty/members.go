@@ -207,7 +207,7 @@ func (s *Service) EnrolMember(ctx context.Context, in MemberInput, key Idempoten
 		if err := tx.Create(&row).Error; err != nil {
 			return Member{}, err
 		}
-		if err := tx.Create(&balanceRow{MemberID: row.ID, Version: 1, UpdatedAt: now, AsOf: now, ExpiringSoon: "[]"}).Error; err != nil {
+		if err := openBalance(tx, row.ID, now); err != nil {
 			return Member{}, err
 		}
 		return memberFromRow(row), nil

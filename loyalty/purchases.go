@@ -322,88 +322,94 @@ func (s *Service) PostPurchase(ctx context.Context, p Principal, in PurchaseInpu
 }
 
 func (s *Service) postPurchase(tx *gorm.DB, p Principal, in PurchaseInput, pur purchase, validated *Program) (PurchaseResult, error) {
-	var res PurchaseResult
-	a, err := lockAccount(tx, pur.MemberID, nil, ts(s.now()))
-	if err != nil {
-		return res, memberRef(err)
-	}
-	prog, ladder := a.set.prog, a.set.ladder
-	if prog != validated {
-		if pur, err = s.validatePurchase(p, prog, in); err != nil {
-			return res, err
-		}
-	}
-	if pur.Currency != prog.Currency {
-		return res, Invalidf("currency", "must be the program currency %s", prog.Currency)
-	}
-	if a.member.Status != StatusActive {
-		return res, Errorf(Conflict, "member_erased", "the member was erased")
-	}
-	// The kept state before the purchase (lockAccount brought it to now)
-	// has its qualifying spend; with what this transaction adds, it is the
-	// balance the purchase answers.
-	mo, err := loadMemberOffers(tx, a.member.ID, pur.at)
-	if err != nil {
-		return res, err
-	}
-	q, err := earning(prog, ladder, a.member, pur, a.k.Spend, a.now, mo)
-	if err != nil {
-		return res, err
-	}
-	row := purchaseRow{ID: newID(), MemberID: a.member.ID, StoreID: pur.StoreID, ExternalID: strp(pur.ExternalID),
-		Channel: pur.Channel, OccurredAt: pur.at, LocalDate: pur.at.In(prog.Location()).Format(time.DateOnly),
-		LocalDay: LocalDay(pur.at, prog.Location()),
-		Currency: pur.Currency, Total: pur.total, PointsEarned: q.PointsEarned, TierCode: q.TierBefore, CreatedAt: a.now}
-	if tx.Dialector.Name() == Postgres {
-		a.queue = &insertQueue{}
-	}
-	if err := a.insert(tx, &row); err != nil {
-		if errors.Is(err, gorm.ErrDuplicatedKey) {
-			return res, Errorf(Conflict, "duplicate", "receipt %q of store %q was already posted", pur.ExternalID, pur.StoreID)
-		}
-		return res, err
-	}
-	if len(pur.items) > 0 {
-		items := make([]itemRow, len(pur.items))
-		for i, it := range pur.items {
-			items[i] = itemRow{PurchaseID: row.ID, Line: i + 1, SKU: it.SKU, Category: it.Category, Quantity: it.Quantity, UnitPrice: it.UnitPrice, Amount: it.Amount}
-		}
-		if err := a.insert(tx, &items); err != nil {
-			return res, err
-		}
-	}
-	pid := row.ID
-	for _, line := range q.Breakdown {
-		if line.Points == 0 {
-			continue
-		}
-		spec := entrySpec{Kind: KindEarn, Points: line.Points, OccurredAt: pur.at,
-			AvailableAt: pur.at.AddDate(0, 0, prog.PendingDays), ExpiresAt: a.expiryFor(pur.at), PurchaseID: &pid,
-			Description: "purchase " + pur.ExternalID}
-		if line.Source == "offer" {
-			spec.Kind, spec.OfferID = KindOffer, strp(line.OfferID)
-			if err := a.insert(tx, &offerUseRow{OfferID: line.OfferID, PurchaseID: pid, MemberID: a.member.ID, Points: line.Points, CreatedAt: a.now}); err != nil {
-				return res, err
+	var (
+		res    PurchaseResult
+		row    purchaseRow
+		q      Quote
+		ladder tiers.Ladder
+		locked bool
+	)
+	a, err := updateAccount(tx, pur.MemberID, nil, ts(s.now()), func(a *account) error {
+		locked = true
+		var err error
+		prog := a.set.prog
+		ladder = a.set.ladder
+		if prog != validated {
+			if pur, err = s.validatePurchase(p, prog, in); err != nil {
+				return err
 			}
 		}
-		if _, err := a.credit(tx, spec); err != nil {
-			return res, err
+		if pur.Currency != prog.Currency {
+			return Invalidf("currency", "must be the program currency %s", prog.Currency)
 		}
-	}
-	earned, ok := tiers.AddMinor(a.balance.LifetimeEarned, q.PointsEarned)
-	if !ok {
-		return res, errLifetimeOverflow
-	}
-	a.balance.LifetimeEarned = earned
-	if a.balance.LastActivityAt == nil || pur.at.After(*a.balance.LastActivityAt) {
-		at := pur.at
-		a.balance.LastActivityAt = &at
-	}
-	a.k.addPurchase(prog.Period(), pur.at, pur.total, a.now)
-	if err := a.save(tx); err != nil {
-		if errors.Is(err, gorm.ErrDuplicatedKey) {
-			return res, Errorf(Conflict, "duplicate", "receipt %q of store %q was already posted", pur.ExternalID, pur.StoreID)
+		if a.member.Status != StatusActive {
+			return Errorf(Conflict, "member_erased", "the member was erased")
 		}
+		// The kept state before the purchase (lockAccount brought it to now)
+		// has its qualifying spend; with what this transaction adds, it is the
+		// balance the purchase answers.
+		mo, err := loadMemberOffers(tx, a.member.ID, pur.at)
+		if err != nil {
+			return err
+		}
+		if q, err = earning(prog, ladder, a.member, pur, a.k.Spend, a.now, mo); err != nil {
+			return err
+		}
+		row = purchaseRow{ID: newID(), MemberID: a.member.ID, StoreID: pur.StoreID, ExternalID: strp(pur.ExternalID),
+			Channel: pur.Channel, OccurredAt: pur.at, LocalDate: pur.at.In(prog.Location()).Format(time.DateOnly),
+			LocalDay: LocalDay(pur.at, prog.Location()),
+			Currency: pur.Currency, Total: pur.total, PointsEarned: q.PointsEarned, TierCode: q.TierBefore, CreatedAt: a.now}
+		if tx.Dialector.Name() == Postgres {
+			a.queue = &insertQueue{}
+		}
+		if err := a.insert(tx, &row); err != nil {
+			return err
+		}
+		if len(pur.items) > 0 {
+			items := make([]itemRow, len(pur.items))
+			for i, it := range pur.items {
+				items[i] = itemRow{PurchaseID: row.ID, Line: i + 1, SKU: it.SKU, Category: it.Category, Quantity: it.Quantity, UnitPrice: it.UnitPrice, Amount: it.Amount}
+			}
+			if err := a.insert(tx, &items); err != nil {
+				return err
+			}
+		}
+		pid := row.ID
+		for _, line := range q.Breakdown {
+			if line.Points == 0 {
+				continue
+			}
+			spec := entrySpec{Kind: KindEarn, Points: line.Points, OccurredAt: pur.at,
+				AvailableAt: pur.at.AddDate(0, 0, prog.PendingDays), ExpiresAt: prog.ExpiryFor(pur.at), PurchaseID: &pid,
+				Description: "purchase " + pur.ExternalID}
+			if line.Source == "offer" {
+				spec.Kind, spec.OfferID = KindOffer, strp(line.OfferID)
+				if err := a.insert(tx, &offerUseRow{OfferID: line.OfferID, PurchaseID: pid, MemberID: a.member.ID, Points: line.Points, CreatedAt: a.now}); err != nil {
+					return err
+				}
+			}
+			if _, err := a.credit(tx, spec); err != nil {
+				return err
+			}
+		}
+		earned, ok := tiers.AddMinor(a.balance.LifetimeEarned, q.PointsEarned)
+		if !ok {
+			return errLifetimeOverflow
+		}
+		a.balance.LifetimeEarned = earned
+		if a.balance.LastActivityAt == nil || pur.at.After(*a.balance.LastActivityAt) {
+			at := pur.at
+			a.balance.LastActivityAt = &at
+		}
+		a.k.addPurchase(prog.Period(), pur.at, pur.total, a.now)
+		return nil
+	})
+	switch {
+	case err != nil && !locked:
+		return res, memberRef(err)
+	case errors.Is(err, gorm.ErrDuplicatedKey):
+		return res, Errorf(Conflict, "duplicate", "receipt %q of store %q was already posted", pur.ExternalID, pur.StoreID)
+	case err != nil:
 		return res, err
 	}
 	if q.TierAfter != nil && (q.TierBefore == nil || *q.TierAfter != *q.TierBefore) {
@@ -575,52 +581,48 @@ func (s *Service) PostReturn(ctx context.Context, p Principal, purchaseID string
 		if err != nil {
 			return res, err
 		}
-		a, err := lockAccount(tx, pr.MemberID, prog, now)
-		if err != nil {
-			return res, err
-		}
-		if err := forUpdate(tx).Where("id = ?", purchaseID).Take(&pr).Error; err != nil {
-			return res, err
-		}
-		if at.Before(pr.OccurredAt) {
-			return res, Invalidf("occurred_at", "must not be before the purchase")
-		}
-		amount := *in.Amount
-		if pr.ReturnedAmount+amount > pr.Total {
-			return res, Invalidf("amount", "returns of this purchase would exceed its total: %d of %d are left", pr.Total-pr.ReturnedAmount, pr.Total)
-		}
-		var own []string
-		if err := tx.Model(&entryRow{}).Where("purchase_id = ? AND points > 0", pr.ID).Pluck("id", &own).Error; err != nil {
-			return res, err
-		}
-		expired, err := a.ownExpired(tx, own)
-		if err != nil {
-			return res, err
-		}
-		rev := tiers.Reversal(pr.PointsEarned, pr.Total, amount, pr.ReturnedAmount, pr.PointsReversed, expired)
-		ret := returnRow{ID: newID(), PurchaseID: pr.ID, MemberID: pr.MemberID, ExternalID: strp(in.ExternalID), Amount: amount,
-			PointsReversed: rev, OccurredAt: at, CreatedAt: now}
-		if err := tx.Create(&ret).Error; err != nil {
-			return res, err
-		}
-		if rev > 0 {
-			ownSet := make(map[string]bool, len(own))
-			for _, id := range own {
-				ownSet[id] = true
+		var ret returnRow
+		a, err := updateAccount(tx, pr.MemberID, prog, now, func(a *account) error {
+			if err := forUpdate(tx).Where("id = ?", purchaseID).Take(&pr).Error; err != nil {
+				return err
 			}
-			pid, rid := pr.ID, ret.ID
-			if _, err := a.reverse(tx, entrySpec{Kind: KindReturn, Points: -rev, OccurredAt: at, PurchaseID: &pid, ReturnID: &rid,
-				Description: "return " + in.ExternalID}, ownSet); err != nil {
-				return res, err
+			if at.Before(pr.OccurredAt) {
+				return Invalidf("occurred_at", "must not be before the purchase")
 			}
-			a.balance.LifetimeEarned -= rev
-		}
-		if err := tx.Model(&purchaseRow{}).Where("id = ?", pr.ID).Updates(map[string]any{
-			"returned_amount": pr.ReturnedAmount + amount, "points_reversed": pr.PointsReversed + rev}).Error; err != nil {
-			return res, err
-		}
-		a.k.addReturn(prog.Period(), pr.OccurredAt, amount, now)
-		if err := a.save(tx); err != nil {
+			amount := *in.Amount
+			if pr.ReturnedAmount+amount > pr.Total {
+				return Invalidf("amount", "returns of this purchase would exceed its total: %d of %d are left", pr.Total-pr.ReturnedAmount, pr.Total)
+			}
+			var own []string
+			if err := tx.Model(&entryRow{}).Where("purchase_id = ? AND points > 0", pr.ID).Pluck("id", &own).Error; err != nil {
+				return err
+			}
+			expired, err := a.ownExpired(tx, own)
+			if err != nil {
+				return err
+			}
+			rev := tiers.Reversal(pr.PointsEarned, pr.Total, amount, pr.ReturnedAmount, pr.PointsReversed, expired)
+			ret = returnRow{ID: newID(), PurchaseID: pr.ID, MemberID: pr.MemberID, ExternalID: strp(in.ExternalID), Amount: amount,
+				PointsReversed: rev, OccurredAt: at, CreatedAt: now}
+			if err := tx.Create(&ret).Error; err != nil {
+				return err
+			}
+			if rev > 0 {
+				pid, rid := pr.ID, ret.ID
+				if _, err := a.reverse(tx, entrySpec{Kind: KindReturn, Points: -rev, OccurredAt: at, PurchaseID: &pid, ReturnID: &rid,
+					Description: "return " + in.ExternalID}, own); err != nil {
+					return err
+				}
+				a.balance.LifetimeEarned -= rev
+			}
+			if err := tx.Model(&purchaseRow{}).Where("id = ?", pr.ID).Updates(map[string]any{
+				"returned_amount": pr.ReturnedAmount + amount, "points_reversed": pr.PointsReversed + rev}).Error; err != nil {
+				return err
+			}
+			a.k.addReturn(prog.Period(), pr.OccurredAt, amount, now)
+			return nil
+		})
+		if err != nil {
 			return res, err
 		}
 		_, ladder, err := loadTiers(tx)

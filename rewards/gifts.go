@@ -163,44 +163,20 @@ func (s *Service) BirthdayGifts(ctx context.Context, asOf time.Time) (GiftSummar
 		if sum.Given == 0 || g.BonusPoints == 0 {
 			return nil
 		}
-		return creditGifts(tx, prog, runID, g.BonusPoints, &sum)
+		// The gift's own id is its entry's: one entry per gift.
+		if err := tx.BulkCredit(loyalty.BulkCredit{Kind: loyalty.KindGift, Points: g.BonusPoints,
+			Rows: `SELECT g.id AS entry_id, g.member_id, 'birthday gift ' || g.year AS description
+				FROM member_gifts g WHERE g.run_id = @run`,
+			Args: map[string]any{"run": runID}}); err != nil {
+			return err
+		}
+		sum.Points = loyalty.SumOf(g.BonusPoints).Times(sum.Given)
+		return nil
 	})
 	if err != nil {
 		return sum, fmt.Errorf("birthday gifts: %w", err)
 	}
 	return sum, nil
-}
-
-// creditGifts credits the bonus of every gift of one run, set-based: a gift
-// entry and a lot per gift (paying any debt first, as every credit does)
-// and one update of the cached balances.
-func creditGifts(tx *loyalty.Tx, prog *loyalty.Program, runID string, bonus int64, sum *GiftSummary) error {
-	members := "SELECT member_id FROM member_gifts WHERE run_id = ?"
-	if err := tx.LockBalances(members, runID); err != nil {
-		return err
-	}
-	exp := prog.ExpiryFor(tx.Now)
-	if err := tx.DB.Exec(`INSERT INTO ledger_entries (id, member_id, kind, points, occurred_at, available_at, expires_at, description, created_at)
-		SELECT g.id, g.member_id, 'gift', g.bonus_points, ?, ?, ?, 'birthday gift ' || g.year, ?
-		FROM member_gifts g WHERE g.run_id = ?`, tx.Now, tx.Now, exp, tx.Now, runID).Error; err != nil {
-		return err
-	}
-	if err := tx.DB.Exec(`INSERT INTO lots (id, entry_id, member_id, points, remaining, available_at, expires_at, created_at)
-		SELECT 'lot:' || g.id, g.id, g.member_id, g.bonus_points,
-			g.bonus_points - (CASE WHEN b.debt < g.bonus_points THEN b.debt ELSE g.bonus_points END), ?, ?, ?
-		FROM member_gifts g JOIN member_balances b ON b.member_id = g.member_id WHERE g.run_id = ?`,
-		tx.Now, exp, tx.Now, runID).Error; err != nil {
-		return err
-	}
-	if err := tx.DB.Exec(`UPDATE member_balances SET points = points + ?,
-			debt = CASE WHEN debt > ? THEN debt - ? ELSE 0 END,
-			lifetime_earned = lifetime_earned + ?, version = version + 1, updated_at = ?,
-			next_change_at = as_of
-		WHERE member_id IN (`+members+`)`, bonus, bonus, bonus, bonus, tx.Now, runID).Error; err != nil {
-		return err
-	}
-	sum.Points = loyalty.SumOf(bonus).Times(sum.Given)
-	return nil
 }
 
 func leap(y int) bool { return y%4 == 0 && (y%100 != 0 || y%400 == 0) }
@@ -271,53 +247,53 @@ func (s *Service) ClaimGift(ctx context.Context, p loyalty.Principal, memberID, 
 		return Redemption{}, nil, loyalty.Invalidf("reward_id", "is required: choose one of the gift's options")
 	}
 	r, rep, err := loyalty.Write(ctx, s.ledger, key, 201, func(tx *loyalty.Tx) (Redemption, error) {
-		acct, err := tx.LockAccount(memberID)
-		if err != nil {
-			return Redemption{}, err
-		}
-		// A claim issues a coupon as a redemption does, so an erased
-		// member may no more claim than redeem.
-		if !acct.Active() {
-			return Redemption{}, loyalty.Errorf(loyalty.Conflict, "member_erased", "the member was erased")
-		}
-		// The gift is read locked, so the expiry of the birthday job either
-		// came first and is seen here, or waits for the claim.
 		var red Redemption
-		_, _, err = loyalty.UpdateRow(tx.DB, giftID, func(g *giftRow) error {
-			if g.MemberID != memberID {
-				return gorm.ErrRecordNotFound
+		b, err := tx.UpdateAccount(memberID, func(acct *loyalty.Account) error {
+			// A claim issues a coupon as a redemption does, so an erased
+			// member may no more claim than redeem.
+			if !acct.Active() {
+				return loyalty.Errorf(loyalty.Conflict, "member_erased", "the member was erased")
 			}
-			switch {
-			case g.Status == GiftClaimed:
-				return loyalty.Errorf(loyalty.Conflict, "already_claimed", "the gift was already claimed")
-			case g.Status == GiftExpired || !tx.Now.Before(g.ExpiresAt):
-				return loyalty.Errorf(loyalty.Conflict, "gift_expired", "the gift expired at %s", g.ExpiresAt.UTC().Format(time.RFC3339))
+			// The gift is read locked, so the expiry of the birthday job either
+			// came first and is seen here, or waits for the claim.
+			_, _, err := loyalty.UpdateRow(tx.DB, giftID, func(g *giftRow) error {
+				if g.MemberID != memberID {
+					return gorm.ErrRecordNotFound
+				}
+				switch {
+				case g.Status == GiftClaimed:
+					return loyalty.Errorf(loyalty.Conflict, "already_claimed", "the gift was already claimed")
+				case g.Status == GiftExpired || !tx.Now.Before(g.ExpiresAt):
+					return loyalty.Errorf(loyalty.Conflict, "gift_expired", "the gift expired at %s", g.ExpiresAt.UTC().Format(time.RFC3339))
+				}
+				var ids []string
+				_ = json.Unmarshal([]byte(g.Options), &ids)
+				ok := false
+				for _, id := range ids {
+					ok = ok || id == in.RewardID
+				}
+				if !ok {
+					return loyalty.Invalidf("reward_id", "is not one of the gift's options")
+				}
+				rw, err := getReward(tx.DB, in.RewardID)
+				if err != nil {
+					return err
+				}
+				if red, err = s.issue(tx, acct, rw, 0, channelOf(p)); err != nil {
+					return err
+				}
+				g.Status, g.RedemptionID, g.ClaimedAt = GiftClaimed, &red.ID, &tx.Now
+				return nil
+			})
+			if errors.Is(err, gorm.ErrRecordNotFound) {
+				return loyalty.Errorf(loyalty.NotFound, "not_found", "the member has no gift %q", giftID)
 			}
-			var ids []string
-			_ = json.Unmarshal([]byte(g.Options), &ids)
-			ok := false
-			for _, id := range ids {
-				ok = ok || id == in.RewardID
-			}
-			if !ok {
-				return loyalty.Invalidf("reward_id", "is not one of the gift's options")
-			}
-			rw, err := getReward(tx.DB, in.RewardID)
-			if err != nil {
-				return err
-			}
-			if red, err = s.issue(tx, acct, rw, 0, channelOf(p)); err != nil {
-				return err
-			}
-			g.Status, g.RedemptionID, g.ClaimedAt = GiftClaimed, &red.ID, &tx.Now
-			return nil
+			return err
 		})
-		if errors.Is(err, gorm.ErrRecordNotFound) {
-			return Redemption{}, loyalty.Errorf(loyalty.NotFound, "not_found", "the member has no gift %q", giftID)
-		}
 		if err != nil {
 			return Redemption{}, err
 		}
+		red.Balance = &b
 		return red, nil
 	})
 	if err != nil {

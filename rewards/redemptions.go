@@ -115,25 +115,30 @@ func (s *Service) Redeem(ctx context.Context, p loyalty.Principal, memberID stri
 		return Redemption{}, nil, loyalty.Invalidf("reward_id", "is required")
 	}
 	r, rep, err := loyalty.Write(ctx, s.ledger, key, 201, func(tx *loyalty.Tx) (Redemption, error) {
-		acct, err := tx.LockAccount(memberID)
-		if err != nil {
-			return Redemption{}, err
-		}
-		if !acct.Active() {
-			return Redemption{}, loyalty.Errorf(loyalty.Conflict, "member_erased", "the member was erased")
-		}
-		rw, err := getReward(tx.DB, in.RewardID)
-		if err != nil {
-			var e *loyalty.Error
-			if errors.As(err, &e) && e.Code == loyalty.NotFound {
-				return Redemption{}, loyalty.Invalidf("reward_id", "no reward has this id")
+		var red Redemption
+		b, err := tx.UpdateAccount(memberID, func(acct *loyalty.Account) error {
+			if !acct.Active() {
+				return loyalty.Errorf(loyalty.Conflict, "member_erased", "the member was erased")
 			}
+			rw, err := getReward(tx.DB, in.RewardID)
+			if err != nil {
+				var e *loyalty.Error
+				if errors.As(err, &e) && e.Code == loyalty.NotFound {
+					return loyalty.Invalidf("reward_id", "no reward has this id")
+				}
+				return err
+			}
+			if err := s.eligible(tx, acct, rw); err != nil {
+				return err
+			}
+			red, err = s.issue(tx, acct, rw, rw.CostPoints, channelOf(p))
+			return err
+		})
+		if err != nil {
 			return Redemption{}, err
 		}
-		if err := s.eligible(tx, acct, rw); err != nil {
-			return Redemption{}, err
-		}
-		return s.issue(tx, acct, rw, rw.CostPoints, channelOf(p))
+		red.Balance = &b
+		return red, nil
 	})
 	if err != nil {
 		return Redemption{}, nil, fmt.Errorf("redeem: %w", err)
@@ -173,7 +178,8 @@ func (s *Service) eligible(tx *loyalty.Tx, acct *loyalty.Account, rw rewardRow) 
 }
 
 // issue takes one from stock, spends cost points and records the
-// redemption with a fresh coupon.
+// redemption with a fresh coupon, within the account's update (which saves
+// the account and gives the balance after it).
 func (s *Service) issue(tx *loyalty.Tx, acct *loyalty.Account, rw rewardRow, cost int64, channel string) (Redemption, error) {
 	if rw.Stock != nil {
 		res := tx.DB.Model(&rewardRow{}).Where("id = ? AND stock > 0", rw.ID).
@@ -204,16 +210,8 @@ func (s *Service) issue(tx *loyalty.Tx, acct *loyalty.Account, rw rewardRow, cos
 			return Redemption{}, err
 		}
 	}
-	if err := acct.Save(); err != nil {
-		return Redemption{}, err
-	}
 	out := redemptionFromRow(row)
 	out.RewardCode = rw.Code
-	b, err := acct.Balance()
-	if err != nil {
-		return Redemption{}, err
-	}
-	out.Balance = &b
 	return out, nil
 }
 
@@ -241,37 +239,32 @@ func (s *Service) Cancel(ctx context.Context, p loyalty.Principal, id string, ke
 		if !p.SeesMember(red.MemberID) {
 			return Redemption{}, loyalty.Errorf(loyalty.NotFound, "not_found", "no such redemption")
 		}
-		acct, err := tx.LockAccount(red.MemberID)
-		if err != nil {
-			return Redemption{}, err
-		}
-		res := tx.DB.Model(&redemptionRow{}).Where("id = ? AND status = ?", id, StatusIssued).
-			Updates(map[string]any{"status": StatusCancelled, "cancelled_at": tx.Now})
-		if res.Error != nil {
-			return Redemption{}, res.Error
-		}
-		if res.RowsAffected == 0 {
-			red, _ = getRedemption(tx.DB, "id = ?", id)
-			return Redemption{}, loyalty.Errorf(loyalty.Conflict, "not_issued", "the coupon is %s and cannot be cancelled", red.Status)
-		}
-		if err := tx.DB.Model(&rewardRow{}).Where("id = ? AND stock IS NOT NULL", red.RewardID).
-			Updates(map[string]any{"stock": gorm.Expr("stock + 1"), "updated_at": tx.Now}).Error; err != nil {
-			return Redemption{}, err
-		}
-		if red.EntryID != nil {
-			if _, err := acct.Refund(*red.EntryID, loyalty.KindRedeemCancel, red.ID, "redemption cancelled"); err != nil {
-				return Redemption{}, err
+		b, err := tx.UpdateAccount(red.MemberID, func(acct *loyalty.Account) error {
+			res := tx.DB.Model(&redemptionRow{}).Where("id = ? AND status = ?", id, StatusIssued).
+				Updates(map[string]any{"status": StatusCancelled, "cancelled_at": tx.Now})
+			if res.Error != nil {
+				return res.Error
 			}
-		}
-		if err := acct.Save(); err != nil {
+			if res.RowsAffected == 0 {
+				red, _ = getRedemption(tx.DB, "id = ?", id)
+				return loyalty.Errorf(loyalty.Conflict, "not_issued", "the coupon is %s and cannot be cancelled", red.Status)
+			}
+			if err := tx.DB.Model(&rewardRow{}).Where("id = ? AND stock IS NOT NULL", red.RewardID).
+				Updates(map[string]any{"stock": gorm.Expr("stock + 1"), "updated_at": tx.Now}).Error; err != nil {
+				return err
+			}
+			if red.EntryID != nil {
+				if _, err := acct.Refund(*red.EntryID, loyalty.KindRedeemCancel, red.ID, "redemption cancelled"); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
 			return Redemption{}, err
 		}
 		red.Status, red.CancelledAt = StatusCancelled, &tx.Now
 		out := redemptionFromRow(red)
-		b, err := acct.Balance()
-		if err != nil {
-			return Redemption{}, err
-		}
 		out.Balance = &b
 		return out, nil
 	})

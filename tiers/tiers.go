@@ -216,6 +216,30 @@ func (p Period) ReviewCutoff(at time.Time) time.Time {
 	return at.AddDate(0, 0, -p.WindowDays).UTC()
 }
 
+// Review is the tier-review rule: the tier held by a member who reached
+// held at since, after the review at at, given its qualifying spends (the
+// spend at at and, for a review run late, the spend now: the highest
+// counts). A tier reached after p.ReviewCutoff(at) is still protected;
+// otherwise the member falls to the tier its spend justifies when that is
+// below held. Upgrades are not the review's business. moved reports a
+// change. The tier-review job runs the same rule in SQL over all members
+// (loyalty.Service.ReviewTiers), and a test checks the two against each
+// other.
+func (l Ladder) Review(p Period, held Tier, since, at time.Time, spends ...int64) (t Tier, moved bool) {
+	if since.After(p.ReviewCutoff(at)) || len(spends) == 0 {
+		return held, false
+	}
+	best := spends[0]
+	for _, s := range spends[1:] {
+		best = max(best, s)
+	}
+	just, ok := l.ForSpend(best)
+	if !ok || just.Rank >= held.Rank {
+		return held, false
+	}
+	return just, true
+}
+
 // AddMinor adds minor-unit amounts, reporting overflow.
 func AddMinor(a, b int64) (int64, bool) {
 	if (b > 0 && a > math.MaxInt64-b) || (b < 0 && a < math.MinInt64-b) {

@@ -233,3 +233,58 @@ func TestCalendarYearPeriod(t *testing.T) {
 		t.Errorf("a tier reached on 1 January 2026 is reviewable in 2027")
 	}
 }
+
+func TestLadderUpgradeTable(t *testing.T) {
+	l := ladder()
+	for _, tc := range []struct {
+		held  string
+		spend int64
+		want  string
+	}{
+		{"insider", 0, "insider"},
+		{"insider", 34999, "insider"},
+		{"insider", 35000, "vib"},
+		{"insider", 100000, "rouge"},
+		{"vib", 0, "vib"},
+		{"vib", 100000, "rouge"},
+		{"rouge", 35000, "rouge"},
+	} {
+		held, _ := l.Find(tc.held)
+		if got := l.Upgrade(held, tc.spend); got.Code != tc.want {
+			t.Errorf("Upgrade(%s, %d) = %s, want %s", tc.held, tc.spend, got.Code, tc.want)
+		}
+	}
+}
+
+func TestReview(t *testing.T) {
+	l := ladder()
+	at := time.Date(2026, 6, 15, 12, 0, 0, 0, time.UTC)
+	rolling := Period{Kind: Rolling, WindowDays: 365}
+	year := Period{Kind: CalendarYear, Location: time.UTC}
+	for _, tc := range []struct {
+		name   string
+		p      Period
+		held   string
+		since  time.Time
+		spends []int64
+		want   string
+	}{
+		{"Protected", rolling, "rouge", at.AddDate(0, 0, -364), []int64{0}, "rouge"},
+		{"AtTheCutoff", rolling, "rouge", at.AddDate(0, 0, -365), []int64{0}, "insider"},
+		{"FallsToWhatTheSpendJustifies", rolling, "rouge", at.AddDate(-2, 0, 0), []int64{40000}, "vib"},
+		{"KeptWhenJustified", rolling, "vib", at.AddDate(-2, 0, 0), []int64{35000}, "vib"},
+		{"NeverUp", rolling, "insider", at.AddDate(-2, 0, 0), []int64{200000}, "insider"},
+		{"TheHigherSpendCounts", rolling, "rouge", at.AddDate(-2, 0, 0), []int64{0, 100000}, "rouge"},
+		{"NoSpendNoReview", rolling, "rouge", at.AddDate(-2, 0, 0), nil, "rouge"},
+		{"CalendarYearAfter", year, "rouge", time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC), []int64{0}, "rouge"},
+		{"CalendarYearBefore", year, "rouge", time.Date(2024, 12, 31, 23, 59, 59, 0, time.UTC), []int64{0}, "insider"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			held, _ := l.Find(tc.held)
+			got, moved := l.Review(tc.p, held, tc.since, at, tc.spends...)
+			if got.Code != tc.want || moved != (tc.want != tc.held) {
+				t.Fatalf("Review = %s (moved %v), want %s", got.Code, moved, tc.want)
+			}
+		})
+	}
+}

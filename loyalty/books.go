@@ -1,0 +1,587 @@
+package loyalty
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/loyalty-engine/loyalty/tiers"
+)
+
+// The books: the only code that writes ledger_entries, lots, lot_draws and
+// member_balances. Per account, everything goes through updateAccount (the
+// read-modify-write under the account's lock; exported as Tx.UpdateAccount):
+// it locks the balance and member rows, runs the change, which appends
+// entries, opens lots and draws from them, and saves the balance row with
+// its kept state. In bulk, the set-based jobs call bulkCredit (Tx.BulkCredit)
+// and bulkExpire, which lock the balances they change in one order and
+// bring the rows along by moveBalances. The rules they follow (expiry,
+// lapse, qualifying spend, lot order) are in rules.go.
+
+// updateAccount is the one read-modify-write of a member's points: it
+// locks the account (with a nil prog, under the settings current in tx),
+// runs change on it and saves it, so a change is never left unsaved. When
+// change fails nothing is saved, and the caller's transaction rolls back.
+// It returns the saved account, for its view.
+func updateAccount(tx *gorm.DB, memberID string, prog *Program, now time.Time, change func(*account) error) (*account, error) {
+	a, err := lockAccount(tx, memberID, prog, now)
+	if err != nil {
+		return nil, err
+	}
+	if err := change(a); err != nil {
+		return nil, err
+	}
+	if err := a.save(tx); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// openBalance writes the balance row of a member enrolled at now.
+func openBalance(tx *gorm.DB, memberID string, now time.Time) error {
+	return tx.Create(&balanceRow{MemberID: memberID, Version: 1, UpdatedAt: now, AsOf: now, ExpiringSoon: "[]"}).Error
+}
+
+// account is a member's balance row and member row, both locked for the
+// rest of the transaction: every change to a member's points goes through
+// one, so concurrent writes for one member are serialised while writes for
+// different members run in parallel.
+type account struct {
+	member  memberRow
+	balance balanceRow
+	prog    *Program
+	now     time.Time
+	opened  []lotRow     // lots credit opened in this transaction
+	set     *settings    // the settings, when lockAccount looked them up
+	queue   *insertQueue // inserts deferred to save, see insertQueue
+	cfg     int64        // the config_version the account was read under
+	k       kept         // the kept state at now, with this transaction's changes
+	passed  int64        // instants of change in (balance.AsOf, now]
+}
+
+// lockAccount locks the member's balance and member rows with one
+// statement. With a nil prog it takes the settings current in tx, checked
+// against the config_version that statement also reads, and a.set holds
+// them.
+func lockAccount(tx *gorm.DB, memberID string, prog *Program, now time.Time) (*account, error) {
+	a := &account{prog: prog, now: now}
+	q := `SELECT m.id, m.external_id, m.email, m.phone, m.first_name, m.last_name, m.birthday, m.timezone, m.status,
+		m.tier_code, m.tier_since, m.churn_risk, m.enrolled_at, m.updated_at,
+		b.points, b.debt, b.lifetime_earned, b.lifetime_redeemed, b.last_activity_at, b.version, b.updated_at,
+		b.open_available, b.open_pending, b.qualifying_spend, b.expiring_soon, b.as_of, b.next_change_at, b.config_version,
+		(SELECT config_version FROM program WHERE id = 1)
+		FROM member_balances b JOIN members m ON m.id = b.member_id WHERE b.member_id = ?`
+	if tx.Dialector.Name() == Postgres {
+		q += " FOR UPDATE OF b, m"
+	}
+	rows, err := tx.Raw(q, memberID).Rows()
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		return nil, Errorf(NotFound, "not_found", "no member has id %q", memberID)
+	}
+	m, b := &a.member, &a.balance
+	var version int64
+	if err := rows.Scan(&m.ID, &m.ExternalID, &m.Email, &m.Phone, &m.FirstName, &m.LastName, &m.Birthday, &m.Timezone,
+		&m.Status, &m.TierCode, &m.TierSince, &m.ChurnRisk, &m.EnrolledAt, &m.UpdatedAt,
+		&b.Points, &b.Debt, &b.LifetimeEarned, &b.LifetimeRedeemed, &b.LastActivityAt, &b.Version, &b.UpdatedAt,
+		&b.OpenAvailable, &b.OpenPending, &b.QualifyingSpend, &b.ExpiringSoon, &b.AsOf, &b.NextChangeAt, &b.ConfigVersion,
+		&version); err != nil {
+		return nil, err
+	}
+	b.MemberID = m.ID
+	a.cfg = version
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if a.prog == nil {
+		if a.set, err = settingsAt(tx, version); err != nil {
+			return nil, err
+		}
+		a.prog = a.set.prog
+	}
+	// The instants passed since the row was kept are counted on the lots
+	// as they stand, before this transaction changes any.
+	if err := a.catchUp(tx); err != nil {
+		return nil, err
+	}
+	if err := a.expireInactive(tx); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// expireInactive writes, under the inactivity policy, the expiry of every
+// lot of a member whose deadline has passed, before anything this
+// transaction does can move the deadline (an earn or a redeem would
+// otherwise bring expired points back). The entries are the ones the
+// ledger listing shows from the deadline on and the expire-points job would
+// store (see lapsedEntry), so none is written twice.
+func (a *account) expireInactive(tx *gorm.DB) error {
+	deadline, ok := a.inactivityDeadline()
+	if !ok || deadline.After(a.now) {
+		return nil
+	}
+	var lots []lotRow
+	if err := tx.Where("member_id = ? AND remaining > 0", a.member.ID).Order("id").Find(&lots).Error; err != nil {
+		return err
+	}
+	for _, l := range lots {
+		e, ok := a.lapsedEntry(l)
+		if !ok {
+			continue
+		}
+		e.CreatedAt = a.now
+		if err := a.insert(tx, &e); err != nil {
+			return err
+		}
+		if err := tx.Create(&drawRow{EntryID: e.ID, LotID: l.ID, Points: l.Remaining}).Error; err != nil {
+			return err
+		}
+		if err := tx.Model(&lotRow{}).Where("id = ?", l.ID).Update("remaining", 0).Error; err != nil {
+			return err
+		}
+		a.k.draw(l, l.Remaining, a.now)
+		a.balance.Points += e.Points
+	}
+	if len(lots) > 0 {
+		// The balance row is saved by the caller with its other changes.
+		a.balance.Version++
+	}
+	return nil
+}
+
+// save writes the cached balance back, its kept state as of now, with a
+// new version.
+func (a *account) save(tx *gorm.DB) error {
+	a.keep()
+	a.balance.UpdatedAt = a.now
+	if a.queue != nil {
+		return a.saveQueued(tx)
+	}
+	return tx.Save(&a.balance).Error
+}
+
+// entrySpec describes an entry to append.
+type entrySpec struct {
+	ID           string // preset for debits, whose draws name it; else new
+	Kind         string
+	Points       int64 // signed
+	OccurredAt   time.Time
+	AvailableAt  time.Time // credits only; defaults to OccurredAt
+	ExpiresAt    *time.Time
+	PurchaseID   *string
+	ReturnID     *string
+	RedemptionID *string
+	OfferID      *string
+	Description  string
+}
+
+func (a *account) append(tx *gorm.DB, e entrySpec) (entryRow, error) {
+	if e.AvailableAt.IsZero() {
+		e.AvailableAt = e.OccurredAt
+	}
+	id := e.ID
+	if id == "" {
+		id = newID()
+	}
+	row := entryRow{ID: id, MemberID: a.member.ID, Kind: e.Kind, Points: e.Points, OccurredAt: ts(e.OccurredAt),
+		AvailableAt: ts(e.AvailableAt), ExpiresAt: tsp(e.ExpiresAt), PurchaseID: e.PurchaseID, ReturnID: e.ReturnID,
+		RedemptionID: e.RedemptionID, OfferID: e.OfferID, Description: e.Description, CreatedAt: a.now}
+	if err := a.insert(tx, &row); err != nil {
+		return entryRow{}, err
+	}
+	sum, ok := tiers.AddMinor(a.balance.Points, e.Points)
+	if !ok {
+		return entryRow{}, Errorf(Conflict, "overflow", "the balance would overflow")
+	}
+	a.balance.Points = sum
+	return row, nil
+}
+
+// errLifetimeOverflow refuses a credit that would take a member's lifetime
+// earned points past int64.
+var errLifetimeOverflow = Errorf(Conflict, "overflow", "the member's lifetime earned points would overflow")
+
+// credit appends a positive entry and opens its lot, which pays any debt
+// left by earlier returns first.
+func (a *account) credit(tx *gorm.DB, e entrySpec) (entryRow, error) {
+	if e.Points <= 0 {
+		return entryRow{}, fmt.Errorf("credit of %d points", e.Points)
+	}
+	row, err := a.append(tx, e)
+	if err != nil {
+		return row, err
+	}
+	pay := min(a.balance.Debt, e.Points)
+	a.balance.Debt -= pay
+	lot := lotRow{ID: newID(), EntryID: row.ID, MemberID: a.member.ID, Points: e.Points, Remaining: e.Points - pay,
+		AvailableAt: row.AvailableAt, ExpiresAt: row.ExpiresAt, CreatedAt: a.now}
+	if err := a.insert(tx, &lot); err != nil {
+		return row, err
+	}
+	a.opened = append(a.opened, lot)
+	a.k.addLot(lot, a.now)
+	return row, nil
+}
+
+// drawBatch is how many lots a draw reads at a time.
+const drawBatch = 50
+
+// scanLots reads the member's open lots in the order of scans, drawBatch at
+// a time, passing each batch to use until use reports that it has what it
+// needs: a draw reads as many lots as it takes, however many are open. The
+// lots are read as they stand; the caller changes them only after the scan.
+func (a *account) scanLots(tx *gorm.DB, scans []lotScan, use func([]lotRow) bool) error {
+	if d, inactive := a.inactivityDeadline(); inactive && !d.After(a.now) {
+		return nil // every lot has lapsed (expireInactive wrote them off)
+	}
+	for _, s := range scans {
+		args := []any{a.member.ID}
+		for i := 0; i < s.args; i++ {
+			args = append(args, a.now)
+		}
+		for offset := 0; ; offset += drawBatch {
+			var lots []lotRow
+			if err := tx.Where("member_id = ? AND remaining > 0 AND "+s.where, args...).Order(s.order).
+				Limit(drawBatch).Offset(offset).Find(&lots).Error; err != nil {
+				return err
+			}
+			if use(lots) {
+				return nil
+			}
+			if len(lots) < drawBatch {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// drawFrom takes n points from the lots the scans select, in their order,
+// skipping those in skip. It returns the draws and what was left uncovered.
+func (a *account) drawFrom(tx *gorm.DB, scans []lotScan, n int64, skip map[string]bool) ([]drawRow, int64, error) {
+	var out []drawRow
+	byID := map[string]lotRow{}
+	err := a.scanLots(tx, scans, func(lots []lotRow) bool {
+		kept := lots[:0]
+		for _, l := range lots {
+			if !skip[l.ID] {
+				kept = append(kept, l)
+				byID[l.ID] = l
+			}
+		}
+		var d []drawRow
+		d, n = allocate(kept, n)
+		out = append(out, d...)
+		return n == 0
+	})
+	if err != nil {
+		return nil, n, err
+	}
+	return out, n, a.take(tx, byID, out)
+}
+
+// take applies draws to the lots they name: the remainders go down and the
+// kept state follows.
+func (a *account) take(tx *gorm.DB, lots map[string]lotRow, draws []drawRow) error {
+	for _, d := range draws {
+		l := lots[d.LotID]
+		a.k.draw(l, d.Points, a.now)
+		if err := tx.Model(&lotRow{}).Where("id = ?", l.ID).Update("remaining", l.Remaining-d.Points).Error; err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// debit appends the negative entry e and records the draws it took.
+func (a *account) debit(tx *gorm.DB, e entrySpec, draws []drawRow) (entryRow, error) {
+	row, err := a.append(tx, e)
+	if err != nil {
+		return row, err
+	}
+	for i := range draws {
+		draws[i].EntryID = row.ID
+	}
+	if len(draws) > 0 {
+		if err := tx.Create(&draws).Error; err != nil {
+			return row, err
+		}
+	}
+	return row, nil
+}
+
+// spend appends a negative entry that must be covered by available points:
+// it takes from the lots that expire first, and fails with 409 when the
+// available points (kept, brought to now by lockAccount) fall short.
+func (a *account) spend(tx *gorm.DB, e entrySpec) (entryRow, error) {
+	n := -e.Points
+	if n <= 0 {
+		return entryRow{}, fmt.Errorf("spend of %d points", e.Points)
+	}
+	have := a.k.Available - a.balance.Debt
+	if have < n {
+		return entryRow{}, Errorf(Conflict, "insufficient_points", "%d points are available, %d are needed", max(have, 0), n)
+	}
+	draws, left, err := a.drawFrom(tx, availableScans, n, nil)
+	if err != nil {
+		return entryRow{}, err
+	}
+	if left > 0 {
+		return entryRow{}, fmt.Errorf("member %s: %d available points kept, the lots lack %d of %d", a.member.ID, have, left, n)
+	}
+	return a.debit(tx, e, draws)
+}
+
+// reverse appends a negative entry that claws points back: from the live
+// lots of the entries in own first (the purchase's own points, in the order
+// they were opened), then from the available lots expiring first, then from
+// pending lots. What is still missing becomes debt, the only way available
+// points go below zero. A lapsed lot is never taken from, own or not: its
+// points are the expire entry's (see lapsed), and the caller caps the
+// reversal at what the purchase has not lost to expiry (ownExpired).
+func (a *account) reverse(tx *gorm.DB, e entrySpec, own []string) (entryRow, error) {
+	n := -e.Points
+	if n <= 0 {
+		return entryRow{}, fmt.Errorf("reversal of %d points", e.Points)
+	}
+	var first []lotRow
+	if len(own) > 0 {
+		if err := tx.Where("member_id = ? AND remaining > 0 AND entry_id IN ?", a.member.ID, own).Order("id").Find(&first).Error; err != nil {
+			return entryRow{}, err
+		}
+	}
+	skip, alive := map[string]bool{}, first[:0]
+	d, inactive := a.inactivityDeadline()
+	for _, l := range first {
+		skip[l.ID] = true
+		if live(l, a.now) && !(inactive && !d.After(a.now)) {
+			alive = append(alive, l)
+		}
+	}
+	byID := map[string]lotRow{}
+	for _, l := range alive {
+		byID[l.ID] = l
+	}
+	draws, n := allocate(alive, n)
+	if err := a.take(tx, byID, draws); err != nil {
+		return entryRow{}, err
+	}
+	for _, scans := range [][]lotScan{availableScans, pendingScans} {
+		if n == 0 {
+			break
+		}
+		more, left, err := a.drawFrom(tx, scans, n, skip)
+		if err != nil {
+			return entryRow{}, err
+		}
+		draws, n = append(draws, more...), left
+	}
+	a.balance.Debt += n
+	return a.debit(tx, e, draws)
+}
+
+// refund gives back what the debit entryID took, as one entry of kind:
+// into new lots that keep the availability and expiry of the lots it drew
+// from, so a refund never extends a point's life. Any debt is paid first;
+// points whose lot has expired come back expired and pay no debt.
+func (a *account) refund(tx *gorm.DB, entryID string, e entrySpec) (entryRow, error) {
+	var draws []drawRow
+	if err := tx.Where("entry_id = ?", entryID).Order("lot_id").Find(&draws).Error; err != nil {
+		return entryRow{}, err
+	}
+	ids := make([]string, 0, len(draws))
+	for _, d := range draws {
+		e.Points += d.Points
+		ids = append(ids, d.LotID)
+	}
+	if e.Points == 0 {
+		return entryRow{}, fmt.Errorf("refund of %s: it drew no points", entryID)
+	}
+	var srcs []lotRow
+	if err := tx.Where("id IN ?", ids).Find(&srcs).Error; err != nil {
+		return entryRow{}, err
+	}
+	src := make(map[string]lotRow, len(srcs))
+	for _, l := range srcs {
+		src[l.ID] = l
+	}
+	row, err := a.append(tx, e)
+	if err != nil {
+		return entryRow{}, err
+	}
+	for _, d := range draws {
+		s := src[d.LotID]
+		var pay int64
+		if live(s, a.now) {
+			pay = min(a.balance.Debt, d.Points)
+		}
+		a.balance.Debt -= pay
+		lot := lotRow{ID: newID(), EntryID: row.ID, MemberID: a.member.ID, Points: d.Points, Remaining: d.Points - pay,
+			AvailableAt: s.AvailableAt, ExpiresAt: s.ExpiresAt, CreatedAt: a.now}
+		if err := a.insert(tx, &lot); err != nil {
+			return entryRow{}, err
+		}
+		a.k.addLot(lot, a.now)
+	}
+	return row, nil
+}
+
+// ownExpired is how many points of the lots of the entries in own have
+// been lost to expiry by a.now: what the expire entries of those lots took,
+// stored or (lapsed but not yet stored) as the listing shows them.
+func (a *account) ownExpired(tx *gorm.DB, own []string) (int64, error) {
+	if len(own) == 0 {
+		return 0, nil
+	}
+	var lots []lotRow
+	if err := tx.Where("member_id = ? AND entry_id IN ?", a.member.ID, own).Find(&lots).Error; err != nil {
+		return 0, err
+	}
+	var lost int64
+	ids := make([]string, 0, len(lots))
+	for _, l := range lots {
+		ids = append(ids, expireEntryID(l.ID))
+		if e, ok := a.lapsedEntry(l); ok {
+			lost -= e.Points
+		}
+	}
+	if len(ids) == 0 {
+		return lost, nil
+	}
+	var stored int64
+	if err := tx.Raw(`SELECT COALESCE(SUM(points), 0) FROM lot_draws WHERE entry_id IN ?`, ids).Scan(&stored).Error; err != nil {
+		return 0, err
+	}
+	return lost + stored, nil
+}
+
+// lockBalances locks, in one order, the balance rows of the members that
+// the SELECT members returns, before a set-based change to their points.
+// SQLite's write transaction already excludes other writers.
+func lockBalances(tx *gorm.DB, members string, args map[string]any) error {
+	if tx.Dialector.Name() != Postgres {
+		return nil
+	}
+	return tx.Exec("SELECT 1 FROM member_balances WHERE member_id IN ("+members+") ORDER BY member_id FOR UPDATE", args).Error
+}
+
+// moveBalances applies set-based changes to the balance rows of the
+// members that changes selects, one row each with member_id, points (signed;
+// a credit pays the member's debt first, as account.credit does), earned
+// (added to lifetime_earned) and instants (the instants of change of the
+// lots closed, which later reads no longer count, so the version moves past
+// them). The version also moves past the write, and updated_at is @now.
+// The kept state is left for the next read or write to compute
+// (next_change_at = as_of): the one way a bulk change keeps the row correct
+// without reading each member's lots.
+func moveBalances(tx *gorm.DB, changes string, args map[string]any) error {
+	return tx.Exec(`UPDATE member_balances SET points = member_balances.points + e.points,
+			debt = CASE WHEN e.points <= 0 THEN member_balances.debt
+				WHEN member_balances.debt > e.points THEN member_balances.debt - e.points ELSE 0 END,
+			lifetime_earned = member_balances.lifetime_earned + e.earned,
+			version = member_balances.version + 1 + e.instants, updated_at = @now, next_change_at = member_balances.as_of
+		FROM (`+changes+`) e
+		WHERE member_balances.member_id = e.member_id`, args).Error
+}
+
+// BulkCredit is a set-based credit of the same points to many members,
+// each an entry of Kind and a lot available at once and expiring under the
+// program's policy (Program.ExpiryFor), paying the member's debt first.
+type BulkCredit struct {
+	Kind   string
+	Points int64
+	// Rows is a SELECT of entry_id, member_id and description, one row per
+	// credit and at most one per member, whose named arguments (@name) are
+	// Args. The lot of entry e has id 'lot:' || e.
+	Rows string
+	Args map[string]any
+}
+
+// bulkCredit writes c at now with the settings prog.
+func bulkCredit(tx *gorm.DB, prog *Program, now time.Time, c BulkCredit) error {
+	if c.Points <= 0 {
+		return fmt.Errorf("bulk credit of %d points", c.Points)
+	}
+	args := map[string]any{}
+	for k, v := range c.Args {
+		args[k] = v
+	}
+	args["bulk_kind"], args["bulk_points"], args["now"], args["bulk_expires"] = c.Kind, c.Points, now, prog.ExpiryFor(now)
+	rows := "(" + c.Rows + ") c"
+	if err := lockBalances(tx, "SELECT c.member_id FROM "+rows, args); err != nil {
+		return err
+	}
+	if err := tx.Exec(`INSERT INTO ledger_entries (id, member_id, kind, points, occurred_at, available_at, expires_at, description, created_at)
+		SELECT c.entry_id, c.member_id, @bulk_kind, @bulk_points, @now, @now, @bulk_expires, c.description, @now FROM `+rows,
+		args).Error; err != nil {
+		return err
+	}
+	if err := tx.Exec(`INSERT INTO lots (id, entry_id, member_id, points, remaining, available_at, expires_at, created_at)
+		SELECT 'lot:' || c.entry_id, c.entry_id, c.member_id, @bulk_points,
+			@bulk_points - (CASE WHEN b.debt < @bulk_points THEN b.debt ELSE @bulk_points END), @now, @bulk_expires, @now
+		FROM `+rows+` JOIN member_balances b ON b.member_id = c.member_id`, args).Error; err != nil {
+		return err
+	}
+	return moveBalances(tx, `SELECT c.member_id, `+c.pointsSQL()+` AS points, `+c.pointsSQL()+` AS earned, 0 AS instants FROM `+rows, args)
+}
+
+// pointsSQL is the credit's points as an SQL literal: a bound parameter in
+// a subquery's select list would have no type on PostgreSQL.
+func (c BulkCredit) pointsSQL() string { return strconv.FormatInt(c.Points, 10) }
+
+// bulkExpire writes one expire entry for the remainder of every lot whose
+// points lapsed by asOf (lapseSQL), at now: the entry the ledger listing
+// has shown since the lot lapsed (account.lapsedEntry), its draw, the lot's
+// remainder down to zero and the balances moved, all set-based. It returns
+// what it expired.
+func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time) (lots, members int64, points Sum, err error) {
+	x := lapseSQL(tx.Dialector.Name(), prog, asOf)
+	x.args["now"] = now
+	lapsed := x.from + ` WHERE ` + x.due
+	// Lock the balances to change, in one order, before touching lots.
+	if err := lockBalances(tx, `SELECT l.member_id FROM `+lapsed, x.args); err != nil {
+		return 0, 0, Sum{}, err
+	}
+	var st struct {
+		Lots, Members int64
+		Points        Sum
+	}
+	if err := tx.Raw(`SELECT COUNT(*) AS lots, COUNT(DISTINCT l.member_id) AS members, `+store.SumSQL("l.remaining")+` AS points
+		FROM `+lapsed, x.args).Scan(&st).Error; err != nil {
+		return 0, 0, Sum{}, err
+	}
+	if st.Lots == 0 {
+		return 0, 0, Sum{}, nil
+	}
+	if err := tx.Exec(`INSERT INTO ledger_entries (id, member_id, kind, points, occurred_at, available_at, expires_at,
+			description, created_at)
+		SELECT '`+expirePrefix+`' || l.id, l.member_id, '`+KindExpire+`', -l.remaining, `+x.at+`, `+x.at+`, l.expires_at,
+			`+x.why+`, @now FROM `+lapsed, x.args).Error; err != nil {
+		return 0, 0, Sum{}, err
+	}
+	if err := tx.Exec(`INSERT INTO lot_draws (entry_id, lot_id, points)
+		SELECT '`+expirePrefix+`' || l.id, l.id, l.remaining FROM `+lapsed, x.args).Error; err != nil {
+		return 0, 0, Sum{}, err
+	}
+	// One aggregate joined to the balances (UPDATE … FROM runs on both
+	// PostgreSQL and SQLite 3.33+), instead of a subquery per member. Each
+	// lot closed here takes its instants of change (at most three, see
+	// kept.go) out of what later reads count.
+	if err := moveBalances(tx, `SELECT l.member_id, -SUM(l.remaining) AS points, 0 AS earned, 3 * COUNT(*) AS instants
+		FROM `+lapsed+` GROUP BY l.member_id`, x.args); err != nil {
+		return 0, 0, Sum{}, err
+	}
+	if err := tx.Exec(`UPDATE lots SET remaining = 0 WHERE id IN (SELECT l.id FROM `+lapsed+`)`, x.args).Error; err != nil {
+		return 0, 0, Sum{}, err
+	}
+	return st.Lots, st.Members, st.Points, nil
+}

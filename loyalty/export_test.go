@@ -1,0 +1,60 @@
+package loyalty
+
+import (
+	"sort"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// InsertLot stores a credit entry and its lot as the books would, for
+// tests of the draw order that need lots of any shape.
+func InsertLot(db *gorm.DB, memberID, id string, remaining int64, availableAt time.Time, expiresAt *time.Time) error {
+	e := entryRow{ID: "e-" + id, MemberID: memberID, Kind: KindAdjust, Points: remaining + 1, OccurredAt: ts(availableAt),
+		AvailableAt: ts(availableAt), ExpiresAt: tsp(expiresAt), Description: "test", CreatedAt: ts(availableAt)}
+	if err := db.Create(&e).Error; err != nil {
+		return err
+	}
+	l := lotRow{ID: id, EntryID: e.ID, MemberID: memberID, Points: remaining + 1, Remaining: remaining,
+		AvailableAt: e.AvailableAt, ExpiresAt: e.ExpiresAt, CreatedAt: e.CreatedAt}
+	return db.Create(&l).Error
+}
+
+// DrawOrders returns the ids of the member's lots a draw at now may take,
+// available ones or pending ones, in the order the books read them in SQL
+// (availableScans, pendingScans) and in the order the Go rule sorts them
+// (lotBefore, pendingBefore).
+func DrawOrders(db *gorm.DB, memberID string, now time.Time, pending bool) (bySQL, byGo []string, err error) {
+	a, _, err := loadAccount(db, memberID, ts(now))
+	if err != nil {
+		return nil, nil, err
+	}
+	scans, less := availableScans, lotBefore
+	if pending {
+		scans, less = pendingScans, pendingBefore
+	}
+	err = a.scanLots(db, scans, func(lots []lotRow) bool {
+		for _, l := range lots {
+			bySQL = append(bySQL, l.ID)
+		}
+		return false
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	var lots []lotRow
+	if err := db.Where("member_id = ? AND remaining > 0", memberID).Find(&lots).Error; err != nil {
+		return nil, nil, err
+	}
+	var open []lotRow
+	for _, l := range lots {
+		if live(l, a.now) && l.AvailableAt.After(a.now) == pending {
+			open = append(open, l)
+		}
+	}
+	sort.Slice(open, func(i, j int) bool { return less(open[i], open[j]) })
+	for _, l := range open {
+		byGo = append(byGo, l.ID)
+	}
+	return bySQL, byGo, nil
+}
