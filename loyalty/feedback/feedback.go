@@ -156,85 +156,90 @@ func (s *Service) Record(ctx context.Context, p loyalty.Principal, in Input, key
 		return Feedback{}, nil, loyalty.Errorf(loyalty.NotFound, "not_found", "no member has id %q", in.MemberID)
 	}
 	f, rep, err := loyalty.Write(ctx, s.ledger, key, 201, func(tx *loyalty.Tx) (Feedback, error) {
-		acct, err := tx.LockAccount(in.MemberID)
-		if err != nil {
-			return Feedback{}, err
-		}
-		if !acct.Active() {
-			return Feedback{}, loyalty.Errorf(loyalty.Conflict, "member_erased", "the member was erased")
-		}
-		prog, err := tx.Program()
-		if err != nil {
-			return Feedback{}, err
-		}
-		r := row{ID: loyalty.NewID(), MemberID: in.MemberID, Kind: in.Kind, Score: *in.Score, PurchaseID: in.PurchaseID,
-			StoreID: in.StoreID, Comment: in.Comment, OccurredAt: tx.Now, CreatedAt: tx.Now,
-			LocalDate: tx.Now.In(prog.Location()).Format(time.DateOnly)}
-		if r.Comment != nil && strings.TrimSpace(*r.Comment) == "" {
-			r.Comment = nil
-		}
-		channel := ""
-		if in.PurchaseID != nil {
-			var pur struct{ MemberID, StoreID, Channel string }
-			res := tx.DB.Raw("SELECT member_id, store_id, channel FROM purchases WHERE id = ?", *in.PurchaseID).Scan(&pur)
-			if res.Error != nil {
-				return Feedback{}, res.Error
-			}
-			if res.RowsAffected == 0 || pur.MemberID != in.MemberID {
-				return Feedback{}, loyalty.Invalidf("purchase_id", "no purchase of this member has this id")
-			}
-			r.PurchaseKey = *in.PurchaseID
-			if r.StoreID == nil {
-				r.StoreID = &pur.StoreID
-			}
-			channel = pur.Channel
-		}
-		if p.Role == loyalty.RolePOS && p.StoreID != "" {
-			if r.StoreID == nil {
-				r.StoreID = &p.StoreID
-			} else if *r.StoreID != p.StoreID {
-				return Feedback{}, loyalty.Errorf(loyalty.Forbidden, "wrong_store", "this till may record feedback only for store %q", p.StoreID)
-			}
-		}
-		switch {
-		case in.Channel != nil:
-			r.Channel = *in.Channel
-		case channel != "":
-			r.Channel = channel
-		default:
-			r.Channel = defaultChannel(p)
-		}
-		ladder, err := tx.Ladder()
-		if err != nil {
-			return Feedback{}, err
-		}
-		if t, ok := acct.Tier(ladder); ok {
-			code := t.Code
-			r.TierCode = &code
-		}
-		if bonus := prog.FeedbackBonusPoints; bonus > 0 {
-			e, err := acct.Credit(loyalty.KindFeedback, bonus, loyalty.CreditRef{}, "feedback "+in.Kind)
-			if err != nil {
-				return Feedback{}, err
-			}
-			if err := acct.Save(); err != nil {
-				return Feedback{}, err
-			}
-			r.EntryID, r.BonusPoints = &e.ID, bonus
-		}
-		if err := tx.DB.Create(&r).Error; err != nil {
-			if errors.Is(err, gorm.ErrDuplicatedKey) {
-				return Feedback{}, loyalty.Errorf(loyalty.Conflict, "duplicate",
-					"the member already answered %s for this purchase", in.Kind)
-			}
-			return Feedback{}, err
-		}
-		return Feedback{ID: r.ID, MemberID: r.MemberID, Kind: r.Kind, Score: r.Score, PurchaseID: r.PurchaseID, StoreID: r.StoreID,
-			Channel: r.Channel, Tier: r.TierCode, Comment: r.Comment, BonusPoints: r.BonusPoints, EntryID: r.EntryID,
-			OccurredAt: r.OccurredAt.UTC()}, nil
+		var out Feedback
+		_, err := tx.UpdateAccount(in.MemberID, func(acct *loyalty.Account) error {
+			var err error
+			out, err = s.record(tx, acct, p, in)
+			return err
+		})
+		return out, err
 	})
 	if err != nil {
 		return Feedback{}, nil, fmt.Errorf("record feedback: %w", err)
 	}
 	return f, rep, nil
+}
+
+// record stores one answer for a locked, active account and credits its
+// bonus, if any; the caller's closure saves the account.
+func (s *Service) record(tx *loyalty.Tx, acct *loyalty.Account, p loyalty.Principal, in Input) (Feedback, error) {
+	if !acct.Active() {
+		return Feedback{}, loyalty.Errorf(loyalty.Conflict, "member_erased", "the member was erased")
+	}
+	prog, err := tx.Program()
+	if err != nil {
+		return Feedback{}, err
+	}
+	r := row{ID: loyalty.NewID(), MemberID: in.MemberID, Kind: in.Kind, Score: *in.Score, PurchaseID: in.PurchaseID,
+		StoreID: in.StoreID, Comment: in.Comment, OccurredAt: tx.Now, CreatedAt: tx.Now,
+		LocalDate: tx.Now.In(prog.Location()).Format(time.DateOnly)}
+	if r.Comment != nil && strings.TrimSpace(*r.Comment) == "" {
+		r.Comment = nil
+	}
+	channel := ""
+	if in.PurchaseID != nil {
+		var pur struct{ MemberID, StoreID, Channel string }
+		res := tx.DB.Raw("SELECT member_id, store_id, channel FROM purchases WHERE id = ?", *in.PurchaseID).Scan(&pur)
+		if res.Error != nil {
+			return Feedback{}, res.Error
+		}
+		if res.RowsAffected == 0 || pur.MemberID != in.MemberID {
+			return Feedback{}, loyalty.Invalidf("purchase_id", "no purchase of this member has this id")
+		}
+		r.PurchaseKey = *in.PurchaseID
+		if r.StoreID == nil {
+			r.StoreID = &pur.StoreID
+		}
+		channel = pur.Channel
+	}
+	if p.Role == loyalty.RolePOS && p.StoreID != "" {
+		if r.StoreID == nil {
+			r.StoreID = &p.StoreID
+		} else if *r.StoreID != p.StoreID {
+			return Feedback{}, loyalty.Errorf(loyalty.Forbidden, "wrong_store", "this till may record feedback only for store %q", p.StoreID)
+		}
+	}
+	switch {
+	case in.Channel != nil:
+		r.Channel = *in.Channel
+	case channel != "":
+		r.Channel = channel
+	default:
+		r.Channel = defaultChannel(p)
+	}
+	ladder, err := tx.Ladder()
+	if err != nil {
+		return Feedback{}, err
+	}
+	if t, ok := acct.Tier(ladder); ok {
+		code := t.Code
+		r.TierCode = &code
+	}
+	if bonus := prog.FeedbackBonusPoints; bonus > 0 {
+		e, err := acct.Credit(loyalty.KindFeedback, bonus, loyalty.CreditRef{}, "feedback "+in.Kind)
+		if err != nil {
+			return Feedback{}, err
+		}
+		r.EntryID, r.BonusPoints = &e.ID, bonus
+	}
+	if err := tx.DB.Create(&r).Error; err != nil {
+		if errors.Is(err, gorm.ErrDuplicatedKey) {
+			return Feedback{}, loyalty.Errorf(loyalty.Conflict, "duplicate",
+				"the member already answered %s for this purchase", in.Kind)
+		}
+		return Feedback{}, err
+	}
+	return Feedback{ID: r.ID, MemberID: r.MemberID, Kind: r.Kind, Score: r.Score, PurchaseID: r.PurchaseID, StoreID: r.StoreID,
+		Channel: r.Channel, Tier: r.TierCode, Comment: r.Comment, BonusPoints: r.BonusPoints, EntryID: r.EntryID,
+		OccurredAt: r.OccurredAt.UTC()}, nil
 }
