@@ -2,11 +2,13 @@ package loyalty
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"sort"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/shopspring/decimal"
 	"gorm.io/gorm"
 
@@ -57,12 +59,35 @@ type account struct {
 	balance balanceRow
 	prog    *Program
 	now     time.Time
-	opened  []lotRow     // lots credit opened in this transaction
-	set     *settings    // the settings, when lockAccount looked them up
-	queue   *insertQueue // inserts deferred to save, see insertQueue
-	cfg     int64        // the config_version the account was read under
-	k       kept         // the kept state at now, with this transaction's changes
-	passed  int64        // instants of change in (balance.AsOf, now]
+	opened  []lotRow       // lots credit opened in this transaction
+	set     *settings      // the settings, when lockAccount looked them up
+	writes  *accountWrites // inserts deferred as data, see accountWrites
+	cfg     int64          // the config_version the account was read under
+	k       kept           // the kept state at now, with this transaction's changes
+	passed  int64          // instants of change in (balance.AsOf, now]
+}
+
+// lockSQL reads and locks a member's balance and member rows, with the
+// current config_version; lockSQLite is the same without the row locks,
+// which SQLite has not (its write transaction excludes other writers).
+const (
+	lockSQLite = `SELECT m.id, m.external_id, m.email, m.phone, m.first_name, m.last_name, m.birthday, m.timezone, m.status,
+		m.tier_code, m.tier_since, m.churn_risk, m.enrolled_at, m.updated_at,
+		b.points, b.debt, b.lifetime_earned, b.lifetime_redeemed, b.last_activity_at, b.version, b.updated_at,
+		b.open_available, b.open_pending, b.qualifying_spend, b.expiring_soon, b.as_of, b.next_change_at, b.config_version,
+		(SELECT config_version FROM program WHERE id = 1)
+		FROM member_balances b JOIN members m ON m.id = b.member_id WHERE b.member_id = ?`
+	lockSQL = lockSQLite + " FOR UPDATE OF b, m"
+)
+
+// lockedDest is where a row of lockSQL scans to.
+func (a *account) lockedDest(version *int64) []any {
+	m, b := &a.member, &a.balance
+	return []any{&m.ID, &m.ExternalID, &m.Email, &m.Phone, &m.FirstName, &m.LastName, &m.Birthday, &m.Timezone,
+		&m.Status, &m.TierCode, &m.TierSince, &m.ChurnRisk, &m.EnrolledAt, &m.UpdatedAt,
+		&b.Points, &b.Debt, &b.LifetimeEarned, &b.LifetimeRedeemed, &b.LastActivityAt, &b.Version, &b.UpdatedAt,
+		&b.OpenAvailable, &b.OpenPending, &b.QualifyingSpend, &b.ExpiringSoon, &b.AsOf, &b.NextChangeAt, &b.ConfigVersion,
+		version}
 }
 
 // lockAccount locks the member's balance and member rows with one
@@ -71,14 +96,9 @@ type account struct {
 // them.
 func lockAccount(tx *gorm.DB, memberID string, prog *Program, now time.Time) (*account, error) {
 	a := &account{prog: prog, now: now}
-	q := `SELECT m.id, m.external_id, m.email, m.phone, m.first_name, m.last_name, m.birthday, m.timezone, m.status,
-		m.tier_code, m.tier_since, m.churn_risk, m.enrolled_at, m.updated_at,
-		b.points, b.debt, b.lifetime_earned, b.lifetime_redeemed, b.last_activity_at, b.version, b.updated_at,
-		b.open_available, b.open_pending, b.qualifying_spend, b.expiring_soon, b.as_of, b.next_change_at, b.config_version,
-		(SELECT config_version FROM program WHERE id = 1)
-		FROM member_balances b JOIN members m ON m.id = b.member_id WHERE b.member_id = ?`
-	if tx.Dialector.Name() == Postgres {
-		q += " FOR UPDATE OF b, m"
+	q := lockSQL
+	if tx.Dialector.Name() != Postgres {
+		q = lockSQLite
 	}
 	rows, err := tx.Raw(q, memberID).Rows()
 	if err != nil {
@@ -93,11 +113,7 @@ func lockAccount(tx *gorm.DB, memberID string, prog *Program, now time.Time) (*a
 	}
 	m, b := &a.member, &a.balance
 	var version int64
-	if err := rows.Scan(&m.ID, &m.ExternalID, &m.Email, &m.Phone, &m.FirstName, &m.LastName, &m.Birthday, &m.Timezone,
-		&m.Status, &m.TierCode, &m.TierSince, &m.ChurnRisk, &m.EnrolledAt, &m.UpdatedAt,
-		&b.Points, &b.Debt, &b.LifetimeEarned, &b.LifetimeRedeemed, &b.LastActivityAt, &b.Version, &b.UpdatedAt,
-		&b.OpenAvailable, &b.OpenPending, &b.QualifyingSpend, &b.ExpiringSoon, &b.AsOf, &b.NextChangeAt, &b.ConfigVersion,
-		&version); err != nil {
+	if err := rows.Scan(a.lockedDest(&version)...); err != nil {
 		return nil, err
 	}
 	b.MemberID = m.ID
@@ -240,12 +256,15 @@ func entryAfter(x, y entryRow) bool {
 // save writes the cached balance back, its kept state as of now, with a
 // new version.
 func (a *account) save(tx *gorm.DB) error {
+	a.seal()
+	return tx.Save(&a.balance).Error
+}
+
+// seal brings the balance row to what save writes: its kept state as of
+// now, with a new version.
+func (a *account) seal() {
 	a.keep()
 	a.balance.UpdatedAt = a.now
-	if a.queue != nil {
-		return a.saveQueued(tx)
-	}
-	return tx.Save(&a.balance).Error
 }
 
 // entrySpec describes an entry to append.
@@ -617,33 +636,40 @@ func (s *Service) Balance(ctx context.Context, p Principal, memberID string) (Ba
 // member (for its 404), or a row whose kept state no longer holds at now
 // (see kept.go).
 func (s *Service) quickBalance(ctx context.Context, memberID string, now time.Time) (b Balance, ok bool, err error) {
-	db := s.store.read(ctx)
-	set := cacheOf(db).last()
+	set := cacheOf(s.store.r).last()
 	if set == nil {
 		return b, false, nil
 	}
 	a := &account{prog: set.prog, now: now, member: memberRow{ID: memberID}, cfg: set.version}
-	rows, err := db.Raw(`SELECT p.config_version, m.status, m.tier_code,
-		b.debt, b.lifetime_earned, b.lifetime_redeemed, b.last_activity_at, b.version,
-		b.open_available, b.open_pending, b.qualifying_spend, b.expiring_soon, b.as_of, b.next_change_at, b.config_version
-		FROM member_balances b JOIN members m ON m.id = b.member_id JOIN program p ON p.id = 1
-		WHERE b.member_id = ?`, memberID).Rows()
-	if err != nil {
-		return b, false, err
-	}
-	defer rows.Close()
-	if !rows.Next() {
-		return b, false, rows.Err()
-	}
 	var current int64
 	bal, m := &a.balance, &a.member
-	if err := rows.Scan(&current, &m.Status, &m.TierCode, &bal.Debt, &bal.LifetimeEarned, &bal.LifetimeRedeemed,
+	dest := []any{&current, &m.Status, &m.TierCode, &bal.Debt, &bal.LifetimeEarned, &bal.LifetimeRedeemed,
 		&bal.LastActivityAt, &bal.Version, &bal.OpenAvailable, &bal.OpenPending, &bal.QualifyingSpend, &bal.ExpiringSoon,
-		&bal.AsOf, &bal.NextChangeAt, &bal.ConfigVersion); err != nil {
-		return b, false, err
-	}
-	if err := rows.Close(); err != nil {
-		return b, false, err
+		&bal.AsOf, &bal.NextChangeAt, &bal.ConfigVersion}
+	if s.store.pg != nil {
+		// One prepared statement through pgx, nothing for GORM to build.
+		err := s.store.pg.QueryRow(ctx, pgBalanceSQL, memberID).Scan(dest...)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return b, false, nil
+		}
+		if err != nil {
+			return b, false, err
+		}
+	} else {
+		rows, err := s.store.read(ctx).Raw(balanceSQL, memberID).Rows()
+		if err != nil {
+			return b, false, err
+		}
+		defer rows.Close()
+		if !rows.Next() {
+			return b, false, rows.Err()
+		}
+		if err := rows.Scan(dest...); err != nil {
+			return b, false, err
+		}
+		if err := rows.Close(); err != nil {
+			return b, false, err
+		}
 	}
 	bal.MemberID = memberID
 	if current != set.version {
@@ -658,6 +684,14 @@ func (s *Service) quickBalance(ctx context.Context, memberID string, now time.Ti
 	}
 	return a.keptView(k, a.balance.Version, set.ladder), true, nil
 }
+
+// balanceSQL is what quickBalance reads: the balance row, the member's
+// tier and status, and the current config_version.
+const balanceSQL = `SELECT p.config_version, m.status, m.tier_code,
+		b.debt, b.lifetime_earned, b.lifetime_redeemed, b.last_activity_at, b.version,
+		b.open_available, b.open_pending, b.qualifying_spend, b.expiring_soon, b.as_of, b.next_change_at, b.config_version
+		FROM member_balances b JOIN members m ON m.id = b.member_id JOIN program p ON p.id = 1
+		WHERE b.member_id = ?`
 
 // Ledger lists a member's entries, newest first. Besides the stored
 // entries it shows the expire entries due by now that the expire-points job
@@ -779,7 +813,7 @@ func (s *Service) Adjust(ctx context.Context, p Principal, memberID string, in A
 	if err := v.Err(); err != nil {
 		return Entry{}, nil, err
 	}
-	e, rep, err := writeOnce(ctx, s, headerGuard(key), 201, func(tx *gorm.DB) (Entry, error) {
+	e, rep, err := writeOnce(ctx, s, headerGuard(key), func(tx *gorm.DB) (Entry, error) {
 		prog, err := loadProgram(tx)
 		if err != nil {
 			return Entry{}, err
