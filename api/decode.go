@@ -244,12 +244,20 @@ func page(c *fiber.Ctx) (loyalty.Page, error) {
 	return p, nil
 }
 
-// created answers a write: its first answer, or the replay of it.
+// created answers a write that creates something: 201 with its result, or
+// with the stored result of its first run when it is a replay.
 func created(c *fiber.Ctx, v any, rep *loyalty.Replay) error {
+	return written(c, fiber.StatusCreated, v, rep)
+}
+
+// written answers a write with status, the one status the API gives that
+// write: its result, or the stored result of the first run, marked as a
+// replay. The domain stores results, never statuses.
+func written(c *fiber.Ctx, status int, v any, rep *loyalty.Replay) error {
 	if rep != nil {
 		c.Set("Idempotent-Replayed", "true")
 		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
-		return c.Status(rep.Status).Send(rep.Body)
+		return c.Status(status).Send(rep.Body)
 	}
-	return c.Status(fiber.StatusCreated).JSON(v)
+	return c.Status(status).JSON(v)
 }

@@ -107,10 +107,7 @@ func (s *server) getRedemption(c *fiber.Ctx) error {
 // answered writes the answer to an action on an existing resource: 200,
 // or the replay of the first answer.
 func answered(c *fiber.Ctx, v any, rep *loyalty.Replay) error {
-	if rep != nil {
-		return created(c, v, rep)
-	}
-	return c.JSON(v)
+	return written(c, fiber.StatusOK, v, rep)
 }
 
 func (s *server) cancelRedemption(c *fiber.Ctx) error {

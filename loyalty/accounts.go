@@ -18,10 +18,10 @@ type Tx struct {
 }
 
 // Write runs fn in one write transaction guarded by the caller's
-// Idempotency-Key: a repeat replays the first answer (status and the JSON of
-// fn's result) instead of running fn again.
-func Write[T any](ctx context.Context, s *Service, key IdempotencyKey, status int, fn func(*Tx) (T, error)) (T, *Replay, error) {
-	return writeOnce(ctx, s, headerGuard(key), status, func(db *gorm.DB) (T, error) {
+// Idempotency-Key: a repeat replays the first result (the JSON of fn's
+// result) instead of running fn again.
+func Write[T any](ctx context.Context, s *Service, key IdempotencyKey, fn func(*Tx) (T, error)) (T, *Replay, error) {
+	return writeOnce(ctx, s, headerGuard(key), func(db *gorm.DB) (T, error) {
 		return fn(&Tx{DB: db, Now: ts(s.now()), svc: s})
 	})
 }

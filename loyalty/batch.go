@@ -9,68 +9,89 @@ import (
 	"gorm.io/gorm"
 )
 
-// insertQueue holds a purchase's inserts on PostgreSQL until the account is
-// saved, when they go to the server with the balance update as one
+// accountWrites is what a write of an account computed to write, as data:
+// rows to insert in order (pointers to rows, or to slices of rows), the
+// member's new tier when it moved, and the account's balance row (sealed).
+// Each dialect's path sends them its way: flush through GORM (SQLite, and
+// PostgreSQL off the hot path), pgWrites through pgx (see pg_purchase.go).
+type accountWrites struct {
+	rows []any
+	tier *string
+}
+
+// insert inserts value (a pointer to a row or a slice of rows) now, or
+// defers it when the account collects its writes as data.
+func (a *account) insert(tx *gorm.DB, value any) error {
+	if a.writes != nil {
+		a.writes.rows = append(a.writes.rows, value)
+		return nil
+	}
+	return tx.Create(value).Error
+}
+
+// flush writes w and a's sealed balance row through GORM. On SQLite, where
+// a statement costs no round trip, row by row; on PostgreSQL as one
 // statement (data-modifying WITH clauses, whose constraints are checked at
-// the end of the statement): one round trip instead of one per row. On
-// SQLite, where a statement costs no round trip, rows are inserted at once.
-type insertQueue struct {
-	sqls []string
-	vars []any
+// the end of the statement).
+func (w *accountWrites) flush(tx *gorm.DB, a *account) error {
+	if tx.Dialector.Name() == Postgres {
+		if err := w.flushOne(tx, a); err != nil {
+			return err
+		}
+	} else {
+		for _, r := range w.rows {
+			if err := tx.Create(r).Error; err != nil {
+				return err
+			}
+		}
+		if err := tx.Save(&a.balance).Error; err != nil {
+			return err
+		}
+	}
+	if w.tier != nil {
+		return tx.Model(&memberRow{}).Where("id = ?", a.member.ID).
+			Updates(map[string]any{"tier_code": *w.tier, "tier_since": a.now}).Error
+	}
+	return nil
 }
 
 var placeholder = regexp.MustCompile(`\$(\d+)`)
 
-// insert inserts value (a pointer to a row or a slice of rows) now, or
-// queues it when the account defers its inserts.
-func (a *account) insert(tx *gorm.DB, value any) error {
-	if a.queue == nil {
-		return tx.Create(value).Error
+func (w *accountWrites) flushOne(tx *gorm.DB, a *account) error {
+	var sqls []string
+	var vars []any
+	add := func(sql string, vs []any) {
+		if offset := len(vars); offset > 0 {
+			sql = placeholder.ReplaceAllStringFunc(sql, func(p string) string {
+				n, _ := strconv.Atoi(p[1:])
+				return "$" + strconv.Itoa(n+offset)
+			})
+		}
+		sqls = append(sqls, sql)
+		vars = append(vars, vs...)
 	}
-	st := tx.Session(&gorm.Session{DryRun: true, NewDB: true}).Create(value).Statement
-	if st.Error != nil {
-		return st.Error
+	for _, r := range w.rows {
+		st := tx.Session(&gorm.Session{DryRun: true, NewDB: true}).Create(r).Statement
+		if st.Error != nil {
+			return st.Error
+		}
+		add(st.SQL.String(), st.Vars)
 	}
-	a.queue.add(st.SQL.String(), st.Vars)
-	return nil
-}
-
-// add appends one statement whose placeholders are numbered from $1.
-func (q *insertQueue) add(sql string, vars []any) {
-	offset := len(q.vars)
-	if offset > 0 {
-		sql = placeholder.ReplaceAllStringFunc(sql, func(p string) string {
-			n, _ := strconv.Atoi(p[1:])
-			return "$" + strconv.Itoa(n+offset)
-		})
-	}
-	q.sqls = append(q.sqls, sql)
-	q.vars = append(q.vars, vars...)
-}
-
-// saveQueued writes the queued inserts and the balance in one statement.
-func (a *account) saveQueued(tx *gorm.DB) error {
-	q := a.queue
-	a.queue = nil
 	b := &a.balance
-	q.add(`UPDATE member_balances SET points = $1, debt = $2, lifetime_earned = $3, lifetime_redeemed = $4,
-		last_activity_at = $5, version = $6, updated_at = $7, open_available = $9, open_pending = $10,
-		qualifying_spend = $11, expiring_soon = $12, as_of = $13, next_change_at = $14, config_version = $15 WHERE member_id = $8`,
-		[]any{b.Points, b.Debt, b.LifetimeEarned, b.LifetimeRedeemed, b.LastActivityAt, b.Version, b.UpdatedAt, b.MemberID,
-			b.OpenAvailable, b.OpenPending, b.QualifyingSpend, b.ExpiringSoon, b.AsOf, b.NextChangeAt, b.ConfigVersion})
+	add(balanceUpdateSQL, balanceUpdateArgs(b))
 	var sb strings.Builder
 	sb.WriteString("WITH ")
-	for i, s := range q.sqls[:len(q.sqls)-1] {
+	for i, s := range sqls[:len(sqls)-1] {
 		if i > 0 {
 			sb.WriteString(", ")
 		}
 		fmt.Fprintf(&sb, "w%d AS (%s)", i, s)
 	}
 	sb.WriteString(" ")
-	sb.WriteString(q.sqls[len(q.sqls)-1])
+	sb.WriteString(sqls[len(sqls)-1])
 	// Straight to the driver: the text is PostgreSQL's, numbered
 	// placeholders and all, not GORM's.
-	res, err := tx.Statement.ConnPool.ExecContext(tx.Statement.Context, sb.String(), q.vars...)
+	res, err := tx.Statement.ConnPool.ExecContext(tx.Statement.Context, sb.String(), vars...)
 	if err != nil {
 		if t, ok := tx.Dialector.(gorm.ErrorTranslator); ok {
 			err = t.Translate(err)
@@ -81,4 +102,15 @@ func (a *account) saveQueued(tx *gorm.DB) error {
 		return fmt.Errorf("balance of member %s: %d rows updated (%v)", b.MemberID, n, err)
 	}
 	return nil
+}
+
+// balanceUpdateSQL saves a balance row on PostgreSQL; its arguments are
+// balanceUpdateArgs, from $1.
+const balanceUpdateSQL = `UPDATE member_balances SET points = $1, debt = $2, lifetime_earned = $3, lifetime_redeemed = $4,
+		last_activity_at = $5, version = $6, updated_at = $7, open_available = $9, open_pending = $10,
+		qualifying_spend = $11, expiring_soon = $12, as_of = $13, next_change_at = $14, config_version = $15 WHERE member_id = $8`
+
+func balanceUpdateArgs(b *balanceRow) []any {
+	return []any{b.Points, b.Debt, b.LifetimeEarned, b.LifetimeRedeemed, b.LastActivityAt, b.Version, b.UpdatedAt, b.MemberID,
+		b.OpenAvailable, b.OpenPending, b.QualifyingSpend, b.ExpiringSoon, b.AsOf, b.NextChangeAt, b.ConfigVersion}
 }

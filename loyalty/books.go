@@ -53,12 +53,35 @@ type account struct {
 	balance balanceRow
 	prog    *Program
 	now     time.Time
-	opened  []lotRow     // lots credit opened in this transaction
-	set     *settings    // the settings, when lockAccount looked them up
-	queue   *insertQueue // inserts deferred to save, see insertQueue
-	cfg     int64        // the config_version the account was read under
-	k       kept         // the kept state at now, with this transaction's changes
-	passed  int64        // instants of change in (balance.AsOf, now]
+	opened  []lotRow       // lots credit opened in this transaction
+	set     *settings      // the settings, when lockAccount looked them up
+	writes  *accountWrites // inserts deferred as data, see accountWrites
+	cfg     int64          // the config_version the account was read under
+	k       kept           // the kept state at now, with this transaction's changes
+	passed  int64          // instants of change in (balance.AsOf, now]
+}
+
+// lockSQL reads and locks a member's balance and member rows, with the
+// current config_version; lockSQLite is the same without the row locks,
+// which SQLite has not (its write transaction excludes other writers).
+const (
+	lockSQLite = `SELECT m.id, m.external_id, m.email, m.phone, m.first_name, m.last_name, m.birthday, m.timezone, m.status,
+		m.tier_code, m.tier_since, m.churn_risk, m.enrolled_at, m.updated_at,
+		b.points, b.debt, b.lifetime_earned, b.lifetime_redeemed, b.last_activity_at, b.version, b.updated_at,
+		b.open_available, b.open_pending, b.qualifying_spend, b.expiring_soon, b.as_of, b.next_change_at, b.config_version,
+		(SELECT config_version FROM program WHERE id = 1)
+		FROM member_balances b JOIN members m ON m.id = b.member_id WHERE b.member_id = ?`
+	lockSQL = lockSQLite + " FOR UPDATE OF b, m"
+)
+
+// lockedDest is where a row of lockSQL scans to.
+func (a *account) lockedDest(version *int64) []any {
+	m, b := &a.member, &a.balance
+	return []any{&m.ID, &m.ExternalID, &m.Email, &m.Phone, &m.FirstName, &m.LastName, &m.Birthday, &m.Timezone,
+		&m.Status, &m.TierCode, &m.TierSince, &m.ChurnRisk, &m.EnrolledAt, &m.UpdatedAt,
+		&b.Points, &b.Debt, &b.LifetimeEarned, &b.LifetimeRedeemed, &b.LastActivityAt, &b.Version, &b.UpdatedAt,
+		&b.OpenAvailable, &b.OpenPending, &b.QualifyingSpend, &b.ExpiringSoon, &b.AsOf, &b.NextChangeAt, &b.ConfigVersion,
+		version}
 }
 
 // lockAccount locks the member's balance and member rows with one
@@ -67,14 +90,9 @@ type account struct {
 // them.
 func lockAccount(tx *gorm.DB, memberID string, prog *Program, now time.Time) (*account, error) {
 	a := &account{prog: prog, now: now}
-	q := `SELECT m.id, m.external_id, m.email, m.phone, m.first_name, m.last_name, m.birthday, m.timezone, m.status,
-		m.tier_code, m.tier_since, m.churn_risk, m.enrolled_at, m.updated_at,
-		b.points, b.debt, b.lifetime_earned, b.lifetime_redeemed, b.last_activity_at, b.version, b.updated_at,
-		b.open_available, b.open_pending, b.qualifying_spend, b.expiring_soon, b.as_of, b.next_change_at, b.config_version,
-		(SELECT config_version FROM program WHERE id = 1)
-		FROM member_balances b JOIN members m ON m.id = b.member_id WHERE b.member_id = ?`
-	if tx.Dialector.Name() == Postgres {
-		q += " FOR UPDATE OF b, m"
+	q := lockSQL
+	if tx.Dialector.Name() != Postgres {
+		q = lockSQLite
 	}
 	rows, err := tx.Raw(q, memberID).Rows()
 	if err != nil {
@@ -89,11 +107,7 @@ func lockAccount(tx *gorm.DB, memberID string, prog *Program, now time.Time) (*a
 	}
 	m, b := &a.member, &a.balance
 	var version int64
-	if err := rows.Scan(&m.ID, &m.ExternalID, &m.Email, &m.Phone, &m.FirstName, &m.LastName, &m.Birthday, &m.Timezone,
-		&m.Status, &m.TierCode, &m.TierSince, &m.ChurnRisk, &m.EnrolledAt, &m.UpdatedAt,
-		&b.Points, &b.Debt, &b.LifetimeEarned, &b.LifetimeRedeemed, &b.LastActivityAt, &b.Version, &b.UpdatedAt,
-		&b.OpenAvailable, &b.OpenPending, &b.QualifyingSpend, &b.ExpiringSoon, &b.AsOf, &b.NextChangeAt, &b.ConfigVersion,
-		&version); err != nil {
+	if err := rows.Scan(a.lockedDest(&version)...); err != nil {
 		return nil, err
 	}
 	b.MemberID = m.ID
@@ -161,12 +175,15 @@ func (a *account) expireInactive(tx *gorm.DB) error {
 // save writes the cached balance back, its kept state as of now, with a
 // new version.
 func (a *account) save(tx *gorm.DB) error {
+	a.seal()
+	return tx.Save(&a.balance).Error
+}
+
+// seal brings the balance row to what save writes: its kept state as of
+// now, with a new version.
+func (a *account) seal() {
 	a.keep()
 	a.balance.UpdatedAt = a.now
-	if a.queue != nil {
-		return a.saveQueued(tx)
-	}
-	return tx.Save(&a.balance).Error
 }
 
 // entrySpec describes an entry to append.

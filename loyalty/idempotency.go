@@ -12,11 +12,21 @@ import (
 	"gorm.io/gorm/clause"
 )
 
-// Replay is the first response to a write that has been repeated.
+// Replay is the stored result of a write that has been repeated: the JSON
+// of what the write returned the first time. The API answers it with the
+// status it gives that write, the same each time.
 type Replay struct {
-	Status int
-	Body   json.RawMessage
+	Body json.RawMessage
 }
+
+// The states of an idempotency record (its status column): claimed by a
+// write in progress, or answered with the write's result. Records stored
+// before results were kept as domain results hold the first answer's HTTP
+// status there, which counts as answered.
+const (
+	claimed  = 0
+	answered = 1
+)
 
 // IdempotencyKey is the caller's Idempotency-Key with what it guards. The
 // zero value means the caller sent none.
@@ -88,8 +98,8 @@ var onConflictNothing = clause.OnConflict{DoNothing: true}
 // transaction is rolled back and its first response replayed. Otherwise fn
 // runs and its result is stored under every guard in the same transaction,
 // so a crash keeps both the effect and its record, or neither.
-func writeOnce[T any](ctx context.Context, s *Service, guards []guard, status int, fn func(tx *gorm.DB) (T, error)) (T, *Replay, error) {
-	return writeOnceAllowed(ctx, s, nil, guards, status, fn)
+func writeOnce[T any](ctx context.Context, s *Service, guards []guard, fn func(tx *gorm.DB) (T, error)) (T, *Replay, error) {
+	return writeOnceAllowed(ctx, s, nil, guards, fn)
 }
 
 // writeOnceAllowed is writeOnce for a write whose caller may be refused
@@ -97,7 +107,7 @@ func writeOnce[T any](ctx context.Context, s *Service, guards []guard, status in
 // store's purchase): allowed runs first, in the same transaction, so a
 // caller refused the write is refused its replay too, and never reads the
 // first caller's answer.
-func writeOnceAllowed[T any](ctx context.Context, s *Service, allowed func(tx *gorm.DB) error, guards []guard, status int, fn func(tx *gorm.DB) (T, error)) (T, *Replay, error) {
+func writeOnceAllowed[T any](ctx context.Context, s *Service, allowed func(tx *gorm.DB) error, guards []guard, fn func(tx *gorm.DB) (T, error)) (T, *Replay, error) {
 	var out T
 	var replay *Replay
 	now := ts(s.now())
@@ -126,7 +136,7 @@ func writeOnceAllowed[T any](ctx context.Context, s *Service, allowed func(tx *g
 		if err != nil {
 			return err
 		}
-		stored := map[string]any{"status": status, "response": string(body)}
+		stored := map[string]any{"status": answered, "response": string(body)}
 		if p, ok := any(v).(personalReply); ok {
 			stored["personal_member_id"] = p.personalOf()
 		}
@@ -146,7 +156,7 @@ func writeOnceAllowed[T any](ctx context.Context, s *Service, allowed func(tx *g
 }
 
 func claim(tx *gorm.DB, g guard, now time.Time) (*Replay, error) {
-	row := idempotencyRow{Scope: g.scope, Key: g.key, RequestHash: g.hash, Status: 0, Response: "", CreatedAt: now}
+	row := idempotencyRow{Scope: g.scope, Key: g.key, RequestHash: g.hash, Status: claimed, Response: "", CreatedAt: now}
 	res := tx.Clauses(onConflictNothing).Create(&row)
 	if res.Error != nil {
 		return nil, res.Error
@@ -158,13 +168,18 @@ func claim(tx *gorm.DB, g guard, now time.Time) (*Replay, error) {
 	if err := tx.Where("scope = ? AND key = ?", g.scope, g.key).Take(&prev).Error; err != nil {
 		return nil, err
 	}
+	return g.answer(prev)
+}
+
+// answer is the replay of the record prev, already claimed under g.
+func (g guard) answer(prev idempotencyRow) (*Replay, error) {
 	if prev.RequestHash != g.hash {
 		return nil, g.mismatch
 	}
-	if prev.Status == 0 {
+	if prev.Status == claimed {
 		return nil, Errorf(Conflict, "in_progress", "the same request is still being processed; retry shortly")
 	}
-	return &Replay{Status: prev.Status, Body: json.RawMessage(prev.Response)}, nil
+	return &Replay{Body: json.RawMessage(prev.Response)}, nil
 }
 
 // PurgeIdempotencyKeys forgets callers' keys older than keep. Natural keys

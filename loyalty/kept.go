@@ -241,16 +241,21 @@ func (a *account) openState(tx *gorm.DB) ([]lotRow, []windowPurchase, error) {
 	if err := tx.Where("member_id = ? AND remaining > 0", a.member.ID).Find(&lots).Error; err != nil {
 		return nil, nil, err
 	}
+	var ps []windowPurchase
+	if err := tx.Raw(`SELECT p.occurred_at, `+NetSpendSQL("p")+` AS net FROM purchases p WHERE p.member_id = ? AND p.occurred_at >= ?`,
+		a.member.ID, a.windowFrom()).Scan(&ps).Error; err != nil {
+		return nil, nil, err
+	}
+	return lots, ps, nil
+}
+
+// windowFrom is the start of the qualifying period openState reads.
+func (a *account) windowFrom() time.Time {
 	from := a.balance.AsOf
 	if a.now.Before(from) {
 		from = a.now
 	}
-	var ps []windowPurchase
-	if err := tx.Raw(`SELECT p.occurred_at, `+NetSpendSQL("p")+` AS net FROM purchases p WHERE p.member_id = ? AND p.occurred_at >= ?`,
-		a.member.ID, ts(a.prog.Period().Start(from))).Scan(&ps).Error; err != nil {
-		return nil, nil, err
-	}
-	return lots, ps, nil
+	return ts(a.prog.Period().Start(from))
 }
 
 // catchUp brings the account's kept state to a.now: from the row when it
@@ -266,10 +271,15 @@ func (a *account) catchUp(tx *gorm.DB) error {
 	if err != nil {
 		return err
 	}
+	a.catchUpFrom(lots, ps)
+	return nil
+}
+
+// catchUpFrom is catchUp from the open lots and window purchases read.
+func (a *account) catchUpFrom(lots []lotRow, ps []windowPurchase) {
 	r := a.rules()
 	a.passed = passedIn(r, lots, ps, a.balance.AsOf, a.now)
 	a.k = keptAt(r, lots, ps, a.now)
-	return nil
 }
 
 // keep writes the account's kept state into its balance row, as of a.now,

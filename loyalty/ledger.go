@@ -2,11 +2,13 @@ package loyalty
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"sort"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/shopspring/decimal"
 	"gorm.io/gorm"
 
@@ -197,33 +199,40 @@ func (s *Service) Balance(ctx context.Context, p Principal, memberID string) (Ba
 // member (for its 404), or a row whose kept state no longer holds at now
 // (see kept.go).
 func (s *Service) quickBalance(ctx context.Context, memberID string, now time.Time) (b Balance, ok bool, err error) {
-	db := s.store.read(ctx)
-	set := cacheOf(db).last()
+	set := cacheOf(s.store.r).last()
 	if set == nil {
 		return b, false, nil
 	}
 	a := &account{prog: set.prog, now: now, member: memberRow{ID: memberID}, cfg: set.version}
-	rows, err := db.Raw(`SELECT p.config_version, m.status, m.tier_code,
-		b.debt, b.lifetime_earned, b.lifetime_redeemed, b.last_activity_at, b.version,
-		b.open_available, b.open_pending, b.qualifying_spend, b.expiring_soon, b.as_of, b.next_change_at, b.config_version
-		FROM member_balances b JOIN members m ON m.id = b.member_id JOIN program p ON p.id = 1
-		WHERE b.member_id = ?`, memberID).Rows()
-	if err != nil {
-		return b, false, err
-	}
-	defer rows.Close()
-	if !rows.Next() {
-		return b, false, rows.Err()
-	}
 	var current int64
 	bal, m := &a.balance, &a.member
-	if err := rows.Scan(&current, &m.Status, &m.TierCode, &bal.Debt, &bal.LifetimeEarned, &bal.LifetimeRedeemed,
+	dest := []any{&current, &m.Status, &m.TierCode, &bal.Debt, &bal.LifetimeEarned, &bal.LifetimeRedeemed,
 		&bal.LastActivityAt, &bal.Version, &bal.OpenAvailable, &bal.OpenPending, &bal.QualifyingSpend, &bal.ExpiringSoon,
-		&bal.AsOf, &bal.NextChangeAt, &bal.ConfigVersion); err != nil {
-		return b, false, err
-	}
-	if err := rows.Close(); err != nil {
-		return b, false, err
+		&bal.AsOf, &bal.NextChangeAt, &bal.ConfigVersion}
+	if s.store.pg != nil {
+		// One prepared statement through pgx, nothing for GORM to build.
+		err := s.store.pg.QueryRow(ctx, pgBalanceSQL, memberID).Scan(dest...)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return b, false, nil
+		}
+		if err != nil {
+			return b, false, err
+		}
+	} else {
+		rows, err := s.store.read(ctx).Raw(balanceSQL, memberID).Rows()
+		if err != nil {
+			return b, false, err
+		}
+		defer rows.Close()
+		if !rows.Next() {
+			return b, false, rows.Err()
+		}
+		if err := rows.Scan(dest...); err != nil {
+			return b, false, err
+		}
+		if err := rows.Close(); err != nil {
+			return b, false, err
+		}
 	}
 	bal.MemberID = memberID
 	if current != set.version {
@@ -238,6 +247,14 @@ func (s *Service) quickBalance(ctx context.Context, memberID string, now time.Ti
 	}
 	return a.keptView(k, a.balance.Version, set.ladder), true, nil
 }
+
+// balanceSQL is what quickBalance reads: the balance row, the member's
+// tier and status, and the current config_version.
+const balanceSQL = `SELECT p.config_version, m.status, m.tier_code,
+		b.debt, b.lifetime_earned, b.lifetime_redeemed, b.last_activity_at, b.version,
+		b.open_available, b.open_pending, b.qualifying_spend, b.expiring_soon, b.as_of, b.next_change_at, b.config_version
+		FROM member_balances b JOIN members m ON m.id = b.member_id JOIN program p ON p.id = 1
+		WHERE b.member_id = ?`
 
 // Ledger lists a member's entries, newest first. Besides the stored
 // entries it shows the expire entries due by now that the expire-points job
@@ -359,7 +376,7 @@ func (s *Service) Adjust(ctx context.Context, p Principal, memberID string, in A
 	if err := v.Err(); err != nil {
 		return Entry{}, nil, err
 	}
-	e, rep, err := writeOnce(ctx, s, headerGuard(key), 201, func(tx *gorm.DB) (Entry, error) {
+	e, rep, err := writeOnce(ctx, s, headerGuard(key), func(tx *gorm.DB) (Entry, error) {
 		prog, err := loadProgram(tx)
 		if err != nil {
 			return Entry{}, err

@@ -191,7 +191,7 @@ func (s *Service) EnrolMember(ctx context.Context, in MemberInput, key Idempoten
 	if err := in.normalize(now); err != nil {
 		return Member{}, nil, err
 	}
-	m, rep, err := writeOnce(ctx, s, headerGuard(key), 201, func(tx *gorm.DB) (Member, error) {
+	m, rep, err := writeOnce(ctx, s, headerGuard(key), func(tx *gorm.DB) (Member, error) {
 		if err := uniqueConflict(tx, "", in); err != nil {
 			return Member{}, err
 		}

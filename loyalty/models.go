@@ -176,7 +176,7 @@ type idempotencyRow struct {
 	Scope       string `gorm:"primaryKey"`
 	Key         string `gorm:"primaryKey"`
 	RequestHash string
-	Status      int
+	Status      int // claimed or answered, see Replay
 	Response    string
 	CreatedAt   time.Time
 	// PersonalMemberID is the member whose personal data Response shows,

@@ -351,7 +351,7 @@ func (s *Service) CreateOffer(ctx context.Context, in OfferInput, key Idempotenc
 	if err := v.Err(); err != nil {
 		return Offer{}, nil, err
 	}
-	o, rep, err := writeOnce(ctx, s, headerGuard(key), 201, func(tx *gorm.DB) (Offer, error) {
+	o, rep, err := writeOnce(ctx, s, headerGuard(key), func(tx *gorm.DB) (Offer, error) {
 		now := ts(s.now())
 		row := offerRow{ID: newID(), Multiplier: "1", Conditions: "{}", TargetSegments: "[]", Status: OfferActive, CreatedAt: now, UpdatedAt: now}
 		ids, _ := in.apply(&row)
@@ -523,9 +523,29 @@ type memberOffers struct {
 	segments  map[string]bool
 }
 
+func newMemberOffers() *memberOffers {
+	return &memberOffers{targeted: map[string]bool{}, activated: map[string]bool{}, uses: map[string]int{}, segments: map[string]bool{}}
+}
+
+// fact records one fact about the member read in one statement (see
+// pgOfferFactsSQL): t an offer naming it, a an activation, u n uses of an
+// offer, s a segment it belongs to.
+func (mo *memberOffers) fact(kind, id string, n int) {
+	switch kind {
+	case "t":
+		mo.targeted[id] = true
+	case "a":
+		mo.activated[id] = true
+	case "u":
+		mo.uses[id] = n
+	case "s":
+		mo.segments[id] = true
+	}
+}
+
 // loadMemberOffers reads the offers live at at that may apply to member.
 func loadMemberOffers(tx *gorm.DB, memberID string, at time.Time) (*memberOffers, error) {
-	mo := &memberOffers{targeted: map[string]bool{}, activated: map[string]bool{}, uses: map[string]int{}, segments: map[string]bool{}}
+	mo := newMemberOffers()
 	if err := tx.Where(`status = ? AND (starts_at IS NULL OR starts_at <= ?) AND (ends_at IS NULL OR ends_at > ?)
 		AND (owner_member_id IS NULL OR owner_member_id = ?)`, OfferActive, at, at, memberID).
 		Order("id").Find(&mo.offers).Error; err != nil {

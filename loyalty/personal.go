@@ -156,7 +156,7 @@ func validateTemplate(r templateRow) error {
 
 // CreateOfferTemplate adds a personal-offer template.
 func (s *Service) CreateOfferTemplate(ctx context.Context, in OfferTemplateInput, key IdempotencyKey) (OfferTemplate, *Replay, error) {
-	t, rep, err := writeOnce(ctx, s, headerGuard(key), 201, func(tx *gorm.DB) (OfferTemplate, error) {
+	t, rep, err := writeOnce(ctx, s, headerGuard(key), func(tx *gorm.DB) (OfferTemplate, error) {
 		now := ts(s.now())
 		row := templateRow{ID: newID(), Multiplier: "1", Conditions: "{}", DurationDays: 14, LookbackDays: 90, MinPurchases: 3,
 			Active: true, CreatedAt: now, UpdatedAt: now}

@@ -291,8 +291,11 @@ func (s *Service) PostPurchase(ctx context.Context, p Principal, in PurchaseInpu
 	// Malformed requests are refused before they take the write lock, with
 	// the settings this store last read; the transaction validates again if
 	// they changed since.
-	prog := s.store.cachedProgram()
-	if prog == nil {
+	set := cacheOf(s.store.r).last()
+	var prog *Program
+	if set != nil {
+		prog = set.prog
+	} else {
 		var err error
 		if prog, err = s.Program(ctx); err != nil {
 			return res, nil, fmt.Errorf("post purchase: %w", err)
@@ -308,9 +311,16 @@ func (s *Service) PostPurchase(ctx context.Context, p Principal, in PurchaseInpu
 		guards = append(guards, guard{scope: "purchase:" + pur.StoreID, key: pur.ExternalID, hash: HashRequest(canon),
 			mismatch: Errorf(Conflict, "duplicate", "receipt %q of store %q was already posted with different content", pur.ExternalID, pur.StoreID)})
 	}
-	res, rep, err := writeOnce(ctx, s, guards, 201, func(tx *gorm.DB) (PurchaseResult, error) {
-		return s.postPurchase(tx, p, in, pur, prog)
-	})
+	var rep *Replay
+	err = errPGFallback
+	if s.store.pg != nil && set != nil {
+		res, rep, err = s.pgPostPurchase(ctx, set, pur, guards)
+	}
+	if errors.Is(err, errPGFallback) {
+		res, rep, err = writeOnce(ctx, s, guards, func(tx *gorm.DB) (PurchaseResult, error) {
+			return s.postPurchase(tx, p, in, pur, prog)
+		})
+	}
 	if err != nil {
 		return res, nil, fmt.Errorf("post purchase: %w", err)
 	}
@@ -322,106 +332,103 @@ func (s *Service) PostPurchase(ctx context.Context, p Principal, in PurchaseInpu
 }
 
 func (s *Service) postPurchase(tx *gorm.DB, p Principal, in PurchaseInput, pur purchase, validated *Program) (PurchaseResult, error) {
-	var (
-		res    PurchaseResult
-		row    purchaseRow
-		q      Quote
-		ladder tiers.Ladder
-		locked bool
-	)
-	a, err := updateAccount(tx, pur.MemberID, nil, ts(s.now()), func(a *account) error {
-		locked = true
-		var err error
-		prog := a.set.prog
-		ladder = a.set.ladder
-		if prog != validated {
-			if pur, err = s.validatePurchase(p, prog, in); err != nil {
-				return err
-			}
-		}
-		if pur.Currency != prog.Currency {
-			return Invalidf("currency", "must be the program currency %s", prog.Currency)
-		}
-		if a.member.Status != StatusActive {
-			return Errorf(Conflict, "member_erased", "the member was erased")
-		}
-		// The kept state before the purchase (lockAccount brought it to now)
-		// has its qualifying spend; with what this transaction adds, it is the
-		// balance the purchase answers.
-		mo, err := loadMemberOffers(tx, a.member.ID, pur.at)
-		if err != nil {
-			return err
-		}
-		if q, err = earning(prog, ladder, a.member, pur, a.k.Spend, a.now, mo); err != nil {
-			return err
-		}
-		row = purchaseRow{ID: newID(), MemberID: a.member.ID, StoreID: pur.StoreID, ExternalID: strp(pur.ExternalID),
-			Channel: pur.Channel, OccurredAt: pur.at, LocalDate: pur.at.In(prog.Location()).Format(time.DateOnly),
-			LocalDay: LocalDay(pur.at, prog.Location()),
-			Currency: pur.Currency, Total: pur.total, PointsEarned: q.PointsEarned, TierCode: q.TierBefore, CreatedAt: a.now}
-		if tx.Dialector.Name() == Postgres {
-			a.queue = &insertQueue{}
-		}
-		if err := a.insert(tx, &row); err != nil {
-			return err
-		}
-		if len(pur.items) > 0 {
-			items := make([]itemRow, len(pur.items))
-			for i, it := range pur.items {
-				items[i] = itemRow{PurchaseID: row.ID, Line: i + 1, SKU: it.SKU, Category: it.Category, Quantity: it.Quantity, UnitPrice: it.UnitPrice, Amount: it.Amount}
-			}
-			if err := a.insert(tx, &items); err != nil {
-				return err
-			}
-		}
-		pid := row.ID
-		for _, line := range q.Breakdown {
-			if line.Points == 0 {
-				continue
-			}
-			spec := entrySpec{Kind: KindEarn, Points: line.Points, OccurredAt: pur.at,
-				AvailableAt: pur.at.AddDate(0, 0, prog.PendingDays), ExpiresAt: prog.ExpiryFor(pur.at), PurchaseID: &pid,
-				Description: "purchase " + pur.ExternalID}
-			if line.Source == "offer" {
-				spec.Kind, spec.OfferID = KindOffer, strp(line.OfferID)
-				if err := a.insert(tx, &offerUseRow{OfferID: line.OfferID, PurchaseID: pid, MemberID: a.member.ID, Points: line.Points, CreatedAt: a.now}); err != nil {
-					return err
-				}
-			}
-			if _, err := a.credit(tx, spec); err != nil {
-				return err
-			}
-		}
-		earned, ok := tiers.AddMinor(a.balance.LifetimeEarned, q.PointsEarned)
-		if !ok {
-			return errLifetimeOverflow
-		}
-		a.balance.LifetimeEarned = earned
-		if a.balance.LastActivityAt == nil || pur.at.After(*a.balance.LastActivityAt) {
-			at := pur.at
-			a.balance.LastActivityAt = &at
-		}
-		a.k.addPurchase(prog.Period(), pur.at, pur.total, a.now)
-		return nil
-	})
-	switch {
-	case err != nil && !locked:
+	var res PurchaseResult
+	a, err := lockAccount(tx, pur.MemberID, nil, ts(s.now()))
+	if err != nil {
 		return res, memberRef(err)
-	case errors.Is(err, gorm.ErrDuplicatedKey):
-		return res, Errorf(Conflict, "duplicate", "receipt %q of store %q was already posted", pur.ExternalID, pur.StoreID)
-	case err != nil:
-		return res, err
 	}
-	if q.TierAfter != nil && (q.TierBefore == nil || *q.TierAfter != *q.TierBefore) {
-		if err := tx.Model(&memberRow{}).Where("id = ?", a.member.ID).
-			Updates(map[string]any{"tier_code": *q.TierAfter, "tier_since": a.now}).Error; err != nil {
+	if a.set.prog != validated {
+		if pur, err = s.validatePurchase(p, a.set.prog, in); err != nil {
 			return res, err
 		}
+	}
+	mo, err := loadMemberOffers(tx, a.member.ID, pur.at)
+	if err != nil {
+		return res, err
+	}
+	res, w, err := planPurchase(a, pur, mo)
+	if err != nil {
+		return res, err
+	}
+	if err := w.flush(tx, a); err != nil {
+		if errors.Is(err, gorm.ErrDuplicatedKey) {
+			return res, Errorf(Conflict, "duplicate", "receipt %q of store %q was already posted", pur.ExternalID, pur.StoreID)
+		}
+		return res, err
+	}
+	return res, nil
+}
+
+// planPurchase is a purchase's rules, one definition for every dialect: on
+// the account a, locked and brought to now, with the offers mo live for its
+// member, it computes the answer and what to write (rows to insert, the
+// balance row to save, the member's new tier), and each dialect's path
+// sends the writes its way (flush, or pgWrites on PostgreSQL).
+func planPurchase(a *account, pur purchase, mo *memberOffers) (PurchaseResult, *accountWrites, error) {
+	var res PurchaseResult
+	prog, ladder := a.set.prog, a.set.ladder
+	if pur.Currency != prog.Currency {
+		return res, nil, Invalidf("currency", "must be the program currency %s", prog.Currency)
+	}
+	if a.member.Status != StatusActive {
+		return res, nil, Errorf(Conflict, "member_erased", "the member was erased")
+	}
+	// The kept state before the purchase (the account was brought to now)
+	// has its qualifying spend; with what this purchase adds, it is the
+	// balance the purchase answers.
+	q, err := earning(prog, ladder, a.member, pur, a.k.Spend, a.now, mo)
+	if err != nil {
+		return res, nil, err
+	}
+	w := &accountWrites{}
+	a.writes = w
+	defer func() { a.writes = nil }()
+	row := purchaseRow{ID: newID(), MemberID: a.member.ID, StoreID: pur.StoreID, ExternalID: strp(pur.ExternalID),
+		Channel: pur.Channel, OccurredAt: pur.at, LocalDate: pur.at.In(prog.Location()).Format(time.DateOnly),
+		LocalDay: LocalDay(pur.at, prog.Location()),
+		Currency: pur.Currency, Total: pur.total, PointsEarned: q.PointsEarned, TierCode: q.TierBefore, CreatedAt: a.now}
+	w.rows = append(w.rows, &row)
+	if len(pur.items) > 0 {
+		items := make([]itemRow, len(pur.items))
+		for i, it := range pur.items {
+			items[i] = itemRow{PurchaseID: row.ID, Line: i + 1, SKU: it.SKU, Category: it.Category, Quantity: it.Quantity, UnitPrice: it.UnitPrice, Amount: it.Amount}
+		}
+		w.rows = append(w.rows, &items)
+	}
+	pid := row.ID
+	for _, line := range q.Breakdown {
+		if line.Points == 0 {
+			continue
+		}
+		spec := entrySpec{Kind: KindEarn, Points: line.Points, OccurredAt: pur.at,
+			AvailableAt: pur.at.AddDate(0, 0, prog.PendingDays), ExpiresAt: prog.ExpiryFor(pur.at), PurchaseID: &pid,
+			Description: "purchase " + pur.ExternalID}
+		if line.Source == "offer" {
+			spec.Kind, spec.OfferID = KindOffer, strp(line.OfferID)
+			w.rows = append(w.rows, &offerUseRow{OfferID: line.OfferID, PurchaseID: pid, MemberID: a.member.ID, Points: line.Points, CreatedAt: a.now})
+		}
+		if _, err := a.credit(nil, spec); err != nil {
+			return res, nil, err
+		}
+	}
+	earned, ok := tiers.AddMinor(a.balance.LifetimeEarned, q.PointsEarned)
+	if !ok {
+		return res, nil, errLifetimeOverflow
+	}
+	a.balance.LifetimeEarned = earned
+	if a.balance.LastActivityAt == nil || pur.at.After(*a.balance.LastActivityAt) {
+		at := pur.at
+		a.balance.LastActivityAt = &at
+	}
+	a.k.addPurchase(prog.Period(), pur.at, pur.total, a.now)
+	a.seal()
+	if q.TierAfter != nil && (q.TierBefore == nil || *q.TierAfter != *q.TierBefore) {
+		w.tier = q.TierAfter
 		a.member.TierCode = q.TierAfter
 	}
 	bal := a.view(ladder)
 	return PurchaseResult{ID: row.ID, ExternalID: row.ExternalID, StoreID: row.StoreID,
-		OccurredAt: pur.at.Format(time.RFC3339Nano), Quote: q, Balance: bal}, nil
+		OccurredAt: pur.at.Format(time.RFC3339Nano), Quote: q, Balance: bal}, w, nil
 }
 
 // LocalDay is the calendar day of t in loc, counted in days since
@@ -576,7 +583,7 @@ func (s *Service) PostReturn(ctx context.Context, p Principal, purchaseID string
 		}
 		return mayReturn(p, pr)
 	}
-	res, rep, err := writeOnceAllowed(ctx, s, allowed, guards, 201, func(tx *gorm.DB) (ReturnResult, error) {
+	res, rep, err := writeOnceAllowed(ctx, s, allowed, guards, func(tx *gorm.DB) (ReturnResult, error) {
 		prog, err := loadProgram(tx)
 		if err != nil {
 			return res, err

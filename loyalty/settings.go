@@ -126,12 +126,3 @@ func loadLocation(name string) (*time.Location, error) {
 	locations.Store(name, l)
 	return l, nil
 }
-
-// cachedProgram is the program settings this store last read, nil before
-// the first read; possibly stale, for checks a transaction repeats.
-func (s *Store) cachedProgram() *Program {
-	if c := cacheOf(s.r).last(); c != nil {
-		return c.prog
-	}
-	return nil
-}

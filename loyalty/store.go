@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/libtnb/sqlite"
 	"github.com/pressly/goose/v3"
-	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 	"gorm.io/gorm/logger"
@@ -45,6 +45,10 @@ type Store struct {
 	pools   []*stmtPool
 	// Path is the SQLite file, empty for PostgreSQL.
 	Path string
+	// pg is the pgx pool of the hot path on PostgreSQL (see pgpool.go),
+	// tracer sees the statements of both pools.
+	pg     *pgxpool.Pool
+	tracer *pgTracer
 }
 
 // Open connects to a database URL: sqlite://PATH or postgres://….
@@ -91,18 +95,7 @@ func Open(ctx context.Context, rawURL string) (*Store, error) {
 		}
 		return &Store{Dialect: SQLite, w: w, r: r, sqlDBs: []*sql.DB{wdb, rdb}, pools: []*stmtPool{wpool, rpool}, Path: path}, nil
 	case strings.HasPrefix(rawURL, "postgres://"), strings.HasPrefix(rawURL, "postgresql://"):
-		db, err := gorm.Open(postgres.Open(rawURL), cfg)
-		if err != nil {
-			return nil, fmt.Errorf("open store: %w", err)
-		}
-		sdb, err := db.DB()
-		if err != nil {
-			return nil, fmt.Errorf("open store: %w", err)
-		}
-		sdb.SetMaxOpenConns(20)
-		sdb.SetMaxIdleConns(10)
-		sdb.SetConnMaxIdleTime(5 * time.Minute)
-		return &Store{Dialect: Postgres, w: db, r: db, sqlDBs: []*sql.DB{sdb}}, nil
+		return openPostgres(ctx, rawURL, cfg)
 	}
 	if u, err := url.Parse(rawURL); err == nil && u.Scheme != "" {
 		return nil, fmt.Errorf("open store: unsupported database scheme %q (want sqlite:// or postgres://)", u.Scheme)
@@ -115,6 +108,9 @@ func (s *Store) Close() error {
 	var errs []error
 	for _, p := range s.pools {
 		p.close()
+	}
+	if s.pg != nil {
+		s.pg.Close()
 	}
 	for _, d := range s.sqlDBs {
 		errs = append(errs, d.Close())

@@ -3,9 +3,15 @@ package loyalty
 import "gorm.io/gorm"
 
 // TraceStatements calls fn with the SQL of every statement the store runs
-// through GORM from now on, on its read and write handles: tests count
-// what an operation reads with it (a structural measure, not a timing).
+// from now on: on PostgreSQL every statement either pool sends (at the pgx
+// level, transaction control included), on SQLite every statement GORM
+// runs on the read and write handles. Tests count what an operation reads
+// with it (a structural measure, not a timing).
 func (s *Store) TraceStatements(fn func(sql string)) error {
+	if s.tracer != nil {
+		s.tracer.stmt.Store(&fn)
+		return nil
+	}
 	seen := map[*gorm.DB]bool{}
 	for _, db := range []*gorm.DB{s.w, s.r} {
 		if db == nil || seen[db] {

@@ -229,7 +229,7 @@ func (s *Service) Create(ctx context.Context, in RewardInput, key loyalty.Idempo
 	if err := v.Err(); err != nil {
 		return Reward{}, nil, err
 	}
-	r, rep, err := loyalty.Write(ctx, s.ledger, key, 201, func(tx *loyalty.Tx) (Reward, error) {
+	r, rep, err := loyalty.Write(ctx, s.ledger, key, func(tx *loyalty.Tx) (Reward, error) {
 		row := rewardRow{ID: loyalty.NewID(), Active: true, CreatedAt: tx.Now, UpdatedAt: tx.Now}
 		in.apply(&row)
 		if err := validate(tx.DB, in, row); err != nil {
@@ -269,7 +269,7 @@ func (s *Service) Update(ctx context.Context, id string, in RewardInput) (Reward
 // update changes the fields present in in, recorded in the audit trail as
 // action.
 func (s *Service) update(ctx context.Context, id string, in RewardInput, action string) (Reward, error) {
-	r, _, err := loyalty.Write(ctx, s.ledger, loyalty.IdempotencyKey{}, 200, func(tx *loyalty.Tx) (Reward, error) {
+	r, _, err := loyalty.Write(ctx, s.ledger, loyalty.IdempotencyKey{}, func(tx *loyalty.Tx) (Reward, error) {
 		// Redemptions and cancels change the stock meanwhile: the row is
 		// read locked, and only the columns the patch changes are written.
 		before, row, err := loyalty.UpdateRow(tx.DB, id, func(row *rewardRow) error {

@@ -246,7 +246,7 @@ func (s *Service) ClaimGift(ctx context.Context, p loyalty.Principal, memberID, 
 	if in.RewardID == "" {
 		return Redemption{}, nil, loyalty.Invalidf("reward_id", "is required: choose one of the gift's options")
 	}
-	r, rep, err := loyalty.Write(ctx, s.ledger, key, 201, func(tx *loyalty.Tx) (Redemption, error) {
+	r, rep, err := loyalty.Write(ctx, s.ledger, key, func(tx *loyalty.Tx) (Redemption, error) {
 		var red Redemption
 		b, err := tx.UpdateAccount(memberID, func(acct *loyalty.Account) error {
 			// A claim issues a coupon as a redemption does, so an erased

@@ -114,7 +114,7 @@ func (s *Service) Redeem(ctx context.Context, p loyalty.Principal, memberID stri
 	if in.RewardID == "" {
 		return Redemption{}, nil, loyalty.Invalidf("reward_id", "is required")
 	}
-	r, rep, err := loyalty.Write(ctx, s.ledger, key, 201, func(tx *loyalty.Tx) (Redemption, error) {
+	r, rep, err := loyalty.Write(ctx, s.ledger, key, func(tx *loyalty.Tx) (Redemption, error) {
 		var red Redemption
 		b, err := tx.UpdateAccount(memberID, func(acct *loyalty.Account) error {
 			if !acct.Active() {
@@ -231,7 +231,7 @@ func getRedemption(db *gorm.DB, where string, arg any) (redemptionRow, error) {
 // taken from, so cancelling never extends a point's life. Only an issued
 // coupon can be cancelled.
 func (s *Service) Cancel(ctx context.Context, p loyalty.Principal, id string, key loyalty.IdempotencyKey) (Redemption, *loyalty.Replay, error) {
-	r, rep, err := loyalty.Write(ctx, s.ledger, key, 200, func(tx *loyalty.Tx) (Redemption, error) {
+	r, rep, err := loyalty.Write(ctx, s.ledger, key, func(tx *loyalty.Tx) (Redemption, error) {
 		red, err := getRedemption(tx.DB, "id = ?", id)
 		if err != nil {
 			return Redemption{}, err
@@ -277,7 +277,7 @@ func (s *Service) Cancel(ctx context.Context, p loyalty.Principal, id string, ke
 // Use marks a coupon used at a till. Only an issued coupon can be used.
 func (s *Service) Use(ctx context.Context, p loyalty.Principal, code string, key loyalty.IdempotencyKey) (Redemption, *loyalty.Replay, error) {
 	code = NormalizeCoupon(code)
-	r, rep, err := loyalty.Write(ctx, s.ledger, key, 200, func(tx *loyalty.Tx) (Redemption, error) {
+	r, rep, err := loyalty.Write(ctx, s.ledger, key, func(tx *loyalty.Tx) (Redemption, error) {
 		red, err := getRedemption(tx.DB, "coupon_code = ?", code)
 		if err != nil {
 			return Redemption{}, loyalty.Errorf(loyalty.NotFound, "not_found", "no coupon has this code")

@@ -155,7 +155,7 @@ func (s *Service) Record(ctx context.Context, p loyalty.Principal, in Input, key
 	if !p.SeesMember(in.MemberID) {
 		return Feedback{}, nil, loyalty.Errorf(loyalty.NotFound, "not_found", "no member has id %q", in.MemberID)
 	}
-	f, rep, err := loyalty.Write(ctx, s.ledger, key, 201, func(tx *loyalty.Tx) (Feedback, error) {
+	f, rep, err := loyalty.Write(ctx, s.ledger, key, func(tx *loyalty.Tx) (Feedback, error) {
 		var out Feedback
 		_, err := tx.UpdateAccount(in.MemberID, func(acct *loyalty.Account) error {
 			var err error

@@ -12,8 +12,9 @@ CREATE INDEX idempotency_personal_member ON idempotency_keys (personal_member_id
 -- Records written before this migration: an enrolment's reply is the
 -- member's JSON, which begins with its id and holds the contact fields.
 -- Enrolments are only ever guarded by a caller's key.
+-- (status is not 0: answered; it held the first HTTP status then.)
 UPDATE idempotency_keys SET personal_member_id = json_extract(response, '$.id')
-WHERE scope LIKE 'key:%' AND status = 201
+WHERE scope LIKE 'key:%' AND status <> 0
   AND response LIKE '{"id":"%","external_id":%,"email":%,"phone":%,"first_name":%,"last_name":%,"birthday":%,"timezone":%,"status":%,"enrolled_at":%';
 UPDATE idempotency_keys SET personal_member_id = NULL
 WHERE personal_member_id IS NOT NULL

@@ -1,0 +1,108 @@
+package loyalty
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+)
+
+// On PostgreSQL the store holds two pools on one DSN, both pgx underneath:
+// GORM's, over database/sql, for configuration and the writes that are not
+// on the hot path, and a pgxpool for purchases and balance reads, which
+// batch their statements so that each costs a fixed, small number of round
+// trips (see pg_purchase.go). The connections of both count towards one
+// total.
+const (
+	pgGormConns = 10
+	pgPoolConns = 10
+)
+
+// pgTracer sees every statement and round trip of both pools, at the pgx
+// level: tests count them (a structural measure, not a timing).
+type pgTracer struct {
+	stmt atomic.Pointer[func(sql string)]
+	trip atomic.Pointer[func()]
+}
+
+func (t *pgTracer) onStmt(sql string) {
+	if f := t.stmt.Load(); f != nil {
+		(*f)(sql)
+	}
+}
+
+func (t *pgTracer) onTrip() {
+	if f := t.trip.Load(); f != nil {
+		(*f)()
+	}
+}
+
+// A statement outside a batch is one round trip; a batch is one round trip
+// for all its statements; preparing a statement is one more.
+func (t *pgTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	t.onTrip()
+	t.onStmt(d.SQL)
+	return ctx
+}
+func (t *pgTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (t *pgTracer) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	t.onTrip()
+	return ctx
+}
+func (t *pgTracer) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
+	t.onStmt(d.SQL)
+}
+func (t *pgTracer) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+func (t *pgTracer) TracePrepareStart(ctx context.Context, _ *pgx.Conn, _ pgx.TracePrepareStartData) context.Context {
+	t.onTrip()
+	return ctx
+}
+func (t *pgTracer) TracePrepareEnd(context.Context, *pgx.Conn, pgx.TracePrepareEndData) {}
+
+// TraceRoundTrips calls fn on every round trip the store makes to
+// PostgreSQL from now on, through either pool; a no-op on SQLite, where a
+// statement costs no round trip.
+func (s *Store) TraceRoundTrips(fn func()) {
+	if s.tracer != nil {
+		s.tracer.trip.Store(&fn)
+	}
+}
+
+// openPostgres opens GORM and the pgx pool on one traced configuration.
+func openPostgres(ctx context.Context, rawURL string, cfg *gorm.Config) (*Store, error) {
+	pcfg, err := pgxpool.ParseConfig(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	tracer := &pgTracer{}
+	pcfg.ConnConfig.Tracer = tracer
+	sdb := stdlib.OpenDB(*pcfg.ConnConfig.Copy())
+	sdb.SetMaxOpenConns(pgGormConns)
+	sdb.SetMaxIdleConns(pgGormConns)
+	sdb.SetConnMaxIdleTime(5 * time.Minute)
+	db, err := gorm.Open(postgres.New(postgres.Config{Conn: sdb}), cfg)
+	if err != nil {
+		sdb.Close()
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	// The hot path's fixed statements are prepared once per connection, as
+	// it opens; every other statement is sent with its parameters in the
+	// round trip that runs it (no separate prepare).
+	pcfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
+	pcfg.MaxConns = pgPoolConns
+	pcfg.MaxConnIdleTime = 5 * time.Minute
+	pcfg.AfterConnect = preparePG
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		sdb.Close()
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	return &Store{Dialect: Postgres, w: db, r: db, sqlDBs: []*sql.DB{sdb}, pg: pool, tracer: tracer}, nil
+}
