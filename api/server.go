@@ -80,21 +80,7 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 		cfg.Jobs = jobs.NewRunner(svc, cfg.Rewards)
 	}
 	s := &server{svc: svc, rewards: cfg.Rewards, jobs: cfg.Jobs, auth: cfg.Auth, log: cfg.Logger, metrics: metrics}
-	app := fiber.New(fiber.Config{
-		AppName:               "loyalty",
-		BodyLimit:             BodyLimit,
-		ErrorHandler:          errorHandler(cfg.Logger),
-		Immutable:             true,
-		DisableStartupMessage: true,
-		ReadTimeout:           orDefault(cfg.ReadTimeout, 30*time.Second),
-		WriteTimeout:          orDefault(cfg.WriteTimeout, 30*time.Second),
-		IdleTimeout:           orDefault(cfg.IdleTimeout, 120*time.Second),
-		ReadBufferSize:        orDefault(cfg.MaxHeaderBytes, DefaultMaxHeaderBytes),
-	})
-	app.Use(refuseAmbiguousLength)
-	app.Use(recover.New())
-	app.Use(assignRequestID)
-	app.Use(s.observe)
+	app := s.newApp(cfg)
 
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", s.ready)
@@ -113,15 +99,7 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 		member   = loyalty.RoleMember
 	)
 	all := []loyalty.Role{admin, marketer, pos, member}
-	v1 := app.Group("/v1", s.authenticate)
-	if cfg.RateLimit > 0 {
-		v1.Use(limiter.New(limiter.Config{
-			Max:          cfg.RateLimit,
-			Expiration:   orDefault(cfg.RateLimitWindow, time.Minute),
-			KeyGenerator: func(c *fiber.Ctx) string { p := principal(c); return string(p.Role) + ":" + p.Subject },
-			LimitReached: rateLimited,
-		}))
-	}
+	v1 := s.v1(app, cfg)
 
 	v1.Get("/program", allow(marketer, admin), s.getProgram)
 	v1.Put("/program", allow(marketer, admin), s.putProgram)
@@ -189,6 +167,43 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 
 	app.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })
 	return app
+}
+
+// newApp is the Fiber app with the middleware every request passes
+// through, before any route.
+func (s *server) newApp(cfg Config) *fiber.App {
+	app := fiber.New(fiber.Config{
+		AppName:               "loyalty",
+		BodyLimit:             BodyLimit,
+		ErrorHandler:          errorHandler(cfg.Logger),
+		Immutable:             true,
+		DisableStartupMessage: true,
+		ReadTimeout:           orDefault(cfg.ReadTimeout, 30*time.Second),
+		WriteTimeout:          orDefault(cfg.WriteTimeout, 30*time.Second),
+		IdleTimeout:           orDefault(cfg.IdleTimeout, 120*time.Second),
+		ReadBufferSize:        orDefault(cfg.MaxHeaderBytes, DefaultMaxHeaderBytes),
+	})
+	app.Use(refuseAmbiguousLength)
+	app.Use(recover.New())
+	app.Use(assignRequestID)
+	app.Use(s.observe)
+
+	return app
+}
+
+// v1 is the /v1 group: authenticated and, when configured, rate limited
+// per caller.
+func (s *server) v1(app *fiber.App, cfg Config) fiber.Router {
+	v1 := app.Group("/v1", s.authenticate)
+	if cfg.RateLimit > 0 {
+		v1.Use(limiter.New(limiter.Config{
+			Max:          cfg.RateLimit,
+			Expiration:   orDefault(cfg.RateLimitWindow, time.Minute),
+			KeyGenerator: func(c *fiber.Ctx) string { p := principal(c); return string(p.Role) + ":" + p.Subject },
+			LimitReached: rateLimited,
+		}))
+	}
+	return v1
 }
 
 // DefaultMaxHeaderBytes is the default bound on a request's line and
