@@ -58,7 +58,7 @@ func (s *server) metricsAuth(token string) fiber.Handler {
 			return c.Next()
 		}
 		raw, ok := strings.CutPrefix(c.Get(fiber.HeaderAuthorization), "Bearer ")
-		p, err := s.auth.verify(strings.TrimSpace(raw))
+		p, err := s.verifier.verify(strings.TrimSpace(raw))
 		if !ok || err != nil {
 			c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="loyalty"`)
 			return loyalty.Errorf(loyalty.Unauthorized, "unauthorized", "send Authorization: Bearer <admin token or metrics token>")

@@ -62,9 +62,11 @@ type server struct {
 	svc     *loyalty.Service
 	rewards *rewards.Service
 	jobs    *jobs.Runner
-	auth    AuthConfig
-	log     *slog.Logger
-	metrics *Metrics
+	// verifier checks bearer tokens, remembering those it verified; a
+	// new app, as after a secret's rotation, starts with an empty one.
+	verifier *verifier
+	log      *slog.Logger
+	metrics  *Metrics
 }
 
 // New builds the app over svc. The Metrics it returns must be given to the
@@ -79,7 +81,8 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 	if cfg.Jobs == nil {
 		cfg.Jobs = jobs.NewRunner(svc, cfg.Rewards)
 	}
-	s := &server{svc: svc, rewards: cfg.Rewards, jobs: cfg.Jobs, auth: cfg.Auth, log: cfg.Logger, metrics: metrics}
+	s := &server{svc: svc, rewards: cfg.Rewards, jobs: cfg.Jobs, verifier: newVerifier(cfg.Auth, tokenCacheSize),
+		log: cfg.Logger, metrics: metrics}
 	app := s.newApp(cfg)
 
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
@@ -162,7 +165,7 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 	// Go's profiler, for admins only: /debug/pprof/profile?seconds=30 and the rest.
 	app.Group("/debug", s.authenticate, allow(admin)).Use(pprof.New())
 
-	console.Mount(app, console.Deps{Loyalty: svc, Rewards: cfg.Rewards, Jobs: cfg.Jobs, Verify: cfg.Auth.verify,
+	console.Mount(app, console.Deps{Loyalty: svc, Rewards: cfg.Rewards, Jobs: cfg.Jobs, Verify: s.verifier.verify,
 		Secret: cfg.Auth.Secret, Logger: cfg.Logger})
 
 	app.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })
