@@ -345,7 +345,9 @@ func (s *server) observe(c *fiber.Ctx) error {
 	route := routePath(c)
 	elapsed := time.Since(start)
 	s.metrics.observeRequest(c.Method(), route, status, elapsed)
-	s.log.Info("request", "request_id", requestID(c), "method", c.Method(), "route", route, "status", status,
-		"duration_ms", float64(elapsed.Microseconds())/1000, "role", string(principal(c).Role))
+	// LogAttrs, unlike Info, boxes none of the values.
+	s.log.LogAttrs(context.Background(), slog.LevelInfo, "request", slog.String("request_id", requestID(c)),
+		slog.String("method", c.Method()), slog.String("route", route), slog.Int("status", status),
+		slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000), slog.String("role", string(principal(c).Role)))
 	return nil
 }

@@ -64,27 +64,42 @@ func newVerifier(cfg AuthConfig, size int) *verifier {
 
 func (v *verifier) key(*jwt.Token) (any, error) { return v.secret, nil }
 
-// verify returns the principal of a valid token, from the cache when the
-// token was verified before and its times still hold.
+// verify returns the principal of a valid token.
 func (v *verifier) verify(raw string) (loyalty.Principal, error) {
-	if v.cache == nil {
-		p, _, err := v.check(raw)
-		return p, err
+	p, err := v.principalOf([]byte(raw))
+	if err != nil {
+		return loyalty.Principal{}, err
 	}
-	k := sha256.Sum256([]byte(raw))
+	return *p, nil
+}
+
+// principalOf returns the principal of a valid token, from the cache when
+// the token was verified before and its times still hold. The principal
+// may be shared with other requests: it must not be changed. raw is only
+// read during the call.
+func (v *verifier) principalOf(raw []byte) (*loyalty.Principal, error) {
+	if v.cache == nil {
+		p, _, err := v.check(string(raw))
+		if err != nil {
+			return nil, err
+		}
+		return &p, nil
+	}
+	k := sha256.Sum256(raw)
 	if e := v.cache.get(k); e != nil {
 		if err := v.times.Validate(&e.claims); err != nil {
 			v.cache.remove(k)
-			return loyalty.Principal{}, err
+			return nil, err
 		}
-		return e.p, nil
+		return &e.p, nil
 	}
-	p, c, err := v.check(raw)
+	p, c, err := v.check(string(raw))
 	if err != nil {
-		return p, err
+		return nil, err
 	}
-	v.cache.put(k, &cachedToken{p: p, claims: c.RegisteredClaims})
-	return p, nil
+	e := &cachedToken{p: p, claims: c.RegisteredClaims}
+	v.cache.put(k, e)
+	return &e.p, nil
 }
 
 // cachedToken is a verified token's principal and the claims whose
