@@ -199,7 +199,7 @@ func keyedRoutes(t *testing.T) []string {
 			server = src
 		}
 		for _, m := range handler.FindAllSubmatch(src, -1) {
-			if bytes.Contains(m[2], []byte("idempotencyKey(c)")) {
+			if bytes.Contains(m[2], []byte("idempotencyKey(c,")) {
 				keyed[string(m[1])] = true
 			}
 		}
