@@ -16,7 +16,7 @@ import (
 // sends the same token until it expires, so a hit skips the header check,
 // the signature and the strict claim decoding; 10,000 covers every till
 // and operator of a large retailer and the members active in one token
-// lifetime, at about 2 MB.
+// lifetime, in a few megabytes.
 const tokenCacheSize = 10_000
 
 // verifier checks bearer tokens against one AuthConfig. It remembers the
