@@ -24,6 +24,10 @@ type AuthConfig struct {
 	Secret   []byte // HS256 key
 	Issuer   string // enforced when set
 	Audience string // enforced when set
+	// Clock is the time exp, nbf and iat are checked against; nil means
+	// time.Now. The engine's own clock (loyalty.WithClock) may be set in
+	// the past or future for jobs; tokens are judged by this one.
+	Clock func() time.Time
 }
 
 // Claims are the token claims the engine reads (§2).
@@ -182,40 +186,44 @@ func SignToken(cfg AuthConfig, role loyalty.Role, sub, storeID string, ttl time.
 	return jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(cfg.Secret)
 }
 
-// verify checks a bearer token: HS256 only (so "none" and every other
+// verify checks a bearer token once, without remembering it; the app
+// verifies through a verifier, which does.
+func (cfg AuthConfig) verify(raw string) (loyalty.Principal, error) {
+	return newVerifier(cfg, 0).verify(raw)
+}
+
+// leeway is how far a token's times may be off the engine's clock: a
+// signer whose clock runs a second or two ahead issues tokens whose iat is
+// in the engine's future.
+const leeway = 5 * time.Second
+
+// check verifies a bearer token: HS256 only (so "none" and every other
 // algorithm fail), a valid signature (compared in constant time by the
 // library's HMAC verification) under a secret CheckSecret accepts, a header
 // and claims decoded strictly (Claims.UnmarshalJSON), an exp in the future,
 // no nbf or iat in the future, the configured issuer and audience, a known
 // role, a printable sub and, when present, a store_id a purchase may have.
-func (cfg AuthConfig) verify(raw string) (loyalty.Principal, error) {
-	if err := CheckSecret(cfg.Secret); err != nil {
-		return loyalty.Principal{}, fmt.Errorf("signing secret: %w", err)
+// It returns the claims with the principal, for the cache to recheck
+// their times.
+func (v *verifier) check(raw string) (loyalty.Principal, *Claims, error) {
+	if v.secretErr != nil {
+		return loyalty.Principal{}, nil, v.secretErr
 	}
 	if err := checkHeader(raw); err != nil {
-		return loyalty.Principal{}, err
+		return loyalty.Principal{}, nil, err
 	}
-	opts := []jwt.ParserOption{jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(), jwt.WithIssuedAt(),
-		jwt.WithLeeway(5 * time.Second)}
-	if cfg.Issuer != "" {
-		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
-	}
-	if cfg.Audience != "" {
-		opts = append(opts, jwt.WithAudience(cfg.Audience))
-	}
-	var c Claims
-	_, err := jwt.ParseWithClaims(raw, &c, func(*jwt.Token) (any, error) { return cfg.Secret, nil }, opts...)
-	if err != nil {
-		return loyalty.Principal{}, err
+	c := new(Claims)
+	if _, err := v.parser.ParseWithClaims(raw, c, v.key); err != nil {
+		return loyalty.Principal{}, nil, err
 	}
 	role := loyalty.Role(c.Role)
 	if !role.Valid() || !validSubject(c.Subject) {
-		return loyalty.Principal{}, errors.New("token lacks a known role or a printable sub")
+		return loyalty.Principal{}, nil, errors.New("token lacks a known role or a printable sub")
 	}
 	if c.storeIDSet && !storeIDExpr.MatchString(c.StoreID) {
-		return loyalty.Principal{}, errors.New("token has a store_id no store can have")
+		return loyalty.Principal{}, nil, errors.New("token has a store_id no store can have")
 	}
-	return loyalty.Principal{Subject: c.Subject, Role: role, StoreID: c.StoreID}, nil
+	return loyalty.Principal{Subject: c.Subject, Role: role, StoreID: c.StoreID}, c, nil
 }
 
 // checkHeader refuses a token whose header names a parameter twice, in any
@@ -237,21 +245,22 @@ func checkHeader(raw string) error {
 
 const principalLocal = "principal"
 
-// authenticate verifies the bearer token and stores the principal.
+// authenticate verifies the bearer token and stores the principal. It
+// reads the header in place: a remembered token costs no copy.
 func (s *server) authenticate(c *fiber.Ctx) error {
-	h := c.Get(fiber.HeaderAuthorization)
-	raw, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || strings.TrimSpace(raw) == "" {
+	raw, ok := bytes.CutPrefix(c.Request().Header.Peek(fiber.HeaderAuthorization), []byte("Bearer "))
+	raw = bytes.TrimSpace(raw)
+	if !ok || len(raw) == 0 {
 		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="loyalty"`)
 		return loyalty.Errorf(loyalty.Unauthorized, "unauthorized", "send Authorization: Bearer <token>")
 	}
-	p, err := s.auth.verify(strings.TrimSpace(raw))
+	p, err := s.verifier.principalOf(raw)
 	if err != nil {
 		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="loyalty", error="invalid_token"`)
 		return loyalty.Errorf(loyalty.Unauthorized, "invalid_token", "the token is invalid or expired")
 	}
 	c.Locals(principalLocal, p)
-	c.SetUserContext(loyalty.WithPrincipal(c.UserContext(), p))
+	c.SetUserContext(loyalty.WithPrincipal(c.UserContext(), *p))
 	return c.Next()
 }
 
@@ -266,6 +275,8 @@ func allow(roles ...loyalty.Role) fiber.Handler {
 }
 
 func principal(c *fiber.Ctx) loyalty.Principal {
-	p, _ := c.Locals(principalLocal).(loyalty.Principal)
-	return p
+	if p, ok := c.Locals(principalLocal).(*loyalty.Principal); ok && p != nil {
+		return *p
+	}
+	return loyalty.Principal{}
 }

@@ -142,6 +142,12 @@ func (s *server) getBalance(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	return sendBalance(c, b)
+}
+
+// sendBalance answers a balance read: 304 when If-None-Match names its
+// version, else the balance with that version as its ETag.
+func sendBalance(c *fiber.Ctx, b loyalty.Balance) error {
 	etag := `"` + itoa(b.Version) + `"`
 	c.Set(fiber.HeaderETag, etag)
 	c.Set(fiber.HeaderCacheControl, "private, no-cache")

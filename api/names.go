@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"reflect"
 	"strings"
 	"sync"
@@ -42,79 +41,251 @@ const (
 // names of one object that differ only in case are refused as well.
 // Objects nested in fields, slices and maps are walked with their own types.
 // A *nameError says which; other errors are the JSON's own.
+//
+// It runs on every request body and token, so it scans the bytes itself
+// once json.Valid has accepted them, rather than through json.Decoder's
+// tokens, which allocate for each; names are compared in place, and a path
+// is only spelled out for an error.
 func checkNames(body []byte, t reflect.Type, mode foldMode) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	if err := walkNames(dec, t, "", mode); err != nil {
-		return err
+	if !json.Valid(body) {
+		return errors.New("not one valid JSON value")
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return errors.New("more than one JSON value")
+	w := nameWalker{b: body, mode: mode}
+	return w.value(t)
+}
+
+// nameWalker scans valid JSON.
+type nameWalker struct {
+	b    []byte
+	i    int
+	mode foldMode
+	path []pathSeg // where the walk is, for an error
+}
+
+// pathSeg is an object name or an array index.
+type pathSeg struct {
+	name  []byte
+	index int // when name is nil
+}
+
+func (w *nameWalker) where() string {
+	var b strings.Builder
+	for i, s := range w.path {
+		if s.name == nil {
+			fmt.Fprintf(&b, "[%d]", s.index)
+			continue
+		}
+		if i > 0 {
+			b.WriteByte('.')
+		}
+		b.Write(s.name)
+	}
+	return b.String()
+}
+
+func (w *nameWalker) space() {
+	for w.i < len(w.b) {
+		switch w.b[w.i] {
+		case ' ', '\t', '\n', '\r':
+			w.i++
+		default:
+			return
+		}
+	}
+}
+
+func (w *nameWalker) value(t reflect.Type) error {
+	w.space()
+	switch w.b[w.i] {
+	case '{':
+		return w.object(deref(t))
+	case '[':
+		return w.array(deref(t))
+	case '"':
+		w.str()
+	default: // a number, true, false or null
+		for w.i < len(w.b) {
+			switch w.b[w.i] {
+			case ',', ']', '}', ' ', '\t', '\n', '\r':
+				return nil
+			}
+			w.i++
+		}
 	}
 	return nil
 }
 
-func walkNames(dec *json.Decoder, t reflect.Type, path string, mode foldMode) error {
-	tok, err := dec.Token()
-	if err != nil {
-		return err
+// str skips a string and returns its raw contents and whether they hold
+// an escape.
+func (w *nameWalker) str() (raw []byte, escaped bool) {
+	w.i++ // the opening quote
+	start := w.i
+	for w.b[w.i] != '"' {
+		if w.b[w.i] == '\\' {
+			escaped = true
+			w.i++
+		}
+		w.i++
 	}
-	d, ok := tok.(json.Delim)
-	if !ok {
+	raw = w.b[start:w.i]
+	w.i++
+	return raw, escaped
+}
+
+// smallObject is how many names an object may hold before checking them
+// against one another takes maps instead of comparing each pair.
+const smallObject = 16
+
+func (w *nameWalker) object(t reflect.Type) error {
+	fields := fieldsOf(t)
+	var elem reflect.Type
+	if t != nil && t.Kind() == reflect.Map {
+		elem = t.Elem()
+	}
+	var small [smallObject][]byte
+	names := small[:0]
+	var exact map[string]bool
+	var folds map[string][]byte // folded name → the first name of its class
+	w.i++
+	w.space()
+	if w.b[w.i] == '}' {
+		w.i++
 		return nil
 	}
-	t = deref(t)
-	switch d {
-	case '{':
-		fields := fieldsOf(t)
-		var elem reflect.Type
-		if t != nil && t.Kind() == reflect.Map {
-			elem = t.Elem()
-		}
-		seen := map[string]string{}
-		for dec.More() {
-			kt, err := dec.Token()
-			if err != nil {
+	for {
+		w.space()
+		quoted := w.i
+		name, escaped := w.str()
+		if escaped || !isASCII(name) {
+			// encoding/json's own unquoting: escapes, and U+FFFD for
+			// invalid UTF-8.
+			var s string
+			if err := json.Unmarshal(w.b[quoted:w.i], &s); err != nil {
 				return err
 			}
-			key, _ := kt.(string)
-			p := key
-			if path != "" {
-				p = path + "." + key
-			}
-			folded := foldName(key)
-			if prev, ok := seen[folded]; ok && (prev == key || mode == foldAll) {
-				if prev == key {
-					return &nameError{p, "is given twice"}
-				}
-				return &nameError{p, fmt.Sprintf("is given twice, as %q and %q", prev, key)}
-			}
-			seen[folded] = key
-			child := elem
-			if fields != nil {
-				if ft, ok := fields.byName[key]; ok {
-					child = ft
-				} else if name, ok := fields.byFold[folded]; ok {
-					return &nameError{p, fmt.Sprintf("must be spelled %q: names are case-sensitive", name)}
+			name = []byte(s)
+		}
+		w.path = append(w.path, pathSeg{name: name})
+		if err := w.seen(name, names, exact, folds); err != nil {
+			return err
+		}
+		if exact == nil && len(names) < smallObject {
+			names = append(names, name)
+		} else {
+			if exact == nil {
+				exact, folds = map[string]bool{}, map[string][]byte{}
+				for _, n := range names {
+					exact[string(n)] = true
+					if _, ok := folds[foldName(string(n))]; !ok {
+						folds[foldName(string(n))] = n
+					}
 				}
 			}
-			if err := walkNames(dec, child, p, mode); err != nil {
-				return err
+			exact[string(name)] = true
+			if _, ok := folds[foldName(string(name))]; !ok {
+				folds[foldName(string(name))] = name
 			}
 		}
-	case '[':
-		var elem reflect.Type
-		if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
-			elem = t.Elem()
+		child := elem
+		if fields != nil {
+			if ft, ok := fields.byName[string(name)]; ok {
+				child = ft
+			} else if spelled, ok := lookupFold(fields.byFold, name); ok {
+				return &nameError{w.where(), fmt.Sprintf("must be spelled %q: names are case-sensitive", spelled)}
+			}
 		}
-		for i := 0; dec.More(); i++ {
-			if err := walkNames(dec, elem, fmt.Sprintf("%s[%d]", path, i), mode); err != nil {
-				return err
+		w.space()
+		w.i++ // the colon
+		if err := w.value(child); err != nil {
+			return err
+		}
+		w.path = w.path[:len(w.path)-1]
+		w.space()
+		c := w.b[w.i]
+		w.i++
+		if c == '}' {
+			return nil
+		}
+	}
+}
+
+// seen refuses name when the object named it before, or, with foldAll, a
+// name equal to it but for case.
+func (w *nameWalker) seen(name []byte, names [][]byte, exact map[string]bool, folds map[string][]byte) error {
+	var prev []byte
+	if exact != nil {
+		if exact[string(name)] {
+			return &nameError{w.where(), "is given twice"}
+		}
+		prev = folds[foldName(string(name))]
+	} else {
+		for _, n := range names {
+			if bytes.Equal(n, name) {
+				return &nameError{w.where(), "is given twice"}
+			}
+			if prev == nil && bytes.EqualFold(n, name) {
+				prev = n
 			}
 		}
 	}
-	_, err = dec.Token() // the closing delimiter
-	return err
+	if prev != nil && w.mode == foldAll {
+		return &nameError{w.where(), fmt.Sprintf("is given twice, as %q and %q", prev, name)}
+	}
+	return nil
+}
+
+func (w *nameWalker) array(t reflect.Type) error {
+	var elem reflect.Type
+	if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+		elem = t.Elem()
+	}
+	w.i++
+	w.space()
+	if w.b[w.i] == ']' {
+		w.i++
+		return nil
+	}
+	for i := 0; ; i++ {
+		w.path = append(w.path, pathSeg{index: i})
+		if err := w.value(elem); err != nil {
+			return err
+		}
+		w.path = w.path[:len(w.path)-1]
+		w.space()
+		c := w.b[w.i]
+		w.i++
+		if c == ']' {
+			return nil
+		}
+	}
+}
+
+func isASCII(b []byte) bool {
+	for _, c := range b {
+		if c >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// lookupFold looks name up in a map keyed by foldName, without
+// allocating for a short ASCII name: the map index reads the folded bytes
+// in place.
+func lookupFold(m map[string]string, name []byte) (string, bool) {
+	var buf [64]byte
+	if len(name) > len(buf) || !isASCII(name) {
+		v, ok := m[foldName(string(name))]
+		return v, ok
+	}
+	for i, c := range name {
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		buf[i] = c
+	}
+	v, ok := m[string(buf[:len(name)])]
+	return v, ok
 }
 
 func deref(t reflect.Type) reflect.Type {

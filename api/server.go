@@ -64,7 +64,9 @@ type server struct {
 	rewards  *rewards.Service
 	jobs     *jobs.Runner
 	feedback *feedback.Service
-	auth     AuthConfig
+	// verifier checks bearer tokens, remembering those it verified; a
+	// new app, as after a secret's rotation, starts with an empty one.
+	verifier *verifier
 	log      *slog.Logger
 	metrics  *Metrics
 }
@@ -81,22 +83,9 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 	if cfg.Jobs == nil {
 		cfg.Jobs = jobs.NewRunner(svc, cfg.Rewards)
 	}
-	s := &server{svc: svc, rewards: cfg.Rewards, jobs: cfg.Jobs, feedback: feedback.NewService(svc), auth: cfg.Auth, log: cfg.Logger, metrics: metrics}
-	app := fiber.New(fiber.Config{
-		AppName:               "loyalty",
-		BodyLimit:             BodyLimit,
-		ErrorHandler:          errorHandler(cfg.Logger),
-		Immutable:             true,
-		DisableStartupMessage: true,
-		ReadTimeout:           orDefault(cfg.ReadTimeout, 30*time.Second),
-		WriteTimeout:          orDefault(cfg.WriteTimeout, 30*time.Second),
-		IdleTimeout:           orDefault(cfg.IdleTimeout, 120*time.Second),
-		ReadBufferSize:        orDefault(cfg.MaxHeaderBytes, DefaultMaxHeaderBytes),
-	})
-	app.Use(refuseAmbiguousLength)
-	app.Use(recover.New())
-	app.Use(assignRequestID)
-	app.Use(s.observe)
+	s := &server{svc: svc, rewards: cfg.Rewards, jobs: cfg.Jobs, feedback: feedback.NewService(svc),
+		verifier: newVerifier(cfg.Auth, tokenCacheSize), log: cfg.Logger, metrics: metrics}
+	app := s.newApp(cfg)
 
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", s.ready)
@@ -115,15 +104,7 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 		member   = loyalty.RoleMember
 	)
 	all := []loyalty.Role{admin, marketer, pos, member}
-	v1 := app.Group("/v1", s.authenticate)
-	if cfg.RateLimit > 0 {
-		v1.Use(limiter.New(limiter.Config{
-			Max:          cfg.RateLimit,
-			Expiration:   orDefault(cfg.RateLimitWindow, time.Minute),
-			KeyGenerator: func(c *fiber.Ctx) string { p := principal(c); return string(p.Role) + ":" + p.Subject },
-			LimitReached: rateLimited,
-		}))
-	}
+	v1 := s.v1(app, cfg)
 
 	v1.Get("/program", allow(marketer, admin), s.getProgram)
 	v1.Put("/program", allow(marketer, admin), s.putProgram)
@@ -192,11 +173,48 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 	// Go's profiler, for admins only: /debug/pprof/profile?seconds=30 and the rest.
 	app.Group("/debug", s.authenticate, allow(admin)).Use(pprof.New())
 
-	console.Mount(app, console.Deps{Loyalty: svc, Rewards: cfg.Rewards, Jobs: cfg.Jobs, Verify: cfg.Auth.verify,
+	console.Mount(app, console.Deps{Loyalty: svc, Rewards: cfg.Rewards, Jobs: cfg.Jobs, Verify: s.verifier.verify,
 		Secret: cfg.Auth.Secret, Logger: cfg.Logger})
 
 	app.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })
 	return app
+}
+
+// newApp is the Fiber app with the middleware every request passes
+// through, before any route.
+func (s *server) newApp(cfg Config) *fiber.App {
+	app := fiber.New(fiber.Config{
+		AppName:               "loyalty",
+		BodyLimit:             BodyLimit,
+		ErrorHandler:          errorHandler(cfg.Logger),
+		Immutable:             true,
+		DisableStartupMessage: true,
+		ReadTimeout:           orDefault(cfg.ReadTimeout, 30*time.Second),
+		WriteTimeout:          orDefault(cfg.WriteTimeout, 30*time.Second),
+		IdleTimeout:           orDefault(cfg.IdleTimeout, 120*time.Second),
+		ReadBufferSize:        orDefault(cfg.MaxHeaderBytes, DefaultMaxHeaderBytes),
+	})
+	app.Use(refuseAmbiguousLength)
+	app.Use(recover.New())
+	app.Use(assignRequestID)
+	app.Use(s.observe)
+
+	return app
+}
+
+// v1 is the /v1 group: authenticated and, when configured, rate limited
+// per caller.
+func (s *server) v1(app *fiber.App, cfg Config) fiber.Router {
+	v1 := app.Group("/v1", s.authenticate)
+	if cfg.RateLimit > 0 {
+		v1.Use(limiter.New(limiter.Config{
+			Max:          cfg.RateLimit,
+			Expiration:   orDefault(cfg.RateLimitWindow, time.Minute),
+			KeyGenerator: func(c *fiber.Ctx) string { p := principal(c); return string(p.Role) + ":" + p.Subject },
+			LimitReached: rateLimited,
+		}))
+	}
+	return v1
 }
 
 // DefaultMaxHeaderBytes is the default bound on a request's line and
@@ -335,7 +353,9 @@ func (s *server) observe(c *fiber.Ctx) error {
 	route := routePath(c)
 	elapsed := time.Since(start)
 	s.metrics.observeRequest(c.Method(), route, status, elapsed)
-	s.log.Info("request", "request_id", requestID(c), "method", c.Method(), "route", route, "status", status,
-		"duration_ms", float64(elapsed.Microseconds())/1000, "role", string(principal(c).Role))
+	// LogAttrs, unlike Info, boxes none of the values.
+	s.log.LogAttrs(context.Background(), slog.LevelInfo, "request", slog.String("request_id", requestID(c)),
+		slog.String("method", c.Method()), slog.String("route", route), slog.Int("status", status),
+		slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000), slog.String("role", string(principal(c).Role)))
 	return nil
 }
