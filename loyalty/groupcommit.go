@@ -13,15 +13,15 @@ import (
 //
 // SQLite has one writer, so every write transaction of the engine runs on
 // one connection, one after another, and each pays for its own BEGIN,
-// COMMIT and write of the pages it dirtied to the WAL. The committer owns
-// that connection: writes queue for it, and it runs whatever has queued
-// meanwhile in one IMMEDIATE transaction, each write inside a savepoint of
-// its own, then commits once. A write that fails is rolled back to its
-// savepoint alone; the others keep their effects. Every write is answered
-// only after the group's COMMIT has returned, so an acknowledged write is
-// durable exactly as it was with a transaction of its own, and a failed
-// COMMIT fails every write of the group, whose effects (idempotency claims
-// included) are then all gone, so each may be retried.
+// COMMIT and write of the pages it dirtied to the WAL. One committer runs
+// the store's writes on that connection: writes queue for it, and it runs
+// whatever has queued meanwhile in one IMMEDIATE transaction, each write
+// inside a savepoint of its own, then commits once. A write that fails is
+// rolled back to its savepoint alone; the others keep their effects. Every
+// write is answered only after the group's COMMIT has returned, so an
+// acknowledged write is durable exactly as it was with a transaction of its
+// own, and a failed COMMIT fails every write of the group, whose effects
+// (idempotency claims included) are then all gone, so each may be retried.
 //
 // Within a group the writes run in order, each seeing the ones before it:
 // what serial transactions would have seen. Effects outside the database
@@ -37,8 +37,8 @@ type groupCommitter struct {
 	queue   chan *writeReq
 	quit    chan struct{}
 	stopped chan struct{}
-	// beforeCommit, when set by a test, runs in place of nothing just
-	// before COMMIT; an error it returns is taken as COMMIT's own failure.
+	// beforeCommit, set by tests, runs just before each COMMIT; an error
+	// it returns is taken as the COMMIT's own failure.
 	beforeCommit func() error
 }
 
@@ -87,8 +87,8 @@ func (g *groupCommitter) close() {
 
 // do runs fn in the next group and returns once that group has committed
 // (nil) or fn or the COMMIT failed. A write whose ctx ends before it
-// started is not run; once started it completes with its group, so that
-// an answer never races the COMMIT.
+// started is not run; once started in a shared transaction it completes
+// with its group, and its writer is answered only after the COMMIT.
 func (g *groupCommitter) do(ctx context.Context, alone bool, fn func(tx *gorm.DB) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -252,13 +252,13 @@ func (r *writeReq) start() bool {
 func (g *groupCommitter) runOne(tx *gorm.DB, r *writeReq, savepoint bool) (res writeResult, aborted bool) {
 	r.hooks = nil
 	if !savepoint {
-		res = r.call(tx)
+		res = r.call(r.ctx, tx)
 		return res, res.err != nil || res.didPanic
 	}
 	if err := exec(tx, "SAVEPOINT w"); err != nil {
 		return writeResult{err: fmt.Errorf("savepoint: %w", err)}, true
 	}
-	res = r.call(tx)
+	res = r.call(context.WithoutCancel(r.ctx), tx)
 	if res.err == nil && !res.didPanic {
 		if err := exec(tx, "RELEASE w"); err != nil {
 			res.err = fmt.Errorf("release savepoint: %w", err)
@@ -284,16 +284,18 @@ func exec(tx *gorm.DB, query string) error {
 	return err
 }
 
-// call runs r.fn on tx. Its statements run without r's cancellation: on
-// SQLite an interrupted write statement rolls back the whole transaction,
-// which is the group's; a started write completes with its group.
-func (r *writeReq) call(tx *gorm.DB) (res writeResult) {
+// call runs r.fn on tx with ctx. In a shared transaction ctx must not be
+// r's own, cancellable one: on SQLite an interrupted write statement rolls
+// back the whole transaction, the group's; a started write completes with
+// its group. A write alone in its transaction keeps its cancellation, as
+// a long job should.
+func (r *writeReq) call(ctx context.Context, tx *gorm.DB) (res writeResult) {
 	defer func() {
 		if p := recover(); p != nil {
 			res = writeResult{panicked: p, didPanic: true}
 		}
 	}()
-	ctx := context.WithValue(context.WithoutCancel(r.ctx), txHooksKey{}, &r.hooks)
+	ctx = context.WithValue(ctx, txHooksKey{}, &r.hooks)
 	return writeResult{err: r.fn(tx.WithContext(ctx))}
 }
 
