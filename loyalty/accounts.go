@@ -95,7 +95,8 @@ func (a *Account) Spend(kind string, points int64, redemptionID, description str
 		a.a.balance.LifetimeRedeemed += points
 		now := a.tx.Now
 		a.a.balance.LastActivityAt = &now
-		a.tx.svc.observer.PointsRedeemed(points)
+		obs := a.tx.svc.observer
+		afterCommit(a.tx.DB, func() { obs.PointsRedeemed(points) })
 	}
 	return entryFromRow(row), nil
 }
@@ -128,7 +129,8 @@ func (a *Account) Credit(kind string, points int64, ref CreditRef, description s
 		return Entry{}, err
 	}
 	a.a.balance.LifetimeEarned = earned
-	a.tx.svc.observer.PointsIssued(points)
+	obs := a.tx.svc.observer
+	afterCommit(a.tx.DB, func() { obs.PointsIssued(points) })
 	return entryFromRow(row), nil
 }
 

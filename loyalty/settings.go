@@ -82,9 +82,14 @@ func settingsAt(tx *gorm.DB, version int64) (*settings, error) {
 		return nil, err
 	}
 	if cache != nil && again == version {
-		if old := cache.last(); old == nil || old.version <= version {
-			cache.cur.Store(c)
-		}
+		// In a write transaction the version may be this transaction's
+		// own change, which a rollback would undo and a later change
+		// number again: keep it only once committed.
+		afterCommit(tx, func() {
+			if old := cache.last(); old == nil || old.version <= version {
+				cache.cur.Store(c)
+			}
+		})
 	}
 	return c, nil
 }

@@ -37,12 +37,15 @@ const (
 // busy timeout, and every write goes through a single connection whose
 // transactions begin IMMEDIATE, so writers queue in Go instead of failing
 // with SQLITE_BUSY, while readers use their own connections concurrently.
+// The writes that queue together share one transaction and one COMMIT
+// (groupcommit.go).
 type Store struct {
 	Dialect string
 	w       *gorm.DB // writes: one connection on SQLite
 	r       *gorm.DB // reads
 	sqlDBs  []*sql.DB
 	pools   []*stmtPool
+	group   *groupCommitter // SQLite's writes; nil on PostgreSQL
 	// Path is the SQLite file, empty for PostgreSQL.
 	Path string
 	// pg is the pgx pool of the hot path on PostgreSQL (see pgpool.go),
@@ -73,7 +76,11 @@ func Open(ctx context.Context, rawURL string) (*Store, error) {
 		// compares: every stored instant is UTC (see ts).
 		base := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)" +
 			"&_texttotime=1&_inttotime=1&_time_format=sqlite"
-		wdb, err := sql.Open(sqlite.DriverName, base+"&_txlock=immediate")
+		// The writer's temporary storage is memory: group commit gives
+		// each write a savepoint, whose journal of the pages it changes
+		// would otherwise spill to a temporary file with a write() for
+		// every page past 64 KiB (groupcommit.go).
+		wdb, err := sql.Open(sqlite.DriverName, base+"&_txlock=immediate&_pragma=temp_store(MEMORY)")
 		if err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
 		}
@@ -93,7 +100,8 @@ func Open(ctx context.Context, rawURL string) (*Store, error) {
 		if err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
 		}
-		return &Store{Dialect: SQLite, w: w, r: r, sqlDBs: []*sql.DB{wdb, rdb}, pools: []*stmtPool{wpool, rpool}, Path: path}, nil
+		return &Store{Dialect: SQLite, w: w, r: r, sqlDBs: []*sql.DB{wdb, rdb}, pools: []*stmtPool{wpool, rpool},
+			group: newGroupCommitter(w), Path: path}, nil
 	case strings.HasPrefix(rawURL, "postgres://"), strings.HasPrefix(rawURL, "postgresql://"):
 		return openPostgres(ctx, rawURL, cfg)
 	}
@@ -105,6 +113,9 @@ func Open(ctx context.Context, rawURL string) (*Store, error) {
 
 // Close releases the connections.
 func (s *Store) Close() error {
+	if s.group != nil {
+		s.group.close()
+	}
 	var errs []error
 	for _, p := range s.pools {
 		p.close()
@@ -173,7 +184,10 @@ func (s *Store) MigrationStatus(ctx context.Context, w io.Writer) error {
 }
 
 // write runs fn in a write transaction. On PostgreSQL a serialization
-// failure or deadlock is retried; the whole transaction runs again.
+// failure or deadlock is retried; the whole transaction runs again. On
+// SQLite fn may share its transaction with other writes, inside a savepoint
+// of its own (groupcommit.go); either way write returns once fn's effects
+// are committed, or none of them are.
 func (s *Store) write(ctx context.Context, fn func(tx *gorm.DB) error) error {
 	return s.writeWith(ctx, nil, fn)
 }
@@ -181,21 +195,31 @@ func (s *Store) write(ctx context.Context, fn func(tx *gorm.DB) error) error {
 // writeSerial runs fn in a write transaction that sees one snapshot
 // throughout (REPEATABLE READ on PostgreSQL), for set-based jobs whose
 // statements must agree on the rows they touch; a concurrent change to
-// those rows makes PostgreSQL abort it, and it is retried.
+// those rows makes PostgreSQL abort it, and it is retried. On SQLite it
+// runs in a transaction of its own, not held up by others' writes nor
+// holding up theirs.
 func (s *Store) writeSerial(ctx context.Context, fn func(tx *gorm.DB) error) error {
-	if s.Dialect != Postgres {
-		return s.write(ctx, fn)
+	if s.group != nil {
+		return s.group.do(ctx, true, fn)
 	}
 	return s.writeWith(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead}, fn)
 }
 
 func (s *Store) writeWith(ctx context.Context, opts *sql.TxOptions, fn func(tx *gorm.DB) error) error {
+	if s.group != nil {
+		return s.group.do(ctx, false, fn)
+	}
 	var err error
 	for attempt := 0; attempt < 8; attempt++ {
+		var hooks txHooks
+		hctx := context.WithValue(ctx, txHooksKey{}, &hooks)
 		if opts == nil {
-			err = s.w.WithContext(ctx).Transaction(fn)
+			err = s.w.WithContext(hctx).Transaction(fn)
 		} else {
-			err = s.w.WithContext(ctx).Transaction(fn, opts)
+			err = s.w.WithContext(hctx).Transaction(fn, opts)
+		}
+		if err == nil {
+			hooks.run()
 		}
 		if !retryable(err) {
 			return err

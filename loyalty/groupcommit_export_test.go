@@ -1,0 +1,45 @@
+package loyalty
+
+import (
+	"context"
+
+	"gorm.io/gorm"
+)
+
+// Queued is a SQLite write for a group that a test composes itself.
+type Queued struct{ r *writeReq }
+
+// NewQueued builds a write of fn on behalf of a writer whose context is ctx.
+func NewQueued(ctx context.Context, fn func(tx *gorm.DB) error) *Queued {
+	return &Queued{r: newWriteReq(ctx, false, fn)}
+}
+
+// Wait is what the writer does after queueing: it returns the write's
+// outcome once its group is done, or ctx's error if it gave up first.
+func (q *Queued) Wait() error { return q.r.wait() }
+
+// CommitGroup runs qs as one group of s's committer, the way the committer
+// runs what it found queued, and returns once every write is answered.
+// The committer's own groups and this one take turns on the writer.
+func CommitGroup(s *Store, qs ...*Queued) {
+	group := make([]*writeReq, len(qs))
+	for i, q := range qs {
+		group[i] = q.r
+	}
+	for len(group) > 0 {
+		group = s.group.commit(group)
+	}
+}
+
+// FailCommits makes every group's COMMIT of s fail with err until it is
+// called again with nil. Call it only while no write is running.
+func FailCommits(s *Store, err error) {
+	if err == nil {
+		s.group.beforeCommit = nil
+		return
+	}
+	s.group.beforeCommit = func() error { return err }
+}
+
+// AfterCommit is afterCommit.
+var AfterCommit = afterCommit
