@@ -265,7 +265,7 @@ func TestConcurrentWritesFailAlone(t *testing.T) {
 						errs[i] = fmt.Errorf("panic: %v", p)
 					}
 				}()
-				_, _, errs[i] = loyalty.Write(ctx, svc, loyalty.IdempotencyKey{}, 200, func(tx *loyalty.Tx) (int, error) {
+				_, _, errs[i] = loyalty.Write(ctx, svc, loyalty.IdempotencyKey{}, func(tx *loyalty.Tx) (int, error) {
 					if err := mark(tx.DB, i); err != nil {
 						return 0, err
 					}
@@ -317,7 +317,7 @@ func TestRolledBackSettingsAreNotCached(t *testing.T) {
 		svc := loyalty.NewService(s)
 		ctx := context.Background()
 		rename := func(name string, fail bool) error {
-			_, _, err := loyalty.Write(ctx, svc, loyalty.IdempotencyKey{}, 200, func(tx *loyalty.Tx) (int, error) {
+			_, _, err := loyalty.Write(ctx, svc, loyalty.IdempotencyKey{}, func(tx *loyalty.Tx) (int, error) {
 				if err := tx.DB.Exec("UPDATE program SET name = ? WHERE id = 1", name).Error; err != nil {
 					return 0, err
 				}
