@@ -530,8 +530,17 @@ func TestTierReviewJob(t *testing.T) {
 		if n := review(t0.AddDate(0, 0, 365).Add(-time.Microsecond)); n != 0 || tierOf(idle) != "vib" {
 			t.Fatalf("downgraded %d a microsecond before the 365 days", n)
 		}
+		// A client holding idle's balance ETag must not be told 304 once the
+		// review has changed the tier the balance shows.
+		balancePath := "/v1/members/" + idle + "/balance"
+		etag := e.do("GET", balancePath, e.admin(), nil).must(t, 200).Header.Get("ETag")
+		e.do("GET", balancePath, e.admin(), nil, "If-None-Match", etag).must(t, 304)
 		if n := review(t0.AddDate(0, 0, 365)); n != 2 {
 			t.Fatalf("%d downgraded at 365 days, want 2", n)
+		}
+		after := e.do("GET", balancePath, e.admin(), nil, "If-None-Match", etag).must(t, 200)
+		if after.Header.Get("ETag") == etag || after.JSON(t)["tier"].(map[string]any)["code"] != "insider" {
+			t.Fatalf("balance after the downgrade: ETag %s (was %s), %s", after.Header.Get("ETag"), etag, after.Body)
 		}
 		if tierOf(idle) != "insider" {
 			t.Fatalf("idle is %s", tierOf(idle))

@@ -602,3 +602,11 @@ func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time) (
 	}
 	return st.Lots, st.Members, st.Points, nil
 }
+
+// touchBalances moves the version of the balances of the members the SQL
+// condition cond on members selects, for a change a balance shows that its
+// row does not keep (the member's tier), so that ETags before it go stale.
+func touchBalances(tx *gorm.DB, cond string, args ...any) error {
+	return tx.Exec(`UPDATE member_balances SET version = version + 1
+		WHERE member_id IN (SELECT id FROM members WHERE `+cond+`)`, args...).Error
+}

@@ -94,12 +94,17 @@ func (s *Service) ReviewTiers(ctx context.Context, asOf time.Time) (TierReviewSu
 			spendArgs = append(spendArgs, QualifyingSpendArgs(period, now)...)
 		}
 		justified := `(SELECT t.code FROM tiers t WHERE ` + cond + ` ORDER BY t.rank DESC LIMIT 1)`
-		args := append(append([]any{}, spendArgs...), asOf, now, ts(cutoff))
-		res := tx.Exec(`UPDATE members SET tier_code = `+justified+`, tier_since = ?, updated_at = ?
-			WHERE status = 'active' AND tier_code IS NOT NULL AND tier_since <= ?
+		due := `status = 'active' AND tier_code IS NOT NULL AND tier_since <= ?
 			AND (SELECT rank FROM tiers WHERE code = members.tier_code) >
-				(SELECT rank FROM tiers WHERE code = `+justified+`)`,
-			append(args, spendArgs...)...)
+				(SELECT rank FROM tiers WHERE code = ` + justified + `)`
+		dueArgs := append([]any{ts(cutoff)}, spendArgs...)
+		// The balance shows the tier: its version moves with the downgrade,
+		// so a client's ETag of the balance before it no longer matches.
+		if err := touchBalances(tx, due, dueArgs...); err != nil {
+			return err
+		}
+		args := append(append(append([]any{}, spendArgs...), asOf, now), dueArgs...)
+		res := tx.Exec(`UPDATE members SET tier_code = `+justified+`, tier_since = ?, updated_at = ? WHERE `+due, args...)
 		sum.Downgraded = res.RowsAffected
 		return res.Error
 	})
