@@ -284,9 +284,13 @@ func (a *account) catchUpFrom(lots []lotRow, ps []windowPurchase) {
 
 // keep writes the account's kept state into its balance row, as of a.now,
 // with the version moved past every instant up to now and one write.
-func (a *account) keep() {
+func (a *account) keep() { a.keepWith(1) }
+
+// keepWith is keep with the version moved by writes (0 or 1) besides the
+// instants passed.
+func (a *account) keepWith(writes int64) {
 	b := &a.balance
-	b.Version += a.passed + 1
+	b.Version += a.passed + writes
 	a.passed = 0
 	if r := a.rules(); r.inactive {
 		a.k.noteInstant(r.deadline, a.now)
