@@ -509,8 +509,8 @@ func lockBalances(tx *gorm.DB, members string, args map[string]any) error {
 // them). The version also moves past the write, and updated_at is @now.
 // The kept state is marked for computing again (next_change_at = as_of),
 // which keeps the row correct without reading each member's lots; a
-// caller that can afford it per member (bulkExpire) then calls rekeep, so
-// that reads stay one row.
+// caller then calls rekeep, which reads each member's open lots, so that
+// reads stay one row.
 func moveBalances(tx *gorm.DB, changes string, args map[string]any) error {
 	return tx.Exec(`UPDATE member_balances SET points = member_balances.points + e.points,
 			debt = CASE WHEN e.points <= 0 THEN member_balances.debt
@@ -571,6 +571,12 @@ func bulkCredit(tx *gorm.DB, prog *Program, now time.Time, c BulkCredit) error {
 	if err := lockBalances(tx, "SELECT c.member_id FROM "+rows, args); err != nil {
 		return err
 	}
+	// The members credited, read before the credit, as c.Rows may depend
+	// on what it writes.
+	var ids []string
+	if err := tx.Raw(`SELECT c.member_id FROM `+rows+` ORDER BY c.member_id`, args).Scan(&ids).Error; err != nil {
+		return err
+	}
 	if err := tx.Exec(`INSERT INTO ledger_entries (id, member_id, kind, points, occurred_at, available_at, expires_at, description, created_at)
 		SELECT c.entry_id, c.member_id, @bulk_kind, @bulk_points, @now, @now, @bulk_expires, c.description, @now FROM `+rows,
 		args).Error; err != nil {
@@ -582,7 +588,10 @@ func bulkCredit(tx *gorm.DB, prog *Program, now time.Time, c BulkCredit) error {
 		FROM `+rows+` JOIN member_balances b ON b.member_id = c.member_id`, args).Error; err != nil {
 		return err
 	}
-	return moveBalances(tx, `SELECT c.member_id, `+c.pointsSQL()+` AS points, `+c.pointsSQL()+` AS earned, 0 AS instants FROM `+rows, args)
+	if err := moveBalances(tx, `SELECT c.member_id, `+c.pointsSQL()+` AS points, `+c.pointsSQL()+` AS earned, 0 AS instants FROM `+rows, args); err != nil {
+		return err
+	}
+	return rekeep(tx, prog, ids, now)
 }
 
 // pointsSQL is the credit's points as an SQL literal: a bound parameter in
