@@ -89,6 +89,19 @@ func (a *account) lockedDest(version *int64) []any {
 // against the config_version that statement also reads, and a.set holds
 // them.
 func lockAccount(tx *gorm.DB, memberID string, prog *Program, now time.Time) (*account, error) {
+	a, err := lockKept(tx, memberID, prog, now)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.expireInactive(tx); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// lockKept is lockAccount without the inactivity expiry: the account
+// locked, with its kept state brought to now.
+func lockKept(tx *gorm.DB, memberID string, prog *Program, now time.Time) (*account, error) {
 	a := &account{prog: prog, now: now}
 	q := lockSQL
 	if tx.Dialector.Name() != Postgres {
@@ -124,9 +137,6 @@ func lockAccount(tx *gorm.DB, memberID string, prog *Program, now time.Time) (*a
 	// The instants passed since the row was kept are counted on the lots
 	// as they stand, before this transaction changes any.
 	if err := a.catchUp(tx); err != nil {
-		return nil, err
-	}
-	if err := a.expireInactive(tx); err != nil {
 		return nil, err
 	}
 	return a, nil
@@ -497,9 +507,10 @@ func lockBalances(tx *gorm.DB, members string, args map[string]any) error {
 // (added to lifetime_earned) and instants (the instants of change of the
 // lots closed, which later reads no longer count, so the version moves past
 // them). The version also moves past the write, and updated_at is @now.
-// The kept state is left for the next read or write to compute
-// (next_change_at = as_of): the one way a bulk change keeps the row correct
-// without reading each member's lots.
+// The kept state is marked for computing again (next_change_at = as_of),
+// which keeps the row correct without reading each member's lots; a
+// caller then calls rekeep, which reads each member's open lots, so that
+// reads stay one row.
 func moveBalances(tx *gorm.DB, changes string, args map[string]any) error {
 	return tx.Exec(`UPDATE member_balances SET points = member_balances.points + e.points,
 			debt = CASE WHEN e.points <= 0 THEN member_balances.debt
@@ -508,6 +519,29 @@ func moveBalances(tx *gorm.DB, changes string, args map[string]any) error {
 			version = member_balances.version + 1 + e.instants, updated_at = @now, next_change_at = member_balances.as_of
 		FROM (`+changes+`) e
 		WHERE member_balances.member_id = e.member_id`, args).Error
+}
+
+// rekeep brings the kept state of the members in ids, whose balance rows a
+// set-based change just moved (moveBalances leaves them to be computed
+// again), up to now under the settings prog, one member at a time from its
+// open lots and the purchases in its window: bounded per member by what is
+// open, not by its history. Without it every read of such a member would
+// compute the same again, until the member's next write. The version is
+// moved only past the instants passed since the row's as_of, which a read
+// at now adds anyway, so what a read returns is the same before and after.
+func rekeep(tx *gorm.DB, prog *Program, ids []string, now time.Time) error {
+	for _, id := range ids {
+		a, err := lockKept(tx, id, prog, now)
+		if err != nil {
+			return err
+		}
+		a.keepWith(0)
+		a.balance.UpdatedAt = now
+		if err := tx.Save(&a.balance).Error; err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // BulkCredit is a set-based credit of the same points to many members,
@@ -537,6 +571,12 @@ func bulkCredit(tx *gorm.DB, prog *Program, now time.Time, c BulkCredit) error {
 	if err := lockBalances(tx, "SELECT c.member_id FROM "+rows, args); err != nil {
 		return err
 	}
+	// The members credited, read before the credit, as c.Rows may depend
+	// on what it writes.
+	var ids []string
+	if err := tx.Raw(`SELECT c.member_id FROM `+rows+` ORDER BY c.member_id`, args).Scan(&ids).Error; err != nil {
+		return err
+	}
 	if err := tx.Exec(`INSERT INTO ledger_entries (id, member_id, kind, points, occurred_at, available_at, expires_at, description, created_at)
 		SELECT c.entry_id, c.member_id, @bulk_kind, @bulk_points, @now, @now, @bulk_expires, c.description, @now FROM `+rows,
 		args).Error; err != nil {
@@ -548,7 +588,10 @@ func bulkCredit(tx *gorm.DB, prog *Program, now time.Time, c BulkCredit) error {
 		FROM `+rows+` JOIN member_balances b ON b.member_id = c.member_id`, args).Error; err != nil {
 		return err
 	}
-	return moveBalances(tx, `SELECT c.member_id, `+c.pointsSQL()+` AS points, `+c.pointsSQL()+` AS earned, 0 AS instants FROM `+rows, args)
+	if err := moveBalances(tx, `SELECT c.member_id, `+c.pointsSQL()+` AS points, `+c.pointsSQL()+` AS earned, 0 AS instants FROM `+rows, args); err != nil {
+		return err
+	}
+	return rekeep(tx, prog, ids, now)
 }
 
 // pointsSQL is the credit's points as an SQL literal: a bound parameter in
@@ -597,7 +640,14 @@ func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time) (
 		FROM `+lapsed+` GROUP BY l.member_id`, x.args); err != nil {
 		return 0, 0, Sum{}, err
 	}
+	var ids []string
+	if err := tx.Raw(`SELECT DISTINCT l.member_id FROM `+lapsed+` ORDER BY l.member_id`, x.args).Scan(&ids).Error; err != nil {
+		return 0, 0, Sum{}, err
+	}
 	if err := tx.Exec(`UPDATE lots SET remaining = 0 WHERE id IN (SELECT l.id FROM `+lapsed+`)`, x.args).Error; err != nil {
+		return 0, 0, Sum{}, err
+	}
+	if err := rekeep(tx, prog, ids, now); err != nil {
 		return 0, 0, Sum{}, err
 	}
 	return st.Lots, st.Members, st.Points, nil

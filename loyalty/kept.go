@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"math"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -185,16 +187,39 @@ type keptSoon struct {
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
+// encodeSoon writes the JSON of a list of keptSoon, by expiry, as
+// encoding/json would (appended by hand: a write and a read of a member
+// with many lots about to expire pay for this per lot).
 func encodeSoon(m map[time.Time]int64) string {
 	out := make([]keptSoon, 0, len(m))
 	for t, p := range m {
 		out = append(out, keptSoon{Points: p, ExpiresAt: t.UTC()})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ExpiresAt.Before(out[j].ExpiresAt) })
-	return mustJSON(out)
+	b := make([]byte, 0, 2+len(out)*64)
+	b = append(b, '[')
+	for i, e := range out {
+		if y := e.ExpiresAt.Year(); y < 0 || y > 9999 {
+			return mustJSON(out) // which refuses it as encoding/json does
+		}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"points":`...)
+		b = strconv.AppendInt(b, e.Points, 10)
+		b = append(b, `,"expires_at":"`...)
+		b = e.ExpiresAt.AppendFormat(b, time.RFC3339Nano)
+		b = append(b, `"}`...)
+	}
+	return string(append(b, ']'))
 }
 
+// decodeSoon reads what encodeSoon wrote: the shape it writes directly,
+// anything else through encoding/json.
 func decodeSoon(s string) (map[time.Time]int64, error) {
+	if m, ok := decodeSoonFast(s); ok {
+		return m, nil
+	}
 	var in []keptSoon
 	if s != "" {
 		if err := json.Unmarshal([]byte(s), &in); err != nil {
@@ -206,6 +231,49 @@ func decodeSoon(s string) (map[time.Time]int64, error) {
 		m[e.ExpiresAt.UTC()] += e.Points
 	}
 	return m, nil
+}
+
+// decodeSoonFast parses exactly encodeSoon's shape; ok is false on
+// anything else.
+func decodeSoonFast(s string) (m map[time.Time]int64, ok bool) {
+	if len(s) < 2 || s[0] != '[' || s[len(s)-1] != ']' {
+		return nil, false
+	}
+	s = s[1 : len(s)-1]
+	m = make(map[time.Time]int64, strings.Count(s, "{"))
+	const pre, mid = `{"points":`, `,"expires_at":"`
+	for first := true; s != ""; first = false {
+		if !first {
+			if s[0] != ',' {
+				return nil, false
+			}
+			s = s[1:]
+		}
+		if !strings.HasPrefix(s, pre) {
+			return nil, false
+		}
+		s = s[len(pre):]
+		i := strings.Index(s, mid)
+		if i < 0 {
+			return nil, false
+		}
+		p, err := strconv.ParseInt(s[:i], 10, 64)
+		if err != nil {
+			return nil, false
+		}
+		s = s[i+len(mid):]
+		j := strings.Index(s, `"}`)
+		if j < 0 {
+			return nil, false
+		}
+		t, err := time.Parse(time.RFC3339, s[:j])
+		if err != nil {
+			return nil, false
+		}
+		m[t.UTC()] += p
+		s = s[j+2:]
+	}
+	return m, true
 }
 
 // rules are the account's keptRules.
@@ -284,9 +352,13 @@ func (a *account) catchUpFrom(lots []lotRow, ps []windowPurchase) {
 
 // keep writes the account's kept state into its balance row, as of a.now,
 // with the version moved past every instant up to now and one write.
-func (a *account) keep() {
+func (a *account) keep() { a.keepWith(1) }
+
+// keepWith is keep with the version moved by writes (0 or 1) besides the
+// instants passed.
+func (a *account) keepWith(writes int64) {
 	b := &a.balance
-	b.Version += a.passed + 1
+	b.Version += a.passed + writes
 	a.passed = 0
 	if r := a.rules(); r.inactive {
 		a.k.noteInstant(r.deadline, a.now)

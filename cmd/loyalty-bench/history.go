@@ -18,7 +18,11 @@ import (
 // default), written through the API as the engine would have written them
 // over the years, then sends single requests from one client, interleaved
 // across the members, so that every size sees the same machine at the
-// same moments.
+// same moments. A long history is mostly closed, as a long-standing
+// member's is: the nightly expiry writes off what lapsed, and the member
+// spends its points on vouchers, keeping about a month of purchases open
+// (see spendHistory and docs/BENCH.md). What is open is part of the answer
+// (its expiring_soon list); the closed history must cost nothing.
 
 // historyClass is one history size and what its requests measured.
 type historyClass struct {
@@ -39,6 +43,8 @@ type historyResult struct {
 	build     time.Duration // time to post them
 	expire    time.Duration // time of the expire-points run that followed
 	expireSum string        // its summary, as the engine answered
+	redeemed  int           // vouchers the members spent their points on
+	spend     time.Duration // time to redeem them
 }
 
 // historyClasses lays out the classes: a size of 1 is a load member, who
@@ -124,6 +130,7 @@ func (e *engine) buildHistory(ctx context.Context, classes []*historyClass, span
 			}
 		}()
 	}
+	earned := make([]int64, len(items)) // the points each purchase earned
 	err := parallel(ctx, len(items), conc, func(w int) func(int) error {
 		c := e.newClient(uint64(w) + 7000)
 		store := w % len(e.stores)
@@ -132,6 +139,7 @@ func (e *engine) buildHistory(ctx context.Context, classes []*historyClass, span
 			if o := c.purchaseAt(it.m, store, it.at.UTC().Format(time.RFC3339Nano)); !o.ok {
 				return fmt.Errorf("history: purchase of member %d at %s: %d %v %s", it.m, it.at.Format(time.DateOnly), o.status, o.err, c.resp.Body())
 			}
+			earned[i], _ = intField(c.resp.Body(), "points_earned")
 			posted.Add(1)
 			return nil
 		}
@@ -155,7 +163,63 @@ func (e *engine) buildHistory(ctx context.Context, classes []*historyClass, span
 		return nil, err
 	}
 	res.expire, res.expireSum = time.Since(t0), sum
+	t0 = time.Now()
+	if res.redeemed, err = e.spendHistory(ctx, classes, items, earned, t0); err != nil {
+		return nil, err
+	}
+	res.spend = time.Since(t0)
 	return res, nil
+}
+
+// keepOpen is how much of its recent history a long-standing member keeps
+// unspent: the points of its purchases of the last keepOpen.
+const keepOpen = 30 * 24 * time.Hour
+
+// spendHistory has every member with a history spend its points, as a
+// long-standing member does over the years: it redeems the voucher through
+// the API while the member's available points exceed what its purchases of
+// the last keepOpen earned, so that what stays open is about a month of
+// purchases, whatever the length of the history. Redemptions cannot be
+// dated in the past, so they are made now, after the history; they draw the
+// lots that expire first, as redemptions made along the way would have. It
+// returns how many vouchers were redeemed.
+func (e *engine) spendHistory(ctx context.Context, classes []*historyClass, items []historyItem, earned []int64, now time.Time) (int, error) {
+	recent := map[int]int64{}
+	for i, it := range items {
+		if now.Sub(it.at) < keepOpen {
+			recent[it.m] += earned[i]
+		}
+	}
+	var ms []int
+	for _, c := range classes {
+		if c.size > 1 {
+			ms = append(ms, c.buyM)
+		}
+	}
+	var n atomic.Int64
+	err := parallel(ctx, len(ms), len(ms), func(w int) func(int) error {
+		c := e.newClient(uint64(w) + 7500)
+		return func(i int) error {
+			m := ms[i]
+			if o := c.balance(m); !o.ok {
+				return fmt.Errorf("history: balance of member %d: %d %v", m, o.status, o.err)
+			}
+			avail, ok := intField(c.resp.Body(), "available")
+			if !ok {
+				return fmt.Errorf("history: balance of member %d: %s", m, c.resp.Body())
+			}
+			k := max(0, (avail-recent[m])/voucherCost)
+			for j := int64(0); j < k; j++ {
+				if o := c.redeemReward(m, e.voucherID); !o.ok {
+					return fmt.Errorf("history: redemption %d of member %d: %d %v %s", j, m, o.status, o.err, c.resp.Body())
+				}
+			}
+			n.Add(k)
+			return nil
+		}
+	})
+	e.closeClients()
+	return int(n.Load()), err
 }
 
 // runJob runs one job now through the API and returns its summary.
@@ -280,11 +344,14 @@ func (r *historyResult) markdown(label string) string {
 	}
 	fmt.Fprintf(&b, "\nOne client, %d iterations after %d of warm-up, each a purchase and a balance read (the member's own token) "+
 		"for every size in turn. The histories were posted through the API, %s purchases with occurred_at spread evenly over "+
-		"the past %s, in %s (%s/s); then expire-points ran once as of now, as the nightly run would (%s): %s. "+
+		"the past %s, in %s (%s/s); then expire-points ran once as of now, as the nightly run would (%s): %s; "+
+		"then each member with a history spent its points on %s vouchers of %d points (%s), keeping open what its purchases "+
+		"of the last %s earned, so most of a long history is closed (expired or spent) and what is open is about a month of it. "+
 		"The member with 1 purchase is read; its purchases go to other members holding exactly 1; the larger histories "+
 		"buy themselves, growing by the iterations.\n",
 		r.iters, min(10, r.iters/10), groupThousands(int64(r.written)), fmtSpan(r.span), r.build.Round(100*time.Millisecond),
-		fmtRate(float64(r.written)/max(r.build.Seconds(), 1e-9)), r.expire.Round(10*time.Millisecond), mdCell(r.expireSum))
+		fmtRate(float64(r.written)/max(r.build.Seconds(), 1e-9)), r.expire.Round(10*time.Millisecond), mdCell(r.expireSum),
+		groupThousands(int64(r.redeemed)), voucherCost, r.spend.Round(10*time.Millisecond), fmtSpan(keepOpen))
 	return b.String()
 }
 

@@ -225,6 +225,7 @@ type engine struct {
 	loadN       int      // members the load picks from: the first loadN
 	memberAuth  [][]byte // "Bearer <member token>", by member index
 	rewardID    string
+	voucherID   string // the reward the history phase's members redeem
 	runID       string
 	seq         atomic.Int64 // receipt numbers
 	expected    []atomic.Int64
@@ -402,14 +403,17 @@ func (c *client) balance(m int) outcome {
 }
 
 // redeem redeems the cheap reward for member m with the member's token.
-func (c *client) redeem(m int) outcome {
+func (c *client) redeem(m int) outcome { return c.redeemReward(m, c.e.rewardID) }
+
+// redeemReward redeems reward id for member m with the member's token.
+func (c *client) redeemReward(m int, id string) outcome {
 	e := c.e
 	p := append(c.path[:0], "/v1/members/"...)
 	p = append(p, e.memberIDs[m]...)
 	p = append(p, "/redemptions"...)
 	c.path = p
 	b := append(c.body[:0], `{"reward_id":`...)
-	b = appendJSONString(b, e.rewardID)
+	b = appendJSONString(b, id)
 	b = append(b, '}')
 	c.body = b
 	st, err := c.do("POST", p, e.memberAuth[m], b)

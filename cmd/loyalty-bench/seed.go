@@ -27,6 +27,10 @@ var benchTiers = []struct {
 // members redeem it again and again through every phase.
 const rewardCost = 5
 
+// voucherCost is the price in points of the voucher the long-standing
+// members of the history phase spend their points on.
+const voucherCost = 1000
+
 var benchCategories = []string{"skincare", "makeup", "fragrance", "haircare", "bath", "body", "tools", "nails",
 	"suncare", "men", "lips", "eyes", "face", "cleansers", "masks", "serums", "moisturizers", "toners"}
 
@@ -79,6 +83,17 @@ func (e *engine) seed(ctx context.Context, n, extra, conc int, secret string, tt
 		return fmt.Errorf("seed: reward answer %s: %v", c.resp.Body(), err)
 	}
 	e.rewardID = rw.ID
+	body = fmt.Sprintf(`{"code":"bench-voucher-%s","name":"Voucher","description":"a store voucher","cost_points":%d,"stock":null,"per_member_limit":null}`,
+		e.runID, voucherCost)
+	st, err = c.do("POST", []byte("/v1/rewards"), e.adminAuth, []byte(body))
+	if err != nil || st != 201 {
+		return fmt.Errorf("seed: POST /v1/rewards: %d %v %s", st, err, c.resp.Body())
+	}
+	rw.ID = ""
+	if err := json.Unmarshal(c.resp.Body(), &rw); err != nil || rw.ID == "" {
+		return fmt.Errorf("seed: reward answer %s: %v", c.resp.Body(), err)
+	}
+	e.voucherID = rw.ID
 
 	e.loadN = n
 	n += extra
