@@ -203,7 +203,7 @@ func (r *pgEngineRef) purchase(ctx context.Context, s loyalty.PGPurchaseStatemen
 		[]time.Time{now},
 		[]string{}, []string{}, []string{}, []int64{}, []time.Time{},
 		"", now, member, false,
-		pts, int64(0), pts, int64(0), &now, version+1, now, pts, int64(0), total, int64(0), now, &exp, int64(0), member)
+		pts, int64(0), pts, int64(0), &now, version+1, now, pts, int64(0), total, "[]", now, &exp, int64(0), member)
 	b.Queue(s.Answer, scope, key, 1, refResponse)
 	b.Queue("commit")
 	br := conn.SendBatch(ctx, b)
