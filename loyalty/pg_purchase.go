@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -55,7 +54,7 @@ var (
 
 func preparePG(ctx context.Context, c *pgx.Conn) error {
 	for _, q := range []string{pgClaimSQL, pgClaimedSQL, pgAnswerSQL, pgLockSQL, pgOffersSQL, pgOfferFactsSQL,
-		pgOpenLotsSQL, pgWindowSQL, pgBalanceSQL} {
+		pgOpenLotsSQL, pgWindowSQL, pgBalanceSQL, pgWriteSQL} {
 		if _, err := c.Prepare(ctx, q, q); err != nil {
 			return err
 		}
@@ -301,79 +300,125 @@ func (a *account) pgCatchUp(ctx context.Context, conn *pgxpool.Conn) error {
 	return nil
 }
 
-// pgArgs numbers a statement's arguments as PostgreSQL's placeholders.
-type pgArgs []any
+// pgWriteSQL is every write of a purchase in one statement of constant
+// text, prepared once per connection: each table's rows go as one array per
+// column (unnest), the tier's change is skipped unless $47, and the
+// balance's update is the statement itself (its row count says the row was
+// there). The inserts are data-modifying WITH clauses, whose foreign keys
+// are checked at the end of the statement.
+const pgWriteSQL = `WITH p AS (INSERT INTO purchases (id, member_id, store_id, external_id, channel, occurred_at, local_date, local_day,
+		currency, total, returned_amount, points_earned, points_reversed, tier_code, created_at)
+	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[], $8::bigint[],
+		$9::text[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::text[], $15::timestamptz[])),
+i AS (INSERT INTO purchase_items (purchase_id, line, sku, category, quantity, unit_price, amount)
+	SELECT * FROM unnest($16::text[], $17::bigint[], $18::text[], $19::text[], $20::bigint[], $21::bigint[], $22::bigint[])),
+e AS (INSERT INTO ledger_entries (id, member_id, kind, points, occurred_at, available_at, expires_at, purchase_id, return_id,
+		redemption_id, offer_id, description, created_at)
+	SELECT * FROM unnest($23::text[], $24::text[], $25::text[], $26::bigint[], $27::timestamptz[], $28::timestamptz[],
+		$29::timestamptz[], $30::text[], $31::text[], $32::text[], $33::text[], $34::text[], $35::timestamptz[])),
+l AS (INSERT INTO lots (id, entry_id, member_id, points, remaining, available_at, expires_at, created_at)
+	SELECT * FROM unnest($36::text[], $37::text[], $38::text[], $39::bigint[], $40::bigint[], $41::timestamptz[],
+		$42::timestamptz[], $43::timestamptz[])),
+u AS (INSERT INTO offer_uses (offer_id, purchase_id, member_id, points, created_at)
+	SELECT * FROM unnest($44::text[], $45::text[], $46::text[], $47::bigint[], $48::timestamptz[])),
+t AS (UPDATE members SET tier_code = $49, tier_since = $50 WHERE id = $51 AND $52::boolean)
+UPDATE member_balances SET points = $53, debt = $54, lifetime_earned = $55, lifetime_redeemed = $56,
+	last_activity_at = $57, version = $58, updated_at = $59, open_available = $60, open_pending = $61,
+	qualifying_spend = $62, expiring_soon = $63, as_of = $64, next_change_at = $65, config_version = $66 WHERE member_id = $67`
 
-func (p *pgArgs) add(v any) string {
-	*p = append(*p, v)
-	return "$" + strconv.Itoa(len(*p))
+// pgWriteArgs are pgWriteSQL's arguments, column arrays filled from rows.
+type pgWriteArgs struct {
+	pID, pMember, pStore, pChannel, pLocalDate, pCurrency []string
+	pExternal, pTier                                      []*string
+	pOccurred, pCreated                                   []time.Time
+	pLocalDay, pTotal, pReturned, pEarned, pReversed      []int64
+	iPurchase, iSKU, iCategory                            []string
+	iLine, iQuantity, iUnitPrice, iAmount                 []int64
+	eID, eMember, eKind, eDescription                     []string
+	ePoints                                               []int64
+	eOccurred, eAvailable, eCreated                       []time.Time
+	eExpires                                              []*time.Time
+	ePurchase, eReturn, eRedemption, eOffer               []*string
+	lID, lEntry, lMember                                  []string
+	lPoints, lRemaining                                   []int64
+	lAvailable, lCreated                                  []time.Time
+	lExpires                                              []*time.Time
+	uOffer, uPurchase, uMember                            []string
+	uPoints                                               []int64
+	uCreated                                              []time.Time
 }
 
-func (p *pgArgs) tuple(vs ...any) string {
-	var sb strings.Builder
-	sb.WriteByte('(')
-	for i, v := range vs {
-		if i > 0 {
-			sb.WriteString(", ")
-		}
-		sb.WriteString(p.add(v))
-	}
-	sb.WriteByte(')')
-	return sb.String()
-}
-
-// pgStatement is w with a's sealed balance row as one PostgreSQL statement:
-// every insert and the tier a data-modifying WITH clause, the balance's
-// update the statement itself (its row count says the row was there).
+// pgStatement is w with a's sealed balance row as pgWriteSQL's arguments.
 func (w *accountWrites) pgStatement(a *account) (string, []any, error) {
-	var args pgArgs
-	var ctes []string
+	var x pgWriteArgs
+	item := func(it *itemRow) {
+		x.iPurchase, x.iLine, x.iSKU = append(x.iPurchase, it.PurchaseID), append(x.iLine, int64(it.Line)), append(x.iSKU, it.SKU)
+		x.iCategory, x.iQuantity = append(x.iCategory, it.Category), append(x.iQuantity, it.Quantity)
+		x.iUnitPrice, x.iAmount = append(x.iUnitPrice, it.UnitPrice), append(x.iAmount, it.Amount)
+	}
 	for _, r := range w.rows {
-		var q string
 		switch r := r.(type) {
 		case *purchaseRow:
-			q = "INSERT INTO purchases (id, member_id, store_id, external_id, channel, occurred_at, local_date, local_day, currency, total, returned_amount, points_earned, points_reversed, tier_code, created_at) VALUES " +
-				args.tuple(r.ID, r.MemberID, r.StoreID, r.ExternalID, r.Channel, r.OccurredAt, r.LocalDate, r.LocalDay, r.Currency, r.Total,
-					r.ReturnedAmount, r.PointsEarned, r.PointsReversed, r.TierCode, r.CreatedAt)
+			x.pID, x.pMember, x.pStore = append(x.pID, r.ID), append(x.pMember, r.MemberID), append(x.pStore, r.StoreID)
+			x.pExternal, x.pChannel = append(x.pExternal, r.ExternalID), append(x.pChannel, r.Channel)
+			x.pOccurred, x.pLocalDate = append(x.pOccurred, r.OccurredAt), append(x.pLocalDate, r.LocalDate)
+			x.pLocalDay, x.pCurrency = append(x.pLocalDay, r.LocalDay), append(x.pCurrency, r.Currency)
+			x.pTotal, x.pReturned = append(x.pTotal, r.Total), append(x.pReturned, r.ReturnedAmount)
+			x.pEarned, x.pReversed = append(x.pEarned, r.PointsEarned), append(x.pReversed, r.PointsReversed)
+			x.pTier, x.pCreated = append(x.pTier, r.TierCode), append(x.pCreated, r.CreatedAt)
 		case *[]itemRow:
-			vals := make([]string, len(*r))
-			for i, it := range *r {
-				vals[i] = args.tuple(it.PurchaseID, it.Line, it.SKU, it.Category, it.Quantity, it.UnitPrice, it.Amount)
+			for i := range *r {
+				item(&(*r)[i])
 			}
-			q = "INSERT INTO purchase_items (purchase_id, line, sku, category, quantity, unit_price, amount) VALUES " + strings.Join(vals, ", ")
+		case *itemRow:
+			item(r)
 		case *entryRow:
-			q = "INSERT INTO ledger_entries (id, member_id, kind, points, occurred_at, available_at, expires_at, purchase_id, return_id, redemption_id, offer_id, description, created_at) VALUES " +
-				args.tuple(r.ID, r.MemberID, r.Kind, r.Points, r.OccurredAt, r.AvailableAt, r.ExpiresAt, r.PurchaseID, r.ReturnID,
-					r.RedemptionID, r.OfferID, r.Description, r.CreatedAt)
+			x.eID, x.eMember, x.eKind = append(x.eID, r.ID), append(x.eMember, r.MemberID), append(x.eKind, r.Kind)
+			x.ePoints, x.eOccurred = append(x.ePoints, r.Points), append(x.eOccurred, r.OccurredAt)
+			x.eAvailable, x.eExpires = append(x.eAvailable, r.AvailableAt), append(x.eExpires, r.ExpiresAt)
+			x.ePurchase, x.eReturn = append(x.ePurchase, r.PurchaseID), append(x.eReturn, r.ReturnID)
+			x.eRedemption, x.eOffer = append(x.eRedemption, r.RedemptionID), append(x.eOffer, r.OfferID)
+			x.eDescription, x.eCreated = append(x.eDescription, r.Description), append(x.eCreated, r.CreatedAt)
 		case *lotRow:
-			q = "INSERT INTO lots (id, entry_id, member_id, points, remaining, available_at, expires_at, created_at) VALUES " +
-				args.tuple(r.ID, r.EntryID, r.MemberID, r.Points, r.Remaining, r.AvailableAt, r.ExpiresAt, r.CreatedAt)
+			x.lID, x.lEntry, x.lMember = append(x.lID, r.ID), append(x.lEntry, r.EntryID), append(x.lMember, r.MemberID)
+			x.lPoints, x.lRemaining = append(x.lPoints, r.Points), append(x.lRemaining, r.Remaining)
+			x.lAvailable, x.lExpires = append(x.lAvailable, r.AvailableAt), append(x.lExpires, r.ExpiresAt)
+			x.lCreated = append(x.lCreated, r.CreatedAt)
 		case *offerUseRow:
-			q = "INSERT INTO offer_uses (offer_id, purchase_id, member_id, points, created_at) VALUES " +
-				args.tuple(r.OfferID, r.PurchaseID, r.MemberID, r.Points, r.CreatedAt)
+			x.uOffer, x.uPurchase, x.uMember = append(x.uOffer, r.OfferID), append(x.uPurchase, r.PurchaseID), append(x.uMember, r.MemberID)
+			x.uPoints, x.uCreated = append(x.uPoints, r.Points), append(x.uCreated, r.CreatedAt)
 		default:
 			return "", nil, fmt.Errorf("pgStatement: no insert for %T", r)
 		}
-		ctes = append(ctes, q)
 	}
+	tier := ""
 	if w.tier != nil {
-		ctes = append(ctes, "UPDATE members SET tier_code = "+args.add(*w.tier)+", tier_since = "+args.add(a.now)+" WHERE id = "+args.add(a.member.ID))
-	}
-	var sb strings.Builder
-	for i, q := range ctes {
-		if i == 0 {
-			sb.WriteString("WITH ")
-		} else {
-			sb.WriteString(", ")
-		}
-		fmt.Fprintf(&sb, "w%d AS (%s)", i, q)
+		tier = *w.tier
 	}
 	b := &a.balance
-	fmt.Fprintf(&sb, ` UPDATE member_balances SET points = %s, debt = %s, lifetime_earned = %s, lifetime_redeemed = %s,
-		last_activity_at = %s, version = %s, updated_at = %s, open_available = %s, open_pending = %s,
-		qualifying_spend = %s, expiring_soon = %s, as_of = %s, next_change_at = %s, config_version = %s WHERE member_id = %s`,
-		args.add(b.Points), args.add(b.Debt), args.add(b.LifetimeEarned), args.add(b.LifetimeRedeemed), args.add(b.LastActivityAt),
-		args.add(b.Version), args.add(b.UpdatedAt), args.add(b.OpenAvailable), args.add(b.OpenPending), args.add(b.QualifyingSpend),
-		args.add(b.ExpiringSoon), args.add(b.AsOf), args.add(b.NextChangeAt), args.add(b.ConfigVersion), args.add(b.MemberID))
-	return sb.String(), args, nil
+	return pgWriteSQL, []any{
+		x.pID, x.pMember, x.pStore, x.pExternal, x.pChannel, x.pOccurred, x.pLocalDate, x.pLocalDay,
+		x.pCurrency, x.pTotal, x.pReturned, x.pEarned, x.pReversed, x.pTier, x.pCreated,
+		x.iPurchase, x.iLine, x.iSKU, x.iCategory, x.iQuantity, x.iUnitPrice, x.iAmount,
+		x.eID, x.eMember, x.eKind, x.ePoints, x.eOccurred, x.eAvailable, x.eExpires, x.ePurchase, x.eReturn,
+		x.eRedemption, x.eOffer, x.eDescription, x.eCreated,
+		x.lID, x.lEntry, x.lMember, x.lPoints, x.lRemaining, x.lAvailable, x.lExpires, x.lCreated,
+		x.uOffer, x.uPurchase, x.uMember, x.uPoints, x.uCreated,
+		tier, a.now, a.member.ID, w.tier != nil,
+		b.Points, b.Debt, b.LifetimeEarned, b.LifetimeRedeemed, b.LastActivityAt, b.Version, b.UpdatedAt,
+		b.OpenAvailable, b.OpenPending, b.QualifyingSpend, b.ExpiringSoon, b.AsOf, b.NextChangeAt, b.ConfigVersion, b.MemberID,
+	}, nil
 }
+
+// PGPurchaseStatements are the texts of the statements a purchase sends
+// on PostgreSQL, in the order it sends them, for the bench's reference
+// that runs the same database work without the engine.
+type PGPurchaseStatements struct {
+	Prepare                                                 func(context.Context, *pgx.Conn) error
+	Claim, Claimed, Lock, Offers, OfferFacts, Write, Answer string
+	OfferStatus                                             string
+}
+
+// PGPurchaseSQL is what PGPurchaseStatements says of this engine.
+var PGPurchaseSQL = PGPurchaseStatements{Prepare: preparePG, Claim: pgClaimSQL, Claimed: pgClaimedSQL, Lock: pgLockSQL,
+	Offers: pgOffersSQL, OfferFacts: pgOfferFactsSQL, Write: pgWriteSQL, Answer: pgAnswerSQL, OfferStatus: OfferActive}

@@ -670,6 +670,7 @@ func (b *bench) references(ctx context.Context, db, label string, pg *pgAdmin, n
 		maxConc = max(maxConc, c)
 	}
 	var r ref
+	var engRef *pgEngineRef
 	var pgURL string
 	switch db {
 	case "sqlite":
@@ -689,6 +690,17 @@ func (b *bench) references(ctx context.Context, db, label string, pg *pgAdmin, n
 			return err
 		}
 		r = pr
+		ename := fmt.Sprintf("loyalty_bench_%d_engref", os.Getpid())
+		if err := pg.create(ctx, ename); err != nil {
+			return err
+		}
+		*names = append(*names, ename)
+		eref, err := openPGEngineRef(ctx, pg.urlFor(ename), opt.members, maxConc)
+		if err != nil {
+			return err
+		}
+		defer eref.close()
+		engRef = eref
 	}
 	defer r.close()
 	if db == "sqlite" {
@@ -748,6 +760,19 @@ func (b *bench) references(ctx context.Context, db, label string, pg *pgAdmin, n
 		b.rep.rows = append(b.rep.rows, rowFrom(label, "ref: bare SQL posting", conc, post.total, post.elapsed, -1))
 		if db == "postgres" && conc == out.clients {
 			out.barePosting = post.throughput()
+		}
+		if engRef != nil {
+			engRef.warm(ctx, conc)
+			b.logf("  ref engine statements: %d clients, %s", conc, opt.duration)
+			kinds, mk := engRef.postLoad()
+			ep := runPhase(ctx, kinds, conc, opt.duration, 0, mk)
+			b.rep.rows = append(b.rep.rows, rowFrom(label, "ref: engine's statements without the engine", conc, ep.total, ep.elapsed, -1))
+			if ep.lastErr != nil {
+				b.logf("  reference error, for example: %v", ep.lastErr)
+			}
+			b.rep.notes = append(b.rep.notes, fmt.Sprintf("%s, %d clients: engine purchases / engine's statements without the engine "+
+				"%s / %s; engine's statements without the engine / bare posting %s / %s.", label, conc, fmtRate(er.purchases[conc]),
+				fmtRate(ep.throughput()), fmtRate(ep.throughput()), fmtRate(post.throughput())))
 		}
 		b.logf("  ref bare read: %d clients, %s", conc, opt.duration)
 		kinds, mk = r.readLoad()
@@ -816,6 +841,9 @@ func (b *bench) references(ctx context.Context, db, label string, pg *pgAdmin, n
 	}
 	if err := r.check(ctx); err != nil {
 		return err
+	}
+	if engRef != nil {
+		return engRef.check(ctx)
 	}
 	return nil
 }
