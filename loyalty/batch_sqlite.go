@@ -18,16 +18,7 @@ import (
 // The values are those GORM would have bound (the same Go values, the same
 // driver conversions), so what is stored is unchanged.
 func (w *accountWrites) flushSQLite(tx *gorm.DB, a *account) error {
-	exec := func(q string, args []any) (int64, error) {
-		res, err := tx.Statement.ConnPool.ExecContext(tx.Statement.Context, q, args...)
-		if err != nil {
-			if t, ok := tx.Dialector.(gorm.ErrorTranslator); ok {
-				err = t.Translate(err)
-			}
-			return 0, err
-		}
-		return res.RowsAffected()
-	}
+	exec := func(q string, args []any) (int64, error) { return execSQLite(tx, q, args...) }
 	// Rows of one table that follow each other go together; tables keep
 	// the order of w.rows (a lot after its entry, an item after its
 	// purchase), which the foreign keys need.
@@ -150,3 +141,17 @@ func insertSQL(table string, n int) string {
 // balanceUpdateSQLite is balanceUpdateSQL with SQLite's numbered
 // placeholders (?NNN), bound from balanceUpdateArgs.
 var balanceUpdateSQLite = placeholder.ReplaceAllString(balanceUpdateSQL, "?$1")
+
+// execSQLite runs q with positional args on tx's connection (the statement
+// cache's, on SQLite), errors translated as GORM translates them, and
+// returns the rows it changed.
+func execSQLite(tx *gorm.DB, q string, args ...any) (int64, error) {
+	res, err := tx.Statement.ConnPool.ExecContext(tx.Statement.Context, q, args...)
+	if err != nil {
+		if t, ok := tx.Dialector.(gorm.ErrorTranslator); ok {
+			err = t.Translate(err)
+		}
+		return 0, err
+	}
+	return res.RowsAffected()
+}
