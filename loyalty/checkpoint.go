@@ -27,6 +27,7 @@ type checkpointer struct {
 	interval time.Duration
 	quit     chan struct{}
 	done     sync.WaitGroup
+	closing  sync.Once
 }
 
 // checkpointInterval is how often the WAL is checkpointed: at a few
@@ -65,9 +66,12 @@ func (c *checkpointer) checkpoint() {
 	_ = c.db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &log, &done)
 }
 
-// close stops the goroutine after a last checkpoint.
+// close stops the goroutine after a last checkpoint; closing again does
+// nothing (a store may be closed twice).
 func (c *checkpointer) close() {
-	close(c.quit)
-	c.done.Wait()
-	c.checkpoint()
+	c.closing.Do(func() {
+		close(c.quit)
+		c.done.Wait()
+		c.checkpoint()
+	})
 }
