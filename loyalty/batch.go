@@ -39,14 +39,7 @@ func (w *accountWrites) flush(tx *gorm.DB, a *account) error {
 			return err
 		}
 	} else {
-		for _, r := range w.rows {
-			if err := tx.Create(r).Error; err != nil {
-				return err
-			}
-		}
-		if err := tx.Save(&a.balance).Error; err != nil {
-			return err
-		}
+		return w.flushSQLite(tx, a)
 	}
 	if w.tier != nil {
 		return tx.Model(&memberRow{}).Where("id = ?", a.member.ID).

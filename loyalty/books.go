@@ -1,6 +1,7 @@
 package loyalty
 
 import (
+	"database/sql"
 	"fmt"
 	"strconv"
 	"time"
@@ -103,11 +104,17 @@ func lockAccount(tx *gorm.DB, memberID string, prog *Program, now time.Time) (*a
 // locked, with its kept state brought to now.
 func lockKept(tx *gorm.DB, memberID string, prog *Program, now time.Time) (*account, error) {
 	a := &account{prog: prog, now: now}
-	q := lockSQL
+	var (
+		rows *sql.Rows
+		err  error
+	)
 	if tx.Dialector.Name() != Postgres {
-		q = lockSQLite
+		// A fixed text on the transaction's connection, through the
+		// statement cache: no GORM statement building (see flushSQLite).
+		rows, err = tx.Statement.ConnPool.QueryContext(tx.Statement.Context, lockSQLite, memberID)
+	} else {
+		rows, err = tx.Raw(lockSQL, memberID).Rows()
 	}
-	rows, err := tx.Raw(q, memberID).Rows()
 	if err != nil {
 		return nil, err
 	}

@@ -136,6 +136,20 @@ func writeOnceAllowed[T any](ctx context.Context, s *Service, allowed func(tx *g
 		if err != nil {
 			return err
 		}
+		if tx.Dialector.Name() != Postgres {
+			var personal string
+			p, isPersonal := any(v).(personalReply)
+			if isPersonal {
+				personal = p.personalOf()
+			}
+			for _, g := range guards {
+				if err := answerSQLite(tx, g, string(body), isPersonal, personal); err != nil {
+					return err
+				}
+			}
+			out = v
+			return nil
+		}
 		stored := map[string]any{"status": answered, "response": string(body)}
 		if p, ok := any(v).(personalReply); ok {
 			stored["personal_member_id"] = p.personalOf()
@@ -156,13 +170,23 @@ func writeOnceAllowed[T any](ctx context.Context, s *Service, allowed func(tx *g
 }
 
 func claim(tx *gorm.DB, g guard, now time.Time) (*Replay, error) {
-	row := idempotencyRow{Scope: g.scope, Key: g.key, RequestHash: g.hash, Status: claimed, Response: "", CreatedAt: now}
-	res := tx.Clauses(onConflictNothing).Create(&row)
-	if res.Error != nil {
-		return nil, res.Error
-	}
-	if res.RowsAffected == 1 {
-		return nil, nil
+	if tx.Dialector.Name() != Postgres {
+		n, err := execSQLite(tx, claimSQLite, g.scope, g.key, g.hash, claimed, "", now)
+		if err != nil {
+			return nil, err
+		}
+		if n == 1 {
+			return nil, nil
+		}
+	} else {
+		row := idempotencyRow{Scope: g.scope, Key: g.key, RequestHash: g.hash, Status: claimed, Response: "", CreatedAt: now}
+		res := tx.Clauses(onConflictNothing).Create(&row)
+		if res.Error != nil {
+			return nil, res.Error
+		}
+		if res.RowsAffected == 1 {
+			return nil, nil
+		}
 	}
 	var prev idempotencyRow
 	if err := tx.Where("scope = ? AND key = ?", g.scope, g.key).Take(&prev).Error; err != nil {
@@ -192,4 +216,24 @@ func (s *Service) PurgeIdempotencyKeys(ctx context.Context, keep time.Duration) 
 		return res.Error
 	})
 	return n, err
+}
+
+// On SQLite the claim and the answer of a guard are fixed texts run on the
+// transaction's connection through the statement cache (see flushSQLite):
+// the same rows GORM would write, without its statement building.
+const (
+	claimSQLite = `INSERT INTO idempotency_keys (scope, "key", request_hash, status, response, created_at) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT DO NOTHING`
+	answerSQLiteText         = `UPDATE idempotency_keys SET status = ?, response = ? WHERE scope = ? AND "key" = ?`
+	answerPersonalSQLiteText = `UPDATE idempotency_keys SET status = ?, response = ?, personal_member_id = ? WHERE scope = ? AND "key" = ?`
+)
+
+func answerSQLite(tx *gorm.DB, g guard, body string, isPersonal bool, personal string) error {
+	var err error
+	if isPersonal {
+		_, err = execSQLite(tx, answerPersonalSQLiteText, answered, body, personal, g.scope, g.key)
+	} else {
+		_, err = execSQLite(tx, answerSQLiteText, answered, body, g.scope, g.key)
+	}
+	return err
 }

@@ -46,6 +46,7 @@ type Store struct {
 	sqlDBs  []*sql.DB
 	pools   []*stmtPool
 	group   *groupCommitter // SQLite's writes; nil on PostgreSQL
+	ckpt    *checkpointer   // SQLite's WAL checkpoints; nil on PostgreSQL
 	// Path is the SQLite file, empty for PostgreSQL.
 	Path string
 	// pg is the pgx pool of the hot path on PostgreSQL (see pgpool.go),
@@ -80,7 +81,9 @@ func Open(ctx context.Context, rawURL string) (*Store, error) {
 		// each write a savepoint, whose journal of the pages it changes
 		// would otherwise spill to a temporary file with a write() for
 		// every page past 64 KiB (groupcommit.go).
-		wdb, err := sql.Open(sqlite.DriverName, base+"&_txlock=immediate&_pragma=temp_store(MEMORY)")
+		// It does not checkpoint the WAL: the checkpointer does, on a
+		// connection of its own, off the commit path (checkpoint.go).
+		wdb, err := sql.Open(sqlite.DriverName, base+"&_txlock=immediate&_pragma=temp_store(MEMORY)&_pragma=wal_autocheckpoint(0)")
 		if err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
 		}
@@ -100,8 +103,13 @@ func Open(ctx context.Context, rawURL string) (*Store, error) {
 		if err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
 		}
-		return &Store{Dialect: SQLite, w: w, r: r, sqlDBs: []*sql.DB{wdb, rdb}, pools: []*stmtPool{wpool, rpool},
-			group: newGroupCommitter(w), Path: path}, nil
+		cdb, err := sql.Open(sqlite.DriverName, base)
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		cdb.SetMaxOpenConns(1)
+		return &Store{Dialect: SQLite, w: w, r: r, sqlDBs: []*sql.DB{wdb, rdb, cdb}, pools: []*stmtPool{wpool, rpool},
+			group: newGroupCommitter(w), ckpt: newCheckpointer(cdb, checkpointInterval), Path: path}, nil
 	case strings.HasPrefix(rawURL, "postgres://"), strings.HasPrefix(rawURL, "postgresql://"):
 		return openPostgres(ctx, rawURL, cfg)
 	}
@@ -115,6 +123,9 @@ func Open(ctx context.Context, rawURL string) (*Store, error) {
 func (s *Store) Close() error {
 	if s.group != nil {
 		s.group.close()
+	}
+	if s.ckpt != nil {
+		s.ckpt.close()
 	}
 	var errs []error
 	for _, p := range s.pools {
