@@ -70,12 +70,12 @@ type pathSeg struct {
 
 func (w *nameWalker) where() string {
 	var b strings.Builder
-	for i, s := range w.path {
+	for _, s := range w.path {
 		if s.name == nil {
 			fmt.Fprintf(&b, "[%d]", s.index)
 			continue
 		}
-		if i > 0 {
+		if b.Len() > 0 {
 			b.WriteByte('.')
 		}
 		b.Write(s.name)
