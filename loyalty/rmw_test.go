@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,22 +15,6 @@ import (
 	"github.com/loyalty-engine/loyalty/loyalty"
 	"github.com/loyalty-engine/loyalty/loyalty/loyaltytest"
 )
-
-// together runs every call at once and waits for them all.
-func together(calls ...func()) {
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for _, call := range calls {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			call()
-		}()
-	}
-	close(start)
-	wg.Wait()
-}
 
 // decode reads a request body as the API would, so that the fields it
 // names are the fields a patch changes.
@@ -93,7 +76,7 @@ func TestConcurrentOfferEdits(t *testing.T) {
 						}
 					})
 				}
-				together(calls...)
+				loyaltytest.Together(calls...)
 				got, err := svc.GetOffer(ctx, o.ID)
 				if err != nil {
 					t.Fatal(err)
@@ -114,7 +97,7 @@ func TestConcurrentOfferEdits(t *testing.T) {
 						}
 					})
 				}
-				together(calls...)
+				loyaltytest.Together(calls...)
 				got, err := svc.GetOffer(ctx, o.ID)
 				if err != nil {
 					t.Fatal(err)
@@ -153,7 +136,7 @@ func TestConcurrentOfferTemplateEdits(t *testing.T) {
 					}
 				})
 			}
-			together(calls...)
+			loyaltytest.Together(calls...)
 			all, err := svc.OfferTemplates(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -202,7 +185,7 @@ func TestConcurrentTierAndProgramEdits(t *testing.T) {
 						}
 					})
 			}
-			together(calls...)
+			loyaltytest.Together(calls...)
 			ts, err := svc.Tiers(ctx)
 			if err != nil {
 				t.Fatal(err)

@@ -11,22 +11,6 @@ import (
 	"github.com/loyalty-engine/loyalty/rewards"
 )
 
-// together runs every call at once and waits for them all.
-func together(calls ...func()) {
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for _, call := range calls {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			call()
-		}()
-	}
-	close(start)
-	wg.Wait()
-}
-
 // TestStockHoldsAgainstConcurrentEdits redeems a reward of limited stock by
 // many members at once while marketers edit it and tills cancel some of
 // the coupons: every coupon taken is one unit of stock gone, every cancel
@@ -102,7 +86,7 @@ func TestStockHoldsAgainstConcurrentEdits(t *testing.T) {
 				}
 			})
 		}
-		together(calls...)
+		loyaltytest.Together(calls...)
 		for _, f := range failures {
 			t.Error(f)
 		}
@@ -173,7 +157,7 @@ func TestRetireHoldsAgainstConcurrentEdits(t *testing.T) {
 					}
 				})
 			}
-			together(calls...)
+			loyaltytest.Together(calls...)
 			got, err := e.rw.Get(e.ctx, rw.ID)
 			if err != nil {
 				t.Fatal(err)

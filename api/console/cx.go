@@ -38,17 +38,9 @@ func (h *handler) cxPage(c *fiber.Ctx) error {
 	ctx := c.UserContext()
 	v := h.page(c, "cx", "Customer experience", nil)
 	loc := location(v.Program)
-	today := h.Loyalty.Now().In(loc)
-	d := &cxData{From: time.Date(today.Year(), today.Month()-11, 1, 0, 0, 0, 0, loc).Format(time.DateOnly),
-		To: today.Format(time.DateOnly), StoreID: c.Query("store_id")}
-	if s := c.Query("from"); s != "" {
-		d.From = s
-	}
-	if s := c.Query("to"); s != "" {
-		d.To = s
-	}
+	d := &cxData{StoreID: c.Query("store_id")}
 	v.Data = d
-	rng, err := jobs.ParseDayRange(d.From, d.To, loc)
+	rng, err := h.reportRange(c, loc, &d.From, &d.To)
 	if err != nil {
 		return h.fail(c, "cx", v, err)
 	}

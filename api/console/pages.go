@@ -43,23 +43,29 @@ type series struct {
 	Values []int64  `json:"values"`
 }
 
+// reportRange is the date range a report page shows: ?from= and ?to=, by
+// default the twelve months up to today in loc. from and to receive the
+// dates as given, for the page's form, also when they do not parse.
+func (h *handler) reportRange(c *fiber.Ctx, loc *time.Location, from, to *string) (jobs.DayRange, error) {
+	today := h.Loyalty.Now().In(loc)
+	*from = time.Date(today.Year(), today.Month()-11, 1, 0, 0, 0, 0, loc).Format(time.DateOnly)
+	*to = today.Format(time.DateOnly)
+	if s := c.Query("from"); s != "" {
+		*from = s
+	}
+	if s := c.Query("to"); s != "" {
+		*to = s
+	}
+	return jobs.ParseDayRange(*from, *to, loc)
+}
+
 func (h *handler) dashboard(c *fiber.Ctx) error {
 	ctx := c.UserContext()
 	v := h.page(c, "dashboard", "Dashboard", nil)
 	loc := location(v.Program)
-	today := h.Loyalty.Now().In(loc)
-	d := &dashboardData{
-		From: time.Date(today.Year(), today.Month()-11, 1, 0, 0, 0, 0, loc).Format(time.DateOnly),
-		To:   today.Format(time.DateOnly),
-	}
-	if s := c.Query("from"); s != "" {
-		d.From = s
-	}
-	if s := c.Query("to"); s != "" {
-		d.To = s
-	}
+	d := &dashboardData{}
 	v.Data = d
-	rng, err := jobs.ParseDayRange(d.From, d.To, loc)
+	rng, err := h.reportRange(c, loc, &d.From, &d.To)
 	if err != nil {
 		return h.fail(c, "dashboard", v, err)
 	}

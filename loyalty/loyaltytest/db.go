@@ -174,3 +174,20 @@ func (c *Clock) Advance(d time.Duration) {
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
 }
+
+// Together runs every call at once, released by one signal, and waits for
+// them all: for tests of what concurrent writers do to the same rows.
+func Together(calls ...func()) {
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for _, call := range calls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			call()
+		}()
+	}
+	close(start)
+	wg.Wait()
+}
