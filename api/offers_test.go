@@ -905,3 +905,24 @@ func TestPersonalOffers(t *testing.T) {
 		e.checkLedger()
 	})
 }
+
+// TestOfferAfterNoneWasActive: once a purchase has seen no active offer,
+// the next skips reading offers while none changes; an offer created,
+// paused or resumed in between applies (or stops applying) to the very
+// next purchase.
+func TestOfferAfterNoneWasActive(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		e := newEnv(t, dialect)
+		m := e.enrol()
+		ofWant(t, "no offer", e.ofBuy(m, 1000, nil), 10, nil)
+		ofWant(t, "still none", e.ofBuy(m, 1000, nil), 10, nil)
+		o := e.ofOffer(map[string]any{"code": "fresh", "kind": "bonus", "bonus_points": 7, "target": ofOnly(m)})
+		ofWant(t, "created", e.ofBuy(m, 1000, nil), 10, map[string]int64{o: 7})
+		e.do("PATCH", "/v1/offers/"+o, e.marketer(), map[string]any{"status": "paused"}).must(t, 200)
+		ofWant(t, "paused", e.ofBuy(m, 1000, nil), 10, nil)
+		ofWant(t, "paused, again", e.ofBuy(m, 1000, nil), 10, nil)
+		e.do("PATCH", "/v1/offers/"+o, e.marketer(), map[string]any{"status": "active"}).must(t, 200)
+		ofWant(t, "resumed", e.ofBuy(m, 1000, nil), 10, map[string]int64{o: 7})
+		e.checkLedger()
+	})
+}

@@ -3,6 +3,7 @@ package loyalty
 import (
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -93,8 +94,9 @@ func eraseReplies(tx *gorm.DB, m Member) error {
 var onConflictNothing = clause.OnConflict{DoNothing: true}
 
 // writeOnce runs fn in a write transaction guarded by idempotency records.
-// Each guard is claimed first (an insert that waits for, then yields to, a
-// concurrent claim of the same key); if one was already completed, the
+// Each guard is claimed first (on PostgreSQL an insert that waits for, then
+// yields to, a concurrent claim of the same key; on SQLite, whose one
+// writer excludes any, a read); if one was already completed, the
 // transaction is rolled back and its first response replayed. Otherwise fn
 // runs and its result is stored under every guard in the same transaction,
 // so a crash keeps both the effect and its record, or neither.
@@ -143,7 +145,7 @@ func writeOnceAllowed[T any](ctx context.Context, s *Service, allowed func(tx *g
 				personal = p.personalOf()
 			}
 			for _, g := range guards {
-				if err := answerSQLite(tx, g, string(body), isPersonal, personal); err != nil {
+				if err := answerSQLite(tx, g, string(body), isPersonal, personal, now); err != nil {
 					return err
 				}
 			}
@@ -171,13 +173,18 @@ func writeOnceAllowed[T any](ctx context.Context, s *Service, allowed func(tx *g
 
 func claim(tx *gorm.DB, g guard, now time.Time) (*Replay, error) {
 	if tx.Dialector.Name() != Postgres {
-		n, err := execSQLite(tx, claimSQLite, g.scope, g.key, g.hash, claimed, "", now)
+		// The one writer excludes any concurrent twin: a key with no record
+		// is free until this transaction records it, answered.
+		var prev idempotencyRow
+		err := tx.Statement.ConnPool.QueryRowContext(tx.Statement.Context, recordedSQLite, g.scope, g.key).
+			Scan(&prev.RequestHash, &prev.Status, &prev.Response)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, nil
+		}
 		if err != nil {
 			return nil, err
 		}
-		if n == 1 {
-			return nil, nil
-		}
+		return g.answer(prev)
 	} else {
 		row := idempotencyRow{Scope: g.scope, Key: g.key, RequestHash: g.hash, Status: claimed, Response: "", CreatedAt: now}
 		res := tx.Clauses(onConflictNothing).Create(&row)
@@ -218,22 +225,22 @@ func (s *Service) PurgeIdempotencyKeys(ctx context.Context, keep time.Duration) 
 	return n, err
 }
 
-// On SQLite the claim and the answer of a guard are fixed texts run on the
+// On SQLite the read and the record of a guard are fixed texts run on the
 // transaction's connection through the statement cache (see flushSQLite):
-// the same rows GORM would write, without its statement building.
+// the same rows GORM would write, without its statement building. Its one
+// writer lets a guard be recorded once, answered, where PostgreSQL's GORM
+// path claims it first and answers it after.
 const (
-	claimSQLite = `INSERT INTO idempotency_keys (scope, "key", request_hash, status, response, created_at) VALUES (?, ?, ?, ?, ?, ?)
-		ON CONFLICT DO NOTHING`
-	answerSQLiteText         = `UPDATE idempotency_keys SET status = ?, response = ? WHERE scope = ? AND "key" = ?`
-	answerPersonalSQLiteText = `UPDATE idempotency_keys SET status = ?, response = ?, personal_member_id = ? WHERE scope = ? AND "key" = ?`
+	recordedSQLite = `SELECT request_hash, status, response FROM idempotency_keys WHERE scope = ? AND "key" = ?`
+	recordSQLite   = `INSERT INTO idempotency_keys (scope, "key", request_hash, status, response, created_at, personal_member_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`
 )
 
-func answerSQLite(tx *gorm.DB, g guard, body string, isPersonal bool, personal string) error {
-	var err error
+func answerSQLite(tx *gorm.DB, g guard, body string, isPersonal bool, personal string, now time.Time) error {
+	var p *string
 	if isPersonal {
-		_, err = execSQLite(tx, answerPersonalSQLiteText, answered, body, personal, g.scope, g.key)
-	} else {
-		_, err = execSQLite(tx, answerSQLiteText, answered, body, g.scope, g.key)
+		p = &personal
 	}
+	_, err := execSQLite(tx, recordSQLite, g.scope, g.key, g.hash, answered, body, now, p)
 	return err
 }

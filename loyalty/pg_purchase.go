@@ -9,23 +9,26 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"gorm.io/driver/postgres"
-	"gorm.io/gorm"
 )
 
 // The purchase on PostgreSQL, through pgx, in two round trips:
 //
-//  1. BEGIN, the claim of every idempotency guard (an insert that waits
-//     for, then yields to, a concurrent claim, and a read of the row
-//     claimed), the lock of the member's balance and member rows with the
-//     config_version, and the offers live for the member;
+//  1. BEGIN, the read of every idempotency guard's record, the lock of the
+//     member's balance and member rows with the config_version, and the
+//     offers live for the member;
 //  2. the purchase's rows, the balance row and the member's tier in one
-//     statement, the result stored under every guard, and COMMIT.
+//     statement, the record of every guard with the result, and COMMIT.
 //
 // A balance row whose kept state no longer holds costs one more round trip
 // between them (its open lots and window purchases); a replay answers from
-// the stored result after the first and rolls back. The rules are
+// the stored result after the first and rolls back. A guard is recorded
+// once, answered, rather than claimed and then answered: a concurrent twin
+// waits on the member's lock, then fails on the record's (or receipt's)
+// key when the first commits, and its next attempt replays the first's
+// answer. The rules are
 // planPurchase's, shared with the GORM path, which still runs when this
 // store has not read the current settings yet or a member's points lapsed
 // by inactivity (both rare: the first purchase after a settings change,
@@ -34,11 +37,14 @@ import (
 // Statements prepared on every connection of the pool as it opens, so that
 // none costs a round trip of its own to prepare.
 var (
-	pgClaimSQL   = `INSERT INTO idempotency_keys (scope, key, request_hash, status, response, created_at) VALUES ($1, $2, $3, 0, '', $4) ON CONFLICT DO NOTHING`
 	pgClaimedSQL = `SELECT request_hash, status, response FROM idempotency_keys WHERE scope = $1 AND key = $2`
-	pgAnswerSQL  = `UPDATE idempotency_keys SET status = $3, response = $4 WHERE scope = $1 AND key = $2`
-	pgLockSQL    = strings.Replace(lockSQL, "?", "$1", 1)
-	pgOffersSQL  = `SELECT id, code, name, kind, multiplier, bonus_points, conditions, target_all, target_segments, requires_activation,
+	pgRecordSQL  = `INSERT INTO idempotency_keys (scope, key, request_hash, status, response, created_at) VALUES ($1, $2, $3, $4, $5, $6)`
+	pgLockSQL    = strings.Replace(strings.Replace(lockSQL, "\n\t\tFROM member_balances b",
+		",\n\t\t(SELECT version FROM offers_version WHERE id = 1)\n\t\tFROM member_balances b", 1), "?", "$1", 1)
+	// pgOffersSeenSQL reads whether any offer is active, at the
+	// offers_version it was read at.
+	pgOffersSeenSQL = `SELECT version, EXISTS (SELECT 1 FROM offers WHERE status = $1) FROM offers_version WHERE id = 1`
+	pgOffersSQL     = `SELECT id, code, name, kind, multiplier, bonus_points, conditions, target_all, target_segments, requires_activation,
 		starts_at, ends_at, max_uses_per_member, status, template_id, owner_member_id, personal_category, created_at, updated_at
 		FROM offers WHERE status = $1 AND (starts_at IS NULL OR starts_at <= $2) AND (ends_at IS NULL OR ends_at > $2)
 		AND (owner_member_id IS NULL OR owner_member_id = $3) ORDER BY id`
@@ -53,7 +59,7 @@ var (
 )
 
 func preparePG(ctx context.Context, c *pgx.Conn) error {
-	for _, q := range []string{pgClaimSQL, pgClaimedSQL, pgAnswerSQL, pgLockSQL, pgOffersSQL, pgOfferFactsSQL,
+	for _, q := range []string{pgClaimedSQL, pgRecordSQL, pgLockSQL, pgOffersSeenSQL, pgOffersSQL, pgOfferFactsSQL,
 		pgOpenLotsSQL, pgWindowSQL, pgBalanceSQL, pgWriteSQL} {
 		if _, err := c.Prepare(ctx, q, q); err != nil {
 			return err
@@ -61,6 +67,10 @@ func preparePG(ctx context.Context, c *pgx.Conn) error {
 	}
 	return nil
 }
+
+// errPGDuplicate is a purchase whose receipt or guard a concurrent twin
+// recorded first.
+var errPGDuplicate = errors.New("purchase recorded by a concurrent twin")
 
 // errPGFallback sends a purchase to the GORM path.
 var errPGFallback = errors.New("purchase needs the GORM path")
@@ -74,8 +84,18 @@ func (s *Service) pgPostPurchase(ctx context.Context, set *settings, pur purchas
 		rep *Replay
 		err error
 	)
+	duplicates := 0
 	for attempt := 0; attempt < 8; attempt++ {
 		res, rep, err = s.pgPurchaseOnce(ctx, set, pur, guards)
+		if errors.Is(err, errPGDuplicate) {
+			// A concurrent twin committed first: the next attempt reads
+			// its record and replays it. A receipt posted with no record
+			// of it is a conflict.
+			if duplicates++; duplicates > 1 {
+				return res, nil, Errorf(Conflict, "duplicate", "receipt %q of store %q was already posted", pur.ExternalID, pur.StoreID)
+			}
+			continue
+		}
 		if !retryable(err) {
 			return res, rep, err
 		}
@@ -122,12 +142,16 @@ func (s *Service) pgPurchaseOnce(ctx context.Context, set *settings, pur purchas
 	b := &pgx.Batch{}
 	b.Queue("begin")
 	for _, g := range guards {
-		b.Queue(pgClaimSQL, g.scope, g.key, g.hash, now)
 		b.Queue(pgClaimedSQL, g.scope, g.key)
 	}
 	b.Queue(pgLockSQL, pur.MemberID)
-	b.Queue(pgOffersSQL, OfferActive, pur.at, pur.MemberID)
-	b.Queue(pgOfferFactsSQL, pur.MemberID)
+	seen := s.store.offersSeen.Load()
+	skipOffers := seen != nil && !seen.active
+	if !skipOffers {
+		b.Queue(pgOffersSQL, OfferActive, pur.at, pur.MemberID)
+		b.Queue(pgOfferFactsSQL, pur.MemberID)
+	}
+	var offersVersion int64
 	found, err := func() (bool, error) {
 		br := conn.SendBatch(ctx, b)
 		defer br.Close()
@@ -135,16 +159,13 @@ func (s *Service) pgPurchaseOnce(ctx context.Context, set *settings, pur purchas
 			return false, err
 		}
 		for _, g := range guards {
-			tag, err := br.Exec()
+			var prev idempotencyRow
+			err := br.QueryRow().Scan(&prev.RequestHash, &prev.Status, &prev.Response)
+			if errors.Is(err, pgx.ErrNoRows) || (err == nil && rep != nil) {
+				continue
+			}
 			if err != nil {
 				return false, err
-			}
-			var prev idempotencyRow
-			if err := br.QueryRow().Scan(&prev.RequestHash, &prev.Status, &prev.Response); err != nil {
-				return false, err
-			}
-			if tag.RowsAffected() == 1 || rep != nil {
-				continue
 			}
 			if rep, err = g.answer(prev); err != nil {
 				return false, err
@@ -157,42 +178,17 @@ func (s *Service) pgPurchaseOnce(ctx context.Context, set *settings, pur purchas
 		var version int64
 		found := rows.Next()
 		if found {
-			err = rows.Scan(a.lockedDest(&version)...)
+			err = rows.Scan(append(a.lockedDest(&version), &offersVersion)...)
 		}
 		rows.Close()
 		if err := errors.Join(err, rows.Err()); err != nil {
 			return false, err
 		}
 		a.balance.MemberID, a.cfg = a.member.ID, version
-		if rows, err = br.Query(); err != nil {
-			return false, err
+		if skipOffers {
+			return found, nil
 		}
-		for rows.Next() {
-			var o offerRow
-			if err := rows.Scan(&o.ID, &o.Code, &o.Name, &o.Kind, &o.Multiplier, &o.BonusPoints, &o.Conditions, &o.TargetAll,
-				&o.TargetSegments, &o.RequiresActivation, &o.StartsAt, &o.EndsAt, &o.MaxUsesPerMember, &o.Status, &o.TemplateID,
-				&o.OwnerMemberID, &o.PersonalCategory, &o.CreatedAt, &o.UpdatedAt); err != nil {
-				rows.Close()
-				return false, err
-			}
-			mo.offers = append(mo.offers, o)
-		}
-		if err := rows.Err(); err != nil {
-			return false, err
-		}
-		if rows, err = br.Query(); err != nil {
-			return false, err
-		}
-		for rows.Next() {
-			var kind, id string
-			var n int
-			if err := rows.Scan(&kind, &id, &n); err != nil {
-				rows.Close()
-				return false, err
-			}
-			mo.fact(kind, id, n)
-		}
-		return found, rows.Err()
+		return found, scanMemberOffers(br, mo)
 	}()
 	switch {
 	case err != nil:
@@ -203,6 +199,23 @@ func (s *Service) pgPurchaseOnce(ctx context.Context, set *settings, pur purchas
 		return res, nil, memberRef(Errorf(NotFound, "not_found", "no member has id %q", pur.MemberID))
 	case a.cfg != set.version:
 		return res, nil, errPGFallback
+	}
+	if skipOffers && offersVersion != seen.version {
+		// Offers changed since none was active: read the member's now, in
+		// one more round trip, and what is active, for the next purchases.
+		b := &pgx.Batch{}
+		b.Queue(pgOffersSQL, OfferActive, pur.at, pur.MemberID)
+		b.Queue(pgOfferFactsSQL, pur.MemberID)
+		if err := func() error {
+			br := conn.SendBatch(ctx, b)
+			defer br.Close()
+			return scanMemberOffers(br, mo)
+		}(); err != nil {
+			return res, nil, err
+		}
+	}
+	if seen == nil || offersVersion != seen.version {
+		defer s.store.seeOffers(ctx, conn)
 	}
 	if d, ok := a.inactivityDeadline(); ok && !d.After(now) {
 		return res, nil, errPGFallback // expireInactive writes the lapse
@@ -232,7 +245,7 @@ func (s *Service) pgPurchaseOnce(ctx context.Context, set *settings, pur purchas
 	}
 	b.Queue(q, args...)
 	for _, g := range guards {
-		b.Queue(pgAnswerSQL, g.scope, g.key, answered, string(body))
+		b.Queue(pgRecordSQL, g.scope, g.key, g.hash, answered, string(body), now)
 	}
 	b.Queue("commit")
 	br := conn.SendBatch(ctx, b)
@@ -249,12 +262,65 @@ func (s *Service) pgPurchaseOnce(ctx context.Context, set *settings, pur purchas
 		_, err = br.Exec()
 	}
 	if err = errors.Join(err, br.Close()); err != nil {
-		if errors.Is(pgTranslate(err), gorm.ErrDuplicatedKey) {
-			return res, nil, Errorf(Conflict, "duplicate", "receipt %q of store %q was already posted", pur.ExternalID, pur.StoreID)
+		if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "23505" { // unique_violation
+			return res, nil, errPGDuplicate
 		}
 		return res, nil, err
 	}
 	return res, nil, nil
+}
+
+// offersSeen is whether any offer was active at an offers_version.
+type offersSeen struct {
+	version int64
+	active  bool
+}
+
+// seeOffers records whether any offer is active now, once the purchase's
+// transaction has ended (deferred after the rollback guard, it runs
+// first: it skips a connection still in a transaction).
+func (s *Store) seeOffers(ctx context.Context, conn *pgxpool.Conn) {
+	if conn.Conn().PgConn().TxStatus() != 'I' {
+		return
+	}
+	var seen offersSeen
+	if err := conn.QueryRow(ctx, pgOffersSeenSQL, OfferActive).Scan(&seen.version, &seen.active); err == nil {
+		s.offersSeen.Store(&seen)
+	}
+}
+
+// scanMemberOffers reads the results of pgOffersSQL and pgOfferFactsSQL.
+func scanMemberOffers(br pgx.BatchResults, mo *memberOffers) error {
+	rows, err := br.Query()
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var o offerRow
+		if err := rows.Scan(&o.ID, &o.Code, &o.Name, &o.Kind, &o.Multiplier, &o.BonusPoints, &o.Conditions, &o.TargetAll,
+			&o.TargetSegments, &o.RequiresActivation, &o.StartsAt, &o.EndsAt, &o.MaxUsesPerMember, &o.Status, &o.TemplateID,
+			&o.OwnerMemberID, &o.PersonalCategory, &o.CreatedAt, &o.UpdatedAt); err != nil {
+			rows.Close()
+			return err
+		}
+		mo.offers = append(mo.offers, o)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if rows, err = br.Query(); err != nil {
+		return err
+	}
+	for rows.Next() {
+		var kind, id string
+		var n int
+		if err := rows.Scan(&kind, &id, &n); err != nil {
+			rows.Close()
+			return err
+		}
+		mo.fact(kind, id, n)
+	}
+	return rows.Err()
 }
 
 // pgCatchUp is catchUp through pgx: one round trip for the open lots and
@@ -414,11 +480,11 @@ func (w *accountWrites) pgStatement(a *account) (string, []any, error) {
 // on PostgreSQL, in the order it sends them, for the bench's reference
 // that runs the same database work without the engine.
 type PGPurchaseStatements struct {
-	Prepare                                                 func(context.Context, *pgx.Conn) error
-	Claim, Claimed, Lock, Offers, OfferFacts, Write, Answer string
-	OfferStatus                                             string
+	Prepare                                          func(context.Context, *pgx.Conn) error
+	Claimed, Lock, Offers, OfferFacts, Write, Record string
+	OfferStatus                                      string
 }
 
 // PGPurchaseSQL is what PGPurchaseStatements says of this engine.
-var PGPurchaseSQL = PGPurchaseStatements{Prepare: preparePG, Claim: pgClaimSQL, Claimed: pgClaimedSQL, Lock: pgLockSQL,
-	Offers: pgOffersSQL, OfferFacts: pgOfferFactsSQL, Write: pgWriteSQL, Answer: pgAnswerSQL, OfferStatus: OfferActive}
+var PGPurchaseSQL = PGPurchaseStatements{Prepare: preparePG, Claimed: pgClaimedSQL, Lock: pgLockSQL,
+	Offers: pgOffersSQL, OfferFacts: pgOfferFactsSQL, Write: pgWriteSQL, Record: pgRecordSQL, OfferStatus: OfferActive}

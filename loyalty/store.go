@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -53,6 +54,9 @@ type Store struct {
 	// tracer sees the statements of both pools.
 	pg     *pgxpool.Pool
 	tracer *pgTracer
+	// offersSeen is whether any offer was active when the hot path last
+	// read offers_version (nil: not yet read).
+	offersSeen atomic.Pointer[offersSeen]
 }
 
 // Open connects to a database URL: sqlite://PATH or postgres://….
