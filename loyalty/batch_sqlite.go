@@ -155,3 +155,17 @@ func execSQLite(tx *gorm.DB, q string, args ...any) (int64, error) {
 	}
 	return res.RowsAffected()
 }
+
+// SQLitePurchaseStatements are the fixed texts of a purchase on SQLite, for
+// the benchmark's reference that sends them without the engine: the read
+// and the record of a guard, the account's read, offers_version, the
+// multi-row insert of n rows of a table, the balance row's update (its
+// arguments in balanceUpdateArgs' order) and the balance read.
+type SQLitePurchaseStatements struct {
+	Recorded, Lock, OffersVersion, BalanceUpdate, Record, Balance string
+	Insert                                                        func(table string, n int) string
+}
+
+// SQLitePurchaseSQL is what SQLitePurchaseStatements says of this engine.
+var SQLitePurchaseSQL = SQLitePurchaseStatements{Recorded: recordedSQLite, Lock: lockSQLite, OffersVersion: offersVersionSQL,
+	BalanceUpdate: balanceUpdateSQLite, Record: recordSQLite, Balance: balanceSQL, Insert: insertSQL}

@@ -2,6 +2,7 @@ package loyalty
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -541,6 +542,45 @@ func (mo *memberOffers) fact(kind, id string, n int) {
 	case "s":
 		mo.segments[id] = true
 	}
+}
+
+// offersVersionSQL reads offers_version; offersSeenSQL also whether any
+// offer is active, in the same snapshot.
+const (
+	offersVersionSQL = `SELECT version FROM offers_version WHERE id = 1`
+	offersSeenSQL    = `SELECT version, EXISTS (SELECT 1 FROM offers WHERE status = ?) FROM offers_version WHERE id = 1`
+)
+
+// offersFor is loadMemberOffers for a write: while offers_version is the
+// one at which the store last found no active offer, it reads nothing more
+// (one single-row read instead of five queries on the writer's path).
+func (s *Store) offersFor(tx *gorm.DB, memberID string, at time.Time) (*memberOffers, error) {
+	var v int64
+	if err := queryRowTx(tx, offersVersionSQL).Scan(&v); err != nil {
+		return nil, err
+	}
+	if seen := s.offersSeen.Load(); seen != nil && seen.version == v && !seen.active {
+		return newMemberOffers(), nil
+	}
+	mo, err := loadMemberOffers(tx, memberID, at)
+	if err != nil {
+		return nil, err
+	}
+	var seen offersSeen
+	if err := queryRowTx(tx, offersSeenSQL, OfferActive).Scan(&seen.version, &seen.active); err != nil {
+		return nil, err
+	}
+	s.offersSeen.Store(&seen)
+	return mo, nil
+}
+
+// queryRowTx runs a fixed text on the transaction: on SQLite on its
+// connection through the statement cache, on PostgreSQL through GORM.
+func queryRowTx(tx *gorm.DB, q string, args ...any) *sql.Row {
+	if tx.Dialector.Name() != Postgres {
+		return tx.Statement.ConnPool.QueryRowContext(tx.Statement.Context, q, args...)
+	}
+	return tx.Raw(q, args...).Row()
 }
 
 // loadMemberOffers reads the offers live at at that may apply to member.

@@ -480,11 +480,12 @@ func (w *accountWrites) pgStatement(a *account) (string, []any, error) {
 // on PostgreSQL, in the order it sends them, for the bench's reference
 // that runs the same database work without the engine.
 type PGPurchaseStatements struct {
-	Prepare                                          func(context.Context, *pgx.Conn) error
-	Claimed, Lock, Offers, OfferFacts, Write, Record string
-	OfferStatus                                      string
+	Prepare                                                   func(context.Context, *pgx.Conn) error
+	Claimed, Lock, Offers, OfferFacts, Write, Record, Balance string
+	OfferStatus                                               string
 }
 
 // PGPurchaseSQL is what PGPurchaseStatements says of this engine.
 var PGPurchaseSQL = PGPurchaseStatements{Prepare: preparePG, Claimed: pgClaimedSQL, Lock: pgLockSQL,
-	Offers: pgOffersSQL, OfferFacts: pgOfferFactsSQL, Write: pgWriteSQL, Record: pgRecordSQL, OfferStatus: OfferActive}
+	Offers: pgOffersSQL, OfferFacts: pgOfferFactsSQL, Write: pgWriteSQL, Record: pgRecordSQL, Balance: pgBalanceSQL,
+	OfferStatus: OfferActive}

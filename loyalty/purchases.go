@@ -342,7 +342,7 @@ func (s *Service) postPurchase(tx *gorm.DB, p Principal, in PurchaseInput, pur p
 			return res, err
 		}
 	}
-	mo, err := loadMemberOffers(tx, a.member.ID, pur.at)
+	mo, err := s.store.offersFor(tx, a.member.ID, pur.at)
 	if err != nil {
 		return res, err
 	}

@@ -671,6 +671,8 @@ func (b *bench) references(ctx context.Context, db, label string, pg *pgAdmin, n
 	}
 	var r ref
 	var engRef *pgEngineRef
+	var lite *liteMinimal
+	var mstore minimalStore
 	var pgURL string
 	switch db {
 	case "sqlite":
@@ -678,6 +680,11 @@ func (b *bench) references(ctx context.Context, db, label string, pg *pgAdmin, n
 		if err != nil {
 			return err
 		}
+		if lite, err = openLiteMinimal(ctx, filepath.Join(b.dir, "minimal.db"), opt.members, 4); err != nil {
+			return err
+		}
+		defer lite.close()
+		mstore = lite
 		r = sr
 	case "postgres":
 		name := fmt.Sprintf("loyalty_bench_%d_bare", os.Getpid())
@@ -700,7 +707,7 @@ func (b *bench) references(ctx context.Context, db, label string, pg *pgAdmin, n
 			return err
 		}
 		defer eref.close()
-		engRef = eref
+		engRef, mstore = eref, eref
 	}
 	defer r.close()
 	if db == "sqlite" {
@@ -774,6 +781,19 @@ func (b *bench) references(ctx context.Context, db, label string, pg *pgAdmin, n
 				"%s / %s; engine's statements without the engine / bare posting %s / %s.", label, conc, fmtRate(er.purchases[conc]),
 				fmtRate(ep.throughput()), fmtRate(ep.throughput()), fmtRate(post.throughput())))
 		}
+		if mstore != nil {
+			mp, mr, err := b.minimalRef(ctx, mstore, conc)
+			if err != nil {
+				return err
+			}
+			b.rep.rows = append(b.rep.rows,
+				rowFrom(label, "ref: the same work over HTTP without the engine: purchases", conc, mp.total, mp.elapsed, -1),
+				rowFrom(label, "ref: the same work over HTTP without the engine: balance reads", conc, mr.total, mr.elapsed, -1))
+			b.rep.notes = append(b.rep.notes, fmt.Sprintf("%s, %d clients: engine / the same work over HTTP without the engine: "+
+				"purchases %s / %s = %d%%, balance reads %s / %s = %d%%.", label, conc,
+				fmtRate(er.purchases[conc]), fmtRate(mp.throughput()), pctOf(er.purchases[conc], mp.throughput()),
+				fmtRate(er.reads[conc]), fmtRate(mr.throughput()), pctOf(er.reads[conc], mr.throughput())))
+		}
 		b.logf("  ref bare read: %d clients, %s", conc, opt.duration)
 		kinds, mk = r.readLoad()
 		read := runPhase(ctx, kinds, conc, opt.duration, 0, mk)
@@ -842,10 +862,47 @@ func (b *bench) references(ctx context.Context, db, label string, pg *pgAdmin, n
 	if err := r.check(ctx); err != nil {
 		return err
 	}
+	if lite != nil {
+		if err := lite.check(ctx); err != nil {
+			return fmt.Errorf("the minimal server's books: %w", err)
+		}
+	}
 	if engRef != nil {
 		return engRef.check(ctx)
 	}
 	return nil
+}
+
+// minimalRef runs the bench's purchases, then its balance reads, with conc
+// clients against the minimal server over store (minimal.go).
+func (b *bench) minimalRef(ctx context.Context, store minimalStore, conc int) (post, read *phaseResult, err error) {
+	srv, err := startMinimal(store)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer srv.close()
+	e := minimalEngine(srv.addr(), refMembers(b.opt.members), b.opt.stores, b.opt.timeout)
+	defer e.closeClients()
+	b.logf("  ref the same work over HTTP without the engine: purchases, %d clients, %s", conc, b.opt.duration)
+	kinds, mk := e.purchasesLoad()
+	post = runPhase(ctx, kinds, conc, b.opt.duration, 0, mk)
+	e.closeClients()
+	b.logf("  ref the same work over HTTP without the engine: balance reads, %d clients, %s", conc, b.opt.duration)
+	kinds, mk = e.balanceLoad()
+	read = runPhase(ctx, kinds, conc, b.opt.duration, 0, mk)
+	for _, x := range []*phaseResult{post, read} {
+		if x.lastErr != nil {
+			b.logf("  reference error, for example: %v", x.lastErr)
+		}
+	}
+	return post, read, nil
+}
+
+func pctOf(a, b float64) int64 {
+	if b <= 0 {
+		return 0
+	}
+	return int64(math.Round(a * 100 / b))
 }
 
 func firstLine(s string) string {
