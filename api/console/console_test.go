@@ -276,7 +276,7 @@ func TestConsoleCSRF(t *testing.T) {
 		t.Run("EveryForm", func(t *testing.T) {
 			// Every state-changing route refuses a request without the token.
 			for _, path := range []string{"/console/tiers", "/console/tiers/insider", "/console/rewards", "/console/rewards/x",
-				"/console/rewards/x/retire", "/console/offers", "/console/birthday", "/console/members/x/adjust",
+				"/console/rewards/x/retire", "/console/offers", "/console/birthday", "/console/payment", "/console/members/x/adjust",
 				"/console/jobs/segments/run"} {
 				if r := cl.post(path, "", url.Values{"name": {"x"}}); r.Status != 403 {
 					t.Errorf("POST %s without a token: %d", path, r.Status)
