@@ -67,7 +67,8 @@ func (d DayRange) end() time.Time { return d.To.AddDate(0, 0, 1) }
 
 // issuedRedeemed sums, over entries whose occurred_at is in [from, end),
 // the points issued (earn, offer, bonus, gift, feedback and positive adjust, less
-// return reversals) and redeemed (redeem less redeem_cancel refunds). The
+// return reversals) and redeemed (redeem and till payments, §16, less
+// redeem_cancel and payment_refund refunds). The
 // sums are exact: over every member they pass int64 long before a balance
 // does.
 func (r *Runner) issuedRedeemed(db *gorm.DB, from, end time.Time) (loyalty.Sum, loyalty.Sum, error) {
@@ -76,7 +77,7 @@ func (r *Runner) issuedRedeemed(db *gorm.DB, from, end time.Time) (loyalty.Sum, 
 	err := db.Raw(`SELECT
 			`+sum(`CASE WHEN kind IN ('earn', 'offer', 'bonus', 'gift', 'feedback') OR (kind = 'adjust' AND points > 0) THEN points
 				WHEN kind = 'return' THEN points ELSE 0 END`)+` AS issued,
-			`+sum(`CASE WHEN kind = 'redeem' THEN -points WHEN kind = 'redeem_cancel' THEN -points ELSE 0 END`)+` AS redeemed
+			`+sum(`CASE WHEN kind IN ('redeem', 'redeem_cancel', 'payment', 'payment_refund') THEN -points ELSE 0 END`)+` AS redeemed
 		FROM ledger_entries WHERE occurred_at >= ? AND occurred_at < ?`, loyalty.TS(from), loyalty.TS(end)).Scan(&s).Error
 	return s.Issued, s.Redeemed, err
 }

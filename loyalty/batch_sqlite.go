@@ -50,6 +50,14 @@ func (w *accountWrites) flushSQLite(tx *gorm.DB, a *account) error {
 		var err error
 		switch r := r.(type) {
 		case *purchaseRow:
+			if r.PointsPaid > 0 {
+				// Paid with points (§16): columns the fixed text leaves
+				// to their defaults, so through GORM.
+				if err = send(); err == nil {
+					err = tx.Create(r).Error
+				}
+				break
+			}
 			err = add("purchases", r.ID, r.MemberID, r.StoreID, r.ExternalID, r.Channel, r.OccurredAt, r.LocalDate, r.LocalDay,
 				r.Currency, r.Total, r.ReturnedAmount, r.PointsEarned, r.PointsReversed, r.TierCode, r.CreatedAt)
 		case *[]itemRow:

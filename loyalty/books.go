@@ -3,6 +3,7 @@ package loyalty
 import (
 	"database/sql"
 	"fmt"
+	"sort"
 	"strconv"
 	"time"
 
@@ -346,7 +347,8 @@ func (a *account) debit(tx *gorm.DB, e entrySpec, draws []drawRow) (entryRow, er
 		draws[i].EntryID = row.ID
 	}
 	if len(draws) > 0 {
-		if err := tx.Create(&draws).Error; err != nil {
+		// After its entry, also when the account collects its writes.
+		if err := a.insert(tx, &draws); err != nil {
 			return row, err
 		}
 	}
@@ -465,6 +467,70 @@ func (a *account) refund(tx *gorm.DB, entryID string, e entrySpec) (entryRow, er
 			return entryRow{}, err
 		}
 		a.k.addLot(lot, a.now)
+	}
+	return row, nil
+}
+
+// refundPart gives back n points of what the debit entryID took, as one
+// entry e, when refunded points of it were given back before: like refund,
+// into new lots keeping the availability and expiry of the lots drawn, so
+// a refund never extends a point's life (points whose lot has expired come
+// back expired). The draws are given back in one fixed order, the lots
+// that expire last first, so successive parts never give back a point
+// twice and together give back the debit exactly.
+func (a *account) refundPart(tx *gorm.DB, entryID string, refunded, n int64, e entrySpec) (entryRow, error) {
+	if n <= 0 {
+		return entryRow{}, fmt.Errorf("refund of %d points", n)
+	}
+	var draws []drawRow
+	if err := tx.Where("entry_id = ?", entryID).Find(&draws).Error; err != nil {
+		return entryRow{}, err
+	}
+	ids := make([]string, 0, len(draws))
+	for _, d := range draws {
+		ids = append(ids, d.LotID)
+	}
+	var srcs []lotRow
+	if err := tx.Where("id IN ?", ids).Find(&srcs).Error; err != nil {
+		return entryRow{}, err
+	}
+	src := make(map[string]lotRow, len(srcs))
+	for _, l := range srcs {
+		src[l.ID] = l
+	}
+	sort.Slice(draws, func(i, j int) bool { return lotBefore(src[draws[j].LotID], src[draws[i].LotID]) })
+	e.Points = n
+	row, err := a.append(tx, e)
+	if err != nil {
+		return entryRow{}, err
+	}
+	skip := refunded
+	for _, d := range draws {
+		t := d.Points
+		if skip > 0 {
+			s := min(skip, t)
+			skip, t = skip-s, t-s
+		}
+		t = min(t, n)
+		if t == 0 {
+			continue
+		}
+		n -= t
+		s := src[d.LotID]
+		var pay int64
+		if live(s, a.now) {
+			pay = min(a.balance.Debt, t)
+		}
+		a.balance.Debt -= pay
+		lot := lotRow{ID: newID(), EntryID: row.ID, MemberID: a.member.ID, Points: t, Remaining: t - pay,
+			AvailableAt: s.AvailableAt, ExpiresAt: s.ExpiresAt, CreatedAt: a.now}
+		if err := a.insert(tx, &lot); err != nil {
+			return entryRow{}, err
+		}
+		a.k.addLot(lot, a.now)
+	}
+	if n > 0 {
+		return entryRow{}, fmt.Errorf("refund of %s: %d points more than it drew", entryID, n)
 	}
 	return row, nil
 }

@@ -27,7 +27,9 @@ type DemoOptions struct {
 // DemoSummary counts what SeedDemo wrote.
 type DemoSummary struct {
 	Members, Purchases, Returns int
-	PointsIssued                int64
+	// Payments counts the purchases paid in part with points (§16).
+	Payments     int
+	PointsIssued int64
 }
 
 var (
@@ -65,8 +67,10 @@ func SeedDemo(ctx context.Context, store *Store, opt DemoOptions) (DemoSummary, 
 	name, cur, p := "Beauty Insider", "USD", decimal.NewFromInt(1)
 	pend, exp, win := 0, 365, 365
 	policy, period, tz := ExpiryLot, "rolling", "America/New_York"
+	// Points pay at the till as at Sephora: 500 points pay 10 dollars.
+	pay := PointsPayment{Enabled: true, PointsPerUnit: decimal.NewFromInt(50), MinPoints: 500, StepPoints: 500, MaxShare: decimal.NewFromInt(1)}
 	if _, err := svc.UpdateProgram(ctx, ProgramPatch{Name: &name, Currency: &cur, PointsPerUnit: &p, PendingDays: &pend,
-		ExpiryPolicy: &policy, ExpiryDays: &exp, TierPeriod: &period, TierWindowDays: &win, Timezone: &tz}); err != nil {
+		ExpiryPolicy: &policy, ExpiryDays: &exp, TierPeriod: &period, TierWindowDays: &win, Timezone: &tz, PointsPayment: &pay}); err != nil {
 		return sum, fmt.Errorf("seed demo: %w", err)
 	}
 	for _, t := range []struct {
@@ -88,6 +92,9 @@ func SeedDemo(ctx context.Context, store *Store, opt DemoOptions) (DemoSummary, 
 	}
 
 	rng := rand.New(rand.NewPCG(uint64(opt.Seed), 0x10ea1))
+	// Who pays with points draws from its own source, so the rest of the
+	// demo is the same with or without payments.
+	payRng := rand.New(rand.NewPCG(uint64(opt.Seed), 0x9a1d))
 	type event struct {
 		at     time.Time
 		member int
@@ -130,6 +137,17 @@ func SeedDemo(ctx context.Context, store *Store, opt DemoOptions) (DemoSummary, 
 			sum.Members++
 		}
 		in := demoBasket(rng, ids[ev.member], i, ev.at)
+		if payRng.IntN(4) == 0 {
+			// Some members pay with points, as much as the till offers.
+			q, err := svc.QuotePurchase(ctx, admin, in)
+			if err != nil {
+				return sum, fmt.Errorf("seed demo: %w", err)
+			}
+			if q.PointsPaymentMax > 0 {
+				in.PointsPayment = &q.PointsPaymentMax
+				sum.Payments++
+			}
+		}
 		res, _, err := svc.PostPurchase(ctx, admin, in, IdempotencyKey{})
 		if err != nil {
 			return sum, fmt.Errorf("seed demo: %w", err)

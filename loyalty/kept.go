@@ -44,7 +44,7 @@ type kept struct {
 // windowPurchase is what kept needs of a purchase.
 type windowPurchase struct {
 	OccurredAt time.Time
-	Net        int64 // total - returned_amount
+	Net        int64 // NetSpendSQL: the cash part less the cash part returned
 }
 
 // keptRules are the settings and the deadline the instants follow.

@@ -27,6 +27,10 @@ const (
 	KindExpire       = "expire"
 	KindAdjust       = "adjust"
 	KindFeedback     = "feedback"
+	// KindPayment pays part of a purchase with points at the till (§16);
+	// KindPaymentRefund gives back a return's share of it.
+	KindPayment       = "payment"
+	KindPaymentRefund = "payment_refund"
 )
 
 // Entry is one ledger entry as the API shows it.

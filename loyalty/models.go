@@ -102,8 +102,14 @@ type purchaseRow struct {
 	ReturnedAmount int64
 	PointsEarned   int64
 	PointsReversed int64
-	TierCode       *string
-	CreatedAt      time.Time
+	// What the purchase paid with points (§16), and what its returns
+	// refunded of that; all 0 without a payment.
+	PointsPaid           int64
+	AmountPaidWithPoints int64
+	PointsRefunded       int64
+	AmountPaidReturned   int64
+	TierCode             *string
+	CreatedAt            time.Time
 }
 
 func (purchaseRow) TableName() string { return "purchases" }

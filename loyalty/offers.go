@@ -674,7 +674,9 @@ func (mo *memberOffers) apply(prog *Program, pur purchase) []BreakdownLine {
 		if len(c.Channels) > 0 && !contains(c.Channels, pur.Channel) {
 			continue
 		}
-		eligible := pur.total
+		// Offers earn on the cash part only (§16): a payment with points
+		// takes its share off every line.
+		eligible := pur.cash()
 		if len(c.Categories) > 0 || len(c.SKUs) > 0 {
 			eligible = 0
 			for _, it := range pur.items {
@@ -682,9 +684,10 @@ func (mo *memberOffers) apply(prog *Program, pur purchase) []BreakdownLine {
 					eligible += it.Amount
 				}
 			}
-			if eligible == 0 {
-				continue
-			}
+			eligible = pur.cashShare(eligible)
+		}
+		if eligible == 0 {
+			continue
 		}
 		if eligible < c.MinSpend {
 			continue

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"regexp"
 	"time"
 
@@ -39,6 +40,9 @@ type PurchaseInput struct {
 	Currency   string         `json:"currency"`
 	Total      *int64         `json:"total"`
 	Items      []PurchaseItem `json:"items"`
+	// PointsPayment is the points the member pays with (§16); absent or
+	// 0 for none.
+	PointsPayment *int64 `json:"points_payment,omitempty"`
 }
 
 // Item is a stored basket line.
@@ -56,6 +60,23 @@ type purchase struct {
 	at    time.Time
 	total int64
 	items []Item
+	// pay is the points paid with (§16), payAmount what they cover; the
+	// rest of total is the cash part.
+	pay, payAmount int64
+}
+
+// cash is the part of the total not paid with points: what earns, and what
+// counts towards qualifying spend.
+func (p purchase) cash() int64 { return p.total - p.payAmount }
+
+// cashShare is the cash part's share of amount, a part of the total:
+// ⌊amount · cash ÷ total⌋, exactly.
+func (p purchase) cashShare(amount int64) int64 {
+	if p.payAmount == 0 || p.total <= 0 {
+		return amount
+	}
+	q := new(big.Int).Mul(big.NewInt(amount), big.NewInt(p.cash()))
+	return q.Quo(q, big.NewInt(p.total)).Int64()
 }
 
 var (
@@ -164,7 +185,19 @@ func (s *Service) validatePurchase(p Principal, prog *Program, in PurchaseInput)
 			v.Add("items", "amounts must add up to total (%d)", *in.Total)
 		}
 	}
-	return out, v.Err()
+	if err := v.Err(); err != nil {
+		return out, err
+	}
+	if in.PointsPayment != nil && *in.PointsPayment != 0 {
+		// The rules of the settings, before any lock; the member's
+		// available points are checked under its lock (checkPayment).
+		amount, err := prog.PointsPayment.CheckPayment(*in.PointsPayment, out.total, tiers.MaxPoints, prog.Exponent())
+		if err != nil {
+			return out, err
+		}
+		out.pay, out.payAmount = *in.PointsPayment, amount
+	}
+	return out, nil
 }
 
 // BreakdownLine is one source of a purchase's points.
@@ -184,6 +217,22 @@ type Quote struct {
 	Breakdown    []BreakdownLine `json:"breakdown"`
 	TierBefore   *string         `json:"tier_before"`
 	TierAfter    *string         `json:"tier_after"`
+	// PointsPayment is the payment with points, when the purchase has one.
+	PointsPayment *PointsPaid `json:"points_payment,omitempty"`
+}
+
+// PointsPaid is a payment with points (§16): the points and the amount, in
+// minor units, they cover.
+type PointsPaid struct {
+	Points int64 `json:"points"`
+	Amount int64 `json:"amount"`
+}
+
+// PurchaseQuote is the answer to a quote: what the purchase would earn, and
+// the largest payment with points the rules allow the member for it now.
+type PurchaseQuote struct {
+	Quote
+	PointsPaymentMax int64 `json:"points_payment_max"`
 }
 
 // PurchaseResult is the answer to a posted purchase (§8).
@@ -207,7 +256,10 @@ func earning(prog *Program, ladder tiers.Ladder, member memberRow, pur purchase,
 		code := cur.Code
 		q.TierBefore, q.TierAfter = &code, &code
 	}
-	pts, err := tiers.Earn(pur.total, prog.Exponent(), prog.PointsPerUnit, mult)
+	if pur.pay > 0 {
+		q.PointsPayment = &PointsPaid{Points: pur.pay, Amount: pur.payAmount}
+	}
+	pts, err := tiers.Earn(pur.cash(), prog.Exponent(), prog.PointsPerUnit, mult)
 	if err != nil {
 		return q, Invalidf("total", "earns more points than the engine can hold")
 	}
@@ -227,7 +279,7 @@ func earning(prog *Program, ladder tiers.Ladder, member memberRow, pur purchase,
 	if hasTier {
 		spend := spendBefore
 		if !pur.at.Before(prog.Period().Start(now)) {
-			spend = addSpend(spend, pur.total)
+			spend = addSpend(spend, pur.cash())
 		}
 		next := ladder.Upgrade(cur, spend)
 		q.TierAfter = &next.Code
@@ -235,9 +287,11 @@ func earning(prog *Program, ladder tiers.Ladder, member memberRow, pur purchase,
 	return q, nil
 }
 
-// QuotePurchase answers what a purchase would earn now, writing nothing.
-func (s *Service) QuotePurchase(ctx context.Context, p Principal, in PurchaseInput) (Quote, error) {
-	var q Quote
+// QuotePurchase answers what a purchase would earn now, with the payment
+// with points it names if any, and the largest payment the member may make
+// towards it; it writes nothing.
+func (s *Service) QuotePurchase(ctx context.Context, p Principal, in PurchaseInput) (PurchaseQuote, error) {
+	var q PurchaseQuote
 	err := s.store.snapshot(ctx, func(tx *gorm.DB) error {
 		prog, err := loadProgram(tx)
 		if err != nil {
@@ -258,11 +312,16 @@ func (s *Service) QuotePurchase(ctx context.Context, p Principal, in PurchaseInp
 			return err
 		}
 		spend := a.k.Spend
+		available := a.k.Available - a.balance.Debt
+		if err := checkPayment(prog, &pur, available); err != nil {
+			return err
+		}
+		q.PointsPaymentMax = prog.PointsPayment.MaxPayment(pur.total, available, prog.Exponent())
 		mo, err := loadMemberOffers(tx, a.member.ID, pur.at)
 		if err != nil {
 			return err
 		}
-		q, err = earning(prog, ladder, a.member, pur, spend, a.now, mo)
+		q.Quote, err = earning(prog, ladder, a.member, pur, spend, a.now, mo)
 		return err
 	})
 	if err != nil {
@@ -313,7 +372,8 @@ func (s *Service) PostPurchase(ctx context.Context, p Principal, in PurchaseInpu
 	}
 	var rep *Replay
 	err = errPGFallback
-	if s.store.pg != nil && set != nil {
+	// A payment with points takes the general path: it draws from lots.
+	if s.store.pg != nil && set != nil && pur.pay == 0 {
 		res, rep, err = s.pgPostPurchase(ctx, set, pur, guards)
 	}
 	if errors.Is(err, errPGFallback) {
@@ -327,6 +387,9 @@ func (s *Service) PostPurchase(ctx context.Context, p Principal, in PurchaseInpu
 	if rep == nil {
 		s.observer.PurchasePosted(res.PointsEarned)
 		s.observer.PointsIssued(res.PointsEarned)
+		if res.PointsPayment != nil {
+			s.observer.PointsRedeemed(res.PointsPayment.Points)
+		}
 	}
 	return res, rep, nil
 }
@@ -346,7 +409,7 @@ func (s *Service) postPurchase(tx *gorm.DB, p Principal, in PurchaseInput, pur p
 	if err != nil {
 		return res, err
 	}
-	res, w, err := planPurchase(a, pur, mo)
+	res, w, err := planPurchaseTx(tx, a, pur, mo)
 	if err != nil {
 		return res, err
 	}
@@ -365,6 +428,28 @@ func (s *Service) postPurchase(tx *gorm.DB, p Principal, in PurchaseInput, pur p
 // balance row to save, the member's new tier), and each dialect's path
 // sends the writes its way (flush, or pgWrites on PostgreSQL).
 func planPurchase(a *account, pur purchase, mo *memberOffers) (PurchaseResult, *accountWrites, error) {
+	return planPurchaseTx(nil, a, pur, mo)
+}
+
+// checkPayment checks pur's payment with points, if any, against the
+// settings prog and the member's available points, and sets what it covers.
+func checkPayment(prog *Program, pur *purchase, available int64) error {
+	if pur.pay == 0 {
+		return nil
+	}
+	amount, err := prog.PointsPayment.CheckPayment(pur.pay, pur.total, available, prog.Exponent())
+	if err != nil {
+		return err
+	}
+	pur.payAmount = amount
+	return nil
+}
+
+// planPurchaseTx is planPurchase for a purchase that may pay with points:
+// the payment draws from the member's lots, which it reads through tx (a
+// purchase without one needs no tx). The payment is taken before the
+// purchase's own points are credited, so they never pay for it.
+func planPurchaseTx(tx *gorm.DB, a *account, pur purchase, mo *memberOffers) (PurchaseResult, *accountWrites, error) {
 	var res PurchaseResult
 	prog, ladder := a.set.prog, a.set.ladder
 	if pur.Currency != prog.Currency {
@@ -372,6 +457,12 @@ func planPurchase(a *account, pur purchase, mo *memberOffers) (PurchaseResult, *
 	}
 	if a.member.Status != StatusActive {
 		return res, nil, Errorf(Conflict, "member_erased", "the member was erased")
+	}
+	if pur.pay > 0 && tx == nil {
+		return res, nil, errPGFallback
+	}
+	if err := checkPayment(prog, &pur, a.k.Available-a.balance.Debt); err != nil {
+		return res, nil, err
 	}
 	// The kept state before the purchase (the account was brought to now)
 	// has its qualifying spend; with what this purchase adds, it is the
@@ -386,7 +477,8 @@ func planPurchase(a *account, pur purchase, mo *memberOffers) (PurchaseResult, *
 	row := purchaseRow{ID: newID(), MemberID: a.member.ID, StoreID: pur.StoreID, ExternalID: strp(pur.ExternalID),
 		Channel: pur.Channel, OccurredAt: pur.at, LocalDate: pur.at.In(prog.Location()).Format(time.DateOnly),
 		LocalDay: LocalDay(pur.at, prog.Location()),
-		Currency: pur.Currency, Total: pur.total, PointsEarned: q.PointsEarned, TierCode: q.TierBefore, CreatedAt: a.now}
+		Currency: pur.Currency, Total: pur.total, PointsEarned: q.PointsEarned, TierCode: q.TierBefore, CreatedAt: a.now,
+		PointsPaid: pur.pay, AmountPaidWithPoints: pur.payAmount}
 	w.rows = append(w.rows, &row)
 	if len(pur.items) > 0 {
 		items := make([]itemRow, len(pur.items))
@@ -396,6 +488,13 @@ func planPurchase(a *account, pur purchase, mo *memberOffers) (PurchaseResult, *
 		w.rows = append(w.rows, &items)
 	}
 	pid := row.ID
+	if pur.pay > 0 {
+		if _, err := a.spend(tx, entrySpec{ID: newID(), Kind: KindPayment, Points: -pur.pay, OccurredAt: pur.at, PurchaseID: &pid,
+			Description: "paid at the till " + pur.ExternalID}); err != nil {
+			return res, nil, err
+		}
+		a.balance.LifetimeRedeemed += pur.pay
+	}
 	for _, line := range q.Breakdown {
 		if line.Points == 0 {
 			continue
@@ -420,7 +519,7 @@ func planPurchase(a *account, pur purchase, mo *memberOffers) (PurchaseResult, *
 		at := pur.at
 		a.balance.LastActivityAt = &at
 	}
-	a.k.addPurchase(prog.Period(), pur.at, pur.total, a.now)
+	a.k.addPurchase(prog.Period(), pur.at, pur.cash(), a.now)
 	a.seal()
 	if q.TierAfter != nil && (q.TierBefore == nil || *q.TierAfter != *q.TierBefore) {
 		w.tier = q.TierAfter
@@ -455,6 +554,10 @@ type Purchase struct {
 	ReturnedAmount int64     `json:"returned_amount"`
 	PointsReversed int64     `json:"points_reversed"`
 	Returns        []Return  `json:"returns"`
+	// PointsPayment is the payment with points (§16), when there was one,
+	// and PointsRefunded what returns gave back of its points.
+	PointsPayment  *PointsPaid `json:"points_payment,omitempty"`
+	PointsRefunded int64       `json:"points_refunded,omitempty"`
 }
 
 // Return is one return of a purchase.
@@ -495,7 +598,11 @@ func (s *Service) Purchase(ctx context.Context, p Principal, id string) (Purchas
 		}
 		out = Purchase{ID: r.ID, MemberID: r.MemberID, ExternalID: r.ExternalID, StoreID: r.StoreID, Channel: r.Channel,
 			OccurredAt: r.OccurredAt.UTC(), LocalDate: r.LocalDate, Currency: r.Currency, Total: r.Total, PointsEarned: r.PointsEarned,
-			Tier: r.TierCode, ReturnedAmount: r.ReturnedAmount, PointsReversed: r.PointsReversed, Items: []Item{}, Returns: []Return{}}
+			Tier: r.TierCode, ReturnedAmount: r.ReturnedAmount, PointsReversed: r.PointsReversed, Items: []Item{}, Returns: []Return{},
+			PointsRefunded: r.PointsRefunded}
+		if r.PointsPaid > 0 {
+			out.PointsPayment = &PointsPaid{Points: r.PointsPaid, Amount: r.AmountPaidWithPoints}
+		}
 		var items []itemRow
 		if err := tx.Where("purchase_id = ?", id).Order("line").Find(&items).Error; err != nil {
 			return err
@@ -536,7 +643,37 @@ func mayReturn(p Principal, pr purchaseRow) error {
 // ReturnResult is the answer to a posted return (§8).
 type ReturnResult struct {
 	Return
-	Balance Balance `json:"balance"`
+	// PointsRefunded is what the return gave back of the purchase's
+	// payment with points (§16), when it had one.
+	PointsRefunded int64   `json:"points_refunded,omitempty"`
+	Balance        Balance `json:"balance"`
+}
+
+// refundPayment gives back a return's share of the purchase's payment with
+// points (§16), as a payment_refund entry into lots that keep their expiry,
+// and returns the points refunded and the part of the amount the payment
+// covered that the return takes back (both ⌊… · amount ÷ total⌋, exactly
+// the rest on the return that completes a full refund).
+func refundPayment(tx *gorm.DB, a *account, pr purchaseRow, amount int64, at time.Time, returnID, externalID string) (int64, int64, error) {
+	if pr.PointsPaid == 0 {
+		return 0, 0, nil
+	}
+	refund := PaymentRefund(pr.PointsPaid, pr.Total, amount, pr.ReturnedAmount, pr.PointsRefunded)
+	paidBack := PaymentRefund(pr.AmountPaidWithPoints, pr.Total, amount, pr.ReturnedAmount, pr.AmountPaidReturned)
+	if refund == 0 {
+		return 0, paidBack, nil
+	}
+	var payment entryRow
+	if err := tx.Where("purchase_id = ? AND kind = ?", pr.ID, KindPayment).Take(&payment).Error; err != nil {
+		return 0, 0, fmt.Errorf("payment of purchase %s: %w", pr.ID, err)
+	}
+	pid, rid := pr.ID, returnID
+	if _, err := a.refundPart(tx, payment.ID, pr.PointsRefunded, refund, entrySpec{Kind: KindPaymentRefund, OccurredAt: at,
+		PurchaseID: &pid, ReturnID: &rid, Description: "payment refunded on return " + externalID}); err != nil {
+		return 0, 0, err
+	}
+	a.balance.LifetimeRedeemed -= refund
+	return refund, paidBack, nil
 }
 
 // PostReturn records a return of part or all of a purchase and claws back
@@ -589,6 +726,7 @@ func (s *Service) PostReturn(ctx context.Context, p Principal, purchaseID string
 			return res, err
 		}
 		var ret returnRow
+		var refunded int64
 		a, err := updateAccount(tx, pr.MemberID, prog, now, func(a *account) error {
 			if err := forUpdate(tx).Where("id = ?", purchaseID).Take(&pr).Error; err != nil {
 				return err
@@ -622,11 +760,19 @@ func (s *Service) PostReturn(ctx context.Context, p Principal, purchaseID string
 				}
 				a.balance.LifetimeEarned -= rev
 			}
-			if err := tx.Model(&purchaseRow{}).Where("id = ?", pr.ID).Updates(map[string]any{
-				"returned_amount": pr.ReturnedAmount + amount, "points_reversed": pr.PointsReversed + rev}).Error; err != nil {
+			refund, paidBack, err := refundPayment(tx, a, pr, amount, at, ret.ID, in.ExternalID)
+			if err != nil {
 				return err
 			}
-			a.k.addReturn(prog.Period(), pr.OccurredAt, amount, now)
+			refunded = refund
+			if err := tx.Model(&purchaseRow{}).Where("id = ?", pr.ID).Updates(map[string]any{
+				"returned_amount": pr.ReturnedAmount + amount, "points_reversed": pr.PointsReversed + rev,
+				"points_refunded": pr.PointsRefunded + refund, "amount_paid_returned": pr.AmountPaidReturned + paidBack}).Error; err != nil {
+				return err
+			}
+			// Qualifying spend follows the cash part: what the payment
+			// covered of the return was never counted.
+			a.k.addReturn(prog.Period(), pr.OccurredAt, amount-paidBack, now)
 			return nil
 		})
 		if err != nil {
@@ -637,7 +783,7 @@ func (s *Service) PostReturn(ctx context.Context, p Principal, purchaseID string
 			return res, err
 		}
 		bal := a.view(ladder)
-		return ReturnResult{Return: returnFromRow(ret), Balance: bal}, nil
+		return ReturnResult{Return: returnFromRow(ret), PointsRefunded: refunded, Balance: bal}, nil
 	})
 	if err != nil {
 		return res, nil, fmt.Errorf("post return: %w", err)

@@ -21,7 +21,8 @@ func (p *Program) ExpiryFor(t time.Time) *time.Time {
 	return &e
 }
 
-// Qualifying spend. A purchase counts its total less what was returned of
+// Qualifying spend. A purchase counts its cash part (its total less what
+// points paid of it, §16) less the cash part of what was returned of
 // it (a return counts against the purchase it returns, by the purchase's
 // occurred_at) towards the spend measured at at when it occurred in
 // [period.Start(at), at]. inPeriod is the rule in Go (the kept balance);
@@ -34,8 +35,12 @@ func inPeriod(p tiers.Period, occurred, at time.Time) bool {
 	return !occurred.Before(p.Start(at)) && !occurred.After(at)
 }
 
-// NetSpendSQL is what the purchase of alias p counts towards spend, in SQL.
-func NetSpendSQL(p string) string { return p + ".total - " + p + ".returned_amount" }
+// NetSpendSQL is what the purchase of alias p counts towards spend, in SQL:
+// its cash part (§16: what points paid does not count) less the cash part
+// of its returns.
+func NetSpendSQL(p string) string {
+	return p + ".total - " + p + ".returned_amount - (" + p + ".amount_paid_with_points - " + p + ".amount_paid_returned)"
+}
 
 // QualifyingSpendSQL is the qualifying spend of the member whose id is the
 // SQL expression member, as a scalar subquery taking the two arguments

@@ -1,7 +1,7 @@
 // Package console is the marketers' web console served at /console: the
 // program's dashboard and its settings (tiers, rewards, offers, birthday
-// gifts), members and jobs, as server-rendered pages enhanced with htmx and
-// charts drawn by Chart.js. It calls the same services as the JSON API and
+// gifts, points as payment), members and jobs, as server-rendered pages
+// enhanced with htmx and charts drawn by Chart.js. It calls the same services as the JSON API and
 // holds no business rule of its own; everything it shows and serves is
 // embedded in the binary.
 package console
@@ -91,6 +91,9 @@ func Mount(app *fiber.App, d Deps) {
 	g.Get("/offers/:id/reach", auth, h.offerReach)
 	g.Get("/birthday", auth, h.birthdayPage)
 	g.Post("/birthday", auth, csrf, h.saveBirthday)
+	g.Get("/payment", auth, h.paymentPage)
+	g.Post("/payment", auth, csrf, h.savePayment)
+	g.Get("/payment/example", auth, h.paymentPreview)
 	g.Get("/members", auth, h.membersPage)
 	g.Get("/members/:id", auth, h.memberPage)
 	g.Post("/members/:id/adjust", auth, csrf, h.adjust)
@@ -172,7 +175,7 @@ type problem struct {
 	Fields []loyalty.FieldError
 }
 
-var pageNames = []string{"login", "error", "dashboard", "tiers", "rewards", "reward", "offers", "birthday", "members", "member", "jobs", "cx", "clv"}
+var pageNames = []string{"login", "error", "dashboard", "tiers", "rewards", "reward", "offers", "birthday", "payment", "members", "member", "jobs", "cx", "clv"}
 
 func (h *handler) parsePages() map[string]*template.Template {
 	base := template.Must(template.New("layout.html").Funcs(h.funcs()).ParseFS(templateFS, "templates/layout.html", "templates/partials.html"))

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shopspring/decimal"
+
 	"github.com/loyalty-engine/loyalty/api"
 	"github.com/loyalty-engine/loyalty/jobs"
 	"github.com/loyalty-engine/loyalty/loyalty"
@@ -274,7 +276,7 @@ func TestConsoleCSRF(t *testing.T) {
 		t.Run("EveryForm", func(t *testing.T) {
 			// Every state-changing route refuses a request without the token.
 			for _, path := range []string{"/console/tiers", "/console/tiers/insider", "/console/rewards", "/console/rewards/x",
-				"/console/rewards/x/retire", "/console/offers", "/console/birthday", "/console/members/x/adjust",
+				"/console/rewards/x/retire", "/console/offers", "/console/birthday", "/console/payment", "/console/members/x/adjust",
 				"/console/jobs/segments/run"} {
 				if r := cl.post(path, "", url.Values{"name": {"x"}}); r.Status != 403 {
 					t.Errorf("POST %s without a token: %d", path, r.Status)
@@ -470,6 +472,31 @@ func TestConsolePages(t *testing.T) {
 				must(t, 422).contains(t, "Claim days", "must be from 1 to 366")
 			mk.post("/console/birthday", csrf, url.Values{"bonus_points": {"10"}, "claim_days": {"14"}, "min_tier": {"nope"}}).
 				must(t, 422).contains(t, "Min tier")
+		})
+
+		t.Run("MemberPayments", func(t *testing.T) {
+			// A payment with points at the till and its refund on a return
+			// are in the member page's ledger (§16).
+			m := e.enrol()
+			admin := loyalty.Principal{Subject: "op", Role: loyalty.RoleAdmin}
+			pay := loyalty.PointsPayment{Enabled: true, PointsPerUnit: decimal.NewFromInt(50), MinPoints: 500, StepPoints: 500,
+				MaxShare: decimal.NewFromInt(1)}
+			if _, err := e.svc.UpdateProgram(ctx, loyalty.ProgramPatch{PointsPayment: &pay}); err != nil {
+				t.Fatal(err)
+			}
+			points, total, paid, back := int64(1000), int64(4000), int64(500), int64(2000)
+			if _, _, err := e.svc.Adjust(ctx, admin, m.ID, loyalty.AdjustmentInput{Points: &points, Reason: "opening"}, loyalty.IdempotencyKey{}); err != nil {
+				t.Fatal(err)
+			}
+			res, _, err := e.svc.PostPurchase(ctx, admin, loyalty.PurchaseInput{MemberID: m.ID, ExternalID: "PAY-1", Total: &total,
+				PointsPayment: &paid}, loyalty.IdempotencyKey{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := e.svc.PostReturn(ctx, admin, res.ID, loyalty.ReturnInput{ExternalID: "RET-1", Amount: &back}, loyalty.IdempotencyKey{}); err != nil {
+				t.Fatal(err)
+			}
+			mk.get("/console/members/"+m.ID).must(t, 200).contains(t, "<td>payment</td>", "<td>payment_refund</td>", "&#43;250", "-500")
 		})
 
 		t.Run("Members", func(t *testing.T) {

@@ -26,8 +26,14 @@ func TestBrowserExperienceAndCLV(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sum.Feedback == 0 || sum.Redemptions == 0 {
+	if sum.Feedback == 0 || sum.Redemptions == 0 || sum.Payments == 0 {
 		t.Fatalf("demo %+v", sum)
+	}
+	// The demo lets points pay; until they can again, there is no value
+	// to put on them.
+	off := loyalty.PointsPayment{PointsPerUnit: decimal.NewFromInt(50), MinPoints: 500, StepPoints: 500, MaxShare: decimal.NewFromInt(1)}
+	if _, err := e.svc.UpdateProgram(ctx, loyalty.ProgramPatch{PointsPayment: &off}); err != nil {
+		t.Fatal(err)
 	}
 	b := newBrowser(t, e.serve())
 	b.signIn(e.token(loyalty.RoleMarketer, "mk-1"))

@@ -177,6 +177,7 @@ var flashes = map[string]string{
 	"reward_retired": "Reward “%s” retired.",
 	"offer_created":  "Offer “%s” created.",
 	"gift_saved":     "Birthday gift settings saved.",
+	"payment_saved":  "Points-as-payment settings saved.",
 	"adjusted":       "Adjustment of %s points recorded.",
 	"job_ran":        "Job “%s” ran.",
 	"job_failed":     "Job “%s” failed; see its last run below.",

@@ -358,7 +358,7 @@ func seed(ctx context.Context, cfg config, args []string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "demo program loaded: %d members, %d purchases, %d returns, %d points issued, %d redemptions, %d feedback answers\n",
-		sum.Members, sum.Purchases, sum.Returns, sum.PointsIssued, sum.Redemptions, sum.Feedback)
+	fmt.Fprintf(stdout, "demo program loaded: %d members, %d purchases, %d returns, %d paid with points, %d points issued, %d redemptions, %d feedback answers\n",
+		sum.Members, sum.Purchases, sum.Returns, sum.Payments, sum.PointsIssued, sum.Redemptions, sum.Feedback)
 	return nil
 }
