@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -225,7 +226,15 @@ func (s *Store) writeWith(ctx context.Context, opts *sql.TxOptions, fn func(tx *
 		return s.group.do(ctx, false, fn)
 	}
 	var err error
-	for attempt := 0; attempt < 8; attempt++ {
+	// A serial job's snapshot conflicts with every write to the rows it
+	// touches, and runs of it with each other: it gets more attempts, and
+	// every retry waits a jittered time, so that transactions that
+	// conflicted do not meet again in step.
+	attempts := 8
+	if opts != nil {
+		attempts = 24
+	}
+	for attempt := 0; attempt < attempts; attempt++ {
 		var hooks txHooks
 		hctx := context.WithValue(ctx, txHooksKey{}, &hooks)
 		if opts == nil {
@@ -239,10 +248,11 @@ func (s *Store) writeWith(ctx context.Context, opts *sql.TxOptions, fn func(tx *
 		if !retryable(err) {
 			return err
 		}
+		wait := time.Duration(min(attempt+1, 10)) * 10 * time.Millisecond
 		select {
 		case <-ctx.Done():
 			return err
-		case <-time.After(time.Duration(attempt+1) * 10 * time.Millisecond):
+		case <-time.After(wait/2 + rand.N(wait)):
 		}
 	}
 	return err
