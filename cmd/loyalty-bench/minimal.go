@@ -91,8 +91,6 @@ type minimalServer struct {
 	ln    net.Listener
 	srv   *fasthttp.Server
 	store minimalStore
-	ids   atomic.Int64
-	run   string
 }
 
 func startMinimal(store minimalStore) (*minimalServer, error) {
@@ -100,7 +98,7 @@ func startMinimal(store minimalStore) (*minimalServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &minimalServer{ln: ln, store: store, run: strconv.FormatInt(time.Now().UnixNano(), 36)}
+	m := &minimalServer{ln: ln, store: store}
 	m.srv = &fasthttp.Server{Handler: m.handle, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
 	go func() { _ = m.srv.Serve(ln) }()
 	return m, nil
