@@ -40,19 +40,22 @@ import (
 
 // minimalPurchase is what the server decodes of a bench purchase.
 type minimalPurchase struct {
-	MemberID   string `json:"member_id"`
-	ExternalID string `json:"external_id"`
-	StoreID    string `json:"store_id"`
-	Channel    string `json:"channel"`
-	Currency   string `json:"currency"`
-	Total      int64  `json:"total"`
-	Items      []struct {
-		SKU       string `json:"sku"`
-		Category  string `json:"category"`
-		Quantity  int64  `json:"quantity"`
-		UnitPrice int64  `json:"unit_price"`
-		Amount    int64  `json:"amount"`
-	} `json:"items"`
+	MemberID   string        `json:"member_id"`
+	ExternalID string        `json:"external_id"`
+	StoreID    string        `json:"store_id"`
+	Channel    string        `json:"channel"`
+	Currency   string        `json:"currency"`
+	Total      int64         `json:"total"`
+	Items      []minimalItem `json:"items"`
+}
+
+// minimalItem is a line of a purchase.
+type minimalItem struct {
+	SKU       string `json:"sku"`
+	Category  string `json:"category"`
+	Quantity  int64  `json:"quantity"`
+	UnitPrice int64  `json:"unit_price"`
+	Amount    int64  `json:"amount"`
 }
 
 // minimalAnswer is the purchase's answer: the fields a till reads.
@@ -288,8 +291,13 @@ func (r *pgEngineRef) post(ctx context.Context, in *minimalPurchase, body []byte
 
 // balance is a balance read through the engine's prepared statement.
 func (r *pgEngineRef) balance(ctx context.Context, member string) (minimalBalance, bool, error) {
+	return scanBalance(member, r.pool.QueryRow(ctx, loyalty.PGPurchaseSQL.Balance, member).Scan)
+}
+
+// scanBalance reads the row of the engine's balance statement into its
+// answer; found is false when the member has none.
+func scanBalance(member string, scan func(dest ...any) error) (b minimalBalance, found bool, err error) {
 	var (
-		b                          minimalBalance
 		cfg, debt, redeemed, bcfg  int64
 		status, expiring           string
 		tier                       *string
@@ -297,9 +305,9 @@ func (r *pgEngineRef) balance(ctx context.Context, member string) (minimalBalanc
 		asOf                       time.Time
 		openAvailable, openPending int64
 	)
-	err := r.pool.QueryRow(ctx, loyalty.PGPurchaseSQL.Balance, member).Scan(&cfg, &status, &tier, &debt, &b.LifetimeEarned,
-		&redeemed, &last, &b.Version, &openAvailable, &openPending, &b.QualifyingSpend, &expiring, &asOf, &next, &bcfg)
-	if errors.Is(err, pgx.ErrNoRows) {
+	err = scan(&cfg, &status, &tier, &debt, &b.LifetimeEarned, &redeemed, &last, &b.Version, &openAvailable, &openPending,
+		&b.QualifyingSpend, &expiring, &asOf, &next, &bcfg)
+	if errors.Is(err, pgx.ErrNoRows) || errors.Is(err, sql.ErrNoRows) {
 		return b, false, nil
 	}
 	b.MemberID, b.Available, b.Pending, b.AsOf = member, openAvailable-debt, openPending, asOf.UTC().Format(time.RFC3339Nano)
@@ -507,22 +515,7 @@ func (l *liteMinimal) post(ctx context.Context, in *minimalPurchase, body []byte
 }
 
 func (l *liteMinimal) balance(ctx context.Context, member string) (minimalBalance, bool, error) {
-	var (
-		b                          minimalBalance
-		cfg, debt, redeemed, bcfg  int64
-		status, expiring           string
-		tier                       *string
-		last, next                 *time.Time
-		asOf                       time.Time
-		openAvailable, openPending int64
-	)
-	err := l.r.QueryRowContext(ctx, loyalty.SQLitePurchaseSQL.Balance, member).Scan(&cfg, &status, &tier, &debt, &b.LifetimeEarned,
-		&redeemed, &last, &b.Version, &openAvailable, &openPending, &b.QualifyingSpend, &expiring, &asOf, &next, &bcfg)
-	if errors.Is(err, sql.ErrNoRows) {
-		return b, false, nil
-	}
-	b.MemberID, b.Available, b.Pending, b.AsOf = member, openAvailable-debt, openPending, asOf.UTC().Format(time.RFC3339Nano)
-	return b, err == nil, err
+	return scanBalance(member, l.r.QueryRowContext(ctx, loyalty.SQLitePurchaseSQL.Balance, member).Scan)
 }
 
 // check confirms the minimal server kept the books: every balance equals
