@@ -559,18 +559,22 @@ func (s *Store) offersFor(tx *gorm.DB, memberID string, at time.Time) (*memberOf
 	if err := queryRowTx(tx, offersVersionSQL).Scan(&v); err != nil {
 		return nil, err
 	}
-	if seen := s.offersSeen.Load(); seen != nil && seen.version == v && !seen.active {
+	seen := s.offersSeen.Load()
+	if seen != nil && seen.version == v && !seen.active {
 		return newMemberOffers(), nil
 	}
 	mo, err := loadMemberOffers(tx, memberID, at)
 	if err != nil {
 		return nil, err
 	}
-	var seen offersSeen
-	if err := queryRowTx(tx, offersSeenSQL, OfferActive).Scan(&seen.version, &seen.active); err != nil {
-		return nil, err
+	if seen == nil || seen.version != v {
+		// Offers changed since last seen: what is active now, once.
+		var now offersSeen
+		if err := queryRowTx(tx, offersSeenSQL, OfferActive).Scan(&now.version, &now.active); err != nil {
+			return nil, err
+		}
+		s.offersSeen.Store(&now)
 	}
-	s.offersSeen.Store(&seen)
 	return mo, nil
 }
 

@@ -43,7 +43,7 @@ var (
 		",\n\t\t(SELECT version FROM offers_version WHERE id = 1)\n\t\tFROM member_balances b", 1), "?", "$1", 1)
 	// pgOffersSeenSQL reads whether any offer is active, at the
 	// offers_version it was read at.
-	pgOffersSeenSQL = `SELECT version, EXISTS (SELECT 1 FROM offers WHERE status = $1) FROM offers_version WHERE id = 1`
+	pgOffersSeenSQL = strings.Replace(offersSeenSQL, "?", "$1", 1)
 	pgOffersSQL     = `SELECT id, code, name, kind, multiplier, bonus_points, conditions, target_all, target_segments, requires_activation,
 		starts_at, ends_at, max_uses_per_member, status, template_id, owner_member_id, personal_category, created_at, updated_at
 		FROM offers WHERE status = $1 AND (starts_at IS NULL OR starts_at <= $2) AND (ends_at IS NULL OR ends_at > $2)

@@ -71,19 +71,7 @@ func openPGEngineRef(ctx context.Context, dbURL string, members, maxConns int) (
 	return &pgEngineRef{pool: pool, n: members, run: strconv.FormatInt(time.Now().UnixNano(), 36)}, nil
 }
 
-func (r *pgEngineRef) warm(ctx context.Context, conns int) {
-	var held []*pgxpool.Conn
-	for i := 0; i < conns; i++ {
-		c, err := r.pool.Acquire(ctx)
-		if err != nil {
-			break
-		}
-		held = append(held, c)
-	}
-	for _, c := range held {
-		c.Release()
-	}
-}
+func (r *pgEngineRef) warm(ctx context.Context, conns int) { warmPool(ctx, r.pool, conns) }
 
 func (r *pgEngineRef) postLoad() ([]string, newOp) {
 	return []string{"engine statements"}, func(i int) opFunc {

@@ -55,10 +55,14 @@ func openPGRef(ctx context.Context, dbURL string, members, maxConns int) (*pgRef
 }
 
 // warm opens conns connections before a measurement.
-func (r *pgRef) warm(ctx context.Context, conns int) {
+func (r *pgRef) warm(ctx context.Context, conns int) { warmPool(ctx, r.pool, conns) }
+
+// warmPool opens conns connections of pool, so that a measurement does not
+// pay for connecting.
+func warmPool(ctx context.Context, pool *pgxpool.Pool, conns int) {
 	var held []*pgxpool.Conn
 	for i := 0; i < conns; i++ {
-		c, err := r.pool.Acquire(ctx)
+		c, err := pool.Acquire(ctx)
 		if err != nil {
 			break
 		}
