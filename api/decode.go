@@ -261,5 +261,9 @@ func written(c *fiber.Ctx, status int, v any, rep *loyalty.Replay) error {
 		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 		return c.Status(status).Send(rep.Body)
 	}
+	if e, ok := v.(interface{ Encoded() json.RawMessage }); ok && e.Encoded() != nil {
+		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+		return c.Status(status).Send(e.Encoded())
+	}
 	return c.Status(status).JSON(v)
 }

@@ -150,6 +150,9 @@ func writeOnceAllowed[T any](ctx context.Context, s *Service, allowed func(tx *g
 				}
 			}
 			out = v
+			if k, ok := any(&out).(interface{ keepEncoded([]byte) }); ok {
+				k.keepEncoded(body)
+			}
 			return nil
 		}
 		stored := map[string]any{"status": answered, "response": string(body)}
@@ -163,6 +166,9 @@ func writeOnceAllowed[T any](ctx context.Context, s *Service, allowed func(tx *g
 			}
 		}
 		out = v
+		if k, ok := any(&out).(interface{ keepEncoded([]byte) }); ok {
+			k.keepEncoded(body)
+		}
 		return nil
 	})
 	if errors.Is(err, errReplayed) {

@@ -267,6 +267,7 @@ func (s *Service) pgPurchaseOnce(ctx context.Context, set *settings, pur purchas
 		}
 		return res, nil, err
 	}
+	res.keepEncoded(body)
 	return res, nil, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -20,9 +21,14 @@ import (
 // batch their statements so that each costs a fixed, small number of round
 // trips (see pg_purchase.go). The connections of both count towards one
 // total.
+//
+// A purchase holds its pgx connection from its first round trip to its
+// commit, including the engine's work between them, so the pool needs more
+// connections than the server has cores to keep it busy: 32 by default,
+// the URL's pool_max_conns (pgxpool's own parameter) when it names one.
 const (
 	pgGormConns = 10
-	pgPoolConns = 10
+	pgPoolConns = 32
 )
 
 // pgTracer sees every statement and round trip of both pools, at the pgx
@@ -96,7 +102,9 @@ func openPostgres(ctx context.Context, rawURL string, cfg *gorm.Config) (*Store,
 	// it opens; every other statement is sent with its parameters in the
 	// round trip that runs it (no separate prepare).
 	pcfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
-	pcfg.MaxConns = pgPoolConns
+	if !strings.Contains(rawURL, "pool_max_conns") {
+		pcfg.MaxConns = pgPoolConns
+	}
 	pcfg.MaxConnIdleTime = 5 * time.Minute
 	pcfg.AfterConnect = preparePG
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)

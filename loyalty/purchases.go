@@ -243,7 +243,17 @@ type PurchaseResult struct {
 	OccurredAt string  `json:"occurred_at"`
 	Quote
 	Balance Balance `json:"balance"`
+
+	// encoded is this result as JSON, when the write that made it already
+	// encoded it for its idempotency record: the answer sends these bytes
+	// rather than encoding the result a second time.
+	encoded json.RawMessage
 }
+
+// Encoded is the result's JSON as its write recorded it, or nil.
+func (r PurchaseResult) Encoded() json.RawMessage { return r.encoded }
+
+func (r *PurchaseResult) keepEncoded(b []byte) { r.encoded = b }
 
 // earning computes a purchase's points for a member holding tier cur, and
 // the tier the purchase lifts the member to given spendBefore.
