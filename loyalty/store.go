@@ -102,7 +102,11 @@ func Open(ctx context.Context, rawURL string) (*Store, error) {
 		if err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
 		}
+		// Every reader stays open: database/sql keeps two idle by default,
+		// and a reader closed and reopened under load pays its pragmas, the
+		// schema's parse and every statement's prepare again.
 		rdb.SetMaxOpenConns(4)
+		rdb.SetMaxIdleConns(4)
 		rpool := newStmtPool(rdb)
 		r, err := gorm.Open(sqlite.New(sqlite.Config{Conn: rpool}), cfg)
 		if err != nil {

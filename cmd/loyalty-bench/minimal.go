@@ -348,6 +348,7 @@ func openLiteMinimal(ctx context.Context, path string, members, readers int) (*l
 		return nil, err
 	}
 	r.SetMaxOpenConns(readers)
+	r.SetMaxIdleConns(readers)
 	l := &liteMinimal{w: w, r: r, stmts: map[string]*sql.Stmt{}, run: strconv.FormatInt(time.Now().UnixNano(), 36), members: members}
 	now := time.Now().UTC()
 	for _, q := range []struct {
