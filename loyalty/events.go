@@ -241,7 +241,7 @@ func answerEvents(v any, body []byte, at time.Time, held []newEvent) []newEvent 
 	}
 	for _, e := range held {
 		if e.answer {
-			e.data = body
+			e.data, e.answer = body, false
 			all = append([]newEvent{e}, all...)
 		}
 	}
