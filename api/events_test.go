@@ -122,6 +122,7 @@ func TestEventsEveryChange(t *testing.T) {
 		e.do("PUT", "/v1/program", e.marketer(), map[string]any{"tier_window_days": 365, "expiry_days": 365,
 			"feedback_bonus_points": 25}).must(t, 200)
 		e.beautyLadder()
+		e.enablePayments()
 		log := &eventTail{e: e}
 		log.next() // the configuration's own changes are not §14's
 
@@ -157,8 +158,6 @@ func TestEventsEveryChange(t *testing.T) {
 		buy["total"] = 100
 		e.do("POST", "/v1/purchases", e.pos(), buy).must(t, 409)
 		log.expect("a receipt posted again with another body")
-		e.enablePayments()
-		log.next()
 		e.do("POST", "/v1/purchases", e.pos(), payBody(m, 100000, 50000, "P-PAY")).must(t, 409)
 		log.expect("a purchase refused for insufficient points")
 
