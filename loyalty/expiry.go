@@ -104,13 +104,19 @@ func (s *Service) ReviewTiers(ctx context.Context, asOf time.Time) (TierReviewSu
 			return err
 		}
 		// The moves, read before they are made, for their tier.changed
-		// events: one statement over the members due.
+		// events: one statement over the members due, whose rows it locks
+		// (on PostgreSQL; SQLite's writer is alone) so that the update
+		// moves exactly those.
 		var moves []struct {
 			ID   string
 			From *string
 			To   *string
 		}
-		if err := tx.Raw(`SELECT id, tier_code AS "from", `+justified+` AS "to" FROM members WHERE `+due+` ORDER BY id`,
+		lock := ""
+		if tx.Dialector.Name() == Postgres {
+			lock = " FOR UPDATE"
+		}
+		if err := tx.Raw(`SELECT id, tier_code AS "from", `+justified+` AS "to" FROM members WHERE `+due+` ORDER BY id`+lock,
 			append(append([]any{}, spendArgs...), dueArgs...)...).Scan(&moves).Error; err != nil {
 			return err
 		}

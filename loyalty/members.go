@@ -411,7 +411,7 @@ func (s *Service) EraseMember(ctx context.Context, id string) error {
 		if err := scrubEvents(tx, erased); err != nil {
 			return err
 		}
-		if err := addEvent(tx, EventMemberErased, &r.ID, r.UpdatedAt, erased); err != nil {
+		if err := addEvent(tx, EventMemberErased, &r.ID, s.now(), erased); err != nil {
 			return err
 		}
 		return s.Audit(ctx, tx, "member.erase", "member", id, nil)
