@@ -169,6 +169,7 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 	v1.Post("/jobs/:name/run", allow(marketer, admin), s.runJob)
 
 	v1.Get("/audit", allow(admin), s.listAudit)
+	v1.Get("/events", allow(admin), s.listEvents)
 
 	// Go's profiler, for admins only: /debug/pprof/profile?seconds=30 and the rest.
 	app.Group("/debug", s.authenticate, allow(admin)).Use(pprof.New())

@@ -130,12 +130,18 @@ func writeOnceAllowed[T any](ctx context.Context, s *Service, allowed func(tx *g
 				return errReplayed
 			}
 		}
-		v, err := fn(tx)
+		etx, held := holdEvents(tx)
+		v, err := fn(etx)
 		if err != nil {
 			return err
 		}
 		body, err := json.Marshal(v)
 		if err != nil {
+			return err
+		}
+		// The answer's events first (their data is body, marshalled
+		// once), then those its change emitted deeper down.
+		if err := appendEvents(tx, answerEvents(v, body, now, *held)...); err != nil {
 			return err
 		}
 		if tx.Dialector.Name() != Postgres {
