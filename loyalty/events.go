@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"gorm.io/gorm"
 )
 
@@ -574,6 +575,10 @@ const sequenceBatch = 10000
 // other processes, besides when its own process committed events.
 const sequencerInterval = 100 * time.Millisecond
 
+// sequencerLinger is the least time between two passes that a commit of
+// this process prompts.
+const sequencerLinger = 20 * time.Millisecond
+
 // pgSequenceSQL positions, in id order, the unpositioned rows the statement
 // sees (rows of committed transactions only), above the highest position
 // given, and answers how many it positioned and the highest position now.
@@ -594,25 +599,44 @@ func (s *Service) SequenceEvents(ctx context.Context) (positioned int, head int6
 		head, err = s.EventsHead(ctx)
 		return 0, head, err
 	}
+	// One round trip: a pass is a transaction of its own, one at a time per
+	// schema (tests share a database, each in a schema of its own) through
+	// the advisory lock; the sequencing statement, a new statement with a
+	// new snapshot, sees the positions of every pass that ended before this
+	// one took the lock.
 	err = func() error {
-		tx, err := s.store.pg.Begin(ctx)
+		conn, err := s.store.pg.Acquire(ctx)
 		if err != nil {
 			return err
 		}
-		defer func() { _ = tx.Rollback(ctx) }()
-		// One pass at a time per schema (tests share a database, each in
-		// a schema of its own); a pass is short, so others wait for it.
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))`, sequencerLock); err != nil {
-			return err
-		}
-		// A new statement, a new snapshot: it sees the positions of every
-		// pass that ended before this one took the lock.
+		defer conn.Release()
+		b := &pgx.Batch{}
+		b.Queue("begin")
+		b.Queue(`SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))`, sequencerLock)
+		b.Queue(pgSequenceSQL)
+		b.Queue("commit")
+		br := conn.SendBatch(ctx, b)
 		var n int64
-		if err := tx.QueryRow(ctx, pgSequenceSQL).Scan(&n, &head); err != nil {
+		_, err = br.Exec()
+		if err == nil {
+			_, err = br.Exec()
+		}
+		if err == nil {
+			err = br.QueryRow().Scan(&n, &head)
+		}
+		if err == nil {
+			_, err = br.Exec()
+		}
+		if err = errors.Join(err, br.Close()); err != nil {
+			if conn.Conn().PgConn().TxStatus() != 'I' {
+				if _, rerr := conn.Exec(ctx, "rollback"); rerr != nil {
+					_ = conn.Conn().Close(ctx)
+				}
+			}
 			return err
 		}
 		positioned = int(n)
-		return tx.Commit(ctx)
+		return nil
 	}()
 	if err != nil {
 		return 0, 0, fmt.Errorf("sequence events: %w", err)
@@ -635,6 +659,7 @@ func (s *Service) RunSequencer(ctx context.Context, onError func(error)) {
 	defer t.Stop()
 	var seen int64
 	for {
+		began := time.Now()
 		n, head, err := s.SequenceEvents(ctx)
 		switch {
 		case err != nil && ctx.Err() == nil && onError != nil:
@@ -650,6 +675,16 @@ func (s *Service) RunSequencer(ctx context.Context, onError func(error)) {
 		case <-ctx.Done():
 			return
 		case <-h.kick:
+			// Commits come one after another under load: a pass at most
+			// every sequencerLinger takes all of them at once, rather than
+			// a pass (and its advisory lock) per commit.
+			if d := sequencerLinger - time.Since(began); d > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(d):
+				}
+			}
 		case <-t.C:
 		}
 	}
