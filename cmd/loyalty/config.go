@@ -9,11 +9,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/loyalty-engine/loyalty/api"
+	"github.com/loyalty-engine/loyalty/natsink"
 )
 
 // config is read from the environment, once, in main.
@@ -35,6 +37,9 @@ type config struct {
 	// (LOYALTY_METRICS_ADDR); HTTP.MetricsToken (LOYALTY_METRICS_TOKEN) is
 	// the bearer token a scraper sends.
 	MetricsAddr string
+	// NATS configures the JetStream sink (LOYALTY_NATS_URL,
+	// LOYALTY_NATS_STREAM, LOYALTY_NATS_SUBJECT); off without a URL.
+	NATS natsink.Config
 }
 
 func env(name, def string) string {
@@ -87,6 +92,21 @@ func loadConfig() (config, error) {
 		c.HTTP.MetricsToken = t
 	}
 	c.MetricsAddr = os.Getenv("LOYALTY_METRICS_ADDR")
+	c.NATS = natsink.Config{URL: os.Getenv("LOYALTY_NATS_URL"), Stream: env("LOYALTY_NATS_STREAM", natsink.DefaultStream),
+		Subject: env("LOYALTY_NATS_SUBJECT", natsink.DefaultSubject)}
+	if !natsName.MatchString(c.NATS.Stream) {
+		return c, errors.New("LOYALTY_NATS_STREAM must be letters, digits, - and _")
+	}
+	if !natsSubject.MatchString(c.NATS.Subject) {
+		return c, errors.New("LOYALTY_NATS_SUBJECT must be dot-separated tokens of letters, digits, - and _ (such as loyalty.events)")
+	}
+	if v := os.Getenv("LOYALTY_STREAMS_PER_CALLER"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return c, errors.New("LOYALTY_STREAMS_PER_CALLER must be a number of streams, at least 1")
+		}
+		c.HTTP.StreamsPerCaller = n
+	}
 	c.HTTP.MetricsOff = c.MetricsAddr != ""
 	if err := c.LogLevel.UnmarshalText([]byte(env("LOYALTY_LOG_LEVEL", "info"))); err != nil {
 		return c, fmt.Errorf("LOYALTY_LOG_LEVEL: %w", err)
@@ -110,6 +130,11 @@ func loadConfig() (config, error) {
 	c.Auth.Secret = secret
 	return c, nil
 }
+
+var (
+	natsName    = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	natsSubject = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
+)
 
 // readOrCreateSecret keeps the embedded deployment's signing secret in a
 // file only its owner can read, made on first use.
