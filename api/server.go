@@ -54,6 +54,12 @@ type Config struct {
 	// MetricsOff keeps /metrics off this app, for a deployment that serves
 	// it on another address with MetricsApp.
 	MetricsOff bool
+	// StreamsPerCaller bounds the balance streams one principal keeps open
+	// (429 beyond); 0 means DefaultStreamsPerCaller.
+	StreamsPerCaller int
+	// StreamHeartbeat is how often an idle balance stream sends a comment;
+	// 0 means DefaultStreamHeartbeat.
+	StreamHeartbeat time.Duration
 	// Rewards and Jobs default to services built on the ledger service.
 	Rewards *rewards.Service
 	Jobs    *jobs.Runner
@@ -69,6 +75,10 @@ type server struct {
 	verifier *verifier
 	log      *slog.Logger
 	metrics  *Metrics
+	// streams fans balance changes out to the open balance streams.
+	streams         *balanceStreams
+	streamHeartbeat time.Duration
+	writeTimeout    time.Duration
 }
 
 // New builds the app over svc. The Metrics it returns must be given to the
@@ -84,7 +94,10 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 		cfg.Jobs = jobs.NewRunner(svc, cfg.Rewards)
 	}
 	s := &server{svc: svc, rewards: cfg.Rewards, jobs: cfg.Jobs, feedback: feedback.NewService(svc),
-		verifier: newVerifier(cfg.Auth, tokenCacheSize), log: cfg.Logger, metrics: metrics}
+		verifier: newVerifier(cfg.Auth, tokenCacheSize), log: cfg.Logger, metrics: metrics,
+		streams:         newBalanceStreams(svc, cfg.Logger, cfg.StreamsPerCaller),
+		streamHeartbeat: orDefault(cfg.StreamHeartbeat, DefaultStreamHeartbeat),
+		writeTimeout:    orDefault(cfg.WriteTimeout, 30*time.Second)}
 	app := s.newApp(cfg)
 
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
@@ -119,6 +132,7 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 	v1.Patch("/members/:id", allow(all...), s.patchMember)
 	v1.Delete("/members/:id", allow(admin), s.eraseMember)
 	v1.Get("/members/:id/balance", allow(all...), s.getBalance)
+	v1.Get("/members/:id/balance/stream", allow(member, pos, admin), s.balanceStream)
 	v1.Get("/members/:id/ledger", allow(all...), s.getLedger)
 	v1.Post("/members/:id/adjustments", allow(admin), s.postAdjustment)
 
