@@ -65,14 +65,11 @@ func utcp(t *time.Time) *time.Time {
 }
 
 func (r deliveryRow) view() Delivery {
-	return Delivery{ID: r.ID, WebhookID: r.WebhookID, EventID: eventID(r.EventID), EventType: r.EventType, MemberID: r.MemberID,
+	return Delivery{ID: r.ID, WebhookID: r.WebhookID, EventID: loyalty.EventID(r.EventID), EventType: r.EventType, MemberID: r.MemberID,
 		Status: r.Status, Attempts: r.Attempts, StatusCode: r.StatusCode, LatencyMS: r.LatencyMS, Error: r.Error,
 		NextAttemptAt: utcp(r.NextAttemptAt), CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(),
 		DeliveredAt: utcp(r.DeliveredAt)}
 }
-
-// eventID is an event's public id: "evt_" and its row id.
-func eventID(n int64) string { return "evt_" + strconv.FormatInt(n, 10) }
 
 // eventNumber is the row id of a public event id.
 func eventNumber(id string) (int64, bool) {

@@ -279,7 +279,7 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // it, delivers the log from the endpoint's place on.
 func (e *endpoint) stream(ctx context.Context) {
 	name := cursorName(e.id)
-	wake := e.d.ledger.EventsWake()
+	wake := e.d.ledger.EventsWakeUntil(ctx)
 	for ctx.Err() == nil {
 		pos, ok, err := e.d.ledger.ClaimCursor(ctx, name, e.d.cfg.Owner, e.d.cfg.CursorTTL)
 		if err != nil && ctx.Err() == nil {
@@ -332,6 +332,11 @@ func (e *endpoint) hold(ctx context.Context, name string, pos int64, wake <-chan
 			case <-tick.C:
 			}
 			continue
+		}
+		// The batch is sent with the endpoint as it is now: a secret rotated
+		// or a URL changed before these events applies to them.
+		if hook, err = e.current(ctx, true); err != nil {
+			return err
 		}
 		if err := e.batch(ctx, name, pos, hook, evs); err != nil {
 			return err

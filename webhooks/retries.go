@@ -57,8 +57,8 @@ func (e *endpoint) claimDue(ctx context.Context) error {
 	if free <= 0 {
 		return nil
 	}
-	hook, err := e.current(ctx, false)
-	if err != nil {
+	// An endpoint deleted or made inactive stops here.
+	if _, err := e.current(ctx, false); err != nil {
 		return err
 	}
 	lock := ""
@@ -66,11 +66,15 @@ func (e *endpoint) claimDue(ctx context.Context) error {
 		lock = " FOR UPDATE SKIP LOCKED"
 	}
 	var rows []deliveryRow
-	_, _, err = loyalty.Write(ctx, e.d.ledger, loyalty.IdempotencyKey{}, func(tx *loyalty.Tx) (struct{}, error) {
+	_, _, err := loyalty.Write(ctx, e.d.ledger, loyalty.IdempotencyKey{}, func(tx *loyalty.Tx) (struct{}, error) {
 		rows = rows[:0]
 		until := tx.Now.Add(e.d.cfg.LeaseTTL)
 		return struct{}{}, tx.DB.Raw(fmt.Sprintf(claimSQL, lock), e.d.cfg.Owner, until, e.id, tx.Now, tx.Now, free).Scan(&rows).Error
 	})
+	if err != nil || len(rows) == 0 {
+		return err
+	}
+	hook, err := e.current(ctx, true)
 	if err != nil {
 		return err
 	}
@@ -123,7 +127,7 @@ func (e *endpoint) attempt(ctx context.Context, hook webhookRow, r deliveryRow) 
 		return false
 	}
 	if r.Status != Delivered {
-		e.d.log.Info("webhooks: delivery failed", "webhook_id", e.id, "delivery_id", r.ID, "event_id", eventID(r.EventID),
+		e.d.log.Info("webhooks: delivery failed", "webhook_id", e.id, "delivery_id", r.ID, "event_id", loyalty.EventID(r.EventID),
 			"attempts", r.Attempts, "status", r.Status, "error", deref(r.Error))
 	}
 	return r.Status != Pending
@@ -160,16 +164,21 @@ func (e *endpoint) event(ctx context.Context, n int64) (loyalty.Event, bool, err
 		OccurredAt time.Time
 		Data       string
 	}
+	// SQLite's position is the row id (one writer commits in id order).
+	pos := "id"
+	if e.d.ledger.Store().Dialect == loyalty.Postgres {
+		pos = "position"
+	}
 	var found bool
 	err := loyalty.Read(ctx, e.d.ledger, func(db *gorm.DB) error {
-		res := db.Raw("SELECT id, position, type, member_id, occurred_at, data FROM events WHERE id = ?", n).Scan(&row)
+		res := db.Raw("SELECT id, "+pos+" AS position, type, member_id, occurred_at, data FROM events WHERE id = ?", n).Scan(&row)
 		found = res.RowsAffected > 0
 		return res.Error
 	})
 	if err != nil || !found {
 		return loyalty.Event{}, false, err
 	}
-	ev := loyalty.Event{ID: eventID(row.ID), Type: row.Type, OccurredAt: row.OccurredAt.UTC(), MemberID: row.MemberID,
+	ev := loyalty.Event{ID: loyalty.EventID(row.ID), Type: row.Type, OccurredAt: row.OccurredAt.UTC(), MemberID: row.MemberID,
 		Data: json.RawMessage(row.Data)}
 	if row.Position != nil {
 		ev.Position = *row.Position

@@ -24,16 +24,6 @@ import (
 	"github.com/loyalty-engine/loyalty/loyalty"
 )
 
-// EventTypes are the event types of §14, in the contract's order.
-var EventTypes = []string{
-	"member.created", "member.updated", "member.erased",
-	"purchase.created", "purchase.returned",
-	"points.adjusted", "points.expired",
-	"redemption.created", "redemption.cancelled", "coupon.used",
-	"tier.changed", "gift.granted", "gift.claimed", "offer.assigned", "feedback.received",
-	"balance.changed",
-}
-
 // Limits of an endpoint's configuration.
 const (
 	maxURL         = 2048
@@ -232,7 +222,7 @@ func CheckFilters(filters []string) ([]string, string) {
 	}
 	out := make([]string, 0, len(filters))
 	for _, f := range filters {
-		if !validFilter(f) {
+		if !loyalty.ValidEventFilter(f) {
 			return nil, fmt.Sprintf("%q is not an event type of §14, \"prefix.*\" (such as \"tier.*\") or \"*\"", clip(f))
 		}
 		if !slices.Contains(out, f) {
@@ -240,22 +230,6 @@ func CheckFilters(filters []string) ([]string, string) {
 		}
 	}
 	return out, ""
-}
-
-func validFilter(f string) bool {
-	if f == "*" || slices.Contains(EventTypes, f) {
-		return true
-	}
-	prefix, ok := strings.CutSuffix(f, ".*")
-	if !ok || prefix == "" || strings.ContainsAny(prefix, "*") {
-		return false
-	}
-	for _, t := range EventTypes {
-		if strings.HasPrefix(t, prefix+".") {
-			return true
-		}
-	}
-	return false
 }
 
 func clip(s string) string {
@@ -287,19 +261,6 @@ func getRow(db *gorm.DB, id string) (webhookRow, error) {
 	return r, err
 }
 
-// headPosition is the position of the newest positioned event: a new
-// endpoint's deliveries start after it.
-func headPosition(db *gorm.DB) (int64, error) {
-	var p *int64
-	if err := db.Raw("SELECT MAX(position) FROM events").Scan(&p).Error; err != nil {
-		return 0, err
-	}
-	if p == nil {
-		return 0, nil
-	}
-	return *p, nil
-}
-
 // Create registers an endpoint. It receives the events committed from now
 // on; the answer is the only one that shows its secret.
 func (s *Service) Create(ctx context.Context, in Input, key loyalty.IdempotencyKey) (Webhook, *loyalty.Replay, error) {
@@ -317,11 +278,13 @@ func (s *Service) Create(ctx context.Context, in Input, key loyalty.IdempotencyK
 	if err != nil {
 		return Webhook{}, nil, err
 	}
+	// Events committed between this read and the endpoint's are delivered
+	// too: at least once from its creation on.
+	head, err := s.ledger.EventsHead(ctx)
+	if err != nil {
+		return Webhook{}, nil, fmt.Errorf("create webhook: %w", err)
+	}
 	w, rep, err := loyalty.Write(ctx, s.ledger, key, func(tx *loyalty.Tx) (Webhook, error) {
-		head, err := headPosition(tx.DB)
-		if err != nil {
-			return Webhook{}, err
-		}
 		ev, _ := json.Marshal(filters)
 		row := webhookRow{ID: loyalty.NewID(), URL: *in.URL, Events: string(ev), Secret: secret, Active: true,
 			StartPosition: head, CreatedAt: tx.Now, UpdatedAt: tx.Now}

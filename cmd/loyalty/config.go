@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/loyalty-engine/loyalty/api"
+	"github.com/loyalty-engine/loyalty/webhooks"
 )
 
 // config is read from the environment, once, in main.
@@ -35,6 +36,9 @@ type config struct {
 	// (LOYALTY_METRICS_ADDR); HTTP.MetricsToken (LOYALTY_METRICS_TOKEN) is
 	// the bearer token a scraper sends.
 	MetricsAddr string
+	// Webhooks tunes the deliveries (LOYALTY_WEBHOOK_TIMEOUT,
+	// LOYALTY_WEBHOOK_FIRST_RETRY); zero values take §14's defaults.
+	Webhooks webhooks.Config
 }
 
 func env(name, def string) string {
@@ -64,6 +68,7 @@ func loadConfig() (config, error) {
 	}{
 		{"LOYALTY_RATE_LIMIT_WINDOW", &c.HTTP.RateLimitWindow}, {"LOYALTY_READ_TIMEOUT", &c.HTTP.ReadTimeout},
 		{"LOYALTY_WRITE_TIMEOUT", &c.HTTP.WriteTimeout}, {"LOYALTY_IDLE_TIMEOUT", &c.HTTP.IdleTimeout},
+		{"LOYALTY_WEBHOOK_TIMEOUT", &c.Webhooks.Timeout}, {"LOYALTY_WEBHOOK_FIRST_RETRY", &c.Webhooks.FirstRetry},
 	} {
 		if v := os.Getenv(d.name); v != "" {
 			t, err := time.ParseDuration(v)
