@@ -64,6 +64,9 @@ func (w *accountWrites) flushOne(tx *gorm.DB, a *account) error {
 		vars = append(vars, vs...)
 	}
 	for _, r := range w.rows {
+		if _, ok := r.(*eventRow); ok {
+			afterCommit(tx, hubOf(tx).committed)
+		}
 		st := tx.Session(&gorm.Session{DryRun: true, NewDB: true}).Create(r).Statement
 		if st.Error != nil {
 			return st.Error

@@ -23,9 +23,10 @@ func (w *accountWrites) flushSQLite(tx *gorm.DB, a *account) error {
 	// the order of w.rows (a lot after its entry, an item after its
 	// purchase), which the foreign keys need.
 	var (
-		table string
-		n     int
-		args  []any
+		table  string
+		n      int
+		args   []any
+		events bool
 	)
 	send := func() error {
 		if n == 0 {
@@ -73,6 +74,9 @@ func (w *accountWrites) flushSQLite(tx *gorm.DB, a *account) error {
 			err = add("lots", r.ID, r.EntryID, r.MemberID, r.Points, r.Remaining, r.AvailableAt, r.ExpiresAt, r.CreatedAt)
 		case *offerUseRow:
 			err = add("offer_uses", r.OfferID, r.PurchaseID, r.MemberID, r.Points, r.CreatedAt)
+		case *eventRow:
+			err = add("events", r.Type, r.MemberID, r.OccurredAt, r.Data)
+			events = true
 		default:
 			// A row this path does not know goes through GORM, in order.
 			if err = send(); err == nil {
@@ -85,6 +89,9 @@ func (w *accountWrites) flushSQLite(tx *gorm.DB, a *account) error {
 	}
 	if err := send(); err != nil {
 		return err
+	}
+	if events {
+		afterCommit(tx, hubOf(tx).committed)
 	}
 	b := &a.balance
 	n64, err := exec(balanceUpdateSQLite, balanceUpdateArgs(b))
@@ -117,6 +124,7 @@ var insertColumns = map[string][]string{
 		"purchase_id", "return_id", "redemption_id", "offer_id", "description", "created_at"},
 	"lots":       {"id", "entry_id", "member_id", "points", "remaining", "available_at", "expires_at", "created_at"},
 	"offer_uses": {"offer_id", "purchase_id", "member_id", "points", "created_at"},
+	"events":     {"type", "member_id", "occurred_at", "data"},
 }
 
 type insertKey struct {

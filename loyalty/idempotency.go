@@ -130,12 +130,22 @@ func writeOnceAllowed[T any](ctx context.Context, s *Service, allowed func(tx *g
 				return errReplayed
 			}
 		}
-		v, err := fn(tx)
+		etx, held := holdEvents(tx)
+		v, err := fn(etx)
 		if err != nil {
 			return err
 		}
 		body, err := json.Marshal(v)
 		if err != nil {
+			return err
+		}
+		// The answer's events first (their data is body, marshalled
+		// once), then those its change emitted deeper down.
+		var evs []newEvent
+		if e, ok := any(v).(eventful); ok {
+			evs = e.events(body, now)
+		}
+		if err := appendEvents(tx, append(evs, *held...)...); err != nil {
 			return err
 		}
 		if tx.Dialector.Name() != Postgres {

@@ -236,6 +236,11 @@ func (s *Service) pgPurchaseOnce(ctx context.Context, set *settings, pur purchas
 	if err != nil {
 		return res, nil, err
 	}
+	// The events go into the write statement, their data cut from the
+	// answer just marshalled.
+	for _, e := range res.events(body, now) {
+		w.rows = append(w.rows, e.row())
+	}
 
 	// Round trip 2.
 	b = &pgx.Batch{}
@@ -267,6 +272,7 @@ func (s *Service) pgPurchaseOnce(ctx context.Context, set *settings, pur purchas
 		}
 		return res, nil, err
 	}
+	hubOf(s.store.w).committed() // the purchase's events
 	return res, nil, nil
 }
 
@@ -387,6 +393,8 @@ l AS (INSERT INTO lots (id, entry_id, member_id, points, remaining, available_at
 		$42::timestamptz[], $43::timestamptz[])),
 u AS (INSERT INTO offer_uses (offer_id, purchase_id, member_id, points, created_at)
 	SELECT * FROM unnest($44::text[], $45::text[], $46::text[], $47::bigint[], $48::timestamptz[])),
+v AS (INSERT INTO events (type, member_id, occurred_at, data)
+	SELECT * FROM unnest($68::text[], $69::text[], $70::timestamptz[], $71::text[])),
 t AS (UPDATE members SET tier_code = $49, tier_since = $50 WHERE id = $51 AND $52::boolean)
 UPDATE member_balances SET points = $53, debt = $54, lifetime_earned = $55, lifetime_redeemed = $56,
 	last_activity_at = $57, version = $58, updated_at = $59, open_available = $60, open_pending = $61,
@@ -412,6 +420,9 @@ type pgWriteArgs struct {
 	uOffer, uPurchase, uMember                            []string
 	uPoints                                               []int64
 	uCreated                                              []time.Time
+	vType, vData                                          []string
+	vMember                                               []*string
+	vAt                                                   []time.Time
 }
 
 // pgStatement is w with a's sealed balance row as pgWriteSQL's arguments.
@@ -453,6 +464,8 @@ func (w *accountWrites) pgStatement(a *account) (string, []any, error) {
 		case *offerUseRow:
 			x.uOffer, x.uPurchase, x.uMember = append(x.uOffer, r.OfferID), append(x.uPurchase, r.PurchaseID), append(x.uMember, r.MemberID)
 			x.uPoints, x.uCreated = append(x.uPoints, r.Points), append(x.uCreated, r.CreatedAt)
+		case *eventRow:
+			x.vType, x.vMember, x.vAt, x.vData = append(x.vType, r.Type), append(x.vMember, r.MemberID), append(x.vAt, r.OccurredAt), append(x.vData, r.Data)
 		default:
 			return "", nil, fmt.Errorf("pgStatement: no insert for %T", r)
 		}
@@ -473,6 +486,7 @@ func (w *accountWrites) pgStatement(a *account) (string, []any, error) {
 		tier, a.now, a.member.ID, w.tier != nil,
 		b.Points, b.Debt, b.LifetimeEarned, b.LifetimeRedeemed, b.LastActivityAt, b.Version, b.UpdatedAt,
 		b.OpenAvailable, b.OpenPending, b.QualifyingSpend, b.ExpiringSoon, b.AsOf, b.NextChangeAt, b.ConfigVersion, b.MemberID,
+		x.vType, x.vMember, x.vAt, x.vData,
 	}, nil
 }
 

@@ -81,6 +81,7 @@ func openPostgres(ctx context.Context, rawURL string, cfg *gorm.Config) (*Store,
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
+	cfg.Plugins[eventsPlugin] = newEventHub(true)
 	tracer := &pgTracer{}
 	pcfg.ConnConfig.Tracer = tracer
 	sdb := stdlib.OpenDB(*pcfg.ConnConfig.Copy())

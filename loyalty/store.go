@@ -75,6 +75,7 @@ func Open(ctx context.Context, rawURL string) (*Store, error) {
 				return nil, fmt.Errorf("open store: %w", err)
 			}
 		}
+		cfg.Plugins[eventsPlugin] = newEventHub(false)
 		if err := registerSQLiteFuncs(); err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
 		}

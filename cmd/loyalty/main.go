@@ -139,6 +139,11 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer, 
 	}
 	metrics := api.NewMetrics()
 	svc := loyalty.NewService(store, loyalty.WithObserver(metrics))
+	// The event log's sequencer (PostgreSQL) runs in every serve process,
+	// also with LOYALTY_JOBS=off; it stops after the HTTP server has
+	// drained (defers run last first).
+	stopSequencer := svc.StartSequencer(ctx, func(err error) { log.Warn("event sequencer", "err", err) })
+	defer stopSequencer()
 	rw := rewards.NewService(svc)
 	runner := jobs.NewRunner(svc, rw)
 	runner.ScheduleFromEnv()

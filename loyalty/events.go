@@ -1,0 +1,623 @@
+package loyalty
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// The event log (§14), a transactional outbox.
+//
+// Every change an outside system cares about appends its event rows in the
+// transaction that makes the change (appendEvents, or one more unnest
+// insert in pgWriteSQL, or INSERT … SELECT in the set-based jobs), so a
+// committed change always has its events and a rolled-back one never does.
+//
+// Consumers read by position, which is commit order. SQLite has one writer:
+// a row's position is its id, given at insert. On PostgreSQL ids are taken
+// before commit and transactions commit out of id order, so position is
+// NULL at insert and a sequencer (RunSequencer, in every serve process, one
+// pass at a time across processes through an advisory lock) gives the rows
+// it can see — those of ended, committed transactions; a running
+// transaction's rows are invisible to it — positions max(position)+1, …
+// in id order. Positions only grow, and a reader that pages by position
+// never skips a row: a row without a position yet is given one above every
+// position already given. Per member, ids are taken under the member's row
+// lock, so the member's id order is its commit order, and its positions
+// follow.
+
+// Event types of §14.
+const (
+	EventMemberCreated       = "member.created"
+	EventMemberUpdated       = "member.updated"
+	EventMemberErased        = "member.erased"
+	EventPurchaseCreated     = "purchase.created"
+	EventPurchaseReturned    = "purchase.returned"
+	EventPointsAdjusted      = "points.adjusted"
+	EventPointsExpired       = "points.expired"
+	EventRedemptionCreated   = "redemption.created"
+	EventRedemptionCancelled = "redemption.cancelled"
+	EventCouponUsed          = "coupon.used"
+	EventTierChanged         = "tier.changed"
+	EventGiftGranted         = "gift.granted"
+	EventGiftClaimed         = "gift.claimed"
+	EventOfferAssigned       = "offer.assigned"
+	EventFeedbackReceived    = "feedback.received"
+	EventBalanceChanged      = "balance.changed"
+)
+
+// EventTypes are the types of §14, in its order.
+var EventTypes = []string{EventMemberCreated, EventMemberUpdated, EventMemberErased, EventPurchaseCreated,
+	EventPurchaseReturned, EventPointsAdjusted, EventPointsExpired, EventRedemptionCreated, EventRedemptionCancelled,
+	EventCouponUsed, EventTierChanged, EventGiftGranted, EventGiftClaimed, EventOfferAssigned, EventFeedbackReceived,
+	EventBalanceChanged}
+
+// Event is one event of the log.
+type Event struct {
+	ID         string // "evt_<id>"
+	Position   int64
+	Type       string
+	OccurredAt time.Time
+	MemberID   *string
+	Data       json.RawMessage
+}
+
+// eventWire is the §14 wire form.
+type eventWire struct {
+	ID         string          `json:"id"`
+	Type       string          `json:"type"`
+	OccurredAt string          `json:"occurred_at"`
+	MemberID   *string         `json:"member_id"`
+	Data       json.RawMessage `json:"data"`
+}
+
+// JSON is the §14 wire form {"id","type","occurred_at","member_id","data"};
+// deliveries, NATS and GET /v1/events all send exactly these bytes.
+func (e Event) JSON() []byte {
+	b, err := json.Marshal(e.wire())
+	if err != nil {
+		// data is JSON the engine wrote; a row that is not cannot be sent
+		// as it is, and is sent with null data rather than not at all.
+		w := e.wire()
+		w.Data = json.RawMessage("null")
+		b, _ = json.Marshal(w)
+	}
+	return b
+}
+
+func (e Event) wire() eventWire {
+	return eventWire{ID: e.ID, Type: e.Type, OccurredAt: e.OccurredAt.UTC().Format(time.RFC3339Nano), MemberID: e.MemberID, Data: e.Data}
+}
+
+// MarshalJSON is JSON, so that a list of events encodes each the same way.
+func (e Event) MarshalJSON() ([]byte, error) { return e.JSON(), nil }
+
+// EventID is the public id of the event row id.
+func EventID(id int64) string { return "evt_" + strconv.FormatInt(id, 10) }
+
+// EventFilter selects events: Types holds exact types or "prefix.*" ("*"
+// or none: all); MemberID "" means any member.
+type EventFilter struct {
+	Types    []string
+	MemberID string
+}
+
+// MatchEventType reports whether typ is selected by filters: exact types
+// or "prefix.*"; "*" or no filter selects every type.
+func MatchEventType(filters []string, typ string) bool {
+	if len(filters) == 0 {
+		return true
+	}
+	for _, f := range filters {
+		if f == "*" || f == typ {
+			return true
+		}
+		if p, ok := strings.CutSuffix(f, "*"); ok && strings.HasSuffix(p, ".") && strings.HasPrefix(typ, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// ValidEventFilter checks one filter: a type of §14, "*", or "prefix.*"
+// whose prefix starts at least one type of §14.
+func ValidEventFilter(f string) bool {
+	if f == "*" {
+		return true
+	}
+	for _, t := range EventTypes {
+		if MatchEventType([]string{f}, t) && (f == t || strings.HasSuffix(f, ".*")) {
+			return true
+		}
+	}
+	return false
+}
+
+// newEvent is an event a write appends.
+type newEvent struct {
+	typ    string
+	member *string
+	at     time.Time
+	data   []byte
+}
+
+// eventOf marshals v as an event's data.
+func eventOf(typ string, member *string, at time.Time, v any) (newEvent, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return newEvent{}, fmt.Errorf("event %s: %w", typ, err)
+	}
+	return newEvent{typ: typ, member: member, at: ts(at), data: b}, nil
+}
+
+// appendEvents writes evs in tx, the transaction of their change, in one
+// statement; once tx commits, the log's consumers are woken.
+func appendEvents(tx *gorm.DB, evs ...newEvent) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	var q strings.Builder
+	q.WriteString("INSERT INTO events (type, member_id, occurred_at, data) VALUES ")
+	args := make([]any, 0, 4*len(evs))
+	for i, e := range evs {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		q.WriteString("(?, ?, ?, ?)")
+		args = append(args, e.typ, e.member, ts(e.at), string(e.data))
+	}
+	if err := tx.Exec(q.String(), args...).Error; err != nil {
+		return fmt.Errorf("append events: %w", err)
+	}
+	afterCommit(tx, hubOf(tx).committed)
+	return nil
+}
+
+// emitKey holds, in a write's context, the events its change emits
+// deep inside (the balance.changed of updateAccount), which writeOnce
+// appends after the event of the resource it answers.
+type emitKey struct{}
+
+// emit appends evs in tx, or holds them for the write's writeOnce.
+func emit(tx *gorm.DB, evs ...newEvent) error {
+	if held, ok := tx.Statement.Context.Value(emitKey{}).(*[]newEvent); ok {
+		*held = append(*held, evs...)
+		return nil
+	}
+	return appendEvents(tx, evs...)
+}
+
+// holdEvents returns tx with a place for the events emit holds.
+func holdEvents(tx *gorm.DB) (*gorm.DB, *[]newEvent) {
+	held := &[]newEvent{}
+	return tx.WithContext(context.WithValue(tx.Statement.Context, emitKey{}, held)), held
+}
+
+// eventful is a write's answer that is also the data of its events:
+// events returns them, given the answer's JSON body (marshalled once, for
+// the idempotency record and the events both).
+type eventful interface {
+	events(body []byte, at time.Time) []newEvent
+}
+
+// trailingObject returns the JSON value of the last field of the object
+// body when that field is key (the answers that end with their balance),
+// a slice of body, not a copy; nil when it is not.
+func trailingObject(body []byte, key string) []byte {
+	tag := []byte(`,"` + key + `":`)
+	i := bytes.LastIndex(body, tag)
+	if i < 0 || len(body) == 0 || body[len(body)-1] != '}' {
+		return nil
+	}
+	v := body[i+len(tag) : len(body)-1]
+	if !json.Valid(v) {
+		return nil
+	}
+	return v
+}
+
+// balanceEvent is balance.changed with the §7 balance b, whose JSON is
+// raw when the caller has it.
+func balanceEvent(b Balance, raw []byte, at time.Time) newEvent {
+	if raw == nil {
+		raw, _ = json.Marshal(b)
+	}
+	m := b.MemberID
+	return newEvent{typ: EventBalanceChanged, member: &m, at: ts(at), data: raw}
+}
+
+// tierEvent is tier.changed of member from one tier code (nil: none) to
+// another.
+func tierEvent(member string, from, to *string, at time.Time) newEvent {
+	data, _ := json.Marshal(struct {
+		MemberID string  `json:"member_id"`
+		From     *string `json:"from"`
+		To       *string `json:"to"`
+	}{member, from, to})
+	return newEvent{typ: EventTierChanged, member: &member, at: ts(at), data: data}
+}
+
+// addEvent marshals v and appends it in tx.
+func addEvent(tx *gorm.DB, typ string, member *string, at time.Time, v any) error {
+	e, err := eventOf(typ, member, at, v)
+	if err != nil {
+		return err
+	}
+	return appendEvents(tx, e)
+}
+
+// eventsCommitted is what a set-based statement that inserted events into
+// tx asks for once tx commits: the consumers are woken.
+func eventsCommitted(tx *gorm.DB) { afterCommit(tx, hubOf(tx).committed) }
+
+// The event hub: who waits for new events in this process, and the
+// sequencer's prompt. It is a GORM plugin of the store's configuration so
+// that code holding only a transaction reaches it.
+const eventsPlugin = "loyalty:events"
+
+type eventHub struct {
+	mu   sync.Mutex
+	subs map[chan struct{}]struct{}
+	// kick prompts the sequencer (PostgreSQL): this process committed
+	// events. nil on SQLite, whose events are positioned as inserted.
+	kick chan struct{}
+}
+
+func newEventHub(postgres bool) *eventHub {
+	h := &eventHub{subs: map[chan struct{}]struct{}{}}
+	if postgres {
+		h.kick = make(chan struct{}, 1)
+	}
+	return h
+}
+
+func (*eventHub) Name() string              { return eventsPlugin }
+func (*eventHub) Initialize(*gorm.DB) error { return nil }
+
+func hubOf(db *gorm.DB) *eventHub {
+	h, _ := db.Config.Plugins[eventsPlugin].(*eventHub)
+	return h
+}
+
+// committed is called once a transaction that appended events committed.
+func (h *eventHub) committed() {
+	if h == nil {
+		return
+	}
+	if h.kick != nil {
+		select {
+		case h.kick <- struct{}{}:
+		default:
+		}
+		return
+	}
+	h.wake()
+}
+
+// wake tells every subscriber, without waiting for any.
+func (h *eventHub) wake() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for c := range h.subs {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (h *eventHub) subscribe() chan struct{} {
+	c := make(chan struct{}, 1)
+	h.mu.Lock()
+	h.subs[c] = struct{}{}
+	h.mu.Unlock()
+	return c
+}
+
+func (h *eventHub) unsubscribe(c chan struct{}) {
+	h.mu.Lock()
+	delete(h.subs, c)
+	h.mu.Unlock()
+}
+
+// EventsWake returns a channel that receives (non-blocking send, capacity
+// 1) after this process committed events (SQLite) or a sequencer pass of
+// this process saw new positions (PostgreSQL, also those another process
+// gave): consumers wait on it or on a ~250 ms ticker. Each caller gets its
+// own channel, kept for the life of the service; a caller that goes away
+// before then (a stream's connection) uses EventsWakeUntil.
+func (s *Service) EventsWake() <-chan struct{} { return hubOf(s.store.w).subscribe() }
+
+// EventsWakeUntil is EventsWake for a subscriber that goes away when ctx
+// ends: its channel is dropped then.
+func (s *Service) EventsWakeUntil(ctx context.Context) <-chan struct{} {
+	h := hubOf(s.store.w)
+	c := h.subscribe()
+	context.AfterFunc(ctx, func() { h.unsubscribe(c) })
+	return c
+}
+
+// posCol is the column holding an event's position in the dialect: SQLite's
+// position is its id, which its primary key orders.
+func (s *Store) posCol() string {
+	if s.Dialect == Postgres {
+		return "position"
+	}
+	return "id"
+}
+
+// EventsAfter returns up to limit positioned events with position > after,
+// in position order, selected by f.
+func (s *Service) EventsAfter(ctx context.Context, after int64, f EventFilter, limit int) ([]Event, error) {
+	if limit <= 0 {
+		return nil, Invalidf("limit", "must be above 0")
+	}
+	pos := s.store.posCol()
+	q := s.store.read(ctx).Table("events").Select("id, "+pos+" AS position, type, member_id, occurred_at, data").
+		Where(pos+" > ?", after)
+	if f.MemberID != "" {
+		q = q.Where("member_id = ?", f.MemberID)
+	}
+	if !anyAll(f.Types) {
+		// Exact types by equality, "prefix.*" as a range of the column:
+		// 'prefix.' <= type < 'prefix/' ('/' follows '.').
+		var conds []string
+		var args []any
+		for _, t := range f.Types {
+			if p, ok := strings.CutSuffix(t, "*"); ok && strings.HasSuffix(p, ".") {
+				conds = append(conds, "(type >= ? AND type < ?)")
+				args = append(args, p, p[:len(p)-1]+"/")
+				continue
+			}
+			conds = append(conds, "type = ?")
+			args = append(args, t)
+		}
+		q = q.Where("("+strings.Join(conds, " OR ")+")", args...)
+	}
+	rows, err := q.Order(pos).Limit(limit).Rows()
+	if err != nil {
+		return nil, fmt.Errorf("events: %w", err)
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		var (
+			id   int64
+			e    Event
+			data string
+		)
+		if err := rows.Scan(&id, &e.Position, &e.Type, &e.MemberID, &e.OccurredAt, &data); err != nil {
+			return nil, fmt.Errorf("events: %w", err)
+		}
+		e.ID, e.Data, e.OccurredAt = EventID(id), json.RawMessage(data), e.OccurredAt.UTC()
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("events: %w", err)
+	}
+	return out, nil
+}
+
+// anyAll reports whether filters select every type (none, or "*").
+func anyAll(filters []string) bool {
+	if len(filters) == 0 {
+		return true
+	}
+	for _, f := range filters {
+		if f == "*" {
+			return true
+		}
+	}
+	return false
+}
+
+// EventsHead is the highest position given so far (0: none): a consumer
+// that starts from now rather than from the oldest kept event starts here.
+func (s *Service) EventsHead(ctx context.Context) (int64, error) {
+	var head *int64
+	if err := s.store.read(ctx).Raw("SELECT max(" + s.store.posCol() + ") FROM events").Scan(&head).Error; err != nil {
+		return 0, fmt.Errorf("events head: %w", err)
+	}
+	if head == nil {
+		return 0, nil
+	}
+	return *head, nil
+}
+
+// ErrLeaseLost answers a cursor's owner whose lease another owner took.
+var ErrLeaseLost = errors.New("event cursor lease lost")
+
+// ClaimCursor takes the lease of the consumer cursor name for owner until
+// ttl from now, creating the cursor at position 0 when absent, and returns
+// its position. ok is false, with no error, when another owner holds an
+// unexpired lease. The holder claiming again renews its lease.
+func (s *Service) ClaimCursor(ctx context.Context, name, owner string, ttl time.Duration) (position int64, ok bool, err error) {
+	now := ts(s.now())
+	err = s.store.write(ctx, func(tx *gorm.DB) error {
+		if err := tx.Exec(`INSERT INTO event_cursors (name, position, updated_at) VALUES (?, 0, ?) ON CONFLICT (name) DO NOTHING`,
+			name, now).Error; err != nil {
+			return err
+		}
+		var got []int64
+		if err := tx.Raw(`UPDATE event_cursors SET lease_owner = ?, lease_until = ?, updated_at = ?
+			WHERE name = ? AND (lease_owner IS NULL OR lease_owner = ? OR lease_until IS NULL OR lease_until <= ?) RETURNING position`,
+			owner, now.Add(ttl), now, name, owner, now).Scan(&got).Error; err != nil {
+			return err
+		}
+		if len(got) == 1 {
+			position, ok = got[0], true
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, false, fmt.Errorf("claim cursor %s: %w", name, err)
+	}
+	return position, ok, nil
+}
+
+// AdvanceCursor stores position as the cursor's and renews owner's lease
+// for ttl; ErrLeaseLost when owner no longer holds it.
+func (s *Service) AdvanceCursor(ctx context.Context, name, owner string, position int64, ttl time.Duration) error {
+	now := ts(s.now())
+	var n int64
+	err := s.store.write(ctx, func(tx *gorm.DB) error {
+		r := tx.Exec(`UPDATE event_cursors SET position = ?, lease_until = ?, updated_at = ?
+			WHERE name = ? AND lease_owner = ? AND lease_until > ?`, position, now.Add(ttl), now, name, owner, now)
+		n = r.RowsAffected
+		return r.Error
+	})
+	if err != nil {
+		return fmt.Errorf("advance cursor %s: %w", name, err)
+	}
+	if n != 1 {
+		return fmt.Errorf("advance cursor %s for %s: %w", name, owner, ErrLeaseLost)
+	}
+	return nil
+}
+
+// ReleaseCursor gives up owner's lease of the cursor, if it holds it.
+func (s *Service) ReleaseCursor(ctx context.Context, name, owner string) error {
+	now := ts(s.now())
+	err := s.store.write(ctx, func(tx *gorm.DB) error {
+		return tx.Exec(`UPDATE event_cursors SET lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE name = ? AND lease_owner = ?`,
+			now, name, owner).Error
+	})
+	if err != nil {
+		return fmt.Errorf("release cursor %s: %w", name, err)
+	}
+	return nil
+}
+
+// The sequencer (PostgreSQL).
+
+// sequencerLock is the advisory lock key (with the schema's hash) that
+// makes the sequencer's passes of every process on one database run one at
+// a time.
+const sequencerLock int32 = 0x6c657631 // "lev1"
+
+// sequenceBatch bounds the rows one pass positions; a full pass is followed
+// by another at once.
+const sequenceBatch = 10000
+
+// sequencerInterval is how often a sequencer looks for rows committed by
+// other processes, besides when its own process committed events.
+const sequencerInterval = 100 * time.Millisecond
+
+// pgSequenceSQL positions, in id order, the unpositioned rows the statement
+// sees (rows of committed transactions only), above the highest position
+// given, and answers how many it positioned and the highest position now.
+var pgSequenceSQL = `WITH m AS (SELECT coalesce(max(position), 0) AS p FROM events),
+b AS (SELECT id, row_number() OVER (ORDER BY id) AS rn FROM events WHERE position IS NULL ORDER BY id LIMIT ` +
+	strconv.Itoa(sequenceBatch) + `),
+u AS (UPDATE events e SET position = m.p + b.rn FROM b, m WHERE e.id = b.id RETURNING e.position)
+SELECT count(*), greatest(coalesce(max(u.position), 0), (SELECT p FROM m)) FROM u`
+
+// SequenceEvents runs one pass of the sequencer: it positions the rows
+// without a position that were committed before it began (up to
+// sequenceBatch of them), after any pass of another process that holds
+// the lock. It returns the rows it positioned and the highest position it
+// saw. On SQLite, where rows are positioned as inserted, it positions
+// nothing.
+func (s *Service) SequenceEvents(ctx context.Context) (positioned int, head int64, err error) {
+	if s.store.pg == nil {
+		head, err = s.EventsHead(ctx)
+		return 0, head, err
+	}
+	err = func() error {
+		tx, err := s.store.pg.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = tx.Rollback(ctx) }()
+		// One pass at a time per schema (tests share a database, each in
+		// a schema of its own); a pass is short, so others wait for it.
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))`, sequencerLock); err != nil {
+			return err
+		}
+		// A new statement, a new snapshot: it sees the positions of every
+		// pass that ended before this one took the lock.
+		var n int64
+		if err := tx.QueryRow(ctx, pgSequenceSQL).Scan(&n, &head); err != nil {
+			return err
+		}
+		positioned = int(n)
+		return tx.Commit(ctx)
+	}()
+	if err != nil {
+		return 0, 0, fmt.Errorf("sequence events: %w", err)
+	}
+	return positioned, head, nil
+}
+
+// RunSequencer positions the events of every process on the database until
+// ctx ends: every sequencerInterval, at once when this process committed
+// events, and again at once after a full pass. It wakes the subscribers of
+// EventsWake whenever the highest position moved. It returns at once on
+// SQLite, whose events need no sequencer. Every serve process runs it
+// (StartSequencer).
+func (s *Service) RunSequencer(ctx context.Context, onError func(error)) {
+	h := hubOf(s.store.w)
+	if s.store.pg == nil || h == nil || h.kick == nil {
+		return
+	}
+	t := time.NewTicker(sequencerInterval)
+	defer t.Stop()
+	var seen int64
+	for {
+		n, head, err := s.SequenceEvents(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil && onError != nil:
+			onError(err)
+		case err == nil && head > seen:
+			seen = head
+			h.wake()
+		}
+		if err == nil && n >= sequenceBatch {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-h.kick:
+		case <-t.C:
+		}
+	}
+}
+
+// StartSequencer runs RunSequencer in the background until stop is called
+// (which waits for it to end) or ctx ends.
+func (s *Service) StartSequencer(ctx context.Context, onError func(error)) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.RunSequencer(ctx, onError)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+// eventRow is an event as a row of an account's deferred writes
+// (accountWrites): the purchase paths insert it with the others.
+type eventRow struct {
+	Type       string
+	MemberID   *string
+	OccurredAt time.Time
+	Data       string
+}
+
+func (eventRow) TableName() string { return "events" }
+
+func (e newEvent) row() *eventRow {
+	return &eventRow{Type: e.typ, MemberID: e.member, OccurredAt: e.at, Data: string(e.data)}
+}
