@@ -22,6 +22,7 @@ import (
 	"github.com/loyalty-engine/loyalty/loyalty"
 	"github.com/loyalty-engine/loyalty/loyalty/feedback"
 	"github.com/loyalty-engine/loyalty/rewards"
+	"github.com/loyalty-engine/loyalty/webhooks"
 )
 
 // BodyLimit is the largest request body accepted.
@@ -63,6 +64,9 @@ type Config struct {
 	// Rewards and Jobs default to services built on the ledger service.
 	Rewards *rewards.Service
 	Jobs    *jobs.Runner
+	// Webhooks defaults to a service on the ledger service; give the one
+	// whose Dispatcher runs, so a change through the API reaches it at once.
+	Webhooks *webhooks.Service
 }
 
 type server struct {
@@ -70,6 +74,7 @@ type server struct {
 	rewards  *rewards.Service
 	jobs     *jobs.Runner
 	feedback *feedback.Service
+	webhooks *webhooks.Service
 	// verifier checks bearer tokens, remembering those it verified; a
 	// new app, as after a secret's rotation, starts with an empty one.
 	verifier *verifier
@@ -93,7 +98,10 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 	if cfg.Jobs == nil {
 		cfg.Jobs = jobs.NewRunner(svc, cfg.Rewards)
 	}
-	s := &server{svc: svc, rewards: cfg.Rewards, jobs: cfg.Jobs, feedback: feedback.NewService(svc),
+	if cfg.Webhooks == nil {
+		cfg.Webhooks = webhooks.NewService(svc)
+	}
+	s := &server{svc: svc, rewards: cfg.Rewards, jobs: cfg.Jobs, feedback: feedback.NewService(svc), webhooks: cfg.Webhooks,
 		verifier: newVerifier(cfg.Auth, tokenCacheSize), log: cfg.Logger, metrics: metrics,
 		streams:         newBalanceStreams(svc, cfg.Logger, cfg.StreamsPerCaller),
 		streamHeartbeat: orDefault(cfg.StreamHeartbeat, DefaultStreamHeartbeat),
@@ -184,10 +192,19 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 
 	v1.Get("/audit", allow(admin), s.listAudit)
 
+	v1.Post("/webhooks", allow(admin), s.createWebhook)
+	v1.Get("/webhooks", allow(admin), s.listWebhooks)
+	v1.Get("/webhooks/:id", allow(admin), s.getWebhook)
+	v1.Patch("/webhooks/:id", allow(admin), s.patchWebhook)
+	v1.Delete("/webhooks/:id", allow(admin), s.deleteWebhook)
+	v1.Post("/webhooks/:id/rotate-secret", allow(admin), s.rotateWebhookSecret)
+	v1.Get("/webhooks/:id/deliveries", allow(admin), s.listDeliveries)
+	v1.Post("/webhooks/:id/deliveries/:delivery_id/retry", allow(admin), s.retryDelivery)
+
 	// Go's profiler, for admins only: /debug/pprof/profile?seconds=30 and the rest.
 	app.Group("/debug", s.authenticate, allow(admin)).Use(pprof.New())
 
-	console.Mount(app, console.Deps{Loyalty: svc, Rewards: cfg.Rewards, Jobs: cfg.Jobs, Verify: s.verifier.verify,
+	console.Mount(app, console.Deps{Loyalty: svc, Rewards: cfg.Rewards, Jobs: cfg.Jobs, Webhooks: cfg.Webhooks, Verify: s.verifier.verify,
 		Secret: cfg.Auth.Secret, Logger: cfg.Logger})
 
 	app.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })

@@ -25,6 +25,7 @@ import (
 	"github.com/loyalty-engine/loyalty/jobs"
 	"github.com/loyalty-engine/loyalty/loyalty"
 	"github.com/loyalty-engine/loyalty/rewards"
+	"github.com/loyalty-engine/loyalty/webhooks"
 )
 
 // Prefix is where the console is mounted.
@@ -41,6 +42,8 @@ type Deps struct {
 	Loyalty *loyalty.Service
 	Rewards *rewards.Service
 	Jobs    *jobs.Runner
+	// Webhooks configures the endpoints events are delivered to (admins).
+	Webhooks *webhooks.Service
 	// Verify checks a token exactly as the API does and returns its
 	// principal: the console accepts the same tokens.
 	Verify func(token string) (loyalty.Principal, error)

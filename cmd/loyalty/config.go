@@ -16,6 +16,7 @@ import (
 
 	"github.com/loyalty-engine/loyalty/api"
 	"github.com/loyalty-engine/loyalty/natsink"
+	"github.com/loyalty-engine/loyalty/webhooks"
 )
 
 // config is read from the environment, once, in main.
@@ -40,6 +41,9 @@ type config struct {
 	// NATS configures the JetStream sink (LOYALTY_NATS_URL,
 	// LOYALTY_NATS_STREAM, LOYALTY_NATS_SUBJECT); off without a URL.
 	NATS natsink.Config
+	// Webhooks tunes the deliveries (LOYALTY_WEBHOOK_TIMEOUT,
+	// LOYALTY_WEBHOOK_FIRST_RETRY); zero values take §14's defaults.
+	Webhooks webhooks.Config
 }
 
 func env(name, def string) string {
@@ -69,6 +73,7 @@ func loadConfig() (config, error) {
 	}{
 		{"LOYALTY_RATE_LIMIT_WINDOW", &c.HTTP.RateLimitWindow}, {"LOYALTY_READ_TIMEOUT", &c.HTTP.ReadTimeout},
 		{"LOYALTY_WRITE_TIMEOUT", &c.HTTP.WriteTimeout}, {"LOYALTY_IDLE_TIMEOUT", &c.HTTP.IdleTimeout},
+		{"LOYALTY_WEBHOOK_TIMEOUT", &c.Webhooks.Timeout}, {"LOYALTY_WEBHOOK_FIRST_RETRY", &c.Webhooks.FirstRetry},
 	} {
 		if v := os.Getenv(d.name); v != "" {
 			t, err := time.ParseDuration(v)

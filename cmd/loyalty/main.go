@@ -26,6 +26,7 @@ import (
 	"github.com/loyalty-engine/loyalty/loyalty"
 	"github.com/loyalty-engine/loyalty/natsink"
 	"github.com/loyalty-engine/loyalty/rewards"
+	"github.com/loyalty-engine/loyalty/webhooks"
 )
 
 const usage = `loyalty — a loyalty-program engine
@@ -61,6 +62,9 @@ environment:
   LOYALTY_NATS_STREAM   the stream, created when absent (default LOYALTY_EVENTS)
   LOYALTY_NATS_SUBJECT  the subjects' prefix: <prefix>.<event type> (default loyalty.events)
   LOYALTY_STREAMS_PER_CALLER  open balance streams one caller may hold (default 8)
+  LOYALTY_WEBHOOK_TIMEOUT      time a webhook endpoint has to answer (default 10s)
+  LOYALTY_WEBHOOK_FIRST_RETRY  longest wait before a failed delivery's first retry
+                               (default 4s; later waits double, up to an hour)
 `
 
 func main() {
@@ -148,9 +152,22 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer, 
 	rw := rewards.NewService(svc)
 	runner := jobs.NewRunner(svc, rw)
 	runner.ScheduleFromEnv()
+	hooks := webhooks.NewService(svc)
 	httpCfg := cfg.HTTP
 	httpCfg.Auth, httpCfg.Logger, httpCfg.Rewards, httpCfg.Jobs, httpCfg.RateLimit = cfg.Auth, log, rw, runner, cfg.RateLimit
+	httpCfg.Webhooks = hooks
 	app := api.New(svc, httpCfg, metrics)
+	// Webhook deliveries run in every serve process, LOYALTY_JOBS or not
+	// (§14); they stop with the signal, after the HTTP server.
+	whCfg := cfg.Webhooks
+	whCfg.Logger = log
+	dispatchCtx, stopDispatch := context.WithCancel(context.WithoutCancel(ctx))
+	dispatched := make(chan struct{})
+	go func() {
+		defer close(dispatched)
+		_ = webhooks.NewDispatcher(hooks, whCfg).Run(dispatchCtx)
+	}()
+	defer func() { stopDispatch(); <-dispatched }()
 	if cfg.Jobs {
 		sched, err := runner.StartScheduler(ctx, log)
 		if err != nil {
