@@ -75,6 +75,11 @@ type Config struct {
 	Lease time.Duration
 	// Poll is how often the log is read when nothing wakes the sink (250ms).
 	Poll time.Duration
+	// Linger is the least time between two rounds that are not full
+	// (100ms): while the sink keeps up, a round takes what this much time
+	// committed, so that the cursor's write, one per round, stays rare
+	// beside the purchases' writes (SQLite has one writer).
+	Linger time.Duration
 	// AckTimeout bounds the wait for one acknowledgement (10s).
 	AckTimeout time.Duration
 	// Logger receives errors and state changes; it never receives event data.
@@ -99,6 +104,9 @@ func (c *Config) defaults() {
 	}
 	if c.Poll <= 0 {
 		c.Poll = 250 * time.Millisecond
+	}
+	if c.Linger <= 0 {
+		c.Linger = 100 * time.Millisecond
 	}
 	if c.AckTimeout <= 0 {
 		c.AckTimeout = 10 * time.Second
@@ -327,6 +335,9 @@ func (s *Sink) lead(ctx context.Context, pos int64) {
 			continue
 		}
 		b.reset()
+		if len(evs) < s.cfg.Batch && !wait(s.cfg.Linger) {
+			return
+		}
 	}
 }
 
