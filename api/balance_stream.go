@@ -30,8 +30,13 @@ const (
 // balanceEventType is the event whose data is a member's balance (§7).
 const balanceEventType = "balance.changed"
 
-// tailPoll is how often the tail reads the log when nothing woke it.
-const tailPoll = 250 * time.Millisecond
+// tailPoll is how often the tail reads the log when nothing woke it, and
+// tailGap the least time between two reads: on a busy engine every commit
+// wakes the tail, which reads once for all the commits of the gap.
+const (
+	tailPoll = 250 * time.Millisecond
+	tailGap  = 50 * time.Millisecond
+)
 
 // balanceStreams fans the log's balance changes out to the open streams of
 // this process: one tail follows the event log (woken by EventsWake, and
@@ -142,9 +147,13 @@ func (h *balanceStreams) tail(pos int64) {
 		if err == nil && len(evs) == batch {
 			continue
 		}
+		read := time.Now()
 		select {
 		case <-wake:
 		case <-tick.C:
+		}
+		if d := tailGap - time.Since(read); d > 0 {
+			time.Sleep(d)
 		}
 		h.mu.Lock()
 		if len(h.members) == 0 {
