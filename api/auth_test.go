@@ -226,6 +226,9 @@ func TestRoleMatrix(t *testing.T) {
 			{"GET", "/v1/members/:id/balance", func(loyalty.Role) (string, any) {
 				return "/v1/members/" + own + "/balance", nil
 			}, allRoles, 200},
+			{"GET", "/v1/members/:id/balance/stream", func(loyalty.Role) (string, any) {
+				return "/v1/members/" + own + "/balance/stream", nil
+			}, []loyalty.Role{loyalty.RoleMember, pos, admin}, 200},
 			{"GET", "/v1/members/:id/ledger", func(loyalty.Role) (string, any) {
 				return "/v1/members/" + own + "/ledger", nil
 			}, allRoles, 200},
@@ -948,6 +951,7 @@ func TestMemberIsolationEveryRoute(t *testing.T) {
 			{"DELETE", "/v1/members/:id", "/v1/members/" + b, nil, 403},
 			{"GET", "/v1/members/:id/balance", "/v1/members/" + b + "/balance", nil, 404},
 			{"GET", "/v1/members/:id/ledger", "/v1/members/" + b + "/ledger", nil, 404},
+			{"GET", "/v1/members/:id/balance/stream", "/v1/members/" + b + "/balance/stream", nil, 404},
 			{"POST", "/v1/members/:id/adjustments", "/v1/members/" + b + "/adjustments", map[string]any{"points": 5, "reason": "x"}, 403},
 			{"GET", "/v1/purchases/:id", "/v1/purchases/" + purchase, nil, 404},
 			{"POST", "/v1/purchases/:id/returns", "/v1/purchases/" + purchase + "/returns", map[string]any{"amount": 5000}, 403},

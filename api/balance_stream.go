@@ -267,6 +267,10 @@ func (s *server) balanceStream(c *fiber.Ctx) error {
 	done := rc.Done()
 	conn := rc.Conn()
 	heartbeat, writeTimeout := s.streamHeartbeat, s.writeTimeout
+	var expired <-chan time.Time
+	if s.streamMaxAge > 0 {
+		expired = time.After(s.streamMaxAge)
+	}
 	rc.SetBodyStreamWriter(func(w *bufio.Writer) {
 		defer s.streams.unsubscribe(sub)
 		// The server's write deadline was set once for the whole response;
@@ -304,6 +308,8 @@ func (s *server) balanceStream(c *fiber.Ctx) error {
 					return
 				}
 			case <-done:
+				return
+			case <-expired:
 				return
 			}
 		}

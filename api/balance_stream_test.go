@@ -164,7 +164,8 @@ func TestBalanceStream(t *testing.T) {
 	loyaltytest.Each(t, func(t *testing.T, dialect string) {
 		e := newEnv(t, dialect)
 		sequenced(t, e.svc)
-		base := liveServer(t, e.app)
+		log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+		base := liveServer(t, New(e.svc, Config{Auth: e.auth, Logger: log}, NewMetrics()))
 		m := e.enrol()
 		e.buy(m, 4000, "S-0")
 
@@ -257,6 +258,23 @@ func statusOf(res *http.Response) string {
 		return "200 (a stream)"
 	}
 	return res.Status
+}
+
+// TestBalanceStreamMaxAge: with StreamMaxAge a stream ends after its first
+// event (the test harness's apps end them at once), and a reconnection
+// with Last-Event-ID resumes it.
+func TestBalanceStreamMaxAge(t *testing.T) {
+	e := newEnv(t, loyalty.SQLite)
+	m := e.enrol()
+	r := e.do("GET", "/v1/members/"+m+"/balance/stream", e.token(loyalty.RoleMember, m), nil).must(t, 200)
+	if !strings.Contains(string(r.Body), "event: balance\nid: ") {
+		t.Fatalf("stream without its balance: %q", r.Body)
+	}
+	v := e.balance(m).Version
+	r = e.do("GET", "/v1/members/"+m+"/balance/stream", e.admin(), nil, "Last-Event-ID", strconv.FormatInt(v, 10)).must(t, 200)
+	if strings.Contains(string(r.Body), "event: balance") {
+		t.Fatalf("resumed at the current version, the stream sent it again: %q", r.Body)
+	}
 }
 
 // TestBalanceStreamLimitsHeartbeatsShutdown runs an app with two streams a

@@ -273,7 +273,8 @@ func TestListRoutesCovered(t *testing.T) {
 	}
 	// GETs that answer one resource, not a list.
 	single := map[string]bool{"/v1/program": true, "/v1/members/:id": true, "/v1/members/:id/balance": true,
-		"/v1/purchases/:id": true, "/v1/rewards/:id": true, "/v1/redemptions/:id": true, "/v1/coupons/:code": true,
+		"/v1/members/:id/balance/stream": true,
+		"/v1/purchases/:id":              true, "/v1/rewards/:id": true, "/v1/redemptions/:id": true, "/v1/coupons/:code": true,
 		"/v1/offers/:id": true, "/v1/offers/:id/reach": true, "/v1/analytics/summary": true, "/v1/analytics/churn-model": true,
 		// Reports: one answer of fixed groups, not a list of resources.
 		"/v1/analytics/cx": true, "/v1/analytics/clv-model": true, "/v1/analytics/store-categories": true,

@@ -61,6 +61,11 @@ type Config struct {
 	// StreamHeartbeat is how often an idle balance stream sends a comment;
 	// 0 means DefaultStreamHeartbeat.
 	StreamHeartbeat time.Duration
+	// StreamMaxAge, when set, ends a balance stream after this long; the
+	// client reconnects with Last-Event-ID and resumes, maybe on another
+	// process. 0 means streams last until the client or the server ends
+	// them.
+	StreamMaxAge time.Duration
 	// Rewards and Jobs default to services built on the ledger service.
 	Rewards *rewards.Service
 	Jobs    *jobs.Runner
@@ -83,6 +88,7 @@ type server struct {
 	// streams fans balance changes out to the open balance streams.
 	streams         *balanceStreams
 	streamHeartbeat time.Duration
+	streamMaxAge    time.Duration
 	writeTimeout    time.Duration
 }
 
@@ -104,8 +110,8 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 	s := &server{svc: svc, rewards: cfg.Rewards, jobs: cfg.Jobs, feedback: feedback.NewService(svc), webhooks: cfg.Webhooks,
 		verifier: newVerifier(cfg.Auth, tokenCacheSize), log: cfg.Logger, metrics: metrics,
 		streams:         newBalanceStreams(svc, cfg.Logger, cfg.StreamsPerCaller),
-		streamHeartbeat: orDefault(cfg.StreamHeartbeat, DefaultStreamHeartbeat),
-		writeTimeout:    orDefault(cfg.WriteTimeout, 30*time.Second)}
+		streamHeartbeat: orDefault(cfg.StreamHeartbeat, DefaultStreamHeartbeat), streamMaxAge: cfg.StreamMaxAge,
+		writeTimeout: orDefault(cfg.WriteTimeout, 30*time.Second)}
 	app := s.newApp(cfg)
 
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
