@@ -63,7 +63,6 @@ func TestTimeoutReceiver(t *testing.T) {
 	loyaltytest.Each(t, func(t *testing.T, dialect string) {
 		e := newEnv(t, dialect)
 		release := make(chan struct{})
-		t.Cleanup(func() { close(release) })
 		var hung atomic.Int32
 		r := newReceiver(t, func(id string, n int) int {
 			if n == 1 && hung.Add(1) <= 3 {
@@ -71,6 +70,7 @@ func TestTimeoutReceiver(t *testing.T) {
 			}
 			return http.StatusOK
 		})
+		t.Cleanup(func() { close(release) }) // before the receiver closes: cleanups run last first
 		w := e.create(r.URL(), "*")
 		r.setSecret(w.Secret)
 		cfg := fastConfig()
@@ -156,8 +156,8 @@ func TestSlowDoesNotDelayFast(t *testing.T) {
 		release := make(chan struct{})
 		var once sync.Once
 		free := func() { once.Do(func() { close(release) }) }
-		t.Cleanup(free)
 		slow := newReceiver(t, func(string, int) int { <-release; return http.StatusOK })
+		t.Cleanup(free)
 		fast := newReceiver(t, ok)
 		ws := e.create(slow.URL(), "*")
 		wf := e.create(fast.URL(), "*")
@@ -359,21 +359,27 @@ func TestTakeOverAfterCrash(t *testing.T) {
 	})
 }
 
-// TestTwoEngines: two engines on one database share the work and make
-// every attempt once: with each event's first attempt failing, every event
-// is requested exactly twice.
+// TestTwoEngines: two engines on one database share the work (endpoints'
+// places in the log go to whichever takes the lease, retries to whichever
+// claims them) and make every attempt once: with each event's first attempt
+// failing, every endpoint gets every event exactly twice.
 func TestTwoEngines(t *testing.T) {
 	loyaltytest.Each(t, func(t *testing.T, dialect string) {
 		e := newEnv(t, dialect)
 		o := e.another()
-		r := newReceiver(t, func(id string, n int) int {
-			if n == 1 {
-				return http.StatusBadGateway
-			}
-			return http.StatusOK
-		})
-		w := e.create(r.URL(), "*")
-		r.setSecret(w.Secret)
+		var rs []*receiver
+		var ws []webhooks.Webhook
+		for range 3 {
+			r := newReceiver(t, func(id string, n int) int {
+				if n == 1 {
+					return http.StatusBadGateway
+				}
+				return http.StatusOK
+			})
+			w := e.create(r.URL(), "*")
+			r.setSecret(w.Secret)
+			rs, ws = append(rs, r), append(ws, w)
+		}
 		cfg := fastConfig()
 		cfg.Owner = "engine-a"
 		e.dispatch(cfg)
@@ -382,14 +388,16 @@ func TestTwoEngines(t *testing.T) {
 		ms := members(8)
 		e.emit("purchase.created", ms, 5)
 		o.emit("purchase.created", ms, 5)
-		eventually(t, "every event delivered", func() bool { return len(r.delivered()) == 80 })
-		eventually(t, "every row settled", func() bool { return len(e.deliveries(w.ID, webhooks.Delivered)) == 80 })
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		for id, n := range r.tries {
-			if n != 2 {
-				t.Errorf("event %s requested %d times, want 2 (one failure, one retry)", id, n)
+		for i, r := range rs {
+			eventually(t, "every event delivered", func() bool { return len(r.delivered()) == 80 })
+			eventually(t, "every row settled", func() bool { return len(e.deliveries(ws[i].ID, webhooks.Delivered)) == 80 })
+			r.mu.Lock()
+			for id, n := range r.tries {
+				if n != 2 {
+					t.Errorf("endpoint %d: event %s requested %d times, want 2 (one failure, one retry)", i, id, n)
+				}
 			}
+			r.mu.Unlock()
 		}
 	})
 }
