@@ -49,7 +49,7 @@ func TestConsoleWebhooks(t *testing.T) {
 		if err := e.store.DB().Raw("SELECT id FROM webhooks").Scan(&id).Error; err != nil || id == "" {
 			t.Fatalf("webhook id: %v", err)
 		}
-		page := ad.get("/console/webhooks/" + id).must(t, 200)
+		page := ad.get("/console/webhooks/"+id).must(t, 200)
 		if strings.Contains(page.Body, m[1]) || strings.Contains(page.Body, "secret-value") {
 			t.Fatal("the secret is shown again")
 		}
