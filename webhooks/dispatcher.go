@@ -54,6 +54,9 @@ type Config struct {
 	// Client sends the requests; default one with no redirects followed.
 	Client *http.Client
 	Logger *slog.Logger
+	// HistoryKept is how long delivered rows stay in the history; default
+	// 35 days, as the event log. Failed and open rows stay until settled.
+	HistoryKept time.Duration
 	// Owner names this process in the leases; default host, pid and a
 	// random suffix.
 	Owner string
@@ -72,6 +75,7 @@ func (c *Config) defaults() {
 	set(&c.Poll, time.Second)
 	set(&c.CursorTTL, 30*time.Second)
 	set(&c.LeaseTTL, 2*c.Timeout+20*time.Second)
+	set(&c.HistoryKept, 35*24*time.Hour)
 	if c.BatchSize <= 0 {
 		c.BatchSize = 200
 	}
@@ -137,8 +141,13 @@ func NewDispatcher(s *Service, cfg Config) *Dispatcher {
 func (d *Dispatcher) Run(ctx context.Context) error {
 	tick := time.NewTicker(max(d.cfg.Poll, 2*time.Second))
 	defer tick.Stop()
+	var pruned time.Time
 	for {
 		d.refresh(ctx)
+		if time.Since(pruned) > time.Hour {
+			d.prune(ctx)
+			pruned = time.Now()
+		}
 		select {
 		case <-ctx.Done():
 			d.stop()
@@ -181,6 +190,18 @@ func (d *Dispatcher) refresh(ctx context.Context) {
 			e.cancel()
 			delete(d.endpoints, id)
 		}
+	}
+}
+
+// prune drops delivered rows older than HistoryKept. Every process does it
+// about hourly; deleting what another already deleted costs nothing.
+func (d *Dispatcher) prune(ctx context.Context) {
+	before := d.ledger.Now().Add(-d.cfg.HistoryKept)
+	_, _, err := loyalty.Write(ctx, d.ledger, loyalty.IdempotencyKey{}, func(tx *loyalty.Tx) (struct{}, error) {
+		return struct{}{}, tx.DB.Exec("DELETE FROM webhook_deliveries WHERE status = ? AND updated_at < ?", Delivered, before).Error
+	})
+	if err != nil && ctx.Err() == nil {
+		d.log.Warn("webhooks: prune history", "error", err.Error())
 	}
 }
 

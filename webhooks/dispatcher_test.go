@@ -401,3 +401,25 @@ func TestTwoEngines(t *testing.T) {
 		}
 	})
 }
+
+// TestHistoryPruned: delivered rows older than HistoryKept leave the
+// history; dead letters stay until retried.
+func TestHistoryPruned(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		e := newEnv(t, dialect)
+		w := e.create("http://127.0.0.1:9/none", "*")
+		old := time.Now().UTC().Add(-40 * 24 * time.Hour)
+		for i, status := range []string{webhooks.Delivered, webhooks.Failed} {
+			if err := e.store.DB().Exec(`INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_position, event_type, status,
+				attempts, created_at, updated_at) VALUES (?, ?, ?, ?, 'member.created', ?, 1, ?, ?)`,
+				"old-"+status, w.ID, i+1, i+1, status, old, old).Error; err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.dispatch(fastConfig())
+		eventually(t, "old history pruned", func() bool { return len(e.deliveries(w.ID, webhooks.Delivered)) == 0 })
+		if f := e.deliveries(w.ID, webhooks.Failed); len(f) != 1 {
+			t.Fatalf("dead letters %+v", f)
+		}
+	})
+}
