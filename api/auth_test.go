@@ -343,6 +343,7 @@ func TestRoleMatrix(t *testing.T) {
 			{"POST", "/v1/jobs/:name/run", func(loyalty.Role) (string, any) { return "/v1/jobs/tier-review/run", nil },
 				[]loyalty.Role{marketer, admin}, 200},
 			{"GET", "/v1/audit", func(loyalty.Role) (string, any) { return "/v1/audit", nil }, []loyalty.Role{admin}, 200},
+			{"GET", "/v1/events", func(loyalty.Role) (string, any) { return "/v1/events", nil }, []loyalty.Role{admin}, 200},
 		}
 		// The matrix must list exactly the routes the app registers.
 		registered := map[string]bool{}

@@ -1143,6 +1143,9 @@ func openapiConformOffersGiftsAnalytics(t *testing.T, e *env, call openapiCaller
 	if sum := runJob(admin, "purge-idempotency-keys"); sum["deleted"] == nil {
 		t.Errorf("purge-idempotency-keys summary: %v", sum)
 	}
+	if sum := runJob(admin, "purge-events"); sum["deleted"] == nil {
+		t.Errorf("purge-events summary: %v", sum)
+	}
 	var jobs struct {
 		Items []struct {
 			Name    string         `json:"name"`
@@ -1156,7 +1159,7 @@ func openapiConformOffersGiftsAnalytics(t *testing.T, e *env, call openapiCaller
 			ran = append(ran, j.Name)
 		}
 	}
-	if want := "birthday-gifts churn-risk expire-points personal-offers purge-idempotency-keys redemption-rate segments tier-review"; strings.Join(ran, " ") != want {
+	if want := "birthday-gifts churn-risk expire-points personal-offers purge-events purge-idempotency-keys redemption-rate segments tier-review"; strings.Join(ran, " ") != want {
 		t.Errorf("jobs with a last run: %v, want %s", ran, want)
 	}
 

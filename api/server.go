@@ -177,6 +177,7 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 	v1.Post("/jobs/:name/run", allow(marketer, admin), s.runJob)
 
 	v1.Get("/audit", allow(admin), s.listAudit)
+	v1.Get("/events", allow(admin), s.listEvents)
 
 	v1.Post("/webhooks", allow(admin), s.createWebhook)
 	v1.Get("/webhooks", allow(admin), s.listWebhooks)

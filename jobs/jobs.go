@@ -32,11 +32,14 @@ type Job struct {
 type Runner struct {
 	svc  *loyalty.Service
 	jobs map[string]Job
+	// EventRetention is how long the purge-events job keeps events
+	// (LOYALTY_EVENTS_RETENTION_DAYS; at least loyalty.MinEventRetention).
+	EventRetention time.Duration
 }
 
 // NewRunner returns a runner with the engine's jobs.
 func NewRunner(svc *loyalty.Service, rw *rewards.Service) *Runner {
-	r := &Runner{svc: svc, jobs: map[string]Job{}}
+	r := &Runner{svc: svc, jobs: map[string]Job{}, EventRetention: loyalty.DefaultEventRetention}
 	r.Register(Job{Name: "expire-points", Schedule: "15 0 * * *", Run: func(ctx context.Context, asOf time.Time) (any, error) {
 		return svc.ExpirePoints(ctx, asOf)
 	}})
@@ -60,6 +63,10 @@ func NewRunner(svc *loyalty.Service, rw *rewards.Service) *Runner {
 	}})
 	r.Register(Job{Name: "purge-idempotency-keys", Schedule: "45 0 * * *", Run: func(ctx context.Context, asOf time.Time) (any, error) {
 		n, err := svc.PurgeIdempotencyKeys(ctx, 7*24*time.Hour)
+		return map[string]int64{"deleted": n}, err
+	}})
+	r.Register(Job{Name: "purge-events", Schedule: "55 0 * * *", Run: func(ctx context.Context, asOf time.Time) (any, error) {
+		n, err := svc.PurgeEvents(ctx, asOf, r.EventRetention)
 		return map[string]int64{"deleted": n}, err
 	}})
 	return r

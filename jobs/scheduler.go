@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/robfig/cron/v3"
+
+	"github.com/loyalty-engine/loyalty/loyalty"
 )
 
 // ScheduleFromEnv overrides each job's default schedule with
@@ -16,6 +19,11 @@ import (
 // expression of five fields or a descriptor such as "@hourly"; "off"
 // leaves the job unscheduled.
 func (r *Runner) ScheduleFromEnv() {
+	if v := strings.TrimSpace(os.Getenv("LOYALTY_EVENTS_RETENTION_DAYS")); v != "" {
+		if days, err := strconv.Atoi(v); err == nil && days > 0 {
+			r.EventRetention = max(time.Duration(days)*24*time.Hour, loyalty.MinEventRetention)
+		}
+	}
 	for name, j := range r.jobs {
 		env := "LOYALTY_SCHEDULE_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 		if v := strings.TrimSpace(os.Getenv(env)); v != "" {

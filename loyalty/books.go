@@ -38,7 +38,20 @@ func updateAccount(tx *gorm.DB, memberID string, prog *Program, now time.Time, c
 	if err := a.save(tx); err != nil {
 		return nil, err
 	}
+	if err := a.emitBalance(tx); err != nil {
+		return nil, err
+	}
 	return a, nil
+}
+
+// emitBalance emits balance.changed with the account's balance as a read
+// answers it (§7), under the tiers tx sees.
+func (a *account) emitBalance(tx *gorm.DB) error {
+	set, err := settingsAt(tx, a.cfg)
+	if err != nil {
+		return err
+	}
+	return emit(tx, balanceEvent(a.view(set.ladder), nil, a.now))
 }
 
 // openBalance writes the balance row of a member enrolled at now.
@@ -182,6 +195,13 @@ func (a *account) expireInactive(tx *gorm.DB) error {
 		}
 		a.k.draw(l, l.Remaining, a.now)
 		a.balance.Points += e.Points
+		ev, err := eventOf(EventPointsExpired, &a.member.ID, a.now, entryFromRow(e))
+		if err != nil {
+			return err
+		}
+		if err := emit(tx, ev); err != nil {
+			return err
+		}
 	}
 	if len(lots) > 0 {
 		// The balance row is saved by the caller with its other changes.
@@ -602,7 +622,16 @@ func moveBalances(tx *gorm.DB, changes string, args map[string]any) error {
 // compute the same again, until the member's next write. The version is
 // moved only past the instants passed since the row's as_of, which a read
 // at now adds anyway, so what a read returns is the same before and after.
+//
+// It also emits each member's balance.changed, rendered by the balance's
+// own view from the account it just kept (no rule of the view written
+// again in SQL), the events going in multi-row inserts of eventChunk.
 func rekeep(tx *gorm.DB, prog *Program, ids []string, now time.Time) error {
+	_, ladder, err := loadTiers(tx)
+	if err != nil {
+		return err
+	}
+	evs := make([]newEvent, 0, min(len(ids), eventChunk))
 	for _, id := range ids {
 		a, err := lockKept(tx, id, prog, now)
 		if err != nil {
@@ -613,8 +642,14 @@ func rekeep(tx *gorm.DB, prog *Program, ids []string, now time.Time) error {
 		if err := tx.Save(&a.balance).Error; err != nil {
 			return err
 		}
+		if evs = append(evs, balanceEvent(a.view(ladder), nil, now)); len(evs) == eventChunk {
+			if err := appendEvents(tx, evs...); err != nil {
+				return err
+			}
+			evs = evs[:0]
+		}
 	}
-	return nil
+	return appendEvents(tx, evs...)
 }
 
 // BulkCredit is a set-based credit of the same points to many members,
@@ -717,6 +752,11 @@ func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time) (
 	if err := tx.Raw(`SELECT DISTINCT l.member_id FROM `+lapsed+` ORDER BY l.member_id`, x.args).Scan(&ids).Error; err != nil {
 		return 0, 0, Sum{}, err
 	}
+	// points.expired: each expire entry as the ledger answers it, read
+	// back in one statement and written in multi-row inserts.
+	if err := expiredEvents(tx, `SELECT '`+expirePrefix+`' || l.id FROM `+lapsed, x.args, now); err != nil {
+		return 0, 0, Sum{}, err
+	}
 	if err := tx.Exec(`UPDATE lots SET remaining = 0 WHERE id IN (SELECT l.id FROM `+lapsed+`)`, x.args).Error; err != nil {
 		return 0, 0, Sum{}, err
 	}
@@ -732,4 +772,64 @@ func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time) (
 func touchBalances(tx *gorm.DB, cond string, args ...any) error {
 	return tx.Exec(`UPDATE member_balances SET version = version + 1
 		WHERE member_id IN (SELECT id FROM members WHERE `+cond+`)`, args...).Error
+}
+
+// eventChunk bounds the rows of one multi-row insert of events (SQLite
+// binds at most 32,766 values; four per event).
+const eventChunk = 500
+
+// expiredEvents emits points.expired for the ledger entries whose ids the
+// SELECT ids returns, in id order: the ids in one statement, then the
+// entries and their events eventChunk at a time (a transaction's
+// connection runs one statement at a time, so none is read while events
+// are written).
+func expiredEvents(tx *gorm.DB, ids string, args map[string]any, now time.Time) error {
+	var all []string
+	if err := tx.Raw(ids+" ORDER BY 1", args).Scan(&all).Error; err != nil {
+		return err
+	}
+	for len(all) > 0 {
+		chunk := all[:min(len(all), eventChunk)]
+		all = all[len(chunk):]
+		var rows []entryRow
+		if err := tx.Where("id IN ?", chunk).Order("id").Find(&rows).Error; err != nil {
+			return err
+		}
+		evs := make([]newEvent, len(rows))
+		for i, e := range rows {
+			ev, err := eventOf(EventPointsExpired, &e.MemberID, now, entryFromRow(e))
+			if err != nil {
+				return err
+			}
+			evs[i] = ev
+		}
+		if err := appendEvents(tx, evs...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// balanceEvents emits balance.changed for the members in ids, whose
+// balance a set-based change moved without changing their points (a tier
+// review): each account read as a balance read reads it, and its view.
+func balanceEvents(tx *gorm.DB, prog *Program, ids []string, now time.Time) error {
+	_, ladder, err := loadTiers(tx)
+	if err != nil {
+		return err
+	}
+	evs := make([]newEvent, 0, min(len(ids), eventChunk))
+	for _, id := range ids {
+		a, err := lockKept(tx, id, prog, now)
+		if err != nil {
+			return err
+		}
+		if evs = append(evs, balanceEvent(a.view(ladder), nil, now)); len(evs) == eventChunk {
+			if err := appendEvents(tx, evs...); err != nil {
+				return err
+			}
+			evs = evs[:0]
+		}
+	}
+	return appendEvents(tx, evs...)
 }

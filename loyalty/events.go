@@ -147,6 +147,9 @@ type newEvent struct {
 	member *string
 	at     time.Time
 	data   []byte
+	// answer: data is the JSON of the write's answer, which writeOnce
+	// fills in from what it marshalled for the idempotency record.
+	answer bool
 }
 
 // eventOf marshals v as an event's data.
@@ -186,6 +189,27 @@ func appendEvents(tx *gorm.DB, evs ...newEvent) error {
 // appends after the event of the resource it answers.
 type emitKey struct{}
 
+// Emit appends an event of typ about member ("" none) whose data is v's
+// JSON, in the transaction: for the packages built on the ledger.
+func (t *Tx) Emit(typ, member string, v any) error {
+	var m *string
+	if member != "" {
+		m = &member
+	}
+	return addEvent(t.DB, typ, m, t.Now, v)
+}
+
+// EmitAnswer emits an event of typ about member whose data is the answer
+// of this write (Write's result), as marshalled once for its idempotency
+// record: the resource as the API returns it. Only inside Write.
+func (t *Tx) EmitAnswer(typ, member string) error {
+	if _, ok := t.DB.Statement.Context.Value(emitKey{}).(*[]newEvent); !ok {
+		return fmt.Errorf("event %s: EmitAnswer outside Write", typ)
+	}
+	m := member
+	return emit(t.DB, newEvent{typ: typ, member: &m, at: ts(t.Now), answer: true})
+}
+
 // emit appends evs in tx, or holds them for the write's writeOnce.
 func emit(tx *gorm.DB, evs ...newEvent) error {
 	if held, ok := tx.Statement.Context.Value(emitKey{}).(*[]newEvent); ok {
@@ -206,6 +230,32 @@ func holdEvents(tx *gorm.DB) (*gorm.DB, *[]newEvent) {
 // the idempotency record and the events both).
 type eventful interface {
 	events(body []byte, at time.Time) []newEvent
+}
+
+// answerEvents orders the events of a write that answers v (JSON body):
+// the answer's own, then those its change emitted, balance.changed last.
+func answerEvents(v any, body []byte, at time.Time, held []newEvent) []newEvent {
+	var all, evs, balances []newEvent
+	if e, ok := v.(eventful); ok {
+		all = e.events(body, at)
+	}
+	for _, e := range held {
+		if e.answer {
+			e.data, e.answer = body, false
+			all = append([]newEvent{e}, all...)
+		}
+	}
+	for _, e := range append(all, held...) {
+		if e.answer {
+			continue
+		}
+		if e.typ == EventBalanceChanged {
+			balances = append(balances, e)
+			continue
+		}
+		evs = append(evs, e)
+	}
+	return append(evs, balances...)
 }
 
 // trailingObject returns the JSON value of the last field of the object
@@ -251,7 +301,7 @@ func addEvent(tx *gorm.DB, typ string, member *string, at time.Time, v any) erro
 	if err != nil {
 		return err
 	}
-	return appendEvents(tx, e)
+	return emit(tx, e)
 }
 
 // eventsCommitted is what a set-based statement that inserted events into
@@ -620,4 +670,121 @@ func (eventRow) TableName() string { return "events" }
 
 func (e newEvent) row() *eventRow {
 	return &eventRow{Type: e.typ, MemberID: e.member, OccurredAt: e.at, Data: string(e.data)}
+}
+
+// scrubEvents takes from the earlier events of the erased member the
+// personal data the API no longer shows of it: member.created and
+// member.updated carry the erased member instead, feedback.received loses
+// its comment (free text) as the feedback row does. Set-based, through the
+// member's index.
+func scrubEvents(tx *gorm.DB, erased Member) error {
+	body, err := json.Marshal(erased)
+	if err != nil {
+		return err
+	}
+	if err := tx.Exec(`UPDATE events SET data = ? WHERE member_id = ? AND type IN (?, ?)`,
+		string(body), erased.ID, EventMemberCreated, EventMemberUpdated).Error; err != nil {
+		return fmt.Errorf("scrub events: %w", err)
+	}
+	noComment := `json_set(data, '$.comment', json('null'))`
+	if tx.Dialector.Name() == Postgres {
+		noComment = `(data::jsonb || '{"comment": null}')::text`
+	}
+	if err := tx.Exec(`UPDATE events SET data = `+noComment+` WHERE member_id = ? AND type = ?`,
+		erased.ID, EventFeedbackReceived).Error; err != nil {
+		return fmt.Errorf("scrub events: %w", err)
+	}
+	return nil
+}
+
+// EventData is one event of a batch that Tx.EmitEach writes.
+type EventData struct {
+	MemberID string
+	Data     any
+}
+
+// EmitEach appends one event of typ per item of evs (set-based jobs), in
+// multi-row inserts.
+func (t *Tx) EmitEach(typ string, evs []EventData) error {
+	batch := make([]newEvent, 0, min(len(evs), eventChunk))
+	for _, e := range evs {
+		var m *string
+		if e.MemberID != "" {
+			id := e.MemberID
+			m = &id
+		}
+		ev, err := eventOf(typ, m, t.Now, e.Data)
+		if err != nil {
+			return err
+		}
+		if batch = append(batch, ev); len(batch) == eventChunk {
+			if err := appendEvents(t.DB, batch...); err != nil {
+				return err
+			}
+			batch = batch[:0]
+		}
+	}
+	return appendEvents(t.DB, batch...)
+}
+
+// DefaultEventRetention is how long the log keeps events unless told
+// otherwise; §14 asks for at least 30 days.
+const (
+	DefaultEventRetention = 35 * 24 * time.Hour
+	MinEventRetention     = 30 * 24 * time.Hour
+)
+
+// purgeChunk bounds the rows one delete of PurgeEvents removes, so that no
+// statement holds the writer long.
+const purgeChunk = 5000
+
+// PurgeEvents deletes the positioned events that occurred before asOf less
+// retention (at least MinEventRetention), oldest first, in chunks of a few
+// set-based statements each. It keeps the event of the highest position,
+// so that positions never start again below what consumers have read, and
+// never touches an event not yet positioned. It returns the events
+// deleted.
+func (s *Service) PurgeEvents(ctx context.Context, asOf time.Time, retention time.Duration) (int64, error) {
+	asOf, err := s.AsOf(asOf)
+	if err != nil {
+		return 0, err
+	}
+	retention = max(retention, MinEventRetention)
+	horizon := ts(asOf.Add(-retention))
+	pos := s.store.posCol()
+	// Every event from the first one at or after the horizon (in id order,
+	// which occurred_at follows but for transactions in flight together)
+	// is kept; of those before it, the ones that occurred before the
+	// horizon go.
+	var cut *int64
+	if err := s.store.read(ctx).Raw(`SELECT id FROM events WHERE occurred_at >= ? ORDER BY id LIMIT 1`, horizon).
+		Scan(&cut).Error; err != nil {
+		return 0, fmt.Errorf("purge events: %w", err)
+	}
+	var total int64
+	for {
+		var n int64
+		err := s.store.write(ctx, func(tx *gorm.DB) error {
+			q := `DELETE FROM events WHERE id IN (SELECT id FROM events WHERE occurred_at < @h AND ` + pos + ` IS NOT NULL
+				AND ` + pos + ` < (SELECT max(` + pos + `) FROM events)`
+			if cut != nil {
+				q += ` AND id < @cut`
+			}
+			q += ` ORDER BY id LIMIT ` + strconv.Itoa(purgeChunk) + `)`
+			args := map[string]any{"h": horizon}
+			if cut != nil {
+				args["cut"] = *cut
+			}
+			r := tx.Exec(q, args)
+			n = r.RowsAffected
+			return r.Error
+		})
+		if err != nil {
+			return total, fmt.Errorf("purge events: %w", err)
+		}
+		total += n
+		if n < purgeChunk {
+			return total, nil
+		}
+	}
 }

@@ -21,3 +21,9 @@ func (r ReturnResult) events(body []byte, at time.Time) []newEvent {
 	m := r.Balance.MemberID
 	return []newEvent{{typ: EventPurchaseReturned, member: &m, at: ts(at), data: body}}
 }
+
+// Member's events: an enrolment answers the member created.
+func (m Member) events(body []byte, at time.Time) []newEvent {
+	id := m.ID
+	return []newEvent{{typ: EventMemberCreated, member: &id, at: ts(at), data: body}}
+}

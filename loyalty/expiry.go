@@ -103,10 +103,47 @@ func (s *Service) ReviewTiers(ctx context.Context, asOf time.Time) (TierReviewSu
 		if err := touchBalances(tx, due, dueArgs...); err != nil {
 			return err
 		}
+		// The moves, read before they are made, for their tier.changed
+		// events: one statement over the members due, whose rows it locks
+		// (on PostgreSQL; SQLite's writer is alone) so that the update
+		// moves exactly those.
+		var moves []struct {
+			ID   string
+			From *string
+			To   *string
+		}
+		lock := ""
+		if tx.Dialector.Name() == Postgres {
+			lock = " FOR UPDATE"
+		}
+		if err := tx.Raw(`SELECT id, tier_code AS "from", `+justified+` AS "to" FROM members WHERE `+due+` ORDER BY id`+lock,
+			append(append([]any{}, spendArgs...), dueArgs...)...).Scan(&moves).Error; err != nil {
+			return err
+		}
 		args := append(append(append([]any{}, spendArgs...), asOf, now), dueArgs...)
 		res := tx.Exec(`UPDATE members SET tier_code = `+justified+`, tier_since = ?, updated_at = ? WHERE `+due, args...)
+		if res.Error != nil {
+			return res.Error
+		}
 		sum.Downgraded = res.RowsAffected
-		return res.Error
+		if int64(len(moves)) != sum.Downgraded {
+			return fmt.Errorf("tier review: %d members moved, %d read before", sum.Downgraded, len(moves))
+		}
+		ids := make([]string, len(moves))
+		evs := make([]newEvent, 0, len(moves))
+		for i, m := range moves {
+			ids[i] = m.ID
+			evs = append(evs, tierEvent(m.ID, m.From, m.To, now))
+		}
+		for len(evs) > 0 {
+			n := min(len(evs), eventChunk)
+			if err := appendEvents(tx, evs[:n]...); err != nil {
+				return err
+			}
+			evs = evs[n:]
+		}
+		// Their balances show the new tier.
+		return balanceEvents(tx, prog, ids, now)
 	})
 	if err != nil {
 		return sum, fmt.Errorf("review tiers: %w", err)

@@ -141,11 +141,7 @@ func writeOnceAllowed[T any](ctx context.Context, s *Service, allowed func(tx *g
 		}
 		// The answer's events first (their data is body, marshalled
 		// once), then those its change emitted deeper down.
-		var evs []newEvent
-		if e, ok := any(v).(eventful); ok {
-			evs = e.events(body, now)
-		}
-		if err := appendEvents(tx, append(evs, *held...)...); err != nil {
+		if err := appendEvents(tx, answerEvents(v, body, now, *held)...); err != nil {
 			return err
 		}
 		if tx.Dialector.Name() != Postgres {

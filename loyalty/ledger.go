@@ -407,6 +407,13 @@ func (s *Service) Adjust(ctx context.Context, p Principal, memberID string, in A
 		if err != nil {
 			return Entry{}, err
 		}
+		ev, err := eventOf(EventPointsAdjusted, &row.MemberID, a.now, entryFromRow(row))
+		if err != nil {
+			return Entry{}, err
+		}
+		if err := emit(tx, ev); err != nil {
+			return Entry{}, err
+		}
 		// The reason is free text and may name the member: the entry id leads to it.
 		if err := writeAudit(tx, a.now, p, "points.adjust", "member", memberID,
 			map[string]any{"entry_id": row.ID, "points": row.Points}); err != nil {

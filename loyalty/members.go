@@ -357,7 +357,7 @@ func (s *Service) UpdateMember(ctx context.Context, p Principal, id string, in M
 			return err
 		}
 		out = memberFromRow(r)
-		return nil
+		return addEvent(tx, EventMemberUpdated, &r.ID, now, out)
 	})
 	if err != nil {
 		return Member{}, fmt.Errorf("update member: %w", err)
@@ -403,6 +403,15 @@ func (s *Service) EraseMember(ctx context.Context, id string) error {
 		// A feedback comment is free text and may name the member; the
 		// scores stay, as its analytics count them.
 		if err := tx.Exec("UPDATE feedback SET comment = NULL WHERE member_id = ?", id).Error; err != nil {
+			return err
+		}
+		// The member's earlier events lose the same personal data, and the
+		// erasure's own event carries none.
+		erased := memberFromRow(r)
+		if err := scrubEvents(tx, erased); err != nil {
+			return err
+		}
+		if err := addEvent(tx, EventMemberErased, &r.ID, s.now(), erased); err != nil {
 			return err
 		}
 		return s.Audit(ctx, tx, "member.erase", "member", id, nil)

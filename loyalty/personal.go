@@ -281,7 +281,23 @@ func (s *Service) GivePersonalOffers(ctx context.Context, asOf time.Time) (Perso
 			sum.Templates++
 			sum.Offers += res.RowsAffected
 		}
-		return nil
+		if sum.Offers == 0 {
+			return nil
+		}
+		// offer.assigned: the offers this run gave (created now; a
+		// conflict left an older one alone), read back in one statement and
+		// rendered as the API shows an offer.
+		var given []offerRow
+		if err := tx.Where("owner_member_id IS NOT NULL AND template_id IS NOT NULL AND created_at = ?", now).
+			Order("id").Find(&given).Error; err != nil {
+			return err
+		}
+		t := &Tx{DB: tx, Now: now, svc: s}
+		evs := make([]EventData, len(given))
+		for i, o := range given {
+			evs[i] = EventData{MemberID: *o.OwnerMemberID, Data: offerFromRow(o, nil)}
+		}
+		return t.EmitEach(EventOfferAssigned, evs)
 	})
 	if err != nil {
 		return sum, fmt.Errorf("personal offers: %w", err)

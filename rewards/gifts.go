@@ -160,7 +160,13 @@ func (s *Service) BirthdayGifts(ctx context.Context, asOf time.Time) (GiftSummar
 			sum.Timezones++
 			sum.Given += res.RowsAffected
 		}
-		if sum.Given == 0 || g.BonusPoints == 0 {
+		if sum.Given == 0 {
+			return nil
+		}
+		if err := s.grantedEvents(tx, runID); err != nil {
+			return err
+		}
+		if g.BonusPoints == 0 {
 			return nil
 		}
 		// The gift's own id is its entry's: one entry per gift.
@@ -177,6 +183,34 @@ func (s *Service) BirthdayGifts(ctx context.Context, asOf time.Time) (GiftSummar
 		return sum, fmt.Errorf("birthday gifts: %w", err)
 	}
 	return sum, nil
+}
+
+// grantedEvents emits gift.granted for every gift of the run, as the API
+// lists a gift: one read of the run's gifts, one of their options (a run
+// offers every gift the same), the events in multi-row inserts.
+func (s *Service) grantedEvents(tx *loyalty.Tx, runID string) error {
+	var rows []giftRow
+	if err := tx.DB.Where("run_id = ?", runID).Order("id").Find(&rows).Error; err != nil {
+		return err
+	}
+	evs := make([]loyalty.EventData, 0, len(rows))
+	var options []Reward
+	for i, r := range rows {
+		g := Gift{ID: r.ID, MemberID: r.MemberID, Year: r.Year, BonusPoints: r.BonusPoints, Status: r.Status,
+			ExpiresAt: r.ExpiresAt.UTC(), ClaimedAt: utcp(r.ClaimedAt), RedemptionID: r.RedemptionID, Options: options}
+		if i == 0 || r.Options != rows[0].Options {
+			v, err := giftView(tx.DB, r, tx.Now)
+			if err != nil {
+				return err
+			}
+			g = v
+			if i == 0 {
+				options = v.Options
+			}
+		}
+		evs = append(evs, loyalty.EventData{MemberID: r.MemberID, Data: g})
+	}
+	return tx.EmitEach(loyalty.EventGiftGranted, evs)
 }
 
 func leap(y int) bool { return y%4 == 0 && (y%100 != 0 || y%400 == 0) }
@@ -294,7 +328,7 @@ func (s *Service) ClaimGift(ctx context.Context, p loyalty.Principal, memberID, 
 			return Redemption{}, err
 		}
 		red.Balance = &b
-		return red, nil
+		return red, tx.EmitAnswer(loyalty.EventGiftClaimed, memberID)
 	})
 	if err != nil {
 		return Redemption{}, nil, fmt.Errorf("claim gift: %w", err)

@@ -138,7 +138,7 @@ func (s *Service) Redeem(ctx context.Context, p loyalty.Principal, memberID stri
 			return Redemption{}, err
 		}
 		red.Balance = &b
-		return red, nil
+		return red, tx.EmitAnswer(loyalty.EventRedemptionCreated, memberID)
 	})
 	if err != nil {
 		return Redemption{}, nil, fmt.Errorf("redeem: %w", err)
@@ -266,7 +266,7 @@ func (s *Service) Cancel(ctx context.Context, p loyalty.Principal, id string, ke
 		red.Status, red.CancelledAt = StatusCancelled, &tx.Now
 		out := redemptionFromRow(red)
 		out.Balance = &b
-		return out, nil
+		return out, tx.EmitAnswer(loyalty.EventRedemptionCancelled, red.MemberID)
 	})
 	if err != nil {
 		return Redemption{}, nil, fmt.Errorf("cancel redemption: %w", err)
@@ -295,7 +295,7 @@ func (s *Service) Use(ctx context.Context, p loyalty.Principal, code string, key
 			return Redemption{}, loyalty.Errorf(loyalty.Conflict, "not_issued", "the coupon is %s and cannot be used", red.Status)
 		}
 		red.Status, red.UsedAt, red.UsedBy = StatusUsed, &tx.Now, &by
-		return redemptionFromRow(red), nil
+		return redemptionFromRow(red), tx.EmitAnswer(loyalty.EventCouponUsed, red.MemberID)
 	})
 	if err != nil {
 		return Redemption{}, nil, fmt.Errorf("use coupon: %w", err)

@@ -262,6 +262,12 @@ func (r *pgEngineRef) post(ctx context.Context, in *minimalPurchase, body []byte
 	if err != nil {
 		return ans, err
 	}
+	// The events the engine writes with a purchase (§14): purchase.created
+	// with the answer, balance.changed with the balance.
+	bal, err := json.Marshal(ans.Balance)
+	if err != nil {
+		return ans, err
+	}
 	b = &pgx.Batch{}
 	b.Queue(s.Write,
 		[]string{pid}, []string{in.MemberID}, []string{in.StoreID}, []*string{&ext}, []string{in.Channel}, []time.Time{now},
@@ -275,7 +281,9 @@ func (r *pgEngineRef) post(ctx context.Context, in *minimalPurchase, body []byte
 		[]time.Time{now},
 		[]string{}, []string{}, []string{}, []int64{}, []time.Time{},
 		"", now, in.MemberID, false,
-		pts, int64(0), pts, int64(0), &now, version+1, now, pts, int64(0), in.Total, "[]", now, &exp, int64(0), in.MemberID)
+		pts, int64(0), pts, int64(0), &now, version+1, now, pts, int64(0), in.Total, "[]", now, &exp, int64(0), in.MemberID,
+		[]string{"purchase.created", "balance.changed"}, []*string{&in.MemberID, &in.MemberID}, []time.Time{now, now},
+		[]string{string(answer), string(bal)})
 	b.Queue(s.Record, scope, key, hash, 1, string(answer), now)
 	b.Queue("commit")
 	br := conn.SendBatch(ctx, b)
@@ -506,6 +514,15 @@ func (l *liteMinimal) post(ctx context.Context, in *minimalPurchase, body []byte
 	ans.PointsEarned, ans.Balance.Available, ans.Balance.Version = earned, pts, version+1
 	answer, err := json.Marshal(ans)
 	if err != nil {
+		return ans, err
+	}
+	// The events the engine writes with a purchase (§14).
+	bal, err := json.Marshal(ans.Balance)
+	if err != nil {
+		return ans, err
+	}
+	if _, err = exec(s.Insert("events", 2), "purchase.created", in.MemberID, now, string(answer),
+		"balance.changed", in.MemberID, now, string(bal)); err != nil {
 		return ans, err
 	}
 	if _, err = exec(s.Record, scope, key, hash, 1, string(answer), now, nil); err != nil {

@@ -162,7 +162,10 @@ func (s *Service) Record(ctx context.Context, p loyalty.Principal, in Input, key
 			out, err = s.record(tx, acct, p, in)
 			return err
 		})
-		return out, err
+		if err != nil {
+			return out, err
+		}
+		return out, tx.EmitAnswer(loyalty.EventFeedbackReceived, in.MemberID)
 	})
 	if err != nil {
 		return Feedback{}, nil, fmt.Errorf("record feedback: %w", err)
