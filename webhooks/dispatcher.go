@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
@@ -57,6 +58,10 @@ type Config struct {
 	// HistoryKept is how long delivered rows stay in the history; default
 	// 35 days, as the event log. Failed and open rows stay until settled.
 	HistoryKept time.Duration
+	// Registry, when set, gets the dispatcher's metrics
+	// (loyalty_webhook_attempts_total{outcome},
+	// loyalty_webhook_attempt_duration_seconds).
+	Registry prometheus.Registerer
 	// Owner names this process in the leases; default host, pid and a
 	// random suffix.
 	Owner string
@@ -122,6 +127,7 @@ type Dispatcher struct {
 	cfg    Config
 	log    *slog.Logger
 	total  chan struct{}
+	m      *metrics
 
 	mu        sync.Mutex
 	endpoints map[string]*endpoint
@@ -132,7 +138,7 @@ type Dispatcher struct {
 func NewDispatcher(s *Service, cfg Config) *Dispatcher {
 	cfg.defaults()
 	return &Dispatcher{svc: s, ledger: s.ledger, cfg: cfg, log: cfg.Logger, total: make(chan struct{}, cfg.Total),
-		endpoints: map[string]*endpoint{}}
+		m: newMetrics(cfg.Registry), endpoints: map[string]*endpoint{}}
 }
 
 // Run delivers until ctx ends, then stops every attempt in flight (each is
@@ -302,6 +308,11 @@ func (e *endpoint) stream(ctx context.Context) {
 	name := cursorName(e.id)
 	wake := e.d.ledger.EventsWakeUntil(ctx)
 	for ctx.Err() == nil {
+		// A deleted endpoint's cursor is gone with it: claiming would make
+		// it again.
+		if _, err := e.current(ctx, false); errors.Is(err, errGone) {
+			return
+		}
 		pos, ok, err := e.d.ledger.ClaimCursor(ctx, name, e.d.cfg.Owner, e.d.cfg.CursorTTL)
 		if err != nil && ctx.Err() == nil {
 			e.d.log.Warn("webhooks: claim cursor", "webhook_id", e.id, "error", err.Error())
@@ -617,6 +628,7 @@ func describe(err error, actx context.Context, timeout time.Duration) string {
 // pending with the next attempt after a jittered, doubling wait, or failed
 // once the retry window since its first failure has passed.
 func (d *Dispatcher) apply(r *deliveryRow, res result, now time.Time) {
+	defer func() { d.m.observe(r.Status, res.latency) }()
 	r.Attempts++
 	r.UpdatedAt = now
 	code, lat := res.code, res.latency.Milliseconds()

@@ -2,6 +2,8 @@ package webhooks_test
 
 import (
 	"context"
+
+	"github.com/prometheus/client_golang/prometheus"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -30,7 +32,10 @@ func TestFailingReceiver(t *testing.T) {
 		})
 		w := e.create(r.URL(), "*")
 		r.setSecret(w.Secret)
-		e.dispatch(fastConfig())
+		reg := prometheus.NewRegistry()
+		cfg := fastConfig()
+		cfg.Registry = reg
+		e.dispatch(cfg)
 		ms := members(6)
 		e.emit("purchase.created", append(ms, ""), 8)
 		eventually(t, "every event delivered", func() bool { return len(r.delivered()) == 7*8 })
@@ -53,6 +58,13 @@ func TestFailingReceiver(t *testing.T) {
 		}
 		if retried == 0 {
 			t.Fatal("no delivery needed a retry")
+		}
+		// The metrics count every attempt: 25 failed, one success per event.
+		if got := attempts(t, reg, "failed"); got != 25 {
+			t.Errorf("failed attempts counted %v, want 25", got)
+		}
+		if got := attempts(t, reg, "delivered"); got != 7*8 {
+			t.Errorf("delivered attempts counted %v, want %d", got, 7*8)
 		}
 	})
 }
@@ -422,4 +434,26 @@ func TestHistoryPruned(t *testing.T) {
 			t.Fatalf("dead letters %+v", f)
 		}
 	})
+}
+
+// attempts is loyalty_webhook_attempts_total{outcome} in reg.
+func attempts(t *testing.T, reg *prometheus.Registry, outcome string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "loyalty_webhook_attempts_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "outcome" && l.GetValue() == outcome {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
