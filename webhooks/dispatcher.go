@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
@@ -54,6 +55,13 @@ type Config struct {
 	// Client sends the requests; default one with no redirects followed.
 	Client *http.Client
 	Logger *slog.Logger
+	// HistoryKept is how long delivered rows stay in the history; default
+	// 35 days, as the event log. Failed and open rows stay until settled.
+	HistoryKept time.Duration
+	// Registry, when set, gets the dispatcher's metrics
+	// (loyalty_webhook_attempts_total{outcome},
+	// loyalty_webhook_attempt_duration_seconds).
+	Registry prometheus.Registerer
 	// Owner names this process in the leases; default host, pid and a
 	// random suffix.
 	Owner string
@@ -72,6 +80,7 @@ func (c *Config) defaults() {
 	set(&c.Poll, time.Second)
 	set(&c.CursorTTL, 30*time.Second)
 	set(&c.LeaseTTL, 2*c.Timeout+20*time.Second)
+	set(&c.HistoryKept, 35*24*time.Hour)
 	if c.BatchSize <= 0 {
 		c.BatchSize = 200
 	}
@@ -118,6 +127,7 @@ type Dispatcher struct {
 	cfg    Config
 	log    *slog.Logger
 	total  chan struct{}
+	m      *metrics
 
 	mu        sync.Mutex
 	endpoints map[string]*endpoint
@@ -128,7 +138,7 @@ type Dispatcher struct {
 func NewDispatcher(s *Service, cfg Config) *Dispatcher {
 	cfg.defaults()
 	return &Dispatcher{svc: s, ledger: s.ledger, cfg: cfg, log: cfg.Logger, total: make(chan struct{}, cfg.Total),
-		endpoints: map[string]*endpoint{}}
+		m: newMetrics(cfg.Registry), endpoints: map[string]*endpoint{}}
 }
 
 // Run delivers until ctx ends, then stops every attempt in flight (each is
@@ -137,8 +147,13 @@ func NewDispatcher(s *Service, cfg Config) *Dispatcher {
 func (d *Dispatcher) Run(ctx context.Context) error {
 	tick := time.NewTicker(max(d.cfg.Poll, 2*time.Second))
 	defer tick.Stop()
+	var pruned time.Time
 	for {
 		d.refresh(ctx)
+		if time.Since(pruned) > time.Hour {
+			d.prune(ctx)
+			pruned = time.Now()
+		}
 		select {
 		case <-ctx.Done():
 			d.stop()
@@ -181,6 +196,18 @@ func (d *Dispatcher) refresh(ctx context.Context) {
 			e.cancel()
 			delete(d.endpoints, id)
 		}
+	}
+}
+
+// prune drops delivered rows older than HistoryKept. Every process does it
+// about hourly; deleting what another already deleted costs nothing.
+func (d *Dispatcher) prune(ctx context.Context) {
+	before := d.ledger.Now().Add(-d.cfg.HistoryKept)
+	_, _, err := loyalty.Write(ctx, d.ledger, loyalty.IdempotencyKey{}, func(tx *loyalty.Tx) (struct{}, error) {
+		return struct{}{}, tx.DB.Exec("DELETE FROM webhook_deliveries WHERE status = ? AND updated_at < ?", Delivered, before).Error
+	})
+	if err != nil && ctx.Err() == nil {
+		d.log.Warn("webhooks: prune history", "error", err.Error())
 	}
 }
 
@@ -281,6 +308,11 @@ func (e *endpoint) stream(ctx context.Context) {
 	name := cursorName(e.id)
 	wake := e.d.ledger.EventsWakeUntil(ctx)
 	for ctx.Err() == nil {
+		// A deleted endpoint's cursor is gone with it: claiming would make
+		// it again.
+		if _, err := e.current(ctx, false); errors.Is(err, errGone) {
+			return
+		}
 		pos, ok, err := e.d.ledger.ClaimCursor(ctx, name, e.d.cfg.Owner, e.d.cfg.CursorTTL)
 		if err != nil && ctx.Err() == nil {
 			e.d.log.Warn("webhooks: claim cursor", "webhook_id", e.id, "error", err.Error())
@@ -596,6 +628,7 @@ func describe(err error, actx context.Context, timeout time.Duration) string {
 // pending with the next attempt after a jittered, doubling wait, or failed
 // once the retry window since its first failure has passed.
 func (d *Dispatcher) apply(r *deliveryRow, res result, now time.Time) {
+	defer func() { d.m.observe(r.Status, res.latency) }()
 	r.Attempts++
 	r.UpdatedAt = now
 	code, lat := res.code, res.latency.Milliseconds()

@@ -2,6 +2,8 @@ package webhooks_test
 
 import (
 	"context"
+
+	"github.com/prometheus/client_golang/prometheus"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -30,7 +32,10 @@ func TestFailingReceiver(t *testing.T) {
 		})
 		w := e.create(r.URL(), "*")
 		r.setSecret(w.Secret)
-		e.dispatch(fastConfig())
+		reg := prometheus.NewRegistry()
+		cfg := fastConfig()
+		cfg.Registry = reg
+		e.dispatch(cfg)
 		ms := members(6)
 		e.emit("purchase.created", append(ms, ""), 8)
 		eventually(t, "every event delivered", func() bool { return len(r.delivered()) == 7*8 })
@@ -54,6 +59,13 @@ func TestFailingReceiver(t *testing.T) {
 		if retried == 0 {
 			t.Fatal("no delivery needed a retry")
 		}
+		// The metrics count every attempt: 25 failed, one success per event.
+		if got := attempts(t, reg, "failed"); got != 25 {
+			t.Errorf("failed attempts counted %v, want 25", got)
+		}
+		if got := attempts(t, reg, "delivered"); got != 7*8 {
+			t.Errorf("delivered attempts counted %v, want %d", got, 7*8)
+		}
 	})
 }
 
@@ -63,7 +75,6 @@ func TestTimeoutReceiver(t *testing.T) {
 	loyaltytest.Each(t, func(t *testing.T, dialect string) {
 		e := newEnv(t, dialect)
 		release := make(chan struct{})
-		t.Cleanup(func() { close(release) })
 		var hung atomic.Int32
 		r := newReceiver(t, func(id string, n int) int {
 			if n == 1 && hung.Add(1) <= 3 {
@@ -71,6 +82,7 @@ func TestTimeoutReceiver(t *testing.T) {
 			}
 			return http.StatusOK
 		})
+		t.Cleanup(func() { close(release) }) // before the receiver closes: cleanups run last first
 		w := e.create(r.URL(), "*")
 		r.setSecret(w.Secret)
 		cfg := fastConfig()
@@ -156,8 +168,8 @@ func TestSlowDoesNotDelayFast(t *testing.T) {
 		release := make(chan struct{})
 		var once sync.Once
 		free := func() { once.Do(func() { close(release) }) }
-		t.Cleanup(free)
 		slow := newReceiver(t, func(string, int) int { <-release; return http.StatusOK })
+		t.Cleanup(free)
 		fast := newReceiver(t, ok)
 		ws := e.create(slow.URL(), "*")
 		wf := e.create(fast.URL(), "*")
@@ -359,21 +371,27 @@ func TestTakeOverAfterCrash(t *testing.T) {
 	})
 }
 
-// TestTwoEngines: two engines on one database share the work and make
-// every attempt once: with each event's first attempt failing, every event
-// is requested exactly twice.
+// TestTwoEngines: two engines on one database share the work (endpoints'
+// places in the log go to whichever takes the lease, retries to whichever
+// claims them) and make every attempt once: with each event's first attempt
+// failing, every endpoint gets every event exactly twice.
 func TestTwoEngines(t *testing.T) {
 	loyaltytest.Each(t, func(t *testing.T, dialect string) {
 		e := newEnv(t, dialect)
 		o := e.another()
-		r := newReceiver(t, func(id string, n int) int {
-			if n == 1 {
-				return http.StatusBadGateway
-			}
-			return http.StatusOK
-		})
-		w := e.create(r.URL(), "*")
-		r.setSecret(w.Secret)
+		var rs []*receiver
+		var ws []webhooks.Webhook
+		for range 3 {
+			r := newReceiver(t, func(id string, n int) int {
+				if n == 1 {
+					return http.StatusBadGateway
+				}
+				return http.StatusOK
+			})
+			w := e.create(r.URL(), "*")
+			r.setSecret(w.Secret)
+			rs, ws = append(rs, r), append(ws, w)
+		}
 		cfg := fastConfig()
 		cfg.Owner = "engine-a"
 		e.dispatch(cfg)
@@ -382,14 +400,60 @@ func TestTwoEngines(t *testing.T) {
 		ms := members(8)
 		e.emit("purchase.created", ms, 5)
 		o.emit("purchase.created", ms, 5)
-		eventually(t, "every event delivered", func() bool { return len(r.delivered()) == 80 })
-		eventually(t, "every row settled", func() bool { return len(e.deliveries(w.ID, webhooks.Delivered)) == 80 })
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		for id, n := range r.tries {
-			if n != 2 {
-				t.Errorf("event %s requested %d times, want 2 (one failure, one retry)", id, n)
+		for i, r := range rs {
+			eventually(t, "every event delivered", func() bool { return len(r.delivered()) == 80 })
+			eventually(t, "every row settled", func() bool { return len(e.deliveries(ws[i].ID, webhooks.Delivered)) == 80 })
+			r.mu.Lock()
+			for id, n := range r.tries {
+				if n != 2 {
+					t.Errorf("endpoint %d: event %s requested %d times, want 2 (one failure, one retry)", i, id, n)
+				}
 			}
+			r.mu.Unlock()
 		}
 	})
+}
+
+// TestHistoryPruned: delivered rows older than HistoryKept leave the
+// history; dead letters stay until retried.
+func TestHistoryPruned(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		e := newEnv(t, dialect)
+		w := e.create("http://127.0.0.1:9/none", "*")
+		old := time.Now().UTC().Add(-40 * 24 * time.Hour)
+		for i, status := range []string{webhooks.Delivered, webhooks.Failed} {
+			if err := e.store.DB().Exec(`INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_position, event_type, status,
+				attempts, created_at, updated_at) VALUES (?, ?, ?, ?, 'member.created', ?, 1, ?, ?)`,
+				"old-"+status, w.ID, i+1, i+1, status, old, old).Error; err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.dispatch(fastConfig())
+		eventually(t, "old history pruned", func() bool { return len(e.deliveries(w.ID, webhooks.Delivered)) == 0 })
+		if f := e.deliveries(w.ID, webhooks.Failed); len(f) != 1 {
+			t.Fatalf("dead letters %+v", f)
+		}
+	})
+}
+
+// attempts is loyalty_webhook_attempts_total{outcome} in reg.
+func attempts(t *testing.T, reg *prometheus.Registry, outcome string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "loyalty_webhook_attempts_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "outcome" && l.GetValue() == outcome {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }

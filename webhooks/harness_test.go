@@ -170,10 +170,13 @@ func (r *receiver) setSecret(s string) {
 func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	body, _ := io.ReadAll(req.Body)
 	var ev struct {
-		ID, Type   string
-		OccurredAt string `json:"occurred_at"`
-		MemberID   *string
-		Data       struct{ Seq int }
+		ID         string  `json:"id"`
+		Type       string  `json:"type"`
+		OccurredAt string  `json:"occurred_at"`
+		MemberID   *string `json:"member_id"`
+		Data       struct {
+			Seq int `json:"seq"`
+		} `json:"data"`
 	}
 	if err := json.Unmarshal(body, &ev); err != nil {
 		r.t.Errorf("body is not an event: %v: %s", err, body)
@@ -216,7 +219,7 @@ func (r *receiver) delivered() map[string]bool {
 }
 
 // checkDelivery asserts §14's guarantees over what a receiver got for
-// members × perMember events: every event delivered (2xx) at least once,
+// members × perMember events (perMember 0: any number): every event delivered (2xx) at least once,
 // every request validly signed, the same id always with the same body,
 // and per member the events first delivered in log order.
 func checkDelivery(t *testing.T, r *receiver, members []string, perMember int) {
@@ -245,7 +248,7 @@ func checkDelivery(t *testing.T, r *receiver, members []string, perMember int) {
 		}
 	}
 	for _, m := range members {
-		if m != "" && next[m] != perMember {
+		if m != "" && perMember > 0 && next[m] != perMember {
 			t.Errorf("member %s: %d of %d events delivered", m, next[m], perMember)
 		}
 	}

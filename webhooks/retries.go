@@ -61,12 +61,22 @@ func (e *endpoint) claimDue(ctx context.Context) error {
 	if _, err := e.current(ctx, false); err != nil {
 		return err
 	}
+	// A read first: the claim is a write, and most looks find nothing due.
+	var due []string
+	now := e.d.ledger.Now()
+	err := loyalty.Read(ctx, e.d.ledger, func(db *gorm.DB) error {
+		return db.Model(&deliveryRow{}).Where("webhook_id = ? AND status IN ? AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?)",
+			e.id, []string{Pending, Held}, now, now).Limit(1).Pluck("id", &due).Error
+	})
+	if err != nil || len(due) == 0 {
+		return err
+	}
 	lock := ""
 	if e.d.ledger.Store().Dialect == loyalty.Postgres {
 		lock = " FOR UPDATE SKIP LOCKED"
 	}
 	var rows []deliveryRow
-	_, _, err := loyalty.Write(ctx, e.d.ledger, loyalty.IdempotencyKey{}, func(tx *loyalty.Tx) (struct{}, error) {
+	_, _, err = loyalty.Write(ctx, e.d.ledger, loyalty.IdempotencyKey{}, func(tx *loyalty.Tx) (struct{}, error) {
 		rows = rows[:0]
 		until := tx.Now.Add(e.d.cfg.LeaseTTL)
 		return struct{}{}, tx.DB.Raw(fmt.Sprintf(claimSQL, lock), e.d.cfg.Owner, until, e.id, tx.Now, tx.Now, free).Scan(&rows).Error

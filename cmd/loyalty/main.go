@@ -160,7 +160,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer, 
 	// Webhook deliveries run in every serve process, LOYALTY_JOBS or not
 	// (§14); they stop with the signal, after the HTTP server.
 	whCfg := cfg.Webhooks
-	whCfg.Logger = log
+	whCfg.Logger, whCfg.Registry = log, metrics.Registry()
 	dispatchCtx, stopDispatch := context.WithCancel(context.WithoutCancel(ctx))
 	dispatched := make(chan struct{})
 	go func() {
