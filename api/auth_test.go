@@ -193,6 +193,12 @@ func TestRoleMatrix(t *testing.T) {
 			}
 		}
 		runJob("churn-risk")
+		// Webhooks: an endpoint kept, and a fresh one for each delete.
+		newHook := func() string {
+			return e.do("POST", "/v1/webhooks", e.admin(), map[string]any{"url": "https://rm.example/h", "events": []string{"*"}}).
+				must(t, 201).JSON(t)["id"].(string)
+		}
+		hook := newHook()
 		routes := []matrixRoute{
 			{"GET", "/v1/program", func(loyalty.Role) (string, any) { return "/v1/program", nil },
 				[]loyalty.Role{marketer, admin}, 200},
@@ -226,6 +232,9 @@ func TestRoleMatrix(t *testing.T) {
 			{"GET", "/v1/members/:id/balance", func(loyalty.Role) (string, any) {
 				return "/v1/members/" + own + "/balance", nil
 			}, allRoles, 200},
+			{"GET", "/v1/members/:id/balance/stream", func(loyalty.Role) (string, any) {
+				return "/v1/members/" + own + "/balance/stream", nil
+			}, []loyalty.Role{loyalty.RoleMember, pos, admin}, 200},
 			{"GET", "/v1/members/:id/ledger", func(loyalty.Role) (string, any) {
 				return "/v1/members/" + own + "/ledger", nil
 			}, allRoles, 200},
@@ -344,6 +353,30 @@ func TestRoleMatrix(t *testing.T) {
 				[]loyalty.Role{marketer, admin}, 200},
 			{"GET", "/v1/audit", func(loyalty.Role) (string, any) { return "/v1/audit", nil }, []loyalty.Role{admin}, 200},
 			{"GET", "/v1/events", func(loyalty.Role) (string, any) { return "/v1/events", nil }, []loyalty.Role{admin}, 200},
+			{"POST", "/v1/webhooks", func(loyalty.Role) (string, any) {
+				return "/v1/webhooks", map[string]any{"url": "https://rm.example/hook", "events": []string{"*"}}
+			}, []loyalty.Role{admin}, 201},
+			{"GET", "/v1/webhooks", func(loyalty.Role) (string, any) { return "/v1/webhooks", nil }, []loyalty.Role{admin}, 200},
+			{"GET", "/v1/webhooks/:id", func(loyalty.Role) (string, any) { return "/v1/webhooks/" + hook, nil }, []loyalty.Role{admin}, 200},
+			{"PATCH", "/v1/webhooks/:id", func(loyalty.Role) (string, any) {
+				return "/v1/webhooks/" + hook, map[string]any{"description": fmt.Sprintf("matrix %d", next())}
+			}, []loyalty.Role{admin}, 200},
+			{"DELETE", "/v1/webhooks/:id", func(loyalty.Role) (string, any) { return "/v1/webhooks/" + newHook(), nil }, []loyalty.Role{admin}, 204},
+			{"POST", "/v1/webhooks/:id/rotate-secret", func(loyalty.Role) (string, any) {
+				return "/v1/webhooks/" + hook + "/rotate-secret", nil
+			}, []loyalty.Role{admin}, 200},
+			{"GET", "/v1/webhooks/:id/deliveries", func(loyalty.Role) (string, any) { return "/v1/webhooks/" + hook + "/deliveries", nil },
+				[]loyalty.Role{admin}, 200},
+			{"POST", "/v1/webhooks/:id/deliveries/:delivery_id/retry", func(loyalty.Role) (string, any) {
+				// A dead letter, as the dispatcher leaves one.
+				id := fmt.Sprintf("rm-dead-%d", next())
+				if err := e.store.DB().Exec(`INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_position, event_type, status,
+					attempts, created_at, updated_at) VALUES (?, ?, ?, 1, 'member.created', 'failed', 5, ?, ?)`,
+					id, hook, next(), e.clock.Now(), e.clock.Now()).Error; err != nil {
+					t.Fatal(err)
+				}
+				return "/v1/webhooks/" + hook + "/deliveries/" + id + "/retry", nil
+			}, []loyalty.Role{admin}, 202},
 		}
 		// The matrix must list exactly the routes the app registers.
 		registered := map[string]bool{}
@@ -949,6 +982,7 @@ func TestMemberIsolationEveryRoute(t *testing.T) {
 			{"DELETE", "/v1/members/:id", "/v1/members/" + b, nil, 403},
 			{"GET", "/v1/members/:id/balance", "/v1/members/" + b + "/balance", nil, 404},
 			{"GET", "/v1/members/:id/ledger", "/v1/members/" + b + "/ledger", nil, 404},
+			{"GET", "/v1/members/:id/balance/stream", "/v1/members/" + b + "/balance/stream", nil, 404},
 			{"POST", "/v1/members/:id/adjustments", "/v1/members/" + b + "/adjustments", map[string]any{"points": 5, "reason": "x"}, 403},
 			{"GET", "/v1/purchases/:id", "/v1/purchases/" + purchase, nil, 404},
 			{"POST", "/v1/purchases/:id/returns", "/v1/purchases/" + purchase + "/returns", map[string]any{"amount": 5000}, 403},

@@ -41,7 +41,9 @@ func newEnv(t testing.TB, dialect string) *env {
 	m := NewMetrics()
 	e.svc = loyalty.NewService(e.store, loyalty.WithClock(e.clock.Now), loyalty.WithObserver(m))
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	e.app = New(e.svc, Config{Auth: e.auth, Logger: log}, m)
+	// Balance streams end at once (after their first event), so that a
+	// stream requested through app.Test, which reads whole answers, ends.
+	e.app = New(e.svc, Config{Auth: e.auth, Logger: log, StreamMaxAge: time.Millisecond}, m)
 	return e
 }
 

@@ -98,6 +98,9 @@ func TestIdempotencyKeyEveryRoute(t *testing.T) {
 				request{"/v1/feedback", map[string]any{"member_id": m, "kind": "nps", "score": 3}}, 409},
 			// A gift is claimed once: under a key of its own the other
 			// choice is 409, not a second gift.
+			{"/v1/webhooks", admin,
+				request{"/v1/webhooks", map[string]any{"url": "https://ik.example/1", "events": []string{"*"}}},
+				request{"/v1/webhooks", map[string]any{"url": "https://ik.example/2", "events": []string{"*"}}}, 201},
 			{"/v1/members/:id/gifts/:gift_id/claim", pos,
 				request{"/v1/members/" + m + "/gifts/" + gift + "/claim", map[string]any{"reward_id": r1}},
 				request{"/v1/members/" + m + "/gifts/" + gift + "/claim", map[string]any{"reward_id": r2}}, 409},

@@ -131,6 +131,24 @@ func listRoutes(e *env, m string) []listRoute {
 				e.addReward(fmt.Sprintf("audit-%d", i), 0)
 			}
 		}},
+		{"Webhooks", "/v1/webhooks", "id", func() {
+			for i := range n {
+				e.do("POST", "/v1/webhooks", admin, map[string]any{"url": fmt.Sprintf("https://h%d.example/x", i), "events": []string{"*"}}).must(e.t, 201)
+			}
+		}},
+		{"WebhookDeliveries", "/v1/webhooks/wh-lists/deliveries", "id", func() {
+			if err := e.store.DB().Exec(`INSERT INTO webhooks (id, url, events, secret, active, created_at, updated_at)
+				VALUES ('wh-lists', 'https://lists.example/x', '["*"]', 'whsec_lists', false, ?, ?)`, now, now).Error; err != nil {
+				e.t.Fatal(err)
+			}
+			for i := range n {
+				if err := e.store.DB().Exec(`INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_position, event_type, status,
+					attempts, created_at, updated_at) VALUES (?, 'wh-lists', ?, ?, 'member.created', 'delivered', 1, ?, ?)`,
+					fmt.Sprintf("d-%03d", i), i+1, i+1, now, now).Error; err != nil {
+					e.t.Fatal(err)
+				}
+			}
+		}},
 	}
 }
 
@@ -269,18 +287,19 @@ func TestListRoutesCovered(t *testing.T) {
 	covered := map[string]bool{}
 	for _, r := range listRoutes(e, ":id") {
 		p, _, _ := strings.Cut(r.path, "?")
-		covered[strings.Replace(p, "/loyal/", "/:code/", 1)] = true
+		covered[strings.Replace(strings.Replace(p, "/loyal/", "/:code/", 1), "/wh-lists/", "/:id/", 1)] = true
 	}
 	// GETs that answer one resource, not a list.
 	single := map[string]bool{"/v1/program": true, "/v1/members/:id": true, "/v1/members/:id/balance": true,
-		"/v1/purchases/:id": true, "/v1/rewards/:id": true, "/v1/redemptions/:id": true, "/v1/coupons/:code": true,
+		"/v1/members/:id/balance/stream": true,
+		"/v1/purchases/:id":              true, "/v1/rewards/:id": true, "/v1/redemptions/:id": true, "/v1/coupons/:code": true,
 		"/v1/offers/:id": true, "/v1/offers/:id/reach": true, "/v1/analytics/summary": true, "/v1/analytics/churn-model": true,
 		// Reports: one answer of fixed groups, not a list of resources.
 		"/v1/analytics/cx": true, "/v1/analytics/clv-model": true, "/v1/analytics/store-categories": true,
 		"/v1/analytics/category-lapse": true,
 		// The event log, read by ?after= with a next_cursor that is never
 		// null (a consumer polls with it): TestEventsAPI covers it.
-		"/v1/events": true}
+		"/v1/events": true, "/v1/webhooks/:id": true}
 	for _, r := range e.app.GetRoutes(true) {
 		if r.Method != http.MethodGet || !strings.HasPrefix(r.Path, "/v1/") {
 			continue

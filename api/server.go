@@ -22,6 +22,7 @@ import (
 	"github.com/loyalty-engine/loyalty/loyalty"
 	"github.com/loyalty-engine/loyalty/loyalty/feedback"
 	"github.com/loyalty-engine/loyalty/rewards"
+	"github.com/loyalty-engine/loyalty/webhooks"
 )
 
 // BodyLimit is the largest request body accepted.
@@ -54,9 +55,23 @@ type Config struct {
 	// MetricsOff keeps /metrics off this app, for a deployment that serves
 	// it on another address with MetricsApp.
 	MetricsOff bool
+	// StreamsPerCaller bounds the balance streams one principal keeps open
+	// (429 beyond); 0 means DefaultStreamsPerCaller.
+	StreamsPerCaller int
+	// StreamHeartbeat is how often an idle balance stream sends a comment;
+	// 0 means DefaultStreamHeartbeat.
+	StreamHeartbeat time.Duration
+	// StreamMaxAge, when set, ends a balance stream after this long; the
+	// client reconnects with Last-Event-ID and resumes, maybe on another
+	// process. 0 means streams last until the client or the server ends
+	// them.
+	StreamMaxAge time.Duration
 	// Rewards and Jobs default to services built on the ledger service.
 	Rewards *rewards.Service
 	Jobs    *jobs.Runner
+	// Webhooks defaults to a service on the ledger service; give the one
+	// whose Dispatcher runs, so a change through the API reaches it at once.
+	Webhooks *webhooks.Service
 }
 
 type server struct {
@@ -64,11 +79,17 @@ type server struct {
 	rewards  *rewards.Service
 	jobs     *jobs.Runner
 	feedback *feedback.Service
+	webhooks *webhooks.Service
 	// verifier checks bearer tokens, remembering those it verified; a
 	// new app, as after a secret's rotation, starts with an empty one.
 	verifier *verifier
 	log      *slog.Logger
 	metrics  *Metrics
+	// streams fans balance changes out to the open balance streams.
+	streams         *balanceStreams
+	streamHeartbeat time.Duration
+	streamMaxAge    time.Duration
+	writeTimeout    time.Duration
 }
 
 // New builds the app over svc. The Metrics it returns must be given to the
@@ -83,8 +104,14 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 	if cfg.Jobs == nil {
 		cfg.Jobs = jobs.NewRunner(svc, cfg.Rewards)
 	}
-	s := &server{svc: svc, rewards: cfg.Rewards, jobs: cfg.Jobs, feedback: feedback.NewService(svc),
-		verifier: newVerifier(cfg.Auth, tokenCacheSize), log: cfg.Logger, metrics: metrics}
+	if cfg.Webhooks == nil {
+		cfg.Webhooks = webhooks.NewService(svc)
+	}
+	s := &server{svc: svc, rewards: cfg.Rewards, jobs: cfg.Jobs, feedback: feedback.NewService(svc), webhooks: cfg.Webhooks,
+		verifier: newVerifier(cfg.Auth, tokenCacheSize), log: cfg.Logger, metrics: metrics,
+		streams:         newBalanceStreams(svc, cfg.Logger, cfg.StreamsPerCaller),
+		streamHeartbeat: orDefault(cfg.StreamHeartbeat, DefaultStreamHeartbeat), streamMaxAge: cfg.StreamMaxAge,
+		writeTimeout: orDefault(cfg.WriteTimeout, 30*time.Second)}
 	app := s.newApp(cfg)
 
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
@@ -119,6 +146,7 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 	v1.Patch("/members/:id", allow(all...), s.patchMember)
 	v1.Delete("/members/:id", allow(admin), s.eraseMember)
 	v1.Get("/members/:id/balance", allow(all...), s.getBalance)
+	v1.Get("/members/:id/balance/stream", allow(member, pos, admin), s.balanceStream)
 	v1.Get("/members/:id/ledger", allow(all...), s.getLedger)
 	v1.Post("/members/:id/adjustments", allow(admin), s.postAdjustment)
 
@@ -171,10 +199,19 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 	v1.Get("/audit", allow(admin), s.listAudit)
 	v1.Get("/events", allow(admin), s.listEvents)
 
+	v1.Post("/webhooks", allow(admin), s.createWebhook)
+	v1.Get("/webhooks", allow(admin), s.listWebhooks)
+	v1.Get("/webhooks/:id", allow(admin), s.getWebhook)
+	v1.Patch("/webhooks/:id", allow(admin), s.patchWebhook)
+	v1.Delete("/webhooks/:id", allow(admin), s.deleteWebhook)
+	v1.Post("/webhooks/:id/rotate-secret", allow(admin), s.rotateWebhookSecret)
+	v1.Get("/webhooks/:id/deliveries", allow(admin), s.listDeliveries)
+	v1.Post("/webhooks/:id/deliveries/:delivery_id/retry", allow(admin), s.retryDelivery)
+
 	// Go's profiler, for admins only: /debug/pprof/profile?seconds=30 and the rest.
 	app.Group("/debug", s.authenticate, allow(admin)).Use(pprof.New())
 
-	console.Mount(app, console.Deps{Loyalty: svc, Rewards: cfg.Rewards, Jobs: cfg.Jobs, Verify: s.verifier.verify,
+	console.Mount(app, console.Deps{Loyalty: svc, Rewards: cfg.Rewards, Jobs: cfg.Jobs, Webhooks: cfg.Webhooks, Verify: s.verifier.verify,
 		Secret: cfg.Auth.Secret, Logger: cfg.Logger})
 
 	app.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })

@@ -1,6 +1,7 @@
 // Package console is the marketers' web console served at /console: the
 // program's dashboard and its settings (tiers, rewards, offers, birthday
-// gifts, points as payment), members and jobs, as server-rendered pages
+// gifts, points as payment), members and jobs, and for admins the webhooks
+// and a live tail of the event log, as server-rendered pages
 // enhanced with htmx and charts drawn by Chart.js. It calls the same services as the JSON API and
 // holds no business rule of its own; everything it shows and serves is
 // embedded in the binary.
@@ -25,6 +26,7 @@ import (
 	"github.com/loyalty-engine/loyalty/jobs"
 	"github.com/loyalty-engine/loyalty/loyalty"
 	"github.com/loyalty-engine/loyalty/rewards"
+	"github.com/loyalty-engine/loyalty/webhooks"
 )
 
 // Prefix is where the console is mounted.
@@ -41,6 +43,8 @@ type Deps struct {
 	Loyalty *loyalty.Service
 	Rewards *rewards.Service
 	Jobs    *jobs.Runner
+	// Webhooks configures the endpoints events are delivered to (admins).
+	Webhooks *webhooks.Service
 	// Verify checks a token exactly as the API does and returns its
 	// principal: the console accepts the same tokens.
 	Verify func(token string) (loyalty.Principal, error)
@@ -101,6 +105,16 @@ func Mount(app *fiber.App, d Deps) {
 	g.Get("/cx", auth, h.cxPage)
 	g.Get("/clv", auth, h.clvPage)
 	g.Post("/jobs/:name/run", auth, csrf, h.runJob)
+	admin := h.adminOnly
+	g.Get("/webhooks", auth, admin, h.webhooksPage)
+	g.Post("/webhooks", auth, csrf, admin, h.createWebhook)
+	g.Get("/webhooks/:id", auth, admin, h.webhookPage)
+	g.Post("/webhooks/:id/rotate", auth, csrf, admin, h.rotateWebhook)
+	g.Post("/webhooks/:id/active", auth, csrf, admin, h.toggleWebhook)
+	g.Post("/webhooks/:id/delete", auth, csrf, admin, h.deleteWebhook)
+	g.Post("/webhooks/:id/deliveries/:delivery_id/retry", auth, csrf, admin, h.retryDelivery)
+	g.Get("/events", auth, admin, h.eventsPage)
+	g.Get("/events/tail", auth, admin, h.eventsTail)
 	g.All("/*", auth, h.notFound)
 }
 
@@ -175,7 +189,7 @@ type problem struct {
 	Fields []loyalty.FieldError
 }
 
-var pageNames = []string{"login", "error", "dashboard", "tiers", "rewards", "reward", "offers", "birthday", "payment", "members", "member", "jobs", "cx", "clv"}
+var pageNames = []string{"login", "error", "dashboard", "tiers", "rewards", "reward", "offers", "birthday", "payment", "members", "member", "jobs", "cx", "clv", "webhooks", "webhook", "events"}
 
 func (h *handler) parsePages() map[string]*template.Template {
 	base := template.Must(template.New("layout.html").Funcs(h.funcs()).ParseFS(templateFS, "templates/layout.html", "templates/partials.html"))

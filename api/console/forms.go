@@ -171,16 +171,20 @@ func idemKey(c *fiber.Ctx, fields map[string]any) loyalty.IdempotencyKey {
 // flashes are the messages a page shows after a form that redirected to
 // it: ?msg=code&x=detail. Only these codes show anything.
 var flashes = map[string]string{
-	"tier_saved":     "Tier “%s” saved.",
-	"reward_created": "Reward “%s” created.",
-	"reward_saved":   "Reward “%s” saved.",
-	"reward_retired": "Reward “%s” retired.",
-	"offer_created":  "Offer “%s” created.",
-	"gift_saved":     "Birthday gift settings saved.",
-	"payment_saved":  "Points-as-payment settings saved.",
-	"adjusted":       "Adjustment of %s points recorded.",
-	"job_ran":        "Job “%s” ran.",
-	"job_failed":     "Job “%s” failed; see its last run below.",
+	"tier_saved":       "Tier “%s” saved.",
+	"reward_created":   "Reward “%s” created.",
+	"reward_saved":     "Reward “%s” saved.",
+	"reward_retired":   "Reward “%s” retired.",
+	"offer_created":    "Offer “%s” created.",
+	"gift_saved":       "Birthday gift settings saved.",
+	"payment_saved":    "Points-as-payment settings saved.",
+	"adjusted":         "Adjustment of %s points recorded.",
+	"job_ran":          "Job “%s” ran.",
+	"job_failed":       "Job “%s” failed; see its last run below.",
+	"webhook_paused":   "Webhook paused: events wait in the log until it is resumed.",
+	"webhook_resumed":  "Webhook resumed.",
+	"webhook_deleted":  "Webhook %s deleted.",
+	"delivery_retried": "Delivery of %s queued for another attempt.",
 }
 
 func flash(c *fiber.Ctx) string {

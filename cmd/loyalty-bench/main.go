@@ -61,6 +61,8 @@ type options struct {
 	historyIters   int
 	historySpan    time.Duration
 	python         string
+	natsURL        string
+	eventSinks     map[string]bool // of the events phase: webhook, nats
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -93,6 +95,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.historyIters, "history-iters", 200, "requests of each kind per history size in the history phase")
 	fs.DurationVar(&o.historySpan, "history-span", 2*365*24*time.Hour, "the history's purchases are spread over this much of the past")
 	fs.StringVar(&o.python, "python", "python3", "Python with the sqlite3 module, for the C SQLite reference (\"\": skip it)")
+	fs.StringVar(&o.natsURL, "nats-url", "nats://127.0.0.1:4222", "NATS with JetStream for the events phases: purchases with a webhook and the NATS sink, and the balance stream's latency (\"\": skip them)")
+	sinks := fs.String("event-sinks", "webhook,nats", "what the events phase configures: webhook, nats or both (to tell their costs apart)")
 	fs.StringVar(&o.profileDir, "profile", "", "save a CPU profile of the engine during each phase to this folder (from its admin-only /debug/pprof)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -113,6 +117,19 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if len(o.dbs) == 0 {
 		return o, errors.New("-db names no database")
+	}
+	o.eventSinks = map[string]bool{}
+	for _, k := range strings.Split(*sinks, ",") {
+		switch k = strings.TrimSpace(strings.ToLower(k)); k {
+		case "webhook", "nats":
+			o.eventSinks[k] = true
+		case "":
+		default:
+			return o, fmt.Errorf("-event-sinks: unknown sink %q (want webhook, nats)", k)
+		}
+	}
+	if len(o.eventSinks) == 0 {
+		return o, errors.New("-event-sinks names no sink")
 	}
 	var err error
 	if o.history, err = parseSizes(*history); err != nil {
@@ -336,7 +353,8 @@ func (b *bench) benchDB(ctx context.Context, db string) error {
 	if err != nil {
 		return err
 	}
-	defer srv.stop()
+	// The events phases restart the engine: stop whichever runs last.
+	defer func() { srv.stop() }()
 	b.logf("%s: engine %d serving on %s", label, srv.pid(), addr)
 
 	// Tokens outlive the whole run with room to spare.
@@ -421,6 +439,10 @@ func (b *bench) benchDB(ctx context.Context, db string) error {
 				}
 			}
 		}
+	}
+
+	if out.events, err = b.eventsPhases(ctx, db, label, &srv, e, env, er); err != nil {
+		return fmt.Errorf("events phases: %w", err)
 	}
 
 	if len(gor) > 0 {

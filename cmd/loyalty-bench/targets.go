@@ -87,6 +87,7 @@ type dbOutcome struct {
 	pgbenchS    float64
 	history     *historyResult
 	soak        *soakResult
+	events      *eventsResult // issue 14's phases; nil when skipped
 }
 
 // targetRow is one line of the targets table.
@@ -176,6 +177,24 @@ func (o *dbOutcome) targets() []targetRow {
 		}
 		add(t, fmt.Sprintf("%s → %s of history: %s → %s, %.2f×", groupThousands(int64(lo)), fmtCount(hi, "purchase"),
 			fmtMS(a.percentile(50)), fmtMS(b.percentile(50)), r), verdict(r <= historyRatioMax))
+	}
+	t = fmt.Sprintf("purchases with a webhook and the NATS sink ≥ %d%% of plain purchases (%s)", int(100*(1-eventsCostMax)), pc)
+	if ev := o.events; ev != nil && ev.plain > 0 && ev.purchases > 0 {
+		add(t, fmt.Sprintf("%s/s of %s/s = %d%%", fmtRate(ev.purchases), fmtRate(ev.plain), pctOf(ev.purchases, ev.plain)),
+			verdict(ev.purchases >= (1-eventsCostMax)*ev.plain))
+	} else {
+		none(t)
+	}
+	t = fmt.Sprintf("balance stream: a purchase's balance event within %s, p99", fmtMS(sseLatencyMax))
+	if ev := o.events; ev != nil && ev.sse != nil && ev.sse.n > 0 {
+		where := "same process"
+		if ev.sseAcross {
+			where = "another process"
+		}
+		add(t, fmt.Sprintf("p50 %s, p99 %s (%s)", fmtMS(ev.sse.percentile(50)), fmtMS(ev.sse.percentile(99)), where),
+			verdict(ev.sse.percentile(99) <= sseLatencyMax))
+	} else {
+		none(t)
 	}
 	t = "soak at half the mix maximum keeps up, p99 flat"
 	if s := o.soak; s != nil {

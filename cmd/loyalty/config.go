@@ -9,11 +9,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/loyalty-engine/loyalty/api"
+	"github.com/loyalty-engine/loyalty/natsink"
+	"github.com/loyalty-engine/loyalty/webhooks"
 )
 
 // config is read from the environment, once, in main.
@@ -35,6 +38,12 @@ type config struct {
 	// (LOYALTY_METRICS_ADDR); HTTP.MetricsToken (LOYALTY_METRICS_TOKEN) is
 	// the bearer token a scraper sends.
 	MetricsAddr string
+	// NATS configures the JetStream sink (LOYALTY_NATS_URL,
+	// LOYALTY_NATS_STREAM, LOYALTY_NATS_SUBJECT); off without a URL.
+	NATS natsink.Config
+	// Webhooks tunes the deliveries (LOYALTY_WEBHOOK_TIMEOUT,
+	// LOYALTY_WEBHOOK_FIRST_RETRY); zero values take §14's defaults.
+	Webhooks webhooks.Config
 }
 
 func env(name, def string) string {
@@ -64,6 +73,7 @@ func loadConfig() (config, error) {
 	}{
 		{"LOYALTY_RATE_LIMIT_WINDOW", &c.HTTP.RateLimitWindow}, {"LOYALTY_READ_TIMEOUT", &c.HTTP.ReadTimeout},
 		{"LOYALTY_WRITE_TIMEOUT", &c.HTTP.WriteTimeout}, {"LOYALTY_IDLE_TIMEOUT", &c.HTTP.IdleTimeout},
+		{"LOYALTY_WEBHOOK_TIMEOUT", &c.Webhooks.Timeout}, {"LOYALTY_WEBHOOK_FIRST_RETRY", &c.Webhooks.FirstRetry},
 	} {
 		if v := os.Getenv(d.name); v != "" {
 			t, err := time.ParseDuration(v)
@@ -87,6 +97,21 @@ func loadConfig() (config, error) {
 		c.HTTP.MetricsToken = t
 	}
 	c.MetricsAddr = os.Getenv("LOYALTY_METRICS_ADDR")
+	c.NATS = natsink.Config{URL: os.Getenv("LOYALTY_NATS_URL"), Stream: env("LOYALTY_NATS_STREAM", natsink.DefaultStream),
+		Subject: env("LOYALTY_NATS_SUBJECT", natsink.DefaultSubject)}
+	if !natsName.MatchString(c.NATS.Stream) {
+		return c, errors.New("LOYALTY_NATS_STREAM must be letters, digits, - and _")
+	}
+	if !natsSubject.MatchString(c.NATS.Subject) {
+		return c, errors.New("LOYALTY_NATS_SUBJECT must be dot-separated tokens of letters, digits, - and _ (such as loyalty.events)")
+	}
+	if v := os.Getenv("LOYALTY_STREAMS_PER_CALLER"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return c, errors.New("LOYALTY_STREAMS_PER_CALLER must be a number of streams, at least 1")
+		}
+		c.HTTP.StreamsPerCaller = n
+	}
 	c.HTTP.MetricsOff = c.MetricsAddr != ""
 	if err := c.LogLevel.UnmarshalText([]byte(env("LOYALTY_LOG_LEVEL", "info"))); err != nil {
 		return c, fmt.Errorf("LOYALTY_LOG_LEVEL: %w", err)
@@ -110,6 +135,11 @@ func loadConfig() (config, error) {
 	c.Auth.Secret = secret
 	return c, nil
 }
+
+var (
+	natsName    = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	natsSubject = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
+)
 
 // readOrCreateSecret keeps the embedded deployment's signing secret in a
 // file only its owner can read, made on first use.

@@ -24,7 +24,9 @@ import (
 	"github.com/loyalty-engine/loyalty/jobs"
 	demoprog "github.com/loyalty-engine/loyalty/jobs/demo"
 	"github.com/loyalty-engine/loyalty/loyalty"
+	"github.com/loyalty-engine/loyalty/natsink"
 	"github.com/loyalty-engine/loyalty/rewards"
+	"github.com/loyalty-engine/loyalty/webhooks"
 )
 
 const usage = `loyalty — a loyalty-program engine
@@ -56,6 +58,13 @@ environment:
                         32 characters); without it /metrics takes an admin token
   LOYALTY_METRICS_ADDR  serve /metrics on this address instead (e.g. 127.0.0.1:9090):
                         open there, or with LOYALTY_METRICS_TOKEN when it is set
+  LOYALTY_NATS_URL      publish every event to NATS JetStream (e.g. nats://127.0.0.1:4222)
+  LOYALTY_NATS_STREAM   the stream, created when absent (default LOYALTY_EVENTS)
+  LOYALTY_NATS_SUBJECT  the subjects' prefix: <prefix>.<event type> (default loyalty.events)
+  LOYALTY_STREAMS_PER_CALLER  open balance streams one caller may hold (default 8)
+  LOYALTY_WEBHOOK_TIMEOUT      time a webhook endpoint has to answer (default 10s)
+  LOYALTY_WEBHOOK_FIRST_RETRY  longest wait before a failed delivery's first retry
+                               (default 4s; later waits double, up to an hour)
 `
 
 func main() {
@@ -143,15 +152,48 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer, 
 	rw := rewards.NewService(svc)
 	runner := jobs.NewRunner(svc, rw)
 	runner.ScheduleFromEnv()
+	hooks := webhooks.NewService(svc)
 	httpCfg := cfg.HTTP
 	httpCfg.Auth, httpCfg.Logger, httpCfg.Rewards, httpCfg.Jobs, httpCfg.RateLimit = cfg.Auth, log, rw, runner, cfg.RateLimit
+	httpCfg.Webhooks = hooks
 	app := api.New(svc, httpCfg, metrics)
+	// Webhook deliveries run in every serve process, LOYALTY_JOBS or not
+	// (§14); they stop with the signal, after the HTTP server.
+	whCfg := cfg.Webhooks
+	whCfg.Logger, whCfg.Registry = log, metrics.Registry()
+	dispatchCtx, stopDispatch := context.WithCancel(context.WithoutCancel(ctx))
+	dispatched := make(chan struct{})
+	go func() {
+		defer close(dispatched)
+		_ = webhooks.NewDispatcher(hooks, whCfg).Run(dispatchCtx)
+	}()
+	defer func() { stopDispatch(); <-dispatched }()
 	if cfg.Jobs {
 		sched, err := runner.StartScheduler(ctx, log)
 		if err != nil {
 			return err
 		}
 		defer sched.Stop()
+	}
+
+	if cfg.NATS.URL != "" {
+		// The sink runs in every serve process, jobs or not: the processes
+		// take turns through the cursor's lease. It stops after the HTTP
+		// server, so that events of the last requests are published now
+		// rather than by the next process.
+		nc := cfg.NATS
+		nc.Logger = log
+		sink := natsink.New(svc, nc)
+		sinkCtx, stopSink := context.WithCancel(context.Background())
+		sinkDone := make(chan struct{})
+		go func() {
+			defer close(sinkDone)
+			if err := sink.Run(sinkCtx); err != nil {
+				log.Error("nats sink stopped", "err", err)
+			}
+		}()
+		defer func() { stopSink(); <-sinkDone }()
+		log.Info("publishing events to NATS JetStream", "stream", nc.Stream, "subjects", nc.Subject+".>")
 	}
 
 	errc := make(chan error, 2)

@@ -112,6 +112,8 @@ type engine struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
 	starts int
+	// env is added to every command's environment (such as the NATS sink's).
+	env []string
 }
 
 func newEngine(t *testing.T, dbURL string) *engine {
@@ -149,6 +151,7 @@ func (e *engine) command(args ...string) *exec.Cmd {
 		"LOYALTY_JOBS=off",
 		"LOYALTY_LOG_LEVEL=warn",
 	)
+	cmd.Env = append(cmd.Env, e.env...)
 	return cmd
 }
 

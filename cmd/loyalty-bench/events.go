@@ -1,0 +1,412 @@
+package main
+
+// The events phases (issue 14): purchases with one webhook and the NATS
+// sink configured, beside the plain purchases phase, and the latency of
+// the live balance stream from a purchase to its balance event.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/valyala/fasthttp"
+)
+
+// Thresholds of issue 14.
+const (
+	eventsCostMax = 0.15        // purchases with a webhook and NATS lose at most this share
+	sseLatencyMax = time.Second // a balance event within this of its purchase
+	// sseSamples is how many purchases the stream latency is measured on.
+	sseSamples = 300
+	// sseStreams is how many members have a stream open during it.
+	sseStreams = 16
+)
+
+// eventsResult is what the events phases measured, for the targets.
+type eventsResult struct {
+	purchases float64 // purchases/s with the webhook and the sink, at the target client count
+	plain     float64 // the plain purchases phase at the same count
+	sse       *hist   // purchase sent → balance event received
+	sseAcross bool    // the streams were on another engine process
+}
+
+// hookReceiver is the bench's loopback webhook endpoint: it answers 204 to
+// every delivery and counts them.
+type hookReceiver struct {
+	ln  net.Listener
+	srv *fasthttp.Server
+	n   atomic.Int64
+}
+
+func startHookReceiver() (*hookReceiver, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	r := &hookReceiver{ln: ln}
+	r.srv = &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		if string(ctx.Method()) == "POST" && len(ctx.Request.Header.Peek("Loyalty-Signature")) > 0 {
+			r.n.Add(1)
+		}
+		ctx.SetStatusCode(fasthttp.StatusNoContent)
+	}, NoDefaultServerHeader: true}
+	go func() { _ = r.srv.Serve(ln) }()
+	return r, nil
+}
+
+func (r *hookReceiver) url() string { return "http://" + r.ln.Addr().String() + "/hook" }
+func (r *hookReceiver) close()      { _ = r.srv.Shutdown() }
+
+// natsStream is the bench's own JetStream stream, deleted at the end.
+type natsStream struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	name    string
+	subject string
+}
+
+func openNATSStream(ctx context.Context, url, db string) (*natsStream, error) {
+	nc, err := nats.Connect(url, nats.Timeout(3*time.Second))
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	c, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := js.AccountInfo(c); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("JetStream: %w", err)
+	}
+	id := fmt.Sprintf("%s_%d", strings.ToUpper(db), os.Getpid())
+	return &natsStream{nc: nc, js: js, name: "LOYALTY_BENCH_" + id, subject: "bench_" + strings.ToLower(id) + ".loyalty.events"}, nil
+}
+
+// count is how many messages the stream holds (0 before the engine made it).
+func (s *natsStream) count(ctx context.Context) (uint64, error) {
+	c, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	st, err := s.js.Stream(c, s.name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	info, err := st.Info(c)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.Msgs, nil
+}
+
+// settle waits until the stream stops growing (two samples a second apart
+// agree and it holds something), at most limit; it returns the count.
+func (s *natsStream) settle(ctx context.Context, limit time.Duration) (uint64, time.Duration, error) {
+	start := time.Now()
+	var last uint64
+	for {
+		n, err := s.count(ctx)
+		if err != nil {
+			return 0, time.Since(start), err
+		}
+		if n > 0 && n == last {
+			return n, time.Since(start), nil
+		}
+		last = n
+		if time.Since(start) > limit {
+			return n, time.Since(start), fmt.Errorf("the NATS stream still grew after %s (%d messages)", limit, n)
+		}
+		select {
+		case <-ctx.Done():
+			return n, time.Since(start), ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (s *natsStream) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = s.js.DeleteStream(ctx, s.name)
+	s.nc.Close()
+}
+
+// eventsPhases restarts the engine (on the same address and database)
+// with the NATS sink, adds a webhook to a loopback receiver, measures
+// purchases at each client count, then the balance stream's latency, and
+// restarts the engine as it was. *srv is the engine running afterwards.
+func (b *bench) eventsPhases(ctx context.Context, db, label string, srv **server, e *engine, env []string, er engineRun) (*eventsResult, error) {
+	opt := b.opt
+	if opt.natsURL == "" {
+		b.rep.notes = append(b.rep.notes, label+": the events phases were skipped (-nats-url \"\").")
+		return nil, nil
+	}
+	ns, err := openNATSStream(ctx, opt.natsURL, db)
+	if err != nil {
+		b.rep.notes = append(b.rep.notes, fmt.Sprintf("%s: the events phases were skipped: no NATS with JetStream at %s (%s).",
+			label, opt.natsURL, firstLine(err.Error())))
+		return nil, nil
+	}
+	defer ns.close()
+	hooks, err := startHookReceiver()
+	if err != nil {
+		return nil, err
+	}
+	defer hooks.close()
+
+	addr := (*srv).addr
+	logPath := filepath.Join(b.dir, db+"-events-server.log")
+	restart := func(env []string, log string) error {
+		(*srv).stop()
+		s, err := startServer(ctx, b.bin, env, addr, log)
+		if err != nil {
+			return err
+		}
+		*srv = s
+		return nil
+	}
+	evEnv := env
+	var what []string
+	if opt.eventSinks["webhook"] {
+		what = append(what, "a webhook")
+	}
+	if opt.eventSinks["nats"] {
+		what = append(what, "the NATS sink")
+		evEnv = append(append([]string(nil), env...), "LOYALTY_NATS_URL="+opt.natsURL, "LOYALTY_NATS_STREAM="+ns.name,
+			"LOYALTY_NATS_SUBJECT="+ns.subject)
+	}
+	with := strings.Join(what, " and ")
+	b.logf("%s: events: restarting the engine with %s", label, with)
+	if err := restart(evEnv, logPath); err != nil {
+		return nil, err
+	}
+	defer func() {
+		b.logf("%s: events: restarting the engine without them", label)
+		if err := restart(env, filepath.Join(b.dir, db+"-server-after-events.log")); err != nil {
+			b.rep.failures = append(b.rep.failures, fmt.Sprintf("%s: restart after the events phases: %v", label, err))
+		}
+	}()
+	if opt.eventSinks["webhook"] {
+		hookID, err := e.createWebhook(hooks.url())
+		if err != nil {
+			return nil, fmt.Errorf("%w\nserver log:\n%s", err, tail(logPath, 10))
+		}
+		defer func() {
+			if err := e.deleteWebhook(hookID); err != nil {
+				b.logf("%s: %v", label, err)
+			}
+		}()
+	}
+	// The sink starts from the log's beginning: let it publish the seeding
+	// and the earlier phases before measuring.
+	var n uint64
+	if opt.eventSinks["nats"] {
+		var took time.Duration
+		if n, took, err = ns.settle(ctx, 10*time.Minute); err != nil {
+			return nil, err
+		}
+		b.logf("%s: events: the sink published the earlier %d events in %s", label, n, took.Round(time.Second))
+	}
+
+	res := &eventsResult{}
+	out := targetClients(opt.conc)
+	for _, conc := range opt.conc {
+		kinds, mk := e.purchasesLoad()
+		name := "purchases, with " + with
+		delivered0 := hooks.n.Load()
+		r, rssKB, _, _, err := b.measure(ctx, *srv, e, kinds, conc, opt.duration, opt.rate, mk, logPath)
+		if err != nil {
+			return nil, err
+		}
+		b.rep.rows = append(b.rep.rows, rowFrom(label, name, conc, r.total, r.elapsed, rssKB))
+		plain := er.purchases[conc]
+		note := fmt.Sprintf("%s, %d clients: purchases with %s / plain purchases %s / %s = %d%%", label, conc, with,
+			fmtRate(r.throughput()), fmtRate(plain), pctOf(r.throughput(), plain))
+		if opt.eventSinks["nats"] {
+			n0 := n
+			var took time.Duration
+			if n, took, err = ns.settle(ctx, 5*time.Minute); err != nil {
+				return nil, err
+			}
+			note += fmt.Sprintf("; the NATS stream took %s events of the phase and settled %s after it", groupThousands(int64(n-n0)),
+				took.Round(time.Second))
+		}
+		if opt.eventSinks["webhook"] {
+			note += fmt.Sprintf("; the webhook receiver got %s deliveries by the end of the phase", groupThousands(hooks.n.Load()-delivered0))
+		}
+		b.rep.notes = append(b.rep.notes, note+".")
+		// The target is issue 14's: both sinks.
+		if conc == out && opt.rate == 0 && len(opt.eventSinks) == 2 {
+			res.purchases, res.plain = r.throughput(), plain
+		}
+	}
+
+	// The stream's latency: on PostgreSQL the streams are opened on a
+	// second engine process, so each event crosses processes through the
+	// database; SQLite's streams are served in process.
+	streamAddr := addr
+	if db == "postgres" {
+		a2, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		other, err := startServer(ctx, b.bin, replaceEnv(env, "LOYALTY_ADDR", a2), a2, filepath.Join(b.dir, db+"-streams-server.log"))
+		if err != nil {
+			return nil, err
+		}
+		defer other.stop()
+		streamAddr, res.sseAcross = a2, true
+	}
+	b.logf("%s: events: balance stream latency over %d purchases, %d streams on %s", label, sseSamples, sseStreams,
+		map[bool]string{true: "another engine process", false: "the same engine process"}[res.sseAcross])
+	h, errs, err := e.sseLatency(ctx, streamAddr)
+	if err != nil {
+		return nil, err
+	}
+	res.sse = h
+	where := "the same engine process"
+	if res.sseAcross {
+		where = "another engine process"
+	}
+	b.rep.sections = append(b.rep.sections, fmt.Sprintf("### %s: live balance stream\n\n"+
+		"From sending a purchase to receiving its balance event on a stream opened on %s; %d purchases one at a time "+
+		"for %d members with a stream each.\n\n| p50 | p95 | p99 | max | errors |\n| ---: | ---: | ---: | ---: | --- |\n| %s | %s | %s | %s | %s |\n",
+		label, where, sseSamples, min(sseStreams, e.loadN), fmtMS(h.percentile(50)), fmtMS(h.percentile(95)), fmtMS(h.percentile(99)),
+		fmtMS(time.Duration(h.max)), errs))
+	return res, nil
+}
+
+// replaceEnv sets name=value in env.
+func replaceEnv(env []string, name, value string) []string {
+	out := make([]string, 0, len(env)+1)
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, name+"=") {
+			out = append(out, kv)
+		}
+	}
+	return append(out, name+"="+value)
+}
+
+// createWebhook subscribes url to every event (§14) and returns its id.
+func (e *engine) createWebhook(url string) (string, error) {
+	c := e.newClient(7)
+	defer c.close()
+	body := []byte(`{"url":` + string(appendJSONString(nil, url)) + `,"events":["*"],"description":"loyalty-bench receiver"}`)
+	st, err := c.do("POST", []byte("/v1/webhooks"), e.adminAuth, body)
+	if err != nil {
+		return "", fmt.Errorf("create webhook: %w", err)
+	}
+	if st != 201 {
+		return "", fmt.Errorf("create webhook: %d %s", st, c.resp.Body())
+	}
+	var hook struct {
+		ID string `json:"id"`
+	}
+	if json.Unmarshal(c.resp.Body(), &hook) != nil || hook.ID == "" {
+		return "", fmt.Errorf("create webhook: no id in %s", c.resp.Body())
+	}
+	return hook.ID, nil
+}
+
+func (e *engine) deleteWebhook(id string) error {
+	c := e.newClient(8)
+	defer c.close()
+	st, err := c.do("DELETE", []byte("/v1/webhooks/"+id), e.adminAuth, nil)
+	if err != nil {
+		return fmt.Errorf("delete webhook: %w", err)
+	}
+	if st/100 != 2 {
+		return fmt.Errorf("delete webhook: %d %s", st, c.resp.Body())
+	}
+	return nil
+}
+
+// sseLatency opens balance streams of the first members on addr, then
+// posts purchases for them one at a time through the engine and times each
+// from its send to the arrival of the balance event it caused.
+func (e *engine) sseLatency(ctx context.Context, addr string) (*hist, statusCounts, error) {
+	errs := statusCounts{}
+	k := min(sseStreams, e.loadN)
+	type arrival struct{ at time.Time }
+	streams := make([]chan arrival, k)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	hc := &http.Client{}
+	for i := 0; i < k; i++ {
+		req, err := http.NewRequestWithContext(sctx, "GET", "http://"+addr+"/v1/members/"+e.memberIDs[i]+"/balance/stream", nil)
+		if err != nil {
+			return nil, errs, err
+		}
+		req.Header.Set("Authorization", string(e.memberAuth[i]))
+		res, err := hc.Do(req)
+		if err != nil {
+			return nil, errs, fmt.Errorf("open balance stream: %w", err)
+		}
+		if res.StatusCode != 200 {
+			res.Body.Close()
+			return nil, errs, fmt.Errorf("open balance stream: %s", res.Status)
+		}
+		ch := make(chan arrival, 64)
+		streams[i] = ch
+		go func() {
+			defer res.Body.Close()
+			br := bufio.NewReader(res.Body)
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if strings.HasPrefix(line, "event: balance") {
+					select {
+					case ch <- arrival{time.Now()}:
+					default:
+					}
+				}
+			}
+		}()
+		select {
+		case <-ch: // the balance at once
+		case <-time.After(10 * time.Second):
+			return nil, errs, errors.New("a balance stream sent nothing within 10 s")
+		}
+	}
+	c := e.newClient(9)
+	defer c.close()
+	h := newHist()
+	for n := 0; n < sseSamples && ctx.Err() == nil; n++ {
+		i := n % k
+		for len(streams[i]) > 0 {
+			<-streams[i]
+		}
+		sent := time.Now()
+		o := c.purchase(i, n%len(e.stores))
+		if !o.ok {
+			errs.addStatus(o.status)
+			continue
+		}
+		select {
+		case a := <-streams[i]:
+			h.record(a.at.Sub(sent))
+		case <-time.After(10 * time.Second):
+			errs.add("no event within 10 s", 1)
+		}
+		// A light load: the latency of one change, not of a queue.
+		time.Sleep(20 * time.Millisecond)
+	}
+	return h, errs, ctx.Err()
+}

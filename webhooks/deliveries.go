@@ -1,0 +1,191 @@
+package webhooks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/loyalty-engine/loyalty/loyalty"
+)
+
+// Delivery is one event's delivery to one endpoint (§14 GET
+// /v1/webhooks/{id}/deliveries): its state and its last attempt.
+type Delivery struct {
+	ID            string     `json:"id"`
+	WebhookID     string     `json:"webhook_id"`
+	EventID       string     `json:"event_id"`
+	EventType     string     `json:"event_type"`
+	MemberID      *string    `json:"member_id"`
+	Status        string     `json:"status"`
+	Attempts      int        `json:"attempts"`
+	StatusCode    *int       `json:"status_code"`
+	LatencyMS     *int64     `json:"latency_ms"`
+	Error         *string    `json:"error"`
+	NextAttemptAt *time.Time `json:"next_attempt_at"`
+	CreatedAt     time.Time  `json:"created_at"`
+	UpdatedAt     time.Time  `json:"updated_at"`
+	DeliveredAt   *time.Time `json:"delivered_at"`
+}
+
+type deliveryRow struct {
+	ID            string `gorm:"primaryKey"`
+	WebhookID     string
+	EventID       int64
+	EventPosition int64
+	EventType     string
+	MemberID      *string
+	Status        string
+	Attempts      int
+	StatusCode    *int
+	LatencyMS     *int64 `gorm:"column:latency_ms"`
+	Error         *string
+	NextAttemptAt *time.Time
+	FirstFailedAt *time.Time
+	LeaseOwner    *string
+	LeaseUntil    *time.Time
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+	DeliveredAt   *time.Time
+}
+
+func (deliveryRow) TableName() string { return "webhook_deliveries" }
+
+func utcp(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+func (r deliveryRow) view() Delivery {
+	return Delivery{ID: r.ID, WebhookID: r.WebhookID, EventID: loyalty.EventID(r.EventID), EventType: r.EventType, MemberID: r.MemberID,
+		Status: r.Status, Attempts: r.Attempts, StatusCode: r.StatusCode, LatencyMS: r.LatencyMS, Error: r.Error,
+		NextAttemptAt: utcp(r.NextAttemptAt), CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(),
+		DeliveredAt: utcp(r.DeliveredAt)}
+}
+
+// eventNumber is the row id of a public event id.
+func eventNumber(id string) (int64, bool) {
+	s, ok := strings.CutPrefix(id, "evt_")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil && n > 0
+}
+
+// Statuses lists a delivery's statuses, for validation and the console.
+var Statuses = []string{Pending, Held, Delivered, Failed}
+
+// DeliveryQuery filters an endpoint's deliveries.
+type DeliveryQuery struct {
+	// Status is one of Statuses, or "" for all.
+	Status string
+	Page   loyalty.Page
+}
+
+// Deliveries lists an endpoint's deliveries, newest first.
+func (s *Service) Deliveries(ctx context.Context, webhookID string, q DeliveryQuery) (loyalty.List[Delivery], error) {
+	out := loyalty.List[Delivery]{Items: []Delivery{}}
+	if q.Status != "" && !slices.Contains(Statuses, q.Status) {
+		return out, loyalty.Invalidf("status", "must be one of %s", strings.Join(Statuses, ", "))
+	}
+	before, err := q.Page.AfterCursor()
+	if err != nil {
+		return out, err
+	}
+	var rows []deliveryRow
+	err = loyalty.Read(ctx, s.ledger, func(db *gorm.DB) error {
+		if _, err := getRow(db, webhookID); err != nil {
+			return err
+		}
+		sel := db.Where("webhook_id = ?", webhookID).Order("id DESC").Limit(q.Page.Size() + 1)
+		if q.Status != "" {
+			sel = sel.Where("status = ?", q.Status)
+		}
+		if before != "" {
+			sel = sel.Where("id < ?", before)
+		}
+		return sel.Find(&rows).Error
+	})
+	if err != nil {
+		return out, fmt.Errorf("list deliveries: %w", err)
+	}
+	if len(rows) > q.Page.Size() {
+		rows = rows[:q.Page.Size()]
+		out.NextCursor = loyalty.Cursor(rows[len(rows)-1].ID)
+	}
+	for _, r := range rows {
+		out.Items = append(out.Items, r.view())
+	}
+	return out, nil
+}
+
+// Delivery returns one delivery of an endpoint.
+func (s *Service) Delivery(ctx context.Context, webhookID, id string) (Delivery, error) {
+	var out Delivery
+	err := loyalty.Read(ctx, s.ledger, func(db *gorm.DB) error {
+		r, err := getDelivery(db, webhookID, id)
+		out = r.view()
+		return err
+	})
+	return out, err
+}
+
+func getDelivery(db *gorm.DB, webhookID, id string) (deliveryRow, error) {
+	var r deliveryRow
+	err := db.Where("id = ? AND webhook_id = ?", id, webhookID).Take(&r).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		if _, werr := getRow(db, webhookID); werr != nil {
+			return r, werr
+		}
+		return r, loyalty.Errorf(loyalty.NotFound, "not_found", "webhook %q has no delivery %q", clip(webhookID), clip(id))
+	}
+	return r, err
+}
+
+// Retry starts a dead letter again: it is attempted at once (by whichever
+// engine process claims it first) and, failing, retried with backoff for
+// another retry window. Until it is delivered or given up again, the later
+// events of its member to this endpoint that are not yet delivered wait
+// behind it. Only a failed delivery can be retried (409 otherwise).
+func (s *Service) Retry(ctx context.Context, webhookID, id string) (Delivery, error) {
+	d, _, err := loyalty.Write(ctx, s.ledger, loyalty.IdempotencyKey{}, func(tx *loyalty.Tx) (Delivery, error) {
+		_, row, err := loyalty.UpdateRow(tx.DB, id, func(r *deliveryRow) error {
+			if r.WebhookID != webhookID {
+				return gorm.ErrRecordNotFound
+			}
+			if r.Status != Failed {
+				return loyalty.Errorf(loyalty.Conflict, "not_failed",
+					"delivery %q is %s; only a failed delivery can be retried by hand", clip(id), r.Status)
+			}
+			now := tx.Now
+			r.Status, r.NextAttemptAt, r.FirstFailedAt, r.LeaseOwner, r.LeaseUntil, r.UpdatedAt = Pending, &now, nil, nil, nil, now
+			return nil
+		})
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			_, err = getDelivery(tx.DB, webhookID, id)
+			if err == nil {
+				err = loyalty.Errorf(loyalty.NotFound, "not_found", "webhook %q has no delivery %q", clip(webhookID), clip(id))
+			}
+			return Delivery{}, err
+		}
+		if err != nil {
+			return Delivery{}, err
+		}
+		v := row.view()
+		return v, tx.Audit(ctx, "webhook.retry_delivery", "webhook", webhookID, map[string]any{"delivery_id": id, "event_id": v.EventID})
+	})
+	if err != nil {
+		return Delivery{}, fmt.Errorf("retry delivery: %w", err)
+	}
+	s.notify()
+	return d, nil
+}

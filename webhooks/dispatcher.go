@@ -1,0 +1,667 @@
+package webhooks
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"github.com/loyalty-engine/loyalty/loyalty"
+)
+
+// Config tunes a Dispatcher. Zero values take the defaults of §14.
+type Config struct {
+	// Timeout bounds one attempt, connection to last header; default 10 s.
+	Timeout time.Duration
+	// FirstRetry is the longest wait before the first retry (the wait is
+	// jittered between half of it and all of it); each later wait doubles,
+	// up to MaxBackoff. Defaults: 4 s and 1 h.
+	FirstRetry time.Duration
+	MaxBackoff time.Duration
+	// RetryWindow is how long after its first failure a delivery is retried
+	// before it is given up (the dead letter); default 72 h.
+	RetryWindow time.Duration
+	// BatchSize is how many events one read of the log takes; default 200.
+	BatchSize int
+	// PerEndpoint bounds the attempts in flight to one endpoint (default 8);
+	// Total bounds them over all endpoints (default 64).
+	PerEndpoint int
+	Total       int
+	// Poll is how often the dispatcher looks for endpoints, for retries due
+	// and, when it holds none, for an endpoint's lease; default 1 s.
+	Poll time.Duration
+	// CursorTTL is the lease on an endpoint's place in the log: another
+	// process takes the endpoint over this long after the holder stopped
+	// renewing it; default 30 s.
+	CursorTTL time.Duration
+	// LeaseTTL is the lease on a claimed retry: it must outlast an attempt;
+	// default twice Timeout plus 20 s.
+	LeaseTTL time.Duration
+	// Client sends the requests; default one with no redirects followed.
+	Client *http.Client
+	Logger *slog.Logger
+	// HistoryKept is how long delivered rows stay in the history; default
+	// 35 days, as the event log. Failed and open rows stay until settled.
+	HistoryKept time.Duration
+	// Registry, when set, gets the dispatcher's metrics
+	// (loyalty_webhook_attempts_total{outcome},
+	// loyalty_webhook_attempt_duration_seconds).
+	Registry prometheus.Registerer
+	// Owner names this process in the leases; default host, pid and a
+	// random suffix.
+	Owner string
+}
+
+func (c *Config) defaults() {
+	set := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	set(&c.Timeout, 10*time.Second)
+	set(&c.FirstRetry, 4*time.Second)
+	set(&c.MaxBackoff, time.Hour)
+	set(&c.RetryWindow, 72*time.Hour)
+	set(&c.Poll, time.Second)
+	set(&c.CursorTTL, 30*time.Second)
+	set(&c.LeaseTTL, 2*c.Timeout+20*time.Second)
+	set(&c.HistoryKept, 35*24*time.Hour)
+	if c.BatchSize <= 0 {
+		c.BatchSize = 200
+	}
+	if c.PerEndpoint <= 0 {
+		c.PerEndpoint = 8
+	}
+	if c.Total <= 0 {
+		c.Total = 64
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Owner == "" {
+		host, _ := os.Hostname()
+		b := make([]byte, 4)
+		_, _ = rand.Read(b)
+		c.Owner = fmt.Sprintf("%s:%d:%s", host, os.Getpid(), hex.EncodeToString(b))
+	}
+	if c.Client == nil {
+		c.Client = &http.Client{
+			Transport: &http.Transport{
+				Proxy:               http.ProxyFromEnvironment,
+				DialContext:         (&net.Dialer{Timeout: c.Timeout, KeepAlive: 30 * time.Second}).DialContext,
+				MaxIdleConnsPerHost: c.PerEndpoint,
+				IdleConnTimeout:     90 * time.Second,
+				TLSHandshakeTimeout: c.Timeout,
+				ForceAttemptHTTP2:   true,
+			},
+			// A redirect is an answer other than 2xx: not followed, retried.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
+}
+
+// Dispatcher sends the event log to the active endpoints. Every serve
+// process runs one: per endpoint, the process holding the lease on its
+// place in the log (event_cursors 'webhook:<id>') reads events in batches,
+// sends them concurrently across members and in order per member, and
+// advances its place once per batch; every process claims the retries due,
+// each under a lease, so no attempt is made by two processes at once.
+type Dispatcher struct {
+	svc    *Service
+	ledger *loyalty.Service
+	cfg    Config
+	log    *slog.Logger
+	total  chan struct{}
+	m      *metrics
+
+	mu        sync.Mutex
+	endpoints map[string]*endpoint
+	wg        sync.WaitGroup
+}
+
+// NewDispatcher builds the dispatcher of s's endpoints.
+func NewDispatcher(s *Service, cfg Config) *Dispatcher {
+	cfg.defaults()
+	return &Dispatcher{svc: s, ledger: s.ledger, cfg: cfg, log: cfg.Logger, total: make(chan struct{}, cfg.Total),
+		m: newMetrics(cfg.Registry), endpoints: map[string]*endpoint{}}
+}
+
+// Run delivers until ctx ends, then stops every attempt in flight (each is
+// delivered again later: at least once), hands back its leases so another
+// process takes over at once, and returns.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	tick := time.NewTicker(max(d.cfg.Poll, 2*time.Second))
+	defer tick.Stop()
+	var pruned time.Time
+	for {
+		d.refresh(ctx)
+		if time.Since(pruned) > time.Hour {
+			d.prune(ctx)
+			pruned = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			d.stop()
+			return nil
+		case <-tick.C:
+		case <-d.svc.changed:
+			d.mu.Lock()
+			for _, e := range d.endpoints {
+				e.poke()
+			}
+			d.mu.Unlock()
+		}
+	}
+}
+
+// refresh starts a worker for every active endpoint and stops those of
+// endpoints deleted or made inactive.
+func (d *Dispatcher) refresh(ctx context.Context) {
+	var ids []string
+	err := loyalty.Read(ctx, d.ledger, func(db *gorm.DB) error {
+		return db.Model(&webhookRow{}).Where("active = ?", true).Order("id").Pluck("id", &ids).Error
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.Warn("webhooks: list endpoints", "error", err.Error())
+		}
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+		if _, ok := d.endpoints[id]; !ok {
+			d.endpoints[id] = d.start(ctx, id)
+		}
+	}
+	for id, e := range d.endpoints {
+		if !want[id] {
+			e.cancel()
+			delete(d.endpoints, id)
+		}
+	}
+}
+
+// prune drops delivered rows older than HistoryKept. Every process does it
+// about hourly; deleting what another already deleted costs nothing.
+func (d *Dispatcher) prune(ctx context.Context) {
+	before := d.ledger.Now().Add(-d.cfg.HistoryKept)
+	_, _, err := loyalty.Write(ctx, d.ledger, loyalty.IdempotencyKey{}, func(tx *loyalty.Tx) (struct{}, error) {
+		return struct{}{}, tx.DB.Exec("DELETE FROM webhook_deliveries WHERE status = ? AND updated_at < ?", Delivered, before).Error
+	})
+	if err != nil && ctx.Err() == nil {
+		d.log.Warn("webhooks: prune history", "error", err.Error())
+	}
+}
+
+func (d *Dispatcher) stop() {
+	d.mu.Lock()
+	for id, e := range d.endpoints {
+		e.cancel()
+		delete(d.endpoints, id)
+	}
+	d.mu.Unlock()
+	d.wg.Wait()
+	// Retries this process had claimed go back at once.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _, err := loyalty.Write(ctx, d.ledger, loyalty.IdempotencyKey{}, func(tx *loyalty.Tx) (struct{}, error) {
+		return struct{}{}, tx.DB.Exec("UPDATE webhook_deliveries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ? AND status IN ?",
+			d.cfg.Owner, []string{Pending, Held}).Error
+	})
+	if err != nil {
+		d.log.Warn("webhooks: release retries", "error", err.Error())
+	}
+}
+
+// endpoint is the work of one endpoint in this process.
+type endpoint struct {
+	d        *Dispatcher
+	id       string
+	cancel   context.CancelFunc
+	slots    chan struct{}
+	nudge    chan struct{}
+	inflight atomic.Int32
+
+	hookMu   sync.Mutex
+	hook     webhookRow
+	hookRead time.Time
+}
+
+func (d *Dispatcher) start(parent context.Context, id string) *endpoint {
+	ctx, cancel := context.WithCancel(parent)
+	e := &endpoint{d: d, id: id, cancel: cancel, slots: make(chan struct{}, d.cfg.PerEndpoint), nudge: make(chan struct{}, 1)}
+	d.wg.Add(2)
+	go func() { defer d.wg.Done(); e.stream(ctx) }()
+	go func() { defer d.wg.Done(); e.retries(ctx) }()
+	return e
+}
+
+func (e *endpoint) poke() {
+	select {
+	case e.nudge <- struct{}{}:
+	default:
+	}
+}
+
+// errGone means the endpoint was deleted or made inactive.
+var errGone = errors.New("webhook endpoint deleted or inactive")
+
+// current is the endpoint's configuration, read again after Poll.
+func (e *endpoint) current(ctx context.Context, fresh bool) (webhookRow, error) {
+	e.hookMu.Lock()
+	defer e.hookMu.Unlock()
+	if !fresh && !e.hookRead.IsZero() && time.Since(e.hookRead) < e.d.cfg.Poll {
+		return e.hook, nil
+	}
+	var r webhookRow
+	err := loyalty.Read(ctx, e.d.ledger, func(db *gorm.DB) error {
+		var err error
+		r, err = getRow(db, e.id)
+		return err
+	})
+	var le *loyalty.Error
+	if errors.As(err, &le) && le.Code == loyalty.NotFound {
+		return r, errGone
+	}
+	if err != nil {
+		return r, err
+	}
+	if !r.Active {
+		return r, errGone
+	}
+	e.hook, e.hookRead = r, time.Now()
+	return r, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// stream takes the endpoint's lease when it is free and, while it holds
+// it, delivers the log from the endpoint's place on.
+func (e *endpoint) stream(ctx context.Context) {
+	name := cursorName(e.id)
+	wake := e.d.ledger.EventsWakeUntil(ctx)
+	for ctx.Err() == nil {
+		// A deleted endpoint's cursor is gone with it: claiming would make
+		// it again.
+		if _, err := e.current(ctx, false); errors.Is(err, errGone) {
+			return
+		}
+		pos, ok, err := e.d.ledger.ClaimCursor(ctx, name, e.d.cfg.Owner, e.d.cfg.CursorTTL)
+		if err != nil && ctx.Err() == nil {
+			e.d.log.Warn("webhooks: claim cursor", "webhook_id", e.id, "error", err.Error())
+		}
+		if err != nil || !ok {
+			sleep(ctx, e.d.cfg.Poll)
+			continue
+		}
+		err = e.hold(ctx, name, pos, wake)
+		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = e.d.ledger.ReleaseCursor(rctx, name, e.d.cfg.Owner)
+		cancel()
+		if errors.Is(err, errGone) {
+			return
+		}
+		if err != nil && ctx.Err() == nil {
+			e.d.log.Warn("webhooks: stream", "webhook_id", e.id, "error", err.Error())
+			sleep(ctx, e.d.cfg.Poll)
+		}
+	}
+}
+
+// hold delivers batch after batch while the lease holds.
+func (e *endpoint) hold(ctx context.Context, name string, pos int64, wake <-chan struct{}) error {
+	cfg := e.d.cfg
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	renewed := time.Now()
+	for ctx.Err() == nil {
+		hook, err := e.current(ctx, false)
+		if err != nil {
+			return err
+		}
+		pos = max(pos, hook.StartPosition)
+		evs, err := e.d.ledger.EventsAfter(ctx, pos, loyalty.EventFilter{Types: hook.filters()}, cfg.BatchSize)
+		if err != nil {
+			return fmt.Errorf("read events: %w", err)
+		}
+		if len(evs) == 0 {
+			if time.Since(renewed) > cfg.CursorTTL/3 {
+				if err := e.d.ledger.AdvanceCursor(ctx, name, cfg.Owner, pos, cfg.CursorTTL); err != nil {
+					return fmt.Errorf("renew cursor: %w", err)
+				}
+				renewed = time.Now()
+			}
+			select {
+			case <-ctx.Done():
+			case <-wake:
+			case <-tick.C:
+			}
+			continue
+		}
+		// The batch is sent with the endpoint as it is now: a secret rotated
+		// or a URL changed before these events applies to them.
+		if hook, err = e.current(ctx, true); err != nil {
+			return err
+		}
+		if err := e.batch(ctx, name, pos, hook, evs); err != nil {
+			return err
+		}
+		pos = evs[len(evs)-1].Position
+		if err := e.d.ledger.AdvanceCursor(ctx, name, cfg.Owner, pos, cfg.CursorTTL); err != nil {
+			return fmt.Errorf("advance cursor: %w", err)
+		}
+		renewed = time.Now()
+	}
+	return ctx.Err()
+}
+
+// batch delivers one read of the log: the members' runs concurrently, each
+// in order, and then records every delivery in one insert. It renews the
+// lease while the batch lasts, and stops the batch if the lease is lost.
+func (e *endpoint) batch(ctx context.Context, name string, pos int64, hook webhookRow, evs []loyalty.Event) error {
+	cfg := e.d.cfg
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	renewDone := make(chan struct{})
+	go func() {
+		defer close(renewDone)
+		t := time.NewTicker(cfg.CursorTTL / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := e.d.ledger.AdvanceCursor(ctx, name, cfg.Owner, pos, cfg.CursorTTL); err != nil {
+					cancel(fmt.Errorf("renew cursor: %w", err))
+					return
+				}
+			}
+		}
+	}()
+	defer func() { cancel(nil); <-renewDone }()
+
+	skip, blocked, err := e.known(ctx, evs)
+	if err != nil {
+		return err
+	}
+	// Runs per member, in log order; events with no member each run alone.
+	var runs [][]loyalty.Event
+	at := map[string]int{}
+	for _, ev := range evs {
+		n, _ := eventNumber(ev.ID)
+		if skip[n] {
+			continue
+		}
+		if ev.MemberID == nil {
+			runs = append(runs, []loyalty.Event{ev})
+			continue
+		}
+		i, ok := at[*ev.MemberID]
+		if !ok {
+			i = len(runs)
+			at[*ev.MemberID] = i
+			runs = append(runs, nil)
+		}
+		runs[i] = append(runs[i], ev)
+	}
+	rows := make([][]deliveryRow, len(runs))
+	var wg sync.WaitGroup
+	for i, run := range runs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			held := run[0].MemberID != nil && blocked[*run[0].MemberID]
+			for _, ev := range run {
+				n, _ := eventNumber(ev.ID)
+				now := e.d.ledger.Now()
+				row := deliveryRow{ID: loyalty.NewID(), WebhookID: hook.ID, EventID: n, EventPosition: ev.Position, EventType: ev.Type,
+					MemberID: ev.MemberID, CreatedAt: now, UpdatedAt: now}
+				if held {
+					row.Status, row.NextAttemptAt = Held, &now
+					rows[i] = append(rows[i], row)
+					continue
+				}
+				res, ok := e.send(ctx, hook, ev)
+				if !ok {
+					return
+				}
+				e.d.apply(&row, res, e.d.ledger.Now())
+				held = row.Status != Delivered && ev.MemberID != nil
+				rows[i] = append(rows[i], row)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
+	var all []deliveryRow
+	for _, r := range rows {
+		all = append(all, r...)
+	}
+	if len(all) == 0 {
+		return nil
+	}
+	_, _, err = loyalty.Write(ctx, e.d.ledger, loyalty.IdempotencyKey{}, func(tx *loyalty.Tx) (struct{}, error) {
+		// A row for the same event exists only when an earlier holder
+		// recorded this batch and stopped before it advanced the cursor.
+		return struct{}{}, tx.DB.Clauses(clause.OnConflict{DoNothing: true}).CreateInBatches(&all, 200).Error
+	})
+	if err != nil {
+		return fmt.Errorf("record deliveries: %w", err)
+	}
+	if slicesAnyOpen(all) {
+		e.poke()
+	}
+	return nil
+}
+
+func slicesAnyOpen(rows []deliveryRow) bool {
+	for _, r := range rows {
+		if r.Status == Pending || r.Status == Held {
+			return true
+		}
+	}
+	return false
+}
+
+// known reads, in one query, which events of the batch already have a
+// delivery row (skip them) and which of its members have an open delivery
+// to this endpoint (their events are held behind it).
+func (e *endpoint) known(ctx context.Context, evs []loyalty.Event) (skip map[int64]bool, blocked map[string]bool, err error) {
+	nums := make([]int64, 0, len(evs))
+	var members []string
+	seen := map[string]bool{}
+	for _, ev := range evs {
+		n, _ := eventNumber(ev.ID)
+		nums = append(nums, n)
+		if ev.MemberID != nil && !seen[*ev.MemberID] {
+			seen[*ev.MemberID] = true
+			members = append(members, *ev.MemberID)
+		}
+	}
+	type hit struct {
+		EventID  int64
+		MemberID *string
+		Status   string
+	}
+	var hits []hit
+	err = loyalty.Read(ctx, e.d.ledger, func(db *gorm.DB) error {
+		q := db.Model(&deliveryRow{}).Select("event_id, member_id, status").Where("webhook_id = ?", e.id)
+		if len(members) > 0 {
+			q = q.Where(db.Where("event_id IN ?", nums).Or("status IN ? AND member_id IN ?", []string{Pending, Held}, members))
+		} else {
+			q = q.Where("event_id IN ?", nums)
+		}
+		return q.Scan(&hits).Error
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("read deliveries: %w", err)
+	}
+	skip, blocked = map[int64]bool{}, map[string]bool{}
+	for _, h := range hits {
+		skip[h.EventID] = skip[h.EventID] || slicesContains(nums, h.EventID)
+		if h.MemberID != nil && (h.Status == Pending || h.Status == Held) {
+			blocked[*h.MemberID] = true
+		}
+	}
+	return skip, blocked, nil
+}
+
+func slicesContains(s []int64, v int64) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// result is the outcome of one attempt.
+type result struct {
+	code    int
+	latency time.Duration
+	err     string
+}
+
+func (r result) ok() bool { return r.err == "" && r.code >= 200 && r.code < 300 }
+
+// send makes one attempt. ok is false when ctx ended first (shutdown, or
+// the lease lost): the attempt counts for nothing and is made again.
+func (e *endpoint) send(ctx context.Context, hook webhookRow, ev loyalty.Event) (result, bool) {
+	select {
+	case e.slots <- struct{}{}:
+	case <-ctx.Done():
+		return result{}, false
+	}
+	defer func() { <-e.slots }()
+	select {
+	case e.d.total <- struct{}{}:
+	case <-ctx.Done():
+		return result{}, false
+	}
+	defer func() { <-e.d.total }()
+
+	body := ev.JSON()
+	actx, cancel := context.WithTimeout(ctx, e.d.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(actx, http.MethodPost, hook.URL, bytes.NewReader(body))
+	if err != nil {
+		return result{err: "the URL cannot be requested"}, true
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "loyalty-webhooks/1")
+	req.Header.Set(HeaderEventID, ev.ID)
+	req.Header.Set(HeaderEventType, ev.Type)
+	req.Header.Set(HeaderSignature, Sign(hook.Secret, time.Now(), body))
+	start := time.Now()
+	res, err := e.d.cfg.Client.Do(req)
+	lat := time.Since(start)
+	if err != nil {
+		if ctx.Err() != nil {
+			return result{}, false
+		}
+		return result{latency: lat, err: describe(err, actx, e.d.cfg.Timeout)}, true
+	}
+	// The answer's body is read (bounded) so the connection is reused, and
+	// dropped: it is the receiver's, and never stored or logged.
+	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
+	res.Body.Close()
+	r := result{code: res.StatusCode, latency: lat}
+	if !r.ok() {
+		r.err = fmt.Sprintf("the endpoint answered %d", res.StatusCode)
+	}
+	if ctx.Err() != nil && !r.ok() {
+		return result{}, false
+	}
+	return r, true
+}
+
+// describe says why a request failed in a few words, without the URL
+// (which may carry a token in its query) or anything the receiver sent.
+func describe(err error, actx context.Context, timeout time.Duration) string {
+	var ne net.Error
+	var oe *net.OpError
+	var de *net.DNSError
+	switch {
+	case errors.Is(actx.Err(), context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
+		return fmt.Sprintf("no answer within %s", timeout)
+	case errors.As(err, &de):
+		return "the host name does not resolve"
+	case errors.As(err, &oe) && oe.Op == "dial":
+		return "connection refused or unreachable"
+	case errors.As(err, &oe):
+		return "the connection failed"
+	}
+	return "the request failed"
+}
+
+// apply records an attempt's outcome on a delivery row: delivered, or
+// pending with the next attempt after a jittered, doubling wait, or failed
+// once the retry window since its first failure has passed.
+func (d *Dispatcher) apply(r *deliveryRow, res result, now time.Time) {
+	defer func() { d.m.observe(r.Status, res.latency) }()
+	r.Attempts++
+	r.UpdatedAt = now
+	code, lat := res.code, res.latency.Milliseconds()
+	r.StatusCode, r.LatencyMS = nil, &lat
+	if code != 0 {
+		r.StatusCode = &code
+	}
+	r.LeaseOwner, r.LeaseUntil = nil, nil
+	if res.ok() {
+		r.Status, r.Error, r.NextAttemptAt, r.DeliveredAt = Delivered, nil, nil, &now
+		return
+	}
+	msg := res.err
+	r.Error = &msg
+	if r.FirstFailedAt == nil {
+		first := now
+		r.FirstFailedAt = &first
+	}
+	elapsed := now.Sub(*r.FirstFailedAt)
+	if elapsed >= d.cfg.RetryWindow {
+		r.Status, r.NextAttemptAt = Failed, nil
+		return
+	}
+	next := now.Add(d.backoff(elapsed))
+	r.Status, r.NextAttemptAt = Pending, &next
+}
+
+// backoff is the wait before the next attempt of a delivery that has been
+// failing for elapsed: FirstRetry, then the time failed so far plus
+// FirstRetry (which doubles the wait at every attempt), at most
+// MaxBackoff, each jittered down by up to half so that deliveries failing
+// together spread out.
+func (d *Dispatcher) backoff(elapsed time.Duration) time.Duration {
+	w := min(d.cfg.FirstRetry+elapsed, d.cfg.MaxBackoff)
+	return w/2 + mrand.N(w/2+1)
+}
