@@ -22,7 +22,7 @@ import (
 	"github.com/loyalty-engine/loyalty/loyalty"
 	"github.com/loyalty-engine/loyalty/loyalty/feedback"
 	"github.com/loyalty-engine/loyalty/rewards"
-	"github.com/loyalty-engine/loyalty/webhooks"
+	"github.com/loyalty-engine/loyalty/loyalty/webhooks"
 )
 
 // BodyLimit is the largest request body accepted.

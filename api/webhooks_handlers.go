@@ -3,7 +3,7 @@ package api
 import (
 	"github.com/gofiber/fiber/v2"
 
-	"github.com/loyalty-engine/loyalty/webhooks"
+	"github.com/loyalty-engine/loyalty/loyalty/webhooks"
 )
 
 func (s *server) createWebhook(c *fiber.Ctx) error {

@@ -15,7 +15,7 @@ import (
 
 	"github.com/loyalty-engine/loyalty/loyalty"
 	"github.com/loyalty-engine/loyalty/loyalty/loyaltytest"
-	"github.com/loyalty-engine/loyalty/webhooks"
+	"github.com/loyalty-engine/loyalty/loyalty/webhooks"
 )
 
 var secretPattern = regexp.MustCompile(`^whsec_[0-9a-f]{64}$`)

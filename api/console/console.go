@@ -26,7 +26,7 @@ import (
 	"github.com/loyalty-engine/loyalty/jobs"
 	"github.com/loyalty-engine/loyalty/loyalty"
 	"github.com/loyalty-engine/loyalty/rewards"
-	"github.com/loyalty-engine/loyalty/webhooks"
+	"github.com/loyalty-engine/loyalty/loyalty/webhooks"
 )
 
 // Prefix is where the console is mounted.

@@ -10,7 +10,7 @@ import (
 
 	statuses "github.com/loyalty-engine/loyalty/api/problem"
 	"github.com/loyalty-engine/loyalty/loyalty"
-	"github.com/loyalty-engine/loyalty/webhooks"
+	"github.com/loyalty-engine/loyalty/loyalty/webhooks"
 )
 
 // adminOnly keeps a page to admins, as the API keeps webhooks and the event

@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/loyalty-engine/loyalty/api"
-	"github.com/loyalty-engine/loyalty/natsink"
-	"github.com/loyalty-engine/loyalty/webhooks"
+	"github.com/loyalty-engine/loyalty/loyalty/natsink"
+	"github.com/loyalty-engine/loyalty/loyalty/webhooks"
 )
 
 // config is read from the environment, once, in main.

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/loyalty-engine/loyalty/loyalty"
-	"github.com/loyalty-engine/loyalty/natsink/natstest"
-	"github.com/loyalty-engine/loyalty/webhooks"
+	"github.com/loyalty-engine/loyalty/loyalty/natsink/natstest"
+	"github.com/loyalty-engine/loyalty/loyalty/webhooks"
 )
 
 // TestCrashDeliversEveryEvent SIGKILLs `loyalty serve`, configured with the

@@ -24,9 +24,9 @@ import (
 	"github.com/loyalty-engine/loyalty/jobs"
 	demoprog "github.com/loyalty-engine/loyalty/jobs/demo"
 	"github.com/loyalty-engine/loyalty/loyalty"
-	"github.com/loyalty-engine/loyalty/natsink"
+	"github.com/loyalty-engine/loyalty/loyalty/natsink"
 	"github.com/loyalty-engine/loyalty/rewards"
-	"github.com/loyalty-engine/loyalty/webhooks"
+	"github.com/loyalty-engine/loyalty/loyalty/webhooks"
 )
 
 const usage = `loyalty — a loyalty-program engine

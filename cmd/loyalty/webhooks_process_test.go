@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/loyalty-engine/loyalty/webhooks"
+	"github.com/loyalty-engine/loyalty/loyalty/webhooks"
 )
 
 // TestWebhooksTwoProcesses: two `loyalty serve` processes on one

@@ -15,8 +15,8 @@ import (
 
 	"github.com/loyalty-engine/loyalty/loyalty"
 	"github.com/loyalty-engine/loyalty/loyalty/loyaltytest"
-	"github.com/loyalty-engine/loyalty/natsink"
-	"github.com/loyalty-engine/loyalty/natsink/natstest"
+	"github.com/loyalty-engine/loyalty/loyalty/natsink"
+	"github.com/loyalty-engine/loyalty/loyalty/natsink/natstest"
 )
 
 var admin = loyalty.Principal{Subject: "op", Role: loyalty.RoleAdmin}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/loyalty-engine/loyalty/loyalty"
 	"github.com/loyalty-engine/loyalty/loyalty/loyaltytest"
-	"github.com/loyalty-engine/loyalty/webhooks"
+	"github.com/loyalty-engine/loyalty/loyalty/webhooks"
 )
 
 // TestFailingReceiver: an endpoint answering 500 to its first requests
