@@ -65,6 +65,12 @@ type Config struct {
 	// Owner names this process in the leases; default host, pid and a
 	// random suffix.
 	Owner string
+	// Linger is how long an endpoint's stream waits after a batch that
+	// was not full before it reads the log again, so that under load a
+	// batch's fixed cost (its reads, its record of deliveries, its cursor)
+	// is shared by many events rather than paid per commit; default
+	// 100 ms.
+	Linger time.Duration
 }
 
 func (c *Config) defaults() {
@@ -81,6 +87,7 @@ func (c *Config) defaults() {
 	set(&c.CursorTTL, 30*time.Second)
 	set(&c.LeaseTTL, 2*c.Timeout+20*time.Second)
 	set(&c.HistoryKept, 35*24*time.Hour)
+	set(&c.Linger, 100*time.Millisecond)
 	if c.BatchSize <= 0 {
 		c.BatchSize = 200
 	}
@@ -378,6 +385,9 @@ func (e *endpoint) hold(ctx context.Context, name string, pos int64, wake <-chan
 			return fmt.Errorf("advance cursor: %w", err)
 		}
 		renewed = time.Now()
+		if len(evs) < cfg.BatchSize {
+			sleep(ctx, cfg.Linger)
+		}
 	}
 	return ctx.Err()
 }
