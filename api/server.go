@@ -21,8 +21,8 @@ import (
 	"github.com/loyalty-engine/loyalty/jobs"
 	"github.com/loyalty-engine/loyalty/loyalty"
 	"github.com/loyalty-engine/loyalty/loyalty/feedback"
-	"github.com/loyalty-engine/loyalty/rewards"
 	"github.com/loyalty-engine/loyalty/loyalty/webhooks"
+	"github.com/loyalty-engine/loyalty/rewards"
 )
 
 // BodyLimit is the largest request body accepted.

@@ -25,8 +25,8 @@ import (
 	statuses "github.com/loyalty-engine/loyalty/api/problem"
 	"github.com/loyalty-engine/loyalty/jobs"
 	"github.com/loyalty-engine/loyalty/loyalty"
-	"github.com/loyalty-engine/loyalty/rewards"
 	"github.com/loyalty-engine/loyalty/loyalty/webhooks"
+	"github.com/loyalty-engine/loyalty/rewards"
 )
 
 // Prefix is where the console is mounted.

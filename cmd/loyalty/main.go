@@ -25,8 +25,8 @@ import (
 	demoprog "github.com/loyalty-engine/loyalty/jobs/demo"
 	"github.com/loyalty-engine/loyalty/loyalty"
 	"github.com/loyalty-engine/loyalty/loyalty/natsink"
-	"github.com/loyalty-engine/loyalty/rewards"
 	"github.com/loyalty-engine/loyalty/loyalty/webhooks"
+	"github.com/loyalty-engine/loyalty/rewards"
 )
 
 const usage = `loyalty — a loyalty-program engine
