@@ -627,6 +627,13 @@ func moveBalances(tx *gorm.DB, changes string, args map[string]any) error {
 // own view from the account it just kept (no rule of the view written
 // again in SQL), the events going in multi-row inserts of eventChunk.
 func rekeep(tx *gorm.DB, prog *Program, ids []string, now time.Time) error {
+	return emitBalances(tx, prog, ids, now, true)
+}
+
+// emitBalances locks each account of ids, keeps and saves it when keep,
+// and emits its balance.changed from the balance's own view, eventChunk
+// events to an insert.
+func emitBalances(tx *gorm.DB, prog *Program, ids []string, now time.Time, keep bool) error {
 	_, ladder, err := loadTiers(tx)
 	if err != nil {
 		return err
@@ -637,10 +644,12 @@ func rekeep(tx *gorm.DB, prog *Program, ids []string, now time.Time) error {
 		if err != nil {
 			return err
 		}
-		a.keepWith(0)
-		a.balance.UpdatedAt = now
-		if err := tx.Save(&a.balance).Error; err != nil {
-			return err
+		if keep {
+			a.keepWith(0)
+			a.balance.UpdatedAt = now
+			if err := tx.Save(&a.balance).Error; err != nil {
+				return err
+			}
 		}
 		if evs = append(evs, balanceEvent(a.view(ladder), nil, now)); len(evs) == eventChunk {
 			if err := appendEvents(tx, evs...); err != nil {
@@ -814,22 +823,5 @@ func expiredEvents(tx *gorm.DB, ids string, args map[string]any, now time.Time) 
 // balance a set-based change moved without changing their points (a tier
 // review): each account read as a balance read reads it, and its view.
 func balanceEvents(tx *gorm.DB, prog *Program, ids []string, now time.Time) error {
-	_, ladder, err := loadTiers(tx)
-	if err != nil {
-		return err
-	}
-	evs := make([]newEvent, 0, min(len(ids), eventChunk))
-	for _, id := range ids {
-		a, err := lockKept(tx, id, prog, now)
-		if err != nil {
-			return err
-		}
-		if evs = append(evs, balanceEvent(a.view(ladder), nil, now)); len(evs) == eventChunk {
-			if err := appendEvents(tx, evs...); err != nil {
-				return err
-			}
-			evs = evs[:0]
-		}
-	}
-	return appendEvents(tx, evs...)
+	return emitBalances(tx, prog, ids, now, false)
 }

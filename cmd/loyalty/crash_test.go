@@ -32,22 +32,11 @@ func crashTest(t *testing.T, dbURL string) {
 	w.setup(members)
 
 	done := make(chan struct{})
-	killed := 0
 	go func() {
 		defer close(done)
 		w.run(workers, requests, nil)
 	}()
-	base := w.acked.Load()
-	for k := 1; k <= kills; k++ {
-		// Kill at evenly spaced points of the load, while requests are in
-		// flight: the workers never pause.
-		if !w.waitAcked(base+int64(k*requests/(kills+1)), done) {
-			break
-		}
-		e.kill()
-		killed++
-		e.start()
-	}
+	killed := killDuring(e, w, kills, requests, done)
 	<-done
 	if killed < kills {
 		t.Fatalf("the load ended after %d of %d kills", killed, kills)
@@ -65,4 +54,21 @@ func crashTest(t *testing.T, dbURL string) {
 	e.kill()
 	e.start()
 	w.checkLedgers(w.expected)
+}
+
+// killDuring SIGKILLs and restarts the engine kills times at evenly spaced
+// points of a load of requests, while requests are in flight (the workers
+// never pause), and answers how many kills it made before the load ended.
+func killDuring(e *engine, w *workload, kills, requests int, done <-chan struct{}) int {
+	killed := 0
+	base := w.acked.Load()
+	for k := 1; k <= kills; k++ {
+		if !w.waitAcked(base+int64(k*requests/(kills+1)), done) {
+			break
+		}
+		e.kill()
+		killed++
+		e.start()
+	}
+	return killed
 }

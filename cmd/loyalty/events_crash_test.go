@@ -78,16 +78,7 @@ func eventsCrashTest(t *testing.T, natsURL, dbURL string) {
 	aw.Add(1)
 	go func() { defer aw.Done(); abandoned.run(stopAbandon) }()
 
-	killed := 0
-	base := w.acked.Load()
-	for k := 1; k <= kills; k++ {
-		if !w.waitAcked(base+int64(k*requests/(kills+1)), done) {
-			break
-		}
-		e.kill()
-		killed++
-		e.start()
-	}
+	killed := killDuring(e, w, kills, requests, done)
 	<-done
 	close(stopAbandon)
 	aw.Wait()
