@@ -22,7 +22,11 @@ import (
 // 422 naming the field, as is an object naming a field twice or in another
 // case (checkNames), which encoding/json would silently resolve.
 func decode(c *fiber.Ctx, dst any) error {
-	body := c.Body()
+	return decodeJSON(c.Body(), dst)
+}
+
+// decodeJSON is decode of body, a JSON object.
+func decodeJSON(body []byte, dst any) error {
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) == 0 {
 		return loyalty.Errorf(loyalty.Malformed, "malformed", "the request body is empty; send a JSON object")

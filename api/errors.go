@@ -29,30 +29,35 @@ type Problem struct {
 // middleware returns becomes a problem document here.
 func errorHandler(log *slog.Logger) fiber.ErrorHandler {
 	return func(c *fiber.Ctx, err error) error {
-		var fe *fiber.Error
-		var e *loyalty.Error
-		switch {
-		case errors.As(err, &fe):
-			e = fiberError(fe)
-		default:
-			e = loyalty.ErrorOf(err)
-		}
-		status := problem.Status(e.Code)
-		if status >= 500 {
+		p := problemOf(err, c.Path())
+		if p.Status >= 500 {
 			log.Error("request failed", "request_id", requestID(c), "route", routePath(c), "method", c.Method(), "error", err.Error())
 		}
-		if status == http.StatusServiceUnavailable {
+		if p.Status == http.StatusServiceUnavailable {
 			c.Set(fiber.HeaderRetryAfter, "5")
 		}
-		p := Problem{Type: "/problems/" + e.Reason, Title: http.StatusText(status), Status: status, Detail: e.Message,
-			Instance: c.Path(), Code: e.Reason, Errors: e.Fields}
 		body, merr := json.Marshal(p)
 		if merr != nil {
 			return merr
 		}
 		c.Set(fiber.HeaderContentType, "application/problem+json")
-		return c.Status(status).Send(body)
+		return c.Status(p.Status).Send(body)
 	}
+}
+
+// problemOf is the problem document of err, for a request to instance.
+func problemOf(err error, instance string) Problem {
+	var fe *fiber.Error
+	var e *loyalty.Error
+	switch {
+	case errors.As(err, &fe):
+		e = fiberError(fe)
+	default:
+		e = loyalty.ErrorOf(err)
+	}
+	status := problem.Status(e.Code)
+	return Problem{Type: "/problems/" + e.Reason, Title: http.StatusText(status), Status: status, Detail: e.Message,
+		Instance: instance, Code: e.Reason, Errors: e.Fields}
 }
 
 func fiberError(fe *fiber.Error) *loyalty.Error {

@@ -152,6 +152,7 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 
 	v1.Post("/purchases/quote", allow(pos, admin), s.quotePurchase)
 	v1.Post("/purchases", allow(pos, admin), s.postPurchase)
+	v1.Post("/purchases/batch", allow(pos, admin), s.postPurchaseBatch)
 	v1.Get("/purchases/:id", allow(all...), s.getPurchase)
 	v1.Post("/purchases/:id/returns", allow(pos, admin), s.postReturn)
 

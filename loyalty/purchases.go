@@ -374,12 +374,7 @@ func (s *Service) PostPurchase(ctx context.Context, p Principal, in PurchaseInpu
 	if err != nil {
 		return res, nil, err
 	}
-	guards := headerGuard(key)
-	if pur.ExternalID != "" {
-		canon, _ := json.Marshal(pur.PurchaseInput)
-		guards = append(guards, guard{scope: "purchase:" + pur.StoreID, key: pur.ExternalID, hash: HashRequest(canon),
-			mismatch: Errorf(Conflict, "duplicate", "receipt %q of store %q was already posted with different content", pur.ExternalID, pur.StoreID)})
-	}
+	guards := pur.guards(key)
 	var rep *Replay
 	err = errPGFallback
 	// A payment with points takes the general path: it draws from lots.
@@ -395,13 +390,30 @@ func (s *Service) PostPurchase(ctx context.Context, p Principal, in PurchaseInpu
 		return res, nil, fmt.Errorf("post purchase: %w", err)
 	}
 	if rep == nil {
-		s.observer.PurchasePosted(res.PointsEarned)
-		s.observer.PointsIssued(res.PointsEarned)
-		if res.PointsPayment != nil {
-			s.observer.PointsRedeemed(res.PointsPayment.Points)
-		}
+		s.observePurchase(res)
 	}
 	return res, rep, nil
+}
+
+// guards are the idempotency records of a purchase: the caller's key, and
+// its receipt (store_id, external_id) when it has one.
+func (pur purchase) guards(key IdempotencyKey) []guard {
+	guards := headerGuard(key)
+	if pur.ExternalID != "" {
+		canon, _ := json.Marshal(pur.PurchaseInput)
+		guards = append(guards, guard{scope: "purchase:" + pur.StoreID, key: pur.ExternalID, hash: HashRequest(canon),
+			mismatch: Errorf(Conflict, "duplicate", "receipt %q of store %q was already posted with different content", pur.ExternalID, pur.StoreID)})
+	}
+	return guards
+}
+
+// observePurchase counts a posted purchase in the business metrics.
+func (s *Service) observePurchase(res PurchaseResult) {
+	s.observer.PurchasePosted(res.PointsEarned)
+	s.observer.PointsIssued(res.PointsEarned)
+	if res.PointsPayment != nil {
+		s.observer.PointsRedeemed(res.PointsPayment.Points)
+	}
 }
 
 func (s *Service) postPurchase(tx *gorm.DB, p Principal, in PurchaseInput, pur purchase, validated *Program) (PurchaseResult, error) {

@@ -310,14 +310,20 @@ func (c *client) purchaseAt(m int, store int, at string) outcome {
 	if m < 0 {
 		m = c.rng.IntN(e.loadN)
 	}
-	n := 1 + c.rng.IntN(5)
 	var lines [5]saleLine
-	var total int64
+	n, total := c.randomLines(&lines)
+	return c.postPurchase(m, store, lines[:n], total, at)
+}
+
+// randomLines fills 1 to 5 lines of a receipt and returns how many, and
+// their total.
+func (c *client) randomLines(lines *[5]saleLine) (n int, total int64) {
+	n = 1 + c.rng.IntN(5)
 	for i := 0; i < n; i++ {
 		lines[i] = saleLine{qty: 1 + c.rng.Int64N(3), price: 100 * (5 + c.rng.Int64N(146))} // $5..$150
 		total += lines[i].qty * lines[i].price
 	}
-	return c.postPurchase(m, store, lines[:n], total, at)
+	return n, total
 }
 
 var purchasesPath = []byte("/v1/purchases")
@@ -329,7 +335,14 @@ type saleLine struct{ qty, price int64 }
 // (RFC 3339), for a purchase made in the past.
 func (c *client) postPurchase(m, store int, lines []saleLine, total int64, at string) outcome {
 	e := c.e
-	b := c.body[:0]
+	c.body = c.appendPurchase(c.body[:0], m, store, lines, total, at)
+	st, err := c.do("POST", purchasesPath, e.posAuth[store], c.body)
+	return c.account(m, st, err, 201, "points_earned", 1)
+}
+
+// appendPurchase appends the JSON of a new receipt to b.
+func (c *client) appendPurchase(b []byte, m, store int, lines []saleLine, total int64, at string) []byte {
+	e := c.e
 	b = append(b, `{"member_id":`...)
 	b = appendJSONString(b, e.memberIDs[m])
 	b = append(b, `,"external_id":"B`...)
@@ -361,10 +374,7 @@ func (c *client) postPurchase(m, store int, lines []saleLine, total int64, at st
 		b = strconv.AppendInt(b, l.qty*l.price, 10)
 		b = append(b, '}')
 	}
-	b = append(b, "]}"...)
-	c.body = b
-	st, err := c.do("POST", purchasesPath, e.posAuth[store], b)
-	return c.account(m, st, err, 201, "points_earned", 1)
+	return append(b, "]}"...)
 }
 
 // account updates the client-side books of member m after a write: the

@@ -63,6 +63,7 @@ type options struct {
 	python         string
 	natsURL        string
 	eventSinks     map[string]bool // of the events phase: webhook, nats
+	batchRounds    int
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -97,6 +98,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.python, "python", "python3", "Python with the sqlite3 module, for the C SQLite reference (\"\": skip it)")
 	fs.StringVar(&o.natsURL, "nats-url", "nats://127.0.0.1:4222", "NATS with JetStream for the events phases: purchases with a webhook and the NATS sink, and the balance stream's latency (\"\": skip them)")
 	sinks := fs.String("event-sinks", "webhook,nats", "what the events phase configures: webhook, nats or both (to tell their costs apart)")
+	fs.IntVar(&o.batchRounds, "batch-rounds", 5, "rounds of the batch phase: 500 purchases one at a time, then 500 as one batch, from one till (0: skip it)")
 	fs.StringVar(&o.profileDir, "profile", "", "save a CPU profile of the engine during each phase to this folder (from its admin-only /debug/pprof)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -438,6 +440,12 @@ func (b *bench) benchDB(ctx context.Context, db string) error {
 					}
 				}
 			}
+		}
+	}
+
+	if opt.batchRounds > 0 && opt.rate == 0 {
+		if out.batch, err = b.batchPhase(ctx, srv, e, label, opt.batchRounds); err != nil {
+			return fmt.Errorf("batch phase: %w", err)
 		}
 	}
 

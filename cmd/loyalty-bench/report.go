@@ -164,7 +164,7 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "- Date: %s\n\n", r.date.UTC().Format(time.RFC3339))
 	fmt.Fprintf(&b, "```sh\n%s\n```\n\n", r.command)
 	if len(r.targets) > 0 {
-		b.WriteString("### Targets of issues 13 and 14\n\n| database | target | measured | |\n| --- | --- | --- | --- |\n")
+		b.WriteString("### Targets of issues 13, 14 and 15\n\n| database | target | measured | |\n| --- | --- | --- | --- |\n")
 		for _, t := range r.targets {
 			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", mdCell(t.db), mdCell(t.target), mdCell(t.measured), mdCell(t.verdict))
 		}

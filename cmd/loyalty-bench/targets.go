@@ -88,6 +88,7 @@ type dbOutcome struct {
 	history     *historyResult
 	soak        *soakResult
 	events      *eventsResult // issue 14's phases; nil when skipped
+	batch       *batchResult  // issue 15's batch phase; nil when skipped
 }
 
 // targetRow is one line of the targets table.
@@ -182,6 +183,13 @@ func (o *dbOutcome) targets() []targetRow {
 	if ev := o.events; ev != nil && ev.plain > 0 && ev.purchases > 0 {
 		add(t, fmt.Sprintf("%s/s of %s/s = %d%%", fmtRate(ev.purchases), fmtRate(ev.plain), pctOf(ev.purchases, ev.plain)),
 			verdict(ev.purchases >= (1-eventsCostMax)*ev.plain))
+	} else {
+		none(t)
+	}
+	t = fmt.Sprintf("a %d-purchase batch ≥ %g× as fast as %d single posts from one till", batchSize, batchOfSingles, batchSize)
+	if bt := o.batch; bt != nil && bt.single > 0 {
+		add(t, fmt.Sprintf("%s/s vs %s/s = %.1f×, %d not posted", fmtRate(bt.batched), fmtRate(bt.single), bt.batched/bt.single, bt.errors),
+			verdict(bt.batched >= batchOfSingles*bt.single && bt.errors == 0))
 	} else {
 		none(t)
 	}

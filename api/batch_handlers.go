@@ -1,0 +1,87 @@
+package api
+
+import (
+	"encoding/json"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/loyalty-engine/loyalty/loyalty"
+)
+
+// purchaseBatch is the body of POST /v1/purchases/batch (§15).
+type purchaseBatch struct {
+	Purchases []json.RawMessage `json:"purchases"`
+}
+
+// batchAnswer is one purchase's answer in a batch: the status and body
+// that POST /v1/purchases would have answered it with.
+type batchAnswer struct {
+	Index    int             `json:"index"`
+	Status   int             `json:"status"`
+	Replayed bool            `json:"replayed,omitempty"`
+	Body     json.RawMessage `json:"body"`
+}
+
+// postPurchaseBatch posts a till's batch. A purchase whose JSON does not
+// decode is answered with its problem and the others are posted; the batch
+// itself is refused only when it is not a batch (no purchases, too many).
+func (s *server) postPurchaseBatch(c *fiber.Ctx) error {
+	var in purchaseBatch
+	if err := decode(c, &in); err != nil {
+		return err
+	}
+	if len(in.Purchases) == 0 || len(in.Purchases) > loyalty.MaxBatch {
+		return loyalty.Invalidf("purchases", "must hold 1 to %d purchases", loyalty.MaxBatch)
+	}
+	key, err := idempotencyKey(c, in)
+	if err != nil {
+		return err
+	}
+	answers := make([]batchAnswer, len(in.Purchases))
+	var ins []loyalty.PurchaseInput
+	var keys []loyalty.IdempotencyKey
+	var at []int // the index of ins[j] in the batch
+	for i, raw := range in.Purchases {
+		answers[i].Index = i
+		var p loyalty.PurchaseInput
+		if err := decodeJSON(raw, &p); err != nil {
+			answers[i].Status, answers[i].Body = s.problemBody(c, err)
+			continue
+		}
+		ins, keys, at = append(ins, p), append(keys, key.BatchItem(i, p)), append(at, i)
+	}
+	if len(ins) > 0 {
+		results, err := s.svc.PostPurchases(c.UserContext(), principal(c), ins, keys)
+		if err != nil {
+			return err
+		}
+		for j, r := range results {
+			a := &answers[at[j]]
+			switch {
+			case r.Err != nil:
+				a.Status, a.Body = s.problemBody(c, r.Err)
+			case r.Replay != nil:
+				a.Status, a.Replayed, a.Body = fiber.StatusCreated, true, r.Replay.Body
+			default:
+				a.Status, a.Body = fiber.StatusCreated, r.Result.Encoded()
+				if a.Body == nil {
+					if a.Body, err = json.Marshal(r.Result); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	}
+	return c.JSON(fiber.Map{"results": answers})
+}
+
+// problemBody is the status and problem document of a batch item's error,
+// logged as the error handler logs a request's when it is the engine's.
+func (s *server) problemBody(c *fiber.Ctx, err error) (int, json.RawMessage) {
+	p := problemOf(err, c.Path())
+	if p.Status >= 500 {
+		s.log.Error("batch item failed", "request_id", requestID(c), "route", routePath(c), "error", err.Error())
+	}
+	body, _ := json.Marshal(p)
+	return p.Status, body
+}
