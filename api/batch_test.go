@@ -306,3 +306,21 @@ func TestConcurrentBatchesPostEachPurchaseOnce(t *testing.T) {
 		e.checkLedger()
 	})
 }
+
+// One receipt twice in a batch, for two members: the second is the
+// conflict it would be posted alone, whether or not the first is committed
+// yet when the second is planned.
+func TestPurchaseBatchReceiptTwice(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		e := newEnv(t, dialect)
+		a, b := e.enrol(), e.enrol()
+		res := e.batch(e.pos(), []any{receipt(a, 5000, "D-1"), receipt(b, 5000, "D-1"), receipt(b, 7000, "D-2")})
+		if res[0].Status != 201 || res[1].Status != 409 || res[1].json(t)["code"] != "duplicate" || res[2].Status != 201 {
+			t.Fatalf("%+v", res)
+		}
+		if ba, bb := e.balance(a), e.balance(b); ba.Available != 50 || bb.Available != 70 {
+			t.Fatalf("balances %d %d", ba.Available, bb.Available)
+		}
+		e.checkLedger()
+	})
+}

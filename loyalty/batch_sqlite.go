@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"gorm.io/gorm"
 )
@@ -18,6 +19,15 @@ import (
 // The values are those GORM would have bound (the same Go values, the same
 // driver conversions), so what is stored is unchanged.
 func (w *accountWrites) flushSQLite(tx *gorm.DB, a *account) error {
+	if err := insertRowsSQLite(tx, w.rows); err != nil {
+		return err
+	}
+	return saveSQLite(tx, a, w.tier)
+}
+
+// insertRowsSQLite inserts rows (as accountWrites holds them) in order,
+// those of one table that follow each other in one statement.
+func insertRowsSQLite(tx *gorm.DB, rows []any) error {
 	exec := func(q string, args []any) (int64, error) { return execSQLite(tx, q, args...) }
 	// Rows of one table that follow each other go together; tables keep
 	// the order of w.rows (a lot after its entry, an item after its
@@ -47,7 +57,7 @@ func (w *accountWrites) flushSQLite(tx *gorm.DB, a *account) error {
 		args = append(args, vs...)
 		return nil
 	}
-	for _, r := range w.rows {
+	for _, r := range rows {
 		var err error
 		switch r := r.(type) {
 		case *purchaseRow:
@@ -77,6 +87,8 @@ func (w *accountWrites) flushSQLite(tx *gorm.DB, a *account) error {
 		case *eventRow:
 			err = add("events", r.Type, r.MemberID, r.OccurredAt, r.Data)
 			events = true
+		case *answerRow:
+			err = add("idempotency_keys", r.g.scope, r.g.key, r.g.hash, answered, r.body, r.at, nil)
 		default:
 			// A row this path does not know goes through GORM, in order.
 			if err = send(); err == nil {
@@ -93,6 +105,13 @@ func (w *accountWrites) flushSQLite(tx *gorm.DB, a *account) error {
 	if events {
 		afterCommit(tx, hubOf(tx).committed)
 	}
+	return nil
+}
+
+// saveSQLite saves a's sealed balance row, which must be there, and the
+// member's new tier when it moved.
+func saveSQLite(tx *gorm.DB, a *account, tier *string) error {
+	exec := func(q string, args []any) (int64, error) { return execSQLite(tx, q, args...) }
 	b := &a.balance
 	n64, err := exec(balanceUpdateSQLite, balanceUpdateArgs(b))
 	if err != nil {
@@ -101,9 +120,9 @@ func (w *accountWrites) flushSQLite(tx *gorm.DB, a *account) error {
 	if n64 != 1 {
 		return fmt.Errorf("balance of member %s: %d rows updated", b.MemberID, n64)
 	}
-	if w.tier != nil {
+	if tier != nil {
 		if _, err := exec(`UPDATE members SET tier_code = ?, tier_since = ?, updated_at = ? WHERE id = ?`,
-			[]any{*w.tier, a.now, a.now, a.member.ID}); err != nil {
+			[]any{*tier, a.now, a.now, a.member.ID}); err != nil {
 			return err
 		}
 	}
@@ -122,9 +141,18 @@ var insertColumns = map[string][]string{
 	"purchase_items": {"purchase_id", "line", "sku", "category", "quantity", "unit_price", "amount"},
 	"ledger_entries": {"id", "member_id", "kind", "points", "occurred_at", "available_at", "expires_at",
 		"purchase_id", "return_id", "redemption_id", "offer_id", "description", "created_at"},
-	"lots":       {"id", "entry_id", "member_id", "points", "remaining", "available_at", "expires_at", "created_at"},
-	"offer_uses": {"offer_id", "purchase_id", "member_id", "points", "created_at"},
-	"events":     {"type", "member_id", "occurred_at", "data"},
+	"lots":             {"id", "entry_id", "member_id", "points", "remaining", "available_at", "expires_at", "created_at"},
+	"offer_uses":       {"offer_id", "purchase_id", "member_id", "points", "created_at"},
+	"events":           {"type", "member_id", "occurred_at", "data"},
+	"idempotency_keys": {"scope", `"key"`, "request_hash", "status", "response", "created_at", "personal_member_id"},
+}
+
+// answerRow is the record of guard g answered with body at at, for a
+// result that shows no personal data (answerSQLite's row).
+type answerRow struct {
+	g    guard
+	body string
+	at   time.Time
 }
 
 type insertKey struct {

@@ -31,11 +31,6 @@ import (
 // answers until the last of them has run.
 const maxGroup = 64
 
-// queueDepth is how many writes may wait for the committer without their
-// writers waiting to hand them over: a till's batch queues its purchases
-// in order, and the committer takes them maxGroup at a time.
-const queueDepth = 4 * maxGroup
-
 // groupCommitter runs the SQLite writes; see the comment above.
 type groupCommitter struct {
 	db      *gorm.DB // the writer: one connection
@@ -57,9 +52,6 @@ type writeReq struct {
 	state atomic.Int32     // queued, started or abandoned
 	hooks txHooks          // run by the writer after the COMMIT
 	done  chan writeResult // buffered: the committer never waits on it
-	// stopped is closed when the committer has stopped: a write still
-	// queued then is never run.
-	stopped <-chan struct{}
 }
 
 const (
@@ -78,7 +70,7 @@ type writeResult struct {
 var errStoreClosed = errors.New("store is closed")
 
 func newGroupCommitter(db *gorm.DB) *groupCommitter {
-	g := &groupCommitter{db: db, queue: make(chan *writeReq, queueDepth), quit: make(chan struct{}), stopped: make(chan struct{})}
+	g := &groupCommitter{db: db, queue: make(chan *writeReq), quit: make(chan struct{}), stopped: make(chan struct{})}
 	go g.run()
 	return g
 }
@@ -102,12 +94,8 @@ func (g *groupCommitter) do(ctx context.Context, alone bool, fn func(tx *gorm.DB
 		return err
 	}
 	r := newWriteReq(ctx, alone, fn)
-	r.stopped = g.stopped
 	select {
 	case g.queue <- r:
-		if q, ok := ctx.Value(queuedKey{}).(func()); ok {
-			q()
-		}
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-g.quit:
@@ -115,10 +103,6 @@ func (g *groupCommitter) do(ctx context.Context, alone bool, fn func(tx *gorm.DB
 	}
 	return r.wait()
 }
-
-// queuedKey carries a func that do calls once the write is in the queue:
-// a batch queues its writes in order, each after the one before it.
-type queuedKey struct{}
 
 func newWriteReq(ctx context.Context, alone bool, fn func(tx *gorm.DB) error) *writeReq {
 	return &writeReq{ctx: ctx, fn: fn, alone: alone, done: make(chan writeResult, 1)}
@@ -135,11 +119,6 @@ func (r *writeReq) wait() error {
 	case <-r.ctx.Done():
 		if r.state.CompareAndSwap(reqQueued, reqAbandoned) {
 			return r.ctx.Err()
-		}
-		res = <-r.done
-	case <-r.stopped:
-		if r.state.CompareAndSwap(reqQueued, reqAbandoned) {
-			return errStoreClosed
 		}
 		res = <-r.done
 	}

@@ -1,11 +1,14 @@
 package loyalty
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strconv"
-	"sync"
+
+	"gorm.io/gorm"
 )
 
 // A till's batch (§15): purchases it took while offline, sent at once.
@@ -69,52 +72,186 @@ func (s *Service) PostPurchases(ctx context.Context, p Principal, ins []Purchase
 		return nil, errors.New("post purchases: one key per purchase")
 	}
 	out := make([]BatchResult, len(ins))
-	if s.store.pg != nil {
-		s.pgPostBatch(ctx, p, ins, keys, out)
-	} else {
-		s.postBatchQueued(ctx, p, ins, keys, out)
+	chunk := s.pgBatchChunk
+	if s.store.pg == nil {
+		chunk = s.sqliteBatchChunk
 	}
-	return out, nil
-}
-
-// postBatchQueued posts each purchase through PostPurchase, each queued
-// for the writer after the one before it, so that the group committer runs
-// them in the batch's order, many to a transaction.
-func (s *Service) postBatchQueued(ctx context.Context, p Principal, ins []PurchaseInput, keys []IdempotencyKey, out []BatchResult) {
-	var wg sync.WaitGroup
-	for i := range ins {
-		queued := make(chan struct{})
-		var once sync.Once
-		next := func() { once.Do(func() { close(queued) }) }
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer next() // refused before it was queued
-			r := &out[i]
-			r.Result, r.Replay, r.Err = s.PostPurchase(context.WithValue(ctx, queuedKey{}, next), p, ins[i], keys[i])
-		}()
-		<-queued
-	}
-	wg.Wait()
-}
-
-// pgPostBatch posts the batch in chunks sharing a transaction, each
-// purchase that cannot share one alone.
-func (s *Service) pgPostBatch(ctx context.Context, p Principal, ins []PurchaseInput, keys []IdempotencyKey, out []BatchResult) {
 	for i := 0; i < len(ins); {
 		if err := ctx.Err(); err != nil {
 			for ; i < len(ins); i++ {
 				out[i].Err = err
 			}
-			return
+			break
 		}
-		i += s.pgBatchChunk(ctx, p, ins[i:], keys[i:], out[i:])
+		i += chunk(ctx, p, ins[i:], keys[i:], out[i:])
 		if i < len(ins) {
 			r := &out[i]
 			r.Result, r.Replay, r.Err = s.PostPurchase(ctx, p, ins[i], keys[i])
 			i++
 		}
 	}
+	return out, nil
+}
+
+// sqliteBatchChunk posts ins from the first as one write of the group
+// committer, planned purchase by purchase and written set-based: each
+// table's rows of all the purchases in a few multi-row INSERTs, then each
+// balance row. It stops before a purchase that must be posted alone (one
+// paying with points, one whose member it already holds a purchase of,
+// one whose member's points lapse by inactivity, one under settings newer
+// than those it validated with), and returns how many it answered; when
+// its write fails it answers none and returns 0.
+func (s *Service) sqliteBatchChunk(ctx context.Context, p Principal, ins []PurchaseInput, keys []IdempotencyKey, out []BatchResult) int {
+	set := cacheOf(s.store.r).last()
+	if set == nil {
+		return 0
+	}
+	type earlier struct {
+		hash string
+		body json.RawMessage
+	}
+	// Validated before the write takes its time: a purchase without an
+	// occurred_at happened before it is written, as when posted alone.
+	ins = ins[:min(len(ins), sqliteBatchChunk)]
+	purs, invalid := make([]purchase, len(ins)), make([]error, len(ins))
+	for n, in := range ins {
+		purs[n], invalid[n] = s.validatePurchase(p, set.prog, in)
+	}
+	var got []BatchResult
+	err := s.store.write(ctx, func(tx *gorm.DB) error {
+		got = got[:0] // a group rolled back runs its writes again
+		now := ts(s.now())
+		held := map[string]bool{}        // members with a purchase in the chunk
+		answered := map[string]earlier{} // guards answered in the chunk
+		var rows []any
+		var saves []*account
+		var tiers []*string
+	items:
+		for n, pur := range purs {
+			if err := invalid[n]; err != nil {
+				got = append(got, BatchResult{Err: err})
+				continue
+			}
+			if pur.pay != 0 || held[pur.MemberID] {
+				break
+			}
+			guards := pur.guards(keys[n])
+			for _, g := range guards {
+				if prev, ok := answered[g.scope+"\x00"+g.key]; ok {
+					r := BatchResult{Replay: &Replay{Body: prev.body}}
+					if prev.hash != g.hash {
+						r = BatchResult{Err: g.mismatch}
+					}
+					got = append(got, r)
+					continue items
+				}
+				rep, err := claim(tx, g, now)
+				if err != nil || rep != nil {
+					if err != nil && !isRefusal(err) {
+						return err
+					}
+					got = append(got, BatchResult{Replay: rep, Err: err})
+					continue items
+				}
+			}
+			a, err := lockKept(tx, pur.MemberID, set.prog, now)
+			if err != nil {
+				if !isRefusal(err) {
+					return err
+				}
+				got = append(got, BatchResult{Err: memberRef(err)})
+				continue
+			}
+			a.set = set
+			if a.cfg != set.version {
+				break // new settings: the general path
+			}
+			if d, ok := a.inactivityDeadline(); ok && !d.After(now) {
+				break // expireInactive writes the lapse
+			}
+			mo, err := s.store.offersFor(tx, a.member.ID, pur.at)
+			if err != nil {
+				return err
+			}
+			res, w, err := planPurchase(a, pur, mo)
+			if err != nil {
+				if !isRefusal(err) {
+					return err
+				}
+				got = append(got, BatchResult{Err: err})
+				continue
+			}
+			body, err := json.Marshal(res)
+			if err != nil {
+				return err
+			}
+			res.keepEncoded(body)
+			rows = append(rows, w.rows...)
+			for _, e := range res.events(body, now) {
+				rows = append(rows, e.row())
+			}
+			for _, g := range guards {
+				rows = append(rows, &answerRow{g: g, body: string(body), at: now})
+				answered[g.scope+"\x00"+g.key] = earlier{hash: g.hash, body: body}
+			}
+			saves, tiers = append(saves, a), append(tiers, w.tier)
+			held[pur.MemberID] = true
+			got = append(got, BatchResult{Result: res})
+		}
+		// Each table's rows together, in an order the foreign keys allow.
+		slices.SortStableFunc(rows, func(x, y any) int { return cmp.Compare(tableRank(x), tableRank(y)) })
+		if err := insertRowsSQLite(tx, rows); err != nil {
+			return err
+		}
+		for i, a := range saves {
+			if err := saveSQLite(tx, a, tiers[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0
+	}
+	for i, r := range got {
+		out[i] = r
+		if r.Err == nil && r.Replay == nil {
+			s.observePurchase(r.Result)
+		}
+	}
+	return len(got)
+}
+
+// sqliteBatchChunk bounds the purchases of one write on SQLite.
+const sqliteBatchChunk = 250
+
+// isRefusal says whether err is the engine refusing a request (a domain
+// error with its code), not a failure of the database.
+func isRefusal(err error) bool {
+	var e *Error
+	return errors.As(err, &e)
+}
+
+// tableRank orders a purchase's rows by table for set-based inserts:
+// parents before the rows that refer to them.
+func tableRank(r any) int {
+	switch r.(type) {
+	case *purchaseRow:
+		return 0
+	case *[]itemRow:
+		return 1
+	case *entryRow:
+		return 2
+	case *lotRow:
+		return 3
+	case *offerUseRow:
+		return 4
+	case *eventRow:
+		return 5
+	case *answerRow:
+		return 6
+	}
+	return 7
 }
 
 // pgBatchChunk posts ins from the first in one transaction, until
