@@ -124,50 +124,12 @@ func (s *Service) pgPurchaseOnce(ctx context.Context, set *settings, pur purchas
 		return res, nil, err
 	}
 	defer conn.Release()
-	res, rep, err = s.pgPurchaseIn(ctx, conn, pgOwnTx, set, pur, guards)
-	if err == nil && rep == nil {
-		hubOf(s.store.w).committed() // the purchase's events
-	}
-	return res, rep, err
-}
-
-// pgScope brackets a purchase's statements: a transaction of its own, or
-// a savepoint in a batch's transaction (batch.go).
-// Undoing a savepoint also releases it, so a batch's failed purchases
-// leave no savepoints nested under the next ones.
-type pgScope struct {
-	open, close string
-	undo        []string
-}
-
-var (
-	pgOwnTx   = &pgScope{open: "begin", close: "commit", undo: []string{"rollback"}}
-	pgInBatch = &pgScope{open: "savepoint purchase", close: "release savepoint purchase",
-		undo: []string{"rollback to savepoint purchase", "release savepoint purchase"}}
-)
-
-// errPGScopeLost is a purchase of a batch whose savepoint could not be
-// rolled back to: the batch's transaction is gone.
-var errPGScopeLost = errors.New("the batch transaction was lost")
-
-// pgPurchaseIn posts pur on conn within scope: the two round trips,
-// opening scope in the first and closing it in the second. Whatever ends
-// the purchase early undoes scope; a connection that cannot is closed
-// (its release drops it from the pool) in a transaction of its own, and
-// errPGScopeLost is returned in a batch's.
-func (s *Service) pgPurchaseIn(ctx context.Context, conn *pgxpool.Conn, scope *pgScope, set *settings, pur purchase, guards []guard) (res PurchaseResult, rep *Replay, err error) {
-	closed := false
+	// Whatever ends the transaction early rolls it back; a connection that
+	// cannot is closed, and its release drops it from the pool.
 	defer func() {
-		if !closed && conn.Conn().PgConn().TxStatus() != 'I' {
-			for _, q := range scope.undo {
-				if _, rerr := conn.Exec(ctx, q); rerr != nil {
-					if scope == pgOwnTx {
-						_ = conn.Conn().Close(ctx)
-					} else {
-						err = errors.Join(err, errPGScopeLost, rerr)
-					}
-					break
-				}
+		if conn.Conn().PgConn().TxStatus() != 'I' {
+			if _, rerr := conn.Exec(ctx, "rollback"); rerr != nil {
+				_ = conn.Conn().Close(ctx)
 			}
 		}
 		err = pgTranslate(err)
@@ -178,7 +140,7 @@ func (s *Service) pgPurchaseIn(ctx context.Context, conn *pgxpool.Conn, scope *p
 
 	// Round trip 1.
 	b := &pgx.Batch{}
-	b.Queue(scope.open)
+	b.Queue("begin")
 	for _, g := range guards {
 		b.Queue(pgClaimedSQL, g.scope, g.key)
 	}
@@ -290,7 +252,7 @@ func (s *Service) pgPurchaseIn(ctx context.Context, conn *pgxpool.Conn, scope *p
 	for _, g := range guards {
 		b.Queue(pgRecordSQL, g.scope, g.key, g.hash, answered, string(body), now)
 	}
-	b.Queue(scope.close)
+	b.Queue("commit")
 	br := conn.SendBatch(ctx, b)
 	tag, err := br.Exec()
 	if err == nil && tag.RowsAffected() != 1 {
@@ -310,7 +272,7 @@ func (s *Service) pgPurchaseIn(ctx context.Context, conn *pgxpool.Conn, scope *p
 		}
 		return res, nil, err
 	}
-	closed = true
+	hubOf(s.store.w).committed() // the purchase's events
 	res.keepEncoded(body)
 	return res, nil, nil
 }

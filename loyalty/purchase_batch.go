@@ -5,9 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"gorm.io/gorm"
 )
 
@@ -16,16 +19,16 @@ import (
 // PostPurchase would post it alone, and one refused purchase does not stop
 // the others; what a batch saves is the cost the purchases can share.
 //
-//   - On SQLite the batch queues its purchases for the group committer in
-//     order, each after the one before it is queued, so they share its
-//     transactions (64 to a group), each in a savepoint of its own.
-//   - On PostgreSQL up to pgBatchChunk purchases share one transaction on
-//     one connection, each in a savepoint, in the two round trips of
-//     pgPurchaseIn. A purchase that needs a transaction of its own (a
-//     payment with points, new settings) ends the chunk and is posted
-//     alone; a chunk whose transaction fails (a deadlock with another
-//     batch, a lost connection) is answered by nothing and its purchases
-//     are posted again, which their receipts make safe.
+// The batch goes in chunks (sqliteBatchChunk, pgBatchChunk): the
+// purchases of a chunk are planned one by one with the rules of a purchase
+// posted alone (planPurchase), on accounts locked and read together, and
+// written together in one transaction. A purchase that needs a transaction
+// of its own (a payment with points, new settings, a member already in the
+// chunk, a lapse by inactivity to write) ends the chunk and is posted
+// alone, and the next chunk starts after it; a chunk whose transaction
+// fails (a lost connection, a conflict with a concurrent twin) is answered
+// by nothing, and its purchases are posted again, which their receipts
+// and keys make safe.
 //
 // Either way a purchase is answered only once its transaction committed.
 
@@ -33,8 +36,7 @@ import (
 const MaxBatch = 500
 
 // pgBatchChunk bounds the purchases of one batch transaction on
-// PostgreSQL: the members they lock stay locked until it commits, a few
-// tens of milliseconds.
+// PostgreSQL: the members they lock stay locked until it commits.
 const pgBatchChunk = 100
 
 const pgLockChunkSQL = `SELECT 1 FROM member_balances WHERE member_id = ANY($1) ORDER BY member_id FOR UPDATE`
@@ -121,8 +123,8 @@ func (s *Service) sqliteBatchChunk(ctx context.Context, p Principal, ins []Purch
 	err := s.store.write(ctx, func(tx *gorm.DB) error {
 		got = got[:0] // a group rolled back runs its writes again
 		now := ts(s.now())
-		held := map[string]bool{}        // members with a purchase in the chunk
-		answered := map[string]earlier{} // guards answered in the chunk
+		held := map[string]bool{}       // members with a purchase in the chunk
+		inChunk := map[string]earlier{} // guards answered in the chunk
 		var rows []any
 		var saves []*account
 		var tiers []*string
@@ -137,7 +139,7 @@ func (s *Service) sqliteBatchChunk(ctx context.Context, p Principal, ins []Purch
 			}
 			guards := pur.guards(keys[n])
 			for _, g := range guards {
-				if prev, ok := answered[g.scope+"\x00"+g.key]; ok {
+				if prev, ok := inChunk[g.scope+"\x00"+g.key]; ok {
 					r := BatchResult{Replay: &Replay{Body: prev.body}}
 					if prev.hash != g.hash {
 						r = BatchResult{Err: g.mismatch}
@@ -192,7 +194,7 @@ func (s *Service) sqliteBatchChunk(ctx context.Context, p Principal, ins []Purch
 			}
 			for _, g := range guards {
 				rows = append(rows, &answerRow{g: g, body: string(body), at: now})
-				answered[g.scope+"\x00"+g.key] = earlier{hash: g.hash, body: body}
+				inChunk[g.scope+"\x00"+g.key] = earlier{hash: g.hash, body: body}
 			}
 			saves, tiers = append(saves, a), append(tiers, w.tier)
 			held[pur.MemberID] = true
@@ -254,14 +256,45 @@ func tableRank(r any) int {
 	return 7
 }
 
-// pgBatchChunk posts ins from the first in one transaction, until
-// pgBatchChunk of them have run or one needs a transaction of its own,
-// answers them in out once it has committed, and returns how many it
-// answered. When the transaction fails it answers none and returns 0: the
-// caller posts the first alone and starts the next chunk after it.
+// pgBatchChunk posts ins from the first in one transaction on one
+// connection, in three round trips whatever their number: BEGIN, the
+// chunk's balance rows locked in member order (so that two batches over the
+// same members wait for each other rather than deadlock), and for each
+// purchase what pgPurchaseIn reads first (its guards' records, its
+// account locked, its member's offers); then, planned purchase by purchase
+// with the same rules, every purchase's write statement and guard records,
+// and COMMIT. A member whose kept state lapsed costs a round trip of its
+// own, as alone. It stops before a purchase that must be posted alone (as
+// sqliteBatchChunk does), answers the others once committed, and returns
+// how many it answered: 0, answering none, when its transaction failed.
 func (s *Service) pgBatchChunk(ctx context.Context, p Principal, ins []PurchaseInput, keys []IdempotencyKey, out []BatchResult) int {
 	set := cacheOf(s.store.r).last()
 	if set == nil {
+		return 0
+	}
+	// The chunk: validated, up to the first purchase that goes alone.
+	type item struct {
+		pur     purchase
+		invalid error
+		guards  []guard
+	}
+	var items []item
+	held := map[string]bool{}
+	var ids []string
+	for n := 0; n < len(ins) && n < pgBatchChunk; n++ {
+		pur, err := s.validatePurchase(p, set.prog, ins[n])
+		if err == nil && (pur.pay != 0 || held[pur.MemberID]) {
+			break
+		}
+		it := item{pur: pur, invalid: err}
+		if err == nil {
+			it.guards = pur.guards(keys[n])
+			held[pur.MemberID] = true
+			ids = append(ids, pur.MemberID)
+		}
+		items = append(items, it)
+	}
+	if len(ids) == 0 {
 		return 0
 	}
 	conn, err := s.store.pg.Acquire(ctx)
@@ -269,20 +302,6 @@ func (s *Service) pgBatchChunk(ctx context.Context, p Principal, ins []PurchaseI
 		return 0
 	}
 	defer conn.Release()
-	if _, err := conn.Exec(ctx, "begin"); err != nil {
-		return 0
-	}
-	// The chunk's balances, locked at once in the order every set-based
-	// write locks them (lockBalances): two batches touching the same
-	// members in other orders then wait for each other instead of
-	// deadlocking.
-	ids := make([]string, 0, min(len(ins), pgBatchChunk))
-	for _, in := range ins[:min(len(ins), pgBatchChunk)] {
-		ids = append(ids, in.MemberID)
-	}
-	if _, err := conn.Exec(ctx, pgLockChunkSQL, ids); err != nil {
-		return 0
-	}
 	defer func() {
 		if conn.Conn().PgConn().TxStatus() != 'I' {
 			if _, err := conn.Exec(ctx, "rollback"); err != nil {
@@ -290,38 +309,185 @@ func (s *Service) pgBatchChunk(ctx context.Context, p Principal, ins []PurchaseI
 			}
 		}
 	}()
-	got := make([]BatchResult, 0, min(len(ins), pgBatchChunk))
-	for n := 0; n < len(ins) && n < pgBatchChunk; n++ {
-		pur, err := s.validatePurchase(p, set.prog, ins[n])
+	now := ts(s.now())
+	seen := s.store.offersSeen.Load()
+	skipOffers := seen != nil && !seen.active
+
+	// Round trip 1.
+	b := &pgx.Batch{}
+	b.Queue("begin")
+	b.Queue(pgLockChunkSQL, ids)
+	for _, it := range items {
+		if it.invalid != nil {
+			continue
+		}
+		for _, g := range it.guards {
+			b.Queue(pgClaimedSQL, g.scope, g.key)
+		}
+		b.Queue(pgLockSQL, it.pur.MemberID)
+		if !skipOffers {
+			b.Queue(pgOffersSQL, OfferActive, it.pur.at, it.pur.MemberID)
+			b.Queue(pgOfferFactsSQL, it.pur.MemberID)
+		}
+	}
+	type read struct {
+		rep      *Replay
+		refused  error
+		a        *account
+		mo       *memberOffers
+		offersAt int64
+	}
+	reads := make([]read, len(items))
+	err = func() error {
+		br := conn.SendBatch(ctx, b)
+		defer br.Close()
+		for range 2 {
+			if _, err := br.Exec(); err != nil {
+				return err
+			}
+		}
+		for i, it := range items {
+			if it.invalid != nil {
+				continue
+			}
+			r := &reads[i]
+			for _, g := range it.guards {
+				var prev idempotencyRow
+				err := br.QueryRow().Scan(&prev.RequestHash, &prev.Status, &prev.Response)
+				if errors.Is(err, pgx.ErrNoRows) || (err == nil && (r.rep != nil || r.refused != nil)) {
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				r.rep, r.refused = g.answer(prev)
+			}
+			a := &account{prog: set.prog, now: now, set: set}
+			rows, err := br.Query()
+			if err != nil {
+				return err
+			}
+			var version int64
+			found := rows.Next()
+			if found {
+				err = rows.Scan(append(a.lockedDest(&version), &r.offersAt)...)
+			}
+			rows.Close()
+			if err := errors.Join(err, rows.Err()); err != nil {
+				return err
+			}
+			a.balance.MemberID, a.cfg = a.member.ID, version
+			if found {
+				r.a = a
+			} else if r.rep == nil && r.refused == nil {
+				r.refused = memberRef(Errorf(NotFound, "not_found", "no member has id %q", it.pur.MemberID))
+			}
+			r.mo = newMemberOffers()
+			if !skipOffers {
+				if err := scanMemberOffers(br, r.mo); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}()
+	if err != nil {
+		return 0
+	}
+
+	// Plan each purchase; round trip 2 writes them all and commits.
+	type earlier struct {
+		hash string
+		body json.RawMessage
+	}
+	inChunk := map[string]earlier{}
+	got := make([]BatchResult, 0, len(items))
+	b = &pgx.Batch{}
+	writes := 0 // the statements of b that write a balance row
+	for i, it := range items {
+		r := reads[i]
+		switch {
+		case it.invalid != nil:
+			got = append(got, BatchResult{Err: it.invalid})
+			continue
+		case r.rep != nil || r.refused != nil:
+			got = append(got, BatchResult{Replay: r.rep, Err: r.refused})
+			continue
+		}
+		a := r.a
+		if a.cfg != set.version || (skipOffers && r.offersAt != seen.version) {
+			break // new settings or offers: the general path
+		}
+		if d, ok := a.inactivityDeadline(); ok && !d.After(now) {
+			break // expireInactive writes the lapse
+		}
+		var dup *BatchResult
+		for _, g := range it.guards {
+			if prev, ok := inChunk[g.scope+"\x00"+g.key]; ok {
+				dup = &BatchResult{Replay: &Replay{Body: prev.body}}
+				if prev.hash != g.hash {
+					dup = &BatchResult{Err: g.mismatch}
+				}
+				break
+			}
+		}
+		if dup != nil {
+			got = append(got, *dup)
+			continue
+		}
+		if a.fresh() {
+			if a.k, err = a.keptFromRow(); err != nil {
+				return 0
+			}
+		} else if err := a.pgCatchUp(ctx, conn); err != nil {
+			return 0
+		}
+		res, w, err := planPurchase(a, it.pur, r.mo)
 		if err != nil {
+			if !isRefusal(err) {
+				return 0
+			}
 			got = append(got, BatchResult{Err: err})
 			continue
 		}
-		if pur.pay != 0 {
-			break // a payment with points draws from lots: the general path
-		}
-		guards := pur.guards(keys[n])
-		res, rep, err := s.pgPurchaseIn(ctx, conn, pgInBatch, set, pur, guards)
-		if errors.Is(err, errPGDuplicate) {
-			// A concurrent twin committed first: read its record now.
-			if res, rep, err = s.pgPurchaseIn(ctx, conn, pgInBatch, set, pur, guards); errors.Is(err, errPGDuplicate) {
-				err = Errorf(Conflict, "duplicate", "receipt %q of store %q was already posted", pur.ExternalID, pur.StoreID)
-			}
-		}
-		var refused *Error
-		switch {
-		case errors.Is(err, errPGFallback):
-			n = len(ins) // this one goes alone
-			continue
-		case err != nil && (errors.Is(err, errPGScopeLost) || !errors.As(err, &refused)):
+		body, err := json.Marshal(res)
+		if err != nil {
 			return 0
 		}
-		got = append(got, BatchResult{Result: res, Replay: rep, Err: err})
+		for _, e := range res.events(body, now) {
+			w.rows = append(w.rows, e.row())
+		}
+		q, args, err := w.pgStatement(a)
+		if err != nil {
+			return 0
+		}
+		b.Queue(q, args...)
+		writes++
+		for _, g := range it.guards {
+			b.Queue(pgRecordSQL, g.scope, g.key, g.hash, answered, string(body), now)
+			inChunk[g.scope+"\x00"+g.key] = earlier{hash: g.hash, body: body}
+		}
+		res.keepEncoded(body)
+		got = append(got, BatchResult{Result: res})
 	}
 	if len(got) == 0 {
 		return 0
 	}
-	if _, err := conn.Exec(ctx, "commit"); err != nil {
+	b.Queue("commit")
+	if err := func() error {
+		br := conn.SendBatch(ctx, b)
+		defer br.Close()
+		for range b.Len() {
+			tag, err := br.Exec()
+			if err != nil {
+				return err
+			}
+			if strings.HasPrefix(tag.String(), "UPDATE") && tag.RowsAffected() != 1 {
+				return fmt.Errorf("a balance row of the batch: %d rows updated", tag.RowsAffected())
+			}
+		}
+		return nil
+	}(); err != nil {
 		return 0
 	}
 	posted := false
