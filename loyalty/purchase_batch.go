@@ -257,7 +257,7 @@ func tableRank(r any) int {
 }
 
 // pgBatchChunk posts ins from the first in one transaction on one
-// connection, in three round trips whatever their number: BEGIN, the
+// connection, in two round trips whatever their number: BEGIN, the
 // chunk's balance rows locked in member order (so that two batches over the
 // same members wait for each other rather than deadlock), and for each
 // purchase what pgPurchaseIn reads first (its guards' records, its
