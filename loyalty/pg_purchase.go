@@ -429,12 +429,42 @@ type pgWriteArgs struct {
 // pgStatement is w with a's sealed balance row as pgWriteSQL's arguments.
 func (w *accountWrites) pgStatement(a *account) (string, []any, error) {
 	var x pgWriteArgs
+	if err := x.add(w.rows); err != nil {
+		return "", nil, err
+	}
+	tier := ""
+	if w.tier != nil {
+		tier = *w.tier
+	}
+	b := &a.balance
+	return pgWriteSQL, append(x.inserts(), tier, a.now, a.member.ID, w.tier != nil,
+		b.Points, b.Debt, b.LifetimeEarned, b.LifetimeRedeemed, b.LastActivityAt, b.Version, b.UpdatedAt,
+		b.OpenAvailable, b.OpenPending, b.QualifyingSpend, b.ExpiringSoon, b.AsOf, b.NextChangeAt, b.ConfigVersion, b.MemberID,
+		x.vType, x.vMember, x.vAt, x.vData), nil
+}
+
+// inserts are the arrays of pgWriteSQL's inserts but the events': $1 to
+// $48.
+func (x *pgWriteArgs) inserts() []any {
+	return []any{
+		x.pID, x.pMember, x.pStore, x.pExternal, x.pChannel, x.pOccurred, x.pLocalDate, x.pLocalDay,
+		x.pCurrency, x.pTotal, x.pReturned, x.pEarned, x.pReversed, x.pTier, x.pCreated,
+		x.iPurchase, x.iLine, x.iSKU, x.iCategory, x.iQuantity, x.iUnitPrice, x.iAmount,
+		x.eID, x.eMember, x.eKind, x.ePoints, x.eOccurred, x.eAvailable, x.eExpires, x.ePurchase, x.eReturn,
+		x.eRedemption, x.eOffer, x.eDescription, x.eCreated,
+		x.lID, x.lEntry, x.lMember, x.lPoints, x.lRemaining, x.lAvailable, x.lExpires, x.lCreated,
+		x.uOffer, x.uPurchase, x.uMember, x.uPoints, x.uCreated,
+	}
+}
+
+// add appends rows (as accountWrites holds them) to the arrays.
+func (x *pgWriteArgs) add(rows []any) error {
 	item := func(it *itemRow) {
 		x.iPurchase, x.iLine, x.iSKU = append(x.iPurchase, it.PurchaseID), append(x.iLine, int64(it.Line)), append(x.iSKU, it.SKU)
 		x.iCategory, x.iQuantity = append(x.iCategory, it.Category), append(x.iQuantity, it.Quantity)
 		x.iUnitPrice, x.iAmount = append(x.iUnitPrice, it.UnitPrice), append(x.iAmount, it.Amount)
 	}
-	for _, r := range w.rows {
+	for _, r := range rows {
 		switch r := r.(type) {
 		case *purchaseRow:
 			x.pID, x.pMember, x.pStore = append(x.pID, r.ID), append(x.pMember, r.MemberID), append(x.pStore, r.StoreID)
@@ -468,27 +498,10 @@ func (w *accountWrites) pgStatement(a *account) (string, []any, error) {
 		case *eventRow:
 			x.vType, x.vMember, x.vAt, x.vData = append(x.vType, r.Type), append(x.vMember, r.MemberID), append(x.vAt, r.OccurredAt), append(x.vData, r.Data)
 		default:
-			return "", nil, fmt.Errorf("pgStatement: no insert for %T", r)
+			return fmt.Errorf("pgStatement: no insert for %T", r)
 		}
 	}
-	tier := ""
-	if w.tier != nil {
-		tier = *w.tier
-	}
-	b := &a.balance
-	return pgWriteSQL, []any{
-		x.pID, x.pMember, x.pStore, x.pExternal, x.pChannel, x.pOccurred, x.pLocalDate, x.pLocalDay,
-		x.pCurrency, x.pTotal, x.pReturned, x.pEarned, x.pReversed, x.pTier, x.pCreated,
-		x.iPurchase, x.iLine, x.iSKU, x.iCategory, x.iQuantity, x.iUnitPrice, x.iAmount,
-		x.eID, x.eMember, x.eKind, x.ePoints, x.eOccurred, x.eAvailable, x.eExpires, x.ePurchase, x.eReturn,
-		x.eRedemption, x.eOffer, x.eDescription, x.eCreated,
-		x.lID, x.lEntry, x.lMember, x.lPoints, x.lRemaining, x.lAvailable, x.lExpires, x.lCreated,
-		x.uOffer, x.uPurchase, x.uMember, x.uPoints, x.uCreated,
-		tier, a.now, a.member.ID, w.tier != nil,
-		b.Points, b.Debt, b.LifetimeEarned, b.LifetimeRedeemed, b.LastActivityAt, b.Version, b.UpdatedAt,
-		b.OpenAvailable, b.OpenPending, b.QualifyingSpend, b.ExpiringSoon, b.AsOf, b.NextChangeAt, b.ConfigVersion, b.MemberID,
-		x.vType, x.vMember, x.vAt, x.vData,
-	}, nil
+	return nil
 }
 
 // PGPurchaseStatements are the texts of the statements a purchase sends

@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"gorm.io/gorm"
@@ -262,7 +262,7 @@ func tableRank(r any) int {
 // same members wait for each other rather than deadlock), and for each
 // purchase what pgPurchaseIn reads first (its guards' records, its
 // account locked, its member's offers); then, planned purchase by purchase
-// with the same rules, every purchase's write statement and guard records,
+// with the same rules, one statement writing them all (pgChunkWriteSQL)
 // and COMMIT. A member whose kept state lapsed costs a round trip of its
 // own, as alone. It stops before a purchase that must be posted alone (as
 // sqliteBatchChunk does), answers the others once committed, and returns
@@ -402,8 +402,7 @@ func (s *Service) pgBatchChunk(ctx context.Context, p Principal, ins []PurchaseI
 	}
 	inChunk := map[string]earlier{}
 	got := make([]BatchResult, 0, len(items))
-	b = &pgx.Batch{}
-	writes := 0 // the statements of b that write a balance row
+	var cw pgChunkWrites
 	for i, it := range items {
 		r := reads[i]
 		switch {
@@ -457,14 +456,11 @@ func (s *Service) pgBatchChunk(ctx context.Context, p Principal, ins []PurchaseI
 		for _, e := range res.events(body, now) {
 			w.rows = append(w.rows, e.row())
 		}
-		q, args, err := w.pgStatement(a)
-		if err != nil {
+		if err := cw.add(a, w); err != nil {
 			return 0
 		}
-		b.Queue(q, args...)
-		writes++
 		for _, g := range it.guards {
-			b.Queue(pgRecordSQL, g.scope, g.key, g.hash, answered, string(body), now)
+			cw.record(g, body)
 			inChunk[g.scope+"\x00"+g.key] = earlier{hash: g.hash, body: body}
 		}
 		res.keepEncoded(body)
@@ -473,20 +469,25 @@ func (s *Service) pgBatchChunk(ctx context.Context, p Principal, ins []PurchaseI
 	if len(got) == 0 {
 		return 0
 	}
+	b = &pgx.Batch{}
+	if len(cw.balances) > 0 {
+		b.Queue(pgChunkWriteSQL, cw.args(now)...)
+	}
 	b.Queue("commit")
 	if err := func() error {
 		br := conn.SendBatch(ctx, b)
 		defer br.Close()
-		for range b.Len() {
+		if len(cw.balances) > 0 {
 			tag, err := br.Exec()
 			if err != nil {
 				return err
 			}
-			if strings.HasPrefix(tag.String(), "UPDATE") && tag.RowsAffected() != 1 {
-				return fmt.Errorf("a balance row of the batch: %d rows updated", tag.RowsAffected())
+			if tag.RowsAffected() != int64(len(cw.balances)) {
+				return fmt.Errorf("the batch's balance rows: %d updated of %d", tag.RowsAffected(), len(cw.balances))
 			}
 		}
-		return nil
+		_, err := br.Exec()
+		return err
 	}(); err != nil {
 		return 0
 	}
@@ -502,4 +503,89 @@ func (s *Service) pgBatchChunk(ctx context.Context, p Principal, ins []PurchaseI
 		hubOf(s.store.w).committed() // the purchases' events
 	}
 	return len(got)
+}
+
+// pgChunkWriteSQL writes a chunk of purchases in one statement: each
+// table's rows of all of them (the arrays of pgWriteSQL, $1 to $48, and
+// the events'), the members whose tier moved, the guards' records with
+// their answers, and the balance rows, whose count it answers.
+const pgChunkWriteSQL = `WITH p AS (INSERT INTO purchases (id, member_id, store_id, external_id, channel, occurred_at, local_date, local_day,
+		currency, total, returned_amount, points_earned, points_reversed, tier_code, created_at)
+	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[], $8::bigint[],
+		$9::text[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::text[], $15::timestamptz[])),
+i AS (INSERT INTO purchase_items (purchase_id, line, sku, category, quantity, unit_price, amount)
+	SELECT * FROM unnest($16::text[], $17::bigint[], $18::text[], $19::text[], $20::bigint[], $21::bigint[], $22::bigint[])),
+e AS (INSERT INTO ledger_entries (id, member_id, kind, points, occurred_at, available_at, expires_at, purchase_id, return_id,
+		redemption_id, offer_id, description, created_at)
+	SELECT * FROM unnest($23::text[], $24::text[], $25::text[], $26::bigint[], $27::timestamptz[], $28::timestamptz[],
+		$29::timestamptz[], $30::text[], $31::text[], $32::text[], $33::text[], $34::text[], $35::timestamptz[])),
+l AS (INSERT INTO lots (id, entry_id, member_id, points, remaining, available_at, expires_at, created_at)
+	SELECT * FROM unnest($36::text[], $37::text[], $38::text[], $39::bigint[], $40::bigint[], $41::timestamptz[],
+		$42::timestamptz[], $43::timestamptz[])),
+u AS (INSERT INTO offer_uses (offer_id, purchase_id, member_id, points, created_at)
+	SELECT * FROM unnest($44::text[], $45::text[], $46::text[], $47::bigint[], $48::timestamptz[])),
+v AS (INSERT INTO events (type, member_id, occurred_at, data)
+	SELECT * FROM unnest($49::text[], $50::text[], $51::timestamptz[], $52::text[])),
+t AS (UPDATE members m SET tier_code = x.tier, tier_since = $53 FROM unnest($54::text[], $55::text[]) AS x(id, tier)
+	WHERE m.id = x.id),
+k AS (INSERT INTO idempotency_keys (scope, key, request_hash, status, response, created_at)
+	SELECT g.scope, g.key, g.hash, $56, g.response, $53 FROM unnest($57::text[], $58::text[], $59::text[], $60::text[])
+		AS g(scope, key, hash, response))
+UPDATE member_balances b SET points = x.points, debt = x.debt, lifetime_earned = x.lifetime_earned,
+	lifetime_redeemed = x.lifetime_redeemed, last_activity_at = x.last_activity_at, version = x.version,
+	updated_at = x.updated_at, open_available = x.open_available, open_pending = x.open_pending,
+	qualifying_spend = x.qualifying_spend, expiring_soon = x.expiring_soon, as_of = x.as_of,
+	next_change_at = x.next_change_at, config_version = x.config_version
+FROM unnest($61::text[], $62::bigint[], $63::bigint[], $64::bigint[], $65::bigint[], $66::timestamptz[], $67::bigint[],
+	$68::timestamptz[], $69::bigint[], $70::bigint[], $71::bigint[], $72::text[], $73::timestamptz[], $74::timestamptz[],
+	$75::bigint[]) AS x(member_id, points, debt, lifetime_earned, lifetime_redeemed, last_activity_at, version, updated_at,
+	open_available, open_pending, qualifying_spend, expiring_soon, as_of, next_change_at, config_version)
+WHERE b.member_id = x.member_id`
+
+// pgChunkWrites gathers a chunk's writes as pgChunkWriteSQL's arrays.
+type pgChunkWrites struct {
+	x                          pgWriteArgs
+	tierIDs, tiers             []string
+	gScope, gKey, gHash, gBody []string
+	balances                   []*balanceRow
+}
+
+// add gathers the writes w planned on account a.
+func (c *pgChunkWrites) add(a *account, w *accountWrites) error {
+	if err := c.x.add(w.rows); err != nil {
+		return err
+	}
+	if w.tier != nil {
+		c.tierIDs, c.tiers = append(c.tierIDs, a.member.ID), append(c.tiers, *w.tier)
+	}
+	c.balances = append(c.balances, &a.balance)
+	return nil
+}
+
+// record gathers guard g's record, answered with body.
+func (c *pgChunkWrites) record(g guard, body []byte) {
+	c.gScope, c.gKey, c.gHash, c.gBody = append(c.gScope, g.scope), append(c.gKey, g.key), append(c.gHash, g.hash), append(c.gBody, string(body))
+}
+
+// args are pgChunkWriteSQL's arguments, the chunk written at now.
+func (c *pgChunkWrites) args(now time.Time) []any {
+	x := &c.x
+	n := len(c.balances)
+	var (
+		ids, soon                               = make([]string, n), make([]string, n)
+		points, debt, earned, redeemed, version = make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+		openAvail, openPending, spend, cfg      = make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+		lastActivity, next                      = make([]*time.Time, n), make([]*time.Time, n)
+		updated, asOf                           = make([]time.Time, n), make([]time.Time, n)
+	)
+	for i, b := range c.balances {
+		ids[i], points[i], debt[i], earned[i], redeemed[i] = b.MemberID, b.Points, b.Debt, b.LifetimeEarned, b.LifetimeRedeemed
+		lastActivity[i], version[i], updated[i] = b.LastActivityAt, b.Version, b.UpdatedAt
+		openAvail[i], openPending[i], spend[i], soon[i] = b.OpenAvailable, b.OpenPending, b.QualifyingSpend, b.ExpiringSoon
+		asOf[i], next[i], cfg[i] = b.AsOf, b.NextChangeAt, b.ConfigVersion
+	}
+	return append(x.inserts(), x.vType, x.vMember, x.vAt, x.vData,
+		now, c.tierIDs, c.tiers,
+		answered, c.gScope, c.gKey, c.gHash, c.gBody,
+		ids, points, debt, earned, redeemed, lastActivity, version, updated, openAvail, openPending, spend, soon, asOf, next, cfg)
 }
