@@ -324,3 +324,26 @@ func TestPurchaseBatchReceiptTwice(t *testing.T) {
 		e.checkLedger()
 	})
 }
+
+// A member's offer with one use per member, in a batch with three of its
+// purchases: the first uses it, the others earn without it, as one at a
+// time.
+func TestPurchaseBatchOfferUsedOnce(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		e := newEnv(t, dialect)
+		m, other := e.enrol(), e.enrol()
+		e.ofOffer(map[string]any{"code": "once", "kind": "bonus", "bonus_points": 50, "max_uses_per_member": 1, "target": ofOnly(m)})
+		res := e.batch(e.pos(), []any{receipt(m, 1000, "O-1"), receipt(other, 1000, "O-2"), receipt(m, 1000, "O-3"),
+			receipt(other, 1000, "O-4"), receipt(m, 1000, "O-5")})
+		want := []int64{60, 10, 10, 10, 10}
+		for i, w := range want {
+			if res[i].Status != 201 || num(res[i].json(t)["points_earned"]) != w {
+				t.Fatalf("purchase %d: %d %s, want %d points", i, res[i].Status, res[i].Body, w)
+			}
+		}
+		if bm, bo := e.balance(m), e.balance(other); bm.Available != 80 || bo.Available != 20 {
+			t.Fatalf("balances %d %d", bm.Available, bo.Available)
+		}
+		e.checkLedger()
+	})
+}

@@ -22,10 +22,13 @@ import (
 // The batch goes in chunks (sqliteBatchChunk, pgBatchChunk): the
 // purchases of a chunk are planned one by one with the rules of a purchase
 // posted alone (planPurchase), on accounts locked and read together, and
-// written together in one transaction. A purchase that needs a transaction
-// of its own (a payment with points, new settings, a member already in the
-// chunk, a lapse by inactivity to write) ends the chunk and is posted
-// alone, and the next chunk starts after it; a chunk whose transaction
+// written together in one transaction. A member's later purchases in a
+// chunk are planned on its account as the earlier ones left it, which
+// holds all they read but the offers' uses: a member with an offer live
+// has one purchase to a chunk. A purchase that needs a transaction of its
+// own (a payment with points, new settings, a lapse by inactivity to
+// write, that second purchase of a member with offers) ends the chunk and
+// is posted alone, and the next chunk starts after it; a chunk whose transaction
 // fails (a lost connection, a conflict with a concurrent twin) is answered
 // by nothing, and its purchases are posted again, which their receipts
 // and keys make safe.
@@ -98,11 +101,9 @@ func (s *Service) PostPurchases(ctx context.Context, p Principal, ins []Purchase
 // sqliteBatchChunk posts ins from the first as one write of the group
 // committer, planned purchase by purchase and written set-based: each
 // table's rows of all the purchases in a few multi-row INSERTs, then each
-// balance row. It stops before a purchase that must be posted alone (one
-// paying with points, one whose member it already holds a purchase of,
-// one whose member's points lapse by inactivity, one under settings newer
-// than those it validated with), and returns how many it answered; when
-// its write fails it answers none and returns 0.
+// balance row. It stops before a purchase that must be posted alone (see
+// above), and returns how many it answered; when its write fails it
+// answers none and returns 0.
 func (s *Service) sqliteBatchChunk(ctx context.Context, p Principal, ins []PurchaseInput, keys []IdempotencyKey, out []BatchResult) int {
 	set := cacheOf(s.store.r).last()
 	if set == nil {
@@ -123,8 +124,9 @@ func (s *Service) sqliteBatchChunk(ctx context.Context, p Principal, ins []Purch
 	err := s.store.write(ctx, func(tx *gorm.DB) error {
 		got = got[:0] // a group rolled back runs its writes again
 		now := ts(s.now())
-		held := map[string]bool{}       // members with a purchase in the chunk
-		inChunk := map[string]earlier{} // guards answered in the chunk
+		held := map[string]*account{}    // members with a purchase in the chunk
+		offerFree := map[*account]bool{} // with no offer live when read
+		inChunk := map[string]earlier{}  // guards answered in the chunk
 		var rows []any
 		var saves []*account
 		var tiers []*string
@@ -134,8 +136,12 @@ func (s *Service) sqliteBatchChunk(ctx context.Context, p Principal, ins []Purch
 				got = append(got, BatchResult{Err: err})
 				continue
 			}
-			if pur.pay != 0 || held[pur.MemberID] {
+			if pur.pay != 0 {
 				break
+			}
+			carried := held[pur.MemberID]
+			if carried != nil && !offerFree[carried] {
+				break // its offers' uses were read before the chunk's
 			}
 			guards := pur.guards(keys[n])
 			for _, g := range guards {
@@ -156,24 +162,27 @@ func (s *Service) sqliteBatchChunk(ctx context.Context, p Principal, ins []Purch
 					continue items
 				}
 			}
-			a, err := lockKept(tx, pur.MemberID, set.prog, now)
-			if err != nil {
-				if !isRefusal(err) {
+			a, mo := carried, newMemberOffers()
+			if a == nil {
+				var err error
+				if a, err = lockKept(tx, pur.MemberID, set.prog, now); err != nil {
+					if !isRefusal(err) {
+						return err
+					}
+					got = append(got, BatchResult{Err: memberRef(err)})
+					continue
+				}
+				a.set = set
+				if a.cfg != set.version {
+					break // new settings: the general path
+				}
+				if d, ok := a.inactivityDeadline(); ok && !d.After(now) {
+					break // expireInactive writes the lapse
+				}
+				if mo, err = s.store.offersFor(tx, a.member.ID, pur.at); err != nil {
 					return err
 				}
-				got = append(got, BatchResult{Err: memberRef(err)})
-				continue
-			}
-			a.set = set
-			if a.cfg != set.version {
-				break // new settings: the general path
-			}
-			if d, ok := a.inactivityDeadline(); ok && !d.After(now) {
-				break // expireInactive writes the lapse
-			}
-			mo, err := s.store.offersFor(tx, a.member.ID, pur.at)
-			if err != nil {
-				return err
+				offerFree[a] = len(mo.offers) == 0
 			}
 			res, w, err := planPurchase(a, pur, mo)
 			if err != nil {
@@ -196,8 +205,13 @@ func (s *Service) sqliteBatchChunk(ctx context.Context, p Principal, ins []Purch
 				rows = append(rows, &answerRow{g: g, body: string(body), at: now})
 				inChunk[g.scope+"\x00"+g.key] = earlier{hash: g.hash, body: body}
 			}
-			saves, tiers = append(saves, a), append(tiers, w.tier)
-			held[pur.MemberID] = true
+			if carried == nil {
+				saves, tiers = append(saves, a), append(tiers, nil)
+			}
+			if w.tier != nil {
+				tiers[slices.Index(saves, a)] = w.tier
+			}
+			held[pur.MemberID] = a
 			got = append(got, BatchResult{Result: res})
 		}
 		// Each table's rows together, in an order the foreign keys allow.
@@ -283,14 +297,16 @@ func (s *Service) pgBatchChunk(ctx context.Context, p Principal, ins []PurchaseI
 	var ids []string
 	for n := 0; n < len(ins) && n < pgBatchChunk; n++ {
 		pur, err := s.validatePurchase(p, set.prog, ins[n])
-		if err == nil && (pur.pay != 0 || held[pur.MemberID]) {
+		if err == nil && pur.pay != 0 {
 			break
 		}
 		it := item{pur: pur, invalid: err}
 		if err == nil {
 			it.guards = pur.guards(keys[n])
-			held[pur.MemberID] = true
-			ids = append(ids, pur.MemberID)
+			if !held[pur.MemberID] {
+				held[pur.MemberID] = true
+				ids = append(ids, pur.MemberID)
+			}
 		}
 		items = append(items, it)
 	}
@@ -403,6 +419,8 @@ func (s *Service) pgBatchChunk(ctx context.Context, p Principal, ins []PurchaseI
 	inChunk := map[string]earlier{}
 	got := make([]BatchResult, 0, len(items))
 	var cw pgChunkWrites
+	planned := map[string]*account{} // members planned in the chunk
+	offerFree := map[*account]bool{} // with no offer live when read
 	for i, it := range items {
 		r := reads[i]
 		switch {
@@ -413,12 +431,19 @@ func (s *Service) pgBatchChunk(ctx context.Context, p Principal, ins []PurchaseI
 			got = append(got, BatchResult{Replay: r.rep, Err: r.refused})
 			continue
 		}
-		a := r.a
-		if a.cfg != set.version || (skipOffers && r.offersAt != seen.version) {
-			break // new settings or offers: the general path
-		}
-		if d, ok := a.inactivityDeadline(); ok && !d.After(now) {
-			break // expireInactive writes the lapse
+		a := planned[it.pur.MemberID]
+		carried := a != nil
+		if !carried {
+			a = r.a
+			if a.cfg != set.version || (skipOffers && r.offersAt != seen.version) {
+				break // new settings or offers: the general path
+			}
+			if d, ok := a.inactivityDeadline(); ok && !d.After(now) {
+				break // expireInactive writes the lapse
+			}
+			offerFree[a] = len(r.mo.offers) == 0
+		} else if !offerFree[a] {
+			break // its offers' uses were read before the chunk's
 		}
 		var dup *BatchResult
 		for _, g := range it.guards {
@@ -434,14 +459,21 @@ func (s *Service) pgBatchChunk(ctx context.Context, p Principal, ins []PurchaseI
 			got = append(got, *dup)
 			continue
 		}
-		if a.fresh() {
+		// A carried account is as the chunk's earlier purchases left it.
+		if !carried && a.fresh() {
 			if a.k, err = a.keptFromRow(); err != nil {
 				return 0
 			}
-		} else if err := a.pgCatchUp(ctx, conn); err != nil {
-			return 0
+		} else if !carried {
+			if err := a.pgCatchUp(ctx, conn); err != nil {
+				return 0
+			}
 		}
-		res, w, err := planPurchase(a, it.pur, r.mo)
+		mo := r.mo
+		if carried {
+			mo = newMemberOffers()
+		}
+		res, w, err := planPurchase(a, it.pur, mo)
 		if err != nil {
 			if !isRefusal(err) {
 				return 0
@@ -456,9 +488,10 @@ func (s *Service) pgBatchChunk(ctx context.Context, p Principal, ins []PurchaseI
 		for _, e := range res.events(body, now) {
 			w.rows = append(w.rows, e.row())
 		}
-		if err := cw.add(a, w); err != nil {
+		if err := cw.add(a, w, !carried); err != nil {
 			return 0
 		}
+		planned[it.pur.MemberID] = a
 		for _, g := range it.guards {
 			cw.record(g, body)
 			inChunk[g.scope+"\x00"+g.key] = earlier{hash: g.hash, body: body}
@@ -550,15 +583,23 @@ type pgChunkWrites struct {
 	balances                   []*balanceRow
 }
 
-// add gathers the writes w planned on account a.
-func (c *pgChunkWrites) add(a *account, w *accountWrites) error {
+// add gathers the writes w planned on account a; first says a is new to
+// the chunk: its balance row is written once, as the chunk's last purchase
+// of the member left it.
+func (c *pgChunkWrites) add(a *account, w *accountWrites, first bool) error {
 	if err := c.x.add(w.rows); err != nil {
 		return err
 	}
 	if w.tier != nil {
-		c.tierIDs, c.tiers = append(c.tierIDs, a.member.ID), append(c.tiers, *w.tier)
+		if i := slices.Index(c.tierIDs, a.member.ID); i >= 0 {
+			c.tiers[i] = *w.tier
+		} else {
+			c.tierIDs, c.tiers = append(c.tierIDs, a.member.ID), append(c.tiers, *w.tier)
+		}
 	}
-	c.balances = append(c.balances, &a.balance)
+	if first {
+		c.balances = append(c.balances, &a.balance)
+	}
 	return nil
 }
 
