@@ -142,6 +142,11 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 
 	v1.Post("/members", allow(pos, marketer, admin), s.enrolMember)
 	v1.Get("/members", allow(pos, marketer, admin), s.findMembers)
+
+	// Streamed CSV exports (§15); before /members/:id, which would take "export" for an id.
+	v1.Get("/members/export", allow(admin), s.exportMembers)
+	v1.Get("/ledger/export", allow(admin), s.exportLedger)
+
 	v1.Get("/members/:id", allow(all...), s.getMember)
 	v1.Patch("/members/:id", allow(all...), s.patchMember)
 	v1.Delete("/members/:id", allow(admin), s.eraseMember)
