@@ -175,8 +175,9 @@ func catchUpAll(tx *gorm.DB, accounts []*account) error {
 		return err
 	}
 	var ps []struct {
-		MemberID string
-		windowPurchase
+		MemberID   string
+		OccurredAt time.Time
+		Net        int64
 	}
 	if err := tx.Raw(`SELECT p.member_id, p.occurred_at, `+NetSpendSQL("p")+` AS net FROM purchases p
 		WHERE p.member_id IN ? AND p.occurred_at >= ?`, stale, from).Scan(&ps).Error; err != nil {
@@ -190,7 +191,7 @@ func catchUpAll(tx *gorm.DB, accounts []*account) error {
 	for _, p := range ps {
 		// Each member's window starts where its own balance row says.
 		if !p.OccurredAt.Before(byID[p.MemberID].windowFrom()) {
-			windowOf[p.MemberID] = append(windowOf[p.MemberID], p.windowPurchase)
+			windowOf[p.MemberID] = append(windowOf[p.MemberID], windowPurchase{OccurredAt: p.OccurredAt, Net: p.Net})
 		}
 	}
 	for _, id := range stale {
