@@ -6,7 +6,6 @@ import (
 	"encoding/csv"
 	"errors"
 	"net"
-	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -94,65 +93,20 @@ func (s *server) exportLedger(c *fiber.Ctx) error {
 	})
 }
 
-// ledgerRange reads the ledger export's required from and to: each an RFC
-// 3339 instant or a date YYYY-MM-DD in the program's time zone. Instants
-// make the half-open range [from, to); dates count whole days with both
-// ends included, as the analytics' date ranges do (§13), so
-// from=2026-11-01&to=2026-11-30 is November.
+// ledgerRange reads the ledger export's required from and to (see
+// loyalty.ParseLedgerRange) in the program's time zone.
 func (s *server) ledgerRange(c *fiber.Ctx) (loyalty.LedgerRange, error) {
-	var r loyalty.LedgerRange
 	prog, err := s.svc.Program(c.UserContext())
 	if err != nil {
-		return r, err
+		return loyalty.LedgerRange{}, err
 	}
-	loc := prog.Location()
-	var v loyalty.Validation
-	ok := true
-	for _, f := range []struct {
-		name string
-		dst  *time.Time
-		end  bool
-	}{{"from", &r.From, false}, {"to", &r.To, true}} {
-		raw, err := query(c, f.name)
-		if err != nil {
-			return r, err
-		}
-		t, err := rangeEnd(raw, loc, f.end)
-		if err != nil {
-			v.Add(f.name, "%s", err.Error())
-			ok = false
-			continue
-		}
-		*f.dst = t
+	from, err := query(c, "from")
+	if err != nil {
+		return loyalty.LedgerRange{}, err
 	}
-	// A date to stands for its following midnight: to the day before from
-	// comes out as from itself.
-	if toDay, _ := query(c, "to"); ok && (r.To.Before(r.From) || r.To.Equal(r.From) && len(toDay) == len(time.DateOnly)) {
-		v.Add("to", "must not be before from")
+	to, err := query(c, "to")
+	if err != nil {
+		return loyalty.LedgerRange{}, err
 	}
-	return r, v.Err()
-}
-
-// rangeEnd parses one end of a range: an RFC 3339 instant, or a date whose
-// start (from) or following midnight (an inclusive to) it stands for.
-func rangeEnd(raw string, loc *time.Location, inclusiveDay bool) (time.Time, error) {
-	const want = "is required: an RFC 3339 time such as 2026-03-01T00:00:00Z or a date YYYY-MM-DD"
-	switch {
-	case raw == "":
-		return time.Time{}, errors.New(want)
-	case len(raw) == len(time.DateOnly) && !strings.ContainsAny(raw, "Tt"):
-		d, err := time.ParseInLocation(time.DateOnly, raw, loc)
-		if err != nil {
-			return time.Time{}, errors.New("must be a valid date YYYY-MM-DD or an RFC 3339 time")
-		}
-		if inclusiveDay {
-			d = d.AddDate(0, 0, 1)
-		}
-		return d, nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, raw)
-	if err != nil || t.Year() < 1 || t.Year() > 9999 {
-		return time.Time{}, errors.New("must be an RFC 3339 time such as 2026-03-01T00:00:00Z or a date YYYY-MM-DD")
-	}
-	return t, nil
+	return loyalty.ParseLedgerRange(from, to, prog.Location())
 }

@@ -2,6 +2,7 @@ package loyalty
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -224,6 +225,59 @@ func memberExportRow(m memberRow, b Balance) []string {
 // LedgerRange is the half-open range [From, To) of occurred_at an
 // accounting export covers.
 type LedgerRange struct{ From, To time.Time }
+
+// ParseLedgerRange reads a ledger export's required from and to: each an
+// RFC 3339 instant or a date YYYY-MM-DD in loc. Instants make the
+// half-open range [from, to); dates count whole days with both ends
+// included, as the analytics' date ranges do (§13), so
+// from=2026-11-01&to=2026-11-30 is November.
+func ParseLedgerRange(from, to string, loc *time.Location) (LedgerRange, error) {
+	var r LedgerRange
+	var v Validation
+	f, errF := rangeEnd(from, loc, false)
+	if errF != nil {
+		v.Add("from", "%s", errF.Error())
+	}
+	t, errT := rangeEnd(to, loc, true)
+	if errT != nil {
+		v.Add("to", "%s", errT.Error())
+	}
+	if errF == nil && errT == nil {
+		// A date to stands for its following midnight: the day before
+		// from comes out as from itself.
+		if t.Before(f) || t.Equal(f) && isDate(to) {
+			v.Add("to", "must not be before from")
+		}
+		r = LedgerRange{From: f, To: t}
+	}
+	return r, v.Err()
+}
+
+func isDate(s string) bool { return len(s) == len(time.DateOnly) && !strings.ContainsAny(s, "Tt") }
+
+// rangeEnd parses one end of a range: an RFC 3339 instant, or a date whose
+// start (from) or following midnight (an inclusive to) it stands for.
+func rangeEnd(raw string, loc *time.Location, inclusiveDay bool) (time.Time, error) {
+	const want = "an RFC 3339 time such as 2026-03-01T00:00:00Z or a date YYYY-MM-DD"
+	switch {
+	case raw == "":
+		return time.Time{}, errors.New("is required: " + want)
+	case isDate(raw):
+		d, err := time.ParseInLocation(time.DateOnly, raw, loc)
+		if err != nil {
+			return time.Time{}, errors.New("must be a valid date YYYY-MM-DD or " + want)
+		}
+		if inclusiveDay {
+			d = d.AddDate(0, 0, 1)
+		}
+		return d, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, raw)
+	if err != nil || t.Year() < 1 || t.Year() > 9999 {
+		return time.Time{}, errors.New("must be " + want)
+	}
+	return t, nil
+}
 
 // ExportLedger writes every ledger entry of every member whose occurred_at
 // (when the points were earned, spent, expired or adjusted: the instant
