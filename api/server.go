@@ -72,6 +72,9 @@ type Config struct {
 	// Webhooks defaults to a service on the ledger service; give the one
 	// whose Dispatcher runs, so a change through the API reaches it at once.
 	Webhooks *webhooks.Service
+	// Imports runs the console's imports (§15); nil offers the console's
+	// Imports page without its upload.
+	Imports console.Importer
 }
 
 type server struct {
@@ -217,6 +220,7 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 	app.Group("/debug", s.authenticate, allow(admin)).Use(pprof.New())
 
 	console.Mount(app, console.Deps{Loyalty: svc, Rewards: cfg.Rewards, Jobs: cfg.Jobs, Webhooks: cfg.Webhooks, Verify: s.verifier.verify,
+		Imports: cfg.Imports, WriteTimeout: s.writeTimeout,
 		Secret: cfg.Auth.Secret, Logger: cfg.Logger})
 
 	app.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })
