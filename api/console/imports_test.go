@@ -230,7 +230,7 @@ func TestConsoleExports(t *testing.T) {
 		}
 		ad.get("/console/exports/ledger?from=2026-03-02&to=2026-03-01").must(t, 422).
 			contains(t, `id="problem"`, "must not be before from", `value="2026-03-02"`)
-		ad.get("/console/exports/ledger?from=" + url.QueryEscape("\"><script>")).must(t, 422).contains(t, "is required")
+		ad.get("/console/exports/ledger?from="+url.QueryEscape("\"><script>")).must(t, 422).contains(t, "is required")
 	})
 }
 
