@@ -211,8 +211,7 @@ func TestConsoleExports(t *testing.T) {
 		ad := e.client()
 		ad.signIn(e.token(loyalty.RoleAdmin, "op-1"))
 		ad.get("/console/members").must(t, 200).contains(t, `href="/console/exports/members" hx-boost="false" download id="members-export"`)
-		// Without an import service the page offers the exports alone.
-		ad.get("/console/imports").must(t, 200).contains(t, `id="imports-unavailable"`, `id="export-members-link"`)
+		ad.get("/console/imports").must(t, 200).contains(t, `id="export-members-link"`, `id="export-ledger"`)
 		ad.get("/console/imports/x").must(t, 404)
 
 		members := ad.get("/console/exports/members").must(t, 200)
@@ -273,6 +272,9 @@ func TestBrowserImport(t *testing.T) {
 	}
 	if n := eval[int](b, `document.querySelectorAll(".import-progress .errors-link").length`); n != 1 {
 		t.Errorf("%d links to the failed rows, want 1", n)
+	}
+	if got := eval[string](b, `fetch(document.querySelector(".errors-link").href).then(r => r.text())`); !strings.HasPrefix(got, "line,") || !strings.Contains(got, "\n3,") {
+		t.Errorf("the failed rows download %q, want line 3 in a CSV with a line column", got)
 	}
 	b.shoot("import-finished")
 	b.checkConsole()
