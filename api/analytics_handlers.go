@@ -161,8 +161,8 @@ func (s *server) segmentMembers(c *fiber.Ctx) error {
 		if _, err := s.jobs.SegmentMembers(c.UserContext(), code, loyalty.Page{Limit: 1}); err != nil {
 			return err
 		}
-		// The rows are flushed (and the write deadline renewed) every
-		// export chunk, as the other exports do.
+		// The rows are flushed (and the write deadline renewed) after
+		// every chunk ExportSegment reads, as the other exports do.
 		return s.streamCSV(c, "segment-"+code+".csv", func(ctx context.Context, w loyalty.RowWriter) error {
 			n := 0
 			err := s.jobs.ExportSegment(ctx, code, func(cols []string) error {
