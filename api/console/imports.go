@@ -128,7 +128,7 @@ func (h *handler) startImport(c *fiber.Ctx) error {
 		return h.errorPage(c, http.StatusNotFound, "Not available", "This engine does not run imports.")
 	}
 	opts := ImportOptions{Kind: bodyField(c, "kind"), DryRun: bodyField(c, "dry_run") != "", Earn: bodyField(c, "earn") != ""}
-	d.Form = importForm{Kind: opts.Kind, DryRun: opts.DryRun, Earn: opts.Earn}
+	d.Form = importForm(opts)
 	var vv loyalty.Validation
 	if opts.Kind != "members" && opts.Kind != "purchases" {
 		vv.Add("kind", "must be members or purchases")
