@@ -92,13 +92,15 @@ func (s *Service) chunk() int {
 	return DefaultExportChunk
 }
 
-// memberExportSQL reads one chunk of members with their balance rows.
+// memberExportSQL reads one chunk of members with their balance rows: the
+// chunk is taken first, by primary key, so that the join is of its rows
+// alone whatever plan the database would choose for the whole table.
 const memberExportSQL = `SELECT m.id, m.external_id, m.email, m.phone, m.first_name, m.last_name, m.birthday, m.timezone,
 		m.status, m.tier_code, m.enrolled_at,
 		b.debt, b.lifetime_earned, b.lifetime_redeemed, b.last_activity_at, b.version,
 		b.open_available, b.open_pending, b.qualifying_spend, b.expiring_soon, b.as_of, b.next_change_at, b.config_version
-	FROM members m JOIN member_balances b ON b.member_id = m.id
-	WHERE m.id > ? ORDER BY m.id LIMIT ?`
+	FROM (SELECT * FROM members WHERE id > ? ORDER BY id LIMIT ?) m JOIN member_balances b ON b.member_id = m.id
+	ORDER BY m.id`
 
 // memberChunk reads the members after id after, at most one chunk of
 // them, as export rows, and returns the last id read. A balance row whose
@@ -299,12 +301,12 @@ func (s *Service) ExportLedger(ctx context.Context, p Principal, r LedgerRange, 
 		return err
 	}
 	from, to := ts(r.From), ts(r.To)
-	after := ""
-	for {
+	after, done := "", false
+	for !done {
 		var rows [][]string
 		err := s.store.snapshot(ctx, func(tx *gorm.DB) error {
 			var err error
-			rows, after, err = s.ledgerChunk(tx, from, to, after)
+			rows, after, done, err = s.ledgerChunk(tx, from, to, after)
 			return err
 		})
 		if err != nil {
@@ -318,26 +320,46 @@ func (s *Service) ExportLedger(ctx context.Context, p Principal, r LedgerRange, 
 		if err := w.Flush(); err != nil {
 			return err
 		}
-		if len(rows) < s.chunk() {
-			return nil
-		}
 	}
+	return nil
 }
 
-// ledgerExportSQL reads one chunk of entries in a range, by entry id: the
-// primary key's order, which each chunk's query continues from, so a
-// whole export reads the table's index once however wide the range.
+// The ledger export walks the whole ledger by entry id, a chunk of entries
+// at a time, and keeps those of the range: one pass over the primary key
+// however wide or narrow the range, each query bounded by the chunk. A
+// query that filtered the range first and then took the first ids would
+// read and sort the whole range again for every chunk (there is no index
+// on occurred_at that gives the ids' order), or the whole table when the
+// planner chooses to scan it.
+
+// ledgerChunkEndSQL finds the last id of the chunk after an id.
+const ledgerChunkEndSQL = `SELECT id FROM ledger_entries WHERE id > ? ORDER BY id LIMIT 1 OFFSET ?`
+
+// ledgerExportSQL reads the entries of a range after an id; ledgerChunk
+// bounds the ids from above but for the last chunk.
 const ledgerExportSQL = `SELECT e.id, e.member_id, m.external_id, e.kind, e.points, e.occurred_at, e.available_at,
 		e.expires_at, e.purchase_id, p.external_id, p.store_id, e.return_id, e.redemption_id, e.offer_id, e.description,
 		e.created_at
 	FROM ledger_entries e JOIN members m ON m.id = e.member_id LEFT JOIN purchases p ON p.id = e.purchase_id
-	WHERE e.id > ? AND e.occurred_at >= ? AND e.occurred_at < ?
-	ORDER BY e.id LIMIT ?`
+	WHERE e.occurred_at >= ? AND e.occurred_at < ? AND e.id > ?`
 
-func (s *Service) ledgerChunk(tx *gorm.DB, from, to time.Time, after string) ([][]string, string, error) {
-	sqlRows, err := tx.Raw(ledgerExportSQL, after, from, to, s.chunk()).Rows()
+// ledgerChunk reads the entries of [from, to) among the chunk of ids after
+// after, and returns where the next chunk starts and whether this was the
+// last.
+func (s *Service) ledgerChunk(tx *gorm.DB, from, to time.Time, after string) ([][]string, string, bool, error) {
+	var ends []string
+	if err := tx.Raw(ledgerChunkEndSQL, after, s.chunk()-1).Scan(&ends).Error; err != nil {
+		return nil, after, false, err
+	}
+	query, args := ledgerExportSQL, []any{from, to, after}
+	end, done := "", len(ends) == 0
+	if !done {
+		end = ends[0]
+		query, args = query+" AND e.id <= ?", append(args, end)
+	}
+	sqlRows, err := tx.Raw(query+" ORDER BY e.id", args...).Rows()
 	if err != nil {
-		return nil, after, err
+		return nil, after, false, err
 	}
 	defer sqlRows.Close()
 	var out [][]string
@@ -347,7 +369,7 @@ func (s *Service) ledgerChunk(tx *gorm.DB, from, to time.Time, after string) ([]
 		if err := sqlRows.Scan(&e.ID, &e.MemberID, &memberExt, &e.Kind, &e.Points, &e.OccurredAt, &e.AvailableAt,
 			&e.ExpiresAt, &e.PurchaseID, &purchaseExt, &storeID, &e.ReturnID, &e.RedemptionID, &e.OfferID, &e.Description,
 			&e.CreatedAt); err != nil {
-			return nil, after, err
+			return nil, after, false, err
 		}
 		str := func(p *string) string {
 			if p == nil {
@@ -362,9 +384,8 @@ func (s *Service) ledgerChunk(tx *gorm.DB, from, to time.Time, after string) ([]
 		out = append(out, []string{e.ID, e.MemberID, str(memberExt), e.Kind, strconv.FormatInt(e.Points, 10),
 			exportTime(e.OccurredAt), exportTime(e.AvailableAt), expires, str(e.PurchaseID), str(purchaseExt), str(storeID),
 			str(e.ReturnID), str(e.RedemptionID), str(e.OfferID), SpreadsheetSafe(e.Description), exportTime(e.CreatedAt)})
-		after = e.ID
 	}
-	return out, after, sqlRows.Err()
+	return out, end, done, sqlRows.Err()
 }
 
 // exportTime writes an instant as the API does: RFC 3339 in UTC.
