@@ -348,14 +348,14 @@ func TestRoleMatrix(t *testing.T) {
 			{"GET", "/v1/segments", func(loyalty.Role) (string, any) { return "/v1/segments", nil }, []loyalty.Role{marketer, admin}, 200},
 			{"GET", "/v1/segments/:code/members", func(loyalty.Role) (string, any) { return "/v1/segments/loyal/members", nil },
 				[]loyalty.Role{marketer, admin}, 200},
+			{"GET", "/v1/members/export", func(loyalty.Role) (string, any) { return "/v1/members/export", nil }, []loyalty.Role{admin}, 200},
+			{"GET", "/v1/ledger/export", func(loyalty.Role) (string, any) { return "/v1/ledger/export?from=2026-01-01&to=2026-03-01", nil },
+				[]loyalty.Role{admin}, 200},
 			{"GET", "/v1/jobs", func(loyalty.Role) (string, any) { return "/v1/jobs", nil }, []loyalty.Role{marketer, admin}, 200},
 			{"POST", "/v1/jobs/:name/run", func(loyalty.Role) (string, any) { return "/v1/jobs/tier-review/run", nil },
 				[]loyalty.Role{marketer, admin}, 200},
 			{"GET", "/v1/audit", func(loyalty.Role) (string, any) { return "/v1/audit", nil }, []loyalty.Role{admin}, 200},
 			{"GET", "/v1/events", func(loyalty.Role) (string, any) { return "/v1/events", nil }, []loyalty.Role{admin}, 200},
-			{"GET", "/v1/members/export", func(loyalty.Role) (string, any) { return "/v1/members/export", nil }, []loyalty.Role{admin}, 200},
-			{"GET", "/v1/ledger/export", func(loyalty.Role) (string, any) { return "/v1/ledger/export?from=2026-01-01&to=2026-03-01", nil },
-				[]loyalty.Role{admin}, 200},
 			{"POST", "/v1/webhooks", func(loyalty.Role) (string, any) {
 				return "/v1/webhooks", map[string]any{"url": "https://rm.example/hook", "events": []string{"*"}}
 			}, []loyalty.Role{admin}, 201},
