@@ -1,8 +1,7 @@
 package api
 
 import (
-	"bufio"
-	"encoding/csv"
+	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -162,17 +161,24 @@ func (s *server) segmentMembers(c *fiber.Ctx) error {
 		if _, err := s.jobs.SegmentMembers(c.UserContext(), code, loyalty.Page{Limit: 1}); err != nil {
 			return err
 		}
-		ctx := c.UserContext()
-		c.Set(fiber.HeaderContentType, "text/csv; charset=utf-8")
-		c.Set(fiber.HeaderContentDisposition, `attachment; filename="segment-`+code+`.csv"`)
-		c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
-			cw := csv.NewWriter(w)
-			if err := s.jobs.ExportSegment(ctx, code, func(cols []string) error { return cw.Write(cols) }); err != nil {
-				s.log.Error("segment export", "segment", code, "error", err.Error())
+		// The rows are flushed (and the write deadline renewed) after
+		// every chunk ExportSegment reads, as the other exports do.
+		return s.streamCSV(c, "segment-"+code+".csv", func(ctx context.Context, w loyalty.RowWriter) error {
+			n := 0
+			err := s.jobs.ExportSegment(ctx, code, func(cols []string) error {
+				if err := w.Write(cols); err != nil {
+					return err
+				}
+				if n++; n%loyalty.DefaultExportChunk == 0 {
+					return w.Flush()
+				}
+				return nil
+			})
+			if err != nil {
+				return err
 			}
-			cw.Flush()
+			return w.Flush()
 		})
-		return nil
 	}
 	pg, err := page(c)
 	if err != nil {

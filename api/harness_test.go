@@ -32,14 +32,15 @@ type env struct {
 
 var testSecret = []byte("test-secret-for-the-api-suite-0123456789")
 
-// newEnv starts an engine on dialect with its clock at 2026-03-01 12:00 UTC.
-func newEnv(t testing.TB, dialect string) *env {
+// newEnv starts an engine on dialect with its clock at 2026-03-01 12:00 UTC,
+// its service built with opts besides the clock and the metrics.
+func newEnv(t testing.TB, dialect string, opts ...loyalty.Option) *env {
 	t.Helper()
 	e := &env{t: t, dialect: dialect, clock: loyaltytest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)),
 		auth: AuthConfig{Secret: testSecret}}
 	e.store = loyaltytest.MustOpen(t, dialect)
 	m := NewMetrics()
-	e.svc = loyalty.NewService(e.store, loyalty.WithClock(e.clock.Now), loyalty.WithObserver(m))
+	e.svc = loyalty.NewService(e.store, append([]loyalty.Option{loyalty.WithClock(e.clock.Now), loyalty.WithObserver(m)}, opts...)...)
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	// Balance streams end at once (after their first event), so that a
 	// stream requested through app.Test, which reads whole answers, ends.

@@ -297,6 +297,9 @@ func TestListRoutesCovered(t *testing.T) {
 		// Reports: one answer of fixed groups, not a list of resources.
 		"/v1/analytics/cx": true, "/v1/analytics/clv-model": true, "/v1/analytics/store-categories": true,
 		"/v1/analytics/category-lapse": true,
+		// Streamed CSV exports (§15), whole tables rather than pages:
+		// TestMembersExport, TestLedgerExport and TestExportsPage cover them.
+		"/v1/members/export": true, "/v1/ledger/export": true,
 		// The event log, read by ?after= with a next_cursor that is never
 		// null (a consumer polls with it): TestEventsAPI covers it.
 		"/v1/events": true, "/v1/webhooks/:id": true}

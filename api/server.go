@@ -72,6 +72,9 @@ type Config struct {
 	// Webhooks defaults to a service on the ledger service; give the one
 	// whose Dispatcher runs, so a change through the API reaches it at once.
 	Webhooks *webhooks.Service
+	// Imports runs the console's imports (§15); nil offers the console's
+	// Imports page without its upload.
+	Imports console.Importer
 }
 
 type server struct {
@@ -142,6 +145,11 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 
 	v1.Post("/members", allow(pos, marketer, admin), s.enrolMember)
 	v1.Get("/members", allow(pos, marketer, admin), s.findMembers)
+
+	// Streamed CSV exports (§15); before /members/:id, which would take "export" for an id.
+	v1.Get("/members/export", allow(admin), s.exportMembers)
+	v1.Get("/ledger/export", allow(admin), s.exportLedger)
+
 	v1.Get("/members/:id", allow(all...), s.getMember)
 	v1.Patch("/members/:id", allow(all...), s.patchMember)
 	v1.Delete("/members/:id", allow(admin), s.eraseMember)
@@ -213,6 +221,7 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 	app.Group("/debug", s.authenticate, allow(admin)).Use(pprof.New())
 
 	console.Mount(app, console.Deps{Loyalty: svc, Rewards: cfg.Rewards, Jobs: cfg.Jobs, Webhooks: cfg.Webhooks, Verify: s.verifier.verify,
+		Imports: cfg.Imports, WriteTimeout: s.writeTimeout,
 		Secret: cfg.Auth.Secret, Logger: cfg.Logger})
 
 	app.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })

@@ -191,34 +191,54 @@ func (r *Runner) SegmentMembers(ctx context.Context, code string, page loyalty.P
 }
 
 // ExportSegment streams every member of a segment with its contact fields,
-// for campaign tools, calling row once per member in id order.
+// for campaign tools, calling row once per member in id order. It reads in
+// chunks of loyalty.DefaultExportChunk members, each one short read of its
+// own (see loyalty's exports), so no query or transaction stays open while
+// row waits for a slow client.
 func (r *Runner) ExportSegment(ctx context.Context, code string, row func(cols []string) error) error {
 	if _, err := r.SegmentMembers(ctx, code, loyalty.Page{Limit: 1}); err != nil {
 		return err
 	}
-	rows, err := r.svc.Store().DB().WithContext(ctx).Raw(`SELECT m.id, COALESCE(m.external_id, ''), COALESCE(m.email, ''),
-			COALESCE(m.phone, ''), COALESCE(m.first_name, ''), COALESCE(m.last_name, ''), COALESCE(m.tier_code, '')
-		FROM member_segments s JOIN members m ON m.id = s.member_id
-		WHERE s.segment_code = ? AND m.status = 'active' ORDER BY m.id`, code).Rows()
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
 	if err := row([]string{"member_id", "external_id", "email", "phone", "first_name", "last_name", "tier"}); err != nil {
 		return err
 	}
-	for rows.Next() {
-		cols := make([]string, 7)
-		ptrs := make([]any, 7)
-		for i := range cols {
-			ptrs[i] = &cols[i]
+	after := ""
+	for {
+		var chunk [][]string
+		err := loyalty.Read(ctx, r.svc, func(db *gorm.DB) error {
+			rows, err := db.Raw(`SELECT m.id, COALESCE(m.external_id, ''), COALESCE(m.email, ''),
+					COALESCE(m.phone, ''), COALESCE(m.first_name, ''), COALESCE(m.last_name, ''), COALESCE(m.tier_code, '')
+				FROM member_segments s JOIN members m ON m.id = s.member_id
+				WHERE s.segment_code = ? AND s.member_id > ? AND m.status = 'active' ORDER BY s.member_id LIMIT ?`,
+				code, after, loyalty.DefaultExportChunk).Rows()
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				cols := make([]string, 7)
+				ptrs := make([]any, 7)
+				for i := range cols {
+					ptrs[i] = &cols[i]
+				}
+				if err := rows.Scan(ptrs...); err != nil {
+					return err
+				}
+				chunk = append(chunk, cols)
+			}
+			return rows.Err()
+		})
+		if err != nil {
+			return fmt.Errorf("export segment: %w", err)
 		}
-		if err := rows.Scan(ptrs...); err != nil {
-			return err
+		for _, cols := range chunk {
+			if err := row(cols); err != nil {
+				return err
+			}
 		}
-		if err := row(cols); err != nil {
-			return err
+		if len(chunk) < loyalty.DefaultExportChunk {
+			return nil
 		}
+		after = chunk[len(chunk)-1][0]
 	}
-	return rows.Err()
 }

@@ -27,6 +27,9 @@ type Service struct {
 	store    *Store
 	now      func() time.Time
 	observer Observer
+	// exportChunk is how many rows one query of an export reads (0:
+	// DefaultExportChunk); see exports.go.
+	exportChunk int
 }
 
 // Option configures a Service.

@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"path"
 	"strings"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -45,6 +46,12 @@ type Deps struct {
 	Jobs    *jobs.Runner
 	// Webhooks configures the endpoints events are delivered to (admins).
 	Webhooks *webhooks.Service
+	// Imports runs the imports of §15 for the Imports page (admins); nil
+	// when the engine has none, and the page offers only the exports.
+	Imports Importer
+	// WriteTimeout is the server's write timeout, renewed for each chunk
+	// of an export so that a large download is not cut off.
+	WriteTimeout time.Duration
 	// Verify checks a token exactly as the API does and returns its
 	// principal: the console accepts the same tokens.
 	Verify func(token string) (loyalty.Principal, error)
@@ -115,6 +122,14 @@ func Mount(app *fiber.App, d Deps) {
 	g.Post("/webhooks/:id/deliveries/:delivery_id/retry", auth, csrf, admin, h.retryDelivery)
 	g.Get("/events", auth, admin, h.eventsPage)
 	g.Get("/events/tail", auth, admin, h.eventsTail)
+	// Imports and exports (§15).
+	g.Get("/imports", auth, admin, h.importsPage)
+	g.Post("/imports", auth, csrf, admin, h.startImport)
+	g.Get("/imports/:id", auth, admin, h.importPage)
+	g.Get("/imports/:id/progress", auth, admin, h.importProgress)
+	g.Get("/imports/:id/errors", auth, admin, h.importErrors)
+	g.Get("/exports/members", auth, admin, h.exportMembers)
+	g.Get("/exports/ledger", auth, admin, h.exportLedger)
 	g.All("/*", auth, h.notFound)
 }
 
@@ -189,7 +204,7 @@ type problem struct {
 	Fields []loyalty.FieldError
 }
 
-var pageNames = []string{"login", "error", "dashboard", "tiers", "rewards", "reward", "offers", "birthday", "payment", "members", "member", "jobs", "cx", "clv", "webhooks", "webhook", "events"}
+var pageNames = []string{"login", "error", "dashboard", "tiers", "rewards", "reward", "offers", "birthday", "payment", "members", "member", "jobs", "cx", "clv", "webhooks", "webhook", "events", "imports", "import"}
 
 func (h *handler) parsePages() map[string]*template.Template {
 	base := template.Must(template.New("layout.html").Funcs(h.funcs()).ParseFS(templateFS, "templates/layout.html", "templates/partials.html"))

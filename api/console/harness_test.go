@@ -44,8 +44,9 @@ type env struct {
 
 var testSecret = []byte("console-test-secret-console-test-secret!")
 
-// newEnv starts an engine on dialect with its clock at 2026-03-01 12:00 UTC.
-func newEnv(t testing.TB, dialect string) *env {
+// newEnv starts an engine on dialect with its clock at 2026-03-01 12:00 UTC;
+// configure changes the app's configuration first.
+func newEnv(t testing.TB, dialect string, configure ...func(*api.Config)) *env {
 	t.Helper()
 	e := &env{t: t, clock: loyaltytest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)),
 		auth: api.AuthConfig{Secret: testSecret}, logs: &syncBuffer{}}
@@ -55,7 +56,11 @@ func newEnv(t testing.TB, dialect string) *env {
 	e.rw = rewards.NewService(e.svc)
 	e.runner = jobs.NewRunner(e.svc, e.rw)
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	e.app = api.New(e.svc, api.Config{Auth: e.auth, Logger: log, Rewards: e.rw, Jobs: e.runner}, m)
+	cfg := api.Config{Auth: e.auth, Logger: log, Rewards: e.rw, Jobs: e.runner}
+	for _, f := range configure {
+		f(&cfg)
+	}
+	e.app = api.New(e.svc, cfg, m)
 	return e
 }
 
