@@ -226,6 +226,17 @@ func (s *Store) writeSerial(ctx context.Context, fn func(tx *gorm.DB) error) err
 	return s.writeWith(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead}, fn)
 }
 
+// bulk runs fn, a chunk of a set-based bulk write (an import's), in a
+// transaction of its own: on SQLite not shared with the queued writes of
+// group commit, whose transaction it would hold for the whole chunk; on
+// PostgreSQL as write does.
+func (s *Store) bulk(ctx context.Context, fn func(tx *gorm.DB) error) error {
+	if s.group != nil {
+		return s.group.do(ctx, true, fn)
+	}
+	return s.writeWith(ctx, nil, fn)
+}
+
 func (s *Store) writeWith(ctx context.Context, opts *sql.TxOptions, fn func(tx *gorm.DB) error) error {
 	if s.group != nil {
 		return s.group.do(ctx, false, fn)
