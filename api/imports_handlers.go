@@ -142,7 +142,23 @@ func (s *server) receiveImport(conn net.Conn, imp loyalty.Import, size int64, re
 	}
 	cleanup := func() { f.Close(); os.Remove(f.Name()) }
 	lines := &lineCounter{}
+	// The import's heartbeat moves while its file arrives, so that it is
+	// not taken for one whose process stopped.
+	beat := time.NewTicker(10 * time.Second)
+	received := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-beat.C:
+				_ = s.svc.TouchImport(ctx, imp.ID)
+			case <-received:
+				return
+			}
+		}
+	}()
 	n, err := io.Copy(io.MultiWriter(f, lines), io.LimitReader(body, MaxImportBytes+1))
+	beat.Stop()
+	close(received)
 	switch {
 	case err == nil && size >= 0 && n < size:
 		err = io.ErrUnexpectedEOF

@@ -47,7 +47,7 @@ const (
 	importErrorsKept = 10000
 	// importStale is how old a running import's heartbeat (moved by every
 	// chunk) may be before the import is taken for one whose process died.
-	importStale = 2 * time.Minute
+	importStale = time.Minute
 	// maxImportParams bounds the bound values of one statement (SQLite
 	// allows 32,766).
 	maxImportParams = 30000
@@ -175,6 +175,15 @@ func (s *Service) SetImportTotal(ctx context.Context, id string, rows int64) err
 	})
 }
 
+// TouchImport moves a running import's heartbeat, for a process busy with
+// it between chunks (receiving its file, posting a chunk with earn).
+func (s *Service) TouchImport(ctx context.Context, id string) error {
+	now := ts(s.now())
+	return s.store.write(ctx, func(tx *gorm.DB) error {
+		return tx.Model(&importRow{}).Where("id = ? AND status = ?", id, ImportRunning).Update("heartbeat_at", now).Error
+	})
+}
+
 // FailImport ends a running import as failed with message, as when its
 // file could not be received.
 func (s *Service) FailImport(ctx context.Context, id, message string) error {
@@ -193,6 +202,13 @@ func (s *Service) GetImport(ctx context.Context, id string) (Import, error) {
 			return Import{}, Errorf(NotFound, "not_found", "no import has id %q", id)
 		}
 		return Import{}, fmt.Errorf("get import: %w", err)
+	}
+	if r.Status == ImportRunning && r.HeartbeatAt.Before(ts(s.now()).Add(-importStale)) {
+		// Its process stopped: say so now rather than at the next start.
+		if _, err := s.FailAbandonedImports(ctx); err != nil {
+			return Import{}, err
+		}
+		return s.GetImport(ctx, id)
 	}
 	return r.view(), nil
 }
@@ -974,7 +990,12 @@ func (im *importer) earnPurchases(ctx context.Context) error {
 	ps := slices.Clone(im.purchases)
 	slices.SortStableFunc(ps, func(a, b purchaseLine) int { return a.at.Compare(b.at) })
 	admin := Principal{Subject: "import:" + im.row.ID, Role: RoleAdmin}
-	for _, p := range ps {
+	for i, p := range ps {
+		if i > 0 && i%500 == 0 {
+			if err := im.s.TouchImport(ctx, im.row.ID); err != nil {
+				return err
+			}
+		}
 		if have[p.store+"\x00"+p.ext] {
 			im.skipped++
 			continue
