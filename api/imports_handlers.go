@@ -13,7 +13,6 @@ import (
 	"net/http/httputil"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -28,8 +27,8 @@ import (
 // before the handler runs, and its streaming mode, being per server, would
 // take from every other route the refusal of an oversized body from its
 // announced length. So the body of this one route is left on the
-// connection: importBodyHeader, when the headers arrive, records its
-// length and makes fasthttp read none of it; the handler authenticates and
+// connection when it is over 1 MiB or chunked: importBodyHeader, when the
+// headers arrive, records its length and makes fasthttp read none of it; the handler authenticates and
 // begins the import as any handler does, then takes the connection over,
 // copies the body to a temporary file as it arrives (memory does not grow
 // with it), answers 202 and closes the connection, and the import runs in
@@ -61,7 +60,11 @@ func importBodyHeader(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 		return fasthttp.RequestConfig{}
 	}
 	length := "chunked"
-	if n := h.ContentLength(); n >= 0 {
+	if n := h.ContentLength(); n >= 0 && n <= BodyLimit {
+		// A small file is read as any body is, and imported from memory.
+		h.Del(importLengthHeader)
+		return fasthttp.RequestConfig{}
+	} else if n >= 0 {
 		length = strconv.Itoa(n)
 	}
 	h.Set(importLengthHeader, length)
@@ -85,16 +88,13 @@ func importOptions(c *fiber.Ctx) (loyalty.ImportOptions, error) {
 
 func (s *server) postImport(c *fiber.Ctx) error {
 	length := c.Get(importLengthHeader)
-	if length == "" {
-		// Not prepared by importBodyHeader (app.Test bypasses the
-		// server's hooks): the body, if any, was read as for any route.
-		return loyalty.Errorf(loyalty.Malformed, "import_transport", "send the CSV file as the body of POST /v1/imports")
+	if length != "" {
+		// The body was not read: whatever this request answers, the
+		// connection cannot serve another.
+		c.Context().SetConnectionClose()
 	}
-	// The body was not read: whatever this request answers, the
-	// connection cannot serve another.
-	c.Context().SetConnectionClose()
 	size := int64(-1)
-	if length != "chunked" {
+	if length != "" && length != "chunked" {
 		n, err := strconv.ParseInt(length, 10, 64)
 		if err != nil {
 			return loyalty.Errorf(loyalty.Malformed, "malformed", "bad Content-Length")
@@ -104,22 +104,40 @@ func (s *server) postImport(c *fiber.Ctx) error {
 		}
 		size = n
 	}
-	if ct := c.Get(fiber.HeaderContentType); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "text/csv") &&
-		!strings.HasPrefix(strings.ToLower(ct), "application/octet-stream") {
-		return loyalty.Errorf(loyalty.Malformed, "unsupported_media_type", "send the file as text/csv")
-	}
 	opts, err := importOptions(c)
 	if err != nil {
 		return err
+	}
+	var inMemory []byte
+	if length == "" {
+		// A body of at most 1 MiB with its length: fasthttp read it as for
+		// any route.
+		inMemory = bytes.Clone(c.Body())
 	}
 	imp, err := s.svc.BeginImport(c.UserContext(), opts)
 	if err != nil {
 		return err
 	}
+	if length == "" {
+		lines := &lineCounter{}
+		_, _ = lines.Write(inMemory)
+		_ = s.svc.SetImportTotal(c.UserContext(), imp.ID, lines.rows())
+		go s.runImport(imp.ID, bytes.NewReader(inMemory), func() {})
+		c.Location("/v1/imports/" + imp.ID)
+		return c.Status(http.StatusAccepted).JSON(map[string]string{"id": imp.ID, "kind": imp.Kind, "status": imp.Status})
+	}
 	requestID := requestID(c)
 	c.Context().HijackSetNoResponse(true)
 	c.Context().Hijack(func(conn net.Conn) { s.receiveImport(conn, imp, size, requestID) })
 	return nil
+}
+
+// runImport runs the import id from r in the background, then done.
+func (s *server) runImport(id string, r io.Reader, done func()) {
+	defer done()
+	if _, err := s.svc.RunImport(context.Background(), id, r); err != nil {
+		s.log.Error("import failed", "import", id, "error", err.Error())
+	}
 }
 
 // receiveImport reads the body of import imp from conn (size bytes, or
@@ -179,16 +197,12 @@ func (s *server) receiveImport(conn net.Conn, imp loyalty.Import, size int64, re
 	}
 	body202, _ := json.Marshal(map[string]string{"id": imp.ID, "kind": imp.Kind, "status": imp.Status})
 	writeRaw(conn, http.StatusAccepted, fiber.MIMEApplicationJSON, body202, requestID, "/v1/imports/"+imp.ID)
-	go func() {
-		defer cleanup()
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			_ = s.svc.FailImport(ctx, imp.ID, "the engine could not read the stored file")
-			return
-		}
-		if _, err := s.svc.RunImport(ctx, imp.ID, bufio.NewReaderSize(f, 64<<10)); err != nil {
-			s.log.Error("import failed", "import", imp.ID, "error", err.Error())
-		}
-	}()
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		cleanup()
+		_ = s.svc.FailImport(ctx, imp.ID, "the engine could not read the stored file")
+		return
+	}
+	go s.runImport(imp.ID, bufio.NewReaderSize(f, 64<<10), cleanup)
 }
 
 // idleReader reads from conn, each read given importIdle to bring bytes.

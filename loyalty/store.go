@@ -232,7 +232,16 @@ func (s *Store) writeSerial(ctx context.Context, fn func(tx *gorm.DB) error) err
 // PostgreSQL as write does.
 func (s *Store) bulk(ctx context.Context, fn func(tx *gorm.DB) error) error {
 	if s.group != nil {
-		return s.group.do(ctx, true, fn)
+		return s.group.do(ctx, true, func(tx *gorm.DB) error {
+			// A chunk's statements are bounded (maxImportParams values):
+			// their statement journals stay in memory, as a group's
+			// savepoints do, rather than in the file a set-based job's
+			// transaction alone gets.
+			if err := tx.Exec("PRAGMA temp_store = MEMORY").Error; err != nil {
+				return err
+			}
+			return fn(tx)
+		})
 	}
 	return s.writeWith(ctx, nil, fn)
 }
