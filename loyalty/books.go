@@ -832,8 +832,9 @@ func openBalances(tx *gorm.DB, ids []string, now time.Time) error {
 	if len(ids) == 0 {
 		return nil
 	}
+	cond, arg := anyOf(tx, "id", ids)
 	return tx.Exec(`INSERT INTO member_balances (member_id, points, debt, lifetime_earned, lifetime_redeemed, version, updated_at, as_of, expiring_soon)
-		SELECT id, 0, 0, 0, 0, 1, ?, ?, '[]' FROM members WHERE id IN ?`, now, now, ids).Error
+		SELECT id, 0, 0, 0, 0, 1, ?, ?, '[]' FROM members WHERE `+cond, now, now, arg).Error
 }
 
 // OpeningCredit is one member's opening balance migrated by an import: an
@@ -909,10 +910,11 @@ func historyChanged(tx *gorm.DB, ids []string, now time.Time) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	return tx.Exec(`UPDATE member_balances SET version = member_balances.version + 1, updated_at = @now,
+	cond, arg := anyOf(tx, "id", ids)
+	return tx.Exec(`UPDATE member_balances SET version = member_balances.version + 1, updated_at = ?,
 			next_change_at = member_balances.as_of,
 			last_activity_at = CASE WHEN member_balances.last_activity_at IS NULL OR member_balances.last_activity_at < x.at
 				THEN x.at ELSE member_balances.last_activity_at END
-		FROM (SELECT member_id, MAX(occurred_at) AS at FROM purchases WHERE id IN @ids GROUP BY member_id) x
-		WHERE member_balances.member_id = x.member_id`, map[string]any{"ids": ids, "now": now}).Error
+		FROM (SELECT member_id, MAX(occurred_at) AS at FROM purchases WHERE `+cond+` GROUP BY member_id) x
+		WHERE member_balances.member_id = x.member_id`, now, arg).Error
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/csv"
 	"errors"
 	"fmt"
@@ -705,7 +706,7 @@ func (im *importer) writeMembers(tx *gorm.DB, now time.Time) (created, skipped i
 		ext[i] = *m.in.ExternalID
 	}
 	if im.row.DryRun {
-		exists, err := existing(tx, "SELECT external_id FROM members WHERE external_id IN ?", ext)
+		exists, err := existing(tx, "SELECT external_id FROM members WHERE", "external_id", ext)
 		if err != nil {
 			return 0, 0, nil, err
 		}
@@ -750,7 +751,7 @@ func (im *importer) writeMembers(tx *gorm.DB, now time.Time) (created, skipped i
 			rest = append(rest, e)
 		}
 	}
-	exists, err := existing(tx, "SELECT external_id FROM members WHERE external_id IN ?", rest)
+	exists, err := existing(tx, "SELECT external_id FROM members WHERE", "external_id", rest)
 	if err != nil {
 		return 0, 0, nil, err
 	}
@@ -781,7 +782,7 @@ func (im *importer) writeMembers(tx *gorm.DB, now time.Time) (created, skipped i
 	if err := openBalances(tx, ids, now); err != nil {
 		return 0, 0, nil, err
 	}
-	if err := appendEvents(tx, evs...); err != nil {
+	if err := appendImportEvents(tx, evs); err != nil {
 		return 0, 0, nil, err
 	}
 	if err := creditOpenings(tx, im.prog, now, credits); err != nil {
@@ -840,7 +841,7 @@ func (im *importer) enrolUnknown(tx *gorm.DB, now time.Time) (map[string]string,
 	if err := openBalances(tx, ids, now); err != nil {
 		return nil, err
 	}
-	if err := appendEvents(tx, evs...); err != nil {
+	if err := appendImportEvents(tx, evs); err != nil {
 		return nil, err
 	}
 	out := make(map[string]string, len(ext))
@@ -849,7 +850,8 @@ func (im *importer) enrolUnknown(tx *gorm.DB, now time.Time) (map[string]string,
 			ID         string
 			ExternalID string
 		}
-		if err := tx.Raw("SELECT id, external_id FROM members WHERE external_id IN ?", part).Scan(&found).Error; err != nil {
+		cond, arg := anyOf(tx, "external_id", part)
+		if err := tx.Raw("SELECT id, external_id FROM members WHERE "+cond, arg).Scan(&found).Error; err != nil {
 			return nil, err
 		}
 		for _, f := range found {
@@ -918,7 +920,7 @@ func (im *importer) writePurchases(tx *gorm.DB, now time.Time) (created, skipped
 	if err := insertValues(tx, "INSERT INTO purchase_items (purchase_id, line, sku, category, quantity, unit_price, amount)", items, "", nil); err != nil {
 		return 0, 0, err
 	}
-	if err := appendEvents(tx, evs...); err != nil {
+	if err := appendImportEvents(tx, evs); err != nil {
 		return 0, 0, err
 	}
 	if err := historyChanged(tx, ids, now); err != nil {
@@ -940,7 +942,8 @@ func (im *importer) existingPurchases(tx *gorm.DB) (int64, error) {
 			exts = append(exts, p.ext)
 		}
 		var found []struct{ StoreID, ExternalID string }
-		if err := tx.Raw("SELECT store_id, external_id FROM purchases WHERE external_id IN ?", exts).Scan(&found).Error; err != nil {
+		cond, arg := anyOf(tx, "external_id", exts)
+		if err := tx.Raw("SELECT store_id, external_id FROM purchases WHERE "+cond, arg).Scan(&found).Error; err != nil {
 			return 0, err
 		}
 		have := make(map[string]bool, len(found))
@@ -975,7 +978,8 @@ func (im *importer) earnPurchases(ctx context.Context) error {
 				exts[i] = p.ext
 			}
 			var found []struct{ StoreID, ExternalID string }
-			if err := tx.Raw("SELECT store_id, external_id FROM purchases WHERE external_id IN ?", exts).Scan(&found).Error; err != nil {
+			cond, arg := anyOf(tx, "external_id", exts)
+		if err := tx.Raw("SELECT store_id, external_id FROM purchases WHERE "+cond, arg).Scan(&found).Error; err != nil {
 				return err
 			}
 			for _, f := range found {
@@ -1022,12 +1026,14 @@ func (im *importer) earnPurchases(ctx context.Context) error {
 	return nil
 }
 
-// existing returns which of vals the query (with one IN ?) finds.
-func existing(tx *gorm.DB, query string, vals []string) (map[string]bool, error) {
+// existing returns which of vals the query (a SELECT of col ending in
+// WHERE) finds with col among them.
+func existing(tx *gorm.DB, query, col string, vals []string) (map[string]bool, error) {
 	out := map[string]bool{}
 	for part := range slices.Chunk(vals, maxImportParams) {
 		var found []string
-		if err := tx.Raw(query, part).Scan(&found).Error; err != nil {
+		cond, arg := anyOf(tx, col, part)
+		if err := tx.Raw(query+" "+cond, arg).Scan(&found).Error; err != nil {
 			return nil, err
 		}
 		for _, f := range found {
@@ -1047,10 +1053,15 @@ func csvLine(fields []string) string {
 
 // insertValues runs head VALUES (…), … suffix over rows, as many rows to a
 // statement as maxImportParams allows; scan, when given, reads each row a
-// RETURNING suffix returns.
+// RETURNING suffix returns. On PostgreSQL the rows go as one array a
+// column, unnested: a statement of a few parameters however many rows,
+// rather than one of tens of thousands to parse and plan.
 func insertValues(tx *gorm.DB, head string, rows [][]any, suffix string, scan func(*sql.Rows) error) error {
 	if len(rows) == 0 {
 		return nil
+	}
+	if tx.Dialector.Name() == Postgres {
+		return insertUnnest(tx, head, rows, suffix, scan)
 	}
 	ncols := len(rows[0])
 	tuple := "(" + strings.TrimSuffix(strings.Repeat("?,", ncols), ",") + ")"
@@ -1078,18 +1089,165 @@ func insertValues(tx *gorm.DB, head string, rows [][]any, suffix string, scan fu
 		if err != nil {
 			return err
 		}
-		for rs.Next() {
-			if err := scan(rs); err != nil {
-				rs.Close()
-				return err
-			}
-		}
-		if err := rs.Close(); err != nil {
-			return err
-		}
-		if err := rs.Err(); err != nil {
+		if err := scanAll(rs, scan); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+func scanAll(rs *sql.Rows, scan func(*sql.Rows) error) error {
+	for rs.Next() {
+		if err := scan(rs); err != nil {
+			rs.Close()
+			return err
+		}
+	}
+	if err := rs.Close(); err != nil {
+		return err
+	}
+	return rs.Err()
+}
+
+// pgColumnTypes are the types of the columns insertUnnest fills that are
+// not text.
+var pgColumnTypes = map[string]string{
+	"occurred_at": "timestamptz", "available_at": "timestamptz", "expires_at": "timestamptz", "created_at": "timestamptz",
+	"updated_at": "timestamptz", "enrolled_at": "timestamptz", "tier_since": "timestamptz",
+	"local_day": "integer", "line": "bigint", "total": "bigint", "returned_amount": "bigint", "points_earned": "bigint",
+	"points_reversed": "bigint", "points": "bigint", "remaining": "bigint", "quantity": "bigint", "unit_price": "bigint",
+	"amount": "bigint",
+}
+
+// insertUnnest is insertValues on PostgreSQL: each column a text array,
+// cast to the column's type.
+func insertUnnest(tx *gorm.DB, head string, rows [][]any, suffix string, scan func(*sql.Rows) error) error {
+	open, close := strings.IndexByte(head, '('), strings.LastIndexByte(head, ')')
+	cols := strings.Split(head[open+1:close], ",")
+	if len(cols) != len(rows[0]) {
+		return fmt.Errorf("insert: %d columns, %d values", len(cols), len(rows[0]))
+	}
+	var sel, from strings.Builder
+	args := make([]any, len(cols))
+	for i, c := range cols {
+		c = strings.TrimSpace(c)
+		if i > 0 {
+			sel.WriteString(", ")
+			from.WriteString(", ")
+		}
+		fmt.Fprintf(&from, "$%d::text[]", i+1)
+		fmt.Fprintf(&sel, "c%d", i)
+		if t, ok := pgColumnTypes[c]; ok {
+			sel.WriteString("::" + t)
+		}
+		vals := make([]*string, len(rows))
+		for j, r := range rows {
+			vals[j] = pgText(r[i])
+		}
+		args[i] = vals
+	}
+	names := make([]string, len(cols))
+	for i := range cols {
+		names[i] = fmt.Sprintf("c%d", i)
+	}
+	q := head + " SELECT " + sel.String() + " FROM unnest(" + from.String() + ") AS u(" + strings.Join(names, ", ") + ")" + suffix
+	ctx := tx.Statement.Context
+	translate := func(err error) error {
+		if t, ok := tx.Dialector.(gorm.ErrorTranslator); ok {
+			return t.Translate(err)
+		}
+		return err
+	}
+	if scan == nil {
+		_, err := tx.Statement.ConnPool.ExecContext(ctx, q, args...)
+		return translate(err)
+	}
+	rs, err := tx.Statement.ConnPool.QueryContext(ctx, q, args...)
+	if err != nil {
+		return translate(err)
+	}
+	return scanAll(rs, scan)
+}
+
+// pgText is a value as PostgreSQL's text input reads it; nil for NULL.
+func pgText(v any) *string {
+	var s string
+	switch x := v.(type) {
+	case nil:
+		return nil
+	case string:
+		s = x
+	case *string:
+		return x
+	case int:
+		s = strconv.Itoa(x)
+	case int64:
+		s = strconv.FormatInt(x, 10)
+	case bool:
+		s = strconv.FormatBool(x)
+	case time.Time:
+		s = x.UTC().Format(time.RFC3339Nano)
+	case *time.Time:
+		if x == nil {
+			return nil
+		}
+		s = x.UTC().Format(time.RFC3339Nano)
+	default:
+		s = fmt.Sprint(x)
+	}
+	return &s
+}
+
+// pgTextArray is a PostgreSQL text[] parameter, which GORM passes as one
+// value (it would expand a slice into a list of parameters).
+type pgTextArray []string
+
+// Value is the array's text form.
+func (a pgTextArray) Value() (driver.Value, error) {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, v := range a {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('"')
+		for _, r := range v {
+			if r == '"' || r == '\\' {
+				b.WriteByte('\\')
+			}
+			b.WriteRune(r)
+		}
+		b.WriteByte('"')
+	}
+	b.WriteByte('}')
+	return b.String(), nil
+}
+
+// anyOf is the condition that col is one of vals, and its argument: on
+// PostgreSQL one array parameter, on SQLite an IN list.
+func anyOf(tx *gorm.DB, col string, vals []string) (string, any) {
+	if tx.Dialector.Name() == Postgres {
+		return col + " = ANY(?::text[])", pgTextArray(vals)
+	}
+	return col + " IN ?", vals
+}
+
+// appendImportEvents appends evs: on PostgreSQL in one unnested insert, on
+// SQLite through appendEvents.
+func appendImportEvents(tx *gorm.DB, evs []newEvent) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	if tx.Dialector.Name() != Postgres {
+		return appendEvents(tx, evs...)
+	}
+	rows := make([][]any, len(evs))
+	for i, e := range evs {
+		rows[i] = []any{e.typ, e.member, ts(e.at), string(e.data)}
+	}
+	if err := insertValues(tx, "INSERT INTO events (type, member_id, occurred_at, data)", rows, "", nil); err != nil {
+		return fmt.Errorf("append events: %w", err)
+	}
+	afterCommit(tx, hubOf(tx).committed)
 	return nil
 }
