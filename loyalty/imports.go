@@ -313,9 +313,11 @@ type importer struct {
 	members   []memberLine
 	purchases []purchaseLine
 	failed    []importError
-	// counts of the chunk, added to the row when it commits.
-	done, created, skipped int64
-	errorsKept             int64
+	// What earnPurchases posted of the chunk, added to the row's counts
+	// when the chunk's counters commit.
+	created, skipped int64
+	// errorsKept is the error rows stored so far.
+	errorsKept int64
 }
 
 type importError struct {
@@ -979,7 +981,7 @@ func (im *importer) earnPurchases(ctx context.Context) error {
 			}
 			var found []struct{ StoreID, ExternalID string }
 			cond, arg := anyOf(tx, "external_id", exts)
-		if err := tx.Raw("SELECT store_id, external_id FROM purchases WHERE "+cond, arg).Scan(&found).Error; err != nil {
+			if err := tx.Raw("SELECT store_id, external_id FROM purchases WHERE "+cond, arg).Scan(&found).Error; err != nil {
 				return err
 			}
 			for _, f := range found {
