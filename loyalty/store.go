@@ -234,9 +234,10 @@ func (s *Store) bulk(ctx context.Context, fn func(tx *gorm.DB) error) error {
 	if s.group != nil {
 		return s.group.do(ctx, true, func(tx *gorm.DB) error {
 			// A chunk's statements are bounded (maxImportParams values):
-			// their statement journals stay in memory, as a group's
-			// savepoints do, rather than in the file a set-based job's
-			// transaction alone gets.
+			// their statement journals are asked to stay in memory, as a
+			// group's savepoints do, rather than go to the file a set-based
+			// job's transaction alone gets (profiled: it halves the
+			// journal's writes; SQLite may still spill a large one).
 			if err := tx.Exec("PRAGMA temp_store = MEMORY").Error; err != nil {
 				return err
 			}
