@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -199,6 +200,14 @@ func TestRoleMatrix(t *testing.T) {
 				must(t, 201).JSON(t)["id"].(string)
 		}
 		hook := newHook()
+		// An import, ended, to read.
+		imp, err := e.svc.BeginImport(context.Background(), loyalty.ImportOptions{Kind: loyalty.ImportMembers, DryRun: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.svc.RunImport(context.Background(), imp.ID, strings.NewReader("external_id\nrm-x\n")); err != nil {
+			t.Fatal(err)
+		}
 		routes := []matrixRoute{
 			{"GET", "/v1/program", func(loyalty.Role) (string, any) { return "/v1/program", nil },
 				[]loyalty.Role{marketer, admin}, 200},
@@ -356,6 +365,12 @@ func TestRoleMatrix(t *testing.T) {
 				[]loyalty.Role{marketer, admin}, 200},
 			{"GET", "/v1/audit", func(loyalty.Role) (string, any) { return "/v1/audit", nil }, []loyalty.Role{admin}, 200},
 			{"GET", "/v1/events", func(loyalty.Role) (string, any) { return "/v1/events", nil }, []loyalty.Role{admin}, 200},
+			{"POST", "/v1/imports", func(loyalty.Role) (string, any) {
+				return fmt.Sprintf("/v1/imports?kind=members&dry_run=true&matrix=%d", next()), "external_id\nrm-y\n"
+			}, []loyalty.Role{admin}, 202},
+			{"GET", "/v1/imports/:id", func(loyalty.Role) (string, any) { return "/v1/imports/" + imp.ID, nil }, []loyalty.Role{admin}, 200},
+			{"GET", "/v1/imports/:id/errors", func(loyalty.Role) (string, any) { return "/v1/imports/" + imp.ID + "/errors", nil },
+				[]loyalty.Role{admin}, 200},
 			{"POST", "/v1/webhooks", func(loyalty.Role) (string, any) {
 				return "/v1/webhooks", map[string]any{"url": "https://rm.example/hook", "events": []string{"*"}}
 			}, []loyalty.Role{admin}, 201},

@@ -14,7 +14,7 @@ import (
 	"github.com/loyalty-engine/loyalty/loyalty/loyaltytest"
 )
 
-// TestCDNOWChurnModel imports the CDNOW sample through the API and fits the
+// TestCDNOWChurnModel imports the CDNOW sample through the import API and fits the
 // churn model as of 1997-09-30: the parameters must be within 1% of
 // Fader, Hardie and Lee's (2005) table, in weeks, and the Gamma-Gamma
 // spend model's within 1% of Fader and Hardie's (2013); a few members'
@@ -51,21 +51,25 @@ func TestCDNOWChurnModel(t *testing.T) {
 		}
 		e := newEnv(t, dialect)
 		admin := e.admin()
-		members := map[string]string{}
+		// The history goes in through the import of §15. A $0.00 row is a
+		// visit without a sale: the engine records only purchases with a
+		// positive total, and counts the visit's day as a purchase day with
+		// a one-cent total.
+		var csvBody strings.Builder
+		csvBody.WriteString("member_external_id,external_id,occurred_at,total,currency\n")
 		for i, r := range rows {
-			id, ok := members[r.customer]
-			if !ok {
-				res := e.do("POST", "/v1/members", admin, map[string]any{"external_id": "CDNOW-" + r.customer}).must(t, 201)
-				id = res.JSON(t)["id"].(string)
-				members[r.customer] = id
-			}
-			// A $0.00 row is a visit without a sale: the engine records
-			// only purchases with a positive total, and counts the visit's
-			// day as a purchase day with a one-cent total.
-			total := max(r.cents, 1)
 			at := r.date[0:4] + "-" + r.date[4:6] + "-" + r.date[6:8] + "T12:00:00Z"
-			e.do("POST", "/v1/purchases", admin, map[string]any{"member_id": id, "external_id": fmt.Sprintf("CD-%d", i),
-				"total": total, "occurred_at": at}).must(t, 201)
+			fmt.Fprintf(&csvBody, "CDNOW-%s,CD-%d,%s,%d,USD\n", r.customer, i, at, max(r.cents, 1))
+		}
+		if _, imp := e.postImport(t, listen(t, e), "kind=purchases", csvBody.String(), false); imp.RowsCreated != int64(len(rows)) {
+			t.Fatalf("import %+v", imp)
+		}
+		members := map[string]string{}
+		for _, cust := range []string{"00004", "00018", "00021", "00050", "00060", "00080", "00115"} {
+			l := e.do("GET", "/v1/members?external_id=CDNOW-"+cust, admin, nil).must(t, 200).JSON(t)["items"].([]any)
+			if len(l) == 1 {
+				members[cust] = l[0].(map[string]any)["id"].(string)
+			}
 		}
 		run := e.do("POST", "/v1/jobs/churn-risk/run", e.marketer(), map[string]any{"as_of": "1997-09-30T23:59:59Z"}).must(t, 200).JSON(t)
 		if run["status"] != "succeeded" {

@@ -302,7 +302,9 @@ func TestListRoutesCovered(t *testing.T) {
 		"/v1/members/export": true, "/v1/ledger/export": true,
 		// The event log, read by ?after= with a next_cursor that is never
 		// null (a consumer polls with it): TestEventsAPI covers it.
-		"/v1/events": true, "/v1/webhooks/:id": true}
+		"/v1/events": true, "/v1/webhooks/:id": true,
+		// An import's record, and its failed rows as one CSV (§15).
+		"/v1/imports/:id": true, "/v1/imports/:id/errors": true}
 	for _, r := range e.app.GetRoutes(true) {
 		if r.Method != http.MethodGet || !strings.HasPrefix(r.Path, "/v1/") {
 			continue

@@ -208,6 +208,11 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 	v1.Get("/audit", allow(admin), s.listAudit)
 	v1.Get("/events", allow(admin), s.listEvents)
 
+	// Imports (§15).
+	v1.Post("/imports", allow(admin), s.postImport)
+	v1.Get("/imports/:id", allow(admin), s.getImport)
+	v1.Get("/imports/:id/errors", allow(admin), s.importErrors)
+
 	v1.Post("/webhooks", allow(admin), s.createWebhook)
 	v1.Get("/webhooks", allow(admin), s.listWebhooks)
 	v1.Get("/webhooks/:id", allow(admin), s.getWebhook)
@@ -242,6 +247,9 @@ func (s *server) newApp(cfg Config) *fiber.App {
 		IdleTimeout:           orDefault(cfg.IdleTimeout, 120*time.Second),
 		ReadBufferSize:        orDefault(cfg.MaxHeaderBytes, DefaultMaxHeaderBytes),
 	})
+	// The body of an import stays on the connection for its handler
+	// (imports_handlers.go).
+	app.Server().HeaderReceived = importBodyHeader
 	app.Use(refuseAmbiguousLength)
 	app.Use(recover.New())
 	app.Use(assignRequestID)

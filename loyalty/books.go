@@ -825,3 +825,96 @@ func expiredEvents(tx *gorm.DB, ids string, args map[string]any, now time.Time) 
 func balanceEvents(tx *gorm.DB, prog *Program, ids []string, now time.Time) error {
 	return emitBalances(tx, prog, ids, now, false)
 }
+
+// openBalances writes, set-based, the empty balance rows of the members in
+// ids, enrolled at now (openBalance for many).
+func openBalances(tx *gorm.DB, ids []string, now time.Time) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	cond, arg := anyOf(tx, "id", ids)
+	return tx.Exec(`INSERT INTO member_balances (member_id, points, debt, lifetime_earned, lifetime_redeemed, version, updated_at, as_of, expiring_soon)
+		SELECT id, 0, 0, 0, 0, 1, ?, ?, '[]' FROM members WHERE `+cond, now, now, arg).Error
+}
+
+// OpeningCredit is one member's opening balance migrated by an import: an
+// entry of kind import with its own points.
+type OpeningCredit struct {
+	MemberID    string
+	Points      int64
+	Description string
+}
+
+// creditOpenings writes each credit at now as an entry of kind import and
+// its lot, available at once and expiring under the program's policy,
+// moves the balances set-based and keeps them (rekeep). The entries are
+// multi-row inserts; at most one credit a member.
+func creditOpenings(tx *gorm.DB, prog *Program, now time.Time, credits []OpeningCredit) error {
+	if len(credits) == 0 {
+		return nil
+	}
+	entries := make([][]any, 0, len(credits))
+	lots := make([][]any, 0, len(credits))
+	entryIDs := make([]string, 0, len(credits))
+	ids := make([]string, 0, len(credits))
+	expires := prog.ExpiryFor(now)
+	for _, c := range credits {
+		if c.Points <= 0 {
+			return fmt.Errorf("opening credit of %d points", c.Points)
+		}
+		id := newID()
+		entries = append(entries, []any{id, c.MemberID, KindImport, c.Points, now, now, expires, c.Description, now})
+		entryIDs, ids = append(entryIDs, id), append(ids, c.MemberID)
+	}
+	if err := lockBalances(tx, "SELECT member_id FROM member_balances WHERE member_id IN @ids", map[string]any{"ids": ids}); err != nil {
+		return err
+	}
+	if err := insertValues(tx, "INSERT INTO ledger_entries (id, member_id, kind, points, occurred_at, available_at, expires_at, description, created_at)",
+		entries, "", nil); err != nil {
+		return err
+	}
+	// The lot pays the member's debt first, as account.credit does.
+	var debts []struct {
+		MemberID string
+		Debt     int64
+	}
+	if err := tx.Raw(`SELECT member_id, debt FROM member_balances WHERE member_id IN ?`, ids).Scan(&debts).Error; err != nil {
+		return err
+	}
+	debt := make(map[string]int64, len(debts))
+	for _, d := range debts {
+		debt[d.MemberID] = d.Debt
+	}
+	for i, c := range credits {
+		lots = append(lots, []any{"lot:" + entryIDs[i], entryIDs[i], c.MemberID, c.Points, c.Points - min(debt[c.MemberID], c.Points), now, expires, now})
+	}
+	if err := insertValues(tx, "INSERT INTO lots (id, entry_id, member_id, points, remaining, available_at, expires_at, created_at)",
+		lots, "", nil); err != nil {
+		return err
+	}
+	if err := moveBalances(tx, `SELECT member_id, points, points AS earned, 0 AS instants FROM ledger_entries WHERE id IN @entries`,
+		map[string]any{"entries": entryIDs, "now": now}); err != nil {
+		return err
+	}
+	sort.Strings(ids)
+	return rekeep(tx, prog, ids, now)
+}
+
+// historyChanged brings the balance rows of the members of the purchases
+// in ids, just imported as history, along set-based: the last activity
+// moves to the latest of them, the version moves past the write, and the
+// kept state (qualifying spend, next change) is marked for computing again
+// (next_change_at = as_of, as moveBalances does), so that a read or write
+// keeps it from the purchases in the member's window.
+func historyChanged(tx *gorm.DB, ids []string, now time.Time) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	cond, arg := anyOf(tx, "id", ids)
+	return tx.Exec(`UPDATE member_balances SET version = member_balances.version + 1, updated_at = ?,
+			next_change_at = member_balances.as_of,
+			last_activity_at = CASE WHEN member_balances.last_activity_at IS NULL OR member_balances.last_activity_at < x.at
+				THEN x.at ELSE member_balances.last_activity_at END
+		FROM (SELECT member_id, MAX(occurred_at) AS at FROM purchases WHERE `+cond+` GROUP BY member_id) x
+		WHERE member_balances.member_id = x.member_id`, now, arg).Error
+}

@@ -31,6 +31,8 @@ const (
 	// KindPaymentRefund gives back a return's share of it.
 	KindPayment       = "payment"
 	KindPaymentRefund = "payment_refund"
+	// KindImport is an opening balance migrated by a members import (§15).
+	KindImport = "import"
 )
 
 // Entry is one ledger entry as the API shows it.

@@ -64,6 +64,8 @@ type options struct {
 	natsURL        string
 	eventSinks     map[string]bool // of the events phase: webhook, nats
 	batchRounds    int
+	importRows     int // the import phase's rows (0: no import phase)
+	importMembers  int
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -100,6 +102,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	sinks := fs.String("event-sinks", "webhook,nats", "what the events phase configures: webhook, nats or both (to tell their costs apart)")
 	fs.IntVar(&o.batchRounds, "batch-rounds", 5, "rounds of the batch phase: 500 purchases one at a time, then 500 as one batch, from one till (0: skip it)")
 	fs.StringVar(&o.profileDir, "profile", "", "save a CPU profile of the engine during each phase to this folder (from its admin-only /debug/pprof)")
+	fs.IntVar(&o.importRows, "import-rows", 0, "run the import phase alone: POST /v1/imports of a synthetic purchases CSV of this many rows, e.g. 1000000 (0: no import phase)")
+	fs.IntVar(&o.importMembers, "import-members", 100000, "members of the import phase's rows")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -147,6 +151,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-duration must be positive")
 	case o.members < 1:
 		return o, errors.New("-members must be at least 1")
+	case o.importRows < 0 || o.importMembers < 1:
+		return o, errors.New("-import-rows must not be negative and -import-members must be at least 1")
 	case o.rate < 0 || o.soakRate < 0 || math.IsNaN(o.rate) || math.IsNaN(o.soakRate) || math.IsInf(o.rate, 0) || math.IsInf(o.soakRate, 0):
 		return o, errors.New("-rate and -soak-rate must be positive numbers (or 0)")
 	case o.soak < 0 || o.soakEvery <= 0:
@@ -358,6 +364,10 @@ func (b *bench) benchDB(ctx context.Context, db string) error {
 	// The events phases restart the engine: stop whichever runs last.
 	defer func() { srv.stop() }()
 	b.logf("%s: engine %d serving on %s", label, srv.pid(), addr)
+
+	if opt.importRows > 0 {
+		return b.importPhase(ctx, srv, label, secret)
+	}
 
 	// Tokens outlive the whole run with room to spare.
 	ttl := 6*time.Hour + opt.soak + time.Duration(len(opt.conc)*5)*opt.duration

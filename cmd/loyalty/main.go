@@ -42,6 +42,8 @@ usage:
   loyalty seed demo [--members 300]  load a demo program with members and history
   loyalty jobs list                  list the jobs and their last runs
   loyalty jobs run NAME [--as-of T]  run a job now (T: RFC 3339, default now)
+  loyalty import members|purchases FILE [--dry-run] [--earn]
+                                     import a CSV file (API.md §15) with a progress bar
   loyalty healthcheck                exit 0 when the local server is ready (for containers)
   loyalty backup FILE                write a consistent copy of the database while it serves
                                      (SQLite: VACUUM INTO; PostgreSQL: runs pg_dump -Fc)
@@ -108,6 +110,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return backup(ctx, cfg, args[1:], stdout)
 	case "jobs":
 		return jobsCmd(ctx, cfg, args[1:], stdout)
+	case "import":
+		return importCmd(ctx, cfg, args[1:], stdout, stderr)
 	}
 	return fmt.Errorf("unknown command %q\n\n%s", args[0], usage)
 }
@@ -144,6 +148,13 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer, 
 	}
 	metrics := api.NewMetrics()
 	svc := loyalty.NewService(store, loyalty.WithObserver(metrics))
+	// Imports left running by a process that stopped are failed, so that
+	// the file can be imported again (what they committed is skipped).
+	if n, err := svc.FailAbandonedImports(ctx); err != nil {
+		return err
+	} else if n > 0 {
+		log.Warn("imports left running by a stopped process were failed", "imports", n)
+	}
 	// The event log's sequencer (PostgreSQL) runs in every serve process,
 	// also with LOYALTY_JOBS=off; it stops after the HTTP server has
 	// drained (defers run last first).

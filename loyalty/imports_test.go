@@ -1,0 +1,315 @@
+package loyalty_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/loyalty-engine/loyalty/loyalty"
+	"github.com/loyalty-engine/loyalty/loyalty/loyaltytest"
+)
+
+var importNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+type importEnv struct {
+	t     *testing.T
+	store *loyalty.Store
+	svc   *loyalty.Service
+	now   time.Time
+}
+
+func newImportEnv(t *testing.T, dialect string) *importEnv {
+	t.Helper()
+	store := loyaltytest.MustOpen(t, dialect)
+	e := &importEnv{t: t, store: store, now: importNow}
+	e.svc = loyalty.NewService(store, loyalty.WithClock(func() time.Time { return e.now }))
+	return e
+}
+
+// run imports body as kind and returns the ended import.
+func (e *importEnv) run(opts loyalty.ImportOptions, body string) loyalty.Import {
+	e.t.Helper()
+	ctx := context.Background()
+	imp, err := e.svc.BeginImport(ctx, opts)
+	if err != nil {
+		e.t.Fatalf("begin import: %v", err)
+	}
+	out, err := e.svc.RunImport(ctx, imp.ID, strings.NewReader(body))
+	if err != nil {
+		e.t.Fatalf("run import: %v", err)
+	}
+	return out
+}
+
+// errorsOf reads the import's error CSV: line → error.
+func (e *importEnv) errorsOf(id string) ([]string, map[string]string) {
+	e.t.Helper()
+	var b bytes.Buffer
+	if err := e.svc.WriteImportErrors(context.Background(), id, &b); err != nil {
+		e.t.Fatal(err)
+	}
+	recs, err := csv.NewReader(&b).ReadAll()
+	if err != nil {
+		e.t.Fatalf("error CSV: %v\n%s", err, b.String())
+	}
+	out := map[string]string{}
+	for _, r := range recs[1:] {
+		out[r[0]] = r[1]
+	}
+	return recs[0], out
+}
+
+func (e *importEnv) count(q string, args ...any) int64 {
+	e.t.Helper()
+	var n int64
+	if err := e.store.DB().Raw(q, args...).Scan(&n).Error; err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
+func TestImportPurchasesBadInput(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		e := newImportEnv(t, dialect)
+		body := "member_external_id,external_id,store_id,occurred_at,total,currency,channel,category\n" +
+			"m1,r1,s1,2025-01-02T10:00:00Z,1050,USD,pos,shoes\n" + // 2 ok
+			"m1,r2,s1,2025-13-02,1050,USD,pos,\n" + // 3 bad date
+			"m2,r3,s1,2025-01-03,10.50,USD,pos,\n" + // 4 bad amount
+			"m2,r4,s1,2025-01-03,1000,XYZ,pos,\n" + // 5 unknown currency
+			"m2,r1,s1,2025-01-04,1000,USD,pos,\n" + // 6 duplicate key
+			"m3,r5,s1,2025-01-04,1000,USD,pos,\xff\xfe\n" + // 7 non-UTF-8
+			"m3,r6,,2025-01-05,700,,,\n" + // 8 ok: defaults
+			"m4,r7,s1,2025-01-0" // 9 truncated last line
+		imp := e.run(loyalty.ImportOptions{Kind: loyalty.ImportPurchases}, body)
+		if imp.Status != loyalty.ImportSucceeded || imp.RowsDone != 8 || imp.RowsCreated != 2 || imp.RowsFailed != 6 || imp.RowsSkipped != 0 || imp.RowsTotal != 8 {
+			t.Fatalf("import = %+v", imp)
+		}
+		head, errs := e.errorsOf(imp.ID)
+		if strings.Join(head, ",") != "line,error,member_external_id,external_id,store_id,occurred_at,total,currency,channel,category" {
+			t.Errorf("error CSV header = %v", head)
+		}
+		for line, want := range map[string]string{"3": "occurred_at", "4": "total", "5": "program currency", "6": "earlier line",
+			"7": "not UTF-8", "9": "cut short"} {
+			if !strings.Contains(errs[line], want) {
+				t.Errorf("line %s: error %q, want it to mention %q", line, errs[line], want)
+			}
+		}
+		if len(errs) != 6 {
+			t.Errorf("errors = %v", errs)
+		}
+		if n := e.count("SELECT COUNT(*) FROM purchases"); n != 2 {
+			t.Errorf("purchases = %d, want 2", n)
+		}
+		// m1 and m3 were enrolled; m2 and m4 had no valid row.
+		if n := e.count("SELECT COUNT(*) FROM members"); n != 2 {
+			t.Errorf("members = %d, want 2", n)
+		}
+		if n := e.count("SELECT COUNT(*) FROM purchase_items WHERE category = 'shoes'"); n != 1 {
+			t.Errorf("items = %d, want 1", n)
+		}
+		if n := e.count("SELECT COUNT(*) FROM events WHERE type = 'member.created'"); n != 2 {
+			t.Errorf("member.created events = %d, want 2", n)
+		}
+		if n := e.count("SELECT COUNT(*) FROM events WHERE type = 'purchase.created'"); n != 2 {
+			t.Errorf("purchase.created events = %d, want 2", n)
+		}
+		if n := e.count("SELECT COUNT(*) FROM ledger_entries"); n != 0 {
+			t.Errorf("ledger entries = %d, want 0 (history earns nothing)", n)
+		}
+	})
+}
+
+func TestImportWrongHeader(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		e := newImportEnv(t, dialect)
+		for _, c := range []struct{ name, kind, body, want string }{
+			{"UnknownColumn", loyalty.ImportPurchases, "member_external_id,external_id,when,total\nm1,r1,2025-01-01,100\n", `unknown column "when"`},
+			{"MissingColumn", loyalty.ImportPurchases, "member_external_id,external_id,total\nm1,r1,100\n", `"occurred_at" is missing`},
+			{"Empty", loyalty.ImportMembers, "", "empty"},
+			{"Twice", loyalty.ImportMembers, "external_id,email,email\n", "twice"},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				imp := e.run(loyalty.ImportOptions{Kind: c.kind}, c.body)
+				if imp.Status != loyalty.ImportFailed || imp.Error == nil || !strings.Contains(*imp.Error, c.want) || imp.RowsCreated != 0 {
+					t.Fatalf("import = %+v, want failed mentioning %q", imp, c.want)
+				}
+			})
+		}
+		if n := e.count("SELECT COUNT(*) FROM purchases"); n != 0 {
+			t.Errorf("purchases = %d", n)
+		}
+	})
+}
+
+func purchasesCSV(n, members int) string {
+	var b strings.Builder
+	b.WriteString("member_external_id,external_id,store_id,occurred_at,total,currency\n")
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "c%d,p%d,s1,%s,%d,USD\n", i%members, i, importNow.AddDate(0, 0, -1-i%300).Format(time.RFC3339), 100+i)
+	}
+	return b.String()
+}
+
+func TestImportReimportDryRunAndBalances(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		e := newImportEnv(t, dialect)
+		body := purchasesCSV(12000, 700) // three chunks
+		dry := e.run(loyalty.ImportOptions{Kind: loyalty.ImportPurchases, DryRun: true}, body)
+		if dry.Status != loyalty.ImportSucceeded || dry.RowsDone != 12000 || dry.RowsCreated != 12000 || dry.RowsFailed != 0 {
+			t.Fatalf("dry run = %+v", dry)
+		}
+		for _, table := range []string{"purchases", "members", "events", "member_balances"} {
+			if n := e.count("SELECT COUNT(*) FROM " + table); n != 0 {
+				t.Errorf("dry run wrote %d rows into %s", n, table)
+			}
+		}
+		imp := e.run(loyalty.ImportOptions{Kind: loyalty.ImportPurchases}, body)
+		if imp.Status != loyalty.ImportSucceeded || imp.RowsCreated != 12000 || imp.RowsSkipped != 0 {
+			t.Fatalf("import = %+v", imp)
+		}
+		var sum int64
+		for i := 0; i < 12000; i++ {
+			sum += int64(100 + i)
+		}
+		if got := e.count("SELECT SUM(total) FROM purchases"); got != sum {
+			t.Errorf("money = %d, want %d", got, sum)
+		}
+		if n := e.count("SELECT COUNT(*) FROM members"); n != 700 {
+			t.Errorf("members = %d", n)
+		}
+		again := e.run(loyalty.ImportOptions{Kind: loyalty.ImportPurchases}, body)
+		if again.RowsCreated != 0 || again.RowsSkipped != 12000 {
+			t.Fatalf("re-import = %+v", again)
+		}
+		if n := e.count("SELECT COUNT(*) FROM purchases"); n != 12000 {
+			t.Errorf("purchases after re-import = %d", n)
+		}
+		dry2 := e.run(loyalty.ImportOptions{Kind: loyalty.ImportPurchases, DryRun: true}, body)
+		if dry2.RowsCreated != 0 || dry2.RowsSkipped != 12000 {
+			t.Fatalf("dry run after import = %+v", dry2)
+		}
+		// The qualifying spend of a member counts its imported history:
+		// the purchases of the last 365 days (all of them here).
+		var id string
+		e.store.DB().Raw("SELECT id FROM members WHERE external_id = 'c7'").Scan(&id)
+		bal, err := e.svc.Balance(context.Background(), loyalty.Principal{Role: loyalty.RoleAdmin, Subject: "t"}, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := e.count("SELECT SUM(total) FROM purchases WHERE member_id = ?", id)
+		if bal.QualifyingSpend != want || bal.Available != 0 {
+			t.Errorf("balance = %+v, want qualifying spend %d", bal, want)
+		}
+	})
+}
+
+func TestImportMembersOpeningPointsOnce(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		e := newImportEnv(t, dialect)
+		body := "external_id,email,phone,first_name,last_name,birthday,timezone,enrolled_at,opening_points\n" +
+			"a1,a1@example.com,+14155550101,Ann,Lee,1980-02-03,Europe/Paris,2020-01-01,500\n" +
+			"a2,,,Bob,,,,,0\n" +
+			"a3,a1@example.com,,,,,,,\n" + // email taken by a1
+			"a4,bad-email,,,,,,,\n" +
+			"a5,,,,,,,,-3\n" +
+			"a1,,,,,,,,\n" // duplicate
+		imp := e.run(loyalty.ImportOptions{Kind: loyalty.ImportMembers}, body)
+		if imp.RowsCreated != 2 || imp.RowsFailed != 4 {
+			t.Fatalf("import = %+v", imp)
+		}
+		_, errs := e.errorsOf(imp.ID)
+		for line, want := range map[string]string{"4": "already used", "5": "email", "6": "opening_points", "7": "earlier line"} {
+			if !strings.Contains(errs[line], want) {
+				t.Errorf("line %s: %q, want %q", line, errs[line], want)
+			}
+		}
+		again := e.run(loyalty.ImportOptions{Kind: loyalty.ImportMembers}, body)
+		if again.RowsCreated != 0 || again.RowsSkipped != 2 {
+			t.Fatalf("re-import = %+v", again)
+		}
+		var id string
+		e.store.DB().Raw("SELECT id FROM members WHERE external_id = 'a1'").Scan(&id)
+		bal, err := e.svc.Balance(context.Background(), loyalty.Principal{Role: loyalty.RoleAdmin, Subject: "t"}, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bal.Available != 500 {
+			t.Errorf("available = %d, want 500", bal.Available)
+		}
+		if n := e.count("SELECT COUNT(*) FROM ledger_entries WHERE kind = 'import'"); n != 1 {
+			t.Errorf("import entries = %d, want 1", n)
+		}
+		m, err := e.svc.Member(context.Background(), loyalty.Principal{Role: loyalty.RoleAdmin, Subject: "t"}, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Email == nil || *m.Email != "a1@example.com" || !m.EnrolledAt.Equal(time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)) {
+			t.Errorf("member = %+v", m)
+		}
+	})
+}
+
+func TestImportEarn(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		e := newImportEnv(t, dialect)
+		// Out of order in the file: posted in occurred_at order.
+		body := "member_external_id,external_id,store_id,occurred_at,total,currency\n" +
+			"e1,x2,s1,2026-02-10T10:00:00Z,5000,USD\n" +
+			"e1,x1,s1,2026-02-01T10:00:00Z,10000,USD\n"
+		imp := e.run(loyalty.ImportOptions{Kind: loyalty.ImportPurchases, Earn: true}, body)
+		if imp.RowsCreated != 2 || imp.RowsFailed != 0 {
+			t.Fatalf("import = %+v", imp)
+		}
+		var id string
+		e.store.DB().Raw("SELECT id FROM members WHERE external_id = 'e1'").Scan(&id)
+		bal, err := e.svc.Balance(context.Background(), loyalty.Principal{Role: loyalty.RoleAdmin, Subject: "t"}, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Points per unit 1, multiplier 1: 100 + 50.
+		if bal.Available+bal.Pending != 150 || bal.QualifyingSpend != 15000 {
+			t.Errorf("balance = %+v", bal)
+		}
+		again := e.run(loyalty.ImportOptions{Kind: loyalty.ImportPurchases, Earn: true}, body)
+		if again.RowsCreated != 0 || again.RowsSkipped != 2 {
+			t.Fatalf("re-import = %+v", again)
+		}
+		if n := e.count("SELECT COUNT(*) FROM ledger_entries WHERE kind = 'earn'"); n != 2 {
+			t.Errorf("earn entries = %d", n)
+		}
+	})
+}
+
+func TestImportOneAtATimeAndAbandoned(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		e := newImportEnv(t, dialect)
+		ctx := context.Background()
+		first, err := e.svc.BeginImport(ctx, loyalty.ImportOptions{Kind: loyalty.ImportPurchases})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.svc.BeginImport(ctx, loyalty.ImportOptions{Kind: loyalty.ImportPurchases}); loyalty.ErrorOf(err).Code != loyalty.Conflict {
+			t.Fatalf("second import: %v, want conflict", err)
+		}
+		if _, err := e.svc.BeginImport(ctx, loyalty.ImportOptions{Kind: loyalty.ImportMembers}); err != nil {
+			t.Fatalf("members import beside a purchases import: %v", err)
+		}
+		// The process of the first import dies: past the heartbeat's
+		// staleness it is failed and another may start.
+		e.now = e.now.Add(10 * time.Minute)
+		if _, err := e.svc.BeginImport(ctx, loyalty.ImportOptions{Kind: loyalty.ImportPurchases}); err != nil {
+			t.Fatalf("import after an abandoned one: %v", err)
+		}
+		got, err := e.svc.GetImport(ctx, first.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status != loyalty.ImportFailed || got.Error == nil || got.FinishedAt == nil {
+			t.Errorf("abandoned import = %+v", got)
+		}
+	})
+}
