@@ -72,8 +72,8 @@ type Config struct {
 	// Webhooks defaults to a service on the ledger service; give the one
 	// whose Dispatcher runs, so a change through the API reaches it at once.
 	Webhooks *webhooks.Service
-	// Imports runs the console's imports (§15); nil offers the console's
-	// Imports page without its upload.
+	// Imports runs the console's imports (§15); nil means the service's
+	// own, as POST /v1/imports runs them.
 	Imports console.Importer
 }
 
@@ -109,6 +109,9 @@ func New(svc *loyalty.Service, cfg Config, metrics *Metrics) *fiber.App {
 	}
 	if cfg.Webhooks == nil {
 		cfg.Webhooks = webhooks.NewService(svc)
+	}
+	if cfg.Imports == nil {
+		cfg.Imports = consoleImports{svc: svc, log: cfg.Logger}
 	}
 	s := &server{svc: svc, rewards: cfg.Rewards, jobs: cfg.Jobs, feedback: feedback.NewService(svc), webhooks: cfg.Webhooks,
 		verifier: newVerifier(cfg.Auth, tokenCacheSize), log: cfg.Logger, metrics: metrics,

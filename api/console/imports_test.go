@@ -246,14 +246,10 @@ func csvRows(t *testing.T, p page) [][]string {
 }
 
 // TestBrowserImport uploads a members file through the Imports page of an
-// engine with the import API and watches its progress to the end. It
-// skips while the import API (§15, built on another branch) is absent.
+// engine with the import API and watches its progress to the end.
 func TestBrowserImport(t *testing.T) {
 	needBrowser(t)
 	e := newEnv(t, loyalty.SQLite)
-	if status, _ := e.postJSON("/v1/imports?kind=nope", e.token(loyalty.RoleAdmin, "op-1"), nil); status == http.StatusNotFound {
-		t.Skip("POST /v1/imports answers 404: the import API is not on this branch")
-	}
 	b := newBrowser(t, e.serve())
 	b.signIn(e.token(loyalty.RoleAdmin, "op-1"))
 	b.run(chromedp.Click(chromedp.CSS(`.nav a[href="/console/imports"]`)))
