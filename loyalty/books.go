@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -632,34 +633,161 @@ func rekeep(tx *gorm.DB, prog *Program, ids []string, now time.Time) error {
 
 // emitBalances locks each account of ids, keeps and saves it when keep,
 // and emits its balance.changed from the balance's own view, eventChunk
-// events to an insert.
+// events to an insert. It goes keepChunk accounts at a time: one statement
+// locks and reads them (in member order), one reads the open lots and one
+// the window purchases of those not fresh, and one writes the kept rows
+// back (saveKept), so a chunk costs a handful of round trips, not a few
+// per member.
 func emitBalances(tx *gorm.DB, prog *Program, ids []string, now time.Time, keep bool) error {
 	_, ladder, err := loadTiers(tx)
 	if err != nil {
 		return err
 	}
-	evs := make([]newEvent, 0, min(len(ids), eventChunk))
-	for _, id := range ids {
-		a, err := lockKept(tx, id, prog, now)
+	ids = sortedUnique(ids)
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), keepChunk)]
+		ids = ids[len(chunk):]
+		accts, err := lockKeptMany(tx, chunk, prog, now)
 		if err != nil {
 			return err
 		}
 		if keep {
-			a.keepWith(0)
-			a.balance.UpdatedAt = now
-			if err := tx.Save(&a.balance).Error; err != nil {
+			for _, a := range accts {
+				a.keepWith(0)
+				a.balance.UpdatedAt = now
+			}
+			if err := saveKept(tx, accts); err != nil {
 				return err
 			}
 		}
-		if evs = append(evs, balanceEvent(a.view(ladder), nil, now)); len(evs) == eventChunk {
-			if err := appendEvents(tx, evs...); err != nil {
+		evs := make([]newEvent, 0, len(accts))
+		for _, a := range accts {
+			evs = append(evs, balanceEvent(a.view(ladder), nil, now))
+		}
+		for len(evs) > 0 {
+			n := min(len(evs), eventChunk)
+			if err := appendEvents(tx, evs[:n]...); err != nil {
 				return err
 			}
-			evs = evs[:0]
+			evs = evs[n:]
 		}
 	}
-	return appendEvents(tx, evs...)
+	return nil
 }
+
+// keepChunk bounds the accounts emitBalances locks and keeps at a time.
+const keepChunk = 500
+
+func sortedUnique(ids []string) []string {
+	out := append([]string(nil), ids...)
+	sort.Strings(out)
+	n := 0
+	for i, id := range out {
+		if i == 0 || id != out[n-1] {
+			out[n] = id
+			n++
+		}
+	}
+	return out[:n]
+}
+
+// lockKeptMany is lockKept for many members at once: their rows locked
+// and read in one statement, in member order, and the open lots and window
+// purchases of those whose kept state is not fresh read in one statement
+// each. A member of ids with no balance row is not_found, as in lockKept.
+func lockKeptMany(tx *gorm.DB, ids []string, prog *Program, now time.Time) ([]*account, error) {
+	q := lockManySQL
+	if tx.Dialector.Name() == Postgres {
+		q += " FOR UPDATE OF b, m"
+	}
+	rows, err := tx.Raw(q, ids).Rows()
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	accts := make([]*account, 0, len(ids))
+	for rows.Next() {
+		a := &account{prog: prog, now: now}
+		var version int64
+		if err := rows.Scan(a.lockedDest(&version)...); err != nil {
+			return nil, err
+		}
+		a.balance.MemberID = a.member.ID
+		a.cfg = version
+		accts = append(accts, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if len(accts) != len(ids) {
+		found := map[string]bool{}
+		for _, a := range accts {
+			found[a.member.ID] = true
+		}
+		for _, id := range ids {
+			if !found[id] {
+				return nil, Errorf(NotFound, "not_found", "no member has id %q", id)
+			}
+		}
+	}
+	// The kept state of the fresh ones is their row; the others are
+	// caught up from their open lots and window purchases, read for all
+	// of them at once from the earliest window any of them needs.
+	var stale []string
+	var from time.Time
+	byID := map[string]*account{}
+	for _, a := range accts {
+		if a.fresh() {
+			k, err := a.keptFromRow()
+			if err != nil {
+				return nil, err
+			}
+			a.k, a.passed = k, 0
+			continue
+		}
+		if w := a.windowFrom(); len(stale) == 0 || w.Before(from) {
+			from = w
+		}
+		stale = append(stale, a.member.ID)
+		byID[a.member.ID] = a
+	}
+	if len(stale) == 0 {
+		return accts, nil
+	}
+	var lots []lotRow
+	if err := tx.Where("member_id IN ? AND remaining > 0", stale).Find(&lots).Error; err != nil {
+		return nil, err
+	}
+	var ps []struct {
+		MemberID string
+		windowPurchase
+	}
+	if err := tx.Raw(`SELECT p.member_id, p.occurred_at, `+NetSpendSQL("p")+` AS net FROM purchases p
+		WHERE p.member_id IN ? AND p.occurred_at >= ?`, stale, from).Scan(&ps).Error; err != nil {
+		return nil, err
+	}
+	lotsOf := map[string][]lotRow{}
+	for _, l := range lots {
+		lotsOf[l.MemberID] = append(lotsOf[l.MemberID], l)
+	}
+	psOf := map[string][]windowPurchase{}
+	for _, p := range ps {
+		// Each member's window as openState reads it.
+		if a := byID[p.MemberID]; !p.OccurredAt.Before(a.windowFrom()) {
+			psOf[p.MemberID] = append(psOf[p.MemberID], p.windowPurchase)
+		}
+	}
+	for _, id := range stale {
+		byID[id].catchUpFrom(lotsOf[id], psOf[id])
+	}
+	return accts, nil
+}
+
+// lockManySQL is lockSQLite over a list of members, in member order.
+var lockManySQL = strings.Replace(lockSQLite, "WHERE b.member_id = ?", "WHERE b.member_id IN ?", 1) + " ORDER BY b.member_id"
 
 // BulkCredit is a set-based credit of the same points to many members,
 // each an entry of Kind and a lot available at once and expiring under the
