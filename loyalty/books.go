@@ -762,8 +762,9 @@ func lockKeptMany(tx *gorm.DB, ids []string, prog *Program, now time.Time) ([]*a
 		return nil, err
 	}
 	var ps []struct {
-		MemberID string
-		windowPurchase
+		MemberID   string
+		OccurredAt time.Time
+		Net        int64
 	}
 	if err := tx.Raw(`SELECT p.member_id, p.occurred_at, `+NetSpendSQL("p")+` AS net FROM purchases p
 		WHERE p.member_id IN ? AND p.occurred_at >= ?`, stale, from).Scan(&ps).Error; err != nil {
@@ -777,7 +778,7 @@ func lockKeptMany(tx *gorm.DB, ids []string, prog *Program, now time.Time) ([]*a
 	for _, p := range ps {
 		// Each member's window as openState reads it.
 		if a := byID[p.MemberID]; !p.OccurredAt.Before(a.windowFrom()) {
-			psOf[p.MemberID] = append(psOf[p.MemberID], p.windowPurchase)
+			psOf[p.MemberID] = append(psOf[p.MemberID], windowPurchase{OccurredAt: p.OccurredAt, Net: p.Net})
 		}
 	}
 	for _, id := range stale {
@@ -843,39 +844,83 @@ func bulkCredit(tx *gorm.DB, prog *Program, now time.Time, c BulkCredit) error {
 // a subquery's select list would have no type on PostgreSQL.
 func (c BulkCredit) pointsSQL() string { return strconv.FormatInt(c.Points, 10) }
 
-// bulkExpire writes one expire entry for the remainder of every lot whose
-// points lapsed by asOf (lapseSQL), at now: the entry the ledger listing
-// has shown since the lot lapsed (account.lapsedEntry), its draw, the lot's
-// remainder down to zero and the balances moved, all set-based. It returns
-// what it expired.
-func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time) (lots, members int64, points Sum, err error) {
+// expiryBatch is where a run of bulkExpire has got to: the next batch
+// takes up to limit lapsed lots past the cursor, in the order an index
+// serves them (the open lots by expires_at under the lot policy; by id
+// under the inactivity policy, whose lapsed lots an idle member's balance
+// selects). A batch closes every lot it takes, so the cursor only saves
+// the index the walk over what earlier batches closed.
+type expiryBatch struct {
+	limit   int
+	afterAt *time.Time
+	afterID string
+}
+
+// bulkExpire writes one expire entry for the remainder of every lot of the
+// next batch b of lots whose points lapsed by asOf (lapseSQL), at now: the
+// entry the ledger listing has shown since the lot lapsed
+// (account.lapsedEntry), its draw, the lot's remainder down to zero and the
+// balances moved, all set-based. It returns what it expired and moves b's
+// cursor; fewer lots than b.limit means none is left.
+func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time, b *expiryBatch) (lots int64, members []string, points Sum, err error) {
 	x := lapseSQL(tx.Dialector.Name(), prog, asOf)
 	x.args["now"] = now
-	lapsed := x.from + ` WHERE ` + x.due
+	// The batch: its lots' ids read first, so that every statement below
+	// works on the same lots.
+	pick, order := x.due, "l.id"
+	if x.from == "lots l" {
+		order = "l.expires_at"
+		if b.afterAt != nil {
+			pick += " AND l.expires_at >= @after_at"
+			x.args["after_at"] = *b.afterAt
+		}
+	} else if b.afterID != "" {
+		pick += " AND l.id > @after_id"
+		x.args["after_id"] = b.afterID
+	}
+	var batch []struct {
+		ID        string
+		ExpiresAt *time.Time
+	}
+	if err := tx.Raw(`SELECT l.id, l.expires_at FROM `+x.from+` WHERE `+pick+` ORDER BY `+order+` LIMIT `+strconv.Itoa(b.limit),
+		x.args).Scan(&batch).Error; err != nil {
+		return 0, nil, Sum{}, err
+	}
+	if len(batch) == 0 {
+		return 0, nil, Sum{}, nil
+	}
+	lotIDs := make([]string, len(batch))
+	for i, l := range batch {
+		lotIDs[i] = l.ID
+	}
+	last := batch[len(batch)-1]
+	b.afterAt, b.afterID = last.ExpiresAt, last.ID
+	x.args["batch"] = lotIDs
+	lapsed := x.from + ` WHERE ` + x.due + ` AND l.id IN @batch`
 	// Lock the balances to change, in one order, before touching lots.
 	if err := lockBalances(tx, `SELECT l.member_id FROM `+lapsed, x.args); err != nil {
-		return 0, 0, Sum{}, err
+		return 0, nil, Sum{}, err
 	}
 	var st struct {
-		Lots, Members int64
-		Points        Sum
+		Lots   int64
+		Points Sum
 	}
-	if err := tx.Raw(`SELECT COUNT(*) AS lots, COUNT(DISTINCT l.member_id) AS members, `+store.SumSQL("l.remaining")+` AS points
+	if err := tx.Raw(`SELECT COUNT(*) AS lots, `+store.SumSQL("l.remaining")+` AS points
 		FROM `+lapsed, x.args).Scan(&st).Error; err != nil {
-		return 0, 0, Sum{}, err
+		return 0, nil, Sum{}, err
 	}
 	if st.Lots == 0 {
-		return 0, 0, Sum{}, nil
+		return 0, nil, Sum{}, nil
 	}
 	if err := tx.Exec(`INSERT INTO ledger_entries (id, member_id, kind, points, occurred_at, available_at, expires_at,
 			description, created_at)
 		SELECT '`+expirePrefix+`' || l.id, l.member_id, '`+KindExpire+`', -l.remaining, `+x.at+`, `+x.at+`, l.expires_at,
 			`+x.why+`, @now FROM `+lapsed, x.args).Error; err != nil {
-		return 0, 0, Sum{}, err
+		return 0, nil, Sum{}, err
 	}
 	if err := tx.Exec(`INSERT INTO lot_draws (entry_id, lot_id, points)
 		SELECT '`+expirePrefix+`' || l.id, l.id, l.remaining FROM `+lapsed, x.args).Error; err != nil {
-		return 0, 0, Sum{}, err
+		return 0, nil, Sum{}, err
 	}
 	// One aggregate joined to the balances (UPDATE … FROM runs on both
 	// PostgreSQL and SQLite 3.33+), instead of a subquery per member. Each
@@ -883,24 +928,24 @@ func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time) (
 	// kept.go) out of what later reads count.
 	if err := moveBalances(tx, `SELECT l.member_id, -SUM(l.remaining) AS points, 0 AS earned, 3 * COUNT(*) AS instants
 		FROM `+lapsed+` GROUP BY l.member_id`, x.args); err != nil {
-		return 0, 0, Sum{}, err
+		return 0, nil, Sum{}, err
 	}
 	var ids []string
 	if err := tx.Raw(`SELECT DISTINCT l.member_id FROM `+lapsed+` ORDER BY l.member_id`, x.args).Scan(&ids).Error; err != nil {
-		return 0, 0, Sum{}, err
+		return 0, nil, Sum{}, err
 	}
 	// points.expired: each expire entry as the ledger answers it, read
 	// back in one statement and written in multi-row inserts.
 	if err := expiredEvents(tx, `SELECT '`+expirePrefix+`' || l.id FROM `+lapsed, x.args, now); err != nil {
-		return 0, 0, Sum{}, err
+		return 0, nil, Sum{}, err
 	}
 	if err := tx.Exec(`UPDATE lots SET remaining = 0 WHERE id IN (SELECT l.id FROM `+lapsed+`)`, x.args).Error; err != nil {
-		return 0, 0, Sum{}, err
+		return 0, nil, Sum{}, err
 	}
 	if err := rekeep(tx, prog, ids, now); err != nil {
-		return 0, 0, Sum{}, err
+		return 0, nil, Sum{}, err
 	}
-	return st.Lots, st.Members, st.Points, nil
+	return st.Lots, ids, st.Points, nil
 }
 
 // touchBalances moves the version of the balances of the members the SQL

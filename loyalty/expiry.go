@@ -8,6 +8,9 @@ import (
 	"gorm.io/gorm"
 )
 
+// expiryBatchLots is the most lots one transaction of an expiry run closes.
+const expiryBatchLots = 2000
+
 // ExpirySummary counts what an expiry run wrote.
 type ExpirySummary struct {
 	Policy  string `json:"policy"`
@@ -23,9 +26,11 @@ type ExpirySummary struct {
 // shown since the lot lapsed (account.lapsedEntry): its id is derived from
 // the lot, it is dated when the lot lapsed (its expires_at, or the
 // inactivity deadline if that came first) and it takes what is left of the
-// lot. It is a handful of set-based statements over all members. A lot's
-// remainder drops to zero in the same transaction, so a second run for the
-// same asOf (or two runs racing) expires nothing twice. Lapsed lots were
+// lot. It is a handful of set-based statements a batch, the batches taken
+// from the index of open lots by expires_at, so a daily run costs the day's
+// expiries, not the table. A lot's remainder drops to zero in the
+// transaction of its batch, so a second run for the same asOf (or two runs
+// racing) expires nothing twice. Lapsed lots were
 // already left out of available points before this runs; the run makes the
 // ledger store what it showed. A past asOf expires what had lapsed by
 // then (a prefix of what a later run expires); a future one is refused.
@@ -35,16 +40,41 @@ func (s *Service) ExpirePoints(ctx context.Context, asOf time.Time) (ExpirySumma
 	if err != nil {
 		return sum, err
 	}
-	err = s.store.writeSerial(ctx, func(tx *gorm.DB) error {
-		sum = ExpirySummary{}
-		prog, err := loadProgram(tx)
-		if err != nil {
+	// Batches of expiryBatchLots lots, each committed on its own: the
+	// balances a batch locks are held for one batch, not the whole run, and
+	// a run that stops part way leaves closed lots that the next run skips.
+	b := &expiryBatch{limit: expiryBatchLots}
+	members := map[string]struct{}{}
+	for {
+		var n ExpirySummary
+		var ids []string
+		var cursor expiryBatch
+		err = s.store.writeSerial(ctx, func(tx *gorm.DB) error {
+			n = ExpirySummary{}
+			cursor = *b
+			prog, err := loadProgram(tx)
+			if err != nil {
+				return err
+			}
+			n.Policy = prog.ExpiryPolicy
+			n.Lots, ids, n.Points, err = bulkExpire(tx, s.store, prog, asOf, ts(s.now()), &cursor)
 			return err
+		})
+		if err != nil {
+			break
 		}
-		sum.Policy = prog.ExpiryPolicy
-		sum.Lots, sum.Members, sum.Points, err = bulkExpire(tx, s.store, prog, asOf, ts(s.now()))
-		return err
-	})
+		*b = cursor
+		sum.Policy = n.Policy
+		sum.Lots += n.Lots
+		for _, id := range ids {
+			members[id] = struct{}{}
+		}
+		sum.Members = int64(len(members))
+		sum.Points = sum.Points.Add(n.Points)
+		if n.Lots < int64(b.limit) {
+			break
+		}
+	}
 	if err != nil {
 		return sum, fmt.Errorf("expire points: %w", err)
 	}
