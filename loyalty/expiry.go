@@ -90,7 +90,8 @@ type TierReviewSummary struct {
 // (tier_window_days after it was reached; for calendar years, the end of
 // the year after) to the highest tier its qualifying spend at asOf
 // justifies. Upgrades are not its business: they happen at purchase time.
-// One statement over all members; running it twice changes nothing more.
+// Candidates are found by index and judged a chunk a transaction; running
+// it twice changes nothing more.
 //
 // A future asOf is refused. A past one reviews the members unprotected at
 // asOf on their spend up to asOf, as a review run then would have; but as
@@ -104,79 +105,123 @@ func (s *Service) ReviewTiers(ctx context.Context, asOf time.Time) (TierReviewSu
 		return sum, err
 	}
 	now := ts(s.now())
-	err = s.store.write(ctx, func(tx *gorm.DB) error {
-		prog, err := loadProgram(tx)
+	// The candidates, by the index on (tier_code, tier_since): the active
+	// members above the lowest tier whose tier is no longer protected. A
+	// member at the lowest tier has nowhere to go down to, so the spend of
+	// most members is never summed.
+	var ids []string
+	err = s.store.snapshot(ctx, func(db *gorm.DB) error {
+		prog, err := loadProgram(db)
 		if err != nil {
 			return err
 		}
-		period := prog.Period()
-		// A tier reached at or before cutoff is no longer protected at asOf.
-		cutoff := period.ReviewCutoff(asOf)
-		// The rule is tiers.Ladder.Review: the tier the highest of the
-		// qualifying spends justifies, when it is lower than the tier held.
-		spend := s.store.QualifyingSpendSQL("members.id")
-		cond, spendArgs := `t.qualifying_spend <= `+spend, QualifyingSpendArgs(period, asOf)
-		// A scheduled run is as of its minute, seconds ago: only an as_of
-		// further back than a clock's skew is judged on today's spend too,
-		// which costs a second sum.
-		if now.Sub(asOf) > ClockSkew {
-			cond += ` OR t.qualifying_spend <= ` + spend
-			spendArgs = append(spendArgs, QualifyingSpendArgs(period, now)...)
-		}
-		justified := `(SELECT t.code FROM tiers t WHERE ` + cond + ` ORDER BY t.rank DESC LIMIT 1)`
-		due := `status = 'active' AND tier_code IS NOT NULL AND tier_since <= ?
-			AND (SELECT rank FROM tiers WHERE code = members.tier_code) >
-				(SELECT rank FROM tiers WHERE code = ` + justified + `)`
-		dueArgs := append([]any{ts(cutoff)}, spendArgs...)
-		// The balance shows the tier: its version moves with the downgrade,
-		// so a client's ETag of the balance before it no longer matches.
-		if err := touchBalances(tx, due, dueArgs...); err != nil {
-			return err
-		}
-		// The moves, read before they are made, for their tier.changed
-		// events: one statement over the members due, whose rows it locks
-		// (on PostgreSQL; SQLite's writer is alone) so that the update
-		// moves exactly those.
-		var moves []struct {
-			ID   string
-			From *string
-			To   *string
-		}
-		lock := ""
-		if tx.Dialector.Name() == Postgres {
-			lock = " FOR UPDATE"
-		}
-		if err := tx.Raw(`SELECT id, tier_code AS "from", `+justified+` AS "to" FROM members WHERE `+due+` ORDER BY id`+lock,
-			append(append([]any{}, spendArgs...), dueArgs...)...).Scan(&moves).Error; err != nil {
-			return err
-		}
-		args := append(append(append([]any{}, spendArgs...), asOf, now), dueArgs...)
-		res := tx.Exec(`UPDATE members SET tier_code = `+justified+`, tier_since = ?, updated_at = ? WHERE `+due, args...)
-		if res.Error != nil {
-			return res.Error
-		}
-		sum.Downgraded = res.RowsAffected
-		if int64(len(moves)) != sum.Downgraded {
-			return fmt.Errorf("tier review: %d members moved, %d read before", sum.Downgraded, len(moves))
-		}
-		ids := make([]string, len(moves))
-		evs := make([]newEvent, 0, len(moves))
-		for i, m := range moves {
-			ids[i] = m.ID
-			evs = append(evs, tierEvent(m.ID, m.From, m.To, now))
-		}
-		for len(evs) > 0 {
-			n := min(len(evs), eventChunk)
-			if err := appendEvents(tx, evs[:n]...); err != nil {
-				return err
-			}
-			evs = evs[n:]
-		}
-		// Their balances show the new tier.
-		return balanceEvents(tx, prog, ids, now)
+		cutoff := prog.Period().ReviewCutoff(asOf)
+		return db.Raw(`SELECT id FROM members WHERE status = 'active' AND tier_since <= ?
+			AND tier_code IN (SELECT code FROM tiers WHERE rank > (SELECT MIN(rank) FROM tiers)) ORDER BY id`,
+			ts(cutoff)).Scan(&ids).Error
 	})
 	if err != nil {
 		return sum, fmt.Errorf("review tiers: %w", err)
 	}
+	// Then tierReviewChunk candidates a transaction, so the rows a chunk
+	// locks are held for one chunk: a till waits for one at most.
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), tierReviewChunk)]
+		ids = ids[len(chunk):]
+		var n int64
+		err = s.store.write(ctx, func(tx *gorm.DB) error {
+			var err error
+			n, err = s.reviewTiers(tx, asOf, now, chunk)
+			return err
+		})
+		if err != nil {
+			return sum, fmt.Errorf("review tiers: %w", err)
+		}
+		sum.Downgraded += n
+	}
 	return sum, nil
+}
+
+// tierReviewChunk is the most candidates one transaction of a tier review
+// judges.
+const tierReviewChunk = 500
+
+// reviewTiers moves down those of the members ids that are due (see
+// ReviewTiers) and returns how many it moved.
+func (s *Service) reviewTiers(tx *gorm.DB, asOf, now time.Time, ids []string) (int64, error) {
+	prog, err := loadProgram(tx)
+	if err != nil {
+		return 0, err
+	}
+	period := prog.Period()
+	// A tier reached at or before cutoff is no longer protected at asOf.
+	cutoff := period.ReviewCutoff(asOf)
+	// The rule is tiers.Ladder.Review: the tier the highest of the
+	// qualifying spends justifies, when it is lower than the tier held.
+	spend := s.store.QualifyingSpendSQL("members.id")
+	cond, spendArgs := `t.qualifying_spend <= `+spend, QualifyingSpendArgs(period, asOf)
+	// A scheduled run is as of its minute, seconds ago: only an as_of
+	// further back than a clock's skew is judged on today's spend too,
+	// which costs a second sum.
+	if now.Sub(asOf) > ClockSkew {
+		cond += ` OR t.qualifying_spend <= ` + spend
+		spendArgs = append(spendArgs, QualifyingSpendArgs(period, now)...)
+	}
+	justified := `(SELECT t.code FROM tiers t WHERE ` + cond + ` ORDER BY t.rank DESC LIMIT 1)`
+	due := `id IN ? AND status = 'active' AND tier_code IS NOT NULL AND tier_since <= ?
+		AND (SELECT rank FROM tiers WHERE code = members.tier_code) >
+			(SELECT rank FROM tiers WHERE code = ` + justified + `)`
+	dueArgs := append([]any{ids, ts(cutoff)}, spendArgs...)
+	// The candidates' balances are locked first, in the order a purchase
+	// locks a balance before its member, so that no purchase of theirs is
+	// under way while their spend is summed below.
+	if err := lockBalances(tx, `SELECT id FROM members WHERE id IN @ids`, map[string]any{"ids": ids}); err != nil {
+		return 0, err
+	}
+	// The moves, the spend summed once: one statement over the members
+	// due, whose rows it locks (on PostgreSQL; SQLite's writer is alone).
+	var moves []struct {
+		ID   string
+		From *string
+		To   *string
+	}
+	lock := ""
+	if tx.Dialector.Name() == Postgres {
+		lock = " FOR UPDATE"
+	}
+	if err := tx.Raw(`SELECT id, tier_code AS "from", `+justified+` AS "to" FROM members WHERE `+due+` ORDER BY id`+lock,
+		append(append([]any{}, spendArgs...), dueArgs...)...).Scan(&moves).Error; err != nil {
+		return 0, err
+	}
+	if len(moves) == 0 {
+		return 0, nil
+	}
+	moved := make([]string, len(moves))
+	byTier := map[string][]string{}
+	evs := make([]newEvent, 0, len(moves))
+	for i, m := range moves {
+		moved[i] = m.ID
+		byTier[*m.To] = append(byTier[*m.To], m.ID)
+		evs = append(evs, tierEvent(m.ID, m.From, m.To, now))
+	}
+	// The balance shows the tier: its version moves with the downgrade,
+	// so a client's ETag of the balance before it no longer matches.
+	if err := touchBalances(tx, `id IN ?`, moved); err != nil {
+		return 0, err
+	}
+	for to, ms := range byTier {
+		if err := tx.Exec(`UPDATE members SET tier_code = ?, tier_since = ?, updated_at = ? WHERE id IN ?`,
+			to, asOf, now, ms).Error; err != nil {
+			return 0, err
+		}
+	}
+	for len(evs) > 0 {
+		n := min(len(evs), eventChunk)
+		if err := appendEvents(tx, evs[:n]...); err != nil {
+			return 0, err
+		}
+		evs = evs[n:]
+	}
+	// Their balances show the new tier.
+	return int64(len(moves)), balanceEvents(tx, prog, moved, now)
 }
