@@ -242,6 +242,7 @@ func (t *tillLoad) during(ctx context.Context, fn func()) latencies {
 	at := func(q float64) time.Duration { return all[min(len(all)-1, int(q*float64(len(all))))] }
 	return latencies{n: len(all), p50: at(0.5), p99: at(0.99), max: all[len(all)-1]}
 }
+
 // sampleHeap samples the Go heap in use every 50 ms until the returned
 // func is called, which returns the largest sample: the engine's own peak
 // memory during a job (the database's is its own, bounded by work_mem).
