@@ -8,19 +8,8 @@ import (
 
 // What the jobs' SQL does differently on the two dialects, side by side.
 
-// jobWorkMem is the memory a job's statement may take for a hash or a sort
-// on PostgreSQL before it spills to disk: a set-based job's aggregates over
-// a large base fit in it, the default 4 MB would not.
-const jobWorkMem = "256MB"
-
-// jobMemory raises work_mem for the rest of the transaction on
-// PostgreSQL; SQLite sizes its sorts itself.
-func jobMemory(db *gorm.DB) error {
-	if db.Dialector.Name() != loyalty.Postgres {
-		return nil
-	}
-	return db.Exec("SET LOCAL work_mem = '" + jobWorkMem + "'").Error
-}
+// jobMemory raises work_mem for the job's transaction (loyalty.JobMemory).
+func jobMemory(db *gorm.DB) error { return loyalty.JobMemory(db) }
 
 // tempTable creates the transaction's temporary table name from the query
 // q: on PostgreSQL dropped at commit, on SQLite by dropTemp (SQLite has no

@@ -55,3 +55,18 @@ func saveKept(tx *gorm.DB, accts []*account) error {
 			next_change_at timestamptz, config_version bigint)
 		WHERE b.member_id = k.member_id`, string(js)).Error
 }
+
+// jobWorkMem is the memory one hash or sort of a set-based job's statement
+// may take on PostgreSQL before it spills to disk: the aggregates and
+// rankings over a large base fit in it, where the default 4 MB spills
+// them, and the job's cost stops growing faster than its input.
+const jobWorkMem = "256MB"
+
+// JobMemory raises work_mem for the rest of the transaction tx on
+// PostgreSQL, for a set-based job; SQLite sizes its sorts itself.
+func JobMemory(tx *gorm.DB) error {
+	if tx.Dialector.Name() != Postgres {
+		return nil
+	}
+	return tx.Exec("SET LOCAL work_mem = '" + jobWorkMem + "'").Error
+}
