@@ -6,7 +6,12 @@
 -- members_tier served.
 CREATE INDEX members_tier_since ON members (tier_code, tier_since);
 DROP INDEX members_tier;
+-- The personal-offers job reads back the offers its run created, for their
+-- offer.assigned events: by the instant of the run, not by a scan of every
+-- personal offer ever given.
+CREATE INDEX offers_personal_created ON offers (created_at) WHERE owner_member_id IS NOT NULL;
 
 -- +goose Down
+DROP INDEX offers_personal_created;
 CREATE INDEX members_tier ON members (tier_code);
 DROP INDEX members_tier_since;
