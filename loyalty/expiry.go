@@ -117,9 +117,16 @@ func (s *Service) ReviewTiers(ctx context.Context, asOf time.Time) (TierReviewSu
 			return err
 		}
 		cutoff := prog.Period().ReviewCutoff(asOf)
-		return db.Raw(`SELECT id FROM members WHERE status = 'active' AND tier_since <= ?
-			AND tier_code IN (SELECT code FROM tiers WHERE rank > (SELECT MIN(rank) FROM tiers)) ORDER BY id`,
-			ts(cutoff)).Scan(&ids).Error
+		// A member whose balance row keeps its qualifying spend at asOf
+		// (kept under the current settings, as of asOf or before, with no
+		// change due by asOf) and keeps it at or above its tier's threshold
+		// is not due, and is left out without summing its purchases.
+		return db.Raw(`SELECT m.id FROM members m JOIN tiers t ON t.code = m.tier_code
+			JOIN member_balances b ON b.member_id = m.id
+			WHERE m.status = 'active' AND m.tier_since <= ? AND t.rank > (SELECT MIN(rank) FROM tiers)
+			AND NOT (b.config_version = (SELECT config_version FROM program WHERE id = 1) AND b.as_of <= ?
+				AND (b.next_change_at IS NULL OR b.next_change_at > ?) AND b.qualifying_spend >= t.qualifying_spend)
+			ORDER BY m.id`, ts(cutoff), ts(asOf), ts(asOf)).Scan(&ids).Error
 	})
 	if err != nil {
 		return sum, fmt.Errorf("review tiers: %w", err)
