@@ -146,6 +146,13 @@ func BenchmarkJobsAtScale(b *testing.B) {
 		if !r.asOf.Equal(asOf) {
 			label += "-next-day"
 		}
+		if !r.asOf.Equal(asOf) {
+			// A day passes: autovacuum clears the lots the catch-up run
+			// closed from the open-lots index, as it would overnight.
+			if err := db.Exec(`VACUUM (ANALYZE) lots`).Error; err != nil {
+				b.Fatal(err)
+			}
+		}
 		b.Run(label, func(b *testing.B) {
 			clock.Store(&r.asOf)
 			for i := 0; i < b.N; i++ {
