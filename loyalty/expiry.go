@@ -10,7 +10,7 @@ import (
 
 // expiryBatchLots is the most lots one transaction of an expiry run closes
 // (a variable for tests of runs over many batches).
-var expiryBatchLots = 2000
+var expiryBatchLots = 250
 
 // ExpirySummary counts what an expiry run wrote.
 type ExpirySummary struct {
@@ -152,7 +152,7 @@ func (s *Service) ReviewTiers(ctx context.Context, asOf time.Time) (TierReviewSu
 
 // tierReviewChunk is the most candidates one transaction of a tier review
 // judges.
-const tierReviewChunk = 500
+const tierReviewChunk = 200
 
 // reviewTiers moves down those of the members ids that are due (see
 // ReviewTiers) and returns how many it moved.
