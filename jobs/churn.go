@@ -87,7 +87,7 @@ func (r *Runner) ChurnRisk(ctx context.Context, asOf time.Time) (ChurnSummary, e
 	// One transaction that writes only the churn tables, which no till
 	// touches: the members' summaries go to a temporary table in one pass
 	// over the purchases, and everything after reads that.
-	err = loyalty.WriteSet(ctx, r.svc, func(tx *loyalty.Tx) error {
+	err = loyalty.WriteDerived(ctx, r.svc, func(tx *loyalty.Tx) error {
 		sum = ChurnSummary{Model: "bgnbd", TimeUnit: "week"}
 		db := tx.DB
 		if err := jobMemory(db); err != nil {

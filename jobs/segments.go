@@ -54,7 +54,7 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 	}
 	sg := prog.Segments
 	now := r.svc.Now()
-	err = loyalty.WriteSet(ctx, r.svc, func(tx *loyalty.Tx) error {
+	err = loyalty.WriteDerived(ctx, r.svc, func(tx *loyalty.Tx) error {
 		if err := jobMemory(tx.DB); err != nil {
 			return err
 		}

@@ -80,6 +80,11 @@ type account struct {
 // lockSQL reads and locks a member's balance and member rows, with the
 // current config_version; lockSQLite is the same without the row locks,
 // which SQLite has not (its write transaction excludes other writers).
+// The lock is FOR NO KEY UPDATE: as exclusive as FOR UPDATE against every
+// other writer of the rows, but not against the KEY SHARE lock a foreign
+// key check takes on the member when a set-based job inserts rows that
+// reference it (member_segments, member_churn, offers, events). With FOR
+// UPDATE a till waited for such a job's whole transaction.
 const (
 	lockSQLite = `SELECT m.id, m.external_id, m.email, m.phone, m.first_name, m.last_name, m.birthday, m.timezone, m.status,
 		m.tier_code, m.tier_since, m.churn_risk, m.enrolled_at, m.updated_at,
@@ -87,7 +92,7 @@ const (
 		b.open_available, b.open_pending, b.qualifying_spend, b.expiring_soon, b.as_of, b.next_change_at, b.config_version,
 		(SELECT config_version FROM program WHERE id = 1)
 		FROM member_balances b JOIN members m ON m.id = b.member_id WHERE b.member_id = ?`
-	lockSQL = lockSQLite + " FOR UPDATE OF b, m"
+	lockSQL = lockSQLite + " FOR NO KEY UPDATE OF b, m"
 )
 
 // lockedDest is where a row of lockSQL scans to.
@@ -698,7 +703,7 @@ func sortedUnique(ids []string) []string {
 func lockKeptMany(tx *gorm.DB, ids []string, prog *Program, now time.Time) ([]*account, error) {
 	q := lockManySQL
 	if tx.Dialector.Name() == Postgres {
-		q += " FOR UPDATE OF b, m"
+		q += " FOR NO KEY UPDATE OF b, m"
 	}
 	rows, err := tx.Raw(q, ids).Rows()
 	if err != nil {

@@ -195,7 +195,7 @@ func (s *Service) reviewTiers(tx *gorm.DB, asOf, now time.Time, ids []string) (i
 	}
 	lock := ""
 	if tx.Dialector.Name() == Postgres {
-		lock = " FOR UPDATE"
+		lock = " FOR NO KEY UPDATE"
 	}
 	if err := tx.Raw(`SELECT id, tier_code AS "from", `+justified+` AS "to" FROM members WHERE `+due+` ORDER BY id`+lock,
 		append(append([]any{}, spendArgs...), dueArgs...)...).Scan(&moves).Error; err != nil {
