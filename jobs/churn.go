@@ -41,14 +41,26 @@ type SpendFit struct {
 	Customers     int64   `json:"customers"`
 }
 
-// churnStats summarises every member's purchase days up to the as-of day:
-// x repeat purchase days, the last one tx_days after the first, observed
-// for t_days since the first. Integer days, from the stored local_day.
-const churnStats = `SELECT p.member_id, COUNT(DISTINCT p.local_day) - 1 AS x,
-		MAX(p.local_day) - MIN(p.local_day) AS tx_days, ? - MIN(p.local_day) AS t_days,
-		MAX(p.local_day) AS last_day, COUNT(*) AS purchases
-	FROM purchases p WHERE p.occurred_at <= ? AND p.local_day <= ?
-	GROUP BY p.member_id`
+// churnMembers summarises every member's purchase days up to the as-of
+// day, in one pass over the purchases: each member's days (one hash
+// aggregate by member and day), the first of them (one by member), then
+// per member x repeat purchase days, the first and last day and the
+// second, the purchases, the value of the repeat days (the spend model's
+// input: every purchase day after the first) and of the last 365 days, in
+// minor units, as floats (they may pass int64 over many days). Integer
+// days, from the stored local_day. Only hash aggregates and a hash join:
+// no sort of the purchases, which at a large base spills to disk. Its
+// arguments are the as-of instant and day, twice, and the day 365 days
+// before.
+const churnMembers = `WITH d AS (
+		SELECT member_id, local_day, COUNT(*) AS n, SUM(CAST(total AS DOUBLE PRECISION)) AS amt
+		FROM purchases WHERE occurred_at <= ? AND local_day <= ? GROUP BY member_id, local_day
+	), f AS (SELECT member_id, MIN(local_day) AS first_day FROM d GROUP BY member_id)
+	SELECT d.member_id, f.first_day, COUNT(*) - 1 AS x, MAX(d.local_day) AS last_day,
+		MIN(CASE WHEN d.local_day > f.first_day THEN d.local_day END) AS second_day, SUM(d.n) AS purchases,
+		SUM(CASE WHEN d.local_day > f.first_day THEN d.amt ELSE 0 END) AS repeat_spend,
+		SUM(CASE WHEN d.local_day > ? THEN d.amt END) AS year_spend
+	FROM d JOIN f ON f.member_id = d.member_id GROUP BY d.member_id, f.first_day`
 
 // ChurnRisk refits the BG/NBD model over every member's purchase history up
 // to asOf (repeat purchases counted per distinct calendar day, time in
@@ -71,30 +83,48 @@ func (r *Runner) ChurnRisk(ctx context.Context, asOf time.Time) (ChurnSummary, e
 		return sum, err
 	}
 	day := loyalty.LocalDay(asOf, prog.Location())
+	now := r.svc.Now()
+	// One transaction that writes only the churn tables, which no till
+	// touches: the members' summaries go to a temporary table in one pass
+	// over the purchases, and everything after reads that.
+	err = loyalty.WriteDerived(ctx, r.svc, func(tx *loyalty.Tx) error {
+		sum = ChurnSummary{Model: "bgnbd", TimeUnit: "week"}
+		db := tx.DB
+		if err := jobMemory(db); err != nil {
+			return err
+		}
+		if err := tempTable(db, "churn_members", churnMembers, asOf, day, day-365); err != nil {
+			return err
+		}
+		defer dropTemp(db, "churn_members")
+		return r.churnRisk(db, &sum, prog, asOf, day, now)
+	})
+	if err != nil {
+		return sum, fmt.Errorf("churn risk: %w", err)
+	}
+	return sum, nil
+}
+
+// churnRisk fits and scores from the members' summaries in churn_members.
+func (r *Runner) churnRisk(db *gorm.DB, sum *ChurnSummary, prog *loyalty.Program, asOf time.Time, day int64, now time.Time) error {
 	type tuple struct {
 		X, TxDays, TDays int64
 		N                int64
 	}
 	var tuples []tuple
 	var gaps []struct{ Gap, N int64 }
-	var spendPairs []gammagamma.Customer
-	err = loyalty.Read(ctx, r.svc, func(db *gorm.DB) error {
-		var err error
-		if spendPairs, err = spendStats(db, asOf, day, prog.Exponent()); err != nil {
-			return err
-		}
-		if err := db.Raw(`SELECT x, tx_days, t_days, COUNT(*) AS n FROM (`+churnStats+`) s GROUP BY x, tx_days, t_days`,
-			day, asOf, day).Scan(&tuples).Error; err != nil {
-			return err
-		}
-		return db.Raw(`SELECT second - first AS gap, COUNT(*) AS n FROM (
-				SELECT f.member_id, f.first, (SELECT MIN(p2.local_day) FROM purchases p2
-					WHERE p2.member_id = f.member_id AND p2.local_day > f.first AND p2.occurred_at <= ? AND p2.local_day <= ?) AS second
-				FROM (SELECT member_id, MIN(local_day) AS first FROM purchases WHERE occurred_at <= ? AND local_day <= ? GROUP BY member_id) f
-			) g WHERE second IS NOT NULL GROUP BY second - first ORDER BY gap`, asOf, day, asOf, day).Scan(&gaps).Error
-	})
+	spendPairs, err := spendStats(db, prog.Exponent())
 	if err != nil {
-		return sum, err
+		return err
+	}
+	if err := db.Raw(`SELECT x, tx_days, t_days, COUNT(*) AS n FROM (
+			SELECT x, last_day - first_day AS tx_days, ? - first_day AS t_days FROM churn_members) s
+		GROUP BY x, tx_days, t_days`, day).Scan(&tuples).Error; err != nil {
+		return err
+	}
+	if err := db.Raw(`SELECT second_day - first_day AS gap, COUNT(*) AS n FROM churn_members
+		WHERE second_day IS NOT NULL GROUP BY second_day - first_day ORDER BY gap`).Scan(&gaps).Error; err != nil {
+		return err
 	}
 	customers := make([]bgnbd.Customer, len(tuples))
 	for i, t := range tuples {
@@ -103,10 +133,10 @@ func (r *Runner) ChurnRisk(ctx context.Context, asOf time.Time) (ChurnSummary, e
 	}
 	p, ll, err := bgnbd.Fit(customers)
 	if errors.Is(err, bgnbd.ErrNoData) {
-		return sum, nil
+		return nil
 	}
 	if err != nil {
-		return sum, err
+		return err
 	}
 	sum.R, sum.Alpha, sum.A, sum.B, sum.LogLikelihood = p.R, p.Alpha, p.A, p.B, ll
 
@@ -134,7 +164,7 @@ func (r *Runner) ChurnRisk(ctx context.Context, asOf time.Time) (ChurnSummary, e
 	horizon := float64(prog.ClvHorizonWeeks)
 	gg, ggLL, ggN, ggErr := gammagamma.Fit(spendPairs)
 	if ggErr != nil && !errors.Is(ggErr, gammagamma.ErrNoData) {
-		return sum, ggErr
+		return ggErr
 	}
 	if ggErr == nil {
 		sum.Spend = &SpendFit{P: gg.P, Q: gg.Q, Gamma: gg.Gamma, LogLikelihood: ggLL, Customers: int64(ggN)}
@@ -151,79 +181,60 @@ func (r *Runner) ChurnRisk(ctx context.Context, asOf time.Time) (ChurnSummary, e
 		scores[i] = score{X: t.X, TxDays: t.TxDays, TDays: t.TDays, ChurnRisk: dec4(risk), PAlive: dec4(alive),
 			Expected90: dec4(p.ExpectedPurchases(c, 90.0/7)), ExpectedHorizon: p.ExpectedPurchases(c, horizon)}
 	}
-	now := r.svc.Now()
-	err = loyalty.WriteSet(ctx, r.svc, func(tx *loyalty.Tx) error {
-		if err := tx.DB.Exec("DELETE FROM churn_tuples").Error; err != nil {
-			return err
-		}
-		if len(scores) > 0 {
-			if err := tx.DB.Table("churn_tuples").CreateInBatches(scores, 500).Error; err != nil {
-				return err
-			}
-		}
-		if err := tx.DB.Exec("DELETE FROM member_churn").Error; err != nil {
-			return err
-		}
-		// CLV = expected purchase days over the horizon × the Gamma-Gamma
-		// expected value of one, in minor units; the seeds' simple CLV is
-		// the last 365 days' spend (average check × purchases per year)
-		// times the horizon in years.
-		clv := "NULL"
-		if sum.Spend != nil {
-			scale := math.Pow10(int(prog.Exponent()))
-			em := fmt.Sprintf("((%s + COALESCE(rs.spend, 0)) * %s / (%s * s.x + %s))", lit(gg.Gamma*scale), lit(gg.P), lit(gg.P), lit(gg.Q-1))
-			clv = fmt.Sprintf("CASE WHEN %s * s.x + %s > 0 THEN %s END", lit(gg.P), lit(gg.Q-1), r.roundSQL("t.expected_horizon * "+em))
-		}
-		simple := r.roundSQL(fmt.Sprintf("COALESCE(y.spend, 0) * %d / 52.0", prog.ClvHorizonWeeks))
-		res := tx.DB.Exec(`INSERT INTO member_churn (member_id, churn_risk, p_alive, expected_purchases_90d, purchase_days, purchases,
-				days_since_last_purchase, computed_at, expected_transactions, repeat_spend, clv, simple_clv)
-			SELECT s.member_id, t.churn_risk, t.p_alive, t.expected90, s.x + 1, s.purchases, ? - s.last_day, ?,
-				t.expected_horizon, COALESCE(rs.spend, 0), `+clv+`, `+simple+`
-			FROM (`+churnStats+`) s JOIN churn_tuples t ON t.x = s.x AND t.tx_days = s.tx_days AND t.t_days = s.t_days
-			LEFT JOIN (`+repeatSpend+`) rs ON rs.member_id = s.member_id
-			LEFT JOIN (SELECT member_id, SUM(CAST(total AS DOUBLE PRECISION)) AS spend FROM purchases
-				WHERE occurred_at <= ? AND local_day <= ? AND local_day > ? GROUP BY member_id) y ON y.member_id = s.member_id`,
-			day, now, day, asOf, day, asOf, day, asOf, day, asOf, day, day-365)
-		if res.Error != nil {
-			return res.Error
-		}
-		sum.Scored = res.RowsAffected
-		if err := tx.DB.Exec(`INSERT INTO churn_models (id, as_of, time_unit, r, alpha, a, b, log_likelihood, members, computed_at)
-			VALUES (?, ?, 'week', ?, ?, ?, ?, ?, ?, ?)`, loyalty.NewID(), asOf, p.R, p.Alpha, p.A, p.B, ll, sum.Members, now).Error; err != nil {
-			return err
-		}
-		if sum.Spend == nil {
-			return nil
-		}
-		return tx.DB.Exec(`INSERT INTO clv_models (id, as_of, p, q, gamma, log_likelihood, customers, horizon_weeks, computed_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, loyalty.NewID(), asOf, gg.P, gg.Q, gg.Gamma, ggLL, sum.Spend.Customers,
-			prog.ClvHorizonWeeks, now).Error
-	})
-	if err != nil {
-		return sum, fmt.Errorf("churn risk: %w", err)
+	if err := db.Exec("DELETE FROM churn_tuples").Error; err != nil {
+		return err
 	}
-	return sum, nil
+	if len(scores) > 0 {
+		if err := db.Table("churn_tuples").CreateInBatches(scores, 500).Error; err != nil {
+			return err
+		}
+	}
+	if err := db.Exec("DELETE FROM member_churn").Error; err != nil {
+		return err
+	}
+	// CLV = expected purchase days over the horizon × the Gamma-Gamma
+	// expected value of one, in minor units; the seeds' simple CLV is
+	// the last 365 days' spend (average check × purchases per year)
+	// times the horizon in years.
+	clv := "NULL"
+	if sum.Spend != nil {
+		scale := math.Pow10(int(prog.Exponent()))
+		em := fmt.Sprintf("((%s + s.repeat_spend) * %s / (%s * s.x + %s))", lit(gg.Gamma*scale), lit(gg.P), lit(gg.P), lit(gg.Q-1))
+		clv = fmt.Sprintf("CASE WHEN %s * s.x + %s > 0 THEN %s END", lit(gg.P), lit(gg.Q-1), r.roundSQL("t.expected_horizon * "+em))
+	}
+	simple := r.roundSQL(fmt.Sprintf("COALESCE(s.year_spend, 0) * %d / 52.0", prog.ClvHorizonWeeks))
+	res := db.Exec(`INSERT INTO member_churn (member_id, churn_risk, p_alive, expected_purchases_90d, purchase_days, purchases,
+			days_since_last_purchase, computed_at, expected_transactions, repeat_spend, clv, simple_clv)
+		SELECT s.member_id, t.churn_risk, t.p_alive, t.expected90, s.x + 1, s.purchases, ? - s.last_day, ?,
+			t.expected_horizon, s.repeat_spend, `+clv+`, `+simple+`
+		FROM churn_members s JOIN churn_tuples t ON t.x = s.x AND t.tx_days = s.last_day - s.first_day AND t.t_days = ? - s.first_day`,
+		day, now, day)
+	if res.Error != nil {
+		return res.Error
+	}
+	sum.Scored = res.RowsAffected
+	if err := db.Exec(`INSERT INTO churn_models (id, as_of, time_unit, r, alpha, a, b, log_likelihood, members, computed_at)
+		VALUES (?, ?, 'week', ?, ?, ?, ?, ?, ?, ?)`, loyalty.NewID(), asOf, p.R, p.Alpha, p.A, p.B, ll, sum.Members, now).Error; err != nil {
+		return err
+	}
+	if sum.Spend == nil {
+		return nil
+	}
+	return db.Exec(`INSERT INTO clv_models (id, as_of, p, q, gamma, log_likelihood, customers, horizon_weeks, computed_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, loyalty.NewID(), asOf, gg.P, gg.Q, gg.Gamma, ggLL, sum.Spend.Customers,
+		prog.ClvHorizonWeeks, now).Error
 }
 
-// repeatSpend is each member's repeat purchase days up to the as-of day
-// (every purchase day after the first) and their value in minor units, a
-// float: the spend model's input, which may pass int64 over many days.
-const repeatSpend = `SELECT d.member_id, COUNT(*) AS x, SUM(d.amt) AS spend
-	FROM (SELECT member_id, local_day, SUM(CAST(total AS DOUBLE PRECISION)) AS amt FROM purchases
-		WHERE occurred_at <= ? AND local_day <= ? GROUP BY member_id, local_day) d
-	JOIN (SELECT member_id, MIN(local_day) AS first FROM purchases WHERE occurred_at <= ? AND local_day <= ? GROUP BY member_id) f
-		ON f.member_id = d.member_id AND d.local_day > f.first
-	GROUP BY d.member_id`
-
-// spendPairs reads the spend model's sufficient statistics: each distinct
-// (repeat days x, mean value m_x in major units) and how many members share it.
-func spendStats(db *gorm.DB, asOf time.Time, day int64, exponent int32) ([]gammagamma.Customer, error) {
+// spendStats reads the spend model's sufficient statistics from
+// churn_members: each distinct (repeat days x, mean value m_x in major
+// units) and how many members share it.
+func spendStats(db *gorm.DB, exponent int32) ([]gammagamma.Customer, error) {
 	var rows []struct {
 		X     int64
 		Spend float64
 		N     int64
 	}
-	if err := db.Raw(`SELECT x, spend, COUNT(*) AS n FROM (`+repeatSpend+`) rs GROUP BY x, spend`, asOf, day, asOf, day).Scan(&rows).Error; err != nil {
+	if err := db.Raw(`SELECT x, repeat_spend AS spend, COUNT(*) AS n FROM churn_members WHERE x > 0 GROUP BY x, repeat_spend`).Scan(&rows).Error; err != nil {
 		return nil, err
 	}
 	scale := math.Pow10(int(exponent))

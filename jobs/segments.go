@@ -54,7 +54,10 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 	}
 	sg := prog.Segments
 	now := r.svc.Now()
-	err = loyalty.WriteSet(ctx, r.svc, func(tx *loyalty.Tx) error {
+	err = loyalty.WriteDerived(ctx, r.svc, func(tx *loyalty.Tx) error {
+		if err := jobMemory(tx.DB); err != nil {
+			return err
+		}
 		if err := tx.DB.Exec(`DELETE FROM member_segments WHERE segment_code = 'loyal' OR segment_code LIKE 'rfm\_%' ESCAPE '\'`).Error; err != nil {
 			return err
 		}
@@ -70,14 +73,24 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 		week.WriteString(" END")
 		windowStart := asOf.AddDate(0, 0, -7*sg.LoyalWindowWeeks)
 		args = append(args, windowStart, asOf, windowStart, asOf, sg.LoyalMinActiveWeeks, sg.LoyalMinCategories)
+		// Distinct weeks and categories per member as two levels of
+		// GROUP BY (member and week, then member; member and category, then
+		// member), which hash, where COUNT(DISTINCT …) per member sorts the
+		// window's purchases.
 		if err := tx.DB.Exec(`INSERT INTO member_segments (member_id, segment_code, computed_at)
 			SELECT w.member_id, 'loyal', ? FROM (
-				SELECT p.member_id, COUNT(DISTINCT `+week.String()+`) AS weeks
-				FROM purchases p WHERE p.occurred_at > ? AND p.occurred_at <= ? GROUP BY p.member_id
+				SELECT member_id, COUNT(*) AS weeks FROM (
+					SELECT member_id, week FROM (
+						SELECT p.member_id, `+week.String()+` AS week
+						FROM purchases p WHERE p.occurred_at > ? AND p.occurred_at <= ?
+					) pw GROUP BY member_id, week
+				) mw GROUP BY member_id
 			) w JOIN (
-				SELECT p.member_id, COUNT(DISTINCT i.category) AS categories
-				FROM purchases p JOIN purchase_items i ON i.purchase_id = p.id
-				WHERE p.occurred_at > ? AND p.occurred_at <= ? AND i.category <> '' GROUP BY p.member_id
+				SELECT member_id, COUNT(*) AS categories FROM (
+					SELECT p.member_id, i.category
+					FROM purchases p JOIN purchase_items i ON i.purchase_id = p.id
+					WHERE p.occurred_at > ? AND p.occurred_at <= ? AND i.category <> '' GROUP BY p.member_id, i.category
+				) pc GROUP BY member_id
 			) c ON c.member_id = w.member_id
 			JOIN members m ON m.id = w.member_id AND m.status = 'active'
 			WHERE w.weeks >= ? AND c.categories >= ?`, append([]any{now}, args...)...).Error; err != nil {

@@ -185,6 +185,22 @@ func WriteSet(ctx context.Context, s *Service, fn func(*Tx) error) error {
 	})
 }
 
+// WriteDerived runs fn in a write transaction at the database's default
+// isolation (READ COMMITTED on PostgreSQL), for jobs that replace derived
+// tables (segments, churn scores) and write no ledger: each statement sees
+// what was committed when it started, and a till's purchase meanwhile
+// (which may update its member row) never makes the job start over, as it
+// would under WriteSet's one snapshot, holding its rows again each time.
+// On SQLite, whose writer is alone, it is WriteSet.
+func WriteDerived(ctx context.Context, s *Service, fn func(*Tx) error) error {
+	if s.store.Dialect != Postgres {
+		return WriteSet(ctx, s, fn)
+	}
+	return s.store.write(ctx, func(db *gorm.DB) error {
+		return fn(&Tx{DB: db, Now: ts(s.now()), svc: s})
+	})
+}
+
 // BulkCredit credits the same points to many members at once (see
 // BulkCredit), set-based, under the transaction's time and settings.
 func (t *Tx) BulkCredit(c BulkCredit) error {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -79,6 +80,11 @@ type account struct {
 // lockSQL reads and locks a member's balance and member rows, with the
 // current config_version; lockSQLite is the same without the row locks,
 // which SQLite has not (its write transaction excludes other writers).
+// The lock is FOR NO KEY UPDATE: as exclusive as FOR UPDATE against every
+// other writer of the rows, but not against the KEY SHARE lock a foreign
+// key check takes on the member when a set-based job inserts rows that
+// reference it (member_segments, member_churn, offers, events). With FOR
+// UPDATE a till waited for such a job's whole transaction.
 const (
 	lockSQLite = `SELECT m.id, m.external_id, m.email, m.phone, m.first_name, m.last_name, m.birthday, m.timezone, m.status,
 		m.tier_code, m.tier_since, m.churn_risk, m.enrolled_at, m.updated_at,
@@ -86,7 +92,7 @@ const (
 		b.open_available, b.open_pending, b.qualifying_spend, b.expiring_soon, b.as_of, b.next_change_at, b.config_version,
 		(SELECT config_version FROM program WHERE id = 1)
 		FROM member_balances b JOIN members m ON m.id = b.member_id WHERE b.member_id = ?`
-	lockSQL = lockSQLite + " FOR UPDATE OF b, m"
+	lockSQL = lockSQLite + " FOR NO KEY UPDATE OF b, m"
 )
 
 // lockedDest is where a row of lockSQL scans to.
@@ -632,34 +638,162 @@ func rekeep(tx *gorm.DB, prog *Program, ids []string, now time.Time) error {
 
 // emitBalances locks each account of ids, keeps and saves it when keep,
 // and emits its balance.changed from the balance's own view, eventChunk
-// events to an insert.
+// events to an insert. It goes keepChunk accounts at a time: one statement
+// locks and reads them (in member order), one reads the open lots and one
+// the window purchases of those not fresh, and one writes the kept rows
+// back (saveKept), so a chunk costs a handful of round trips, not a few
+// per member.
 func emitBalances(tx *gorm.DB, prog *Program, ids []string, now time.Time, keep bool) error {
 	_, ladder, err := loadTiers(tx)
 	if err != nil {
 		return err
 	}
-	evs := make([]newEvent, 0, min(len(ids), eventChunk))
-	for _, id := range ids {
-		a, err := lockKept(tx, id, prog, now)
+	ids = sortedUnique(ids)
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), keepChunk)]
+		ids = ids[len(chunk):]
+		accts, err := lockKeptMany(tx, chunk, prog, now)
 		if err != nil {
 			return err
 		}
 		if keep {
-			a.keepWith(0)
-			a.balance.UpdatedAt = now
-			if err := tx.Save(&a.balance).Error; err != nil {
+			for _, a := range accts {
+				a.keepWith(0)
+				a.balance.UpdatedAt = now
+			}
+			if err := saveKept(tx, accts); err != nil {
 				return err
 			}
 		}
-		if evs = append(evs, balanceEvent(a.view(ladder), nil, now)); len(evs) == eventChunk {
-			if err := appendEvents(tx, evs...); err != nil {
+		evs := make([]newEvent, 0, len(accts))
+		for _, a := range accts {
+			evs = append(evs, balanceEvent(a.view(ladder), nil, now))
+		}
+		for len(evs) > 0 {
+			n := min(len(evs), eventChunk)
+			if err := appendEvents(tx, evs[:n]...); err != nil {
 				return err
 			}
-			evs = evs[:0]
+			evs = evs[n:]
 		}
 	}
-	return appendEvents(tx, evs...)
+	return nil
 }
+
+// keepChunk bounds the accounts emitBalances locks and keeps at a time.
+const keepChunk = 500
+
+func sortedUnique(ids []string) []string {
+	out := append([]string(nil), ids...)
+	sort.Strings(out)
+	n := 0
+	for i, id := range out {
+		if i == 0 || id != out[n-1] {
+			out[n] = id
+			n++
+		}
+	}
+	return out[:n]
+}
+
+// lockKeptMany is lockKept for many members at once: their rows locked
+// and read in one statement, in member order, and the open lots and window
+// purchases of those whose kept state is not fresh read in one statement
+// each. A member of ids with no balance row is not_found, as in lockKept.
+func lockKeptMany(tx *gorm.DB, ids []string, prog *Program, now time.Time) ([]*account, error) {
+	q := lockManySQL
+	if tx.Dialector.Name() == Postgres {
+		q += " FOR NO KEY UPDATE OF b, m"
+	}
+	rows, err := tx.Raw(q, ids).Rows()
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	accts := make([]*account, 0, len(ids))
+	for rows.Next() {
+		a := &account{prog: prog, now: now}
+		var version int64
+		if err := rows.Scan(a.lockedDest(&version)...); err != nil {
+			return nil, err
+		}
+		a.balance.MemberID = a.member.ID
+		a.cfg = version
+		accts = append(accts, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if len(accts) != len(ids) {
+		found := map[string]bool{}
+		for _, a := range accts {
+			found[a.member.ID] = true
+		}
+		for _, id := range ids {
+			if !found[id] {
+				return nil, Errorf(NotFound, "not_found", "no member has id %q", id)
+			}
+		}
+	}
+	// The kept state of the fresh ones is their row; the others are
+	// caught up from their open lots and window purchases, read for all
+	// of them at once from the earliest window any of them needs.
+	var stale []string
+	var from time.Time
+	byID := map[string]*account{}
+	for _, a := range accts {
+		if a.fresh() {
+			k, err := a.keptFromRow()
+			if err != nil {
+				return nil, err
+			}
+			a.k, a.passed = k, 0
+			continue
+		}
+		if w := a.windowFrom(); len(stale) == 0 || w.Before(from) {
+			from = w
+		}
+		stale = append(stale, a.member.ID)
+		byID[a.member.ID] = a
+	}
+	if len(stale) == 0 {
+		return accts, nil
+	}
+	var lots []lotRow
+	if err := tx.Where("member_id IN ? AND remaining > 0", stale).Find(&lots).Error; err != nil {
+		return nil, err
+	}
+	var ps []struct {
+		MemberID   string
+		OccurredAt time.Time
+		Net        int64
+	}
+	if err := tx.Raw(`SELECT p.member_id, p.occurred_at, `+NetSpendSQL("p")+` AS net FROM purchases p
+		WHERE p.member_id IN ? AND p.occurred_at >= ?`, stale, from).Scan(&ps).Error; err != nil {
+		return nil, err
+	}
+	lotsOf := map[string][]lotRow{}
+	for _, l := range lots {
+		lotsOf[l.MemberID] = append(lotsOf[l.MemberID], l)
+	}
+	psOf := map[string][]windowPurchase{}
+	for _, p := range ps {
+		// Each member's window as openState reads it.
+		if a := byID[p.MemberID]; !p.OccurredAt.Before(a.windowFrom()) {
+			psOf[p.MemberID] = append(psOf[p.MemberID], windowPurchase{OccurredAt: p.OccurredAt, Net: p.Net})
+		}
+	}
+	for _, id := range stale {
+		byID[id].catchUpFrom(lotsOf[id], psOf[id])
+	}
+	return accts, nil
+}
+
+// lockManySQL is lockSQLite over a list of members, in member order.
+var lockManySQL = strings.Replace(lockSQLite, "WHERE b.member_id = ?", "WHERE b.member_id IN ?", 1) + " ORDER BY b.member_id"
 
 // BulkCredit is a set-based credit of the same points to many members,
 // each an entry of Kind and a lot available at once and expiring under the
@@ -715,39 +849,83 @@ func bulkCredit(tx *gorm.DB, prog *Program, now time.Time, c BulkCredit) error {
 // a subquery's select list would have no type on PostgreSQL.
 func (c BulkCredit) pointsSQL() string { return strconv.FormatInt(c.Points, 10) }
 
-// bulkExpire writes one expire entry for the remainder of every lot whose
-// points lapsed by asOf (lapseSQL), at now: the entry the ledger listing
-// has shown since the lot lapsed (account.lapsedEntry), its draw, the lot's
-// remainder down to zero and the balances moved, all set-based. It returns
-// what it expired.
-func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time) (lots, members int64, points Sum, err error) {
+// expiryBatch is where a run of bulkExpire has got to: the next batch
+// takes up to limit lapsed lots past the cursor, in the order an index
+// serves them (the open lots by expires_at under the lot policy; by id
+// under the inactivity policy, whose lapsed lots an idle member's balance
+// selects). A batch closes every lot it takes, so the cursor only saves
+// the index the walk over what earlier batches closed.
+type expiryBatch struct {
+	limit   int
+	afterAt *time.Time
+	afterID string
+}
+
+// bulkExpire writes one expire entry for the remainder of every lot of the
+// next batch b of lots whose points lapsed by asOf (lapseSQL), at now: the
+// entry the ledger listing has shown since the lot lapsed
+// (account.lapsedEntry), its draw, the lot's remainder down to zero and the
+// balances moved, all set-based. It returns what it expired and moves b's
+// cursor; fewer lots than b.limit means none is left.
+func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time, b *expiryBatch) (lots int64, members []string, points Sum, err error) {
 	x := lapseSQL(tx.Dialector.Name(), prog, asOf)
 	x.args["now"] = now
-	lapsed := x.from + ` WHERE ` + x.due
+	// The batch: its lots' ids read first, so that every statement below
+	// works on the same lots.
+	pick, order := x.due, "l.id"
+	if x.from == "lots l" {
+		order = "l.expires_at"
+		if b.afterAt != nil {
+			pick += " AND l.expires_at >= @after_at"
+			x.args["after_at"] = *b.afterAt
+		}
+	} else if b.afterID != "" {
+		pick += " AND l.id > @after_id"
+		x.args["after_id"] = b.afterID
+	}
+	var batch []struct {
+		ID        string
+		ExpiresAt *time.Time
+	}
+	if err := tx.Raw(`SELECT l.id, l.expires_at FROM `+x.from+` WHERE `+pick+` ORDER BY `+order+` LIMIT `+strconv.Itoa(b.limit),
+		x.args).Scan(&batch).Error; err != nil {
+		return 0, nil, Sum{}, err
+	}
+	if len(batch) == 0 {
+		return 0, nil, Sum{}, nil
+	}
+	lotIDs := make([]string, len(batch))
+	for i, l := range batch {
+		lotIDs[i] = l.ID
+	}
+	last := batch[len(batch)-1]
+	b.afterAt, b.afterID = last.ExpiresAt, last.ID
+	x.args["batch"] = lotIDs
+	lapsed := x.from + ` WHERE ` + x.due + ` AND l.id IN @batch`
 	// Lock the balances to change, in one order, before touching lots.
 	if err := lockBalances(tx, `SELECT l.member_id FROM `+lapsed, x.args); err != nil {
-		return 0, 0, Sum{}, err
+		return 0, nil, Sum{}, err
 	}
 	var st struct {
-		Lots, Members int64
-		Points        Sum
+		Lots   int64
+		Points Sum
 	}
-	if err := tx.Raw(`SELECT COUNT(*) AS lots, COUNT(DISTINCT l.member_id) AS members, `+store.SumSQL("l.remaining")+` AS points
+	if err := tx.Raw(`SELECT COUNT(*) AS lots, `+store.SumSQL("l.remaining")+` AS points
 		FROM `+lapsed, x.args).Scan(&st).Error; err != nil {
-		return 0, 0, Sum{}, err
+		return 0, nil, Sum{}, err
 	}
 	if st.Lots == 0 {
-		return 0, 0, Sum{}, nil
+		return 0, nil, Sum{}, nil
 	}
 	if err := tx.Exec(`INSERT INTO ledger_entries (id, member_id, kind, points, occurred_at, available_at, expires_at,
 			description, created_at)
 		SELECT '`+expirePrefix+`' || l.id, l.member_id, '`+KindExpire+`', -l.remaining, `+x.at+`, `+x.at+`, l.expires_at,
 			`+x.why+`, @now FROM `+lapsed, x.args).Error; err != nil {
-		return 0, 0, Sum{}, err
+		return 0, nil, Sum{}, err
 	}
 	if err := tx.Exec(`INSERT INTO lot_draws (entry_id, lot_id, points)
 		SELECT '`+expirePrefix+`' || l.id, l.id, l.remaining FROM `+lapsed, x.args).Error; err != nil {
-		return 0, 0, Sum{}, err
+		return 0, nil, Sum{}, err
 	}
 	// One aggregate joined to the balances (UPDATE … FROM runs on both
 	// PostgreSQL and SQLite 3.33+), instead of a subquery per member. Each
@@ -755,24 +933,24 @@ func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time) (
 	// kept.go) out of what later reads count.
 	if err := moveBalances(tx, `SELECT l.member_id, -SUM(l.remaining) AS points, 0 AS earned, 3 * COUNT(*) AS instants
 		FROM `+lapsed+` GROUP BY l.member_id`, x.args); err != nil {
-		return 0, 0, Sum{}, err
+		return 0, nil, Sum{}, err
 	}
 	var ids []string
 	if err := tx.Raw(`SELECT DISTINCT l.member_id FROM `+lapsed+` ORDER BY l.member_id`, x.args).Scan(&ids).Error; err != nil {
-		return 0, 0, Sum{}, err
+		return 0, nil, Sum{}, err
 	}
 	// points.expired: each expire entry as the ledger answers it, read
 	// back in one statement and written in multi-row inserts.
 	if err := expiredEvents(tx, `SELECT '`+expirePrefix+`' || l.id FROM `+lapsed, x.args, now); err != nil {
-		return 0, 0, Sum{}, err
+		return 0, nil, Sum{}, err
 	}
 	if err := tx.Exec(`UPDATE lots SET remaining = 0 WHERE id IN (SELECT l.id FROM `+lapsed+`)`, x.args).Error; err != nil {
-		return 0, 0, Sum{}, err
+		return 0, nil, Sum{}, err
 	}
 	if err := rekeep(tx, prog, ids, now); err != nil {
-		return 0, 0, Sum{}, err
+		return 0, nil, Sum{}, err
 	}
-	return st.Lots, st.Members, st.Points, nil
+	return st.Lots, ids, st.Points, nil
 }
 
 // touchBalances moves the version of the balances of the members the SQL

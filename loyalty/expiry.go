@@ -8,6 +8,10 @@ import (
 	"gorm.io/gorm"
 )
 
+// expiryBatchLots is the most lots one transaction of an expiry run closes
+// (a variable for tests of runs over many batches).
+var expiryBatchLots = 250
+
 // ExpirySummary counts what an expiry run wrote.
 type ExpirySummary struct {
 	Policy  string `json:"policy"`
@@ -23,9 +27,11 @@ type ExpirySummary struct {
 // shown since the lot lapsed (account.lapsedEntry): its id is derived from
 // the lot, it is dated when the lot lapsed (its expires_at, or the
 // inactivity deadline if that came first) and it takes what is left of the
-// lot. It is a handful of set-based statements over all members. A lot's
-// remainder drops to zero in the same transaction, so a second run for the
-// same asOf (or two runs racing) expires nothing twice. Lapsed lots were
+// lot. It is a handful of set-based statements a batch, the batches taken
+// from the index of open lots by expires_at, so a daily run costs the day's
+// expiries, not the table. A lot's remainder drops to zero in the
+// transaction of its batch, so a second run for the same asOf (or two runs
+// racing) expires nothing twice. Lapsed lots were
 // already left out of available points before this runs; the run makes the
 // ledger store what it showed. A past asOf expires what had lapsed by
 // then (a prefix of what a later run expires); a future one is refused.
@@ -35,16 +41,41 @@ func (s *Service) ExpirePoints(ctx context.Context, asOf time.Time) (ExpirySumma
 	if err != nil {
 		return sum, err
 	}
-	err = s.store.writeSerial(ctx, func(tx *gorm.DB) error {
-		sum = ExpirySummary{}
-		prog, err := loadProgram(tx)
-		if err != nil {
+	// Batches of expiryBatchLots lots, each committed on its own: the
+	// balances a batch locks are held for one batch, not the whole run, and
+	// a run that stops part way leaves closed lots that the next run skips.
+	b := &expiryBatch{limit: expiryBatchLots}
+	members := map[string]struct{}{}
+	for {
+		var n ExpirySummary
+		var ids []string
+		var cursor expiryBatch
+		err = s.store.writeSerial(ctx, func(tx *gorm.DB) error {
+			n = ExpirySummary{}
+			cursor = *b
+			prog, err := loadProgram(tx)
+			if err != nil {
+				return err
+			}
+			n.Policy = prog.ExpiryPolicy
+			n.Lots, ids, n.Points, err = bulkExpire(tx, s.store, prog, asOf, ts(s.now()), &cursor)
 			return err
+		})
+		if err != nil {
+			break
 		}
-		sum.Policy = prog.ExpiryPolicy
-		sum.Lots, sum.Members, sum.Points, err = bulkExpire(tx, s.store, prog, asOf, ts(s.now()))
-		return err
-	})
+		*b = cursor
+		sum.Policy = n.Policy
+		sum.Lots += n.Lots
+		for _, id := range ids {
+			members[id] = struct{}{}
+		}
+		sum.Members = int64(len(members))
+		sum.Points = sum.Points.Add(n.Points)
+		if n.Lots < int64(b.limit) {
+			break
+		}
+	}
 	if err != nil {
 		return sum, fmt.Errorf("expire points: %w", err)
 	}
@@ -60,7 +91,8 @@ type TierReviewSummary struct {
 // (tier_window_days after it was reached; for calendar years, the end of
 // the year after) to the highest tier its qualifying spend at asOf
 // justifies. Upgrades are not its business: they happen at purchase time.
-// One statement over all members; running it twice changes nothing more.
+// Candidates are found by index and judged a chunk a transaction; running
+// it twice changes nothing more.
 //
 // A future asOf is refused. A past one reviews the members unprotected at
 // asOf on their spend up to asOf, as a review run then would have; but as
@@ -74,79 +106,130 @@ func (s *Service) ReviewTiers(ctx context.Context, asOf time.Time) (TierReviewSu
 		return sum, err
 	}
 	now := ts(s.now())
-	err = s.store.write(ctx, func(tx *gorm.DB) error {
-		prog, err := loadProgram(tx)
+	// The candidates, by the index on (tier_code, tier_since): the active
+	// members above the lowest tier whose tier is no longer protected. A
+	// member at the lowest tier has nowhere to go down to, so the spend of
+	// most members is never summed.
+	var ids []string
+	err = s.store.snapshot(ctx, func(db *gorm.DB) error {
+		prog, err := loadProgram(db)
 		if err != nil {
 			return err
 		}
-		period := prog.Period()
-		// A tier reached at or before cutoff is no longer protected at asOf.
-		cutoff := period.ReviewCutoff(asOf)
-		// The rule is tiers.Ladder.Review: the tier the highest of the
-		// qualifying spends justifies, when it is lower than the tier held.
-		spend := s.store.QualifyingSpendSQL("members.id")
-		cond, spendArgs := `t.qualifying_spend <= `+spend, QualifyingSpendArgs(period, asOf)
-		// A scheduled run is as of its minute, seconds ago: only an as_of
-		// further back than a clock's skew is judged on today's spend too,
-		// which costs a second sum.
-		if now.Sub(asOf) > ClockSkew {
-			cond += ` OR t.qualifying_spend <= ` + spend
-			spendArgs = append(spendArgs, QualifyingSpendArgs(period, now)...)
-		}
-		justified := `(SELECT t.code FROM tiers t WHERE ` + cond + ` ORDER BY t.rank DESC LIMIT 1)`
-		due := `status = 'active' AND tier_code IS NOT NULL AND tier_since <= ?
-			AND (SELECT rank FROM tiers WHERE code = members.tier_code) >
-				(SELECT rank FROM tiers WHERE code = ` + justified + `)`
-		dueArgs := append([]any{ts(cutoff)}, spendArgs...)
-		// The balance shows the tier: its version moves with the downgrade,
-		// so a client's ETag of the balance before it no longer matches.
-		if err := touchBalances(tx, due, dueArgs...); err != nil {
-			return err
-		}
-		// The moves, read before they are made, for their tier.changed
-		// events: one statement over the members due, whose rows it locks
-		// (on PostgreSQL; SQLite's writer is alone) so that the update
-		// moves exactly those.
-		var moves []struct {
-			ID   string
-			From *string
-			To   *string
-		}
-		lock := ""
-		if tx.Dialector.Name() == Postgres {
-			lock = " FOR UPDATE"
-		}
-		if err := tx.Raw(`SELECT id, tier_code AS "from", `+justified+` AS "to" FROM members WHERE `+due+` ORDER BY id`+lock,
-			append(append([]any{}, spendArgs...), dueArgs...)...).Scan(&moves).Error; err != nil {
-			return err
-		}
-		args := append(append(append([]any{}, spendArgs...), asOf, now), dueArgs...)
-		res := tx.Exec(`UPDATE members SET tier_code = `+justified+`, tier_since = ?, updated_at = ? WHERE `+due, args...)
-		if res.Error != nil {
-			return res.Error
-		}
-		sum.Downgraded = res.RowsAffected
-		if int64(len(moves)) != sum.Downgraded {
-			return fmt.Errorf("tier review: %d members moved, %d read before", sum.Downgraded, len(moves))
-		}
-		ids := make([]string, len(moves))
-		evs := make([]newEvent, 0, len(moves))
-		for i, m := range moves {
-			ids[i] = m.ID
-			evs = append(evs, tierEvent(m.ID, m.From, m.To, now))
-		}
-		for len(evs) > 0 {
-			n := min(len(evs), eventChunk)
-			if err := appendEvents(tx, evs[:n]...); err != nil {
-				return err
-			}
-			evs = evs[n:]
-		}
-		// Their balances show the new tier.
-		return balanceEvents(tx, prog, ids, now)
+		cutoff := prog.Period().ReviewCutoff(asOf)
+		// A member whose balance row keeps its qualifying spend at asOf
+		// (kept under the current settings, as of asOf or before, with no
+		// change due by asOf) and keeps it at or above its tier's threshold
+		// is not due, and is left out without summing its purchases.
+		return db.Raw(`SELECT m.id FROM members m JOIN tiers t ON t.code = m.tier_code
+			JOIN member_balances b ON b.member_id = m.id
+			WHERE m.status = 'active' AND m.tier_since <= ? AND t.rank > (SELECT MIN(rank) FROM tiers)
+			AND NOT (b.config_version = (SELECT config_version FROM program WHERE id = 1) AND b.as_of <= ?
+				AND (b.next_change_at IS NULL OR b.next_change_at > ?) AND b.qualifying_spend >= t.qualifying_spend)
+			ORDER BY m.id`, ts(cutoff), ts(asOf), ts(asOf)).Scan(&ids).Error
 	})
 	if err != nil {
 		return sum, fmt.Errorf("review tiers: %w", err)
 	}
+	// Then tierReviewChunk candidates a transaction, so the rows a chunk
+	// locks are held for one chunk: a till waits for one at most.
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), tierReviewChunk)]
+		ids = ids[len(chunk):]
+		var n int64
+		err = s.store.write(ctx, func(tx *gorm.DB) error {
+			var err error
+			n, err = s.reviewTiers(tx, asOf, now, chunk)
+			return err
+		})
+		if err != nil {
+			return sum, fmt.Errorf("review tiers: %w", err)
+		}
+		sum.Downgraded += n
+	}
 	return sum, nil
+}
+
+// tierReviewChunk is the most candidates one transaction of a tier review
+// judges.
+const tierReviewChunk = 200
+
+// reviewTiers moves down those of the members ids that are due (see
+// ReviewTiers) and returns how many it moved.
+func (s *Service) reviewTiers(tx *gorm.DB, asOf, now time.Time, ids []string) (int64, error) {
+	prog, err := loadProgram(tx)
+	if err != nil {
+		return 0, err
+	}
+	period := prog.Period()
+	// A tier reached at or before cutoff is no longer protected at asOf.
+	cutoff := period.ReviewCutoff(asOf)
+	// The rule is tiers.Ladder.Review: the tier the highest of the
+	// qualifying spends justifies, when it is lower than the tier held.
+	spend := s.store.QualifyingSpendSQL("members.id")
+	cond, spendArgs := `t.qualifying_spend <= `+spend, QualifyingSpendArgs(period, asOf)
+	// A scheduled run is as of its minute, seconds ago: only an as_of
+	// further back than a clock's skew is judged on today's spend too,
+	// which costs a second sum.
+	if now.Sub(asOf) > ClockSkew {
+		cond += ` OR t.qualifying_spend <= ` + spend
+		spendArgs = append(spendArgs, QualifyingSpendArgs(period, now)...)
+	}
+	justified := `(SELECT t.code FROM tiers t WHERE ` + cond + ` ORDER BY t.rank DESC LIMIT 1)`
+	due := `id IN ? AND status = 'active' AND tier_code IS NOT NULL AND tier_since <= ?
+		AND (SELECT rank FROM tiers WHERE code = members.tier_code) >
+			(SELECT rank FROM tiers WHERE code = ` + justified + `)`
+	dueArgs := append([]any{ids, ts(cutoff)}, spendArgs...)
+	// The candidates' balances are locked first, in the order a purchase
+	// locks a balance before its member, so that no purchase of theirs is
+	// under way while their spend is summed below.
+	if err := lockBalances(tx, `SELECT id FROM members WHERE id IN @ids`, map[string]any{"ids": ids}); err != nil {
+		return 0, err
+	}
+	// The moves, the spend summed once: one statement over the members
+	// due, whose rows it locks (on PostgreSQL; SQLite's writer is alone).
+	var moves []struct {
+		ID   string
+		From *string
+		To   *string
+	}
+	lock := ""
+	if tx.Dialector.Name() == Postgres {
+		lock = " FOR NO KEY UPDATE"
+	}
+	if err := tx.Raw(`SELECT id, tier_code AS "from", `+justified+` AS "to" FROM members WHERE `+due+` ORDER BY id`+lock,
+		append(append([]any{}, spendArgs...), dueArgs...)...).Scan(&moves).Error; err != nil {
+		return 0, err
+	}
+	if len(moves) == 0 {
+		return 0, nil
+	}
+	moved := make([]string, len(moves))
+	byTier := map[string][]string{}
+	evs := make([]newEvent, 0, len(moves))
+	for i, m := range moves {
+		moved[i] = m.ID
+		byTier[*m.To] = append(byTier[*m.To], m.ID)
+		evs = append(evs, tierEvent(m.ID, m.From, m.To, now))
+	}
+	// The balance shows the tier: its version moves with the downgrade,
+	// so a client's ETag of the balance before it no longer matches.
+	if err := touchBalances(tx, `id IN ?`, moved); err != nil {
+		return 0, err
+	}
+	for to, ms := range byTier {
+		if err := tx.Exec(`UPDATE members SET tier_code = ?, tier_since = ?, updated_at = ? WHERE id IN ?`,
+			to, asOf, now, ms).Error; err != nil {
+			return 0, err
+		}
+	}
+	for len(evs) > 0 {
+		n := min(len(evs), eventChunk)
+		if err := appendEvents(tx, evs[:n]...); err != nil {
+			return 0, err
+		}
+		evs = evs[n:]
+	}
+	// Their balances show the new tier.
+	return int64(len(moves)), balanceEvents(tx, prog, moved, now)
 }

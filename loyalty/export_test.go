@@ -58,3 +58,11 @@ func DrawOrders(db *gorm.DB, memberID string, now time.Time, pending bool) (bySQ
 	}
 	return bySQL, byGo, nil
 }
+
+// SetExpiryBatchLots sets the lots an expiry run closes a transaction,
+// until the returned func restores it.
+func SetExpiryBatchLots(n int) (restore func()) {
+	old := expiryBatchLots
+	expiryBatchLots = n
+	return func() { expiryBatchLots = old }
+}

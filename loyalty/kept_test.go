@@ -266,3 +266,59 @@ func TestBalanceReadIsOneRowAfterTheExpiryRun(t *testing.T) {
 		}
 	})
 }
+
+// TestExpiryRunInBatches checks that an expiry run over more lots than one
+// batch closes every lapsed lot once, counts each member once, leaves every
+// balance as a read computed afresh gives it, and that a second run for the
+// same as_of expires nothing.
+func TestExpiryRunInBatches(t *testing.T) {
+	defer loyalty.SetExpiryBatchLots(3)()
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		pending, days, policy := 0, 365, loyalty.ExpiryLot
+		e := newOracleEnv(t, dialect, loyalty.ProgramPatch{PendingDays: &pending, ExpiryPolicy: &policy, ExpiryDays: &days})
+		var members []string
+		for j := 0; j < 3; j++ {
+			m := e.enrol()
+			members = append(members, m)
+			for i := 0; i < 8; i++ {
+				e.buy(m, 1000+int64(j), time.Duration(400*24-i*24*10)*time.Hour) // four of eight lapsed
+			}
+		}
+		sum, err := e.svc.ExpirePoints(e.ctx, e.clock.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sum.Lots != 12 || sum.Members != 3 {
+			t.Fatalf("the run expired %+v, want 12 lots of 3 members", sum)
+		}
+		for _, m := range members {
+			got, err := e.svc.Balance(e.ctx, e.admin, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			full, err := loyalty.BalanceAt(e.store.DB(), m, e.clock.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			gb, _ := json.Marshal(got)
+			fb, _ := json.Marshal(full)
+			if string(gb) != string(fb) {
+				t.Fatalf("after the run the read gives\n%s\ncomputed afresh\n%s", gb, fb)
+			}
+		}
+		again, err := e.svc.ExpirePoints(e.ctx, e.clock.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again.Lots != 0 || again.Members != 0 {
+			t.Fatalf("a second run for the same as_of expired %+v", again)
+		}
+		var entries int64
+		if err := e.store.DB().Raw(`SELECT COUNT(*) FROM ledger_entries WHERE kind = 'expire'`).Scan(&entries).Error; err != nil {
+			t.Fatal(err)
+		}
+		if entries != 12 {
+			t.Fatalf("%d expire entries, want 12", entries)
+		}
+	})
+}

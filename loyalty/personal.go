@@ -243,6 +243,9 @@ func (s *Service) GivePersonalOffers(ctx context.Context, asOf time.Time) (Perso
 	now := ts(s.now())
 	err = s.store.write(ctx, func(tx *gorm.DB) error {
 		sum = PersonalOffersSummary{}
+		if err := JobMemory(tx); err != nil {
+			return err
+		}
 		var tpls []templateRow
 		if err := tx.Where("active = ?", true).Order("code").Find(&tpls).Error; err != nil {
 			return err

@@ -1,0 +1,72 @@
+package loyalty
+
+import (
+	"encoding/json"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// saveKept writes back the kept state of accounts that lockKeptMany locked
+// and keepWith brought to now: the kept columns, version and updated_at,
+// which are all a rekeep changes (the points were moved in SQL before).
+// The two dialects differ only in how many rows go to one statement.
+//   - PostgreSQL: one UPDATE … FROM json_to_recordset for the whole
+//     chunk, one round trip instead of one per account.
+//   - SQLite: one UPDATE per account; the database is in-process, so a
+//     statement costs no round trip, and the cached statement is cheaper
+//     than JSON.
+func saveKept(tx *gorm.DB, accts []*account) error {
+	if tx.Dialector.Name() != Postgres {
+		for _, a := range accts {
+			if err := tx.Save(&a.balance).Error; err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	type keptRow struct {
+		MemberID        string     `json:"member_id"`
+		Version         int64      `json:"version"`
+		UpdatedAt       time.Time  `json:"updated_at"`
+		OpenAvailable   int64      `json:"open_available"`
+		OpenPending     int64      `json:"open_pending"`
+		QualifyingSpend int64      `json:"qualifying_spend"`
+		ExpiringSoon    string     `json:"expiring_soon"`
+		AsOf            time.Time  `json:"as_of"`
+		NextChangeAt    *time.Time `json:"next_change_at"`
+		ConfigVersion   int64      `json:"config_version"`
+	}
+	rows := make([]keptRow, len(accts))
+	for i, a := range accts {
+		b := &a.balance
+		rows[i] = keptRow{b.MemberID, b.Version, b.UpdatedAt, b.OpenAvailable, b.OpenPending, b.QualifyingSpend,
+			b.ExpiringSoon, b.AsOf, b.NextChangeAt, b.ConfigVersion}
+	}
+	js, err := json.Marshal(rows)
+	if err != nil {
+		return err
+	}
+	return tx.Exec(`UPDATE member_balances b SET version = k.version, updated_at = k.updated_at,
+			open_available = k.open_available, open_pending = k.open_pending, qualifying_spend = k.qualifying_spend,
+			expiring_soon = k.expiring_soon, as_of = k.as_of, next_change_at = k.next_change_at, config_version = k.config_version
+		FROM json_to_recordset(CAST(? AS json)) AS k(member_id text, version bigint, updated_at timestamptz,
+			open_available bigint, open_pending bigint, qualifying_spend bigint, expiring_soon text, as_of timestamptz,
+			next_change_at timestamptz, config_version bigint)
+		WHERE b.member_id = k.member_id`, string(js)).Error
+}
+
+// jobWorkMem is the memory one hash or sort of a set-based job's statement
+// may take on PostgreSQL before it spills to disk: the aggregates and
+// rankings over a large base fit in it, where the default 4 MB spills
+// them, and the job's cost stops growing faster than its input.
+const jobWorkMem = "256MB"
+
+// JobMemory raises work_mem for the rest of the transaction tx on
+// PostgreSQL, for a set-based job; SQLite sizes its sorts itself.
+func JobMemory(tx *gorm.DB) error {
+	if tx.Dialector.Name() != Postgres {
+		return nil
+	}
+	return tx.Exec("SET LOCAL work_mem = '" + jobWorkMem + "'").Error
+}
