@@ -257,6 +257,10 @@ func TestRoleMatrix(t *testing.T) {
 				return "/v1/purchases", map[string]any{"member_id": own, "external_id": fmt.Sprintf("RM-P-%d", next()),
 					"store_id": "store-1", "currency": "USD", "total": 1000}
 			}, []loyalty.Role{pos, admin}, 201},
+			{"POST", "/v1/purchases/batch", func(loyalty.Role) (string, any) {
+				return "/v1/purchases/batch", map[string]any{"purchases": []any{map[string]any{"member_id": own,
+					"external_id": fmt.Sprintf("RM-B-%d", next()), "store_id": "store-1", "currency": "USD", "total": 1000}}}
+			}, []loyalty.Role{pos, admin}, 200},
 			{"GET", "/v1/purchases/:id", func(loyalty.Role) (string, any) { return "/v1/purchases/" + pur, nil }, allRoles, 200},
 			{"POST", "/v1/purchases/:id/returns", func(loyalty.Role) (string, any) {
 				return "/v1/purchases/" + pur + "/returns", map[string]any{"external_id": fmt.Sprintf("RM-R-%d", next()), "amount": 100}

@@ -37,6 +37,15 @@ func (s *server) postPurchaseBatch(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	// Under an Idempotency-Key a batch sent again is answered as the first
+	// time; each purchase is also guarded by a key of its own, for a batch
+	// sent again before its answer was stored.
+	if rep, err := s.svc.Answered(c.UserContext(), key); err != nil || rep != nil {
+		if err != nil {
+			return err
+		}
+		return written(c, fiber.StatusOK, nil, rep)
+	}
 	answers := make([]batchAnswer, len(in.Purchases))
 	var ins []loyalty.PurchaseInput
 	var keys []loyalty.IdempotencyKey
@@ -72,7 +81,17 @@ func (s *server) postPurchaseBatch(c *fiber.Ctx) error {
 			}
 		}
 	}
-	return c.JSON(fiber.Map{"results": answers})
+	body, err := json.Marshal(fiber.Map{"results": answers})
+	if err != nil {
+		return err
+	}
+	if err := s.svc.RecordAnswer(c.UserContext(), key, body); err != nil {
+		// The purchases are posted and answered; a batch sent again
+		// replays them one by one.
+		s.log.Warn("batch answer not stored", "request_id", requestID(c), "error", err.Error())
+	}
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Send(body)
 }
 
 // problemBody is the status and problem document of a batch item's error,

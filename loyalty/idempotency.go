@@ -225,6 +225,37 @@ func (g guard) answer(prev idempotencyRow) (*Replay, error) {
 	return &Replay{Body: json.RawMessage(prev.Response)}, nil
 }
 
+// Answered is the stored answer of a request sent under k when there is
+// one (a replay), nil when k is free or none was sent, or k's mismatch
+// error when k was used for another request. It is for a request made of
+// writes each guarded on its own (a till's batch, whose answer
+// RecordAnswer stores once they are all done).
+func (s *Service) Answered(ctx context.Context, k IdempotencyKey) (*Replay, error) {
+	for _, g := range headerGuard(k) {
+		var prev idempotencyRow
+		err := s.store.read(ctx).Where("scope = ? AND key = ?", g.scope, g.key).Take(&prev).Error
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		return g.answer(prev)
+	}
+	return nil, nil
+}
+
+// RecordAnswer stores body as the answer of the request sent under k (see
+// Answered). A twin's answer recorded first stands: both answered alike.
+func (s *Service) RecordAnswer(ctx context.Context, k IdempotencyKey, body []byte) error {
+	for _, g := range headerGuard(k) {
+		row := idempotencyRow{Scope: g.scope, Key: g.key, RequestHash: g.hash, Status: answered, Response: string(body),
+			CreatedAt: ts(s.now())}
+		return s.store.write(ctx, func(tx *gorm.DB) error { return tx.Clauses(onConflictNothing).Create(&row).Error })
+	}
+	return nil
+}
+
 // PurgeIdempotencyKeys forgets callers' keys older than keep. Natural keys
 // (receipt numbers) are kept for as long as the records they guard.
 func (s *Service) PurgeIdempotencyKeys(ctx context.Context, keep time.Duration) (int64, error) {

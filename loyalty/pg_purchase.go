@@ -379,7 +379,10 @@ func (a *account) pgCatchUp(ctx context.Context, conn *pgxpool.Conn) error {
 // balance's update is the statement itself (its row count says the row was
 // there). The inserts are data-modifying WITH clauses, whose foreign keys
 // are checked at the end of the statement.
-const pgWriteSQL = `WITH p AS (INSERT INTO purchases (id, member_id, store_id, external_id, channel, occurred_at, local_date, local_day,
+// pgInsertsSQL are the CTEs inserting a purchase's rows from the arrays $1
+// to $48 (pgWriteArgs.inserts): of one purchase (pgWriteSQL) or of a
+// batch's chunk (pgChunkWriteSQL).
+const pgInsertsSQL = `p AS (INSERT INTO purchases (id, member_id, store_id, external_id, channel, occurred_at, local_date, local_day,
 		currency, total, returned_amount, points_earned, points_reversed, tier_code, created_at)
 	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[], $8::bigint[],
 		$9::text[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::text[], $15::timestamptz[])),
@@ -393,7 +396,9 @@ l AS (INSERT INTO lots (id, entry_id, member_id, points, remaining, available_at
 	SELECT * FROM unnest($36::text[], $37::text[], $38::text[], $39::bigint[], $40::bigint[], $41::timestamptz[],
 		$42::timestamptz[], $43::timestamptz[])),
 u AS (INSERT INTO offer_uses (offer_id, purchase_id, member_id, points, created_at)
-	SELECT * FROM unnest($44::text[], $45::text[], $46::text[], $47::bigint[], $48::timestamptz[])),
+	SELECT * FROM unnest($44::text[], $45::text[], $46::text[], $47::bigint[], $48::timestamptz[]))`
+
+const pgWriteSQL = `WITH ` + pgInsertsSQL + `,
 v AS (INSERT INTO events (type, member_id, occurred_at, data)
 	SELECT * FROM unnest($68::text[], $69::text[], $70::timestamptz[], $71::text[])),
 t AS (UPDATE members SET tier_code = $49, tier_since = $50 WHERE id = $51 AND $52::boolean)

@@ -542,21 +542,7 @@ func (s *Service) pgBatchChunk(ctx context.Context, p Principal, ins []PurchaseI
 // table's rows of all of them (the arrays of pgWriteSQL, $1 to $48, and
 // the events'), the members whose tier moved, the guards' records with
 // their answers, and the balance rows, whose count it answers.
-const pgChunkWriteSQL = `WITH p AS (INSERT INTO purchases (id, member_id, store_id, external_id, channel, occurred_at, local_date, local_day,
-		currency, total, returned_amount, points_earned, points_reversed, tier_code, created_at)
-	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[], $8::bigint[],
-		$9::text[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::text[], $15::timestamptz[])),
-i AS (INSERT INTO purchase_items (purchase_id, line, sku, category, quantity, unit_price, amount)
-	SELECT * FROM unnest($16::text[], $17::bigint[], $18::text[], $19::text[], $20::bigint[], $21::bigint[], $22::bigint[])),
-e AS (INSERT INTO ledger_entries (id, member_id, kind, points, occurred_at, available_at, expires_at, purchase_id, return_id,
-		redemption_id, offer_id, description, created_at)
-	SELECT * FROM unnest($23::text[], $24::text[], $25::text[], $26::bigint[], $27::timestamptz[], $28::timestamptz[],
-		$29::timestamptz[], $30::text[], $31::text[], $32::text[], $33::text[], $34::text[], $35::timestamptz[])),
-l AS (INSERT INTO lots (id, entry_id, member_id, points, remaining, available_at, expires_at, created_at)
-	SELECT * FROM unnest($36::text[], $37::text[], $38::text[], $39::bigint[], $40::bigint[], $41::timestamptz[],
-		$42::timestamptz[], $43::timestamptz[])),
-u AS (INSERT INTO offer_uses (offer_id, purchase_id, member_id, points, created_at)
-	SELECT * FROM unnest($44::text[], $45::text[], $46::text[], $47::bigint[], $48::timestamptz[])),
+const pgChunkWriteSQL = `WITH ` + pgInsertsSQL + `,
 v AS (INSERT INTO events (type, member_id, occurred_at, data)
 	SELECT * FROM unnest($49::text[], $50::text[], $51::timestamptz[], $52::text[])),
 t AS (UPDATE members m SET tier_code = x.tier, tier_since = $53 FROM unnest($54::text[], $55::text[]) AS x(id, tier)
