@@ -231,29 +231,32 @@ func (g guard) answer(prev idempotencyRow) (*Replay, error) {
 // writes each guarded on its own (a till's batch, whose answer
 // RecordAnswer stores once they are all done).
 func (s *Service) Answered(ctx context.Context, k IdempotencyKey) (*Replay, error) {
-	for _, g := range headerGuard(k) {
-		var prev idempotencyRow
-		err := s.store.read(ctx).Where("scope = ? AND key = ?", g.scope, g.key).Take(&prev).Error
-		if errors.Is(err, gorm.ErrRecordNotFound) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		return g.answer(prev)
+	gs := headerGuard(k)
+	if len(gs) == 0 {
+		return nil, nil
 	}
-	return nil, nil
+	var prev idempotencyRow
+	err := s.store.read(ctx).Where("scope = ? AND key = ?", gs[0].scope, gs[0].key).Take(&prev).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return gs[0].answer(prev)
 }
 
 // RecordAnswer stores body as the answer of the request sent under k (see
 // Answered). A twin's answer recorded first stands: both answered alike.
 func (s *Service) RecordAnswer(ctx context.Context, k IdempotencyKey, body []byte) error {
-	for _, g := range headerGuard(k) {
-		row := idempotencyRow{Scope: g.scope, Key: g.key, RequestHash: g.hash, Status: answered, Response: string(body),
-			CreatedAt: ts(s.now())}
-		return s.store.write(ctx, func(tx *gorm.DB) error { return tx.Clauses(onConflictNothing).Create(&row).Error })
+	gs := headerGuard(k)
+	if len(gs) == 0 {
+		return nil
 	}
-	return nil
+	g := gs[0]
+	row := idempotencyRow{Scope: g.scope, Key: g.key, RequestHash: g.hash, Status: answered, Response: string(body),
+		CreatedAt: ts(s.now())}
+	return s.store.write(ctx, func(tx *gorm.DB) error { return tx.Clauses(onConflictNothing).Create(&row).Error })
 }
 
 // PurgeIdempotencyKeys forgets callers' keys older than keep. Natural keys

@@ -578,6 +578,18 @@ func (s *Store) offersFor(tx *gorm.DB, memberID string, at time.Time) (*memberOf
 	return mo, nil
 }
 
+// anyOfferLive says whether an offer may be live: false when this store
+// saw none active at the current offers_version, so that no member's need
+// be read (offersFor would answer none for each).
+func (s *Store) anyOfferLive(tx *gorm.DB) (bool, error) {
+	var v int64
+	if err := queryRowTx(tx, offersVersionSQL).Scan(&v); err != nil {
+		return false, err
+	}
+	seen := s.offersSeen.Load()
+	return seen == nil || seen.version != v || seen.active, nil
+}
+
 // queryRowTx runs a fixed text on the transaction: on SQLite on its
 // connection through the statement cache, on PostgreSQL through GORM.
 func queryRowTx(tx *gorm.DB, q string, args ...any) *sql.Row {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -124,6 +125,14 @@ func (s *Service) sqliteBatchChunk(ctx context.Context, p Principal, ins []Purch
 	err := s.store.write(ctx, func(tx *gorm.DB) error {
 		got = got[:0] // a group rolled back runs its writes again
 		now := ts(s.now())
+		accounts, err := sqliteAccounts(tx, purs, invalid, set, now)
+		if err != nil {
+			return err
+		}
+		live, err := s.store.anyOfferLive(tx)
+		if err != nil {
+			return err
+		}
 		held := map[string]*account{}    // members with a purchase in the chunk
 		offerFree := map[*account]bool{} // with no offer live when read
 		inChunk := map[string]earlier{}  // guards answered in the chunk
@@ -164,23 +173,21 @@ func (s *Service) sqliteBatchChunk(ctx context.Context, p Principal, ins []Purch
 			}
 			a, mo := carried, newMemberOffers()
 			if a == nil {
-				var err error
-				if a, err = lockKept(tx, pur.MemberID, set.prog, now); err != nil {
-					if !isRefusal(err) {
-						return err
-					}
-					got = append(got, BatchResult{Err: memberRef(err)})
+				if a = accounts[pur.MemberID]; a == nil {
+					got = append(got, BatchResult{Err: memberRef(Errorf(NotFound, "not_found", "no member has id %q", pur.MemberID))})
 					continue
 				}
-				a.set = set
 				if a.cfg != set.version {
 					break // new settings: the general path
 				}
 				if d, ok := a.inactivityDeadline(); ok && !d.After(now) {
 					break // expireInactive writes the lapse
 				}
-				if mo, err = s.store.offersFor(tx, a.member.ID, pur.at); err != nil {
-					return err
+				if live {
+					var err error
+					if mo, err = s.store.offersFor(tx, a.member.ID, pur.at); err != nil {
+						return err
+					}
 				}
 				offerFree[a] = len(mo.offers) == 0
 			}
@@ -616,3 +623,49 @@ func (c *pgChunkWrites) args(now time.Time) []any {
 		answered, c.gScope, c.gKey, c.gHash, c.gBody,
 		ids, points, debt, earned, redeemed, lastActivity, version, updated, openAvail, openPending, spend, soon, asOf, next, cfg)
 }
+
+// sqliteAccounts reads, in one statement, the accounts of the members the
+// valid purchases purs are for, each brought to now as lockKept brings one
+// (SQLite's write transaction is their lock).
+func sqliteAccounts(tx *gorm.DB, purs []purchase, invalid []error, set *settings, now time.Time) (map[string]*account, error) {
+	var ids []string
+	for n, pur := range purs {
+		if invalid[n] == nil {
+			ids = append(ids, pur.MemberID)
+		}
+	}
+	out := map[string]*account{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	list, err := json.Marshal(ids)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := tx.Statement.ConnPool.QueryContext(tx.Statement.Context, lockManySQLite, string(list))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		a := &account{prog: set.prog, now: now, set: set}
+		if err := rows.Scan(a.lockedDest(&a.cfg)...); err != nil {
+			return nil, err
+		}
+		a.balance.MemberID = a.member.ID
+		out[a.member.ID] = a
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, err
+	}
+	for _, a := range out {
+		if err := a.catchUp(tx); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// lockManySQLite is lockSQLite for the members of a JSON array.
+var lockManySQLite = strings.Replace(lockSQLite, "WHERE b.member_id = ?",
+	"WHERE b.member_id IN (SELECT value FROM json_each(?))", 1)
