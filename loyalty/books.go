@@ -738,56 +738,8 @@ func lockKeptMany(tx *gorm.DB, ids []string, prog *Program, now time.Time) ([]*a
 			}
 		}
 	}
-	// The kept state of the fresh ones is their row; the others are
-	// caught up from their open lots and window purchases, read for all
-	// of them at once from the earliest window any of them needs.
-	var stale []string
-	var from time.Time
-	byID := map[string]*account{}
-	for _, a := range accts {
-		if a.fresh() {
-			k, err := a.keptFromRow()
-			if err != nil {
-				return nil, err
-			}
-			a.k, a.passed = k, 0
-			continue
-		}
-		if w := a.windowFrom(); len(stale) == 0 || w.Before(from) {
-			from = w
-		}
-		stale = append(stale, a.member.ID)
-		byID[a.member.ID] = a
-	}
-	if len(stale) == 0 {
-		return accts, nil
-	}
-	var lots []lotRow
-	if err := tx.Where("member_id IN ? AND remaining > 0", stale).Find(&lots).Error; err != nil {
+	if err := catchUpAll(tx, accts); err != nil {
 		return nil, err
-	}
-	var ps []struct {
-		MemberID   string
-		OccurredAt time.Time
-		Net        int64
-	}
-	if err := tx.Raw(`SELECT p.member_id, p.occurred_at, `+NetSpendSQL("p")+` AS net FROM purchases p
-		WHERE p.member_id IN ? AND p.occurred_at >= ?`, stale, from).Scan(&ps).Error; err != nil {
-		return nil, err
-	}
-	lotsOf := map[string][]lotRow{}
-	for _, l := range lots {
-		lotsOf[l.MemberID] = append(lotsOf[l.MemberID], l)
-	}
-	psOf := map[string][]windowPurchase{}
-	for _, p := range ps {
-		// Each member's window as openState reads it.
-		if a := byID[p.MemberID]; !p.OccurredAt.Before(a.windowFrom()) {
-			psOf[p.MemberID] = append(psOf[p.MemberID], windowPurchase{OccurredAt: p.OccurredAt, Net: p.Net})
-		}
-	}
-	for _, id := range stale {
-		byID[id].catchUpFrom(lotsOf[id], psOf[id])
 	}
 	return accts, nil
 }

@@ -420,3 +420,58 @@ func (a *account) readView(tx *gorm.DB, ladder tiers.Ladder) (Balance, error) {
 	}
 	return a.view(ladder), nil
 }
+
+// catchUpAll is catchUp for many accounts: the fresh ones from their rows,
+// the others from their open lots and window purchases, read in two
+// statements for all of them from the earliest window any of them needs.
+func catchUpAll(tx *gorm.DB, accounts []*account) error {
+	var stale []string
+	byID := map[string]*account{}
+	var from time.Time
+	for _, a := range accounts {
+		if a.fresh() {
+			k, err := a.keptFromRow()
+			if err != nil {
+				return err
+			}
+			a.k, a.passed = k, 0
+			continue
+		}
+		if w := a.windowFrom(); len(stale) == 0 || w.Before(from) {
+			from = w
+		}
+		stale = append(stale, a.member.ID)
+		byID[a.member.ID] = a
+	}
+	if len(stale) == 0 {
+		return nil
+	}
+	var lots []lotRow
+	if err := tx.Where("member_id IN ? AND remaining > 0", stale).Find(&lots).Error; err != nil {
+		return err
+	}
+	var ps []struct {
+		MemberID   string
+		OccurredAt time.Time
+		Net        int64
+	}
+	if err := tx.Raw(`SELECT p.member_id, p.occurred_at, `+NetSpendSQL("p")+` AS net FROM purchases p
+		WHERE p.member_id IN ? AND p.occurred_at >= ?`, stale, from).Scan(&ps).Error; err != nil {
+		return err
+	}
+	lotsOf := map[string][]lotRow{}
+	for _, l := range lots {
+		lotsOf[l.MemberID] = append(lotsOf[l.MemberID], l)
+	}
+	windowOf := map[string][]windowPurchase{}
+	for _, p := range ps {
+		// Each member's window starts where its own balance row says.
+		if !p.OccurredAt.Before(byID[p.MemberID].windowFrom()) {
+			windowOf[p.MemberID] = append(windowOf[p.MemberID], windowPurchase{OccurredAt: p.OccurredAt, Net: p.Net})
+		}
+	}
+	for _, id := range stale {
+		byID[id].catchUpFrom(lotsOf[id], windowOf[id])
+	}
+	return nil
+}

@@ -658,10 +658,12 @@ func sqliteAccounts(tx *gorm.DB, purs []purchase, invalid []error, set *settings
 	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 		return nil, err
 	}
+	accts := make([]*account, 0, len(out))
 	for _, a := range out {
-		if err := a.catchUp(tx); err != nil {
-			return nil, err
-		}
+		accts = append(accts, a)
+	}
+	if err := catchUpAll(tx, accts); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
