@@ -24,14 +24,16 @@ import (
 //
 // Consumers read by position, which is commit order. SQLite has one writer:
 // a row's position is its id, given at insert. On PostgreSQL ids are taken
-// before commit and transactions commit out of id order, so position is
-// NULL at insert and a sequencer (RunSequencer, in every serve process, one
-// pass at a time across processes through an advisory lock) gives the rows
-// it can see — those of ended, committed transactions; a running
-// transaction's rows are invisible to it — positions max(position)+1, …
-// in id order. Positions only grow, and a reader that pages by position
-// never skips a row: a row without a position yet is given one above every
-// position already given. Per member, ids are taken under the member's row
+// before commit and transactions commit out of id order, so an event has
+// no position at insert: its insert queues its id (event_queue, filled by
+// a trigger on events), and a sequencer (RunSequencer, in every serve
+// process, one pass at a time across processes through an advisory lock)
+// gives the queued ids it can see — those of ended, committed
+// transactions; a running transaction's rows are invisible to it —
+// positions max(position)+1, … in id order, as narrow rows of
+// event_positions (an event row is written once). Positions only grow, and
+// a reader that pages by position never skips a row: a row without a
+// position yet is given one above every position already given. Per member, ids are taken under the member's row
 // lock, so the member's id order is its commit order, and its positions
 // follow.
 
@@ -418,6 +420,16 @@ func (s *Store) posCol() string {
 	return "id"
 }
 
+// positionedEvents is the FROM of a read of positioned events, whose
+// columns are id, position, type, member_id, occurred_at and data: on
+// PostgreSQL the events joined to their positions.
+func (s *Store) positionedEvents() string {
+	if s.Dialect == Postgres {
+		return "events JOIN event_positions USING (id)"
+	}
+	return "events"
+}
+
 // EventsAfter returns up to limit positioned events with position > after,
 // in position order, selected by f.
 func (s *Service) EventsAfter(ctx context.Context, after int64, f EventFilter, limit int) ([]Event, error) {
@@ -425,7 +437,7 @@ func (s *Service) EventsAfter(ctx context.Context, after int64, f EventFilter, l
 		return nil, Invalidf("limit", "must be above 0")
 	}
 	pos := s.store.posCol()
-	q := s.store.read(ctx).Table("events").Select("id, "+pos+" AS position, type, member_id, occurred_at, data").
+	q := s.store.read(ctx).Table(s.store.positionedEvents()).Select("id, "+pos+" AS position, type, member_id, occurred_at, data").
 		Where(pos+" > ?", after)
 	if f.MemberID != "" {
 		q = q.Where("member_id = ?", f.MemberID)
@@ -487,7 +499,7 @@ func anyAll(filters []string) bool {
 // that starts from now rather than from the oldest kept event starts here.
 func (s *Service) EventsHead(ctx context.Context) (int64, error) {
 	var head *int64
-	if err := s.store.read(ctx).Raw("SELECT max(" + s.store.posCol() + ") FROM events").Scan(&head).Error; err != nil {
+	if err := s.store.read(ctx).Raw("SELECT max(" + s.store.posCol() + ") FROM " + s.store.positionedEvents()).Scan(&head).Error; err != nil {
 		return 0, fmt.Errorf("events head: %w", err)
 	}
 	if head == nil {
@@ -579,13 +591,15 @@ const sequencerInterval = 100 * time.Millisecond
 // this process prompts.
 const sequencerLinger = 20 * time.Millisecond
 
-// pgSequenceSQL positions, in id order, the unpositioned rows the statement
-// sees (rows of committed transactions only), above the highest position
-// given, and answers how many it positioned and the highest position now.
-var pgSequenceSQL = `WITH m AS (SELECT coalesce(max(position), 0) AS p FROM events),
-b AS (SELECT id, row_number() OVER (ORDER BY id) AS rn FROM events WHERE position IS NULL ORDER BY id LIMIT ` +
-	strconv.Itoa(sequenceBatch) + `),
-u AS (UPDATE events e SET position = m.p + b.rn FROM b, m WHERE e.id = b.id RETURNING e.position)
+// pgSequenceSQL positions, in id order, the queued events the statement
+// sees (those of committed transactions only), above the highest position
+// given: it takes their ids off event_queue and adds their narrow rows to
+// event_positions, and answers how many it positioned and the highest
+// position now. The event rows themselves are not written again.
+var pgSequenceSQL = `WITH m AS (SELECT coalesce(max(position), 0) AS p FROM event_positions),
+q AS (DELETE FROM event_queue WHERE id IN (SELECT id FROM event_queue ORDER BY id LIMIT ` + strconv.Itoa(sequenceBatch) + `) RETURNING id),
+b AS (SELECT id, row_number() OVER (ORDER BY id) AS rn FROM q),
+u AS (INSERT INTO event_positions (position, id) SELECT m.p + b.rn, b.id FROM b, m RETURNING position)
 SELECT count(*), greatest(coalesce(max(u.position), 0), (SELECT p FROM m)) FROM u`
 
 // SequenceEvents runs one pass of the sequencer: it positions the rows
@@ -813,12 +827,25 @@ func (s *Service) PurgeEvents(ctx context.Context, asOf time.Time, retention tim
 	for {
 		var n int64
 		err := s.store.write(ctx, func(tx *gorm.DB) error {
-			q := `DELETE FROM events WHERE id IN (SELECT id FROM events WHERE occurred_at < @h AND ` + pos + ` IS NOT NULL
-				AND ` + pos + ` < (SELECT max(` + pos + `) FROM events)`
+			// The highest position's table: on PostgreSQL event_positions,
+			// whose primary key answers it.
+			head := "events"
+			if s.store.Dialect == Postgres {
+				head = "event_positions"
+			}
+			q := `SELECT id FROM ` + s.store.positionedEvents() + ` WHERE occurred_at < @h
+				AND ` + pos + ` < (SELECT max(` + pos + `) FROM ` + head + `)`
 			if cut != nil {
 				q += ` AND id < @cut`
 			}
-			q += ` ORDER BY id LIMIT ` + strconv.Itoa(purgeChunk) + `)`
+			q += ` ORDER BY id LIMIT ` + strconv.Itoa(purgeChunk)
+			if s.store.Dialect == Postgres {
+				// An event and its position go together.
+				q = `WITH d AS (DELETE FROM event_positions WHERE id IN (` + q + `) RETURNING id)
+				DELETE FROM events WHERE id IN (SELECT id FROM d)`
+			} else {
+				q = `DELETE FROM events WHERE id IN (` + q + `)`
+			}
 			args := map[string]any{"h": horizon}
 			if cut != nil {
 				args["cut"] = *cut

@@ -181,7 +181,11 @@ func (e *endpoint) event(ctx context.Context, n int64) (loyalty.Event, bool, err
 	}
 	var found bool
 	err := loyalty.Read(ctx, e.d.ledger, func(db *gorm.DB) error {
-		res := db.Raw("SELECT id, "+pos+" AS position, type, member_id, occurred_at, data FROM events WHERE id = ?", n).Scan(&row)
+		from := "events"
+		if pos == "position" {
+			from = "events LEFT JOIN event_positions USING (id)"
+		}
+		res := db.Raw("SELECT id, "+pos+" AS position, type, member_id, occurred_at, data FROM "+from+" WHERE id = ?", n).Scan(&row)
 		found = res.RowsAffected > 0
 		return res.Error
 	})
