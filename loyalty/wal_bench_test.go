@@ -12,7 +12,8 @@ import (
 // BenchmarkPurchaseWAL reports the write-ahead log a purchase costs on
 // PostgreSQL: its own transaction, and its events' positioning by the
 // sequencer afterwards. Unlike a timing, the figure does not depend on
-// what else the machine is doing.
+// how busy the machine is, but the WAL is the whole cluster's: measure
+// with no other writer on the server.
 func BenchmarkPurchaseWAL(b *testing.B) {
 	if !hasDialect(b, "postgres") {
 		b.Skip("no PostgreSQL")
