@@ -420,6 +420,15 @@ func (s *Store) posCol() string {
 	return "id"
 }
 
+// positionsTable is the table whose primary key orders the positions
+// given: SQLite's events, PostgreSQL's event_positions.
+func (s *Store) positionsTable() string {
+	if s.Dialect == Postgres {
+		return "event_positions"
+	}
+	return "events"
+}
+
 // positionedEvents is the FROM of a read of positioned events, whose
 // columns are id, position, type, member_id, occurred_at and data: on
 // PostgreSQL the events joined to their positions.
@@ -499,7 +508,7 @@ func anyAll(filters []string) bool {
 // that starts from now rather than from the oldest kept event starts here.
 func (s *Service) EventsHead(ctx context.Context) (int64, error) {
 	var head *int64
-	if err := s.store.read(ctx).Raw("SELECT max(" + s.store.posCol() + ") FROM " + s.store.positionedEvents()).Scan(&head).Error; err != nil {
+	if err := s.store.read(ctx).Raw("SELECT max(" + s.store.posCol() + ") FROM " + s.store.positionsTable()).Scan(&head).Error; err != nil {
 		return 0, fmt.Errorf("events head: %w", err)
 	}
 	if head == nil {
@@ -827,14 +836,8 @@ func (s *Service) PurgeEvents(ctx context.Context, asOf time.Time, retention tim
 	for {
 		var n int64
 		err := s.store.write(ctx, func(tx *gorm.DB) error {
-			// The highest position's table: on PostgreSQL event_positions,
-			// whose primary key answers it.
-			head := "events"
-			if s.store.Dialect == Postgres {
-				head = "event_positions"
-			}
 			q := `SELECT id FROM ` + s.store.positionedEvents() + ` WHERE occurred_at < @h
-				AND ` + pos + ` < (SELECT max(` + pos + `) FROM ` + head + `)`
+				AND ` + pos + ` < (SELECT max(` + pos + `) FROM ` + s.store.positionsTable() + `)`
 			if cut != nil {
 				q += ` AND id < @cut`
 			}
