@@ -172,6 +172,8 @@ func SeedDemo(ctx context.Context, store *Store, opt DemoOptions) (DemoSummary, 
 			return sum, fmt.Errorf("seed demo: %w", w.Error())
 		}
 	}
+	// The import runs on the day the live part starts, as on the day the
+	// program moved to the engine: tiers and balances are those as of then.
 	clock = cutoff
 	for _, f := range []struct {
 		kind string
@@ -188,9 +190,9 @@ func SeedDemo(ctx context.Context, store *Store, opt DemoOptions) (DemoSummary, 
 		if imp.Status != ImportSucceeded || imp.RowsFailed > 0 {
 			msg := ""
 			if imp.Error != nil {
-				msg = *imp.Error
+				msg = ": " + *imp.Error
 			}
-			return sum, fmt.Errorf("seed demo: the %s import %s ended %s with %d rows failed %s", f.kind, imp.ID, imp.Status, imp.RowsFailed, msg)
+			return sum, fmt.Errorf("seed demo: the %s import ended %s with %d rows failed%s", f.kind, imp.Status, imp.RowsFailed, msg)
 		}
 	}
 	sum.Members, sum.Purchases = int(sum.Imports[0].RowsCreated), int(sum.Imports[1].RowsCreated)
