@@ -1,11 +1,14 @@
 package loyalty
 
 import (
+	"bytes"
 	"context"
+	"encoding/csv"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/shopspring/decimal"
@@ -14,13 +17,20 @@ import (
 // ErrNotEmpty reports a demo seed into a database that already has members.
 var ErrNotEmpty = errors.New("the database already has members; seed an empty database")
 
+// demoLive is the recent part of the demo posted live through the service;
+// what came before it is imported. It is the loyal segment's default window
+// (eight weeks), so the baskets that segment counts categories in are
+// whole, multi-line baskets.
+const demoLive = 8 * 7 * 24 * time.Hour
+
 // DemoOptions sizes the demo program.
 type DemoOptions struct {
 	Members int
 	Seed    int64
 	Now     time.Time
-	// AfterPurchase, when set, runs after each demo purchase with the
-	// purchase's time, so a caller can act then (redeem, say) in order.
+	// AfterPurchase, when set, runs after each purchase of the live part
+	// with the purchase's time, so a caller can act then (redeem, say) in
+	// order.
 	AfterPurchase func(ctx context.Context, at time.Time, memberID string) error
 }
 
@@ -30,6 +40,9 @@ type DemoSummary struct {
 	// Payments counts the purchases paid in part with points (§16).
 	Payments     int
 	PointsIssued int64
+	// Imports are the members and purchases imports (§15) the history
+	// came in through, in that order.
+	Imports []Import
 }
 
 var (
@@ -44,9 +57,12 @@ var (
 // SeedDemo loads a demo program into an empty database: the Insider / VIB /
 // Rouge ladder (0 / 350 / 1,000 dollars a year at 1 / 1.25 / 1.5 points per
 // dollar) and members with nine months of purchases across categories,
-// stores and channels, some returned. Everything goes through the service,
-// with its clock set to each event's time, so tiers and balances are exactly
-// what the engine would have computed live.
+// stores and channels. As a retailer moving to the engine would, it brings
+// the members and their history up to eight weeks ago in through the CSV
+// import (§15) with earning, so they hold points and tiers; the last eight
+// weeks are posted live through the service with its clock at each event's
+// time: multi-line baskets, payments with points, some returns, and
+// whatever AfterPurchase does.
 func SeedDemo(ctx context.Context, store *Store, opt DemoOptions) (DemoSummary, error) {
 	var sum DemoSummary
 	if opt.Members <= 0 {
@@ -101,10 +117,12 @@ func SeedDemo(ctx context.Context, store *Store, opt DemoOptions) (DemoSummary, 
 	}
 	var events []event
 	start := opt.Now.Add(-270 * 24 * time.Hour)
+	firstAt := make([]time.Time, opt.Members)
 	for m := 0; m < opt.Members; m++ {
 		// Buyers range from weekly regulars to one-off visitors; some lapse.
 		gapDays := []float64{5, 9, 14, 30, 60, 120}[rng.IntN(6)]
 		first := start.Add(time.Duration(rng.Float64()*200*24) * time.Hour)
+		firstAt[m] = first
 		end := opt.Now
 		if rng.IntN(4) == 0 {
 			end = first.Add(time.Duration(30+rng.IntN(120)) * 24 * time.Hour)
@@ -113,30 +131,88 @@ func SeedDemo(ctx context.Context, store *Store, opt DemoOptions) (DemoSummary, 
 			events = append(events, event{at: t, member: m})
 		}
 	}
-	sort.Slice(events, func(i, j int) bool { return events[i].at.Before(events[j].at) })
+	sort.SliceStable(events, func(i, j int) bool { return events[i].at.Before(events[j].at) })
 
-	ids := make([]string, opt.Members)
-	admin := Principal{Subject: "demo", Role: RoleAdmin}
+	// The import: every member, enrolled at its first purchase, and the
+	// purchases before the live part, one row each with its basket's total
+	// and its first line's category (a row of the import is one line).
+	cutoff := opt.Now.Add(-demoLive)
+	ext := func(m int) string { return fmt.Sprintf("CUST-%05d", m+1) }
+	var members, history bytes.Buffer
+	mw, hw := csv.NewWriter(&members), csv.NewWriter(&history)
+	_ = mw.Write([]string{"external_id", "email", "phone", "first_name", "last_name", "birthday", "timezone", "enrolled_at"})
+	for m := range opt.Members {
+		f, l := demoFirst[rng.IntN(len(demoFirst))], demoLast[rng.IntN(len(demoLast))]
+		bday := time.Date(1960+rng.IntN(45), time.Month(1+rng.IntN(12)), 1+rng.IntN(28), 0, 0, 0, 0, time.UTC).Format(time.DateOnly)
+		enrolled := firstAt[m]
+		if enrolled.After(cutoff) {
+			enrolled = cutoff
+		}
+		_ = mw.Write([]string{ext(m), fmt.Sprintf("member%04d@example.com", m+1), fmt.Sprintf("+1555%07d", m+1), f, l, bday, tz,
+			enrolled.UTC().Format(time.RFC3339)})
+	}
+	_ = hw.Write([]string{"member_external_id", "external_id", "store_id", "occurred_at", "total", "currency", "channel", "category"})
+	type livePurchase struct {
+		at     time.Time
+		member int
+		in     PurchaseInput
+	}
+	var live []livePurchase
 	for i, ev := range events {
+		in := demoBasket(rng, "", i, ev.at)
+		if !ev.at.Before(cutoff) {
+			live = append(live, livePurchase{at: ev.at, member: ev.member, in: in})
+			continue
+		}
+		_ = hw.Write([]string{ext(ev.member), in.ExternalID, in.StoreID, in.OccurredAt, strconv.FormatInt(*in.Total, 10),
+			in.Currency, in.Channel, in.Items[0].Category})
+	}
+	for _, w := range []*csv.Writer{mw, hw} {
+		if w.Flush(); w.Error() != nil {
+			return sum, fmt.Errorf("seed demo: %w", w.Error())
+		}
+	}
+	// The import runs on the day the live part starts, as on the day the
+	// program moved to the engine: tiers and balances are those as of then.
+	clock = cutoff
+	for _, f := range []struct {
+		kind string
+		file *bytes.Buffer
+	}{{ImportMembers, &members}, {ImportPurchases, &history}} {
+		imp, err := svc.BeginImport(ctx, ImportOptions{Kind: f.kind, Earn: f.kind == ImportPurchases})
+		if err != nil {
+			return sum, fmt.Errorf("seed demo: %w", err)
+		}
+		if imp, err = svc.RunImport(ctx, imp.ID, f.file); err != nil {
+			return sum, fmt.Errorf("seed demo: %w", err)
+		}
+		sum.Imports = append(sum.Imports, imp)
+		if imp.Status != ImportSucceeded || imp.RowsFailed > 0 {
+			msg := ""
+			if imp.Error != nil {
+				msg = ": " + *imp.Error
+			}
+			return sum, fmt.Errorf("seed demo: the %s import ended %s with %d rows failed%s", f.kind, imp.Status, imp.RowsFailed, msg)
+		}
+	}
+	sum.Members, sum.Purchases = int(sum.Imports[0].RowsCreated), int(sum.Imports[1].RowsCreated)
+	var found []struct{ ID, ExternalID string }
+	if err := store.read(ctx).Raw("SELECT id, external_id FROM members").Scan(&found).Error; err != nil {
+		return sum, fmt.Errorf("seed demo: %w", err)
+	}
+	byExt := make(map[string]string, len(found))
+	for _, f := range found {
+		byExt[f.ExternalID] = f.ID
+	}
+
+	admin := Principal{Subject: "demo", Role: RoleAdmin}
+	for _, lp := range live {
 		if err := ctx.Err(); err != nil {
 			return sum, err
 		}
-		clock = ev.at
-		if ids[ev.member] == "" {
-			f, l := demoFirst[rng.IntN(len(demoFirst))], demoLast[rng.IntN(len(demoLast))]
-			email := fmt.Sprintf("member%04d@example.com", ev.member+1)
-			phone := fmt.Sprintf("+1555%07d", ev.member+1)
-			ext := fmt.Sprintf("CUST-%05d", ev.member+1)
-			bday := time.Date(1960+rng.IntN(45), time.Month(1+rng.IntN(12)), 1+rng.IntN(28), 0, 0, 0, 0, time.UTC).Format(time.DateOnly)
-			mem, _, err := svc.EnrolMember(ctx, MemberInput{ExternalID: &ext, Email: &email, Phone: &phone, FirstName: &f,
-				LastName: &l, Birthday: &bday, Timezone: &tz}, IdempotencyKey{})
-			if err != nil {
-				return sum, fmt.Errorf("seed demo: %w", err)
-			}
-			ids[ev.member] = mem.ID
-			sum.Members++
-		}
-		in := demoBasket(rng, ids[ev.member], i, ev.at)
+		in, at, id := lp.in, lp.at, byExt[ext(lp.member)]
+		in.MemberID = id
+		clock = at
 		if payRng.IntN(4) == 0 {
 			// Some members pay with points, as much as the till offers.
 			q, err := svc.QuotePurchase(ctx, admin, in)
@@ -153,15 +229,14 @@ func SeedDemo(ctx context.Context, store *Store, opt DemoOptions) (DemoSummary, 
 			return sum, fmt.Errorf("seed demo: %w", err)
 		}
 		sum.Purchases++
-		sum.PointsIssued += res.PointsEarned
 		if opt.AfterPurchase != nil {
-			if err := opt.AfterPurchase(ctx, ev.at, ids[ev.member]); err != nil {
+			if err := opt.AfterPurchase(ctx, at, id); err != nil {
 				return sum, fmt.Errorf("seed demo: %w", err)
 			}
 		}
 		if rng.IntN(25) == 0 {
 			amount := *in.Items[0].Amount
-			clock = ev.at.Add(time.Duration(1+rng.IntN(10)) * 24 * time.Hour)
+			clock = at.Add(time.Duration(1+rng.IntN(10)) * 24 * time.Hour)
 			if clock.After(opt.Now) {
 				continue
 			}
@@ -170,6 +245,10 @@ func SeedDemo(ctx context.Context, store *Store, opt DemoOptions) (DemoSummary, 
 			}
 			sum.Returns++
 		}
+	}
+	// What the purchases earned, imported or live.
+	if err := store.read(ctx).Raw("SELECT COALESCE(SUM(points_earned), 0) FROM purchases").Scan(&sum.PointsIssued).Error; err != nil {
+		return sum, fmt.Errorf("seed demo: %w", err)
 	}
 	return sum, nil
 }

@@ -142,8 +142,8 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer, 
 		case err != nil:
 			return err
 		default:
-			log.Info("demo program loaded", "members", sum.Members, "purchases", sum.Purchases, "redemptions", sum.Redemptions,
-				"feedback", sum.Feedback)
+			log.Info("demo program loaded", "members", sum.Members, "purchases", sum.Purchases,
+				"purchases_imported", sum.Imports[1].RowsCreated, "redemptions", sum.Redemptions, "feedback", sum.Feedback)
 		}
 	}
 	metrics := api.NewMetrics()
@@ -416,7 +416,7 @@ func seed(ctx context.Context, cfg config, args []string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "demo program loaded: %d members, %d purchases, %d returns, %d paid with points, %d points issued, %d redemptions, %d feedback answers\n",
-		sum.Members, sum.Purchases, sum.Returns, sum.Payments, sum.PointsIssued, sum.Redemptions, sum.Feedback)
+	fmt.Fprintf(stdout, "demo program loaded: %d members, %d purchases (%d imported), %d returns, %d paid with points, %d points issued, %d redemptions, %d feedback answers\n",
+		sum.Members, sum.Purchases, sum.Imports[1].RowsCreated, sum.Returns, sum.Payments, sum.PointsIssued, sum.Redemptions, sum.Feedback)
 	return nil
 }

@@ -1,7 +1,8 @@
 // Package demo loads the demo program with everything the console shows:
-// the ledger's demo members and purchases (loyalty.SeedDemo), redemptions
-// through the months, segments, churn and lifetime-value scores computed as
-// of now, and survey answers whose scores follow each member's churn risk.
+// the ledger's demo members and purchases (loyalty.SeedDemo: the history
+// through the CSV import, the last weeks live), redemptions through the
+// live weeks, segments, churn and lifetime-value scores computed as of now,
+// and survey answers whose scores follow each member's churn risk.
 package demo
 
 import (
@@ -26,8 +27,9 @@ type Summary struct {
 	Redemptions, Feedback int
 }
 
-// Load seeds an empty database (loyalty.ErrNotEmpty otherwise). Every write
-// goes through the services with their clock at the event's time.
+// Load seeds an empty database (loyalty.ErrNotEmpty otherwise). The history
+// comes in through the import; every later write goes through the services
+// with their clock at the event's time.
 func Load(ctx context.Context, store *loyalty.Store, opt loyalty.DemoOptions) (Summary, error) {
 	var sum Summary
 	if opt.Now.IsZero() {
