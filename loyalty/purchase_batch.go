@@ -246,7 +246,7 @@ func (s *Service) sqliteBatchChunk(ctx context.Context, p Principal, ins []Purch
 }
 
 // sqliteBatchChunk bounds the purchases of one write on SQLite.
-const sqliteBatchChunk = 250
+const sqliteBatchChunk = MaxBatch
 
 // isRefusal says whether err is the engine refusing a request (a domain
 // error with its code), not a failure of the database.
