@@ -89,7 +89,7 @@ func Open(ctx context.Context, rawURL string) (*Store, error) {
 		// every page past 64 KiB (groupcommit.go).
 		// It does not checkpoint the WAL: the checkpointer does, on a
 		// connection of its own, off the commit path (checkpoint.go).
-		wdb, err := sql.Open(sqlite.DriverName, base+"&_txlock=immediate&_pragma=temp_store(MEMORY)&_pragma=wal_autocheckpoint(0)")
+		wdb, err := sql.Open(sqlite.DriverName, base+"&_txlock=immediate&_pragma=temp_store(MEMORY)&_pragma=wal_autocheckpoint(0)&_pragma=cache_spill(8192)")
 		if err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
 		}
