@@ -252,7 +252,8 @@ func (s *Service) sqliteBatchChunk(ctx context.Context, p Principal, ins []Purch
 	return len(got)
 }
 
-// sqliteBatchChunk bounds the purchases of one write on SQLite.
+// sqliteBatchChunk bounds the purchases of one write on SQLite: a whole
+// batch, whose pages shared by its purchases then go to the WAL once.
 const sqliteBatchChunk = MaxBatch
 
 // isRefusal says whether err is the engine refusing a request (a domain
