@@ -117,15 +117,23 @@ func (s *Service) sqliteBatchChunk(ctx context.Context, p Principal, ins []Purch
 	// Validated before the write takes its time: a purchase without an
 	// occurred_at happened before it is written, as when posted alone.
 	ins = ins[:min(len(ins), sqliteBatchChunk)]
+	// So are the guards, whose hashes take their time off the writer.
 	purs, invalid := make([]purchase, len(ins)), make([]error, len(ins))
+	guardsOf := make([][]guard, len(ins))
 	for n, in := range ins {
-		purs[n], invalid[n] = s.validatePurchase(p, set.prog, in)
+		if purs[n], invalid[n] = s.validatePurchase(p, set.prog, in); invalid[n] == nil {
+			guardsOf[n] = purs[n].guards(keys[n])
+		}
 	}
 	var got []BatchResult
 	err := s.store.write(ctx, func(tx *gorm.DB) error {
 		got = got[:0] // a group rolled back runs its writes again
 		now := ts(s.now())
 		accounts, err := sqliteAccounts(tx, purs, invalid, set, now)
+		if err != nil {
+			return err
+		}
+		recorded, err := sqliteRecorded(tx, guardsOf)
 		if err != nil {
 			return err
 		}
@@ -152,7 +160,7 @@ func (s *Service) sqliteBatchChunk(ctx context.Context, p Principal, ins []Purch
 			if carried != nil && !offerFree[carried] {
 				break // its offers' uses were read before the chunk's
 			}
-			guards := pur.guards(keys[n])
+			guards := guardsOf[n]
 			for _, g := range guards {
 				if prev, ok := inChunk[g.scope+"\x00"+g.key]; ok {
 					r := BatchResult{Replay: &Replay{Body: prev.body}}
@@ -162,11 +170,10 @@ func (s *Service) sqliteBatchChunk(ctx context.Context, p Principal, ins []Purch
 					got = append(got, r)
 					continue items
 				}
-				rep, err := claim(tx, g, now)
-				if err != nil || rep != nil {
-					if err != nil && !isRefusal(err) {
-						return err
-					}
+				// As claim answers on SQLite: the one writer excludes a
+				// concurrent twin, so a key with no record is free.
+				if prev, ok := recorded[g.scope+"\x00"+g.key]; ok {
+					rep, err := g.answer(prev)
 					got = append(got, BatchResult{Replay: rep, Err: err})
 					continue items
 				}
@@ -245,8 +252,9 @@ func (s *Service) sqliteBatchChunk(ctx context.Context, p Principal, ins []Purch
 	return len(got)
 }
 
-// sqliteBatchChunk bounds the purchases of one write on SQLite.
-const sqliteBatchChunk = 250
+// sqliteBatchChunk bounds the purchases of one write on SQLite: a whole
+// batch, whose pages shared by its purchases then go to the WAL once.
+const sqliteBatchChunk = MaxBatch
 
 // isRefusal says whether err is the engine refusing a request (a domain
 // error with its code), not a failure of the database.
@@ -671,3 +679,40 @@ func sqliteAccounts(tx *gorm.DB, purs []purchase, invalid []error, set *settings
 // lockManySQLite is lockSQLite for the members of a JSON array.
 var lockManySQLite = strings.Replace(lockSQLite, "WHERE b.member_id = ?",
 	"WHERE b.member_id IN (SELECT value FROM json_each(?))", 1)
+
+// sqliteRecorded reads, in one statement, the records of the guards in
+// guardsOf that exist, by scope and key joined with a NUL.
+func sqliteRecorded(tx *gorm.DB, guardsOf [][]guard) (map[string]idempotencyRow, error) {
+	var keys [][2]string
+	for _, gs := range guardsOf {
+		for _, g := range gs {
+			keys = append(keys, [2]string{g.scope, g.key})
+		}
+	}
+	out := map[string]idempotencyRow{}
+	if len(keys) == 0 {
+		return out, nil
+	}
+	list, err := json.Marshal(keys)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := tx.Statement.ConnPool.QueryContext(tx.Statement.Context, recordedManySQLite, string(list))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r idempotencyRow
+		if err := rows.Scan(&r.Scope, &r.Key, &r.RequestHash, &r.Status, &r.Response); err != nil {
+			return nil, err
+		}
+		out[r.Scope+"\x00"+r.Key] = r
+	}
+	return out, errors.Join(rows.Err(), rows.Close())
+}
+
+// recordedManySQLite is recordedSQLite for the [scope, key] pairs of a
+// JSON array, each found through the primary key.
+const recordedManySQLite = `SELECT k.scope, k."key", k.request_hash, k.status, k.response
+	FROM json_each(?) j JOIN idempotency_keys k ON k.scope = j.value ->> 0 AND k."key" = j.value ->> 1`
