@@ -93,7 +93,12 @@ func Open(ctx context.Context, rawURL string) (*Store, error) {
 		// memory up to 32 MiB (cache_spill) rather than past the 2 MiB
 		// cache, where each page spilled to the WAL would be written
 		// again, and read back, when changed again before the commit.
-		wdb, err := sql.Open(sqlite.DriverName, base+"&_txlock=immediate&_pragma=temp_store(MEMORY)&_pragma=wal_autocheckpoint(0)&_pragma=cache_spill(8192)")
+		// Its page cache is 32 MiB, not SQLite's 2 MiB: the one writer
+		// keeps the pages a purchase touches (every member-keyed index's
+		// leaves, the balance rows) instead of reading them back from the
+		// file with a pread() each; under 32 concurrent purchases that cut
+		// the writer's system time by a quarter.
+		wdb, err := sql.Open(sqlite.DriverName, base+"&_txlock=immediate&_pragma=temp_store(MEMORY)&_pragma=wal_autocheckpoint(0)&_pragma=cache_spill(8192)&_pragma=cache_size(-32768)")
 		if err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
 		}
