@@ -618,7 +618,19 @@ func (im *importer) flush(ctx context.Context) error {
 			return err
 		}
 	}
-	err := im.s.store.bulk(ctx, func(tx *gorm.DB) error {
+	// Purchases as history on PostgreSQL go by COPY, which needs the
+	// transaction's own connection.
+	bulk := im.s.store.bulk
+	copyRows := copyFunc(nil)
+	if im.s.store.Dialect == Postgres && im.row.Kind == ImportPurchases && !im.row.Earn && !im.row.DryRun {
+		bulk = func(ctx context.Context, fn func(tx *gorm.DB) error) error {
+			return im.s.store.bulkCopy(ctx, func(tx *gorm.DB, cp copyFunc) error {
+				copyRows = cp
+				return fn(tx)
+			})
+		}
+	}
+	err := bulk(ctx, func(tx *gorm.DB) error {
 		now := ts(im.s.now())
 		var created, skipped int64
 		var failed []importError
@@ -628,6 +640,8 @@ func (im *importer) flush(ctx context.Context) error {
 			created, skipped, failed, err = im.writeMembers(tx, now)
 		case im.row.Earn && !im.row.DryRun:
 			// posted above, the counts moved there.
+		case copyRows != nil:
+			created, skipped, err = im.copyPurchases(tx, copyRows, now)
 		default:
 			created, skipped, err = im.writePurchases(tx, now)
 		}
