@@ -809,7 +809,8 @@ func (im *importer) writeMembers(tx *gorm.DB, now time.Time) (created, skipped i
 
 // enrolUnknown enrols, set-based, the members of the chunk's purchases
 // that are not known yet, each enrolled at its earliest purchase of the
-// chunk, and returns the member id of every member_external_id.
+// chunk, and returns the member id of every member_external_id. The known
+// ones are read first: most chunks of a file enrol no one.
 func (im *importer) enrolUnknown(tx *gorm.DB, now time.Time) (map[string]string, error) {
 	first := map[string]time.Time{}
 	for _, p := range im.purchases {
@@ -822,6 +823,14 @@ func (im *importer) enrolUnknown(tx *gorm.DB, now time.Time) (map[string]string,
 		ext = append(ext, e)
 	}
 	slices.Sort(ext)
+	out := make(map[string]string, len(ext))
+	if err := memberIDs(tx, ext, out); err != nil {
+		return nil, err
+	}
+	ext = slices.DeleteFunc(ext, func(e string) bool { _, ok := out[e]; return ok })
+	if len(ext) == 0 {
+		return out, nil
+	}
 	_, ladder, err := loadTiers(tx)
 	if err != nil {
 		return nil, err
@@ -848,6 +857,7 @@ func (im *importer) enrolUnknown(tx *gorm.DB, now time.Time) (map[string]string,
 			}
 			m := byExt[e]
 			ids = append(ids, m.ID)
+			out[e] = m.ID
 			ev, err := eventOf(EventMemberCreated, &m.ID, now, memberFromRow(m))
 			evs = append(evs, ev)
 			return err
@@ -860,7 +870,16 @@ func (im *importer) enrolUnknown(tx *gorm.DB, now time.Time) (map[string]string,
 	if err := appendImportEvents(tx, evs); err != nil {
 		return nil, err
 	}
-	out := make(map[string]string, len(ext))
+	// Those another writer enrolled meanwhile.
+	ext = slices.DeleteFunc(ext, func(e string) bool { _, ok := out[e]; return ok })
+	if err := memberIDs(tx, ext, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// memberIDs adds to out the member id of each of ext that is known.
+func memberIDs(tx *gorm.DB, ext []string, out map[string]string) error {
 	for part := range slices.Chunk(ext, maxImportParams) {
 		var found []struct {
 			ID         string
@@ -868,13 +887,13 @@ func (im *importer) enrolUnknown(tx *gorm.DB, now time.Time) (map[string]string,
 		}
 		cond, arg := anyOf(tx, "external_id", part)
 		if err := tx.Raw("SELECT id, external_id FROM members WHERE "+cond, arg).Scan(&found).Error; err != nil {
-			return nil, err
+			return err
 		}
 		for _, f := range found {
 			out[f.ExternalID] = f.ID
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // writePurchases writes the chunk's purchases as history: enrols unknown
