@@ -287,7 +287,7 @@ func (s *Service) RunImport(ctx context.Context, id string, r io.Reader) (Import
 	if err != nil {
 		return Import{}, fmt.Errorf("run import: %w", err)
 	}
-	im := &importer{s: s, row: row, prog: prog, seed: maphash.MakeSeed(), seen: map[uint64]struct{}{}}
+	im := &importer{s: s, row: row, prog: prog, seed: maphash.MakeSeed()}
 	msg, err := im.run(ctx, r)
 	if err != nil {
 		_ = s.FailImport(context.WithoutCancel(ctx), id, "the import stopped: the database failed; import the same file again to finish it")
@@ -308,7 +308,7 @@ type importer struct {
 	cols  map[string]int
 	ncols int
 	seed  maphash.Seed
-	seen  map[uint64]struct{}
+	seen  keySet
 	// The chunk gathering: valid rows, refused rows.
 	members   []memberLine
 	purchases []purchaseLine
@@ -461,12 +461,7 @@ func (im *importer) record(line int64, rec []string) {
 // seenBefore reports whether key was seen earlier in the file, and
 // remembers it.
 func (im *importer) seenBefore(key string) bool {
-	h := maphash.String(im.seed, key)
-	if _, ok := im.seen[h]; ok {
-		return true
-	}
-	im.seen[h] = struct{}{}
-	return false
+	return im.seen.add(maphash.String(im.seed, key))
 }
 
 func (im *importer) memberRecord(line int64, rec []string) {
