@@ -366,6 +366,53 @@ func (im *importer) run(ctx context.Context, r io.Reader) (string, error) {
 	}); err != nil {
 		return "", err
 	}
+	// The file is read and checked a chunk ahead of the writes: one
+	// goroutine reads the next chunk while this one writes the last.
+	rd := &importer{s: im.s, row: im.row, prog: im.prog, cols: im.cols, ncols: im.ncols, seed: im.seed}
+	chunks := make(chan chunk, 1)
+	stop := make(chan struct{})
+	var msg string
+	go func() {
+		defer close(chunks)
+		msg = rd.read(cr, chunks, stop)
+	}()
+	var werr error
+	for c := range chunks {
+		if werr != nil {
+			continue
+		}
+		im.members, im.purchases, im.failed = c.members, c.purchases, c.failed
+		if werr = im.flush(ctx); werr != nil {
+			close(stop)
+		}
+	}
+	if werr != nil {
+		return "", werr
+	}
+	return msg, nil
+}
+
+// chunk is the rows of one chunk, as read.
+type chunk struct {
+	members   []memberLine
+	purchases []purchaseLine
+	failed    []importError
+}
+
+// read reads the records after the header and sends them in chunks of
+// importChunk rows, until the file ends or stop closes; it returns the
+// message of a file that could not be read to its end, or "".
+func (im *importer) read(cr *csv.Reader, chunks chan<- chunk, stop <-chan struct{}) string {
+	send := func() bool {
+		c := chunk{members: im.members, purchases: im.purchases, failed: im.failed}
+		im.members, im.purchases, im.failed = nil, nil, nil
+		select {
+		case chunks <- c:
+			return true
+		case <-stop:
+			return false
+		}
+	}
 	for {
 		rec, err := cr.Read()
 		if errors.Is(err, io.EOF) {
@@ -385,18 +432,15 @@ func (im *importer) run(ctx context.Context, r io.Reader) (string, error) {
 		case errors.As(err, &pe):
 			im.fail(int64(pe.StartLine), "cannot be read as CSV: "+pe.Err.Error(), nil)
 		default:
-			if ferr := im.flush(ctx); ferr != nil {
-				return "", ferr
-			}
-			return "the file could not be read to its end: " + err.Error(), nil
+			send()
+			return "the file could not be read to its end: " + err.Error()
 		}
-		if len(im.members)+len(im.purchases)+len(im.failed) >= importChunk {
-			if err := im.flush(ctx); err != nil {
-				return "", err
-			}
+		if len(im.members)+len(im.purchases)+len(im.failed) >= importChunk && !send() {
+			return ""
 		}
 	}
-	return "", im.flush(ctx)
+	send()
+	return ""
 }
 
 // header checks the header row and maps its columns.
