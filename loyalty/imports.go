@@ -384,6 +384,15 @@ func (im *importer) run(ctx context.Context, r io.Reader) (string, error) {
 		im.members, im.purchases, im.failed = c.members, c.purchases, c.failed
 		if werr = im.flush(ctx); werr != nil {
 			close(stop)
+			continue
+		}
+		// On SQLite the chunk's pages are checkpointed before the next
+		// chunk writes: chunks committed back to back would otherwise
+		// never leave the WAL wholly copied when a write begins, the only
+		// moment it starts over, and it would grow with the file (8 GB at
+		// 2.5 million rows, and its index mapped into memory).
+		if c := im.s.store.ckpt; c != nil {
+			c.checkpoint()
 		}
 	}
 	if werr != nil {
