@@ -287,7 +287,7 @@ func (s *Service) RunImport(ctx context.Context, id string, r io.Reader) (Import
 	if err != nil {
 		return Import{}, fmt.Errorf("run import: %w", err)
 	}
-	im := &importer{s: s, row: row, prog: prog, seed: maphash.MakeSeed(), seen: map[uint64]struct{}{}}
+	im := &importer{s: s, row: row, prog: prog, seed: maphash.MakeSeed()}
 	msg, err := im.run(ctx, r)
 	if err != nil {
 		_ = s.FailImport(context.WithoutCancel(ctx), id, "the import stopped: the database failed; import the same file again to finish it")
@@ -308,7 +308,7 @@ type importer struct {
 	cols  map[string]int
 	ncols int
 	seed  maphash.Seed
-	seen  map[uint64]struct{}
+	seen  keySet
 	// The chunk gathering: valid rows, refused rows.
 	members   []memberLine
 	purchases []purchaseLine
@@ -366,6 +366,62 @@ func (im *importer) run(ctx context.Context, r io.Reader) (string, error) {
 	}); err != nil {
 		return "", err
 	}
+	// The file is read and checked a chunk ahead of the writes: one
+	// goroutine reads the next chunk while this one writes the last.
+	rd := &importer{s: im.s, row: im.row, prog: im.prog, cols: im.cols, ncols: im.ncols, seed: im.seed}
+	chunks := make(chan chunk, 1)
+	stop := make(chan struct{})
+	var msg string
+	go func() {
+		defer close(chunks)
+		msg = rd.read(cr, chunks, stop)
+	}()
+	var werr error
+	for c := range chunks {
+		if werr != nil {
+			continue
+		}
+		im.members, im.purchases, im.failed = c.members, c.purchases, c.failed
+		if werr = im.flush(ctx); werr != nil {
+			close(stop)
+			continue
+		}
+		// On SQLite the chunk's pages are checkpointed before the next
+		// chunk writes: chunks committed back to back would otherwise
+		// never leave the WAL wholly copied when a write begins, the only
+		// moment it starts over, and it would grow with the file (8 GB at
+		// 2.5 million rows, and its index mapped into memory).
+		if c := im.s.store.ckpt; c != nil {
+			c.checkpoint()
+		}
+	}
+	if werr != nil {
+		return "", werr
+	}
+	return msg, nil
+}
+
+// chunk is the rows of one chunk, as read.
+type chunk struct {
+	members   []memberLine
+	purchases []purchaseLine
+	failed    []importError
+}
+
+// read reads the records after the header and sends them in chunks of
+// importChunk rows, until the file ends or stop closes; it returns the
+// message of a file that could not be read to its end, or "".
+func (im *importer) read(cr *csv.Reader, chunks chan<- chunk, stop <-chan struct{}) string {
+	send := func() bool {
+		c := chunk{members: im.members, purchases: im.purchases, failed: im.failed}
+		im.members, im.purchases, im.failed = nil, nil, nil
+		select {
+		case chunks <- c:
+			return true
+		case <-stop:
+			return false
+		}
+	}
 	for {
 		rec, err := cr.Read()
 		if errors.Is(err, io.EOF) {
@@ -385,18 +441,15 @@ func (im *importer) run(ctx context.Context, r io.Reader) (string, error) {
 		case errors.As(err, &pe):
 			im.fail(int64(pe.StartLine), "cannot be read as CSV: "+pe.Err.Error(), nil)
 		default:
-			if ferr := im.flush(ctx); ferr != nil {
-				return "", ferr
-			}
-			return "the file could not be read to its end: " + err.Error(), nil
+			send()
+			return "the file could not be read to its end: " + err.Error()
 		}
-		if len(im.members)+len(im.purchases)+len(im.failed) >= importChunk {
-			if err := im.flush(ctx); err != nil {
-				return "", err
-			}
+		if len(im.members)+len(im.purchases)+len(im.failed) >= importChunk && !send() {
+			return ""
 		}
 	}
-	return "", im.flush(ctx)
+	send()
+	return ""
 }
 
 // header checks the header row and maps its columns.
@@ -461,12 +514,7 @@ func (im *importer) record(line int64, rec []string) {
 // seenBefore reports whether key was seen earlier in the file, and
 // remembers it.
 func (im *importer) seenBefore(key string) bool {
-	h := maphash.String(im.seed, key)
-	if _, ok := im.seen[h]; ok {
-		return true
-	}
-	im.seen[h] = struct{}{}
-	return false
+	return im.seen.add(maphash.String(im.seed, key))
 }
 
 func (im *importer) memberRecord(line int64, rec []string) {
@@ -618,7 +666,19 @@ func (im *importer) flush(ctx context.Context) error {
 			return err
 		}
 	}
-	err := im.s.store.bulk(ctx, func(tx *gorm.DB) error {
+	// Purchases as history on PostgreSQL go by COPY, which needs the
+	// transaction's own connection.
+	bulk := im.s.store.bulk
+	copyRows := copyFunc(nil)
+	if im.s.store.Dialect == Postgres && im.row.Kind == ImportPurchases && !im.row.Earn && !im.row.DryRun {
+		bulk = func(ctx context.Context, fn func(tx *gorm.DB) error) error {
+			return im.s.store.bulkCopy(ctx, func(tx *gorm.DB, cp copyFunc) error {
+				copyRows = cp
+				return fn(tx)
+			})
+		}
+	}
+	err := bulk(ctx, func(tx *gorm.DB) error {
 		now := ts(im.s.now())
 		var created, skipped int64
 		var failed []importError
@@ -628,6 +688,8 @@ func (im *importer) flush(ctx context.Context) error {
 			created, skipped, failed, err = im.writeMembers(tx, now)
 		case im.row.Earn && !im.row.DryRun:
 			// posted above, the counts moved there.
+		case copyRows != nil:
+			created, skipped, err = im.copyPurchases(tx, copyRows, now)
 		default:
 			created, skipped, err = im.writePurchases(tx, now)
 		}
@@ -795,7 +857,8 @@ func (im *importer) writeMembers(tx *gorm.DB, now time.Time) (created, skipped i
 
 // enrolUnknown enrols, set-based, the members of the chunk's purchases
 // that are not known yet, each enrolled at its earliest purchase of the
-// chunk, and returns the member id of every member_external_id.
+// chunk, and returns the member id of every member_external_id. The known
+// ones are read first: most chunks of a file enrol no one.
 func (im *importer) enrolUnknown(tx *gorm.DB, now time.Time) (map[string]string, error) {
 	first := map[string]time.Time{}
 	for _, p := range im.purchases {
@@ -808,6 +871,14 @@ func (im *importer) enrolUnknown(tx *gorm.DB, now time.Time) (map[string]string,
 		ext = append(ext, e)
 	}
 	slices.Sort(ext)
+	out := make(map[string]string, len(ext))
+	if err := memberIDs(tx, ext, out); err != nil {
+		return nil, err
+	}
+	ext = slices.DeleteFunc(ext, func(e string) bool { _, ok := out[e]; return ok })
+	if len(ext) == 0 {
+		return out, nil
+	}
 	_, ladder, err := loadTiers(tx)
 	if err != nil {
 		return nil, err
@@ -834,6 +905,7 @@ func (im *importer) enrolUnknown(tx *gorm.DB, now time.Time) (map[string]string,
 			}
 			m := byExt[e]
 			ids = append(ids, m.ID)
+			out[e] = m.ID
 			ev, err := eventOf(EventMemberCreated, &m.ID, now, memberFromRow(m))
 			evs = append(evs, ev)
 			return err
@@ -846,7 +918,16 @@ func (im *importer) enrolUnknown(tx *gorm.DB, now time.Time) (map[string]string,
 	if err := appendImportEvents(tx, evs); err != nil {
 		return nil, err
 	}
-	out := make(map[string]string, len(ext))
+	// Those another writer enrolled meanwhile.
+	ext = slices.DeleteFunc(ext, func(e string) bool { _, ok := out[e]; return ok })
+	if err := memberIDs(tx, ext, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// memberIDs adds to out the member id of each of ext that is known.
+func memberIDs(tx *gorm.DB, ext []string, out map[string]string) error {
 	for part := range slices.Chunk(ext, maxImportParams) {
 		var found []struct {
 			ID         string
@@ -854,13 +935,13 @@ func (im *importer) enrolUnknown(tx *gorm.DB, now time.Time) (map[string]string,
 		}
 		cond, arg := anyOf(tx, "external_id", part)
 		if err := tx.Raw("SELECT id, external_id FROM members WHERE "+cond, arg).Scan(&found).Error; err != nil {
-			return nil, err
+			return err
 		}
 		for _, f := range found {
 			out[f.ExternalID] = f.ID
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // writePurchases writes the chunk's purchases as history: enrols unknown

@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/loyalty-engine/loyalty/api"
@@ -87,6 +90,8 @@ func (b *bench) importPhase(ctx context.Context, srv *server, label, secret stri
 		return fmt.Errorf("import: %d %s", res.StatusCode, body)
 	}
 	uploaded := time.Since(t0)
+	stopProfile := b.importProfile(ctx, srv, label, tok)
+	defer stopProfile()
 	var started struct{ ID string }
 	if err := json.Unmarshal(body, &started); err != nil {
 		return err
@@ -125,4 +130,46 @@ func (b *bench) importPhase(ctx context.Context, srv *server, label, secret stri
 		"**%.0f rows/s** (target ≥ %.0f), engine peak RSS **%d MB** (target ≤ %d MB at 5M rows).", label, opt.importRows, opt.importMembers,
 		elapsed.Round(time.Millisecond), uploaded.Round(time.Millisecond), rate, importTargets[label], hwm/1024, importRSSTargetMB))
 	return nil
+}
+
+// importProfile saves a CPU profile of the engine's first minute of the
+// import (at most) in -profile's folder as <database>-import.pprof; the
+// returned func waits for it. It does nothing without -profile.
+func (b *bench) importProfile(ctx context.Context, srv *server, label, tok string) func() {
+	if b.opt.profileDir == "" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		path := filepath.Join(b.opt.profileDir, strings.ToLower(label)+"-import.pprof")
+		req, err := http.NewRequestWithContext(ctx, "GET", "http://"+srv.addr+"/debug/pprof/profile?seconds=60", nil)
+		if err != nil {
+			b.logf("  profile %s: %v", path, err)
+			return
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			b.logf("  profile %s: %v", path, err)
+			return
+		}
+		defer res.Body.Close()
+		body, err := io.ReadAll(res.Body)
+		if err == nil && res.StatusCode != http.StatusOK {
+			err = fmt.Errorf("status %d", res.StatusCode)
+		}
+		if err == nil {
+			err = os.MkdirAll(b.opt.profileDir, 0o755)
+		}
+		if err == nil {
+			err = os.WriteFile(path, body, 0o644)
+		}
+		if err != nil {
+			b.logf("  profile %s: %v", path, err)
+			return
+		}
+		b.logf("  CPU profile: %s", path)
+	}()
+	return func() { <-done }
 }

@@ -1,0 +1,157 @@
+package loyalty
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	"gorm.io/gorm"
+)
+
+// An import's purchases chunk on PostgreSQL is written with COPY, the
+// server's bulk load: the rows go in the binary format, parsed once, in a
+// stream rather than as statement parameters. COPY has no ON CONFLICT, so
+// the purchases go first into a temporary table of the session, from which
+// one INSERT … SELECT … ON CONFLICT DO NOTHING keeps what is new; the new
+// purchases' lines and events, which nothing can have written before them,
+// are copied straight into their tables.
+
+// copyFunc copies rows into the columns cols of table, in the transaction
+// of the chunk, and returns the rows copied.
+type copyFunc func(table string, cols []string, rows [][]any) (int64, error)
+
+// bulkCopy is bulk on PostgreSQL, where fn also gets a copyFunc on its
+// transaction's connection: database/sql cannot send COPY, pgx can, on
+// the connection the transaction holds.
+func (s *Store) bulkCopy(ctx context.Context, fn func(tx *gorm.DB, cp copyFunc) error) error {
+	var err error
+	for attempt := 0; attempt < 8; attempt++ {
+		var hooks txHooks
+		hctx := context.WithValue(ctx, txHooksKey{}, &hooks)
+		err = s.w.WithContext(hctx).Connection(func(db *gorm.DB) error {
+			conn, ok := db.Statement.ConnPool.(*sql.Conn)
+			if !ok {
+				return fmt.Errorf("copy: the store's connection is a %T", db.Statement.ConnPool)
+			}
+			cp := func(table string, cols []string, rows [][]any) (int64, error) {
+				var n int64
+				err := conn.Raw(func(dc any) error {
+					c, ok := dc.(*stdlib.Conn)
+					if !ok {
+						return fmt.Errorf("copy: the driver's connection is a %T", dc)
+					}
+					var err error
+					n, err = c.Conn().CopyFrom(hctx, pgx.Identifier{table}, cols, pgx.CopyFromRows(rows))
+					return err
+				})
+				if err != nil {
+					return 0, fmt.Errorf("copy into %s: %w", table, err)
+				}
+				return n, nil
+			}
+			return db.Transaction(func(tx *gorm.DB) error { return fn(tx, cp) })
+		})
+		if err == nil {
+			hooks.run()
+			return nil
+		}
+		if !retryable(err) {
+			return err
+		}
+		wait := time.Duration(min(attempt+1, 10)) * 10 * time.Millisecond
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait/2 + rand.N(wait)):
+		}
+	}
+	return err
+}
+
+// importStage is the session's temporary table of a chunk's purchases,
+// emptied by every commit.
+const importStage = `CREATE TEMPORARY TABLE IF NOT EXISTS import_purchases (id text, member_id text, store_id text,
+	external_id text, channel text, occurred_at timestamptz, local_date text, local_day integer, currency text, total bigint)
+	ON COMMIT DELETE ROWS`
+
+// copyPurchases is writePurchases on PostgreSQL, by COPY.
+func (im *importer) copyPurchases(tx *gorm.DB, cp copyFunc, now time.Time) (created, skipped int64, err error) {
+	if len(im.purchases) == 0 {
+		return 0, 0, nil
+	}
+	members, err := im.enrolUnknown(tx, now)
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := tx.Exec(importStage).Error; err != nil {
+		return 0, 0, err
+	}
+	loc := im.prog.Location()
+	rows := make([][]any, len(im.purchases))
+	byID := make(map[string]int, len(im.purchases))
+	for i, p := range im.purchases {
+		id := newID()
+		byID[id] = i
+		rows[i] = []any{id, members[p.member], p.store, p.ext, p.channel, p.at, p.at.In(loc).Format(time.DateOnly),
+			int32(LocalDay(p.at, loc)), p.currency, p.total}
+	}
+	if _, err := cp("import_purchases", []string{"id", "member_id", "store_id", "external_id", "channel", "occurred_at",
+		"local_date", "local_day", "currency", "total"}, rows); err != nil {
+		return 0, 0, err
+	}
+	rs, err := tx.Raw(`INSERT INTO purchases (id, member_id, store_id, external_id, channel, occurred_at, local_date, local_day,
+		currency, total, returned_amount, points_earned, points_reversed, created_at)
+		SELECT id, member_id, store_id, external_id, channel, occurred_at, local_date, local_day, currency, total, 0, 0, 0, ?
+		FROM import_purchases ON CONFLICT (store_id, external_id) DO NOTHING RETURNING id`, now).Rows()
+	if err != nil {
+		return 0, 0, err
+	}
+	var ids []string
+	if err := scanAll(rs, func(r *sql.Rows) error {
+		var id string
+		if err := r.Scan(&id); err != nil {
+			return err
+		}
+		ids = append(ids, id)
+		return nil
+	}); err != nil {
+		return 0, 0, err
+	}
+	items := make([][]any, 0, len(ids))
+	evs := make([][]any, 0, len(ids))
+	for _, id := range ids {
+		i := byID[id]
+		p, r := im.purchases[i], rows[i]
+		view := Purchase{ID: id, MemberID: r[1].(string), ExternalID: &p.ext, StoreID: p.store, Channel: p.channel, OccurredAt: p.at,
+			LocalDate: r[6].(string), Currency: p.currency, Total: p.total, Items: []Item{}, Returns: []Return{}}
+		if p.category != "" {
+			items = append(items, []any{id, int32(1), "import", p.category, int64(1), p.total, p.total})
+			view.Items = append(view.Items, Item{SKU: "import", Category: p.category, Quantity: 1, UnitPrice: p.total, Amount: p.total})
+		}
+		m := view.MemberID
+		ev, err := eventOf(EventPurchaseCreated, &m, now, view)
+		if err != nil {
+			return 0, 0, err
+		}
+		evs = append(evs, []any{ev.typ, ev.member, ev.at, string(ev.data)})
+	}
+	if len(items) > 0 {
+		if _, err := cp("purchase_items", []string{"purchase_id", "line", "sku", "category", "quantity", "unit_price", "amount"}, items); err != nil {
+			return 0, 0, err
+		}
+	}
+	if len(evs) > 0 {
+		if _, err := cp("events", []string{"type", "member_id", "occurred_at", "data"}, evs); err != nil {
+			return 0, 0, fmt.Errorf("append events: %w", err)
+		}
+		afterCommit(tx, hubOf(tx).committed)
+	}
+	if err := historyChanged(tx, ids, now); err != nil {
+		return 0, 0, err
+	}
+	return int64(len(ids)), int64(len(im.purchases) - len(ids)), nil
+}
