@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -28,11 +27,8 @@ type copyFunc func(table string, cols []string, rows [][]any) (int64, error)
 // transaction's connection: database/sql cannot send COPY, pgx can, on
 // the connection the transaction holds.
 func (s *Store) bulkCopy(ctx context.Context, fn func(tx *gorm.DB, cp copyFunc) error) error {
-	var err error
-	for attempt := 0; attempt < 8; attempt++ {
-		var hooks txHooks
-		hctx := context.WithValue(ctx, txHooksKey{}, &hooks)
-		err = s.w.WithContext(hctx).Connection(func(db *gorm.DB) error {
+	return retrying(ctx, 8, func(hctx context.Context) error {
+		return s.w.WithContext(hctx).Connection(func(db *gorm.DB) error {
 			conn, ok := db.Statement.ConnPool.(*sql.Conn)
 			if !ok {
 				return fmt.Errorf("copy: the store's connection is a %T", db.Statement.ConnPool)
@@ -55,21 +51,7 @@ func (s *Store) bulkCopy(ctx context.Context, fn func(tx *gorm.DB, cp copyFunc) 
 			}
 			return db.Transaction(func(tx *gorm.DB) error { return fn(tx, cp) })
 		})
-		if err == nil {
-			hooks.run()
-			return nil
-		}
-		if !retryable(err) {
-			return err
-		}
-		wait := time.Duration(min(attempt+1, 10)) * 10 * time.Millisecond
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait/2 + rand.N(wait)):
-		}
-	}
-	return err
+	})
 }
 
 // importStage is the session's temporary table of a chunk's purchases,

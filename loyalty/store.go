@@ -260,24 +260,30 @@ func (s *Store) writeWith(ctx context.Context, opts *sql.TxOptions, fn func(tx *
 	if s.group != nil {
 		return s.group.do(ctx, false, fn)
 	}
-	var err error
 	// A serial job's snapshot conflicts with every write to the rows it
-	// touches, and runs of it with each other: it gets more attempts, and
-	// every retry waits a jittered time, so that transactions that
-	// conflicted do not meet again in step.
+	// touches, and runs of it with each other: it gets more attempts.
 	attempts := 8
 	if opts != nil {
 		attempts = 24
 	}
+	return retrying(ctx, attempts, func(hctx context.Context) error {
+		if opts == nil {
+			return s.w.WithContext(hctx).Transaction(fn)
+		}
+		return s.w.WithContext(hctx).Transaction(fn, opts)
+	})
+}
+
+// retrying runs the transaction tx (given a context carrying its commit
+// hooks) up to attempts times while it fails on a serialization failure
+// or a deadlock, and runs its hooks once it committed. Every retry waits
+// a jittered time, so that transactions that conflicted do not meet again
+// in step.
+func retrying(ctx context.Context, attempts int, tx func(hctx context.Context) error) error {
+	var err error
 	for attempt := 0; attempt < attempts; attempt++ {
 		var hooks txHooks
-		hctx := context.WithValue(ctx, txHooksKey{}, &hooks)
-		if opts == nil {
-			err = s.w.WithContext(hctx).Transaction(fn)
-		} else {
-			err = s.w.WithContext(hctx).Transaction(fn, opts)
-		}
-		if err == nil {
+		if err = tx(context.WithValue(ctx, txHooksKey{}, &hooks)); err == nil {
 			hooks.run()
 		}
 		if !retryable(err) {
