@@ -17,14 +17,7 @@ func BenchmarkPurchaseBatch(b *testing.B) {
 		b.Run(dialect, func(b *testing.B) {
 			ctx := context.Background()
 			svc := loyalty.NewService(loyaltytest.MustOpen(b, dialect))
-			members := make([]string, 200)
-			for i := range members {
-				m, _, err := svc.EnrolMember(ctx, loyalty.MemberInput{ExternalID: ptr(fmt.Sprintf("C-%d", i))}, loyalty.IdempotencyKey{})
-				if err != nil {
-					b.Fatal(err)
-				}
-				members[i] = m.ID
-			}
+			members := enrolBenchMembers(b, svc, 200)
 			till := loyalty.Principal{Role: loyalty.RolePOS, Subject: "till-1"}
 			n := 0
 			next := func() loyalty.PurchaseInput {
@@ -66,3 +59,16 @@ func BenchmarkPurchaseBatch(b *testing.B) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// enrolBenchMembers enrols n members C-0, C-1, … and returns their ids.
+func enrolBenchMembers(b *testing.B, svc *loyalty.Service, n int) []string {
+	members := make([]string, n)
+	for i := range members {
+		m, _, err := svc.EnrolMember(context.Background(), loyalty.MemberInput{ExternalID: ptr(fmt.Sprintf("C-%d", i))}, loyalty.IdempotencyKey{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		members[i] = m.ID
+	}
+	return members
+}

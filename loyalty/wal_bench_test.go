@@ -21,14 +21,7 @@ func BenchmarkPurchaseWAL(b *testing.B) {
 	ctx := context.Background()
 	store := loyaltytest.MustOpen(b, "postgres")
 	svc := loyalty.NewService(store)
-	members := make([]string, 200)
-	for i := range members {
-		m, _, err := svc.EnrolMember(ctx, loyalty.MemberInput{ExternalID: ptr(fmt.Sprintf("C-%d", i))}, loyalty.IdempotencyKey{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		members[i] = m.ID
-	}
+	members := enrolBenchMembers(b, svc, 200)
 	till := loyalty.Principal{Role: loyalty.RolePOS, Subject: "till-1"}
 	lsn := func() int64 {
 		var v int64
