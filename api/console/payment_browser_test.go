@@ -46,7 +46,11 @@ func TestBrowserPointsPayment(t *testing.T) {
 	}
 	b.shoot("payment-error")
 
+	// The example gains a line for the share, which moves the button down:
+	// click it only once the example has followed the field.
 	b.fill("#payment-form", map[string]string{"max_share": "0.5"})
+	b.waitFor(`document.querySelector("#payment-example") &&
+		document.querySelector("#payment-example").textContent.includes("at most 50%")`)
 	b.run(chromedp.Click(chromedp.ID("save-payment")))
 	b.waitFor(`document.querySelector("#flash") && document.querySelector("#flash").textContent.includes("Points-as-payment")`)
 	if loc := eval[string](b, `location.pathname`); loc != "/console/payment" {
