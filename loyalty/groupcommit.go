@@ -33,7 +33,8 @@ const maxGroup = 64
 
 // groupCommitter runs the SQLite writes; see the comment above.
 type groupCommitter struct {
-	db      *gorm.DB // the writer: one connection
+	db      *gorm.DB      // the writer: one connection
+	ckpt    *checkpointer // restarts the WAL between groups when long; nil in tests
 	queue   chan *writeReq
 	quit    chan struct{}
 	stopped chan struct{}
@@ -69,8 +70,8 @@ type writeResult struct {
 // errStoreClosed answers writes that arrive after Close.
 var errStoreClosed = errors.New("store is closed")
 
-func newGroupCommitter(db *gorm.DB) *groupCommitter {
-	g := &groupCommitter{db: db, queue: make(chan *writeReq), quit: make(chan struct{}), stopped: make(chan struct{})}
+func newGroupCommitter(db *gorm.DB, ckpt *checkpointer) *groupCommitter {
+	g := &groupCommitter{db: db, ckpt: ckpt, queue: make(chan *writeReq), quit: make(chan struct{}), stopped: make(chan struct{})}
 	go g.run()
 	return g
 }
@@ -165,6 +166,7 @@ func (g *groupCommitter) run() {
 		for len(group) > 0 {
 			group = g.commit(group)
 		}
+		g.ckpt.restart(g.db)
 	}
 }
 

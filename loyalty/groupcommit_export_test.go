@@ -43,3 +43,15 @@ func FailCommits(s *Store, err error) {
 
 // AfterCommit is afterCommit.
 var AfterCommit = afterCommit
+
+// WriteGroup runs fn as one write of s's committer (a group of its own or
+// shared), as the store's writes do.
+func WriteGroup(ctx context.Context, s *Store, fn func(tx *gorm.DB) error) error {
+	return s.group.do(ctx, false, fn)
+}
+
+// ReadDB is s's pool of readers.
+func ReadDB(s *Store) *gorm.DB { return s.r }
+
+// SetRestartFrames sets the WAL length past which s's writer restarts it.
+func SetRestartFrames(s *Store, n int64) { s.ckpt.restartAt.Store(n) }

@@ -127,8 +127,9 @@ func Open(ctx context.Context, rawURL string) (*Store, error) {
 			return nil, fmt.Errorf("open store: %w", err)
 		}
 		cdb.SetMaxOpenConns(1)
+		ckpt := newCheckpointer(cdb, checkpointInterval)
 		return &Store{Dialect: SQLite, w: w, r: r, sqlDBs: []*sql.DB{wdb, rdb, cdb}, pools: []*stmtPool{wpool, rpool},
-			group: newGroupCommitter(w), ckpt: newCheckpointer(cdb, checkpointInterval), Path: path}, nil
+			group: newGroupCommitter(w, ckpt), ckpt: ckpt, Path: path}, nil
 	case strings.HasPrefix(rawURL, "postgres://"), strings.HasPrefix(rawURL, "postgresql://"):
 		return openPostgres(ctx, rawURL, cfg)
 	}
