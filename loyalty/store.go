@@ -61,7 +61,11 @@ type Store struct {
 }
 
 // Open connects to a database URL: sqlite://PATH or postgres://….
-func Open(ctx context.Context, rawURL string) (*Store, error) {
+func Open(ctx context.Context, rawURL string, opts ...OpenOption) (*Store, error) {
+	var o openOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	cfg := &gorm.Config{TranslateError: true, Logger: logger.Discard, NowFunc: func() time.Time { return ts(time.Now()) },
 		Plugins: map[string]gorm.Plugin{settingsPlugin: &settingsCache{}}}
 	switch {
@@ -131,7 +135,7 @@ func Open(ctx context.Context, rawURL string) (*Store, error) {
 		return &Store{Dialect: SQLite, w: w, r: r, sqlDBs: []*sql.DB{wdb, rdb, cdb}, pools: []*stmtPool{wpool, rpool},
 			group: newGroupCommitter(w, ckpt), ckpt: ckpt, Path: path}, nil
 	case strings.HasPrefix(rawURL, "postgres://"), strings.HasPrefix(rawURL, "postgresql://"):
-		return openPostgres(ctx, rawURL, cfg)
+		return openPostgres(ctx, rawURL, cfg, o)
 	}
 	if u, err := url.Parse(rawURL); err == nil && u.Scheme != "" {
 		return nil, fmt.Errorf("open store: unsupported database scheme %q (want sqlite:// or postgres://)", u.Scheme)

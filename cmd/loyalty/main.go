@@ -116,8 +116,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	return fmt.Errorf("unknown command %q\n\n%s", args[0], usage)
 }
 
-func openStore(ctx context.Context, cfg config) (*loyalty.Store, error) {
-	store, err := loyalty.Open(ctx, cfg.DatabaseURL)
+func openStore(ctx context.Context, cfg config, opts ...loyalty.OpenOption) (*loyalty.Store, error) {
+	store, err := loyalty.Open(ctx, cfg.DatabaseURL, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +129,8 @@ func openStore(ctx context.Context, cfg config) (*loyalty.Store, error) {
 }
 
 func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer, demo bool) error {
-	store, err := openStore(ctx, cfg)
+	// The engine serving requests keeps its pool's connections open.
+	store, err := openStore(ctx, cfg, loyalty.WarmPool())
 	if err != nil {
 		return err
 	}

@@ -122,6 +122,16 @@ func newEngine(t *testing.T, dbURL string) *engine {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if strings.HasPrefix(dbURL, "postgres") && !strings.Contains(dbURL, "pool_min_conns") {
+		// A serving engine keeps its whole pool open; two at once beside
+		// the other packages' tests would take most of a default server's
+		// 100 connections.
+		sep := "?"
+		if strings.Contains(dbURL, "?") {
+			sep = "&"
+		}
+		dbURL += sep + "pool_min_conns=2"
+	}
 	e := &engine{t: t, bin: engineBinary(t), dbURL: dbURL, addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), logf: logf}
 	t.Cleanup(func() {
 		e.stop()
