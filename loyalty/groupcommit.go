@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync/atomic"
 
 	"gorm.io/gorm"
@@ -183,8 +184,14 @@ func (g *groupCommitter) commit(group []*writeReq) (again []*writeReq) {
 		// page. A set-based job may touch much of the database: its
 		// journals go to a file, as SQLite's default has them. Failing to
 		// switch costs only that memory or speed, not correctness.
+		// Its page cache is the smaller bulkCache (store.go): a job or an
+		// import streams through more pages than any cache holds.
 		_ = g.db.Exec("PRAGMA temp_store = FILE").Error
-		defer func() { _ = g.db.Exec("PRAGMA temp_store = MEMORY").Error }()
+		_ = g.db.Exec("PRAGMA cache_size = " + strconv.Itoa(bulkCache)).Error
+		defer func() {
+			_ = g.db.Exec("PRAGMA temp_store = MEMORY").Error
+			_ = g.db.Exec("PRAGMA cache_size = " + strconv.Itoa(servingCache)).Error
+		}()
 	}
 	tx := g.db.WithContext(context.Background()).Begin()
 	if tx.Error != nil {
