@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"gorm.io/gorm"
@@ -69,6 +70,57 @@ func (r deliveryRow) view() Delivery {
 		Status: r.Status, Attempts: r.Attempts, StatusCode: r.StatusCode, LatencyMS: r.LatencyMS, Error: r.Error,
 		NextAttemptAt: utcp(r.NextAttemptAt), CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(),
 		DeliveredAt: utcp(r.DeliveredAt)}
+}
+
+// deliveryColumns are the columns insertDeliveries writes, in order.
+const deliveryColumns = "id, webhook_id, event_id, event_position, event_type, member_id, status, attempts, status_code, latency_ms, " +
+	"error, next_attempt_at, first_failed_at, created_at, updated_at, delivered_at"
+
+// deliveryChunk is the most rows one insert writes (16 values a row, far
+// below the databases' limits on a statement's parameters).
+const deliveryChunk = 500
+
+// insertSQL holds the text of the insert of n rows, built once per n.
+var insertSQL sync.Map // int → string
+
+func deliveriesInsert(n int) string {
+	if q, ok := insertSQL.Load(n); ok {
+		return q.(string)
+	}
+	row := "(" + strings.Repeat("?, ", 15) + "?)"
+	var b strings.Builder
+	b.WriteString("INSERT INTO webhook_deliveries (" + deliveryColumns + ") VALUES ")
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(row)
+	}
+	// A row for the same event exists only when an earlier holder recorded
+	// it and stopped before it advanced the cursor: that row stands.
+	b.WriteString(" ON CONFLICT (webhook_id, event_id) DO NOTHING")
+	q, _ := insertSQL.LoadOrStore(n, b.String())
+	return q.(string)
+}
+
+// insertDeliveries writes new delivery rows (of a batch of the log) in
+// multi-row inserts of prebuilt text, without a lease: the rows are
+// delivered, or open and left to whichever process claims them.
+func insertDeliveries(tx *gorm.DB, rows []deliveryRow) error {
+	for len(rows) > 0 {
+		n := min(len(rows), deliveryChunk)
+		args := make([]any, 0, 16*n)
+		for i := range rows[:n] {
+			r := &rows[i]
+			args = append(args, r.ID, r.WebhookID, r.EventID, r.EventPosition, r.EventType, r.MemberID, r.Status, r.Attempts,
+				r.StatusCode, r.LatencyMS, r.Error, r.NextAttemptAt, r.FirstFailedAt, r.CreatedAt, r.UpdatedAt, r.DeliveredAt)
+		}
+		if err := tx.Exec(deliveriesInsert(n), args...).Error; err != nil {
+			return err
+		}
+		rows = rows[n:]
+	}
+	return nil
 }
 
 // eventNumber is the row id of a public event id.

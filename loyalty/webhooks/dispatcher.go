@@ -19,7 +19,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 
 	"github.com/loyalty-engine/loyalty/loyalty"
 )
@@ -348,6 +347,14 @@ func (e *endpoint) hold(ctx context.Context, name string, pos int64, wake <-chan
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	renewed := time.Now()
+	// Rows can exist beyond the cursor only for events an earlier holder
+	// recorded and did not advance past: at most up to the highest event
+	// recorded when the lease was taken (only the holder records new
+	// events). Batches past it need no look for them.
+	recorded, err := e.recordedUpTo(ctx)
+	if err != nil {
+		return err
+	}
 	for ctx.Err() == nil {
 		hook, err := e.current(ctx, false)
 		if err != nil {
@@ -377,7 +384,7 @@ func (e *endpoint) hold(ctx context.Context, name string, pos int64, wake <-chan
 		if hook, err = e.current(ctx, true); err != nil {
 			return err
 		}
-		if err := e.batch(ctx, name, pos, hook, evs); err != nil {
+		if err := e.batch(ctx, name, pos, hook, evs, recorded); err != nil {
 			return err
 		}
 		pos = evs[len(evs)-1].Position
@@ -395,7 +402,7 @@ func (e *endpoint) hold(ctx context.Context, name string, pos int64, wake <-chan
 // batch delivers one read of the log: the members' runs concurrently, each
 // in order, and then records every delivery in one insert. It renews the
 // lease while the batch lasts, and stops the batch if the lease is lost.
-func (e *endpoint) batch(ctx context.Context, name string, pos int64, hook webhookRow, evs []loyalty.Event) error {
+func (e *endpoint) batch(ctx context.Context, name string, pos int64, hook webhookRow, evs []loyalty.Event, recorded int64) error {
 	cfg := e.d.cfg
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -418,7 +425,7 @@ func (e *endpoint) batch(ctx context.Context, name string, pos int64, hook webho
 	}()
 	defer func() { cancel(nil); <-renewDone }()
 
-	skip, blocked, err := e.known(ctx, evs)
+	skip, blocked, err := e.known(ctx, evs, recorded)
 	if err != nil {
 		return err
 	}
@@ -483,7 +490,7 @@ func (e *endpoint) batch(ctx context.Context, name string, pos int64, hook webho
 	_, _, err = loyalty.Write(ctx, e.d.ledger, loyalty.IdempotencyKey{}, func(tx *loyalty.Tx) (struct{}, error) {
 		// A row for the same event exists only when an earlier holder
 		// recorded this batch and stopped before it advanced the cursor.
-		return struct{}{}, tx.DB.Clauses(clause.OnConflict{DoNothing: true}).CreateInBatches(&all, 200).Error
+		return struct{}{}, insertDeliveries(tx.DB, all)
 	})
 	if err != nil {
 		return fmt.Errorf("record deliveries: %w", err)
@@ -503,56 +510,78 @@ func slicesAnyOpen(rows []deliveryRow) bool {
 	return false
 }
 
-// known reads, in one query, which events of the batch already have a
-// delivery row (skip them) and which of its members have an open delivery
-// to this endpoint (their events are held behind it).
-func (e *endpoint) known(ctx context.Context, evs []loyalty.Event) (skip map[int64]bool, blocked map[string]bool, err error) {
-	nums := make([]int64, 0, len(evs))
+// recordedUpTo is the highest event id the endpoint has a delivery row
+// for (0: none), read from the end of the (webhook_id, event_id) key.
+func (e *endpoint) recordedUpTo(ctx context.Context) (int64, error) {
+	var top *int64
+	err := loyalty.Read(ctx, e.d.ledger, func(db *gorm.DB) error {
+		return db.Raw("SELECT max(event_id) FROM webhook_deliveries WHERE webhook_id = ?", e.id).Scan(&top).Error
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read deliveries: %w", err)
+	}
+	if top == nil {
+		return 0, nil
+	}
+	return *top, nil
+}
+
+// known reads which events of the batch already have a delivery row (skip
+// them; looked for only among the events at or below recorded, which is
+// none once the stream is past what an earlier holder recorded) and which
+// of its members have an open delivery to this endpoint (their events are
+// held behind it). Both are key lookups, one per event or member, so their
+// cost follows the batch, not the endpoint's history.
+func (e *endpoint) known(ctx context.Context, evs []loyalty.Event, recorded int64) (skip map[int64]bool, blocked map[string]bool, err error) {
+	var nums []int64
 	var members []string
 	seen := map[string]bool{}
 	for _, ev := range evs {
-		n, _ := eventNumber(ev.ID)
-		nums = append(nums, n)
+		if n, _ := eventNumber(ev.ID); n <= recorded {
+			nums = append(nums, n)
+		}
 		if ev.MemberID != nil && !seen[*ev.MemberID] {
 			seen[*ev.MemberID] = true
 			members = append(members, *ev.MemberID)
 		}
 	}
-	type hit struct {
-		EventID  int64
-		MemberID *string
-		Status   string
+	skip, blocked = map[int64]bool{}, map[string]bool{}
+	// SQLite's planner, without statistics, would rather walk the
+	// endpoint's open rows by status than look each member up.
+	open := "webhook_deliveries"
+	if e.d.ledger.Store().Dialect != loyalty.Postgres {
+		open += " INDEXED BY webhook_deliveries_open"
 	}
-	var hits []hit
 	err = loyalty.Read(ctx, e.d.ledger, func(db *gorm.DB) error {
-		q := db.Model(&deliveryRow{}).Select("event_id, member_id, status").Where("webhook_id = ?", e.id)
-		if len(members) > 0 {
-			q = q.Where(db.Where("event_id IN ?", nums).Or("status IN ? AND member_id IN ?", []string{Pending, Held}, members))
-		} else {
-			q = q.Where("event_id IN ?", nums)
+		if len(nums) > 0 {
+			var hits []int64
+			if err := db.Raw("SELECT event_id FROM webhook_deliveries WHERE webhook_id = ? AND event_id IN ?", e.id, nums).
+				Scan(&hits).Error; err != nil {
+				return err
+			}
+			for _, n := range hits {
+				skip[n] = true
+			}
 		}
-		return q.Scan(&hits).Error
+		if len(members) == 0 {
+			return nil
+		}
+		// The statuses are literals so that the partial index of the open
+		// rows applies.
+		var held []string
+		if err := db.Raw("SELECT DISTINCT member_id FROM "+open+" WHERE webhook_id = ? AND member_id IN ? AND status IN ('pending', 'held')",
+			e.id, members).Scan(&held).Error; err != nil {
+			return err
+		}
+		for _, m := range held {
+			blocked[m] = true
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("read deliveries: %w", err)
 	}
-	skip, blocked = map[int64]bool{}, map[string]bool{}
-	for _, h := range hits {
-		skip[h.EventID] = skip[h.EventID] || slicesContains(nums, h.EventID)
-		if h.MemberID != nil && (h.Status == Pending || h.Status == Held) {
-			blocked[*h.MemberID] = true
-		}
-	}
 	return skip, blocked, nil
-}
-
-func slicesContains(s []int64, v int64) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // result is the outcome of one attempt.
