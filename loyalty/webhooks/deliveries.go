@@ -96,7 +96,7 @@ func deliveriesInsert(n int) string {
 		}
 		b.WriteString(row)
 	}
-	// A row for the same event exists only when an earlier holder recorded
+	// A row for the same event exists only when an earlier engine recorded
 	// it and stopped before it advanced the cursor: that row stands.
 	b.WriteString(" ON CONFLICT (webhook_id, event_id) DO NOTHING")
 	q, _ := insertSQL.LoadOrStore(n, b.String())
