@@ -495,8 +495,24 @@ func TestRecordedBeyondCursor(t *testing.T) {
 				t.Fatalf("event %s, recorded before the cursor moved past it, was sent again", first.ID)
 			}
 		}
-		if got := len(e.deliveries(w.ID, webhooks.Delivered)); got != 4 {
-			t.Fatalf("%d delivered rows, want 4", got)
-		}
+		// Rows are written once a batch's requests are answered.
+		eventually(t, "four delivered rows", func() bool { return len(e.deliveries(w.ID, webhooks.Delivered)) == 4 })
+	})
+}
+
+// TestLargeBatch: a batch of more events than one insert writes records a
+// delivery for each, and each member's events arrive in order.
+func TestLargeBatch(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		e := newEnv(t, dialect)
+		r := newReceiver(t, ok)
+		w := e.create(r.URL(), "*")
+		r.setSecret(w.Secret)
+		ms := members(31)
+		e.emit("purchase.created", ms, 5)
+		e.dispatch(fastConfig())
+		eventually(t, "every event delivered", func() bool { return len(r.delivered()) == 155 })
+		eventually(t, "a row for every event", func() bool { return len(e.deliveries(w.ID, webhooks.Delivered)) == 155 })
+		checkDelivery(t, r, ms, 5)
 	})
 }
