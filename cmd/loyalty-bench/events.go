@@ -229,7 +229,9 @@ func (b *bench) eventsPhases(ctx context.Context, db, label string, srv **server
 		kinds, mk := e.purchasesLoad()
 		name := "purchases, with " + with
 		delivered0 := hooks.n.Load()
+		stopProfile := b.profile(*srv, e, fmt.Sprintf("%s-events-%d", db, conc), opt.duration)
 		r, rssKB, _, _, err := b.measure(ctx, *srv, e, kinds, conc, opt.duration, opt.rate, mk, logPath)
+		stopProfile()
 		if err != nil {
 			return nil, err
 		}

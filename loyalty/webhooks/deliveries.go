@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"gorm.io/gorm"
@@ -69,6 +70,82 @@ func (r deliveryRow) view() Delivery {
 		Status: r.Status, Attempts: r.Attempts, StatusCode: r.StatusCode, LatencyMS: r.LatencyMS, Error: r.Error,
 		NextAttemptAt: utcp(r.NextAttemptAt), CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(),
 		DeliveredAt: utcp(r.DeliveredAt)}
+}
+
+// deliveryColumns are the columns insertDeliveries writes, in order.
+const deliveryColumns = "id, webhook_id, event_id, event_position, event_type, member_id, status, attempts, status_code, latency_ms, " +
+	"error, next_attempt_at, first_failed_at, created_at, updated_at, delivered_at"
+
+// deliveryChunk is the most rows one insert writes: 16 values a row, 1024
+// a statement. A batch is written in chunks of this many rows, then of
+// halving sizes, so that a handful of texts serve every batch and each is
+// compiled once (SQLite's statement cache, pgx's) rather than per batch.
+const deliveryChunk = 64
+
+type insertKey struct {
+	n        int
+	postgres bool
+}
+
+// insertSQL holds the text of the insert of n rows, built once per n and
+// dialect.
+var insertSQL sync.Map // insertKey → string
+
+func deliveriesInsert(n int, postgres bool) string {
+	key := insertKey{n, postgres}
+	if q, ok := insertSQL.Load(key); ok {
+		return q.(string)
+	}
+	var b strings.Builder
+	b.WriteString("INSERT INTO webhook_deliveries (" + deliveryColumns + ") VALUES ")
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('(')
+		for j := 0; j < 16; j++ {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			if postgres {
+				b.WriteString("$" + strconv.Itoa(16*i+j+1))
+			} else {
+				b.WriteByte('?')
+			}
+		}
+		b.WriteByte(')')
+	}
+	// A row for the same event exists only when an earlier engine recorded
+	// it and stopped before it advanced the cursor: that row stands.
+	b.WriteString(" ON CONFLICT (webhook_id, event_id) DO NOTHING")
+	q, _ := insertSQL.LoadOrStore(key, b.String())
+	return q.(string)
+}
+
+// insertDeliveries writes new delivery rows (of a batch of the log) in
+// multi-row inserts of prebuilt text, straight to the transaction's
+// connection, without a lease: the rows are delivered, or open and left to
+// whichever process claims them.
+func insertDeliveries(tx *gorm.DB, rows []deliveryRow) error {
+	postgres := tx.Dialector.Name() == loyalty.Postgres
+	args := make([]any, 0, 16*min(len(rows), deliveryChunk))
+	for len(rows) > 0 {
+		n := deliveryChunk
+		for n > len(rows) {
+			n /= 2
+		}
+		args = args[:0]
+		for i := range rows[:n] {
+			r := &rows[i]
+			args = append(args, r.ID, r.WebhookID, r.EventID, r.EventPosition, r.EventType, r.MemberID, r.Status, r.Attempts,
+				r.StatusCode, r.LatencyMS, r.Error, r.NextAttemptAt, r.FirstFailedAt, r.CreatedAt, r.UpdatedAt, r.DeliveredAt)
+		}
+		if _, err := tx.Statement.ConnPool.ExecContext(tx.Statement.Context, deliveriesInsert(n, postgres), args...); err != nil {
+			return err
+		}
+		rows = rows[n:]
+	}
+	return nil
 }
 
 // eventNumber is the row id of a public event id.

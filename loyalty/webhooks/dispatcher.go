@@ -18,8 +18,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 
 	"github.com/loyalty-engine/loyalty/loyalty"
 )
@@ -36,7 +36,10 @@ type Config struct {
 	// RetryWindow is how long after its first failure a delivery is retried
 	// before it is given up (the dead letter); default 72 h.
 	RetryWindow time.Duration
-	// BatchSize is how many events one read of the log takes; default 200.
+	// BatchSize is how many events one read of the log takes; default 500.
+	// A batch's reads, its record of deliveries and its cursor are paid
+	// once per batch, so under load (a purchase is two events) larger
+	// batches cost the engine less per event.
 	BatchSize int
 	// PerEndpoint bounds the attempts in flight to one endpoint (default 8);
 	// Total bounds them over all endpoints (default 64).
@@ -52,7 +55,11 @@ type Config struct {
 	// LeaseTTL is the lease on a claimed retry: it must outlast an attempt;
 	// default twice Timeout plus 20 s.
 	LeaseTTL time.Duration
-	// Client sends the requests; default one with no redirects followed.
+	// Client, when set, sends the requests. By default they go through a
+	// fasthttp client (no redirects followed, keep-alive connections, no
+	// goroutines of its own per connection: a request costs about half the
+	// CPU of net/http's), or through net/http when the environment names a
+	// proxy (HTTP_PROXY, HTTPS_PROXY), which net/http honours.
 	Client *http.Client
 	Logger *slog.Logger
 	// HistoryKept is how long delivered rows stay in the history; default
@@ -65,6 +72,9 @@ type Config struct {
 	// Owner names this process in the leases; default host, pid and a
 	// random suffix.
 	Owner string
+	// fast is the default client, unless Client is set or a proxy is.
+	fast *fasthttp.Client
+
 	// Linger is how long an endpoint's stream waits after a batch that
 	// was not full before it reads the log again, so that under load a
 	// batch's fixed cost (its reads, its record of deliveries, its cursor)
@@ -89,7 +99,7 @@ func (c *Config) defaults() {
 	set(&c.HistoryKept, 35*24*time.Hour)
 	set(&c.Linger, 100*time.Millisecond)
 	if c.BatchSize <= 0 {
-		c.BatchSize = 200
+		c.BatchSize = 500
 	}
 	if c.PerEndpoint <= 0 {
 		c.PerEndpoint = 8
@@ -106,7 +116,23 @@ func (c *Config) defaults() {
 		_, _ = rand.Read(b)
 		c.Owner = fmt.Sprintf("%s:%d:%s", host, os.Getpid(), hex.EncodeToString(b))
 	}
-	if c.Client == nil {
+	if c.Client == nil && !proxied() {
+		c.fast = &fasthttp.Client{
+			NoDefaultUserAgentHeader: true,
+			// Endpoints on one host share its connections; the attempts in
+			// flight are bounded by PerEndpoint and Total already.
+			MaxConnsPerHost:     c.Total,
+			MaxConnWaitTimeout:  c.Timeout,
+			MaxIdleConnDuration: 90 * time.Second,
+			ReadTimeout:         c.Timeout,
+			WriteTimeout:        c.Timeout,
+			// The answer's body is the receiver's: read up to 64 KiB, never
+			// kept.
+			MaxResponseBodySize:    64 << 10,
+			DisablePathNormalizing: true,
+		}
+	}
+	if c.Client == nil && c.fast == nil {
 		c.Client = &http.Client{
 			Transport: &http.Transport{
 				Proxy:               http.ProxyFromEnvironment,
@@ -120,6 +146,16 @@ func (c *Config) defaults() {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 	}
+}
+
+// proxied reports whether the environment names an HTTP proxy.
+func proxied() bool {
+	for _, k := range []string{"HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"} {
+		if os.Getenv(k) != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // Dispatcher sends the event log to the active endpoints. Every serve
@@ -348,6 +384,15 @@ func (e *endpoint) hold(ctx context.Context, name string, pos int64, wake <-chan
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	renewed := time.Now()
+	// A batch's rows commit with the cursor's advance past it, so rows
+	// beyond the cursor are those of an earlier engine that recorded a
+	// batch and stopped before it advanced: at most up to the highest
+	// event recorded when the lease was taken (only the holder records
+	// new events). Batches past it need no look for them.
+	recorded, err := e.recordedUpTo(ctx)
+	if err != nil {
+		return err
+	}
 	for ctx.Err() == nil {
 		hook, err := e.current(ctx, false)
 		if err != nil {
@@ -377,13 +422,10 @@ func (e *endpoint) hold(ctx context.Context, name string, pos int64, wake <-chan
 		if hook, err = e.current(ctx, true); err != nil {
 			return err
 		}
-		if err := e.batch(ctx, name, pos, hook, evs); err != nil {
+		if err := e.batch(ctx, name, pos, hook, evs, recorded); err != nil {
 			return err
 		}
 		pos = evs[len(evs)-1].Position
-		if err := e.d.ledger.AdvanceCursor(ctx, name, cfg.Owner, pos, cfg.CursorTTL); err != nil {
-			return fmt.Errorf("advance cursor: %w", err)
-		}
 		renewed = time.Now()
 		if len(evs) < cfg.BatchSize {
 			sleep(ctx, cfg.Linger)
@@ -393,9 +435,11 @@ func (e *endpoint) hold(ctx context.Context, name string, pos int64, wake <-chan
 }
 
 // batch delivers one read of the log: the members' runs concurrently, each
-// in order, and then records every delivery in one insert. It renews the
-// lease while the batch lasts, and stops the batch if the lease is lost.
-func (e *endpoint) batch(ctx context.Context, name string, pos int64, hook webhookRow, evs []loyalty.Event) error {
+// in order, and then records every delivery and advances the cursor past
+// the batch in one write, which commits only while this process holds the
+// lease. It renews the lease while the batch lasts, and stops the batch if
+// the lease is lost.
+func (e *endpoint) batch(ctx context.Context, name string, pos int64, hook webhookRow, evs []loyalty.Event, recorded int64) error {
 	cfg := e.d.cfg
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -418,7 +462,7 @@ func (e *endpoint) batch(ctx context.Context, name string, pos int64, hook webho
 	}()
 	defer func() { cancel(nil); <-renewDone }()
 
-	skip, blocked, err := e.known(ctx, evs)
+	skip, blocked, err := e.known(ctx, evs, recorded)
 	if err != nil {
 		return err
 	}
@@ -477,19 +521,39 @@ func (e *endpoint) batch(ctx context.Context, name string, pos int64, hook webho
 	for _, r := range rows {
 		all = append(all, r...)
 	}
+	end := evs[len(evs)-1].Position
 	if len(all) == 0 {
+		if err := e.d.ledger.AdvanceCursor(ctx, name, cfg.Owner, end, cfg.CursorTTL); err != nil {
+			return fmt.Errorf("advance cursor: %w", err)
+		}
 		return nil
 	}
 	_, _, err = loyalty.Write(ctx, e.d.ledger, loyalty.IdempotencyKey{}, func(tx *loyalty.Tx) (struct{}, error) {
-		// A row for the same event exists only when an earlier holder
-		// recorded this batch and stopped before it advanced the cursor.
-		return struct{}{}, tx.DB.Clauses(clause.OnConflict{DoNothing: true}).CreateInBatches(&all, 200).Error
+		if err := insertDeliveries(tx.DB, all); err != nil {
+			return struct{}{}, err
+		}
+		return struct{}{}, advanceCursor(tx, name, cfg.Owner, end, cfg.CursorTTL)
 	})
 	if err != nil {
 		return fmt.Errorf("record deliveries: %w", err)
 	}
 	if slicesAnyOpen(all) {
 		e.poke()
+	}
+	return nil
+}
+
+// advanceCursor is loyalty's AdvanceCursor inside the write tx: the
+// deliveries of a batch and the cursor past it commit together, or, when
+// another process took the lease, neither does.
+func advanceCursor(tx *loyalty.Tx, name, owner string, position int64, ttl time.Duration) error {
+	r := tx.DB.Exec(`UPDATE event_cursors SET position = ?, lease_until = ?, updated_at = ?
+		WHERE name = ? AND lease_owner = ? AND lease_until > ?`, position, tx.Now.Add(ttl), tx.Now, name, owner, tx.Now)
+	if r.Error != nil {
+		return r.Error
+	}
+	if r.RowsAffected != 1 {
+		return fmt.Errorf("advance cursor %s for %s: %w", name, owner, loyalty.ErrLeaseLost)
 	}
 	return nil
 }
@@ -503,56 +567,78 @@ func slicesAnyOpen(rows []deliveryRow) bool {
 	return false
 }
 
-// known reads, in one query, which events of the batch already have a
-// delivery row (skip them) and which of its members have an open delivery
-// to this endpoint (their events are held behind it).
-func (e *endpoint) known(ctx context.Context, evs []loyalty.Event) (skip map[int64]bool, blocked map[string]bool, err error) {
-	nums := make([]int64, 0, len(evs))
+// recordedUpTo is the highest event id the endpoint has a delivery row
+// for (0: none), read from the end of the (webhook_id, event_id) key.
+func (e *endpoint) recordedUpTo(ctx context.Context) (int64, error) {
+	var top *int64
+	err := loyalty.Read(ctx, e.d.ledger, func(db *gorm.DB) error {
+		return db.Raw("SELECT max(event_id) FROM webhook_deliveries WHERE webhook_id = ?", e.id).Scan(&top).Error
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read deliveries: %w", err)
+	}
+	if top == nil {
+		return 0, nil
+	}
+	return *top, nil
+}
+
+// known reads which events of the batch already have a delivery row (skip
+// them; looked for only among the events at or below recorded, which is
+// none once the stream is past what an earlier holder recorded) and which
+// of its members have an open delivery to this endpoint (their events are
+// held behind it). Both are key lookups, one per event or member, so their
+// cost follows the batch, not the endpoint's history.
+func (e *endpoint) known(ctx context.Context, evs []loyalty.Event, recorded int64) (skip map[int64]bool, blocked map[string]bool, err error) {
+	var nums []int64
 	var members []string
 	seen := map[string]bool{}
 	for _, ev := range evs {
-		n, _ := eventNumber(ev.ID)
-		nums = append(nums, n)
+		if n, _ := eventNumber(ev.ID); n <= recorded {
+			nums = append(nums, n)
+		}
 		if ev.MemberID != nil && !seen[*ev.MemberID] {
 			seen[*ev.MemberID] = true
 			members = append(members, *ev.MemberID)
 		}
 	}
-	type hit struct {
-		EventID  int64
-		MemberID *string
-		Status   string
+	skip, blocked = map[int64]bool{}, map[string]bool{}
+	// SQLite's planner, without statistics, would rather walk the
+	// endpoint's open rows by status than look each member up.
+	open := "webhook_deliveries"
+	if e.d.ledger.Store().Dialect != loyalty.Postgres {
+		open += " INDEXED BY webhook_deliveries_open"
 	}
-	var hits []hit
 	err = loyalty.Read(ctx, e.d.ledger, func(db *gorm.DB) error {
-		q := db.Model(&deliveryRow{}).Select("event_id, member_id, status").Where("webhook_id = ?", e.id)
-		if len(members) > 0 {
-			q = q.Where(db.Where("event_id IN ?", nums).Or("status IN ? AND member_id IN ?", []string{Pending, Held}, members))
-		} else {
-			q = q.Where("event_id IN ?", nums)
+		if len(nums) > 0 {
+			var hits []int64
+			if err := db.Raw("SELECT event_id FROM webhook_deliveries WHERE webhook_id = ? AND event_id IN ?", e.id, nums).
+				Scan(&hits).Error; err != nil {
+				return err
+			}
+			for _, n := range hits {
+				skip[n] = true
+			}
 		}
-		return q.Scan(&hits).Error
+		if len(members) == 0 {
+			return nil
+		}
+		// The statuses are literals so that the partial index of the open
+		// rows applies.
+		var held []string
+		if err := db.Raw("SELECT DISTINCT member_id FROM "+open+" WHERE webhook_id = ? AND member_id IN ? AND status IN ('pending', 'held')",
+			e.id, members).Scan(&held).Error; err != nil {
+			return err
+		}
+		for _, m := range held {
+			blocked[m] = true
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("read deliveries: %w", err)
 	}
-	skip, blocked = map[int64]bool{}, map[string]bool{}
-	for _, h := range hits {
-		skip[h.EventID] = skip[h.EventID] || slicesContains(nums, h.EventID)
-		if h.MemberID != nil && (h.Status == Pending || h.Status == Held) {
-			blocked[*h.MemberID] = true
-		}
-	}
 	return skip, blocked, nil
-}
-
-func slicesContains(s []int64, v int64) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // result is the outcome of one attempt.
@@ -581,6 +667,9 @@ func (e *endpoint) send(ctx context.Context, hook webhookRow, ev loyalty.Event) 
 	defer func() { <-e.d.total }()
 
 	body := ev.JSON()
+	if fc := e.d.cfg.fast; fc != nil {
+		return e.sendFast(ctx, fc, hook, ev, body)
+	}
 	actx, cancel := context.WithTimeout(ctx, e.d.cfg.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(actx, http.MethodPost, hook.URL, bytes.NewReader(body))
@@ -615,14 +704,54 @@ func (e *endpoint) send(ctx context.Context, hook webhookRow, ev loyalty.Event) 
 	return r, true
 }
 
+// sendFast is send's attempt through the fasthttp client. It cannot be
+// cut short: when ctx ends during it, it runs to its answer or its
+// timeout, and counts for nothing unless it succeeded.
+func (e *endpoint) sendFast(ctx context.Context, fc *fasthttp.Client, hook webhookRow, ev loyalty.Event, body []byte) (result, bool) {
+	req, res := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(res)
+	req.SetRequestURI(hook.URL)
+	req.Header.SetMethod(http.MethodPost)
+	req.Header.SetContentType("application/json")
+	req.Header.SetUserAgent("loyalty-webhooks/1")
+	req.Header.Set(HeaderEventID, ev.ID)
+	req.Header.Set(HeaderEventType, ev.Type)
+	req.Header.Set(HeaderSignature, Sign(hook.Secret, time.Now(), body))
+	req.SetBodyRaw(body)
+	start := time.Now()
+	err := fc.DoDeadline(req, res, start.Add(e.d.cfg.Timeout))
+	lat := time.Since(start)
+	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+		// The status line and headers were read: the answer stands, its
+		// body is dropped with the connection.
+		err = nil
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return result{}, false
+		}
+		return result{latency: lat, err: describe(err, ctx, e.d.cfg.Timeout)}, true
+	}
+	r := result{code: res.StatusCode(), latency: lat}
+	if !r.ok() {
+		r.err = fmt.Sprintf("the endpoint answered %d", r.code)
+	}
+	if ctx.Err() != nil && !r.ok() {
+		return result{}, false
+	}
+	return r, true
+}
+
 // describe says why a request failed in a few words, without the URL
 // (which may carry a token in its query) or anything the receiver sent.
 func describe(err error, actx context.Context, timeout time.Duration) string {
-	var ne net.Error
+	// net.Error's Timeout, or fasthttp's timeouts (which have no Temporary).
+	var ne interface{ Timeout() bool }
 	var oe *net.OpError
 	var de *net.DNSError
 	switch {
-	case errors.Is(actx.Err(), context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
+	case errors.Is(actx.Err(), context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) || errors.Is(err, fasthttp.ErrDialTimeout):
 		return fmt.Sprintf("no answer within %s", timeout)
 	case errors.As(err, &de):
 		return "the host name does not resolve"

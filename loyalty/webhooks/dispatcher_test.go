@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -456,4 +458,61 @@ func attempts(t *testing.T, reg *prometheus.Registry, outcome string) float64 {
 		}
 	}
 	return 0
+}
+
+// TestRecordedBeyondCursor: an engine that recorded a batch's deliveries
+// and stopped before its cursor moved past them (as an engine did before a
+// batch's rows and its cursor were one write) left rows beyond the cursor:
+// the next holder does not send those events again, and sends the rest.
+func TestRecordedBeyondCursor(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		e := newEnv(t, dialect)
+		r := newReceiver(t, ok)
+		w := e.create(r.URL(), "*")
+		r.setSecret(w.Secret)
+		e.emit("purchase.created", []string{"m1"}, 3)
+		ctx := context.Background()
+		var evs []loyalty.Event
+		eventually(t, "the events positioned", func() bool {
+			var err error
+			evs, err = e.svc.EventsAfter(ctx, 0, loyalty.EventFilter{MemberID: "m1"}, 10)
+			return err == nil && len(evs) == 3
+		})
+		first := evs[0]
+		n, _ := strconv.ParseInt(strings.TrimPrefix(first.ID, "evt_"), 10, 64)
+		now := time.Now().UTC()
+		if err := e.store.DB().Exec(`INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_position, event_type, member_id,
+			status, attempts, created_at, updated_at, delivered_at) VALUES (?, ?, ?, ?, ?, ?, 'delivered', 1, ?, ?, ?)`,
+			loyalty.NewID(), w.ID, n, first.Position, first.Type, "m1", now, now, now).Error; err != nil {
+			t.Fatal(err)
+		}
+		e.dispatch(fastConfig())
+		eventually(t, "the other two delivered", func() bool { return len(r.delivered()) == 2 })
+		e.emit("purchase.created", []string{"m1"}, 1)
+		eventually(t, "the next one delivered", func() bool { return len(r.delivered()) == 3 })
+		for _, g := range r.receipts() {
+			if g.ID == first.ID {
+				t.Fatalf("event %s, recorded before the cursor moved past it, was sent again", first.ID)
+			}
+		}
+		// Rows are written once a batch's requests are answered.
+		eventually(t, "four delivered rows", func() bool { return len(e.deliveries(w.ID, webhooks.Delivered)) == 4 })
+	})
+}
+
+// TestLargeBatch: a batch of more events than one insert writes records a
+// delivery for each, and each member's events arrive in order.
+func TestLargeBatch(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		e := newEnv(t, dialect)
+		r := newReceiver(t, ok)
+		w := e.create(r.URL(), "*")
+		r.setSecret(w.Secret)
+		ms := members(31)
+		e.emit("purchase.created", ms, 5)
+		e.dispatch(fastConfig())
+		eventually(t, "every event delivered", func() bool { return len(r.delivered()) == 155 })
+		eventually(t, "a row for every event", func() bool { return len(e.deliveries(w.ID, webhooks.Delivered)) == 155 })
+		checkDelivery(t, r, ms, 5)
+	})
 }
