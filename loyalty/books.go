@@ -802,28 +802,32 @@ func bulkCredit(tx *gorm.DB, prog *Program, now time.Time, c BulkCredit) error {
 func (c BulkCredit) pointsSQL() string { return strconv.FormatInt(c.Points, 10) }
 
 // expiryBatch is where a run of bulkExpire has got to: the next batch
-// takes up to limit lapsed lots past the cursor, in the order an index
-// serves them (the open lots by expires_at under the lot policy; by id
-// under the inactivity policy, whose lapsed lots an idle member's balance
-// selects). A batch closes every lot it takes, so the cursor only saves
-// the index the walk over what earlier batches closed.
+// starts from up to limit lapsed lots past the cursor, in the order an
+// index serves them (the open lots by expires_at under the lot policy; by
+// id under the inactivity policy, whose lapsed lots an idle member's
+// balance selects), and takes every lapsed lot of their members. A batch
+// closes every lot it takes, so the cursor only saves the index the walk
+// over what earlier batches closed; done is set once a pick found fewer
+// than limit lots, when none is left.
 type expiryBatch struct {
 	limit   int
 	afterAt *time.Time
 	afterID string
+	done    bool
 }
 
 // bulkExpire writes one expire entry for the remainder of every lot of the
 // next batch b of lots whose points lapsed by asOf (lapseSQL), at now: the
 // entry the ledger listing has shown since the lot lapsed
 // (account.lapsedEntry), its draw, the lot's remainder down to zero and the
-// balances moved, all set-based. It returns what it expired and moves b's
-// cursor; fewer lots than b.limit means none is left.
+// balances moved, all set-based. The batch is every lapsed lot of the
+// members of the lots picked, so that a member with several lapsed lots
+// (a catch-up after days without a run) has its kept state brought along
+// once, not once per lot. It returns what it expired and moves b's cursor.
 func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time, b *expiryBatch) (lots int64, members []string, points Sum, err error) {
 	x := lapseSQL(tx.Dialector.Name(), prog, asOf)
 	x.args["now"] = now
-	// The batch: its lots' ids read first, so that every statement below
-	// works on the same lots.
+	// The pick, by index and without locks: the members of the next lots due.
 	pick, order := x.due, "l.id"
 	if x.from == "lots l" {
 		order = "l.expires_at"
@@ -835,40 +839,59 @@ func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time, b
 		pick += " AND l.id > @after_id"
 		x.args["after_id"] = b.afterID
 	}
-	var batch []struct {
+	var picked []struct {
 		ID        string
+		MemberID  string
 		ExpiresAt *time.Time
 	}
-	if err := tx.Raw(`SELECT l.id, l.expires_at FROM `+x.from+` WHERE `+pick+` ORDER BY `+order+` LIMIT `+strconv.Itoa(b.limit),
-		x.args).Scan(&batch).Error; err != nil {
+	if err := tx.Raw(`SELECT l.id, l.member_id, l.expires_at FROM `+x.from+` WHERE `+pick+` ORDER BY `+order+` LIMIT `+strconv.Itoa(b.limit),
+		x.args).Scan(&picked).Error; err != nil {
+		return 0, nil, Sum{}, err
+	}
+	b.done = len(picked) < b.limit
+	if len(picked) == 0 {
+		return 0, nil, Sum{}, nil
+	}
+	last := picked[len(picked)-1]
+	b.afterAt, b.afterID = last.ExpiresAt, last.ID
+	ids := make([]string, len(picked))
+	for i, l := range picked {
+		ids[i] = l.MemberID
+	}
+	x.args["members"] = sortedUnique(ids)
+	// Lock their balances, in one order, before touching lots; then, under
+	// the locks (nothing changes a member's lots without its balance's),
+	// the batch: every lot of theirs lapsed by asOf. The statements below
+	// select it again by the same condition.
+	if err := lockBalances(tx, `SELECT member_id FROM member_balances WHERE member_id IN @members`, x.args); err != nil {
+		return 0, nil, Sum{}, err
+	}
+	lapsed := x.from + ` WHERE ` + x.due + ` AND l.member_id IN @members`
+	var batch []struct {
+		ID        string
+		MemberID  string
+		Remaining int64
+	}
+	if err := tx.Raw(`SELECT l.id, l.member_id, l.remaining FROM `+lapsed+` ORDER BY l.id`, x.args).Scan(&batch).Error; err != nil {
 		return 0, nil, Sum{}, err
 	}
 	if len(batch) == 0 {
 		return 0, nil, Sum{}, nil
 	}
-	lotIDs := make([]string, len(batch))
+	entries := make([]string, len(batch))
+	members = make([]string, 0, len(x.args["members"].([]string)))
+	var sum int64
 	for i, l := range batch {
-		lotIDs[i] = l.ID
+		entries[i] = expireEntryID(l.ID)
+		members = append(members, l.MemberID)
+		if next, ok := tiers.AddMinor(sum, l.Remaining); ok {
+			sum = next
+		} else {
+			points, sum = points.Add(SumOf(sum)), l.Remaining
+		}
 	}
-	last := batch[len(batch)-1]
-	b.afterAt, b.afterID = last.ExpiresAt, last.ID
-	x.args["batch"] = lotIDs
-	lapsed := x.from + ` WHERE ` + x.due + ` AND l.id IN @batch`
-	// Lock the balances to change, in one order, before touching lots.
-	if err := lockBalances(tx, `SELECT l.member_id FROM `+lapsed, x.args); err != nil {
-		return 0, nil, Sum{}, err
-	}
-	var st struct {
-		Lots   int64
-		Points Sum
-	}
-	if err := tx.Raw(`SELECT COUNT(*) AS lots, `+store.SumSQL("l.remaining")+` AS points
-		FROM `+lapsed, x.args).Scan(&st).Error; err != nil {
-		return 0, nil, Sum{}, err
-	}
-	if st.Lots == 0 {
-		return 0, nil, Sum{}, nil
-	}
+	points = points.Add(SumOf(sum))
+	members = sortedUnique(members)
 	if err := tx.Exec(`INSERT INTO ledger_entries (id, member_id, kind, points, occurred_at, available_at, expires_at,
 			description, created_at)
 		SELECT '`+expirePrefix+`' || l.id, l.member_id, '`+KindExpire+`', -l.remaining, `+x.at+`, `+x.at+`, l.expires_at,
@@ -887,22 +910,18 @@ func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time, b
 		FROM `+lapsed+` GROUP BY l.member_id`, x.args); err != nil {
 		return 0, nil, Sum{}, err
 	}
-	var ids []string
-	if err := tx.Raw(`SELECT DISTINCT l.member_id FROM `+lapsed+` ORDER BY l.member_id`, x.args).Scan(&ids).Error; err != nil {
-		return 0, nil, Sum{}, err
-	}
 	// points.expired: each expire entry as the ledger answers it, read
-	// back in one statement and written in multi-row inserts.
-	if err := expiredEvents(tx, `SELECT '`+expirePrefix+`' || l.id FROM `+lapsed, x.args, now); err != nil {
+	// back and written in multi-row inserts.
+	if err := expiredEvents(tx, entries, now); err != nil {
 		return 0, nil, Sum{}, err
 	}
 	if err := tx.Exec(`UPDATE lots SET remaining = 0 WHERE id IN (SELECT l.id FROM `+lapsed+`)`, x.args).Error; err != nil {
 		return 0, nil, Sum{}, err
 	}
-	if err := rekeep(tx, prog, ids, now); err != nil {
+	if err := rekeep(tx, prog, members, now); err != nil {
 		return 0, nil, Sum{}, err
 	}
-	return st.Lots, ids, st.Points, nil
+	return int64(len(batch)), members, points, nil
 }
 
 // touchBalances moves the version of the balances of the members the SQL
@@ -917,19 +936,13 @@ func touchBalances(tx *gorm.DB, cond string, args ...any) error {
 // binds at most 32,766 values; four per event).
 const eventChunk = 500
 
-// expiredEvents emits points.expired for the ledger entries whose ids the
-// SELECT ids returns, in id order: the ids in one statement, then the
-// entries and their events eventChunk at a time (a transaction's
-// connection runs one statement at a time, so none is read while events
-// are written).
-func expiredEvents(tx *gorm.DB, ids string, args map[string]any, now time.Time) error {
-	var all []string
-	if err := tx.Raw(ids+" ORDER BY 1", args).Scan(&all).Error; err != nil {
-		return err
-	}
-	for len(all) > 0 {
-		chunk := all[:min(len(all), eventChunk)]
-		all = all[len(chunk):]
+// expiredEvents emits points.expired for the ledger entries ids (in id
+// order), eventChunk at a time: the entries read back in one statement and
+// their events written in one multi-row insert.
+func expiredEvents(tx *gorm.DB, ids []string, now time.Time) error {
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), eventChunk)]
+		ids = ids[len(chunk):]
 		var rows []entryRow
 		if err := tx.Where("id IN ?", chunk).Order("id").Find(&rows).Error; err != nil {
 			return err

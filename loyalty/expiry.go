@@ -72,7 +72,7 @@ func (s *Service) ExpirePoints(ctx context.Context, asOf time.Time) (ExpirySumma
 		}
 		sum.Members = int64(len(members))
 		sum.Points = sum.Points.Add(n.Points)
-		if n.Lots < int64(b.limit) {
+		if b.done {
 			break
 		}
 	}
