@@ -611,13 +611,18 @@ func lockBalances(tx *gorm.DB, members string, args map[string]any) error {
 // caller then calls rekeep, which reads each member's open lots, so that
 // reads stay one row.
 func moveBalances(tx *gorm.DB, changes string, args map[string]any) error {
-	return tx.Exec(`UPDATE member_balances SET points = member_balances.points + e.points,
+	return tx.Exec(moveBalancesSQL(changes), args).Error
+}
+
+// moveBalancesSQL is the statement of moveBalances.
+func moveBalancesSQL(changes string) string {
+	return `UPDATE member_balances SET points = member_balances.points + e.points,
 			debt = CASE WHEN e.points <= 0 THEN member_balances.debt
 				WHEN member_balances.debt > e.points THEN member_balances.debt - e.points ELSE 0 END,
 			lifetime_earned = member_balances.lifetime_earned + e.earned,
 			version = member_balances.version + 1 + e.instants, updated_at = @now, next_change_at = member_balances.as_of
-		FROM (`+changes+`) e
-		WHERE member_balances.member_id = e.member_id`, args).Error
+		FROM (` + changes + `) e
+		WHERE member_balances.member_id = e.member_id`
 }
 
 // rekeep brings the kept state of the members in ids, whose balance rows a
@@ -867,40 +872,68 @@ func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time, b
 		return 0, nil, Sum{}, err
 	}
 	lapsed := x.from + ` WHERE ` + x.due + ` AND l.member_id IN @members`
-	var batch []struct {
-		ID        string
-		MemberID  string
-		Remaining int64
+	var entries []entryRow
+	if tx.Dialector.Name() == Postgres {
+		entries, err = closeLapsedPostgres(tx, lapsed, x)
+	} else {
+		entries, err = closeLapsed(tx, lapsed, x)
 	}
-	if err := tx.Raw(`SELECT l.id, l.member_id, l.remaining FROM `+lapsed+` ORDER BY l.id`, x.args).Scan(&batch).Error; err != nil {
+	if err != nil || len(entries) == 0 {
 		return 0, nil, Sum{}, err
 	}
-	if len(batch) == 0 {
-		return 0, nil, Sum{}, nil
-	}
-	entries := make([]string, len(batch))
+	sort.Slice(entries, func(i, j int) bool { return entries[i].ID < entries[j].ID })
 	members = make([]string, 0, len(x.args["members"].([]string)))
 	var sum int64
-	for i, l := range batch {
-		entries[i] = expireEntryID(l.ID)
-		members = append(members, l.MemberID)
-		if next, ok := tiers.AddMinor(sum, l.Remaining); ok {
+	for _, e := range entries {
+		members = append(members, e.MemberID)
+		if next, ok := tiers.AddMinor(sum, -e.Points); ok {
 			sum = next
 		} else {
-			points, sum = points.Add(SumOf(sum)), l.Remaining
+			points, sum = points.Add(SumOf(sum)), -e.Points
 		}
 	}
 	points = points.Add(SumOf(sum))
 	members = sortedUnique(members)
-	if err := tx.Exec(`INSERT INTO ledger_entries (id, member_id, kind, points, occurred_at, available_at, expires_at,
-			description, created_at)
-		SELECT '`+expirePrefix+`' || l.id, l.member_id, '`+KindExpire+`', -l.remaining, `+x.at+`, `+x.at+`, l.expires_at,
-			`+x.why+`, @now FROM `+lapsed, x.args).Error; err != nil {
+	// points.expired: each expire entry as the ledger stored it, in
+	// multi-row inserts.
+	if err := expiredEvents(tx, entries, now); err != nil {
 		return 0, nil, Sum{}, err
+	}
+	if err := rekeep(tx, prog, members, now); err != nil {
+		return 0, nil, Sum{}, err
+	}
+	return int64(len(entries)), members, points, nil
+}
+
+// expireColumns are the columns of an expire entry an INSERT writes.
+const expireColumns = `(id, member_id, kind, points, occurred_at, available_at, expires_at, description, created_at)`
+
+// expireEntrySQL is the expire entry of the lot l under the lapse rule x,
+// as the select list of an INSERT INTO ledger_entries expireColumns.
+func expireEntrySQL(x lapseRule) string {
+	return `'` + expirePrefix + `' || l.id, l.member_id, '` + KindExpire + `', -l.remaining, ` + x.at + `, ` + x.at + `, l.expires_at,
+			` + x.why + `, @now`
+}
+
+// closeLapsed writes, for the lots the SELECT lapsed (FROM … WHERE …)
+// returns, their expire entries and draws, moves the balances and closes
+// the lots, one statement each, and returns the entries as stored (SQLite:
+// its statements cost no round trip).
+func closeLapsed(tx *gorm.DB, lapsed string, x lapseRule) ([]entryRow, error) {
+	var ids []string
+	if err := tx.Raw(`SELECT '`+expirePrefix+`' || l.id FROM `+lapsed, x.args).Scan(&ids).Error; err != nil {
+		return nil, err
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	if err := tx.Exec(`INSERT INTO ledger_entries `+expireColumns+`
+		SELECT `+expireEntrySQL(x)+` FROM `+lapsed, x.args).Error; err != nil {
+		return nil, err
 	}
 	if err := tx.Exec(`INSERT INTO lot_draws (entry_id, lot_id, points)
 		SELECT '`+expirePrefix+`' || l.id, l.id, l.remaining FROM `+lapsed, x.args).Error; err != nil {
-		return 0, nil, Sum{}, err
+		return nil, err
 	}
 	// One aggregate joined to the balances (UPDATE … FROM runs on both
 	// PostgreSQL and SQLite 3.33+), instead of a subquery per member. Each
@@ -908,20 +941,49 @@ func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time, b
 	// kept.go) out of what later reads count.
 	if err := moveBalances(tx, `SELECT l.member_id, -SUM(l.remaining) AS points, 0 AS earned, 3 * COUNT(*) AS instants
 		FROM `+lapsed+` GROUP BY l.member_id`, x.args); err != nil {
-		return 0, nil, Sum{}, err
-	}
-	// points.expired: each expire entry as the ledger answers it, read
-	// back and written in multi-row inserts.
-	if err := expiredEvents(tx, entries, now); err != nil {
-		return 0, nil, Sum{}, err
+		return nil, err
 	}
 	if err := tx.Exec(`UPDATE lots SET remaining = 0 WHERE id IN (SELECT l.id FROM `+lapsed+`)`, x.args).Error; err != nil {
-		return 0, nil, Sum{}, err
+		return nil, err
 	}
-	if err := rekeep(tx, prog, members, now); err != nil {
-		return 0, nil, Sum{}, err
+	var entries []entryRow
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), eventChunk)]
+		ids = ids[len(chunk):]
+		var rows []entryRow
+		if err := tx.Where("id IN ?", chunk).Find(&rows).Error; err != nil {
+			return nil, err
+		}
+		entries = append(entries, rows...)
 	}
-	return int64(len(batch)), members, points, nil
+	return entries, nil
+}
+
+// closeLapsedPostgres is closeLapsed in one statement on PostgreSQL: the
+// lots closed (their remainders read as the update replaces them), the
+// entries and draws inserted from them, the balances moved, and the
+// entries returned as stored. One round trip instead of six, each lot
+// read once, and the draws' foreign-key checks find the lots already
+// locked by the update.
+func closeLapsedPostgres(tx *gorm.DB, lapsed string, x lapseRule) ([]entryRow, error) {
+	var entries []entryRow
+	err := tx.Raw(`WITH o AS MATERIALIZED (
+			SELECT l.id, l.member_id, l.remaining, l.expires_at, `+x.at+` AS at, `+x.why+` AS why FROM `+lapsed+`
+		), closed AS (
+			UPDATE lots SET remaining = 0 FROM o WHERE lots.id = o.id RETURNING o.*
+		), draws AS (
+			INSERT INTO lot_draws (entry_id, lot_id, points)
+			SELECT '`+expirePrefix+`' || l.id, l.id, l.remaining FROM closed l
+		), moved AS (
+			`+moveBalancesSQL(`SELECT l.member_id, -SUM(l.remaining) AS points, 0 AS earned, 3 * COUNT(*) AS instants
+				FROM closed l GROUP BY l.member_id`)+`
+		)
+		INSERT INTO ledger_entries `+expireColumns+`
+		SELECT '`+expirePrefix+`' || l.id, l.member_id, '`+KindExpire+`', -l.remaining, l.at, l.at, l.expires_at, l.why, @now
+		FROM closed l
+		RETURNING id, member_id, kind, points, occurred_at, available_at, expires_at, purchase_id, return_id, redemption_id,
+			offer_id, description, created_at`, x.args).Scan(&entries).Error
+	return entries, err
 }
 
 // touchBalances moves the version of the balances of the members the SQL
@@ -936,24 +998,20 @@ func touchBalances(tx *gorm.DB, cond string, args ...any) error {
 // binds at most 32,766 values; four per event).
 const eventChunk = 500
 
-// expiredEvents emits points.expired for the ledger entries ids (in id
-// order), eventChunk at a time: the entries read back in one statement and
-// their events written in one multi-row insert.
-func expiredEvents(tx *gorm.DB, ids []string, now time.Time) error {
-	for len(ids) > 0 {
-		chunk := ids[:min(len(ids), eventChunk)]
-		ids = ids[len(chunk):]
-		var rows []entryRow
-		if err := tx.Where("id IN ?", chunk).Order("id").Find(&rows).Error; err != nil {
-			return err
-		}
-		evs := make([]newEvent, len(rows))
-		for i, e := range rows {
+// expiredEvents emits points.expired for the expire entries (in the
+// order given), eventChunk to a multi-row insert.
+func expiredEvents(tx *gorm.DB, entries []entryRow, now time.Time) error {
+	evs := make([]newEvent, 0, min(len(entries), eventChunk))
+	for len(entries) > 0 {
+		chunk := entries[:min(len(entries), eventChunk)]
+		entries = entries[len(chunk):]
+		evs = evs[:0]
+		for _, e := range chunk {
 			ev, err := eventOf(EventPointsExpired, &e.MemberID, now, entryFromRow(e))
 			if err != nil {
 				return err
 			}
-			evs[i] = ev
+			evs = append(evs, ev)
 		}
 		if err := appendEvents(tx, evs...); err != nil {
 			return err
