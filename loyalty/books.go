@@ -868,8 +868,10 @@ func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time, b
 	// the locks (nothing changes a member's lots without its balance's),
 	// the batch: every lot of theirs lapsed by asOf. The statements below
 	// select it again by the same condition.
-	if err := lockBalances(tx, `SELECT member_id FROM member_balances WHERE member_id IN @members`, x.args); err != nil {
-		return 0, nil, Sum{}, err
+	if tx.Dialector.Name() == Postgres {
+		if err := tx.Exec(`SELECT 1 FROM member_balances WHERE member_id IN @members ORDER BY member_id FOR UPDATE`, x.args).Error; err != nil {
+			return 0, nil, Sum{}, err
+		}
 	}
 	lapsed := x.from + ` WHERE ` + x.due + ` AND l.member_id IN @members`
 	var entries []entryRow
