@@ -2,15 +2,19 @@ package jobs_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"gorm.io/gorm"
 
 	"github.com/loyalty-engine/loyalty/jobs"
 	"github.com/loyalty-engine/loyalty/loyalty"
@@ -163,6 +167,7 @@ func BenchmarkJobsAtScale(b *testing.B) {
 				var rec jobs.RunRecord
 				var err error
 				var elapsed time.Duration
+				io0 := tableIO(db)
 				busy := tills.during(ctx, func() {
 					t0 := time.Now()
 					rec, err = runner.Run(ctx, r.name, r.asOf, "bench")
@@ -174,16 +179,70 @@ func BenchmarkJobsAtScale(b *testing.B) {
 				if rec.Status != jobs.Succeeded {
 					b.Fatalf("%s: %s", r.name, *rec.Error)
 				}
+				io := tableIO(db).minus(io0)
 				var m1 runtime.MemStats
 				runtime.ReadMemStats(&m1)
 				b.ReportMetric(elapsed.Seconds(), "s")
 				b.ReportMetric(float64(elapsed.Nanoseconds())/float64(members), "ns/member")
-				b.Logf("%-16s %8.1fs %7.0f µs/member  engine heap peak %6.1f MB, allocated %8.1f MB  purchases meanwhile: %s (idle: %s)  %s",
-					label, elapsed.Seconds(), float64(elapsed.Microseconds())/float64(members),
+				// The expiry's cost per lot it closed, and the machine's load
+				// beside the run (the figures of a shared machine are read
+				// against it).
+				var expired struct {
+					Lots int64 `json:"lots"`
+				}
+				perLot := ""
+				if json.Unmarshal(rec.Summary, &expired) == nil && expired.Lots > 0 {
+					perLot = fmt.Sprintf(" %6.0f µs/lot (%.0f buffers, %.0f rows read /lot)", float64(elapsed.Microseconds())/float64(expired.Lots),
+						float64(io.buffers)/float64(expired.Lots), float64(io.rows)/float64(expired.Lots))
+					b.ReportMetric(float64(elapsed.Nanoseconds())/float64(expired.Lots), "ns/lot")
+				}
+				b.Logf("%-16s %8.1fs %7.0f µs/member%s  load %s  tables: %s  engine heap peak %6.1f MB, allocated %8.1f MB  purchases meanwhile: %s (idle: %s)  %s",
+					label, elapsed.Seconds(), float64(elapsed.Microseconds())/float64(members), perLot, loadAverage(), io,
 					float64(peak())/(1<<20), float64(m1.TotalAlloc-m0.TotalAlloc)/(1<<20), busy, idle, rec.Summary)
 			}
 		})
 	}
+}
+
+// loadAverage is the one-minute load average of the machine, where
+// /proc/loadavg has it.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
+}
+
+// ioCounts are PostgreSQL's counters over the tables of the bench's
+// schema: buffers hit or read (heap, index, TOAST) and rows read (by
+// sequential and index scans). Measured around a job they count its work
+// and the tills' beside it, whatever the load of the machine. A server
+// process publishes them at most once a second, and an idle one within
+// ten seconds, hence the pause before each read.
+type ioCounts struct{ buffers, rows int64 }
+
+func (c ioCounts) minus(o ioCounts) ioCounts { return ioCounts{c.buffers - o.buffers, c.rows - o.rows} }
+
+func (c ioCounts) String() string {
+	return fmt.Sprintf("%d buffers, %d rows read", c.buffers, c.rows)
+}
+
+func tableIO(db *gorm.DB) ioCounts {
+	time.Sleep(11 * time.Second)
+	var c ioCounts
+	var out struct{ Buffers, Rows int64 }
+	db.Raw(`SELECT (SELECT COALESCE(SUM(heap_blks_hit + heap_blks_read + COALESCE(idx_blks_hit, 0) + COALESCE(idx_blks_read, 0)
+				+ COALESCE(toast_blks_hit, 0) + COALESCE(toast_blks_read, 0) + COALESCE(tidx_blks_hit, 0) + COALESCE(tidx_blks_read, 0)), 0)
+			FROM pg_statio_user_tables WHERE schemaname = current_schema()) AS buffers,
+		(SELECT COALESCE(SUM(COALESCE(seq_tup_read, 0) + COALESCE(idx_tup_fetch, 0)), 0)
+			FROM pg_stat_user_tables WHERE schemaname = current_schema()) AS rows`).Scan(&out)
+	c.buffers, c.rows = out.Buffers, out.Rows
+	return c
 }
 
 // tillLoad posts purchases through the Service from four goroutines, as

@@ -611,13 +611,18 @@ func lockBalances(tx *gorm.DB, members string, args map[string]any) error {
 // caller then calls rekeep, which reads each member's open lots, so that
 // reads stay one row.
 func moveBalances(tx *gorm.DB, changes string, args map[string]any) error {
-	return tx.Exec(`UPDATE member_balances SET points = member_balances.points + e.points,
+	return tx.Exec(moveBalancesSQL(changes), args).Error
+}
+
+// moveBalancesSQL is the statement of moveBalances.
+func moveBalancesSQL(changes string) string {
+	return `UPDATE member_balances SET points = member_balances.points + e.points,
 			debt = CASE WHEN e.points <= 0 THEN member_balances.debt
 				WHEN member_balances.debt > e.points THEN member_balances.debt - e.points ELSE 0 END,
 			lifetime_earned = member_balances.lifetime_earned + e.earned,
 			version = member_balances.version + 1 + e.instants, updated_at = @now, next_change_at = member_balances.as_of
-		FROM (`+changes+`) e
-		WHERE member_balances.member_id = e.member_id`, args).Error
+		FROM (` + changes + `) e
+		WHERE member_balances.member_id = e.member_id`
 }
 
 // rekeep brings the kept state of the members in ids, whose balance rows a
@@ -802,28 +807,32 @@ func bulkCredit(tx *gorm.DB, prog *Program, now time.Time, c BulkCredit) error {
 func (c BulkCredit) pointsSQL() string { return strconv.FormatInt(c.Points, 10) }
 
 // expiryBatch is where a run of bulkExpire has got to: the next batch
-// takes up to limit lapsed lots past the cursor, in the order an index
-// serves them (the open lots by expires_at under the lot policy; by id
-// under the inactivity policy, whose lapsed lots an idle member's balance
-// selects). A batch closes every lot it takes, so the cursor only saves
-// the index the walk over what earlier batches closed.
+// starts from up to limit lapsed lots past the cursor, in the order an
+// index serves them (the open lots by expires_at under the lot policy; by
+// id under the inactivity policy, whose lapsed lots an idle member's
+// balance selects), and takes every lapsed lot of their members. A batch
+// closes every lot it takes, so the cursor only saves the index the walk
+// over what earlier batches closed; done is set once a pick found fewer
+// than limit lots, when none is left.
 type expiryBatch struct {
 	limit   int
 	afterAt *time.Time
 	afterID string
+	done    bool
 }
 
 // bulkExpire writes one expire entry for the remainder of every lot of the
 // next batch b of lots whose points lapsed by asOf (lapseSQL), at now: the
 // entry the ledger listing has shown since the lot lapsed
 // (account.lapsedEntry), its draw, the lot's remainder down to zero and the
-// balances moved, all set-based. It returns what it expired and moves b's
-// cursor; fewer lots than b.limit means none is left.
+// balances moved, all set-based. The batch is every lapsed lot of the
+// members of the lots picked, so that a member with several lapsed lots
+// (a catch-up after days without a run) has its kept state brought along
+// once, not once per lot. It returns what it expired and moves b's cursor.
 func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time, b *expiryBatch) (lots int64, members []string, points Sum, err error) {
 	x := lapseSQL(tx.Dialector.Name(), prog, asOf)
 	x.args["now"] = now
-	// The batch: its lots' ids read first, so that every statement below
-	// works on the same lots.
+	// The pick, by index and without locks: the members of the next lots due.
 	pick, order := x.due, "l.id"
 	if x.from == "lots l" {
 		order = "l.expires_at"
@@ -835,49 +844,98 @@ func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time, b
 		pick += " AND l.id > @after_id"
 		x.args["after_id"] = b.afterID
 	}
-	var batch []struct {
+	var picked []struct {
 		ID        string
+		MemberID  string
 		ExpiresAt *time.Time
 	}
-	if err := tx.Raw(`SELECT l.id, l.expires_at FROM `+x.from+` WHERE `+pick+` ORDER BY `+order+` LIMIT `+strconv.Itoa(b.limit),
-		x.args).Scan(&batch).Error; err != nil {
+	if err := tx.Raw(`SELECT l.id, l.member_id, l.expires_at FROM `+x.from+` WHERE `+pick+` ORDER BY `+order+` LIMIT `+strconv.Itoa(b.limit),
+		x.args).Scan(&picked).Error; err != nil {
 		return 0, nil, Sum{}, err
 	}
-	if len(batch) == 0 {
+	b.done = len(picked) < b.limit
+	if len(picked) == 0 {
 		return 0, nil, Sum{}, nil
 	}
-	lotIDs := make([]string, len(batch))
-	for i, l := range batch {
-		lotIDs[i] = l.ID
-	}
-	last := batch[len(batch)-1]
+	last := picked[len(picked)-1]
 	b.afterAt, b.afterID = last.ExpiresAt, last.ID
-	x.args["batch"] = lotIDs
-	lapsed := x.from + ` WHERE ` + x.due + ` AND l.id IN @batch`
-	// Lock the balances to change, in one order, before touching lots.
-	if err := lockBalances(tx, `SELECT l.member_id FROM `+lapsed, x.args); err != nil {
+	ids := make([]string, len(picked))
+	for i, l := range picked {
+		ids[i] = l.MemberID
+	}
+	x.args["members"] = sortedUnique(ids)
+	// Lock their balances, in one order, before touching lots; then, under
+	// the locks (nothing changes a member's lots without its balance's),
+	// the batch: every lot of theirs lapsed by asOf. The statements below
+	// select it again by the same condition.
+	if tx.Dialector.Name() == Postgres {
+		if err := tx.Exec(`SELECT 1 FROM member_balances WHERE member_id IN @members ORDER BY member_id FOR UPDATE`, x.args).Error; err != nil {
+			return 0, nil, Sum{}, err
+		}
+	}
+	lapsed := x.from + ` WHERE ` + x.due + ` AND l.member_id IN @members`
+	var entries []entryRow
+	if tx.Dialector.Name() == Postgres {
+		entries, err = closeLapsedPostgres(tx, lapsed, x)
+	} else {
+		entries, err = closeLapsed(tx, lapsed, x)
+	}
+	if err != nil || len(entries) == 0 {
 		return 0, nil, Sum{}, err
 	}
-	var st struct {
-		Lots   int64
-		Points Sum
+	sort.Slice(entries, func(i, j int) bool { return entries[i].ID < entries[j].ID })
+	members = make([]string, 0, len(x.args["members"].([]string)))
+	var sum int64
+	for _, e := range entries {
+		members = append(members, e.MemberID)
+		if next, ok := tiers.AddMinor(sum, -e.Points); ok {
+			sum = next
+		} else {
+			points, sum = points.Add(SumOf(sum)), -e.Points
+		}
 	}
-	if err := tx.Raw(`SELECT COUNT(*) AS lots, `+store.SumSQL("l.remaining")+` AS points
-		FROM `+lapsed, x.args).Scan(&st).Error; err != nil {
+	points = points.Add(SumOf(sum))
+	members = sortedUnique(members)
+	// points.expired: each expire entry as the ledger stored it, in
+	// multi-row inserts.
+	if err := expiredEvents(tx, entries, now); err != nil {
 		return 0, nil, Sum{}, err
 	}
-	if st.Lots == 0 {
-		return 0, nil, Sum{}, nil
-	}
-	if err := tx.Exec(`INSERT INTO ledger_entries (id, member_id, kind, points, occurred_at, available_at, expires_at,
-			description, created_at)
-		SELECT '`+expirePrefix+`' || l.id, l.member_id, '`+KindExpire+`', -l.remaining, `+x.at+`, `+x.at+`, l.expires_at,
-			`+x.why+`, @now FROM `+lapsed, x.args).Error; err != nil {
+	if err := rekeep(tx, prog, members, now); err != nil {
 		return 0, nil, Sum{}, err
+	}
+	return int64(len(entries)), members, points, nil
+}
+
+// expireColumns are the columns of an expire entry an INSERT writes.
+const expireColumns = `(id, member_id, kind, points, occurred_at, available_at, expires_at, description, created_at)`
+
+// expireEntrySQL is the expire entry of the lot l under the lapse rule x,
+// as the select list of an INSERT INTO ledger_entries expireColumns.
+func expireEntrySQL(x lapseRule) string {
+	return `'` + expirePrefix + `' || l.id, l.member_id, '` + KindExpire + `', -l.remaining, ` + x.at + `, ` + x.at + `, l.expires_at,
+			` + x.why + `, @now`
+}
+
+// closeLapsed writes, for the lots the SELECT lapsed (FROM … WHERE …)
+// returns, their expire entries and draws, moves the balances and closes
+// the lots, one statement each, and returns the entries as stored (SQLite:
+// its statements cost no round trip).
+func closeLapsed(tx *gorm.DB, lapsed string, x lapseRule) ([]entryRow, error) {
+	var ids []string
+	if err := tx.Raw(`SELECT '`+expirePrefix+`' || l.id FROM `+lapsed, x.args).Scan(&ids).Error; err != nil {
+		return nil, err
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	if err := tx.Exec(`INSERT INTO ledger_entries `+expireColumns+`
+		SELECT `+expireEntrySQL(x)+` FROM `+lapsed, x.args).Error; err != nil {
+		return nil, err
 	}
 	if err := tx.Exec(`INSERT INTO lot_draws (entry_id, lot_id, points)
 		SELECT '`+expirePrefix+`' || l.id, l.id, l.remaining FROM `+lapsed, x.args).Error; err != nil {
-		return 0, nil, Sum{}, err
+		return nil, err
 	}
 	// One aggregate joined to the balances (UPDATE … FROM runs on both
 	// PostgreSQL and SQLite 3.33+), instead of a subquery per member. Each
@@ -885,24 +943,49 @@ func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time, b
 	// kept.go) out of what later reads count.
 	if err := moveBalances(tx, `SELECT l.member_id, -SUM(l.remaining) AS points, 0 AS earned, 3 * COUNT(*) AS instants
 		FROM `+lapsed+` GROUP BY l.member_id`, x.args); err != nil {
-		return 0, nil, Sum{}, err
-	}
-	var ids []string
-	if err := tx.Raw(`SELECT DISTINCT l.member_id FROM `+lapsed+` ORDER BY l.member_id`, x.args).Scan(&ids).Error; err != nil {
-		return 0, nil, Sum{}, err
-	}
-	// points.expired: each expire entry as the ledger answers it, read
-	// back in one statement and written in multi-row inserts.
-	if err := expiredEvents(tx, `SELECT '`+expirePrefix+`' || l.id FROM `+lapsed, x.args, now); err != nil {
-		return 0, nil, Sum{}, err
+		return nil, err
 	}
 	if err := tx.Exec(`UPDATE lots SET remaining = 0 WHERE id IN (SELECT l.id FROM `+lapsed+`)`, x.args).Error; err != nil {
-		return 0, nil, Sum{}, err
+		return nil, err
 	}
-	if err := rekeep(tx, prog, ids, now); err != nil {
-		return 0, nil, Sum{}, err
+	var entries []entryRow
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), eventChunk)]
+		ids = ids[len(chunk):]
+		var rows []entryRow
+		if err := tx.Where("id IN ?", chunk).Find(&rows).Error; err != nil {
+			return nil, err
+		}
+		entries = append(entries, rows...)
 	}
-	return st.Lots, ids, st.Points, nil
+	return entries, nil
+}
+
+// closeLapsedPostgres is closeLapsed in one statement on PostgreSQL: the
+// lots closed (their remainders read as the update replaces them), the
+// entries and draws inserted from them, the balances moved, and the
+// entries returned as stored. One round trip instead of six, each lot
+// read once, and the draws' foreign-key checks find the lots already
+// locked by the update.
+func closeLapsedPostgres(tx *gorm.DB, lapsed string, x lapseRule) ([]entryRow, error) {
+	var entries []entryRow
+	err := tx.Raw(`WITH o AS MATERIALIZED (
+			SELECT l.id, l.member_id, l.remaining, l.expires_at, `+x.at+` AS at, `+x.why+` AS why FROM `+lapsed+`
+		), closed AS (
+			UPDATE lots SET remaining = 0 FROM o WHERE lots.id = o.id RETURNING o.*
+		), draws AS (
+			INSERT INTO lot_draws (entry_id, lot_id, points)
+			SELECT '`+expirePrefix+`' || l.id, l.id, l.remaining FROM closed l
+		), moved AS (
+			`+moveBalancesSQL(`SELECT l.member_id, -SUM(l.remaining) AS points, 0 AS earned, 3 * COUNT(*) AS instants
+				FROM closed l GROUP BY l.member_id`)+`
+		)
+		INSERT INTO ledger_entries `+expireColumns+`
+		SELECT '`+expirePrefix+`' || l.id, l.member_id, '`+KindExpire+`', -l.remaining, l.at, l.at, l.expires_at, l.why, @now
+		FROM closed l
+		RETURNING id, member_id, kind, points, occurred_at, available_at, expires_at, purchase_id, return_id, redemption_id,
+			offer_id, description, created_at`, x.args).Scan(&entries).Error
+	return entries, err
 }
 
 // touchBalances moves the version of the balances of the members the SQL
@@ -917,30 +1000,20 @@ func touchBalances(tx *gorm.DB, cond string, args ...any) error {
 // binds at most 32,766 values; four per event).
 const eventChunk = 500
 
-// expiredEvents emits points.expired for the ledger entries whose ids the
-// SELECT ids returns, in id order: the ids in one statement, then the
-// entries and their events eventChunk at a time (a transaction's
-// connection runs one statement at a time, so none is read while events
-// are written).
-func expiredEvents(tx *gorm.DB, ids string, args map[string]any, now time.Time) error {
-	var all []string
-	if err := tx.Raw(ids+" ORDER BY 1", args).Scan(&all).Error; err != nil {
-		return err
-	}
-	for len(all) > 0 {
-		chunk := all[:min(len(all), eventChunk)]
-		all = all[len(chunk):]
-		var rows []entryRow
-		if err := tx.Where("id IN ?", chunk).Order("id").Find(&rows).Error; err != nil {
-			return err
-		}
-		evs := make([]newEvent, len(rows))
-		for i, e := range rows {
+// expiredEvents emits points.expired for the expire entries (in the
+// order given), eventChunk to a multi-row insert.
+func expiredEvents(tx *gorm.DB, entries []entryRow, now time.Time) error {
+	evs := make([]newEvent, 0, min(len(entries), eventChunk))
+	for len(entries) > 0 {
+		chunk := entries[:min(len(entries), eventChunk)]
+		entries = entries[len(chunk):]
+		evs = evs[:0]
+		for _, e := range chunk {
 			ev, err := eventOf(EventPointsExpired, &e.MemberID, now, entryFromRow(e))
 			if err != nil {
 				return err
 			}
-			evs[i] = ev
+			evs = append(evs, ev)
 		}
 		if err := appendEvents(tx, evs...); err != nil {
 			return err

@@ -8,9 +8,31 @@ import (
 	"gorm.io/gorm"
 )
 
-// expiryBatchLots is the most lots one transaction of an expiry run closes
-// (a variable for tests of runs over many batches).
-var expiryBatchLots = 250
+// An expiry run's batches: the first picks expiryBatchLots lots due, and
+// each next one picks twice as many while a batch takes less than half of
+// expiryBatchTime, half as many once one takes longer, between
+// expiryBatchLots/4 and expiryBatchMax. A batch holds the locks of its
+// members' balances until it commits, so a till buying for one of them
+// waits for at most about expiryBatchTime; on a large base few tills ever
+// meet a locked member, and bigger batches spread a batch's round trips
+// and commit over more lots. (Variables for tests of runs over many
+// batches.)
+var (
+	expiryBatchLots = 250
+	expiryBatchMax  = 2000
+	expiryBatchTime = 100 * time.Millisecond
+)
+
+// nextExpiryLimit is the pick limit after a batch of limit took took.
+func nextExpiryLimit(limit int, took time.Duration) int {
+	switch {
+	case took < expiryBatchTime/2:
+		return min(2*limit, max(expiryBatchMax, expiryBatchLots))
+	case took > expiryBatchTime:
+		return max(limit/2, expiryBatchLots/4, 1)
+	}
+	return limit
+}
 
 // ExpirySummary counts what an expiry run wrote.
 type ExpirySummary struct {
@@ -41,15 +63,16 @@ func (s *Service) ExpirePoints(ctx context.Context, asOf time.Time) (ExpirySumma
 	if err != nil {
 		return sum, err
 	}
-	// Batches of expiryBatchLots lots, each committed on its own: the
-	// balances a batch locks are held for one batch, not the whole run, and
-	// a run that stops part way leaves closed lots that the next run skips.
+	// Batches, each committed on its own: the balances a batch locks are
+	// held for one batch, not the whole run, and a run that stops part way
+	// leaves closed lots that the next run skips.
 	b := &expiryBatch{limit: expiryBatchLots}
 	members := map[string]struct{}{}
 	for {
 		var n ExpirySummary
 		var ids []string
 		var cursor expiryBatch
+		began := time.Now()
 		err = s.store.writeSerial(ctx, func(tx *gorm.DB) error {
 			n = ExpirySummary{}
 			cursor = *b
@@ -72,9 +95,10 @@ func (s *Service) ExpirePoints(ctx context.Context, asOf time.Time) (ExpirySumma
 		}
 		sum.Members = int64(len(members))
 		sum.Points = sum.Points.Add(n.Points)
-		if n.Lots < int64(b.limit) {
+		if b.done {
 			break
 		}
+		b.limit = nextExpiryLimit(b.limit, time.Since(began))
 	}
 	if err != nil {
 		return sum, fmt.Errorf("expire points: %w", err)

@@ -59,10 +59,10 @@ func DrawOrders(db *gorm.DB, memberID string, now time.Time, pending bool) (bySQ
 	return bySQL, byGo, nil
 }
 
-// SetExpiryBatchLots sets the lots an expiry run closes a transaction,
-// until the returned func restores it.
+// SetExpiryBatchLots sets the lots each batch of an expiry run picks (its
+// first and its most), until the returned func restores them.
 func SetExpiryBatchLots(n int) (restore func()) {
-	old := expiryBatchLots
-	expiryBatchLots = n
-	return func() { expiryBatchLots = old }
+	old, oldMax := expiryBatchLots, expiryBatchMax
+	expiryBatchLots, expiryBatchMax = n, n
+	return func() { expiryBatchLots, expiryBatchMax = old, oldMax }
 }

@@ -446,29 +446,52 @@ func catchUpAll(tx *gorm.DB, accounts []*account) error {
 	if len(stale) == 0 {
 		return nil
 	}
-	var lots []lotRow
-	if err := tx.Where("member_id IN ? AND remaining > 0", stale).Find(&lots).Error; err != nil {
+	// Both reads scan their rows by hand: a job keeps thousands of
+	// accounts a run, and GORM's reflection per row cost more than the
+	// rest of the keeping.
+	lotsOf := make(map[string][]lotRow, len(stale))
+	rows, err := tx.Raw(`SELECT id, entry_id, member_id, points, remaining, available_at, expires_at, created_at
+		FROM lots WHERE member_id IN ? AND remaining > 0`, stale).Rows()
+	if err != nil {
 		return err
 	}
-	var ps []struct {
-		MemberID   string
-		OccurredAt time.Time
-		Net        int64
-	}
-	if err := tx.Raw(`SELECT p.member_id, p.occurred_at, `+NetSpendSQL("p")+` AS net FROM purchases p
-		WHERE p.member_id IN ? AND p.occurred_at >= ?`, stale, from).Scan(&ps).Error; err != nil {
-		return err
-	}
-	lotsOf := map[string][]lotRow{}
-	for _, l := range lots {
+	defer rows.Close()
+	for rows.Next() {
+		var l lotRow
+		if err := rows.Scan(&l.ID, &l.EntryID, &l.MemberID, &l.Points, &l.Remaining, &l.AvailableAt, &l.ExpiresAt, &l.CreatedAt); err != nil {
+			return err
+		}
 		lotsOf[l.MemberID] = append(lotsOf[l.MemberID], l)
 	}
-	windowOf := map[string][]windowPurchase{}
-	for _, p := range ps {
-		// Each member's window starts where its own balance row says.
-		if !p.OccurredAt.Before(byID[p.MemberID].windowFrom()) {
-			windowOf[p.MemberID] = append(windowOf[p.MemberID], windowPurchase{OccurredAt: p.OccurredAt, Net: p.Net})
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if err := rows.Close(); err != nil {
+		return err
+	}
+	windowOf := make(map[string][]windowPurchase, len(stale))
+	prows, err := tx.Raw(`SELECT p.member_id, p.occurred_at, `+NetSpendSQL("p")+` AS net FROM purchases p
+		WHERE p.member_id IN ? AND p.occurred_at >= ?`, stale, from).Rows()
+	if err != nil {
+		return err
+	}
+	defer prows.Close()
+	for prows.Next() {
+		var id string
+		var p windowPurchase
+		if err := prows.Scan(&id, &p.OccurredAt, &p.Net); err != nil {
+			return err
 		}
+		// Each member's window starts where its own balance row says.
+		if !p.OccurredAt.Before(byID[id].windowFrom()) {
+			windowOf[id] = append(windowOf[id], p)
+		}
+	}
+	if err := prows.Err(); err != nil {
+		return err
+	}
+	if err := prows.Close(); err != nil {
+		return err
 	}
 	for _, id := range stale {
 		byID[id].catchUpFrom(lotsOf[id], windowOf[id])
