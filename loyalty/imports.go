@@ -944,6 +944,24 @@ func memberIDs(tx *gorm.DB, ext []string, out map[string]string) error {
 	return nil
 }
 
+// purchaseRows is a row of values for each of the chunk's purchases, each
+// under a new id: id, member_id, store_id, external_id, channel,
+// occurred_at, local_date, local_day, currency and total, then extra; and
+// the purchases' indexes by id. members maps the chunk's member keys to
+// ids (enrolUnknown).
+func (im *importer) purchaseRows(members map[string]string, extra ...any) (rows [][]any, byID map[string]int) {
+	loc := im.prog.Location()
+	rows = make([][]any, len(im.purchases))
+	byID = make(map[string]int, len(im.purchases))
+	for i, p := range im.purchases {
+		id := newID()
+		byID[id] = i
+		rows[i] = append([]any{id, members[p.member], p.store, p.ext, p.channel, p.at, p.at.In(loc).Format(time.DateOnly),
+			int32(LocalDay(p.at, loc)), p.currency, p.total}, extra...)
+	}
+	return rows, byID
+}
+
 // writePurchases writes the chunk's purchases as history: enrols unknown
 // members, inserts the purchases that do not exist (by (store_id,
 // external_id)) with their items, emits purchase.created, and brings the
@@ -960,15 +978,7 @@ func (im *importer) writePurchases(tx *gorm.DB, now time.Time) (created, skipped
 	if err != nil {
 		return 0, 0, err
 	}
-	loc := im.prog.Location()
-	rows := make([][]any, len(im.purchases))
-	byID := make(map[string]int, len(im.purchases))
-	for i, p := range im.purchases {
-		id := newID()
-		byID[id] = i
-		rows[i] = []any{id, members[p.member], p.store, p.ext, p.channel, p.at, p.at.In(loc).Format(time.DateOnly),
-			LocalDay(p.at, loc), p.currency, p.total, 0, 0, 0, now}
-	}
+	rows, byID := im.purchaseRows(members, 0, 0, 0, now)
 	var ids []string
 	if err := insertValues(tx, `INSERT INTO purchases (id, member_id, store_id, external_id, channel, occurred_at, local_date, local_day,
 		currency, total, returned_amount, points_earned, points_reversed, created_at)`, rows,
@@ -982,23 +992,9 @@ func (im *importer) writePurchases(tx *gorm.DB, now time.Time) (created, skipped
 		}); err != nil {
 		return 0, 0, err
 	}
-	var items [][]any
-	evs := make([]newEvent, 0, len(ids))
-	for _, id := range ids {
-		i := byID[id]
-		p, r := im.purchases[i], rows[i]
-		view := Purchase{ID: id, MemberID: r[1].(string), ExternalID: &p.ext, StoreID: p.store, Channel: p.channel, OccurredAt: p.at,
-			LocalDate: r[6].(string), Currency: p.currency, Total: p.total, Items: []Item{}, Returns: []Return{}}
-		if p.category != "" {
-			items = append(items, []any{id, 1, "import", p.category, 1, p.total, p.total})
-			view.Items = append(view.Items, Item{SKU: "import", Category: p.category, Quantity: 1, UnitPrice: p.total, Amount: p.total})
-		}
-		m := view.MemberID
-		ev, err := eventOf(EventPurchaseCreated, &m, now, view)
-		if err != nil {
-			return 0, 0, err
-		}
-		evs = append(evs, ev)
+	items, evs, err := im.createdRows(ids, rows, byID, now)
+	if err != nil {
+		return 0, 0, err
 	}
 	if err := insertValues(tx, "INSERT INTO purchase_items (purchase_id, line, sku, category, quantity, unit_price, amount)", items, "", nil); err != nil {
 		return 0, 0, err
@@ -1010,6 +1006,32 @@ func (im *importer) writePurchases(tx *gorm.DB, now time.Time) (created, skipped
 		return 0, 0, err
 	}
 	return int64(len(ids)), int64(len(im.purchases) - len(ids)), nil
+}
+
+// createdRows is, for the purchases of the chunk that ids says were
+// created (rows and byID from purchaseRows), the rows of their items
+// (purchase_id, line, sku, category, quantity, unit_price, amount: the
+// import's one line of the row's category, if any) and their
+// purchase.created events.
+func (im *importer) createdRows(ids []string, rows [][]any, byID map[string]int, now time.Time) (items [][]any, evs []newEvent, err error) {
+	evs = make([]newEvent, 0, len(ids))
+	for _, id := range ids {
+		i := byID[id]
+		p, r := im.purchases[i], rows[i]
+		view := Purchase{ID: id, MemberID: r[1].(string), ExternalID: &p.ext, StoreID: p.store, Channel: p.channel, OccurredAt: p.at,
+			LocalDate: r[6].(string), Currency: p.currency, Total: p.total, Items: []Item{}, Returns: []Return{}}
+		if p.category != "" {
+			items = append(items, []any{id, int32(1), "import", p.category, int64(1), p.total, p.total})
+			view.Items = append(view.Items, Item{SKU: "import", Category: p.category, Quantity: 1, UnitPrice: p.total, Amount: p.total})
+		}
+		m := view.MemberID
+		ev, err := eventOf(EventPurchaseCreated, &m, now, view)
+		if err != nil {
+			return nil, nil, err
+		}
+		evs = append(evs, ev)
+	}
+	return items, evs, nil
 }
 
 // existingPurchases counts the chunk's purchases already stored.

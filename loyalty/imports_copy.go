@@ -72,15 +72,7 @@ func (im *importer) copyPurchases(tx *gorm.DB, cp copyFunc, now time.Time) (crea
 	if err := tx.Exec(importStage).Error; err != nil {
 		return 0, 0, err
 	}
-	loc := im.prog.Location()
-	rows := make([][]any, len(im.purchases))
-	byID := make(map[string]int, len(im.purchases))
-	for i, p := range im.purchases {
-		id := newID()
-		byID[id] = i
-		rows[i] = []any{id, members[p.member], p.store, p.ext, p.channel, p.at, p.at.In(loc).Format(time.DateOnly),
-			int32(LocalDay(p.at, loc)), p.currency, p.total}
-	}
+	rows, byID := im.purchaseRows(members)
 	if _, err := cp("import_purchases", []string{"id", "member_id", "store_id", "external_id", "channel", "occurred_at",
 		"local_date", "local_day", "currency", "total"}, rows); err != nil {
 		return 0, 0, err
@@ -103,23 +95,13 @@ func (im *importer) copyPurchases(tx *gorm.DB, cp copyFunc, now time.Time) (crea
 	}); err != nil {
 		return 0, 0, err
 	}
-	items := make([][]any, 0, len(ids))
-	evs := make([][]any, 0, len(ids))
-	for _, id := range ids {
-		i := byID[id]
-		p, r := im.purchases[i], rows[i]
-		view := Purchase{ID: id, MemberID: r[1].(string), ExternalID: &p.ext, StoreID: p.store, Channel: p.channel, OccurredAt: p.at,
-			LocalDate: r[6].(string), Currency: p.currency, Total: p.total, Items: []Item{}, Returns: []Return{}}
-		if p.category != "" {
-			items = append(items, []any{id, int32(1), "import", p.category, int64(1), p.total, p.total})
-			view.Items = append(view.Items, Item{SKU: "import", Category: p.category, Quantity: 1, UnitPrice: p.total, Amount: p.total})
-		}
-		m := view.MemberID
-		ev, err := eventOf(EventPurchaseCreated, &m, now, view)
-		if err != nil {
-			return 0, 0, err
-		}
-		evs = append(evs, []any{ev.typ, ev.member, ev.at, string(ev.data)})
+	items, made, err := im.createdRows(ids, rows, byID, now)
+	if err != nil {
+		return 0, 0, err
+	}
+	evs := make([][]any, len(made))
+	for i, ev := range made {
+		evs[i] = []any{ev.typ, ev.member, ev.at, string(ev.data)}
 	}
 	if len(items) > 0 {
 		if _, err := cp("purchase_items", []string{"purchase_id", "line", "sku", "category", "quantity", "unit_price", "amount"}, items); err != nil {
