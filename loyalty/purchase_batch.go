@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -123,10 +124,18 @@ func (s *Service) sqliteBatchChunk(ctx context.Context, p Principal, ins []Purch
 	purs, invalid := make([]purchase, len(ins)), make([]error, len(ins))
 	guardsOf := make([][]guard, len(ins))
 	for n, in := range ins {
-		if purs[n], invalid[n] = s.validatePurchase(p, set.prog, in); invalid[n] == nil {
-			guardsOf[n] = purs[n].guards(keys[n])
-		}
+		purs[n], invalid[n] = s.validatePurchase(p, set.prog, in)
 	}
+	// The guards depend on their purchase alone: on every core. (The
+	// validation stays in order: the purchases' default occurred_at
+	// follow the batch's order.)
+	eachPart(len(ins), func(lo, hi int) {
+		for n := lo; n < hi; n++ {
+			if invalid[n] == nil {
+				guardsOf[n] = purs[n].guards(keys[n])
+			}
+		}
+	})
 	var got []BatchResult
 	err := s.store.write(ctx, func(tx *gorm.DB) error {
 		got = got[:0] // a group rolled back runs its writes again
@@ -770,4 +779,22 @@ func balanceUpdateManySQL(n int) string {
 	FROM (VALUES ` + strings.TrimSuffix(strings.Repeat(row+",", n), ",") + `) AS v WHERE member_balances.member_id = v.column8`
 	got, _ := balanceUpdateTexts.LoadOrStore(n, q)
 	return got.(string)
+}
+
+// eachPart runs f over [0, n) in contiguous parts, one per core the
+// process may use, each of at least minPart indexes, and returns once all
+// have returned.
+func eachPart(n int, f func(lo, hi int)) {
+	const minPart = 64
+	parts := max(1, min(runtime.GOMAXPROCS(0), n/minPart))
+	if parts == 1 {
+		f(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	for i := range parts {
+		lo, hi := i*n/parts, (i+1)*n/parts
+		wg.Go(func() { f(lo, hi) })
+	}
+	wg.Wait()
 }
