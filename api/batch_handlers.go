@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"runtime"
 	"strconv"
+	"sync"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -54,14 +56,25 @@ func (s *server) postPurchaseBatch(c *fiber.Ctx) error {
 	var ins []loyalty.PurchaseInput
 	var keys []loyalty.IdempotencyKey
 	var at []int // the index of ins[j] in the batch
-	for i, raw := range in.Purchases {
+	// Each purchase is decoded, and its key derived, on its own: on every
+	// core, then gathered in order.
+	decoded := make([]loyalty.PurchaseInput, len(in.Purchases))
+	itemKeys := make([]loyalty.IdempotencyKey, len(in.Purchases))
+	errs := make([]error, len(in.Purchases))
+	inParts(len(in.Purchases), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			if errs[i] = decodeItem(in.Purchases[i], &decoded[i]); errs[i] == nil {
+				itemKeys[i] = key.BatchItem(i, decoded[i])
+			}
+		}
+	})
+	for i := range in.Purchases {
 		answers[i].Index = i
-		var p loyalty.PurchaseInput
-		if err := decodeItem(raw, &p); err != nil {
-			answers[i].Status, answers[i].Body = s.problemBody(c, err)
+		if errs[i] != nil {
+			answers[i].Status, answers[i].Body = s.problemBody(c, errs[i])
 			continue
 		}
-		ins, keys, at = append(ins, p), append(keys, key.BatchItem(i, p)), append(at, i)
+		ins, keys, at = append(ins, decoded[i]), append(keys, itemKeys[i]), append(at, i)
 	}
 	if len(ins) > 0 {
 		results, err := s.svc.PostPurchases(c.UserContext(), principal(c), ins, keys)
@@ -156,4 +169,21 @@ func appendAnswers(b []byte, answers []batchAnswer) []byte {
 		b = append(b, '}')
 	}
 	return append(b, "]}"...)
+}
+
+// inParts runs f over [0, n) in contiguous parts, one per core the
+// process may use, each of at least 64 indexes, and returns once all have
+// returned.
+func inParts(n int, f func(lo, hi int)) {
+	parts := max(1, min(runtime.GOMAXPROCS(0), n/64))
+	if parts == 1 {
+		f(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	for i := range parts {
+		lo, hi := i*n/parts, (i+1)*n/parts
+		wg.Go(func() { f(lo, hi) })
+	}
+	wg.Wait()
 }

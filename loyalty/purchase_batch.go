@@ -6,9 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -121,10 +124,18 @@ func (s *Service) sqliteBatchChunk(ctx context.Context, p Principal, ins []Purch
 	purs, invalid := make([]purchase, len(ins)), make([]error, len(ins))
 	guardsOf := make([][]guard, len(ins))
 	for n, in := range ins {
-		if purs[n], invalid[n] = s.validatePurchase(p, set.prog, in); invalid[n] == nil {
-			guardsOf[n] = purs[n].guards(keys[n])
-		}
+		purs[n], invalid[n] = s.validatePurchase(p, set.prog, in)
 	}
+	// The guards depend on their purchase alone: on every core. (The
+	// validation stays in order: the purchases' default occurred_at
+	// follow the batch's order.)
+	eachPart(len(ins), func(lo, hi int) {
+		for n := lo; n < hi; n++ {
+			if invalid[n] == nil {
+				guardsOf[n] = purs[n].guards(keys[n])
+			}
+		}
+	})
 	var got []BatchResult
 	err := s.store.write(ctx, func(tx *gorm.DB) error {
 		got = got[:0] // a group rolled back runs its writes again
@@ -233,12 +244,7 @@ func (s *Service) sqliteBatchChunk(ctx context.Context, p Principal, ins []Purch
 		if err := insertRowsSQLite(tx, rows); err != nil {
 			return err
 		}
-		for i, a := range saves {
-			if err := saveSQLite(tx, a, tiers[i]); err != nil {
-				return err
-			}
-		}
-		return nil
+		return saveManySQLite(tx, saves, tiers)
 	})
 	if err != nil {
 		return 0
@@ -716,3 +722,79 @@ func sqliteRecorded(tx *gorm.DB, guardsOf [][]guard) (map[string]idempotencyRow,
 // JSON array, each found through the primary key.
 const recordedManySQLite = `SELECT k.scope, k."key", k.request_hash, k.status, k.response
 	FROM json_each(?) j JOIN idempotency_keys k ON k.scope = j.value ->> 0 AND k."key" = j.value ->> 1`
+
+// saveManySQLite is saveSQLite for the accounts of a chunk, tiers[i]
+// being accts[i]'s: their sealed balance rows, which must all be there,
+// in a few multi-row UPDATEs rather than one statement each, the same
+// columns set to the same values; then each member's new tier when it
+// moved.
+func saveManySQLite(tx *gorm.DB, accts []*account, tiers []*string) error {
+	var args []any
+	for rest := accts; len(rest) > 0; {
+		// A power of two of rows, so that few texts are compiled and cached.
+		n := 1 << (bits.Len(uint(min(len(rest), maxBalancesPerUpdate))) - 1)
+		args = args[:0]
+		for _, a := range rest[:n] {
+			args = append(args, balanceUpdateArgs(&a.balance)...)
+		}
+		got, err := execSQLite(tx, balanceUpdateManySQL(n), args...)
+		if err != nil {
+			return err
+		}
+		if got != int64(n) {
+			return fmt.Errorf("the chunk's balance rows: %d updated of %d", got, n)
+		}
+		rest = rest[n:]
+	}
+	for i, a := range accts {
+		if tiers[i] == nil {
+			continue
+		}
+		if _, err := execSQLite(tx, `UPDATE members SET tier_code = ?, tier_since = ?, updated_at = ? WHERE id = ?`,
+			*tiers[i], a.now, a.now, a.member.ID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// maxBalancesPerUpdate bounds the rows of one balanceUpdateManySQL (15
+// values each, of SQLite's 32,766).
+const maxBalancesPerUpdate = 256
+
+var balanceUpdateTexts sync.Map // row count → SQL text
+
+// balanceUpdateManySQL is balanceUpdateSQLite for n balance rows, each
+// bound from balanceUpdateArgs in turn: the columns of VALUES row i are
+// those arguments, column8 the member.
+func balanceUpdateManySQL(n int) string {
+	if q, ok := balanceUpdateTexts.Load(n); ok {
+		return q.(string)
+	}
+	row := "(" + strings.TrimSuffix(strings.Repeat("?,", 15), ",") + ")"
+	q := `UPDATE member_balances SET points = v.column1, debt = v.column2, lifetime_earned = v.column3,
+	lifetime_redeemed = v.column4, last_activity_at = v.column5, version = v.column6, updated_at = v.column7,
+	open_available = v.column9, open_pending = v.column10, qualifying_spend = v.column11, expiring_soon = v.column12,
+	as_of = v.column13, next_change_at = v.column14, config_version = v.column15
+	FROM (VALUES ` + strings.TrimSuffix(strings.Repeat(row+",", n), ",") + `) AS v WHERE member_balances.member_id = v.column8`
+	got, _ := balanceUpdateTexts.LoadOrStore(n, q)
+	return got.(string)
+}
+
+// eachPart runs f over [0, n) in contiguous parts, one per core the
+// process may use, each of at least minPart indexes, and returns once all
+// have returned.
+func eachPart(n int, f func(lo, hi int)) {
+	const minPart = 64
+	parts := max(1, min(runtime.GOMAXPROCS(0), n/minPart))
+	if parts == 1 {
+		f(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	for i := range parts {
+		lo, hi := i*n/parts, (i+1)*n/parts
+		wg.Go(func() { f(lo, hi) })
+	}
+	wg.Wait()
+}
