@@ -32,12 +32,13 @@ import (
 // with readers overlapping one another there always is one, so the WAL
 // grows for as long as the load lasts (2.4 GB in five minutes of the
 // benchmark's mix), without bound. Once a checkpoint finds the WAL past
-// restartAt frames, long is set, and the group committer runs a RESTART checkpoint on the writer between two groups
-// (restart): it copies the little the last PASSIVE one left, then waits,
-// a few milliseconds at most, for the readers still reading the WAL to
-// finish. Readers that start meanwhile read the database file alone, so
-// the wait ends, and the next write starts the WAL over from its first
-// frame: its file stops growing.
+// restartAt frames, long is set, and the group committer runs a RESTART
+// checkpoint on the writer between two groups (restart): it copies the
+// little the last PASSIVE one left, then waits, a few milliseconds at
+// most, for the readers still reading the WAL to finish. Readers that
+// start meanwhile read the database file alone, so the wait ends, and the
+// next write starts the WAL over from its first frame: its file stops
+// growing.
 type checkpointer struct {
 	db        *sql.DB
 	interval  time.Duration
