@@ -97,6 +97,40 @@ type openOptions struct {
 // does nothing on SQLite.
 func WarmPool() OpenOption { return func(o *openOptions) { o.warm = true } }
 
+// Warm opens the PostgreSQL pool's connections that WarmPool keeps, all
+// at once, and returns once they are open (at most warmWait): a serving
+// engine calls it after Migrate, so that its first requests do not wait
+// for them. The pool opened them in the background as it was created,
+// but on a new database the hot path's statements cannot be prepared
+// before the migrations have run. It does nothing on SQLite or without
+// WarmPool.
+func (s *Store) Warm(ctx context.Context) {
+	if s.pg == nil || s.pg.Config().MinConns == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, warmWait)
+	defer cancel()
+	n := int(s.pg.Config().MinConns)
+	conns := make(chan *pgxpool.Conn, n)
+	for range n {
+		go func() {
+			c, err := s.pg.Acquire(ctx)
+			if err != nil {
+				c = nil
+			}
+			conns <- c
+		}()
+	}
+	for range n {
+		if c := <-conns; c != nil {
+			c.Release()
+		}
+	}
+}
+
+// warmWait bounds Warm.
+const warmWait = 10 * time.Second
+
 // openPostgres opens GORM and the pgx pool on one traced configuration.
 func openPostgres(ctx context.Context, rawURL string, cfg *gorm.Config, o openOptions) (*Store, error) {
 	pcfg, err := pgxpool.ParseConfig(rawURL)
@@ -132,5 +166,6 @@ func openPostgres(ctx context.Context, rawURL string, cfg *gorm.Config, o openOp
 		sdb.Close()
 		return nil, fmt.Errorf("open store: %w", err)
 	}
+
 	return &Store{Dialect: Postgres, w: db, r: db, sqlDBs: []*sql.DB{sdb}, pg: pool, tracer: tracer}, nil
 }

@@ -134,6 +134,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer, 
 	if err != nil {
 		return err
 	}
+	store.Warm(ctx)
 	defer store.Close()
 	if demo {
 		sum, err := demoprog.Load(ctx, store, loyalty.DemoOptions{Members: 300, Seed: 1, Now: time.Now()})
