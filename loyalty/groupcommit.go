@@ -36,6 +36,7 @@ const maxGroup = 64
 type groupCommitter struct {
 	db      *gorm.DB      // the writer: one connection
 	ckpt    *checkpointer // restarts the WAL between groups when long; nil in tests
+	bulk    bool          // the writer is set up for a write alone (setBulk)
 	queue   chan *writeReq
 	quit    chan struct{}
 	stopped chan struct{}
@@ -178,21 +179,7 @@ func (g *groupCommitter) run() {
 // of them yet answered. The write that caused it is answered with its
 // error, so each round is smaller.
 func (g *groupCommitter) commit(group []*writeReq) (again []*writeReq) {
-	if group[0].alone {
-		// The writer keeps its savepoint and statement journals in memory
-		// (temp_store in Open), which a group's savepoints write page by
-		// page. A set-based job may touch much of the database: its
-		// journals go to a file, as SQLite's default has them. Failing to
-		// switch costs only that memory or speed, not correctness.
-		// Its page cache is the smaller bulkCache (store.go): a job or an
-		// import streams through more pages than any cache holds.
-		_ = g.db.Exec("PRAGMA temp_store = FILE").Error
-		_ = g.db.Exec("PRAGMA cache_size = " + strconv.Itoa(bulkCache)).Error
-		defer func() {
-			_ = g.db.Exec("PRAGMA temp_store = MEMORY").Error
-			_ = g.db.Exec("PRAGMA cache_size = " + strconv.Itoa(servingCache)).Error
-		}()
-	}
+	g.setBulk(group[0].alone)
 	tx := g.db.WithContext(context.Background()).Begin()
 	if tx.Error != nil {
 		err := fmt.Errorf("begin: %w", tx.Error)
@@ -248,6 +235,29 @@ func (g *groupCommitter) commit(group []*writeReq) (again []*writeReq) {
 		r.finish(writeResult{})
 	}
 	return nil
+}
+
+// setBulk sets the writer up for a write alone in its transaction (bulk)
+// or for a group, when it is not set up so already: before the write
+// runs, never after its answer, so that a write's answer is the last the
+// writer does for it. The writer keeps its savepoint and statement
+// journals in memory (temp_store in Open), which a group's savepoints
+// write page by page. A set-based job may touch much of the database:
+// its journals go to a file, as SQLite's default has them, and its page
+// cache is the smaller bulkCache (store.go), as a job or an import
+// streams through more pages than any cache holds. Failing to switch
+// costs only memory or speed, not correctness.
+func (g *groupCommitter) setBulk(bulk bool) {
+	if g.bulk == bulk {
+		return
+	}
+	g.bulk = bulk
+	store, cache := "MEMORY", servingCache
+	if bulk {
+		store, cache = "FILE", bulkCache
+	}
+	_ = g.db.Exec("PRAGMA temp_store = " + store).Error
+	_ = g.db.Exec("PRAGMA cache_size = " + strconv.Itoa(cache)).Error
 }
 
 // start marks r as run; false if its writer has given up waiting.
