@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
-	"runtime"
 	"strconv"
-	"sync"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -61,7 +59,7 @@ func (s *server) postPurchaseBatch(c *fiber.Ctx) error {
 	decoded := make([]loyalty.PurchaseInput, len(in.Purchases))
 	itemKeys := make([]loyalty.IdempotencyKey, len(in.Purchases))
 	errs := make([]error, len(in.Purchases))
-	inParts(len(in.Purchases), func(lo, hi int) {
+	loyalty.EachPart(len(in.Purchases), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			if errs[i] = decodeItem(in.Purchases[i], &decoded[i]); errs[i] == nil {
 				itemKeys[i] = key.BatchItem(i, decoded[i])
@@ -169,21 +167,4 @@ func appendAnswers(b []byte, answers []batchAnswer) []byte {
 		b = append(b, '}')
 	}
 	return append(b, "]}"...)
-}
-
-// inParts runs f over [0, n) in contiguous parts, one per core the
-// process may use, each of at least 64 indexes, and returns once all have
-// returned.
-func inParts(n int, f func(lo, hi int)) {
-	parts := max(1, min(runtime.GOMAXPROCS(0), n/64))
-	if parts == 1 {
-		f(0, n)
-		return
-	}
-	var wg sync.WaitGroup
-	for i := range parts {
-		lo, hi := i*n/parts, (i+1)*n/parts
-		wg.Go(func() { f(lo, hi) })
-	}
-	wg.Wait()
 }

@@ -129,7 +129,7 @@ func (s *Service) sqliteBatchChunk(ctx context.Context, p Principal, ins []Purch
 	// The guards depend on their purchase alone: on every core. (The
 	// validation stays in order: the purchases' default occurred_at
 	// follow the batch's order.)
-	eachPart(len(ins), func(lo, hi int) {
+	EachPart(len(ins), func(lo, hi int) {
 		for n := lo; n < hi; n++ {
 			if invalid[n] == nil {
 				guardsOf[n] = purs[n].guards(keys[n])
@@ -781,10 +781,10 @@ func balanceUpdateManySQL(n int) string {
 	return got.(string)
 }
 
-// eachPart runs f over [0, n) in contiguous parts, one per core the
+// EachPart runs f over [0, n) in contiguous parts, one per core the
 // process may use, each of at least minPart indexes, and returns once all
-// have returned.
-func eachPart(n int, f func(lo, hi int)) {
+// have returned. The API decodes a till batch's purchases with it too.
+func EachPart(n int, f func(lo, hi int)) {
 	const minPart = 64
 	parts := max(1, min(runtime.GOMAXPROCS(0), n/minPart))
 	if parts == 1 {
