@@ -244,8 +244,10 @@ func (g *groupCommitter) commit(group []*writeReq) (again []*writeReq) {
 // journals in memory (temp_store in Open), which a group's savepoints
 // write page by page. A set-based job may touch much of the database:
 // its journals go to a file, as SQLite's default has them, and its page
-// cache is the smaller bulkCache (store.go), as a job or an import
-// streams through more pages than any cache holds. Failing to switch
+// cache is bulkCache (store.go): a job or an import streams through more
+// pages than any cache holds, and commits seldom, so the walk of the
+// cache's hash table after a commit (see servingCache) costs it little.
+// Failing to switch
 // costs only memory or speed, not correctness.
 func (g *groupCommitter) setBulk(bulk bool) {
 	if g.bulk == bulk {

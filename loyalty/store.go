@@ -98,15 +98,16 @@ func Open(ctx context.Context, rawURL string, opts ...OpenOption) (*Store, error
 		// memory up to 32 MiB (cache_spill) rather than past the 2 MiB
 		// cache, where each page spilled to the WAL would be written
 		// again, and read back, when changed again before the commit.
-		// Its page cache is 128 MiB, not SQLite's 2 MiB: the one writer
-		// keeps the pages a purchase touches (every member-keyed index's
-		// leaves, the balance rows) instead of reading them back from the
-		// file with a pread() each. A purchase writes about 3.5 KB with its
-		// index entries, spread over every member's pages, so what it
-		// touches grows with the database: with 2,000 members posting
-		// 120,000 purchases (70 → 419 MB), the writer's reads per purchase
-		// grew from 2.3 to 11.4 with a 32 MiB cache, and to 6.4 with
-		// 128 MiB, which took 15% off its CPU per purchase at the end.
+		// Its page cache is 16 MiB, not SQLite's 2 MiB, and no larger: a
+		// purchase's B-tree splits move a page through the lock-byte page's
+		// number (1 GiB / 4 KiB + 1) while they sort new pages, and every
+		// commit after one walks the whole page cache's hash table to drop
+		// pages past the database's end (pcache1TruncateUnsafe), a cost
+		// that grows with the cache, not with the write. With 128 MiB
+		// that walk was 12.6% of the engine's CPU in a 60 s purchases
+		// phase, on the one writer's path; with 16 MiB it is 2.1%, while
+		// the pages read back from the OS grew from 3.4% to 7.5%:
+		// 2,183 purchases/s against 1,820, and 84 MB of RSS against 318.
 		// Writes alone in their transaction (imports, jobs) run with 32 MiB
 		// (bulkCache, groupcommit.go): they stream, and the import's
 		// memory bound counts the cache.
@@ -252,7 +253,7 @@ func (s *Store) writeSerial(ctx context.Context, fn func(tx *gorm.DB) error) err
 // (negative): servingCache for the writes of group commit, bulkCache for a
 // write alone in its transaction.
 const (
-	servingCache = -128 * 1024
+	servingCache = -16 * 1024
 	bulkCache    = -32 * 1024
 )
 
