@@ -21,7 +21,9 @@ import (
 // writes is what a bench purchase writes: the receipt's idempotency record
 // and answer, a purchase with two lines, an earn entry, its lot and the
 // balance row; the program has no offers, as in the bench, so that, as the
-// engine does once it has seen none active, it reads none.
+// engine does once it has seen none active, it reads none. Its clients
+// share a pool of the engine's default size (loyalty.PGPoolConns), as the
+// engine's requests do.
 
 type pgEngineRef struct {
 	pool *pgxpool.Pool
@@ -30,7 +32,7 @@ type pgEngineRef struct {
 	run  string
 }
 
-func openPGEngineRef(ctx context.Context, dbURL string, members, maxConns int) (*pgEngineRef, error) {
+func openPGEngineRef(ctx context.Context, dbURL string, members int) (*pgEngineRef, error) {
 	st, err := loyalty.Open(ctx, dbURL)
 	if err != nil {
 		return nil, err
@@ -48,7 +50,7 @@ func openPGEngineRef(ctx context.Context, dbURL string, members, maxConns int) (
 	// opens, every other one sent with its parameters.
 	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
 	cfg.AfterConnect = loyalty.PGPurchaseSQL.Prepare
-	cfg.MaxConns = int32(maxConns)
+	cfg.MaxConns = int32(loyalty.PGPoolConns())
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -71,7 +73,9 @@ func openPGEngineRef(ctx context.Context, dbURL string, members, maxConns int) (
 	return &pgEngineRef{pool: pool, n: members, run: strconv.FormatInt(time.Now().UnixNano(), 36)}, nil
 }
 
-func (r *pgEngineRef) warm(ctx context.Context, conns int) { warmPool(ctx, r.pool, conns) }
+func (r *pgEngineRef) warm(ctx context.Context, conns int) {
+	warmPool(ctx, r.pool, min(conns, int(r.pool.Config().MaxConns)))
+}
 
 func (r *pgEngineRef) postLoad() ([]string, newOp) {
 	return []string{"engine statements"}, func(i int) opFunc {

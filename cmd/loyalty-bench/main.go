@@ -742,7 +742,7 @@ func (b *bench) references(ctx context.Context, db, label string, pg *pgAdmin, n
 			return err
 		}
 		*names = append(*names, ename)
-		eref, err := openPGEngineRef(ctx, pg.urlFor(ename), opt.members, maxConc)
+		eref, err := openPGEngineRef(ctx, pg.urlFor(ename), opt.members)
 		if err != nil {
 			return err
 		}
