@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync/atomic"
 
 	"gorm.io/gorm"
@@ -243,23 +242,18 @@ func (g *groupCommitter) commit(group []*writeReq) (again []*writeReq) {
 // writer does for it. The writer keeps its savepoint and statement
 // journals in memory (temp_store in Open), which a group's savepoints
 // write page by page. A set-based job may touch much of the database:
-// its journals go to a file, as SQLite's default has them, and its page
-// cache is bulkCache (store.go): a job or an import streams through more
-// pages than any cache holds, and commits seldom, so the walk of the
-// cache's hash table after a commit (see servingCache) costs it little.
-// Failing to switch
-// costs only memory or speed, not correctness.
+// its journals go to a file, as SQLite's default has them. Failing to
+// switch costs only memory or speed, not correctness.
 func (g *groupCommitter) setBulk(bulk bool) {
 	if g.bulk == bulk {
 		return
 	}
 	g.bulk = bulk
-	store, cache := "MEMORY", servingCache
+	store := "MEMORY"
 	if bulk {
-		store, cache = "FILE", bulkCache
+		store = "FILE"
 	}
 	_ = g.db.Exec("PRAGMA temp_store = " + store).Error
-	_ = g.db.Exec("PRAGMA cache_size = " + strconv.Itoa(cache)).Error
 }
 
 // start marks r as run; false if its writer has given up waiting.

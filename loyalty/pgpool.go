@@ -176,6 +176,5 @@ func openPostgres(ctx context.Context, rawURL string, cfg *gorm.Config, o openOp
 		sdb.Close()
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-
 	return &Store{Dialect: Postgres, w: db, r: db, sqlDBs: []*sql.DB{sdb}, pg: pool, tracer: tracer}, nil
 }

@@ -73,9 +73,7 @@ func openPGEngineRef(ctx context.Context, dbURL string, members int) (*pgEngineR
 	return &pgEngineRef{pool: pool, n: members, run: strconv.FormatInt(time.Now().UnixNano(), 36)}, nil
 }
 
-func (r *pgEngineRef) warm(ctx context.Context, conns int) {
-	warmPool(ctx, r.pool, min(conns, int(r.pool.Config().MaxConns)))
-}
+func (r *pgEngineRef) warm(ctx context.Context, conns int) { warmPool(ctx, r.pool, conns) }
 
 func (r *pgEngineRef) postLoad() ([]string, newOp) {
 	return []string{"engine statements"}, func(i int) opFunc {

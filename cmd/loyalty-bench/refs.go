@@ -57,11 +57,11 @@ func openPGRef(ctx context.Context, dbURL string, members, maxConns int) (*pgRef
 // warm opens conns connections before a measurement.
 func (r *pgRef) warm(ctx context.Context, conns int) { warmPool(ctx, r.pool, conns) }
 
-// warmPool opens conns connections of pool, so that a measurement does not
-// pay for connecting.
+// warmPool opens conns connections of pool, or as many as it may hold,
+// so that a measurement does not pay for connecting.
 func warmPool(ctx context.Context, pool *pgxpool.Pool, conns int) {
 	var held []*pgxpool.Conn
-	for i := 0; i < conns; i++ {
+	for i := 0; i < min(conns, int(pool.Config().MaxConns)); i++ {
 		c, err := pool.Acquire(ctx)
 		if err != nil {
 			break
