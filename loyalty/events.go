@@ -83,17 +83,77 @@ type eventWire struct {
 }
 
 // JSON is the §14 wire form {"id","type","occurred_at","member_id","data"};
-// deliveries, NATS and GET /v1/events all send exactly these bytes.
+// deliveries, NATS and GET /v1/events all send exactly these bytes: what
+// encoding/json makes of eventWire, built by hand (every delivery and every
+// publish makes one, and reflection and the rescan of data were most of
+// their cost). data is the engine's own JSON, written by json.Marshal in
+// the change's transaction, so it is copied as it is; a row whose data is
+// not JSON is sent with null data rather than not at all.
 func (e Event) JSON() []byte {
+	if !plainJSON(e.ID) || !plainJSON(e.Type) || (e.MemberID != nil && !plainJSON(*e.MemberID)) || !compactJSON(e.Data) {
+		return e.slowJSON()
+	}
+	b := make([]byte, 0, 96+len(e.ID)+len(e.Type)+len(e.Data))
+	b = append(b, `{"id":"`...)
+	b = append(b, e.ID...)
+	b = append(b, `","type":"`...)
+	b = append(b, e.Type...)
+	b = append(b, `","occurred_at":"`...)
+	b = e.OccurredAt.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","member_id":`...)
+	if e.MemberID == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '"')
+		b = append(b, *e.MemberID...)
+		b = append(b, '"')
+	}
+	b = append(b, `,"data":`...)
+	b = append(b, e.Data...)
+	return append(b, '}')
+}
+
+// slowJSON is JSON through encoding/json, for the strings that need
+// escaping and data that is not compact.
+func (e Event) slowJSON() []byte {
 	b, err := json.Marshal(e.wire())
 	if err != nil {
-		// data is JSON the engine wrote; a row that is not cannot be sent
-		// as it is, and is sent with null data rather than not at all.
 		w := e.wire()
 		w.Data = json.RawMessage("null")
 		b, _ = json.Marshal(w)
 	}
 	return b
+}
+
+// plainJSON reports whether s is its own JSON string body as encoding/json
+// writes it: printable ASCII without quote, backslash or the HTML
+// characters it escapes.
+func plainJSON(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20 || c > 0x7e, c == '"', c == '\\', c == '<', c == '>', c == '&':
+			return false
+		}
+	}
+	return true
+}
+
+// compactJSON reports, without parsing, whether data looks like what
+// json.Marshal writes of an object or array: it starts and ends as one and
+// holds no byte encoding/json would rewrite (white space between tokens,
+// the HTML characters, U+2028 and U+2029, control characters). A string
+// value's spaces make it answer false: the slow path is then exact.
+func compactJSON(data []byte) bool {
+	if len(data) < 2 || !(data[0] == '{' && data[len(data)-1] == '}' || data[0] == '[' && data[len(data)-1] == ']') {
+		return false
+	}
+	for i := 0; i < len(data); i++ {
+		switch c := data[i]; {
+		case c <= 0x20, c == '<', c == '>', c == '&', c == 0xe2:
+			return false
+		}
+	}
+	return true
 }
 
 func (e Event) wire() eventWire {
