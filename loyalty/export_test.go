@@ -66,3 +66,10 @@ func SetExpiryBatchLots(n int) (restore func()) {
 	expiryBatchLots, expiryBatchMax = n, n
 	return func() { expiryBatchLots, expiryBatchMax = old, oldMax }
 }
+
+// ImportChunk is the rows of one import chunk.
+const ImportChunk = importChunk
+
+// SetImportBeforeEnrol sets a hook run as an import chunk (numbered from 1)
+// comes to enrol its members; nil removes it.
+func SetImportBeforeEnrol(f func(seq int64)) { importBeforeEnrol = f }

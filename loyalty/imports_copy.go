@@ -114,6 +114,7 @@ func (im *importer) copyPurchases(tx *gorm.DB, cp copyFunc, now time.Time) (crea
 		}
 		afterCommit(tx, hubOf(tx).committed)
 	}
+	im.lockTail()
 	if err := historyChanged(tx, ids, now); err != nil {
 		return 0, 0, err
 	}

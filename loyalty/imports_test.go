@@ -313,3 +313,104 @@ func TestImportOneAtATimeAndAbandoned(t *testing.T) {
 		}
 	})
 }
+
+// TestImportChunksShareMembers imports a file whose chunks share members,
+// out of time order, with refused rows among them: on PostgreSQL chunks are
+// written two at a time, and the result must be one writer's, chunk after
+// chunk. Each chunk brings 2,500 new members, whom the next chunk has again
+// at earlier times: each member must be enrolled at its first purchase in
+// the first chunk that has it (not the earlier one of the next chunk,
+// written at the same time), its last activity must be its latest purchase
+// of the file, the counters must add up, and no chunk may wait for another
+// forever.
+func TestImportChunksShareMembers(t *testing.T) {
+	const chunks, fresh = 5, 2500
+	const rows = chunks * loyalty.ImportChunk
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		e := newImportEnv(t, dialect)
+		var b strings.Builder
+		b.WriteString("member_external_id,external_id,store_id,occurred_at,total,currency\n")
+		firstChunk := map[string]int{}
+		first := map[string]time.Time{} // in the first chunk that has the member
+		last := map[string]time.Time{}  // in the whole file
+		var bad []int
+		for i := range rows {
+			c, r := i/loyalty.ImportChunk, i%loyalty.ImportChunk
+			m := fmt.Sprintf("n%d-%d", c, r%fresh)
+			at := importNow.Add(-time.Duration((i*7919)%(100*24)) * time.Hour)
+			if r >= fresh && c > 0 {
+				m = fmt.Sprintf("n%d-%d", c-1, r-fresh)
+				at = at.AddDate(0, 0, -200)
+			}
+			if i%997 == 5 {
+				bad = append(bad, i+2)
+				fmt.Fprintf(&b, "%s,p%d,s1,%s,12.x,USD\n", m, i, at.Format(time.RFC3339))
+				continue
+			}
+			fmt.Fprintf(&b, "%s,p%d,s1,%s,%d,USD\n", m, i, at.Format(time.RFC3339), 100+i)
+			if fc, ok := firstChunk[m]; !ok {
+				firstChunk[m], first[m] = c, at
+			} else if fc == c && at.Before(first[m]) {
+				first[m] = at
+			}
+			if l, ok := last[m]; !ok || at.After(l) {
+				last[m] = at
+			}
+		}
+		members := len(first)
+		// The first chunk comes to enrol its members late: on PostgreSQL
+		// the second, written at the same time, is there first.
+		loyalty.SetImportBeforeEnrol(func(seq int64) {
+			if seq == 1 {
+				time.Sleep(300 * time.Millisecond)
+			}
+		})
+		defer loyalty.SetImportBeforeEnrol(nil)
+		imp := e.run(loyalty.ImportOptions{Kind: loyalty.ImportPurchases}, b.String())
+		valid := int64(rows - len(bad))
+		if imp.Status != loyalty.ImportSucceeded || imp.RowsDone != rows || imp.RowsTotal != rows || imp.RowsCreated != valid ||
+			imp.RowsFailed != int64(len(bad)) || imp.RowsSkipped != 0 {
+			t.Fatalf("import %+v, want %d rows in %d chunks: %d created, %d failed", imp, rows, chunks, valid, len(bad))
+		}
+		if n := e.count("SELECT count(*) FROM purchases"); n != valid {
+			t.Fatalf("%d purchases stored, want %d", n, valid)
+		}
+		if n := e.count("SELECT count(*) FROM members"); n != int64(members) {
+			t.Fatalf("%d members, want %d", n, members)
+		}
+		_, errs := e.errorsOf(imp.ID)
+		for _, line := range bad {
+			if errs[fmt.Sprint(line)] == "" {
+				t.Fatalf("line %d is not in the error CSV (%d there)", line, len(errs))
+			}
+		}
+		type got struct {
+			ExternalID     string
+			EnrolledAt     time.Time
+			LastActivityAt time.Time
+		}
+		var all []got
+		if err := e.store.DB().Raw(`SELECT m.external_id, m.enrolled_at, b.last_activity_at FROM members m
+			JOIN member_balances b ON b.member_id = m.id`).Scan(&all).Error; err != nil {
+			t.Fatal(err)
+		}
+		if len(all) != members {
+			t.Fatalf("%d members with a balance row, want %d", len(all), members)
+		}
+		wrong := 0
+		for _, g := range all {
+			if !g.EnrolledAt.Equal(first[g.ExternalID]) {
+				if wrong++; wrong <= 5 {
+					t.Errorf("%s enrolled at %s, want its first purchase in chunk %d, %s", g.ExternalID, g.EnrolledAt,
+						firstChunk[g.ExternalID]+1, first[g.ExternalID])
+				}
+			}
+			if !g.LastActivityAt.Equal(last[g.ExternalID]) {
+				t.Errorf("%s last active at %s, want its latest purchase, %s", g.ExternalID, g.LastActivityAt, last[g.ExternalID])
+			}
+		}
+		if wrong > 0 {
+			t.Errorf("%d of %d members enrolled at the wrong time", wrong, members)
+		}
+	})
+}
