@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -38,6 +39,9 @@ type eventsResult struct {
 	purchases float64 // purchases/s with the webhook and the sink, at the target client count
 	plain     float64 // the plain purchases phase at the same count
 	sse       *hist   // purchase sent → balance event received
+	// bound is the share of plain purchases the delivery work alone
+	// leaves room for on this machine (0: not measured).
+	bound float64
 	sseAcross bool    // the streams were on another engine process
 }
 
@@ -47,6 +51,25 @@ type hookReceiver struct {
 	ln  net.Listener
 	srv *fasthttp.Server
 	n   atomic.Int64
+	// The last deliveries' bodies, for the delivery reference.
+	mu   sync.Mutex
+	last [][]byte
+	at   int
+}
+
+// keptBodies is how many of the last deliveries' bodies the receiver
+// keeps.
+const keptBodies = 20000
+
+// bodies returns the bodies kept, oldest first.
+func (r *hookReceiver) bodies() []json.RawMessage {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]json.RawMessage, 0, len(r.last))
+	for i := range r.last {
+		out = append(out, r.last[(r.at+i)%len(r.last)])
+	}
+	return out
 }
 
 func startHookReceiver() (*hookReceiver, error) {
@@ -58,6 +81,15 @@ func startHookReceiver() (*hookReceiver, error) {
 	r.srv = &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
 		if string(ctx.Method()) == "POST" && len(ctx.Request.Header.Peek("Loyalty-Signature")) > 0 {
 			r.n.Add(1)
+			body := append([]byte(nil), ctx.PostBody()...)
+			r.mu.Lock()
+			if len(r.last) < keptBodies {
+				r.last = append(r.last, body)
+			} else {
+				r.last[r.at] = body
+				r.at = (r.at + 1) % keptBodies
+			}
+			r.mu.Unlock()
 		}
 		ctx.SetStatusCode(fasthttp.StatusNoContent)
 	}, NoDefaultServerHeader: true}
@@ -250,6 +282,16 @@ func (b *bench) eventsPhases(ctx context.Context, db, label string, srv **server
 		}
 		if opt.eventSinks["webhook"] {
 			note += fmt.Sprintf("; the webhook receiver got %s deliveries by the end of the phase", groupThousands(hooks.n.Load()-delivered0))
+		}
+		// The delivery reference (delivery.go), once, at the targets'
+		// client count: what the delivery work alone costs the machine.
+		if conc == out && opt.rate == 0 && len(opt.eventSinks) == 2 {
+			if ref, err := b.deliveryReference(ctx, r, er.purchaseCPU[conc], plain, hooks, hooks.n.Load()-delivered0, ns); err != nil {
+				b.logf("%s: events: %v", label, err)
+			} else {
+				note += "; " + ref.note
+				res.bound = ref.bound
+			}
 		}
 		b.rep.notes = append(b.rep.notes, note+".")
 		// The target is issue 14's: both sinks.

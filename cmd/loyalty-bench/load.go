@@ -44,6 +44,18 @@ type phaseResult struct {
 	lastErr error   // one transport or driver error, for the log
 	window  time.Duration
 	windows []*kindStats // every kind together, by window of scheduled send time
+	// busy is the machine's busy CPU time over the phase, every core
+	// (busyOK false: not measured).
+	busy   time.Duration
+	busyOK bool
+}
+
+// busyPerOK is the machine's busy CPU time per request answered.
+func (r *phaseResult) busyPerOK() (time.Duration, bool) {
+	if !r.busyOK || r.total.ok == 0 {
+		return 0, false
+	}
+	return r.busy / time.Duration(r.total.ok), true
 }
 
 func (r *phaseResult) throughput() float64 {

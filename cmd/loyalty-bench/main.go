@@ -299,6 +299,9 @@ func dbLabel(db string) string {
 // ratios with the references.
 type engineRun struct {
 	purchases, reads, mix map[int]float64 // throughput by client count, flat out only
+	// purchaseCPU is the machine's busy CPU time per purchase of the
+	// purchases phase, by client count (absent: not measured).
+	purchaseCPU map[int]time.Duration
 }
 
 func (b *bench) benchDB(ctx context.Context, db string) error {
@@ -399,7 +402,7 @@ func (b *bench) benchDB(ctx context.Context, db string) error {
 	if opt.redemptions {
 		phases = append(phases, phase{"redemptions", e.redemptionsLoad, false})
 	}
-	er := engineRun{purchases: map[int]float64{}, reads: map[int]float64{}, mix: map[int]float64{}}
+	er := engineRun{purchases: map[int]float64{}, reads: map[int]float64{}, mix: map[int]float64{}, purchaseCPU: map[int]time.Duration{}}
 	var gor []string // goroutines before and after each phase
 	firstRow := len(b.rep.rows)
 	defer func() {
@@ -435,6 +438,9 @@ func (b *bench) benchDB(ctx context.Context, db string) error {
 				switch ph.name {
 				case "purchases":
 					er.purchases[conc] = res.throughput()
+					if c, ok := res.busyPerOK(); ok {
+						er.purchaseCPU[conc] = c
+					}
 					if conc == out.clients {
 						out.purchases = fr
 					}
@@ -541,7 +547,11 @@ func (b *bench) measure(ctx context.Context, srv *server, e *engine, kinds []str
 	b.logf("  %s: %d clients, %s", strings.Join(kinds, " + "), conc, dur)
 	g0 := srv.goroutines()
 	rs := sampleRSS(srv.pid(), 500*time.Millisecond)
+	busy0, ok0 := machineBusy()
 	res := runPhase(ctx, kinds, conc, dur, rate, mk)
+	if busy1, ok1 := machineBusy(); ok0 && ok1 {
+		res.busy, res.busyOK = busy1-busy0, true
+	}
 	rssKB := rs.stop(srv.pid())
 	e.closeClients()
 	if err := ctx.Err(); err != nil {

@@ -181,8 +181,11 @@ func (o *dbOutcome) targets() []targetRow {
 	}
 	t = fmt.Sprintf("purchases with a webhook and the NATS sink ≥ %d%% of plain purchases (%s)", int(100*(1-eventsCostMax)), pc)
 	if ev := o.events; ev != nil && ev.plain > 0 && ev.purchases > 0 {
-		add(t, fmt.Sprintf("%s/s of %s/s = %d%%", fmtRate(ev.purchases), fmtRate(ev.plain), pctOf(ev.purchases, ev.plain)),
-			verdict(ev.purchases >= (1-eventsCostMax)*ev.plain))
+		m := fmt.Sprintf("%s/s of %s/s = %d%%", fmtRate(ev.purchases), fmtRate(ev.plain), pctOf(ev.purchases, ev.plain))
+		if ev.bound > 0 {
+			m += fmt.Sprintf("; the delivery work alone leaves room for %d%%", int(ev.bound*100))
+		}
+		add(t, m, verdict(ev.purchases >= (1-eventsCostMax)*ev.plain))
 	} else {
 		none(t)
 	}
