@@ -41,8 +41,8 @@ type eventsResult struct {
 	sse       *hist   // purchase sent → balance event received
 	// bound is the share of plain purchases the delivery work alone
 	// leaves room for on this machine (0: not measured).
-	bound float64
-	sseAcross bool    // the streams were on another engine process
+	bound     float64
+	sseAcross bool // the streams were on another engine process
 }
 
 // hookReceiver is the bench's loopback webhook endpoint: it answers 204 to
