@@ -13,11 +13,15 @@ import (
 	"github.com/loyalty-engine/loyalty/loyalty"
 )
 
-// TestWALStaysBoundedUnderOverlappingReads writes several times the WAL's
+// TestWALStaysBoundedUnderOverlappingReads writes sixteen times the WAL's
 // restart length while readers overlap one another without pause, as
 // requests do under load: SQLite never starts such a WAL over by itself,
-// so without the writer's restart its file grows with every write. The
-// WAL file must end within a few restart lengths.
+// so without the writer's restart its file grows with every write (to
+// the sixteen lengths). The WAL file must end within half of that. The
+// margin is the machine's: the restart follows the checkpoint that finds
+// the WAL long (one every 100 ms), so a machine that writes faster goes
+// further past the restart length first (3.5 lengths seen on a fast one
+// with a quarter of these writes).
 func TestWALStaysBoundedUnderOverlappingReads(t *testing.T) {
 	s := probeStore(t, loyalty.SQLite)
 	const restartFrames = 2048
@@ -49,7 +53,7 @@ func TestWALStaysBoundedUnderOverlappingReads(t *testing.T) {
 	}
 	// Each write adds about 64 KiB: 16 pages of blob, in 16 rows.
 	const pageSize = 4096
-	writes := 4 * restartFrames / 16
+	writes := 16 * restartFrames / 16
 	body := []byte(strings.Repeat("x", pageSize-200))
 	for i := range writes {
 		err := loyalty.WriteGroup(ctx, s, func(tx *gorm.DB) error {
@@ -72,7 +76,7 @@ func TestWALStaysBoundedUnderOverlappingReads(t *testing.T) {
 	}
 	written := int64(writes) * 16 * pageSize
 	t.Logf("%d writes (%d MiB of pages) beside %d reads: WAL file %d MiB", writes, written>>20, reads.Load(), fi.Size()>>20)
-	if limit := int64(3*restartFrames) * pageSize; fi.Size() > limit {
+	if limit := written / 2; fi.Size() > limit {
 		t.Errorf("WAL file is %d MiB after %d MiB written, past %d MiB: the writer did not start it over",
 			fi.Size()>>20, written>>20, limit>>20)
 	}
