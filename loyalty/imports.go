@@ -332,9 +332,9 @@ type importShared struct {
 	errorsKept int64
 	// tail is held from a chunk's locks on shared rows to its commit.
 	tail sync.Mutex
-	// Chunks enrol their unknown members in file order (enrolTurn): a
-	// member of two chunks written at once is enrolled by the earlier,
-	// as one writer would, at its first purchase there.
+	// Chunks enrol their unknown members in file order (waitTurn,
+	// passTurn): a member of two chunks written at once is enrolled by
+	// the earlier, as one writer would, at its first purchase there.
 	turn     sync.Cond
 	turnMu   sync.Mutex
 	enrolled int64          // every chunk up to this one has enrolled
