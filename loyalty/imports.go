@@ -842,6 +842,9 @@ func (im *importer) flush(ctx context.Context) error {
 			"rows_total":   gorm.Expr("CASE WHEN rows_total < rows_done + ? THEN rows_done + ? ELSE rows_total END", done, done),
 			"heartbeat_at": now}).Error
 	})
+	if err != nil {
+		kept = 0 // nothing of the chunk was stored
+	}
 	if room > kept {
 		im.shared.giveBack(room - kept)
 	}
