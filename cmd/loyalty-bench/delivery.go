@@ -18,9 +18,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,6 +31,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/valyala/fasthttp"
+
+	"github.com/loyalty-engine/loyalty/loyalty/webhooks"
 )
 
 // machineBusy is the CPU time every core of the machine has spent busy
@@ -62,26 +61,6 @@ func machineBusy() (time.Duration, bool) {
 		}
 	}
 	return time.Duration(busy) * time.Second / 100, true // USER_HZ
-}
-
-// busyMeter measures the machine's busy CPU time over a span.
-type busyMeter struct {
-	start time.Duration
-	ok    bool
-}
-
-func startBusy() busyMeter {
-	b, ok := machineBusy()
-	return busyMeter{start: b, ok: ok}
-}
-
-// per is the busy CPU time since the start divided by n, or false.
-func (m busyMeter) per(n int64) (time.Duration, bool) {
-	end, ok := machineBusy()
-	if !m.ok || !ok || n <= 0 {
-		return 0, false
-	}
-	return (end - m.start) / time.Duration(n), true
 }
 
 // deliveryRef delivers evs as the sinks would (see above) and returns the
@@ -119,7 +98,7 @@ func deliveryRef(ctx context.Context, evs []json.RawMessage, hookURL, natsURL, s
 		}
 		mu.Unlock()
 	}
-	meter := startBusy()
+	busy0, ok0 := machineBusy()
 	// Webhooks: 8 at once, as the dispatcher's default per endpoint.
 	var wg sync.WaitGroup
 	next := make(chan int)
@@ -136,12 +115,7 @@ func deliveryRef(ctx context.Context, evs []json.RawMessage, hookURL, natsURL, s
 				req.Header.SetContentType("application/json")
 				req.Header.Set("Loyalty-Event-Id", heads[i].ID)
 				req.Header.Set("Loyalty-Event-Type", heads[i].Type)
-				ts := strconv.FormatInt(time.Now().Unix(), 10)
-				m := hmac.New(sha256.New, []byte(secret))
-				m.Write([]byte(ts))
-				m.Write([]byte{'.'})
-				m.Write(body)
-				req.Header.Set("Loyalty-Signature", "t="+ts+",v1="+hex.EncodeToString(m.Sum(nil)))
+				req.Header.Set(webhooks.HeaderSignature, webhooks.Sign(secret, time.Now(), body))
 				req.SetBodyRaw(body)
 				if err := fc.DoTimeout(req, res, 10*time.Second); err != nil {
 					fail(err)
@@ -174,14 +148,14 @@ func deliveryRef(ctx context.Context, evs []json.RawMessage, hookURL, natsURL, s
 	}
 	close(next)
 	wg.Wait()
-	per, ok := meter.per(int64(len(evs)))
+	busy1, ok1 := machineBusy()
 	if firstErr != nil {
 		return 0, fmt.Errorf("delivery reference: %w", firstErr)
 	}
-	if !ok {
+	if !ok0 || !ok1 {
 		return 0, errors.New("delivery reference: no /proc/stat to measure the machine's CPU with")
 	}
-	return per, nil
+	return (busy1 - busy0) / time.Duration(len(evs)), nil
 }
 
 // deliveryBound is the highest share of plain purchases the events phase
