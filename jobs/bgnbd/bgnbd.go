@@ -6,8 +6,12 @@
 package bgnbd
 
 import (
+	"cmp"
 	"errors"
 	"math"
+	"runtime"
+	"slices"
+	"sync"
 
 	"gonum.org/v1/gonum/diff/fd"
 	"gonum.org/v1/gonum/optimize"
@@ -99,9 +103,113 @@ func hyp2f1(a, b, c, z float64) float64 {
 // ErrNoData reports a fit without customers.
 var ErrNoData = errors.New("bgnbd: no customers to fit")
 
+// summaries are customers as the likelihood reads them: each distinct
+// repeat count and each distinct time (T or TX) once, so that the terms
+// that depend on x alone (five log-gammas and a log) or on a time alone (a
+// log) are computed once per value and parameter set rather than once per
+// customer, and a customer costs a few multiplications, an exp and a
+// log1p. Rows are ordered by x and split into parts, summed on their own
+// goroutines.
+type summaries struct {
+	xs, wx []float64 // distinct x and the weight of each
+	times  []float64 // distinct T and TX
+	rows   []row
+	parts  [][]row
+}
+
+type row struct {
+	x, t, tx int32 // indexes into xs and times
+	w        float64
+}
+
+func summarise(cs []Customer) *summaries {
+	s := &summaries{}
+	xi, ti := map[float64]int32{}, map[float64]int32{}
+	time := func(v float64) int32 {
+		i, ok := ti[v]
+		if !ok {
+			i = int32(len(s.times))
+			ti[v] = i
+			s.times = append(s.times, v)
+		}
+		return i
+	}
+	for _, c := range cs {
+		if c.Weight == 0 {
+			continue
+		}
+		i, ok := xi[c.X]
+		if !ok {
+			i = int32(len(s.xs))
+			xi[c.X] = i
+			s.xs = append(s.xs, c.X)
+			s.wx = append(s.wx, 0)
+		}
+		s.wx[i] += c.Weight
+		s.rows = append(s.rows, row{x: i, t: time(c.T), tx: time(c.TX), w: c.Weight})
+	}
+	slices.SortFunc(s.rows, func(a, b row) int { return cmp.Compare(a.x, b.x) })
+	n := min(runtime.GOMAXPROCS(0), 1+len(s.rows)/20000)
+	for i := 0; i < n; i++ {
+		s.parts = append(s.parts, s.rows[i*len(s.rows)/n:(i+1)*len(s.rows)/n])
+	}
+	return s
+}
+
+// logLikelihood is TotalLogLikelihood over the summaries.
+func (s *summaries) logLikelihood(p Params) float64 {
+	r, al, a, b := p.R, p.Alpha, p.A, p.B
+	lg := func(v float64) float64 { l, _ := math.Lgamma(v); return l }
+	rx, la := make([]float64, len(s.xs)), make([]float64, len(s.xs))
+	base := -lg(r) + r*math.Log(al) + lg(a+b) - lg(b)
+	var ll float64
+	for i, x := range s.xs {
+		rx[i] = r + x
+		ll += s.wx[i] * (base + lg(r+x) + lg(b+x) - lg(a+b+x))
+		la[i] = math.Log(a) - math.Log(b+x-1)
+	}
+	lt := make([]float64, len(s.times))
+	for i, t := range s.times {
+		lt[i] = math.Log(al + t)
+	}
+	part := func(rows []row) float64 {
+		var sum float64
+		for _, c := range rows {
+			a3 := -rx[c.x] * lt[c.t]
+			if s.xs[c.x] == 0 {
+				sum += c.w * a3
+				continue
+			}
+			a4 := la[c.x] - rx[c.x]*lt[c.tx]
+			hi, lo := a3, a4
+			if lo > hi {
+				hi, lo = lo, hi
+			}
+			sum += c.w * (hi + math.Log1p(math.Exp(lo-hi)))
+		}
+		return sum
+	}
+	if len(s.parts) == 1 {
+		return ll + part(s.parts[0])
+	}
+	sums := make([]float64, len(s.parts))
+	var wg sync.WaitGroup
+	for i, rows := range s.parts {
+		wg.Go(func() { sums[i] = part(rows) })
+	}
+	wg.Wait()
+	for _, v := range sums {
+		ll += v
+	}
+	return ll
+}
+
 // Fit estimates the parameters by maximum likelihood over customers. It
 // optimises the log of each parameter (so all stay positive) with
-// Nelder–Mead, then polishes with BFGS on numerical gradients.
+// Nelder–Mead, then polishes with BFGS on numerical gradients. The
+// likelihood is read from the customers' summaries (summarise), so its
+// cost follows the distinct (x, TX, T) the caller passes, and the parts
+// that depend on x or on a time alone are computed once per value.
 func Fit(cs []Customer) (Params, float64, error) {
 	var n float64
 	for _, c := range cs {
@@ -110,9 +218,10 @@ func Fit(cs []Customer) (Params, float64, error) {
 	if n == 0 {
 		return Params{}, 0, ErrNoData
 	}
+	s := summarise(cs)
 	negLL := func(v []float64) float64 {
 		p := Params{R: math.Exp(v[0]), Alpha: math.Exp(v[1]), A: math.Exp(v[2]), B: math.Exp(v[3])}
-		ll := p.TotalLogLikelihood(cs)
+		ll := s.logLikelihood(p)
 		if math.IsNaN(ll) || math.IsInf(ll, 0) {
 			return math.Inf(1)
 		}
@@ -137,5 +246,5 @@ func Fit(cs []Customer) (Params, float64, error) {
 		}
 	}
 	p := Params{R: math.Exp(x[0]), Alpha: math.Exp(x[1]), A: math.Exp(x[2]), B: math.Exp(x[3])}
-	return p, p.TotalLogLikelihood(cs), nil
+	return p, s.logLikelihood(p), nil
 }

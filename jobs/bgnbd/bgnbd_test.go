@@ -3,7 +3,9 @@ package bgnbd
 import (
 	"encoding/csv"
 	"math"
+	"math/rand/v2"
 	"os"
+	"runtime"
 	"strconv"
 	"testing"
 )
@@ -63,5 +65,110 @@ func TestPAliveOrdering(t *testing.T) {
 	// expects 1.226 purchases in the next 39 weeks.
 	if got := paper.ExpectedPurchases(Customer{X: 2, TX: 30.43, T: 38.86}, 39); !within(got, 1.226, 0.005) {
 		t.Fatalf("expected purchases %.4f, want 1.226", got)
+	}
+}
+
+// simulate draws n customers from the model with parameters p, each
+// observed for T weeks (whole days, up to a year) since its first
+// purchase, purchases falling on whole days as a store's do, and merges
+// those with equal (x, TX, T) as the churn job's query does.
+func simulate(p Params, n int, seed uint64) []Customer {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	type key struct{ x, tx, t int }
+	count := map[key]float64{}
+	for range n {
+		lambda := gamma(rng, p.R) / p.Alpha
+		drop := beta(rng, p.A, p.B)
+		tDays := 1 + rng.IntN(365)
+		x, last, day := 0, 0, 0.0
+		for {
+			day += rng.ExpFloat64() / lambda * 7
+			if int(day) > tDays {
+				break
+			}
+			if int(day) > last {
+				x, last = x+1, int(day)
+			}
+			if rng.Float64() < drop {
+				break
+			}
+		}
+		count[key{x, last, tDays}]++
+	}
+	var cs []Customer
+	for k, w := range count {
+		cs = append(cs, Customer{X: float64(k.x), TX: float64(k.tx) / 7, T: float64(k.t) / 7, Weight: w})
+	}
+	return cs
+}
+
+// gamma draws from Gamma(shape, 1) (Marsaglia and Tsang; boosted below 1).
+func gamma(rng *rand.Rand, shape float64) float64 {
+	if shape < 1 {
+		return gamma(rng, shape+1) * math.Pow(rng.Float64(), 1/shape)
+	}
+	d := shape - 1.0/3
+	c := 1 / math.Sqrt(9*d)
+	for {
+		z := rng.NormFloat64()
+		v := 1 + c*z
+		if v <= 0 {
+			continue
+		}
+		v = v * v * v
+		if math.Log(rng.Float64()) < z*z/2+d-d*v+d*math.Log(v) {
+			return d * v
+		}
+	}
+}
+
+func beta(rng *rand.Rand, a, b float64) float64 {
+	x := gamma(rng, a)
+	return x / (x + gamma(rng, b))
+}
+
+// TestSummariesMatchTotal holds the likelihood the fit reads, over
+// summaries split across goroutines, to the customer-by-customer sum.
+func TestSummariesMatchTotal(t *testing.T) {
+	cs := simulate(Params{R: 0.5, Alpha: 5, A: 0.8, B: 2.5}, 60000, 1)
+	s := summarise(cs)
+	if len(s.parts) < 2 && runtime.GOMAXPROCS(0) > 1 {
+		t.Fatalf("%d customers in %d part(s)", len(s.rows), len(s.parts))
+	}
+	for _, p := range []Params{{R: 0.5, Alpha: 5, A: 0.8, B: 2.5}, {R: 2, Alpha: 0.3, A: 3, B: 0.6}, {R: 0.01, Alpha: 40, A: 0.05, B: 9}} {
+		got, want := s.logLikelihood(p), p.TotalLogLikelihood(cs)
+		if math.Abs(got-want) > 1e-9*math.Abs(want) {
+			t.Errorf("%+v: summaries %.9f, customers %.9f", p, got, want)
+		}
+	}
+}
+
+// TestFitRecoversSimulated fits customers drawn from known parameters.
+func TestFitRecoversSimulated(t *testing.T) {
+	want := Params{R: 0.5, Alpha: 5, A: 0.8, B: 2.5}
+	p, _, err := Fit(simulate(want, 40000, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("r=%.4f alpha=%.4f a=%.4f b=%.4f", p.R, p.Alpha, p.A, p.B)
+	for _, c := range []struct {
+		name      string
+		got, want float64
+	}{{"r", p.R, want.R}, {"alpha", p.Alpha, want.Alpha}, {"a", p.A, want.A}, {"b", p.B, want.B}} {
+		if !within(c.got, c.want, 0.25) {
+			t.Errorf("%s = %.4f, simulated with %.4f", c.name, c.got, c.want)
+		}
+	}
+}
+
+// BenchmarkFit fits a base the size of the jobs benchmark's smaller run:
+// 100,000 customers over a year in whole days.
+func BenchmarkFit(b *testing.B) {
+	cs := simulate(Params{R: 0.5, Alpha: 5, A: 0.8, B: 2.5}, 100000, 3)
+	b.Logf("%d distinct (x, TX, T)", len(cs))
+	for b.Loop() {
+		if _, _, err := Fit(cs); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

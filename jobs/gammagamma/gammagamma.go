@@ -9,6 +9,8 @@ package gammagamma
 import (
 	"errors"
 	"math"
+	"runtime"
+	"sync"
 
 	"gonum.org/v1/gonum/diff/fd"
 	"gonum.org/v1/gonum/optimize"
@@ -55,11 +57,85 @@ func (m Params) ExpectedSpend(x, mx float64) float64 {
 // ErrNoData reports a fit without customers.
 var ErrNoData = errors.New("gammagamma: no repeat customers to fit")
 
+// summaries are customers as the likelihood reads them: the terms that
+// depend on x alone (three log-gammas and a log) once per distinct x and
+// parameter set, ln m_x once per customer for the whole fit, so that a
+// customer costs one log per evaluation. Rows are split into parts,
+// summed on their own goroutines.
+type summaries struct {
+	xs, wx []float64 // distinct x and the weight of each
+	wlmx   []float64 // per distinct x, the weighted sum of ln m_x
+	rows   []row
+	parts  [][]row
+}
+
+type row struct {
+	x      int32 // index into xs
+	xmx, w float64
+}
+
+func summarise(cs []Customer) *summaries {
+	s := &summaries{}
+	xi := map[float64]int32{}
+	for _, c := range cs {
+		i, ok := xi[c.X]
+		if !ok {
+			i = int32(len(s.xs))
+			xi[c.X] = i
+			s.xs = append(s.xs, c.X)
+			s.wx = append(s.wx, 0)
+			s.wlmx = append(s.wlmx, 0)
+		}
+		s.wx[i] += c.Weight
+		s.wlmx[i] += c.Weight * math.Log(c.MX)
+		s.rows = append(s.rows, row{x: i, xmx: c.X * c.MX, w: c.Weight})
+	}
+	n := min(runtime.GOMAXPROCS(0), 1+len(s.rows)/20000)
+	for i := 0; i < n; i++ {
+		s.parts = append(s.parts, s.rows[i*len(s.rows)/n:(i+1)*len(s.rows)/n])
+	}
+	return s
+}
+
+// logLikelihood is TotalLogLikelihood over the summaries.
+func (s *summaries) logLikelihood(m Params) float64 {
+	p, q, g := m.P, m.Q, m.Gamma
+	lg := func(v float64) float64 { l, _ := math.Lgamma(v); return l }
+	pxq := make([]float64, len(s.xs))
+	var ll float64
+	for i, x := range s.xs {
+		pxq[i] = p*x + q
+		ll += s.wx[i]*(lg(p*x+q)-lg(p*x)-lg(q)+q*math.Log(g)+p*x*math.Log(x)) + (p*x-1)*s.wlmx[i]
+	}
+	part := func(rows []row) float64 {
+		var sum float64
+		for _, c := range rows {
+			sum -= c.w * pxq[c.x] * math.Log(g+c.xmx)
+		}
+		return sum
+	}
+	if len(s.parts) == 1 {
+		return ll + part(s.parts[0])
+	}
+	sums := make([]float64, len(s.parts))
+	var wg sync.WaitGroup
+	for i, rows := range s.parts {
+		wg.Go(func() { sums[i] = part(rows) })
+	}
+	wg.Wait()
+	for _, v := range sums {
+		ll += v
+	}
+	return ll
+}
+
 // Fit estimates the parameters by maximum likelihood over customers with
 // X > 0 and MX > 0 (others carry no information on spend and are left
 // out). It optimises the log of each parameter (so all stay positive) with
 // Nelder–Mead, then polishes with BFGS on numerical gradients. The result
-// counts the customers fitted.
+// counts the customers fitted. The likelihood is read from the customers'
+// summaries (summarise), so the parts that depend on x alone are computed
+// once per value.
 func Fit(cs []Customer) (Params, float64, float64, error) {
 	var use []Customer
 	var n float64
@@ -72,9 +148,10 @@ func Fit(cs []Customer) (Params, float64, float64, error) {
 	if n == 0 {
 		return Params{}, 0, 0, ErrNoData
 	}
+	s := summarise(use)
 	negLL := func(v []float64) float64 {
 		m := Params{P: math.Exp(v[0]), Q: math.Exp(v[1]), Gamma: math.Exp(v[2])}
-		ll := m.TotalLogLikelihood(use)
+		ll := s.logLikelihood(m)
 		if math.IsNaN(ll) || math.IsInf(ll, 0) {
 			return math.Inf(1)
 		}
@@ -97,5 +174,5 @@ func Fit(cs []Customer) (Params, float64, float64, error) {
 		x = res2.X
 	}
 	m := Params{P: math.Exp(x[0]), Q: math.Exp(x[1]), Gamma: math.Exp(x[2])}
-	return m, m.TotalLogLikelihood(use), n, nil
+	return m, s.logLikelihood(m), n, nil
 }

@@ -3,7 +3,9 @@ package gammagamma
 import (
 	"bufio"
 	"math"
+	"math/rand/v2"
 	"os"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -78,5 +80,80 @@ func TestExpectedSpend(t *testing.T) {
 	}
 	if _, _, _, err := Fit(nil); err != ErrNoData {
 		t.Errorf("Fit(nil) = %v", err)
+	}
+}
+
+// spenders draws n repeat customers: x repeat transactions, their mean of
+// values Gamma(p, ν) around ν ~ Gamma(q, γ) (a mean of x Gamma(p, ν)
+// values is Gamma(px, xν)), in cents as the churn job reads them.
+func spenders(m Params, n int, seed uint64) []Customer {
+	rng := rand.New(rand.NewPCG(seed, 2))
+	gamma := func(shape float64) float64 { // Marsaglia and Tsang, shape ≥ 1
+		d := shape - 1.0/3
+		c := 1 / math.Sqrt(9*d)
+		for {
+			z := rng.NormFloat64()
+			v := 1 + c*z
+			if v <= 0 {
+				continue
+			}
+			v = v * v * v
+			if math.Log(rng.Float64()) < z*z/2+d-d*v+d*math.Log(v) {
+				return d * v
+			}
+		}
+	}
+	cs := make([]Customer, n)
+	for i := range cs {
+		x := float64(1 + rng.IntN(20))
+		nu := gamma(m.Q) / m.Gamma
+		mx := math.Round(gamma(m.P*x)/(x*nu)*100) / 100
+		cs[i] = Customer{X: x, MX: max(mx, 0.01), Weight: float64(1 + rng.IntN(3))}
+	}
+	return cs
+}
+
+// TestSummariesMatchTotal holds the likelihood the fit reads, over
+// summaries split across goroutines, to the customer-by-customer sum.
+func TestSummariesMatchTotal(t *testing.T) {
+	cs := spenders(Params{P: 6, Q: 4, Gamma: 15}, 60000, 1)
+	s := summarise(cs)
+	if len(s.parts) < 2 && runtime.GOMAXPROCS(0) > 1 {
+		t.Fatalf("%d customers in %d part(s)", len(s.rows), len(s.parts))
+	}
+	for _, m := range []Params{{P: 6, Q: 4, Gamma: 15}, {P: 0.5, Q: 20, Gamma: 1}, {P: 30, Q: 1.1, Gamma: 200}} {
+		got, want := s.logLikelihood(m), m.TotalLogLikelihood(cs)
+		if math.Abs(got-want) > 1e-9*math.Abs(want) {
+			t.Errorf("%+v: summaries %.9f, customers %.9f", m, got, want)
+		}
+	}
+}
+
+// TestFitRecoversSimulated fits customers drawn from known parameters.
+func TestFitRecoversSimulated(t *testing.T) {
+	want := Params{P: 6, Q: 4, Gamma: 15}
+	m, _, _, err := Fit(spenders(want, 40000, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("p=%.4f q=%.4f γ=%.4f", m.P, m.Q, m.Gamma)
+	for _, c := range []struct {
+		name      string
+		got, want float64
+	}{{"p", m.P, want.P}, {"q", m.Q, want.Q}, {"gamma", m.Gamma, want.Gamma}} {
+		if math.Abs(c.got-c.want) > 0.25*c.want {
+			t.Errorf("%s = %.4f, simulated with %.4f", c.name, c.got, c.want)
+		}
+	}
+}
+
+// BenchmarkFit fits 90,000 repeat customers, about the jobs benchmark's
+// smaller run.
+func BenchmarkFit(b *testing.B) {
+	cs := spenders(Params{P: 6, Q: 4, Gamma: 15}, 90000, 3)
+	for b.Loop() {
+		if _, _, _, err := Fit(cs); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

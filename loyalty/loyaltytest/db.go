@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	_ "github.com/jackc/pgx/v5/stdlib" // the driver gorm's postgres dialect uses
 
 	"github.com/loyalty-engine/loyalty/loyalty"
@@ -76,6 +77,19 @@ func Each(t *testing.T, fn func(t *testing.T, dialect string)) {
 // test ends: a new SQLite file, or a new PostgreSQL schema.
 func MustOpen(tb testing.TB, dialect string) *loyalty.Store {
 	tb.Helper()
+	return open(tb, dialect, "")
+}
+
+// OpenKept opens the PostgreSQL schema name, made and migrated when absent
+// and kept when the test ends: for benchmarks whose seeding takes longer
+// than what they measure, run again on what an earlier run seeded.
+func OpenKept(tb testing.TB, name string) *loyalty.Store {
+	tb.Helper()
+	return open(tb, loyalty.Postgres, name)
+}
+
+func open(tb testing.TB, dialect, kept string) *loyalty.Store {
+	tb.Helper()
 	ctx := context.Background()
 	var dsn string
 	switch dialect {
@@ -91,13 +105,21 @@ func MustOpen(tb testing.TB, dialect string) *loyalty.Store {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		if _, err := admin.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
-			tb.Fatal(err)
-		}
-		tb.Cleanup(func() {
-			_, _ = admin.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+		if kept != "" {
+			schema = kept
+			if _, err := admin.ExecContext(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{schema}.Sanitize()); err != nil {
+				tb.Fatal(err)
+			}
 			admin.Close()
-		})
+		} else {
+			if _, err := admin.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
+				tb.Fatal(err)
+			}
+			tb.Cleanup(func() {
+				_, _ = admin.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+				admin.Close()
+			})
+		}
 		u, err := url.Parse(base)
 		if err != nil {
 			tb.Fatal(err)
