@@ -7,6 +7,7 @@ import (
 	"math"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -30,6 +31,19 @@ type ChurnSummary struct {
 	// Spend is the Gamma-Gamma fit of §17, absent when no member has a
 	// repeat purchase.
 	Spend *SpendFit `json:"spend_model,omitempty"`
+	// Summaries says how the run brought the members' purchase summaries
+	// to its as-of.
+	Summaries *SummariesRefresh `json:"summaries,omitempty"`
+}
+
+// SummariesRefresh is what a run did to the members' purchase summaries:
+// summed Members again, all of them when Rebuilt (a first run), into
+// Table (member_activity, or churn_members for a run for a past day,
+// which leaves member_activity alone).
+type SummariesRefresh struct {
+	Members int64  `json:"members"`
+	Rebuilt bool   `json:"rebuilt"`
+	Table   string `json:"table"`
 }
 
 // SpendFit is what the churn-risk run fitted of the spend model.
@@ -52,15 +66,25 @@ type SpendFit struct {
 // no sort of the purchases, which at a large base spills to disk. Its
 // arguments are the as-of instant and day, twice, and the day 365 days
 // before.
-const churnMembers = `WITH d AS (
+var churnMembers = churnMembersOf("")
+
+// churnMembersOf is churnMembers for the members the SQL set members
+// lists ("" for all).
+func churnMembersOf(members string) string {
+	of := ""
+	if members != "" {
+		of = " AND member_id IN " + members
+	}
+	return `WITH d AS (
 		SELECT member_id, local_day, COUNT(*) AS n, SUM(CAST(total AS DOUBLE PRECISION)) AS amt
-		FROM purchases WHERE occurred_at <= ? AND local_day <= ? GROUP BY member_id, local_day
+		FROM purchases WHERE occurred_at <= ? AND local_day <= ?` + of + ` GROUP BY member_id, local_day
 	), f AS (SELECT member_id, MIN(local_day) AS first_day FROM d GROUP BY member_id)
 	SELECT d.member_id, f.first_day, COUNT(*) - 1 AS x, MAX(d.local_day) AS last_day,
 		MIN(CASE WHEN d.local_day > f.first_day THEN d.local_day END) AS second_day, SUM(d.n) AS purchases,
 		SUM(CASE WHEN d.local_day > f.first_day THEN d.amt ELSE 0 END) AS repeat_spend,
 		SUM(CASE WHEN d.local_day > ? THEN d.amt END) AS year_spend
 	FROM d JOIN f ON f.member_id = d.member_id GROUP BY d.member_id, f.first_day`
+}
 
 // ChurnRisk refits the BG/NBD model over every member's purchase history up
 // to asOf (repeat purchases counted per distinct calendar day, time in
@@ -85,19 +109,22 @@ func (r *Runner) ChurnRisk(ctx context.Context, asOf time.Time) (ChurnSummary, e
 	day := loyalty.LocalDay(asOf, prog.Location())
 	now := r.svc.Now()
 	// One transaction that writes only the churn tables, which no till
-	// touches: the members' summaries go to a temporary table in one pass
-	// over the purchases, and everything after reads that.
+	// touches: the members' summaries are brought to asOf (activityTable:
+	// the members whose summary changed since the last run are summed
+	// again), and everything after reads them.
 	err = loyalty.WriteDerived(ctx, r.svc, func(tx *loyalty.Tx) error {
 		sum = ChurnSummary{Model: "bgnbd", TimeUnit: "week"}
 		db := tx.DB
 		if err := jobMemory(db); err != nil {
 			return err
 		}
-		if err := tempTable(db, "churn_members", churnMembers, asOf, day, day-365); err != nil {
+		table, refreshed, rebuilt, err := r.activityTable(db, asOf, day, now)
+		if err != nil {
 			return err
 		}
 		defer dropTemp(db, "churn_members")
-		return r.churnRisk(db, &sum, prog, asOf, day, now)
+		sum.Summaries = &SummariesRefresh{Members: refreshed, Rebuilt: rebuilt, Table: table}
+		return r.churnRisk(db, table, &sum, prog, asOf, day, now)
 	})
 	if err != nil {
 		return sum, fmt.Errorf("churn risk: %w", err)
@@ -105,24 +132,25 @@ func (r *Runner) ChurnRisk(ctx context.Context, asOf time.Time) (ChurnSummary, e
 	return sum, nil
 }
 
-// churnRisk fits and scores from the members' summaries in churn_members.
-func (r *Runner) churnRisk(db *gorm.DB, sum *ChurnSummary, prog *loyalty.Program, asOf time.Time, day int64, now time.Time) error {
+// churnRisk fits and scores from the members' summaries in table
+// (churnMembers' columns).
+func (r *Runner) churnRisk(db *gorm.DB, table string, sum *ChurnSummary, prog *loyalty.Program, asOf time.Time, day int64, now time.Time) error {
 	type tuple struct {
 		X, TxDays, TDays int64
 		N                int64
 	}
 	var tuples []tuple
 	var gaps []struct{ Gap, N int64 }
-	spendPairs, err := spendStats(db, prog.Exponent())
+	spendPairs, err := spendStats(db, table, prog.Exponent())
 	if err != nil {
 		return err
 	}
 	if err := db.Raw(`SELECT x, tx_days, t_days, COUNT(*) AS n FROM (
-			SELECT x, last_day - first_day AS tx_days, ? - first_day AS t_days FROM churn_members) s
+			SELECT x, last_day - first_day AS tx_days, ? - first_day AS t_days FROM `+table+`) s
 		GROUP BY x, tx_days, t_days`, day).Scan(&tuples).Error; err != nil {
 		return err
 	}
-	if err := db.Raw(`SELECT second_day - first_day AS gap, COUNT(*) AS n FROM churn_members
+	if err := db.Raw(`SELECT second_day - first_day AS gap, COUNT(*) AS n FROM `+table+`
 		WHERE second_day IS NOT NULL GROUP BY second_day - first_day ORDER BY gap`).Scan(&gaps).Error; err != nil {
 		return err
 	}
@@ -185,12 +213,9 @@ func (r *Runner) churnRisk(db *gorm.DB, sum *ChurnSummary, prog *loyalty.Program
 		return err
 	}
 	if len(scores) > 0 {
-		if err := db.Table("churn_tuples").CreateInBatches(scores, 500).Error; err != nil {
+		if err := db.Table("churn_tuples").CreateInBatches(scores, 4000).Error; err != nil {
 			return err
 		}
-	}
-	if err := db.Exec("DELETE FROM member_churn").Error; err != nil {
-		return err
 	}
 	// CLV = expected purchase days over the horizon × the Gamma-Gamma
 	// expected value of one, in minor units; the seeds' simple CLV is
@@ -203,16 +228,16 @@ func (r *Runner) churnRisk(db *gorm.DB, sum *ChurnSummary, prog *loyalty.Program
 		clv = fmt.Sprintf("CASE WHEN %s * s.x + %s > 0 THEN %s END", lit(gg.P), lit(gg.Q-1), r.roundSQL("t.expected_horizon * "+em))
 	}
 	simple := r.roundSQL(fmt.Sprintf("COALESCE(s.year_spend, 0) * %d / 52.0", prog.ClvHorizonWeeks))
-	res := db.Exec(`INSERT INTO member_churn (member_id, churn_risk, p_alive, expected_purchases_90d, purchase_days, purchases,
+	scored, err := r.replaceMemberChurn(db, `(member_id, churn_risk, p_alive, expected_purchases_90d, purchase_days, purchases,
 			days_since_last_purchase, computed_at, expected_transactions, repeat_spend, clv, simple_clv)
 		SELECT s.member_id, t.churn_risk, t.p_alive, t.expected90, s.x + 1, s.purchases, ? - s.last_day, ?,
 			t.expected_horizon, s.repeat_spend, `+clv+`, `+simple+`
-		FROM churn_members s JOIN churn_tuples t ON t.x = s.x AND t.tx_days = s.last_day - s.first_day AND t.t_days = ? - s.first_day`,
+		FROM `+table+` s JOIN churn_tuples t ON t.x = s.x AND t.tx_days = s.last_day - s.first_day AND t.t_days = ? - s.first_day`,
 		day, now, day)
-	if res.Error != nil {
-		return res.Error
+	if err != nil {
+		return err
 	}
-	sum.Scored = res.RowsAffected
+	sum.Scored = scored
 	if err := db.Exec(`INSERT INTO churn_models (id, as_of, time_unit, r, alpha, a, b, log_likelihood, members, computed_at)
 		VALUES (?, ?, 'week', ?, ?, ?, ?, ?, ?, ?)`, loyalty.NewID(), asOf, p.R, p.Alpha, p.A, p.B, ll, sum.Members, now).Error; err != nil {
 		return err
@@ -225,16 +250,64 @@ func (r *Runner) churnRisk(db *gorm.DB, sum *ChurnSummary, prog *loyalty.Program
 		prog.ClvHorizonWeeks, now).Error
 }
 
+// memberChurnIndexes are member_churn's indexes beside its primary key, as
+// the migrations made them, for replaceMemberChurn to build on the new
+// table: %s is the table's name.
+var memberChurnIndexes = []string{"CREATE INDEX %s_clv ON %s (clv DESC, member_id)"}
+
+// replaceMemberChurn replaces every row of member_churn with the rows the
+// INSERT tail insert (columns and SELECT) gives and returns how many. On
+// PostgreSQL, where it is one statement of a run over every member, the
+// rows go to a new table, which then takes member_churn's place with its
+// primary key and indexes built once over the whole of it: a fifth of the
+// time the deletes and inserts of every row take, and no dead rows left
+// behind. Readers wait only for the swap at the end of the transaction.
+func (r *Runner) replaceMemberChurn(db *gorm.DB, insert string, args ...any) (int64, error) {
+	if r.svc.Store().Dialect != loyalty.Postgres {
+		if err := db.Exec("DELETE FROM member_churn").Error; err != nil {
+			return 0, err
+		}
+		res := db.Exec("INSERT INTO member_churn "+insert, args...)
+		return res.RowsAffected, res.Error
+	}
+	if err := db.Exec(`DROP TABLE IF EXISTS member_churn_next`).Error; err != nil {
+		return 0, err
+	}
+	if err := db.Exec(`CREATE TABLE member_churn_next (LIKE member_churn INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`).Error; err != nil {
+		return 0, err
+	}
+	res := db.Exec("INSERT INTO member_churn_next "+insert, args...)
+	if res.Error != nil {
+		return 0, res.Error
+	}
+	stmts := []string{`ALTER TABLE member_churn_next ADD CONSTRAINT member_churn_next_pkey PRIMARY KEY (member_id)`}
+	for _, ix := range memberChurnIndexes {
+		stmts = append(stmts, fmt.Sprintf(ix, "member_churn_next", "member_churn_next"))
+	}
+	stmts = append(stmts, `DROP TABLE member_churn`, `ALTER TABLE member_churn_next RENAME TO member_churn`,
+		`ALTER TABLE member_churn RENAME CONSTRAINT member_churn_next_pkey TO member_churn_pkey`)
+	for _, ix := range memberChurnIndexes {
+		name := strings.Fields(fmt.Sprintf(ix, "member_churn", "member_churn"))[2]
+		stmts = append(stmts, `ALTER INDEX `+strings.Replace(name, "member_churn", "member_churn_next", 1)+` RENAME TO `+name)
+	}
+	for _, q := range stmts {
+		if err := db.Exec(q).Error; err != nil {
+			return 0, err
+		}
+	}
+	return res.RowsAffected, nil
+}
+
 // spendStats reads the spend model's sufficient statistics from
-// churn_members: each distinct (repeat days x, mean value m_x in major
-// units) and how many members share it.
-func spendStats(db *gorm.DB, exponent int32) ([]gammagamma.Customer, error) {
+// table: each distinct (repeat days x, mean value m_x in major units) and
+// how many members share it.
+func spendStats(db *gorm.DB, table string, exponent int32) ([]gammagamma.Customer, error) {
 	var rows []struct {
 		X     int64
 		Spend float64
 		N     int64
 	}
-	if err := db.Raw(`SELECT x, repeat_spend AS spend, COUNT(*) AS n FROM churn_members WHERE x > 0 GROUP BY x, repeat_spend`).Scan(&rows).Error; err != nil {
+	if err := db.Raw(`SELECT x, repeat_spend AS spend, COUNT(*) AS n FROM `+table+` WHERE x > 0 GROUP BY x, repeat_spend`).Scan(&rows).Error; err != nil {
 		return nil, err
 	}
 	scale := math.Pow10(int(exponent))

@@ -1,0 +1,156 @@
+package jobs
+
+import (
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/loyalty-engine/loyalty/loyalty"
+)
+
+// The members' purchase summaries the churn-risk run reads (churnMembers'
+// columns), kept in member_activity as of activity_state.as_of and brought
+// forward by each run to its own as-of: only the members whose summary can
+// have changed since are summed again from their purchases (by the
+// purchases_member_time index), so a nightly run costs the day's
+// purchases, not the history.
+//
+// A member's summary changes when it has a new purchase, or when a
+// purchase day of its leaves the 365 days of year_spend. New purchases are
+// found by when they were written: on PostgreSQL by created_at, past a
+// watermark an hour before the earlier of the run's as-of and its start
+// (a purchase committed late, or dated up to ClockSkew past the as-of, is
+// still past it at the next run); on SQLite, whose one writer appends
+// purchases in rowid order, by rowid, past the last purchase written before
+// that instant.
+
+// activityMargin is how long before a run's as-of (or its start, if
+// earlier) its watermark is set.
+const activityMargin = time.Hour
+
+// activityState is the one row of activity_state; Watermark is a time on
+// PostgreSQL and a rowid on SQLite.
+type activityState struct {
+	AsOf      time.Time
+	Day       int64
+	Watermark any
+}
+
+// activityTable brings member_activity to asOf (local day day) and returns
+// the table the run reads its summaries from: member_activity, or, for an
+// asOf before the one member_activity is at (a run for a past day), a
+// temporary table of churnMembers at that asOf, leaving member_activity as
+// it is. rebuilt reports a first run (or one after the summaries were
+// found unusable), which sums every member.
+func (r *Runner) activityTable(db *gorm.DB, asOf time.Time, day int64, now time.Time) (table string, refreshed int64, rebuilt bool, err error) {
+	pg := r.svc.Store().Dialect == loyalty.Postgres
+	var st []activityState
+	lock := ""
+	if pg {
+		lock = " FOR UPDATE"
+	}
+	rows, err := db.Raw(`SELECT as_of, day, watermark FROM activity_state WHERE id = 1` + lock).Rows()
+	if err != nil {
+		return "", 0, false, err
+	}
+	for rows.Next() {
+		var s activityState
+		if err := rows.Scan(&s.AsOf, &s.Day, &s.Watermark); err != nil {
+			rows.Close()
+			return "", 0, false, err
+		}
+		st = append(st, s)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return "", 0, false, err
+	}
+	if len(st) == 1 && asOf.Before(st[0].AsOf) {
+		if err := tempTable(db, "churn_members", churnMembers, asOf, day, day-365); err != nil {
+			return "", 0, false, err
+		}
+		return "churn_members", 0, false, nil
+	}
+	cutoff := asOf
+	if now.Before(cutoff) {
+		cutoff = now
+	}
+	cutoff = cutoff.Add(-activityMargin)
+	var watermark any = cutoff
+	if !pg {
+		// The last purchase written before the cutoff: a walk back from
+		// the newest rowid over the purchases written since.
+		var w []int64
+		if err := db.Raw(`SELECT rowid FROM purchases WHERE created_at < ? ORDER BY rowid DESC LIMIT 1`, cutoff).Scan(&w).Error; err != nil {
+			return "", 0, false, err
+		}
+		watermark = int64(0)
+		if len(w) == 1 {
+			watermark = w[0]
+		}
+	}
+	if len(st) == 0 || !usableWatermark(st[0].Watermark, watermark) {
+		if err := db.Exec(`DELETE FROM member_activity`).Error; err != nil {
+			return "", 0, false, err
+		}
+		res := db.Exec(`INSERT INTO member_activity (member_id, first_day, x, last_day, second_day, purchases, repeat_spend, year_spend) `+
+			churnMembers, asOf, day, day-365)
+		if res.Error != nil {
+			return "", 0, false, res.Error
+		}
+		refreshed, rebuilt = res.RowsAffected, true
+	} else {
+		prev := st[0]
+		// The members to sum again: a purchase written since the
+		// watermark, or a purchase day that left the 365 days (local days
+		// prev.Day−365 < d ≤ day−365, found by local_date, which the
+		// purchases_local_date index serves).
+		since := "created_at > ?"
+		if !pg {
+			since = "rowid > ?"
+		}
+		if err := tempTable(db, "activity_touched", `SELECT member_id FROM purchases WHERE `+since+`
+			UNION SELECT member_id FROM purchases WHERE local_date > ? AND local_date <= ? AND local_day > ? AND local_day <= ?`,
+			prev.Watermark, dayDate(prev.Day-365), dayDate(day-365), prev.Day-365, day-365); err != nil {
+			return "", 0, false, err
+		}
+		defer dropTemp(db, "activity_touched")
+		if pg {
+			// Its size, for the plan: a few members by index, not a scan.
+			if err := db.Exec(`ANALYZE activity_touched`).Error; err != nil {
+				return "", 0, false, err
+			}
+		}
+		if err := db.Exec(`DELETE FROM member_activity WHERE member_id IN (SELECT member_id FROM activity_touched)`).Error; err != nil {
+			return "", 0, false, err
+		}
+		res := db.Exec(`INSERT INTO member_activity (member_id, first_day, x, last_day, second_day, purchases, repeat_spend, year_spend) `+
+			churnMembersOf("(SELECT member_id FROM activity_touched)"), asOf, day, day-365)
+		if res.Error != nil {
+			return "", 0, false, res.Error
+		}
+		refreshed = res.RowsAffected
+	}
+	if err := db.Exec(`DELETE FROM activity_state`).Error; err != nil {
+		return "", 0, false, err
+	}
+	if err := db.Exec(`INSERT INTO activity_state (id, as_of, day, watermark) VALUES (1, ?, ?, ?)`, asOf, day, watermark).Error; err != nil {
+		return "", 0, false, err
+	}
+	return "member_activity", refreshed, rebuilt, nil
+}
+
+// usableWatermark reports whether the summaries at the watermark prev can
+// be brought forward to next. On SQLite a rowid watermark past the newest
+// purchase (rowids renumbered) cannot.
+func usableWatermark(prev, next any) bool {
+	p, ok1 := prev.(int64)
+	n, ok2 := next.(int64)
+	if ok1 && ok2 {
+		return p <= n
+	}
+	return prev != nil
+}
+
+// dayDate is the local_date of a local day number.
+func dayDate(day int64) string { return time.Unix(day*86400, 0).UTC().Format("2006-01-02") }

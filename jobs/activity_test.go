@@ -1,0 +1,146 @@
+package jobs_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/loyalty-engine/loyalty/jobs"
+	"github.com/loyalty-engine/loyalty/loyalty"
+	"github.com/loyalty-engine/loyalty/loyalty/loyaltytest"
+)
+
+// buyAt posts a purchase of total minor units dated at (the clock stays
+// where it is: a till sending a receipt of earlier).
+func (e *env) buyAt(member string, total int64, at time.Time) {
+	e.t.Helper()
+	if _, _, err := e.svc.PostPurchase(e.ctx, till, loyalty.PurchaseInput{MemberID: member, StoreID: "store-1",
+		ExternalID: fmt.Sprintf("R-%d", seq.Add(1)), OccurredAt: at.Format(time.RFC3339), Total: &total}, loyalty.IdempotencyKey{}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// activityDiff counts the rows in which member_activity and the one pass
+// over every purchase as of asOf differ.
+func (e *env) activityDiff(asOf time.Time) int64 {
+	e.t.Helper()
+	day := loyalty.LocalDay(asOf, time.UTC)
+	cols := "member_id, first_day, x, last_day, second_day, purchases, repeat_spend, year_spend"
+	full := "SELECT " + cols + " FROM (" + jobs.ChurnMembersSQL + ") f"
+	kept := "SELECT " + cols + " FROM member_activity"
+	return e.count("SELECT COUNT(*) FROM ("+full+" EXCEPT "+kept+") a", asOf, day, day-365) +
+		e.count("SELECT COUNT(*) FROM ("+kept+" EXCEPT "+full+") b", asOf, day, day-365)
+}
+
+// TestChurnSummariesFollowHistory runs churn-risk night after night while
+// purchases arrive: on time, backdated into a member's history (before its
+// first purchase, between two, on a day it already bought), and while the
+// oldest purchase days leave the 365 days. After every run the kept
+// summaries equal the one pass over every purchase, a run sums again only
+// the members whose history changed, and a run for a past day leaves them
+// alone.
+func TestChurnSummariesFollowHistory(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		start := time.Date(2026, 3, 1, 22, 0, 0, 0, time.UTC)
+		e := newEnv(t, dialect, start.AddDate(0, 0, -1))
+		var members []string
+		for range 12 {
+			members = append(members, e.enrol(""))
+		}
+		// A year and more of history: member i buys every (i+3) days
+		// from 400 days back, two on some days.
+		for i, m := range members {
+			for d := 400; d > 0; d -= i + 3 {
+				e.buyAt(m, int64(1000+i*7+d), start.AddDate(0, 0, -d))
+				if d%5 == 0 {
+					e.buyAt(m, 333, start.AddDate(0, 0, -d).Add(time.Hour))
+				}
+			}
+		}
+		e.clock.Set(start)
+		// member_churn's indexes and constraints, which the run's swap of
+		// the table (PostgreSQL) must build again as the migrations made
+		// them.
+		shape := func() []string {
+			var defs []string
+			if dialect != loyalty.Postgres {
+				return nil
+			}
+			if err := e.store.DB().Raw(`SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND tablename = 'member_churn'
+				UNION ALL SELECT conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'member_churn'::regclass
+				ORDER BY 1`).Scan(&defs).Error; err != nil {
+				t.Fatal(err)
+			}
+			return defs
+		}
+		before := shape()
+		summary := func(rec jobs.RunRecord) jobs.SummariesRefresh {
+			t.Helper()
+			var s jobs.ChurnSummary
+			if err := json.Unmarshal(rec.Summary, &s); err != nil || s.Summaries == nil {
+				t.Fatalf("summary %s: %v", rec.Summary, err)
+			}
+			return *s.Summaries
+		}
+		night := start
+		got := summary(e.run(t, "churn-risk", night))
+		if !got.Rebuilt || got.Members != int64(len(members)) || got.Table != "member_activity" {
+			t.Fatalf("first run: %+v", got)
+		}
+		if n := e.activityDiff(night); n != 0 {
+			t.Fatalf("first run: %d rows differ", n)
+		}
+		for n := 1; n <= 6; n++ {
+			// A day: member 0 buys today, member 1 sends yesterday's
+			// receipt, member 2 one from before its first purchase,
+			// member 3 one on a day it already bought; every third night
+			// two nights pass (the 365 days move on by two).
+			days := 1 + n%3/2
+			e.clock.Set(night.AddDate(0, 0, days).Add(-2 * time.Hour))
+			e.buyAt(members[0], 4200, e.clock.Now().Add(-time.Hour))
+			e.buyAt(members[1], 4300, e.clock.Now().AddDate(0, 0, -1))
+			e.buyAt(members[2], 4400, start.AddDate(0, 0, -450-n))
+			e.buyAt(members[3], 4500, start.AddDate(0, 0, -400+6*n).Add(2*time.Hour))
+			night = night.AddDate(0, 0, days)
+			e.clock.Set(night.Add(time.Minute))
+			got := summary(e.run(t, "churn-risk", night))
+			if got.Rebuilt || got.Table != "member_activity" {
+				t.Fatalf("night %d: %+v", n, got)
+			}
+			// The four buyers, and those whose oldest purchase day left
+			// the 365 days: never everyone.
+			if got.Members < 4 || got.Members >= int64(len(members)) {
+				t.Errorf("night %d: %d members summed again", n, got.Members)
+			}
+			if d := e.activityDiff(night); d != 0 {
+				t.Fatalf("night %d: %d rows differ from the one pass over every purchase", n, d)
+			}
+		}
+		// A run for a past day reads the one pass as of then and leaves
+		// the kept summaries where they are.
+		past := summary(e.run(t, "churn-risk", start.AddDate(0, 0, -30)))
+		if past.Table != "churn_members" || past.Rebuilt {
+			t.Errorf("past run: %+v", past)
+		}
+		if d := e.activityDiff(night); d != 0 {
+			t.Errorf("after a past run: %d rows differ", d)
+		}
+		// The next night goes on from there.
+		night = night.AddDate(0, 0, 1)
+		e.clock.Set(night.Add(time.Minute))
+		if got := summary(e.run(t, "churn-risk", night)); got.Rebuilt || got.Table != "member_activity" {
+			t.Errorf("after a past run, the next night: %+v", got)
+		}
+		if d := e.activityDiff(night); d != 0 {
+			t.Errorf("after a past run, the next night: %d rows differ", d)
+		}
+		if after := shape(); !slices.Equal(before, after) {
+			t.Errorf("member_churn was\n%q\nand is\n%q", before, after)
+		}
+		if n := e.count(`SELECT COUNT(*) FROM member_churn`); n != int64(len(members)) {
+			t.Errorf("member_churn holds %d rows, want %d", n, len(members))
+		}
+	})
+}
