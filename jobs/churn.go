@@ -150,7 +150,7 @@ func (r *Runner) churnRisk(db *gorm.DB, table string, sum *ChurnSummary, prog *l
 		GROUP BY x, tx_days, t_days`, day).Scan(&tuples).Error; err != nil {
 		return err
 	}
-	if err := db.Raw(`SELECT second_day - first_day AS gap, COUNT(*) AS n FROM `+table+`
+	if err := db.Raw(`SELECT second_day - first_day AS gap, COUNT(*) AS n FROM ` + table + `
 		WHERE second_day IS NOT NULL GROUP BY second_day - first_day ORDER BY gap`).Scan(&gaps).Error; err != nil {
 		return err
 	}
@@ -307,7 +307,7 @@ func spendStats(db *gorm.DB, table string, exponent int32) ([]gammagamma.Custome
 		Spend float64
 		N     int64
 	}
-	if err := db.Raw(`SELECT x, repeat_spend AS spend, COUNT(*) AS n FROM `+table+` WHERE x > 0 GROUP BY x, repeat_spend`).Scan(&rows).Error; err != nil {
+	if err := db.Raw(`SELECT x, repeat_spend AS spend, COUNT(*) AS n FROM ` + table + ` WHERE x > 0 GROUP BY x, repeat_spend`).Scan(&rows).Error; err != nil {
 		return nil, err
 	}
 	scale := math.Pow10(int(exponent))
