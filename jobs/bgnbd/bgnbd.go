@@ -13,8 +13,9 @@ import (
 	"slices"
 	"sync"
 
-	"gonum.org/v1/gonum/diff/fd"
-	"gonum.org/v1/gonum/optimize"
+	"gonum.org/v1/gonum/mathext"
+
+	"github.com/loyalty-engine/loyalty/jobs/mle"
 )
 
 // Customer is one customer's summary: X repeat purchases, the last at TX,
@@ -157,27 +158,51 @@ func summarise(cs []Customer) *summaries {
 }
 
 // logLikelihood is TotalLogLikelihood over the summaries.
-func (s *summaries) logLikelihood(p Params) float64 {
+func (s *summaries) logLikelihood(p Params) float64 { return s.gradient(p, nil) }
+
+// gradient returns the log-likelihood over the summaries and, when g is
+// not nil, sets g to its gradient in the logs of (r, α, a, b), the
+// coordinates the fit moves in. With σ the share of the dropped-out term
+// in a customer's likelihood (A₄ / (A₃ + A₄)), a customer adds
+// −(1−σ) ln(α+T) − σ ln(α+t_x) to ∂/∂r, −(r+x)((1−σ)/(α+T) + σ/(α+t_x))
+// to ∂/∂α, σ/a to ∂/∂a and −σ/(b+x−1) to ∂/∂b; the log-gamma terms add
+// digammas once per distinct x.
+func (s *summaries) gradient(p Params, g []float64) float64 {
 	r, al, a, b := p.R, p.Alpha, p.A, p.B
 	lg := func(v float64) float64 { l, _ := math.Lgamma(v); return l }
-	rx, la := make([]float64, len(s.xs)), make([]float64, len(s.xs))
+	grad := g != nil
+	nx := len(s.xs)
+	rx, la, ib := make([]float64, nx), make([]float64, nx), make([]float64, nx)
 	base := -lg(r) + r*math.Log(al) + lg(a+b) - lg(b)
-	var ll float64
+	var ll, dr, dal, da, db float64
 	for i, x := range s.xs {
 		rx[i] = r + x
 		ll += s.wx[i] * (base + lg(r+x) + lg(b+x) - lg(a+b+x))
 		la[i] = math.Log(a) - math.Log(b+x-1)
+		ib[i] = 1 / (b + x - 1)
+		if grad {
+			w := s.wx[i]
+			dr += w * (mathext.Digamma(r+x) - mathext.Digamma(r) + math.Log(al))
+			dal += w * r / al
+			da += w * (mathext.Digamma(a+b) - mathext.Digamma(a+b+x))
+			db += w * (mathext.Digamma(a+b) + mathext.Digamma(b+x) - mathext.Digamma(b) - mathext.Digamma(a+b+x))
+		}
 	}
-	lt := make([]float64, len(s.times))
+	lt, it := make([]float64, len(s.times)), make([]float64, len(s.times))
 	for i, t := range s.times {
 		lt[i] = math.Log(al + t)
+		it[i] = 1 / (al + t)
 	}
-	part := func(rows []row) float64 {
-		var sum float64
+	type sums struct{ ll, dr, dal, sa, sb float64 }
+	part := func(rows []row) (o sums) {
 		for _, c := range rows {
 			a3 := -rx[c.x] * lt[c.t]
 			if s.xs[c.x] == 0 {
-				sum += c.w * a3
+				o.ll += c.w * a3
+				if grad {
+					o.dr -= c.w * lt[c.t]
+					o.dal -= c.w * rx[c.x] * it[c.t]
+				}
 				continue
 			}
 			a4 := la[c.x] - rx[c.x]*lt[c.tx]
@@ -185,28 +210,48 @@ func (s *summaries) logLikelihood(p Params) float64 {
 			if lo > hi {
 				hi, lo = lo, hi
 			}
-			sum += c.w * (hi + math.Log1p(math.Exp(lo-hi)))
+			e := math.Exp(lo - hi)
+			o.ll += c.w * (hi + math.Log1p(e))
+			if grad {
+				// σ = A₄ / (A₃ + A₄), from the exp already taken.
+				sg := 1 / (1 + e)
+				if a4 < a3 {
+					sg = e / (1 + e)
+				}
+				o.dr -= c.w * ((1-sg)*lt[c.t] + sg*lt[c.tx])
+				o.dal -= c.w * rx[c.x] * ((1-sg)*it[c.t] + sg*it[c.tx])
+				o.sa += c.w * sg
+				o.sb += c.w * sg * ib[c.x]
+			}
 		}
-		return sum
+		return o
 	}
+	out := make([]sums, len(s.parts))
 	if len(s.parts) == 1 {
-		return ll + part(s.parts[0])
+		out[0] = part(s.parts[0])
+	} else {
+		var wg sync.WaitGroup
+		for i, rows := range s.parts {
+			wg.Go(func() { out[i] = part(rows) })
+		}
+		wg.Wait()
 	}
-	sums := make([]float64, len(s.parts))
-	var wg sync.WaitGroup
-	for i, rows := range s.parts {
-		wg.Go(func() { sums[i] = part(rows) })
+	for _, o := range out {
+		ll += o.ll
+		dr += o.dr
+		dal += o.dal
+		da += o.sa / a
+		db -= o.sb
 	}
-	wg.Wait()
-	for _, v := range sums {
-		ll += v
+	if grad {
+		g[0], g[1], g[2], g[3] = r*dr, al*dal, a*da, b*db
 	}
 	return ll
 }
 
 // Fit estimates the parameters by maximum likelihood over customers. It
 // optimises the log of each parameter (so all stay positive) with
-// Nelder–Mead, then polishes with BFGS on numerical gradients. The
+// mle.Minimize on the closed-form gradient. The
 // likelihood is read from the customers' summaries (summarise), so its
 // cost follows the distinct (x, TX, T) the caller passes, and the parts
 // that depend on x or on a time alone are computed once per value.
@@ -227,23 +272,17 @@ func Fit(cs []Customer) (Params, float64, error) {
 		}
 		return -ll / n
 	}
-	// The gradient by central differences (gonum's fd), for the
-	// quasi-Newton polish after Nelder–Mead.
+	// The gradient in closed form (summaries.gradient), for BFGS.
 	grad := func(g, v []float64) {
-		fd.Gradient(g, negLL, v, &fd.Settings{Formula: fd.Central, Step: 1e-6})
-	}
-	start := []float64{0, 0, 0, 0}
-	res, err := optimize.Minimize(optimize.Problem{Func: negLL}, start,
-		&optimize.Settings{MajorIterations: 5000, Converger: &optimize.FunctionConverge{Absolute: 1e-12, Iterations: 200}},
-		&optimize.NelderMead{})
-	if err != nil && res == nil {
-		return Params{}, 0, err
-	}
-	x := res.X
-	if res2, err2 := optimize.Minimize(optimize.Problem{Func: negLL, Grad: grad}, x, nil, &optimize.BFGS{}); err2 == nil || (res2 != nil && res2.F <= res.F) {
-		if res2 != nil && res2.F <= res.F {
-			x = res2.X
+		p := Params{R: math.Exp(v[0]), Alpha: math.Exp(v[1]), A: math.Exp(v[2]), B: math.Exp(v[3])}
+		s.gradient(p, g)
+		for i := range g {
+			g[i] /= -n
 		}
+	}
+	x, _, err := mle.Minimize(4, negLL, grad)
+	if err != nil {
+		return Params{}, 0, err
 	}
 	p := Params{R: math.Exp(x[0]), Alpha: math.Exp(x[1]), A: math.Exp(x[2]), B: math.Exp(x[3])}
 	return p, s.logLikelihood(p), nil

@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"strconv"
 	"testing"
+
+	"gonum.org/v1/gonum/diff/fd"
 )
 
 // The paper's estimates for the CDNOW sample, in weeks.
@@ -169,6 +171,26 @@ func BenchmarkFit(b *testing.B) {
 	for b.Loop() {
 		if _, _, err := Fit(cs); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestGradientMatchesDifferences holds the closed-form gradient to
+// central differences of the log-likelihood, in the fit's coordinates.
+func TestGradientMatchesDifferences(t *testing.T) {
+	s := summarise(simulate(Params{R: 0.5, Alpha: 5, A: 0.8, B: 2.5}, 60000, 4))
+	for _, v := range [][]float64{{-0.7, 1.6, -0.2, 0.9}, {0.7, -1.2, 1.1, -0.5}, {-4.6, 3.7, -3, 2.2}} {
+		f := func(v []float64) float64 {
+			return s.logLikelihood(Params{R: math.Exp(v[0]), Alpha: math.Exp(v[1]), A: math.Exp(v[2]), B: math.Exp(v[3])})
+		}
+		want := make([]float64, 4)
+		fd.Gradient(want, f, v, &fd.Settings{Formula: fd.Central, Step: 1e-5})
+		got := make([]float64, 4)
+		s.gradient(Params{R: math.Exp(v[0]), Alpha: math.Exp(v[1]), A: math.Exp(v[2]), B: math.Exp(v[3])}, got)
+		for i := range got {
+			if math.Abs(got[i]-want[i]) > 1e-5*math.Max(1, math.Abs(want[i])) {
+				t.Errorf("at %v: ∂%d = %.8g, differences %.8g", v, i, got[i], want[i])
+			}
 		}
 	}
 }

@@ -12,8 +12,9 @@ import (
 	"runtime"
 	"sync"
 
-	"gonum.org/v1/gonum/diff/fd"
-	"gonum.org/v1/gonum/optimize"
+	"gonum.org/v1/gonum/mathext"
+
+	"github.com/loyalty-engine/loyalty/jobs/mle"
 )
 
 // Customer is one customer's summary: X repeat transactions of mean value
@@ -98,33 +99,58 @@ func summarise(cs []Customer) *summaries {
 }
 
 // logLikelihood is TotalLogLikelihood over the summaries.
-func (s *summaries) logLikelihood(m Params) float64 {
-	p, q, g := m.P, m.Q, m.Gamma
+func (s *summaries) logLikelihood(m Params) float64 { return s.gradient(m, nil) }
+
+// gradient returns the log-likelihood over the summaries and, when g is
+// not nil, sets g to its gradient in the logs of (p, q, γ), the
+// coordinates the fit moves in. A customer's only term that is not a
+// function of x alone is −(px+q) ln(γ + x m_x); its sums per distinct x,
+// with those of 1/(γ + x m_x), give the rest:
+//
+//	∂/∂p = Σ x (ψ(px+q) − ψ(px) + ln x + ln m_x − ln(γ + x m_x))
+//	∂/∂q = Σ ψ(px+q) − ψ(q) + ln γ − ln(γ + x m_x)
+//	∂/∂γ = Σ q/γ − (px+q)/(γ + x m_x)
+func (s *summaries) gradient(m Params, g []float64) float64 {
+	p, q, gm := m.P, m.Q, m.Gamma
 	lg := func(v float64) float64 { l, _ := math.Lgamma(v); return l }
-	pxq := make([]float64, len(s.xs))
-	var ll float64
-	for i, x := range s.xs {
-		pxq[i] = p*x + q
-		ll += s.wx[i]*(lg(p*x+q)-lg(p*x)-lg(q)+q*math.Log(g)+p*x*math.Log(x)) + (p*x-1)*s.wlmx[i]
-	}
-	part := func(rows []row) float64 {
-		var sum float64
+	nx := len(s.xs)
+	type sums struct{ ln, inv []float64 }
+	part := func(rows []row) sums {
+		o := sums{make([]float64, nx), make([]float64, nx)}
 		for _, c := range rows {
-			sum -= c.w * pxq[c.x] * math.Log(g+c.xmx)
+			d := gm + c.xmx
+			o.ln[c.x] += c.w * math.Log(d)
+			o.inv[c.x] += c.w / d
 		}
-		return sum
+		return o
 	}
+	out := make([]sums, len(s.parts))
 	if len(s.parts) == 1 {
-		return ll + part(s.parts[0])
+		out[0] = part(s.parts[0])
+	} else {
+		var wg sync.WaitGroup
+		for i, rows := range s.parts {
+			wg.Go(func() { out[i] = part(rows) })
+		}
+		wg.Wait()
 	}
-	sums := make([]float64, len(s.parts))
-	var wg sync.WaitGroup
-	for i, rows := range s.parts {
-		wg.Go(func() { sums[i] = part(rows) })
+	var ll, dp, dq, dg float64
+	for i, x := range s.xs {
+		var ln, inv float64
+		for _, o := range out {
+			ln += o.ln[i]
+			inv += o.inv[i]
+		}
+		w, px := s.wx[i], p*x
+		ll += w*(lg(px+q)-lg(px)-lg(q)+q*math.Log(gm)+px*math.Log(x)) + (px-1)*s.wlmx[i] - (px+q)*ln
+		if g != nil {
+			dp += x*(w*(mathext.Digamma(px+q)-mathext.Digamma(px)+math.Log(x))+s.wlmx[i]) - x*ln
+			dq += w*(mathext.Digamma(px+q)-mathext.Digamma(q)+math.Log(gm)) - ln
+			dg += w*q/gm - (px+q)*inv
+		}
 	}
-	wg.Wait()
-	for _, v := range sums {
-		ll += v
+	if g != nil {
+		g[0], g[1], g[2] = p*dp, q*dq, gm*dg
 	}
 	return ll
 }
@@ -132,7 +158,7 @@ func (s *summaries) logLikelihood(m Params) float64 {
 // Fit estimates the parameters by maximum likelihood over customers with
 // X > 0 and MX > 0 (others carry no information on spend and are left
 // out). It optimises the log of each parameter (so all stay positive) with
-// Nelder–Mead, then polishes with BFGS on numerical gradients. The result
+// mle.Minimize on the closed-form gradient. The result
 // counts the customers fitted. The likelihood is read from the customers'
 // summaries (summarise), so the parts that depend on x alone are computed
 // once per value.
@@ -157,21 +183,16 @@ func Fit(cs []Customer) (Params, float64, float64, error) {
 		}
 		return -ll / n
 	}
-	// The gradient by central differences (gonum's fd), for the
-	// quasi-Newton polish after Nelder–Mead.
+	// The gradient in closed form (summaries.gradient), for BFGS.
 	grad := func(g, v []float64) {
-		fd.Gradient(g, negLL, v, &fd.Settings{Formula: fd.Central, Step: 1e-6})
+		s.gradient(Params{P: math.Exp(v[0]), Q: math.Exp(v[1]), Gamma: math.Exp(v[2])}, g)
+		for i := range g {
+			g[i] /= -n
+		}
 	}
-	start := []float64{0, 0, 0}
-	res, err := optimize.Minimize(optimize.Problem{Func: negLL}, start,
-		&optimize.Settings{MajorIterations: 5000, Converger: &optimize.FunctionConverge{Absolute: 1e-12, Iterations: 200}},
-		&optimize.NelderMead{})
-	if err != nil && res == nil {
+	x, _, err := mle.Minimize(3, negLL, grad)
+	if err != nil {
 		return Params{}, 0, 0, err
-	}
-	x := res.X
-	if res2, _ := optimize.Minimize(optimize.Problem{Func: negLL, Grad: grad}, x, nil, &optimize.BFGS{}); res2 != nil && res2.F <= res.F {
-		x = res2.X
 	}
 	m := Params{P: math.Exp(x[0]), Q: math.Exp(x[1]), Gamma: math.Exp(x[2])}
 	return m, s.logLikelihood(m), n, nil

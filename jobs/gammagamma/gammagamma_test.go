@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"gonum.org/v1/gonum/diff/fd"
 )
 
 // TestFitCDNOW fits the CDNOW sample's repeat spend as Fader and Hardie
@@ -154,6 +156,26 @@ func BenchmarkFit(b *testing.B) {
 	for b.Loop() {
 		if _, _, _, err := Fit(cs); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestGradientMatchesDifferences holds the closed-form gradient to
+// central differences of the log-likelihood, in the fit's coordinates.
+func TestGradientMatchesDifferences(t *testing.T) {
+	s := summarise(spenders(Params{P: 6, Q: 4, Gamma: 15}, 60000, 4))
+	for _, v := range [][]float64{{1.8, 1.4, 2.7}, {-0.7, 3, 0}, {3.4, 0.1, 5.3}} {
+		f := func(v []float64) float64 {
+			return s.logLikelihood(Params{P: math.Exp(v[0]), Q: math.Exp(v[1]), Gamma: math.Exp(v[2])})
+		}
+		want := make([]float64, 3)
+		fd.Gradient(want, f, v, &fd.Settings{Formula: fd.Central, Step: 1e-5})
+		got := make([]float64, 3)
+		s.gradient(Params{P: math.Exp(v[0]), Q: math.Exp(v[1]), Gamma: math.Exp(v[2])}, got)
+		for i := range got {
+			if math.Abs(got[i]-want[i]) > 1e-5*math.Max(1, math.Abs(want[i])) {
+				t.Errorf("at %v: ∂%d = %.8g, differences %.8g", v, i, got[i], want[i])
+			}
 		}
 	}
 }
