@@ -60,22 +60,7 @@ func TestChurnSummariesFollowHistory(t *testing.T) {
 			}
 		}
 		e.clock.Set(start)
-		// member_churn's indexes and constraints, which the run's swap of
-		// the table (PostgreSQL) must build again as the migrations made
-		// them.
-		shape := func() []string {
-			var defs []string
-			if dialect != loyalty.Postgres {
-				return nil
-			}
-			if err := e.store.DB().Raw(`SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND tablename = 'member_churn'
-				UNION ALL SELECT conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'member_churn'::regclass
-				ORDER BY 1`).Scan(&defs).Error; err != nil {
-				t.Fatal(err)
-			}
-			return defs
-		}
-		before := shape()
+		before := tableShape(t, e, "member_churn")
 		summary := func(rec jobs.RunRecord) jobs.SummariesRefresh {
 			t.Helper()
 			var s jobs.ChurnSummary
@@ -136,11 +121,54 @@ func TestChurnSummariesFollowHistory(t *testing.T) {
 		if d := e.activityDiff(night); d != 0 {
 			t.Errorf("after a past run, the next night: %d rows differ", d)
 		}
-		if after := shape(); !slices.Equal(before, after) {
+		if after := tableShape(t, e, "member_churn"); !slices.Equal(before, after) {
 			t.Errorf("member_churn was\n%q\nand is\n%q", before, after)
 		}
 		if n := e.count(`SELECT COUNT(*) FROM member_churn`); n != int64(len(members)) {
 			t.Errorf("member_churn holds %d rows, want %d", n, len(members))
+		}
+	})
+}
+
+// tableShape lists a table's indexes and constraints on PostgreSQL (nil on
+// SQLite): what a job that swaps in a new table must build again as the
+// migrations made them.
+func tableShape(t *testing.T, e *env, table string) []string {
+	t.Helper()
+	if e.store.Dialect != loyalty.Postgres {
+		return nil
+	}
+	var defs []string
+	if err := e.store.DB().Raw(`SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND tablename = ?
+		UNION ALL SELECT conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = CAST(? AS regclass)
+		ORDER BY 1`, table, table).Scan(&defs).Error; err != nil {
+		t.Fatal(err)
+	}
+	if len(defs) == 0 {
+		t.Fatalf("%s has no index", table)
+	}
+	return defs
+}
+
+// TestSegmentsKeepTableShape runs the segments job twice and finds
+// member_segments with the indexes and constraints the migrations gave it,
+// and its members once each.
+func TestSegmentsKeepTableShape(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		now := time.Date(2026, 3, 1, 22, 0, 0, 0, time.UTC)
+		e := newEnv(t, dialect, now)
+		for range 5 {
+			e.buy(e.enrol(""), 5000)
+		}
+		before := tableShape(t, e, "member_segments")
+		for range 2 {
+			e.run(t, "segments", now)
+		}
+		if after := tableShape(t, e, "member_segments"); !slices.Equal(before, after) {
+			t.Errorf("member_segments was\n%q\nand is\n%q", before, after)
+		}
+		if n := e.count(`SELECT COUNT(*) FROM member_segments WHERE segment_code LIKE 'rfm%'`); n != 5 {
+			t.Errorf("%d members in RFM segments, want 5", n)
 		}
 	})
 }

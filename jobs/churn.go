@@ -7,7 +7,6 @@ import (
 	"math"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -228,12 +227,17 @@ func (r *Runner) churnRisk(db *gorm.DB, table string, sum *ChurnSummary, prog *l
 		clv = fmt.Sprintf("CASE WHEN %s * s.x + %s > 0 THEN %s END", lit(gg.P), lit(gg.Q-1), r.roundSQL("t.expected_horizon * "+em))
 	}
 	simple := r.roundSQL(fmt.Sprintf("COALESCE(s.year_spend, 0) * %d / 52.0", prog.ClvHorizonWeeks))
-	scored, err := r.replaceMemberChurn(db, `(member_id, churn_risk, p_alive, expected_purchases_90d, purchase_days, purchases,
-			days_since_last_purchase, computed_at, expected_transactions, repeat_spend, clv, simple_clv)
-		SELECT s.member_id, t.churn_risk, t.p_alive, t.expected90, s.x + 1, s.purchases, ? - s.last_day, ?,
-			t.expected_horizon, s.repeat_spend, `+clv+`, `+simple+`
-		FROM `+table+` s JOIN churn_tuples t ON t.x = s.x AND t.tx_days = s.last_day - s.first_day AND t.t_days = ? - s.first_day`,
-		day, now, day)
+	var scored int64
+	err = r.replaceDerived(db, memberChurn, func(target string) error {
+		res := db.Exec(`INSERT INTO `+target+` (member_id, churn_risk, p_alive, expected_purchases_90d, purchase_days, purchases,
+				days_since_last_purchase, computed_at, expected_transactions, repeat_spend, clv, simple_clv)
+			SELECT s.member_id, t.churn_risk, t.p_alive, t.expected90, s.x + 1, s.purchases, ? - s.last_day, ?,
+				t.expected_horizon, s.repeat_spend, `+clv+`, `+simple+`
+			FROM `+table+` s JOIN churn_tuples t ON t.x = s.x AND t.tx_days = s.last_day - s.first_day AND t.t_days = ? - s.first_day`,
+			day, now, day)
+		scored = res.RowsAffected
+		return res.Error
+	})
 	if err != nil {
 		return err
 	}
@@ -248,54 +252,6 @@ func (r *Runner) churnRisk(db *gorm.DB, table string, sum *ChurnSummary, prog *l
 	return db.Exec(`INSERT INTO clv_models (id, as_of, p, q, gamma, log_likelihood, customers, horizon_weeks, computed_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, loyalty.NewID(), asOf, gg.P, gg.Q, gg.Gamma, ggLL, sum.Spend.Customers,
 		prog.ClvHorizonWeeks, now).Error
-}
-
-// memberChurnIndexes are member_churn's indexes beside its primary key, as
-// the migrations made them, for replaceMemberChurn to build on the new
-// table: %s is the table's name.
-var memberChurnIndexes = []string{"CREATE INDEX %s_clv ON %s (clv DESC, member_id)"}
-
-// replaceMemberChurn replaces every row of member_churn with the rows the
-// INSERT tail insert (columns and SELECT) gives and returns how many. On
-// PostgreSQL, where it is one statement of a run over every member, the
-// rows go to a new table, which then takes member_churn's place with its
-// primary key and indexes built once over the whole of it: a fifth of the
-// time the deletes and inserts of every row take, and no dead rows left
-// behind. Readers wait only for the swap at the end of the transaction.
-func (r *Runner) replaceMemberChurn(db *gorm.DB, insert string, args ...any) (int64, error) {
-	if r.svc.Store().Dialect != loyalty.Postgres {
-		if err := db.Exec("DELETE FROM member_churn").Error; err != nil {
-			return 0, err
-		}
-		res := db.Exec("INSERT INTO member_churn "+insert, args...)
-		return res.RowsAffected, res.Error
-	}
-	if err := db.Exec(`DROP TABLE IF EXISTS member_churn_next`).Error; err != nil {
-		return 0, err
-	}
-	if err := db.Exec(`CREATE TABLE member_churn_next (LIKE member_churn INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`).Error; err != nil {
-		return 0, err
-	}
-	res := db.Exec("INSERT INTO member_churn_next "+insert, args...)
-	if res.Error != nil {
-		return 0, res.Error
-	}
-	stmts := []string{`ALTER TABLE member_churn_next ADD CONSTRAINT member_churn_next_pkey PRIMARY KEY (member_id)`}
-	for _, ix := range memberChurnIndexes {
-		stmts = append(stmts, fmt.Sprintf(ix, "member_churn_next", "member_churn_next"))
-	}
-	stmts = append(stmts, `DROP TABLE member_churn`, `ALTER TABLE member_churn_next RENAME TO member_churn`,
-		`ALTER TABLE member_churn RENAME CONSTRAINT member_churn_next_pkey TO member_churn_pkey`)
-	for _, ix := range memberChurnIndexes {
-		name := strings.Fields(fmt.Sprintf(ix, "member_churn", "member_churn"))[2]
-		stmts = append(stmts, `ALTER INDEX `+strings.Replace(name, "member_churn", "member_churn_next", 1)+` RENAME TO `+name)
-	}
-	for _, q := range stmts {
-		if err := db.Exec(q).Error; err != nil {
-			return 0, err
-		}
-	}
-	return res.RowsAffected, nil
 }
 
 // spendStats reads the spend model's sufficient statistics from

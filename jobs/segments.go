@@ -58,9 +58,6 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 		if err := jobMemory(tx.DB); err != nil {
 			return err
 		}
-		if err := tx.DB.Exec(`DELETE FROM member_segments WHERE segment_code = 'loyal' OR segment_code LIKE 'rfm\_%' ESCAPE '\'`).Error; err != nil {
-			return err
-		}
 		// Week k (0 = the latest) is (asOf − 7(k+1) days, asOf − 7k days].
 		var week strings.Builder
 		args := []any{}
@@ -73,15 +70,36 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 		week.WriteString(" END")
 		windowStart := asOf.AddDate(0, 0, -7*sg.LoyalWindowWeeks)
 		args = append(args, windowStart, asOf, windowStart, asOf, sg.LoyalMinActiveWeeks, sg.LoyalMinCategories)
-		// Distinct weeks and categories per member as two levels of
-		// GROUP BY (member and week, then member; member and category, then
-		// member), which hash, where COUNT(DISTINCT …) per member sorts the
-		// window's purchases.
-		if err := tx.DB.Exec(`INSERT INTO member_segments (member_id, segment_code, computed_at)
+		// Every segment is computed here, so the run replaces the table.
+		return r.replaceDerived(tx.DB, memberSegments, func(target string) error {
+			return r.fillSegments(tx.DB, target, asOf, now, week.String(), args)
+		})
+	})
+	if err != nil {
+		return sum, fmt.Errorf("segments: %w", err)
+	}
+	list, err := r.SegmentList(ctx)
+	if err != nil {
+		return sum, err
+	}
+	for _, s := range list {
+		sum.Members[s.Code] = s.Members
+	}
+	return sum, nil
+}
+
+// fillSegments inserts into target the members of every segment as of
+// asOf: week is the CASE that numbers the loyal window's weeks, args its
+// and the loyal query's arguments. Distinct weeks and categories per
+// member are two levels of GROUP BY (member and week, then member; member
+// and category, then member), which hash, where COUNT(DISTINCT …) per
+// member sorts the window's purchases.
+func (r *Runner) fillSegments(db *gorm.DB, target string, asOf, now time.Time, week string, args []any) error {
+	if err := db.Exec(`INSERT INTO `+target+` (member_id, segment_code, computed_at)
 			SELECT w.member_id, 'loyal', ? FROM (
 				SELECT member_id, COUNT(*) AS weeks FROM (
 					SELECT member_id, week FROM (
-						SELECT p.member_id, `+week.String()+` AS week
+						SELECT p.member_id, `+week+` AS week
 						FROM purchases p WHERE p.occurred_at > ? AND p.occurred_at <= ?
 					) pw GROUP BY member_id, week
 				) mw GROUP BY member_id
@@ -94,10 +112,10 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 			) c ON c.member_id = w.member_id
 			JOIN members m ON m.id = w.member_id AND m.status = 'active'
 			WHERE w.weeks >= ? AND c.categories >= ?`, append([]any{now}, args...)...).Error; err != nil {
-			return err
-		}
-		yearAgo := asOf.AddDate(0, 0, -365)
-		return tx.DB.Exec(`INSERT INTO member_segments (member_id, segment_code, computed_at)
+		return err
+	}
+	yearAgo := asOf.AddDate(0, 0, -365)
+	return db.Exec(`INSERT INTO `+target+` (member_id, segment_code, computed_at)
 			SELECT s.member_id, CASE
 				WHEN s.r >= 4 AND s.fm >= 4 THEN 'rfm_champions'
 				WHEN s.r >= 3 AND s.fm >= 3 THEN 'rfm_loyal'
@@ -119,18 +137,6 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 					) a
 				) q
 			) s`, now, yearAgo, asOf).Error
-	})
-	if err != nil {
-		return sum, fmt.Errorf("segments: %w", err)
-	}
-	list, err := r.SegmentList(ctx)
-	if err != nil {
-		return sum, err
-	}
-	for _, s := range list {
-		sum.Members[s.Code] = s.Members
-	}
-	return sum, nil
 }
 
 // SegmentList lists the segments with their sizes.

@@ -29,15 +29,17 @@ CREATE TABLE activity_state (
 -- watermark are the table's last pages, and the index costs a purchase
 -- next to nothing to keep.
 CREATE INDEX purchases_created_brin ON purchases USING brin (created_at);
--- member_churn is derived, and the churn-risk run replaces it whole: on
--- PostgreSQL it builds a new table and swaps it in, its primary key and
--- indexes built once over all rows (a fifth of the time of deleting and
--- inserting every row, with no dead rows left). The foreign key to members
--- goes: on every run it checked each row and locked its member KEY SHARE,
--- and no member is ever deleted.
+-- member_churn and member_segments are derived, and the churn-risk and
+-- segments runs replace them whole: on PostgreSQL each builds a new table
+-- and swaps it in, its primary key and indexes built once over all rows (a
+-- fifth of the time of deleting and inserting every row, with no dead rows
+-- left). Their foreign keys to members go: on every run they checked each
+-- row and locked its member KEY SHARE, and no member is ever deleted.
 ALTER TABLE member_churn DROP CONSTRAINT member_churn_member_id_fkey;
+ALTER TABLE member_segments DROP CONSTRAINT member_segments_member_id_fkey;
 
 -- +goose Down
+ALTER TABLE member_segments ADD CONSTRAINT member_segments_member_id_fkey FOREIGN KEY (member_id) REFERENCES members (id);
 ALTER TABLE member_churn ADD CONSTRAINT member_churn_member_id_fkey FOREIGN KEY (member_id) REFERENCES members (id);
 DROP INDEX purchases_created_brin;
 DROP TABLE activity_state;
