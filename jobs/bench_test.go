@@ -156,7 +156,7 @@ func BenchmarkJobsAtScale(b *testing.B) {
 	if _, err := svc.UpdateProgram(ctx, loyalty.ProgramPatch{BirthdayGift: &loyalty.BirthdayGift{Enabled: on, BonusPoints: 50, ClaimDays: 30}}); err != nil {
 		b.Fatal(err)
 	}
-	tills := &tillLoad{svc: svc, members: members}
+	tills := &tillLoad{svc: svc, members: members, run: time.Now().UnixNano()}
 	idle := tills.during(ctx, func() { time.Sleep(3 * time.Second) })
 	b.Logf("purchases with no job running: %s", idle)
 	type run struct {
@@ -189,7 +189,10 @@ func BenchmarkJobsAtScale(b *testing.B) {
 			day := r.asOf.Add(-time.Hour)
 			clock.Store(&day)
 			t0 := time.Now()
-			n := tills.day(ctx, asOf, max(1, purchases/365))
+			n, err := tills.day(ctx, asOf, max(1, purchases/365))
+			if err != nil {
+				b.Fatalf("a day's purchases: %d posted, then %v", n, err)
+			}
 			b.Logf("a day's purchases: %d posted through the Service in %.1fs", n, time.Since(t0).Seconds())
 			if err := db.Exec(`VACUUM (ANALYZE) lots`).Error; err != nil {
 				b.Fatal(err)
@@ -289,6 +292,7 @@ type tillLoad struct {
 	svc     *loyalty.Service
 	members int
 	seq     atomic.Int64
+	run     int64 // in the receipts' numbers, unique across runs on a kept schema
 }
 
 type latencies struct {
@@ -325,7 +329,7 @@ func (t *tillLoad) during(ctx context.Context, fn func()) latencies {
 				member := fmt.Sprintf("m%d", 1+(n*104729)%int64(t.members))
 				t0 := time.Now()
 				_, _, err := t.svc.PostPurchase(ctx, loyalty.Principal{Subject: "till-bench", Role: loyalty.RolePOS}, loyalty.PurchaseInput{
-					MemberID: member, StoreID: "store-1", ExternalID: fmt.Sprintf("T-%d", n), Total: &total}, loyalty.IdempotencyKey{})
+					MemberID: member, StoreID: "store-1", ExternalID: fmt.Sprintf("T-%d-%d", t.run, n), Total: &total}, loyalty.IdempotencyKey{})
 				d := time.Since(t0)
 				if err != nil {
 					continue
@@ -351,8 +355,9 @@ func (t *tillLoad) during(ctx context.Context, fn func()) latencies {
 // across the day that begins at from, each of one to three lines in 24
 // categories, for members picked as the tills pick them; it returns how
 // many were posted.
-func (t *tillLoad) day(ctx context.Context, from time.Time, n int) int64 {
+func (t *tillLoad) day(ctx context.Context, from time.Time, n int) (int64, error) {
 	var posted, next atomic.Int64
+	var failed atomic.Pointer[error]
 	var wg sync.WaitGroup
 	for w := 0; w < 8; w++ {
 		wg.Go(func() {
@@ -375,16 +380,21 @@ func (t *tillLoad) day(ctx context.Context, from time.Time, n int) int64 {
 				}
 				at := from.Add(time.Duration(i) * 23 * time.Hour / time.Duration(n))
 				_, _, err := t.svc.PostPurchase(ctx, loyalty.Principal{Subject: "till-bench", Role: loyalty.RolePOS}, loyalty.PurchaseInput{
-					MemberID: fmt.Sprintf("m%d", 1+(k*104729)%int64(t.members)), StoreID: "store-2", ExternalID: fmt.Sprintf("D-%d", k),
+					MemberID: fmt.Sprintf("m%d", 1+(k*104729)%int64(t.members)), StoreID: "store-2", ExternalID: fmt.Sprintf("D-%d-%d", t.run, k),
 					OccurredAt: at.Format(time.RFC3339), Total: &total, Items: items}, loyalty.IdempotencyKey{})
-				if err == nil {
-					posted.Add(1)
+				if err != nil {
+					failed.CompareAndSwap(nil, &err)
+					continue
 				}
+				posted.Add(1)
 			}
 		})
 	}
 	wg.Wait()
-	return posted.Load()
+	if err := failed.Load(); err != nil {
+		return posted.Load(), *err
+	}
+	return posted.Load(), nil
 }
 
 // sampleHeap samples the Go heap in use every 50 ms until the returned
