@@ -13,11 +13,20 @@ import (
 )
 
 // buyAt posts a purchase of total minor units dated at (the clock stays
-// where it is: a till sending a receipt of earlier).
-func (e *env) buyAt(member string, total int64, at time.Time) {
+// where it is: a till sending a receipt of earlier), one line in each of
+// categories when any are given.
+func (e *env) buyAt(member string, total int64, at time.Time, categories ...string) {
 	e.t.Helper()
-	if _, _, err := e.svc.PostPurchase(e.ctx, till, loyalty.PurchaseInput{MemberID: member, StoreID: "store-1",
-		ExternalID: fmt.Sprintf("R-%d", seq.Add(1)), OccurredAt: at.Format(time.RFC3339), Total: &total}, loyalty.IdempotencyKey{}); err != nil {
+	in := loyalty.PurchaseInput{MemberID: member, StoreID: "store-1",
+		ExternalID: fmt.Sprintf("R-%d", seq.Add(1)), OccurredAt: at.Format(time.RFC3339), Total: &total}
+	for i, c := range categories {
+		one, amount := int64(1), total/int64(len(categories))
+		if i == 0 {
+			amount = total - amount*int64(len(categories)-1)
+		}
+		in.Items = append(in.Items, loyalty.PurchaseItem{SKU: "SKU-" + c, Category: c, Quantity: &one, UnitPrice: &amount, Amount: &amount})
+	}
+	if _, _, err := e.svc.PostPurchase(e.ctx, till, in, loyalty.IdempotencyKey{}); err != nil {
 		e.t.Fatal(err)
 	}
 }
