@@ -228,13 +228,8 @@ type PersonalOffersSummary struct {
 // with at least min_purchases purchases in the last lookback_days an offer
 // on its favourite category there (most spend; ties by name), live for
 // duration_days from asOf, unless it holds a live one from that template.
-// One INSERT … SELECT per template, which picks the candidates first (the
-// active members without a live offer of the template, by the offers_owner
-// index) and reads only their purchases in the window (by
-// purchases_member_time): once the first run has given its offers, a night
-// sums the purchases of those without one, not every member's. An offer's
-// id is derived from template, member and day, so a second run for the
-// same asOf gives nothing twice.
+// One INSERT … SELECT per template; an offer's id is derived from template,
+// member and day, so a second run for the same asOf gives nothing twice.
 //
 // A future asOf is refused. A past one gives an offer only when it is still
 // live now (no offer is born ended), and never one whose days overlap an
@@ -268,21 +263,21 @@ func (s *Service) GivePersonalOffers(ctx context.Context, asOf time.Time) (Perso
 				SELECT 'po:' || ? || ':' || f.member_id || ':' || ?, ? || '-' || f.member_id || '-' || ?, ?, ?, ?, ?, ?, ?, '[]',
 					?, ?, ?, ?, 'active', ?, f.member_id, f.category, ?, ?
 				FROM (
-					SELECT m.id AS member_id, (
-						SELECT i.category FROM purchases p JOIN purchase_items i ON i.purchase_id = p.id
-						WHERE p.member_id = m.id AND p.occurred_at >= ? AND p.occurred_at <= ? AND i.category <> ''
-						GROUP BY i.category ORDER BY `+s.store.SumOrderSQL("i.amount")+` DESC, i.category LIMIT 1) AS category
-					FROM members m
-					WHERE m.status = 'active'
-					AND NOT EXISTS (SELECT 1 FROM offers o WHERE o.owner_member_id = m.id AND o.template_id = ?
-						AND o.status = 'active' AND (o.ends_at IS NULL OR o.ends_at > ?) AND (o.starts_at IS NULL OR o.starts_at < ?))
-					AND (SELECT COUNT(*) FROM purchases c WHERE c.member_id = m.id AND c.occurred_at >= ? AND c.occurred_at <= ?) >= ?
+					SELECT p.member_id, i.category,
+						ROW_NUMBER() OVER (PARTITION BY p.member_id ORDER BY `+s.store.SumOrderSQL("i.amount")+` DESC, i.category) AS rn
+					FROM purchases p JOIN purchase_items i ON i.purchase_id = p.id
+					WHERE p.occurred_at >= ? AND p.occurred_at <= ? AND i.category <> ''
+					GROUP BY p.member_id, i.category
 				) f
-				WHERE f.category IS NOT NULL
+				JOIN members m ON m.id = f.member_id AND m.status = 'active'
+				WHERE f.rn = 1
+				AND (SELECT COUNT(*) FROM purchases c WHERE c.member_id = f.member_id AND c.occurred_at >= ? AND c.occurred_at <= ?) >= ?
+				AND NOT EXISTS (SELECT 1 FROM offers o WHERE o.template_id = ? AND o.owner_member_id = f.member_id
+					AND o.status = 'active' AND (o.ends_at IS NULL OR o.ends_at > ?) AND (o.starts_at IS NULL OR o.starts_at < ?))
 				ON CONFLICT DO NOTHING`,
 				t.ID, day, t.Code, day, t.Name, t.Kind, t.Multiplier, t.BonusPoints, t.Conditions, false,
 				t.RequiresActivation, asOf, ends, t.MaxUsesPerMember, t.ID, now, now,
-				from, asOf, t.ID, asOf, ends, from, asOf, t.MinPurchases)
+				from, asOf, from, asOf, t.MinPurchases, t.ID, asOf, ends)
 			if res.Error != nil {
 				return res.Error
 			}
