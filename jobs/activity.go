@@ -8,15 +8,16 @@ import (
 	"github.com/loyalty-engine/loyalty/loyalty"
 )
 
-// The members' purchase summaries the churn-risk run reads (churnMembers'
-// columns), kept in member_activity as of activity_state.as_of and brought
+// The members' purchase summaries the churn-risk and segments runs read
+// (activitySQL's columns), kept in member_activity as of activity_state.as_of and brought
 // forward by each run to its own as-of: only the members whose summary can
 // have changed since are summed again from their purchases (by the
 // purchases_member_time index), so a nightly run costs the day's
 // purchases, not the history.
 //
-// A member's summary changes when it has a new purchase, or when a
-// purchase day of its leaves the 365 days of year_spend. New purchases are
+// A member's summary changes when it has a new purchase or return, or
+// when a purchase of its leaves the 365 days of year_spend and of the RFM
+// figures. New purchases are
 // found by when they were written: on PostgreSQL by created_at, past a
 // watermark an hour before the earlier of the run's as-of and its start
 // (a purchase committed late, or dated up to ClockSkew past the as-of, is
@@ -39,7 +40,7 @@ type activityState struct {
 // activityTable brings member_activity to asOf (local day day) and returns
 // the table the run reads its summaries from: member_activity, or, for an
 // asOf before the one member_activity is at (a run for a past day), a
-// temporary table of churnMembers at that asOf, leaving member_activity as
+// temporary table of activitySQL at that asOf, leaving member_activity as
 // it is. rebuilt reports a first run (or one after the summaries were
 // found unusable), which sums every member.
 func (r *Runner) activityTable(db *gorm.DB, asOf time.Time, day int64, now time.Time) (table string, refreshed int64, rebuilt bool, err error) {
@@ -66,7 +67,7 @@ func (r *Runner) activityTable(db *gorm.DB, asOf time.Time, day int64, now time.
 		return "", 0, false, err
 	}
 	if len(st) == 1 && asOf.Before(st[0].AsOf) {
-		if err := tempTable(db, "churn_members", churnMembers, asOf, day, day-365); err != nil {
+		if err := tempTable(db, "churn_members", r.activitySQL(""), activityArgs(asOf, day)...); err != nil {
 			return "", 0, false, err
 		}
 		return "churn_members", 0, false, nil
@@ -93,8 +94,7 @@ func (r *Runner) activityTable(db *gorm.DB, asOf time.Time, day int64, now time.
 		if err := db.Exec(`DELETE FROM member_activity`).Error; err != nil {
 			return "", 0, false, err
 		}
-		res := db.Exec(`INSERT INTO member_activity (member_id, first_day, x, last_day, second_day, purchases, repeat_spend, year_spend) `+
-			churnMembers, asOf, day, day-365)
+		res := db.Exec(`INSERT INTO member_activity (`+activityColumns+`) `+r.activitySQL(""), activityArgs(asOf, day)...)
 		if res.Error != nil {
 			return "", 0, false, res.Error
 		}
@@ -102,16 +102,24 @@ func (r *Runner) activityTable(db *gorm.DB, asOf time.Time, day int64, now time.
 	} else {
 		prev := st[0]
 		// The members to sum again: a purchase written since the
-		// watermark, or a purchase day that left the 365 days (local days
-		// prev.Day−365 < d ≤ day−365, found by local_date, which the
-		// purchases_local_date index serves).
+		// watermark, a return written since the last run's as-of (less
+		// the margin and a clock's skew: a run's as-of may be that far
+		// ahead of its start), or a purchase that left the 365 days, by
+		// local day (prev.Day−365 < d ≤ day−365) or by instant (from the
+		// last run's as-of less 365 days to this one's), found by
+		// local_date, which the purchases_local_date index serves.
 		since := "created_at > ?"
 		if !pg {
 			since = "rowid > ?"
 		}
+		prevYear, year := prev.AsOf.AddDate(0, 0, -365), asOf.AddDate(0, 0, -365)
 		if err := tempTable(db, "activity_touched", `SELECT member_id FROM purchases WHERE `+since+`
-			UNION SELECT member_id FROM purchases WHERE local_date > ? AND local_date <= ? AND local_day > ? AND local_day <= ?`,
-			prev.Watermark, dayDate(prev.Day-365), dayDate(day-365), prev.Day-365, day-365); err != nil {
+			UNION SELECT member_id FROM returns WHERE created_at > ?
+			UNION SELECT member_id FROM purchases WHERE local_date > ? AND local_date <= ? AND local_day > ? AND local_day <= ?
+			UNION SELECT member_id FROM purchases WHERE local_date >= ? AND local_date <= ? AND occurred_at > ? AND occurred_at <= ?`,
+			prev.Watermark, prev.AsOf.Add(-activityMargin-loyalty.ClockSkew),
+			dayDate(prev.Day-365), dayDate(day-365), prev.Day-365, day-365,
+			prevYear.AddDate(0, 0, -1).Format(time.DateOnly), year.AddDate(0, 0, 1).Format(time.DateOnly), prevYear, year); err != nil {
 			return "", 0, false, err
 		}
 		defer dropTemp(db, "activity_touched")
@@ -124,8 +132,8 @@ func (r *Runner) activityTable(db *gorm.DB, asOf time.Time, day int64, now time.
 		if err := db.Exec(`DELETE FROM member_activity WHERE member_id IN (SELECT member_id FROM activity_touched)`).Error; err != nil {
 			return "", 0, false, err
 		}
-		res := db.Exec(`INSERT INTO member_activity (member_id, first_day, x, last_day, second_day, purchases, repeat_spend, year_spend) `+
-			churnMembersOf("(SELECT member_id FROM activity_touched)"), asOf, day, day-365)
+		res := db.Exec(`INSERT INTO member_activity (`+activityColumns+`) `+r.activitySQL("(SELECT member_id FROM activity_touched)"),
+			activityArgs(asOf, day)...)
 		if res.Error != nil {
 			return "", 0, false, res.Error
 		}

@@ -15,7 +15,7 @@ import (
 // buyAt posts a purchase of total minor units dated at (the clock stays
 // where it is: a till sending a receipt of earlier), one line in each of
 // categories when any are given.
-func (e *env) buyAt(member string, total int64, at time.Time, categories ...string) {
+func (e *env) buyAt(member string, total int64, at time.Time, categories ...string) string {
 	e.t.Helper()
 	in := loyalty.PurchaseInput{MemberID: member, StoreID: "store-1",
 		ExternalID: fmt.Sprintf("R-%d", seq.Add(1)), OccurredAt: at.Format(time.RFC3339), Total: &total}
@@ -26,27 +26,29 @@ func (e *env) buyAt(member string, total int64, at time.Time, categories ...stri
 		}
 		in.Items = append(in.Items, loyalty.PurchaseItem{SKU: "SKU-" + c, Category: c, Quantity: &one, UnitPrice: &amount, Amount: &amount})
 	}
-	if _, _, err := e.svc.PostPurchase(e.ctx, till, in, loyalty.IdempotencyKey{}); err != nil {
+	r, _, err := e.svc.PostPurchase(e.ctx, till, in, loyalty.IdempotencyKey{})
+	if err != nil {
 		e.t.Fatal(err)
 	}
+	return r.ID
 }
 
 // activityDiff counts the rows in which member_activity and the one pass
 // over every purchase as of asOf differ.
 func (e *env) activityDiff(asOf time.Time) int64 {
 	e.t.Helper()
-	day := loyalty.LocalDay(asOf, time.UTC)
-	cols := "member_id, first_day, x, last_day, second_day, purchases, repeat_spend, year_spend"
-	full := "SELECT " + cols + " FROM (" + jobs.ChurnMembersSQL + ") f"
+	q, args := jobs.ActivitySQL(e.runner, asOf, loyalty.LocalDay(asOf, time.UTC))
+	cols := "member_id, first_day, x, last_day, second_day, purchases, repeat_spend, year_spend, rfm_last_at, rfm_n, CAST(rfm_spend AS TEXT)"
+	full := "SELECT " + cols + " FROM (" + q + ") f"
 	kept := "SELECT " + cols + " FROM member_activity"
-	return e.count("SELECT COUNT(*) FROM ("+full+" EXCEPT "+kept+") a", asOf, day, day-365) +
-		e.count("SELECT COUNT(*) FROM ("+kept+" EXCEPT "+full+") b", asOf, day, day-365)
+	return e.count("SELECT COUNT(*) FROM ("+full+" EXCEPT "+kept+") a", args...) +
+		e.count("SELECT COUNT(*) FROM ("+kept+" EXCEPT "+full+") b", args...)
 }
 
 // TestChurnSummariesFollowHistory runs churn-risk night after night while
 // purchases arrive: on time, backdated into a member's history (before its
-// first purchase, between two, on a day it already bought), and while the
-// oldest purchase days leave the 365 days. After every run the kept
+// first purchase, between two, on a day it already bought), with returns of
+// old purchases, and while the oldest purchases leave the 365 days. After every run the kept
 // summaries equal the one pass over every purchase, a run sums again only
 // the members whose history changed, and a run for a past day leaves them
 // alone.
@@ -60,9 +62,13 @@ func TestChurnSummariesFollowHistory(t *testing.T) {
 		}
 		// A year and more of history: member i buys every (i+3) days
 		// from 400 days back, two on some days.
+		var old []string // member 4's purchases, oldest first
 		for i, m := range members {
 			for d := 400; d > 0; d -= i + 3 {
-				e.buyAt(m, int64(1000+i*7+d), start.AddDate(0, 0, -d))
+				id := e.buyAt(m, int64(1000+i*7+d), start.AddDate(0, 0, -d))
+				if i == 4 {
+					old = append(old, id)
+				}
 				if d%5 == 0 {
 					e.buyAt(m, 333, start.AddDate(0, 0, -d).Add(time.Hour))
 				}
@@ -97,15 +103,21 @@ func TestChurnSummariesFollowHistory(t *testing.T) {
 			e.buyAt(members[1], 4300, e.clock.Now().AddDate(0, 0, -1))
 			e.buyAt(members[2], 4400, start.AddDate(0, 0, -450-n))
 			e.buyAt(members[3], 4500, start.AddDate(0, 0, -400+6*n).Add(2*time.Hour))
+			// Member 4 returns part of a purchase from months ago: its
+			// net spend changes.
+			amount := int64(100 + n)
+			if _, _, err := e.svc.PostReturn(e.ctx, till, old[len(old)-10-n], loyalty.ReturnInput{Amount: &amount}, loyalty.IdempotencyKey{}); err != nil {
+				t.Fatal(err)
+			}
 			night = night.AddDate(0, 0, days)
 			e.clock.Set(night.Add(time.Minute))
 			got := summary(e.run(t, "churn-risk", night))
 			if got.Rebuilt || got.Table != "member_activity" {
 				t.Fatalf("night %d: %+v", n, got)
 			}
-			// The four buyers, and those whose oldest purchase day left
-			// the 365 days: never everyone.
-			if got.Members < 4 || got.Members >= int64(len(members)) {
+			// The four buyers, the one who returned, and those whose
+			// oldest purchase left the 365 days: never everyone.
+			if got.Members < 5 || got.Members >= int64(len(members)) {
 				t.Errorf("night %d: %d members summed again", n, got.Members)
 			}
 			if d := e.activityDiff(night); d != 0 {

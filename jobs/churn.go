@@ -54,35 +54,47 @@ type SpendFit struct {
 	Customers     int64   `json:"customers"`
 }
 
-// churnMembers summarises every member's purchase days up to the as-of
+// activitySQL summarises every member's purchase days up to the as-of
 // day, in one pass over the purchases: each member's days (one hash
 // aggregate by member and day), the first of them (one by member), then
 // per member x repeat purchase days, the first and last day and the
 // second, the purchases, the value of the repeat days (the spend model's
 // input: every purchase day after the first) and of the last 365 days, in
-// minor units, as floats (they may pass int64 over many days). Integer
-// days, from the stored local_day. Only hash aggregates and a hash join:
-// no sort of the purchases, which at a large base spills to disk. Its
-// arguments are the as-of instant and day, twice, and the day 365 days
-// before.
-var churnMembers = churnMembersOf("")
-
-// churnMembersOf is churnMembers for the members the SQL set members
-// lists ("" for all).
-func churnMembersOf(members string) string {
+// minor units, as floats (they may pass int64 over many days); and, for
+// the RFM segments, the last purchase, the purchases and their net spend
+// (exact) in the 365 days before the as-of instant. Integer days, from the
+// stored local_day. Only hash aggregates and a hash join: no sort of the
+// purchases, which at a large base spills to disk. It reads the members
+// the SQL set members lists ("" for all); its arguments are activityArgs.
+func (r *Runner) activitySQL(members string) string {
 	of := ""
 	if members != "" {
 		of = " AND member_id IN " + members
 	}
+	store := r.svc.Store()
 	return `WITH d AS (
-		SELECT member_id, local_day, COUNT(*) AS n, SUM(CAST(total AS DOUBLE PRECISION)) AS amt
+		SELECT member_id, local_day, COUNT(*) AS n, SUM(CAST(total AS DOUBLE PRECISION)) AS amt,
+			MAX(CASE WHEN occurred_at > ? THEN occurred_at END) AS rfm_last_at,
+			SUM(CASE WHEN occurred_at > ? THEN 1 ELSE 0 END) AS rfm_n,
+			` + store.SumSQL("CASE WHEN occurred_at > ? THEN "+loyalty.NetSpendSQL("purchases")+" ELSE 0 END") + ` AS rfm_spend
 		FROM purchases WHERE occurred_at <= ? AND local_day <= ?` + of + ` GROUP BY member_id, local_day
 	), f AS (SELECT member_id, MIN(local_day) AS first_day FROM d GROUP BY member_id)
 	SELECT d.member_id, f.first_day, COUNT(*) - 1 AS x, MAX(d.local_day) AS last_day,
 		MIN(CASE WHEN d.local_day > f.first_day THEN d.local_day END) AS second_day, SUM(d.n) AS purchases,
 		SUM(CASE WHEN d.local_day > f.first_day THEN d.amt ELSE 0 END) AS repeat_spend,
-		SUM(CASE WHEN d.local_day > ? THEN d.amt END) AS year_spend
+		SUM(CASE WHEN d.local_day > ? THEN d.amt END) AS year_spend,
+		MAX(d.rfm_last_at) AS rfm_last_at, SUM(d.rfm_n) AS rfm_n, ` + store.SumSQL("d.rfm_spend") + ` AS rfm_spend
 	FROM d JOIN f ON f.member_id = d.member_id GROUP BY d.member_id, f.first_day`
+}
+
+// activityColumns are the columns of activitySQL, member_activity's.
+const activityColumns = `member_id, first_day, x, last_day, second_day, purchases, repeat_spend, year_spend, rfm_last_at, rfm_n, rfm_spend`
+
+// activityArgs are activitySQL's arguments for the as-of instant asOf,
+// local day day.
+func activityArgs(asOf time.Time, day int64) []any {
+	yearAgo := asOf.AddDate(0, 0, -365)
+	return []any{yearAgo, yearAgo, yearAgo, asOf, day, day - 365}
 }
 
 // ChurnRisk refits the BG/NBD model over every member's purchase history up
@@ -132,7 +144,7 @@ func (r *Runner) ChurnRisk(ctx context.Context, asOf time.Time) (ChurnSummary, e
 }
 
 // churnRisk fits and scores from the members' summaries in table
-// (churnMembers' columns).
+// (activitySQL's columns).
 func (r *Runner) churnRisk(db *gorm.DB, table string, sum *ChurnSummary, prog *loyalty.Program, asOf time.Time, day int64, now time.Time) error {
 	type tuple struct {
 		X, TxDays, TDays int64

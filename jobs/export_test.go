@@ -1,5 +1,10 @@
 package jobs
 
-// ChurnMembersSQL is the one pass over every member's purchases that
-// member_activity keeps up to date: the reference its tests compare with.
-var ChurnMembersSQL = churnMembers
+import "time"
+
+// ActivitySQL is the one pass over every member's purchases that
+// member_activity keeps up to date, with its arguments as of asOf (local
+// day day): the reference its tests compare with.
+func ActivitySQL(r *Runner, asOf time.Time, day int64) (string, []any) {
+	return r.activitySQL(""), activityArgs(asOf, day)
+}

@@ -39,9 +39,10 @@ type SegmentsSummary struct {
 }
 
 // Segments recomputes segment membership as of asOf in a few statements:
-// one for the loyal segment, one for the RFM segments. A future asOf is
-// refused; a past one computes membership from the purchases up to it,
-// which stands until the next run.
+// one for the loyal segment, one for the RFM segments from the members'
+// purchase summaries brought to asOf (activityTable, which the churn-risk
+// run shares). A future asOf is refused; a past one computes membership
+// from the purchases up to it, which stands until the next run.
 func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary, error) {
 	sum := SegmentsSummary{Members: map[string]int64{}}
 	asOf, err := r.svc.AsOf(asOf)
@@ -70,9 +71,16 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 		week.WriteString(" END")
 		windowStart := asOf.AddDate(0, 0, -7*sg.LoyalWindowWeeks)
 		args = append(args, windowStart, asOf, windowStart, asOf, sg.LoyalMinActiveWeeks, sg.LoyalMinCategories)
+		// The RFM figures are the members' purchase summaries brought to
+		// asOf (activityTable).
+		activity, _, _, err := r.activityTable(tx.DB, asOf, loyalty.LocalDay(asOf, prog.Location()), now)
+		if err != nil {
+			return err
+		}
+		defer dropTemp(tx.DB, "churn_members")
 		// Every segment is computed here, so the run replaces the table.
 		return r.replaceDerived(tx.DB, memberSegments, func(target string) error {
-			return r.fillSegments(tx.DB, target, asOf, now, week.String(), args)
+			return r.fillSegments(tx.DB, target, activity, now, week.String(), args)
 		})
 	})
 	if err != nil {
@@ -88,13 +96,14 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 	return sum, nil
 }
 
-// fillSegments inserts into target the members of every segment as of
-// asOf: week is the CASE that numbers the loyal window's weeks, args its
-// and the loyal query's arguments. Distinct weeks and categories per
+// fillSegments inserts into target the members of every segment: the RFM
+// segments from the members' summaries in the table activity; week is the
+// CASE that numbers the loyal window's weeks, args its and the loyal
+// query's arguments. Distinct weeks and categories per
 // member are two levels of GROUP BY (member and week, then member; member
 // and category, then member), which hash, where COUNT(DISTINCT …) per
 // member sorts the window's purchases.
-func (r *Runner) fillSegments(db *gorm.DB, target string, asOf, now time.Time, week string, args []any) error {
+func (r *Runner) fillSegments(db *gorm.DB, target, activity string, now time.Time, week string, args []any) error {
 	if err := db.Exec(`INSERT INTO `+target+` (member_id, segment_code, computed_at)
 			SELECT w.member_id, 'loyal', ? FROM (
 				SELECT member_id, COUNT(*) AS weeks FROM (
@@ -114,7 +123,6 @@ func (r *Runner) fillSegments(db *gorm.DB, target string, asOf, now time.Time, w
 			WHERE w.weeks >= ? AND c.categories >= ?`, append([]any{now}, args...)...).Error; err != nil {
 		return err
 	}
-	yearAgo := asOf.AddDate(0, 0, -365)
 	return db.Exec(`INSERT INTO `+target+` (member_id, segment_code, computed_at)
 			SELECT s.member_id, CASE
 				WHEN s.r >= 4 AND s.fm >= 4 THEN 'rfm_champions'
@@ -130,13 +138,12 @@ func (r *Runner) fillSegments(db *gorm.DB, target string, asOf, now time.Time, w
 						NTILE(5) OVER (ORDER BY a.n, a.member_id) AS f,
 						NTILE(5) OVER (ORDER BY a.spend, a.member_id) AS m
 					FROM (
-						SELECT p.member_id, MAX(p.occurred_at) AS last_at, COUNT(*) AS n,
-							`+r.svc.Store().SumOrderSQL(loyalty.NetSpendSQL("p"))+` AS spend
-						FROM purchases p JOIN members mm ON mm.id = p.member_id AND mm.status = 'active'
-						WHERE p.occurred_at > ? AND p.occurred_at <= ? GROUP BY p.member_id
+						SELECT a.member_id, a.rfm_last_at AS last_at, a.rfm_n AS n, CAST(a.rfm_spend AS NUMERIC) AS spend
+						FROM `+activity+` a JOIN members mm ON mm.id = a.member_id AND mm.status = 'active'
+						WHERE a.rfm_n > 0
 					) a
 				) q
-			) s`, now, yearAgo, asOf).Error
+			) s`, now).Error
 }
 
 // SegmentList lists the segments with their sizes.

@@ -128,8 +128,9 @@ var registerSQLiteFuncs = sync.OnceValue(func() error {
 
 // exactSum is SQLite's exact_sum: it adds in an int64 until that would
 // overflow, then carries the rest in a big integer. Only integers (and
-// NULLs, skipped) may be summed: a float or text is an error, as money and
-// points never are either.
+// NULLs, skipped) may be summed, and the decimal text of an integer past
+// int64, which is what exact_sum itself gives there (a sum of sums): a
+// float or other text is an error, as money and points never are either.
 type exactSum struct {
 	small int64
 	big   *big.Int // what no longer fits in small, when anything
@@ -149,6 +150,16 @@ func (a *exactSum) Step(_ *sqlite.FunctionContext, args []driver.Value) error {
 			a.small = 0
 		}
 		a.small += v
+	case string:
+		n, ok := new(big.Int).SetString(v, 10)
+		if !ok {
+			return fmt.Errorf("exact_sum of %q: only integers are summed", v)
+		}
+		a.rows = true
+		if a.big == nil {
+			a.big = new(big.Int)
+		}
+		a.big.Add(a.big, n)
 	default:
 		return fmt.Errorf("exact_sum of a %T: only integers are summed", v)
 	}
