@@ -116,3 +116,37 @@ func TestTierReviewPastAsOf(t *testing.T) {
 		}
 	})
 }
+
+// TestTierReviewKeepsWhomItJudged: a VIB member whose oldest qualifying
+// purchase has left the window is judged by the review and keeps its tier
+// on the purchase since; the review saves its kept state, so that the next
+// review passes it over until its spend can drop again.
+func TestTierReviewKeepsWhomItJudged(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		t0 := time.Date(2025, 1, 10, 12, 0, 0, 0, time.UTC)
+		e := newEnv(t, dialect, t0)
+		e.ladder()
+		m := e.enrol("")
+		e.buy(m, 35000)
+		e.clock.Set(t0.AddDate(0, 0, 100))
+		e.buy(m, 36000)
+		kept := t0.AddDate(0, 0, 100).Add(time.Hour)
+		review := t0.AddDate(0, 0, 400)
+		e.clock.Set(review)
+		e.run(t, "tier-review", review)
+		if got := e.tierOf(m); got != "vib" {
+			t.Fatalf("after the review the member holds %q, want vib", got)
+		}
+		if n := e.count(`SELECT COUNT(*) FROM member_balances WHERE member_id = ? AND as_of > ?`, m, kept); n != 1 {
+			t.Errorf("the review left the member's kept state as of its last purchase")
+		}
+		// A year after the second purchase its spend is gone: the next
+		// review moves it down.
+		later := t0.AddDate(0, 0, 470)
+		e.clock.Set(later)
+		e.run(t, "tier-review", later)
+		if got := e.tierOf(m); got != "insider" {
+			t.Errorf("a year after its last purchase the member holds %q, want insider", got)
+		}
+	})
+}

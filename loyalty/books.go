@@ -638,17 +638,24 @@ func moveBalancesSQL(changes string) string {
 // own view from the account it just kept (no rule of the view written
 // again in SQL), the events going in multi-row inserts of eventChunk.
 func rekeep(tx *gorm.DB, prog *Program, ids []string, now time.Time) error {
-	return emitBalances(tx, prog, ids, now, true)
+	return emitBalances(tx, prog, ids, now, true, true)
+}
+
+// keepQuietly saves the kept state of the accounts of ids at now, as
+// rekeep does, without events: for members whose balance nothing changed,
+// only judged (the tier review), so that later jobs find it fresh.
+func keepQuietly(tx *gorm.DB, prog *Program, ids []string, now time.Time) error {
+	return emitBalances(tx, prog, ids, now, true, false)
 }
 
 // emitBalances locks each account of ids, keeps and saves it when keep,
-// and emits its balance.changed from the balance's own view, eventChunk
+// and, when emit, emits its balance.changed from the balance's own view, eventChunk
 // events to an insert. It goes keepChunk accounts at a time: one statement
 // locks and reads them (in member order), one reads the open lots and one
 // the window purchases of those not fresh, and one writes the kept rows
 // back (saveKept), so a chunk costs a handful of round trips, not a few
 // per member.
-func emitBalances(tx *gorm.DB, prog *Program, ids []string, now time.Time, keep bool) error {
+func emitBalances(tx *gorm.DB, prog *Program, ids []string, now time.Time, keep, emit bool) error {
 	_, ladder, err := loadTiers(tx)
 	if err != nil {
 		return err
@@ -669,6 +676,9 @@ func emitBalances(tx *gorm.DB, prog *Program, ids []string, now time.Time, keep 
 			if err := saveKept(tx, accts); err != nil {
 				return err
 			}
+		}
+		if !emit {
+			continue
 		}
 		evs := make([]newEvent, 0, len(accts))
 		for _, a := range accts {
@@ -1026,7 +1036,7 @@ func expiredEvents(tx *gorm.DB, entries []entryRow, now time.Time) error {
 // balance a set-based change moved without changing their points (a tier
 // review): each account read as a balance read reads it, and its view.
 func balanceEvents(tx *gorm.DB, prog *Program, ids []string, now time.Time) error {
-	return emitBalances(tx, prog, ids, now, false)
+	return emitBalances(tx, prog, ids, now, false, true)
 }
 
 // openBalances writes, set-based, the empty balance rows of the members in

@@ -225,6 +225,24 @@ func (s *Service) reviewTiers(tx *gorm.DB, asOf, now time.Time, ids []string) (i
 		append(append([]any{}, spendArgs...), dueArgs...)...).Scan(&moves).Error; err != nil {
 		return 0, err
 	}
+	// The members judged and left where they are keep their state as of
+	// now (its qualifying spend, and when it next changes): the next
+	// review's candidates leave them out until their spend can drop, so a
+	// night's review judges the members whose tier can change, not every
+	// member above the lowest tier.
+	goes := make(map[string]bool, len(moves))
+	for _, m := range moves {
+		goes[m.ID] = true
+	}
+	stay := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if !goes[id] {
+			stay = append(stay, id)
+		}
+	}
+	if err := keepQuietly(tx, prog, stay, now); err != nil {
+		return 0, err
+	}
 	if len(moves) == 0 {
 		return 0, nil
 	}
