@@ -70,7 +70,29 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 		}
 		week.WriteString(" END")
 		windowStart := asOf.AddDate(0, 0, -7*sg.LoyalWindowWeeks)
-		args = append(args, windowStart, asOf, windowStart, asOf, sg.LoyalMinActiveWeeks, sg.LoyalMinCategories)
+		args = append(args, windowStart, asOf, sg.LoyalMinActiveWeeks)
+		// The loyal segment's first test, in one pass over the window's
+		// purchases: the members who bought in enough of its weeks
+		// (distinct weeks per member as two levels of GROUP BY, member and
+		// week then member, which hash, where COUNT(DISTINCT …) per member
+		// sorts the window's purchases). Only their lines are read for the
+		// second, by index: a weekly shopper's dozen purchases, not every
+		// line of the window.
+		if err := tempTable(tx.DB, "loyal_weeks", `SELECT member_id FROM (
+				SELECT member_id, week FROM (
+					SELECT p.member_id, `+week.String()+` AS week
+					FROM purchases p WHERE p.occurred_at > ? AND p.occurred_at <= ?
+				) pw GROUP BY member_id, week
+			) mw GROUP BY member_id HAVING COUNT(*) >= ?`, args...); err != nil {
+			return err
+		}
+		defer dropTemp(tx.DB, "loyal_weeks")
+		if r.svc.Store().Dialect == loyalty.Postgres {
+			// Its size, for the plan: their purchases by index.
+			if err := tx.DB.Exec(`ANALYZE loyal_weeks`).Error; err != nil {
+				return err
+			}
+		}
 		// The RFM figures are the members' purchase summaries brought to
 		// asOf (activityTable).
 		activity, _, _, err := r.activityTable(tx.DB, asOf, loyalty.LocalDay(asOf, prog.Location()), now)
@@ -80,7 +102,7 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 		defer dropTemp(tx.DB, "churn_members")
 		// Every segment is computed here, so the run replaces the table.
 		return r.replaceDerived(tx.DB, memberSegments, func(target string) error {
-			return r.fillSegments(tx.DB, target, activity, now, week.String(), args)
+			return r.fillSegments(tx.DB, target, activity, now, windowStart, asOf, sg.LoyalMinCategories)
 		})
 	})
 	if err != nil {
@@ -96,31 +118,21 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 	return sum, nil
 }
 
-// fillSegments inserts into target the members of every segment: the RFM
-// segments from the members' summaries in the table activity; week is the
-// CASE that numbers the loyal window's weeks, args its and the loyal
-// query's arguments. Distinct weeks and categories per
-// member are two levels of GROUP BY (member and week, then member; member
-// and category, then member), which hash, where COUNT(DISTINCT …) per
-// member sorts the window's purchases.
-func (r *Runner) fillSegments(db *gorm.DB, target, activity string, now time.Time, week string, args []any) error {
+// fillSegments inserts into target the members of every segment: the
+// loyal one from the members in loyal_weeks who bought in enough
+// categories between windowStart and asOf (distinct categories as two
+// levels of GROUP BY), the RFM segments from the members' summaries in the
+// table activity.
+func (r *Runner) fillSegments(db *gorm.DB, target, activity string, now, windowStart, asOf time.Time, minCategories int) error {
 	if err := db.Exec(`INSERT INTO `+target+` (member_id, segment_code, computed_at)
-			SELECT w.member_id, 'loyal', ? FROM (
-				SELECT member_id, COUNT(*) AS weeks FROM (
-					SELECT member_id, week FROM (
-						SELECT p.member_id, `+week+` AS week
-						FROM purchases p WHERE p.occurred_at > ? AND p.occurred_at <= ?
-					) pw GROUP BY member_id, week
-				) mw GROUP BY member_id
-			) w JOIN (
-				SELECT member_id, COUNT(*) AS categories FROM (
+			SELECT c.member_id, 'loyal', ? FROM (
+				SELECT member_id FROM (
 					SELECT p.member_id, i.category
-					FROM purchases p JOIN purchase_items i ON i.purchase_id = p.id
+					FROM loyal_weeks w JOIN purchases p ON p.member_id = w.member_id
+					JOIN purchase_items i ON i.purchase_id = p.id
 					WHERE p.occurred_at > ? AND p.occurred_at <= ? AND i.category <> '' GROUP BY p.member_id, i.category
-				) pc GROUP BY member_id
-			) c ON c.member_id = w.member_id
-			JOIN members m ON m.id = w.member_id AND m.status = 'active'
-			WHERE w.weeks >= ? AND c.categories >= ?`, append([]any{now}, args...)...).Error; err != nil {
+				) pc GROUP BY member_id HAVING COUNT(*) >= ?
+			) c JOIN members m ON m.id = c.member_id AND m.status = 'active'`, now, windowStart, asOf, minCategories).Error; err != nil {
 		return err
 	}
 	return db.Exec(`INSERT INTO `+target+` (member_id, segment_code, computed_at)
