@@ -9,21 +9,20 @@ import (
 )
 
 // The members' purchase summaries the churn-risk and segments runs read
-// (activitySQL's columns), kept in member_activity as of activity_state.as_of and brought
-// forward by each run to its own as-of: only the members whose summary can
-// have changed since are summed again from their purchases (by the
-// purchases_member_time index), so a nightly run costs the day's
-// purchases, not the history.
+// (activitySQL's columns), kept in member_activity as of
+// activity_state.as_of and brought forward by each run to its own as-of:
+// only the members whose summary can have changed since are summed again
+// from their purchases, so a nightly run sums the day's members, not the
+// whole base.
 //
 // A member's summary changes when it has a new purchase or return, or
 // when a purchase of its leaves the 365 days of year_spend and of the RFM
-// figures. New purchases are
-// found by when they were written: on PostgreSQL by created_at, past a
-// watermark an hour before the earlier of the run's as-of and its start
-// (a purchase committed late, or dated up to ClockSkew past the as-of, is
-// still past it at the next run); on SQLite, whose one writer appends
-// purchases in rowid order, by rowid, past the last purchase written before
-// that instant.
+// figures. New purchases are found by when they were written: on
+// PostgreSQL by created_at, past a watermark an hour before the earlier of
+// the run's as-of and its start (a purchase committed late, or dated up to
+// ClockSkew past the as-of, is still past it at the next run); on SQLite,
+// whose one writer appends purchases in rowid order, by rowid, past the
+// last purchase written before that instant.
 
 // activityMargin is how long before a run's as-of (or its start, if
 // earlier) its watermark is set.
@@ -124,7 +123,9 @@ func (r *Runner) activityTable(db *gorm.DB, asOf time.Time, day int64, now time.
 		}
 		defer dropTemp(db, "activity_touched")
 		if pg {
-			// Its size, for the plan: a few members by index, not a scan.
+			// Its size, for the plan. (At a million members PostgreSQL
+			// still hashes the touched members against a scan of the
+			// purchases rather than reading theirs by index: docs/BENCH.md.)
 			if err := db.Exec(`ANALYZE activity_touched`).Error; err != nil {
 				return "", 0, false, err
 			}
