@@ -9,9 +9,7 @@ import (
 	"cmp"
 	"errors"
 	"math"
-	"runtime"
 	"slices"
-	"sync"
 
 	"gonum.org/v1/gonum/mathext"
 
@@ -150,10 +148,7 @@ func summarise(cs []Customer) *summaries {
 		s.rows = append(s.rows, row{x: i, t: time(c.T), tx: time(c.TX), w: c.Weight})
 	}
 	slices.SortFunc(s.rows, func(a, b row) int { return cmp.Compare(a.x, b.x) })
-	n := min(runtime.GOMAXPROCS(0), 1+len(s.rows)/20000)
-	for i := 0; i < n; i++ {
-		s.parts = append(s.parts, s.rows[i*len(s.rows)/n:(i+1)*len(s.rows)/n])
-	}
+	s.parts = mle.Split(s.rows)
 	return s
 }
 
@@ -226,16 +221,7 @@ func (s *summaries) gradient(p Params, g []float64) float64 {
 		}
 		return o
 	}
-	out := make([]sums, len(s.parts))
-	if len(s.parts) == 1 {
-		out[0] = part(s.parts[0])
-	} else {
-		var wg sync.WaitGroup
-		for i, rows := range s.parts {
-			wg.Go(func() { out[i] = part(rows) })
-		}
-		wg.Wait()
-	}
+	out := mle.Each(s.parts, part)
 	for _, o := range out {
 		ll += o.ll
 		dr += o.dr

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"gonum.org/v1/gonum/diff/fd"
+	"gonum.org/v1/gonum/stat/distuv"
 )
 
 // The paper's estimates for the CDNOW sample, in weeks.
@@ -79,8 +80,8 @@ func simulate(p Params, n int, seed uint64) []Customer {
 	type key struct{ x, tx, t int }
 	count := map[key]float64{}
 	for range n {
-		lambda := gamma(rng, p.R) / p.Alpha
-		drop := beta(rng, p.A, p.B)
+		lambda := distuv.Gamma{Alpha: p.R, Beta: p.Alpha, Src: rng}.Rand()
+		drop := distuv.Beta{Alpha: p.A, Beta: p.B, Src: rng}.Rand()
 		tDays := 1 + rng.IntN(365)
 		x, last, day := 0, 0, 0.0
 		for {
@@ -102,31 +103,6 @@ func simulate(p Params, n int, seed uint64) []Customer {
 		cs = append(cs, Customer{X: float64(k.x), TX: float64(k.tx) / 7, T: float64(k.t) / 7, Weight: w})
 	}
 	return cs
-}
-
-// gamma draws from Gamma(shape, 1) (Marsaglia and Tsang; boosted below 1).
-func gamma(rng *rand.Rand, shape float64) float64 {
-	if shape < 1 {
-		return gamma(rng, shape+1) * math.Pow(rng.Float64(), 1/shape)
-	}
-	d := shape - 1.0/3
-	c := 1 / math.Sqrt(9*d)
-	for {
-		z := rng.NormFloat64()
-		v := 1 + c*z
-		if v <= 0 {
-			continue
-		}
-		v = v * v * v
-		if math.Log(rng.Float64()) < z*z/2+d-d*v+d*math.Log(v) {
-			return d * v
-		}
-	}
-}
-
-func beta(rng *rand.Rand, a, b float64) float64 {
-	x := gamma(rng, a)
-	return x / (x + gamma(rng, b))
 }
 
 // TestSummariesMatchTotal holds the likelihood the fit reads, over

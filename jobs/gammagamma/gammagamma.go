@@ -9,8 +9,6 @@ package gammagamma
 import (
 	"errors"
 	"math"
-	"runtime"
-	"sync"
 
 	"gonum.org/v1/gonum/mathext"
 
@@ -91,10 +89,7 @@ func summarise(cs []Customer) *summaries {
 		s.wlmx[i] += c.Weight * math.Log(c.MX)
 		s.rows = append(s.rows, row{x: i, xmx: c.X * c.MX, w: c.Weight})
 	}
-	n := min(runtime.GOMAXPROCS(0), 1+len(s.rows)/20000)
-	for i := 0; i < n; i++ {
-		s.parts = append(s.parts, s.rows[i*len(s.rows)/n:(i+1)*len(s.rows)/n])
-	}
+	s.parts = mle.Split(s.rows)
 	return s
 }
 
@@ -124,16 +119,7 @@ func (s *summaries) gradient(m Params, g []float64) float64 {
 		}
 		return o
 	}
-	out := make([]sums, len(s.parts))
-	if len(s.parts) == 1 {
-		out[0] = part(s.parts[0])
-	} else {
-		var wg sync.WaitGroup
-		for i, rows := range s.parts {
-			wg.Go(func() { out[i] = part(rows) })
-		}
-		wg.Wait()
-	}
+	out := mle.Each(s.parts, part)
 	var ll, dp, dq, dg float64
 	for i, x := range s.xs {
 		var ln, inv float64

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"gonum.org/v1/gonum/diff/fd"
+	"gonum.org/v1/gonum/stat/distuv"
 )
 
 // TestFitCDNOW fits the CDNOW sample's repeat spend as Fader and Hardie
@@ -90,26 +91,11 @@ func TestExpectedSpend(t *testing.T) {
 // values is Gamma(px, xν)), in cents as the churn job reads them.
 func spenders(m Params, n int, seed uint64) []Customer {
 	rng := rand.New(rand.NewPCG(seed, 2))
-	gamma := func(shape float64) float64 { // Marsaglia and Tsang, shape ≥ 1
-		d := shape - 1.0/3
-		c := 1 / math.Sqrt(9*d)
-		for {
-			z := rng.NormFloat64()
-			v := 1 + c*z
-			if v <= 0 {
-				continue
-			}
-			v = v * v * v
-			if math.Log(rng.Float64()) < z*z/2+d-d*v+d*math.Log(v) {
-				return d * v
-			}
-		}
-	}
 	cs := make([]Customer, n)
 	for i := range cs {
 		x := float64(1 + rng.IntN(20))
-		nu := gamma(m.Q) / m.Gamma
-		mx := math.Round(gamma(m.P*x)/(x*nu)*100) / 100
+		nu := distuv.Gamma{Alpha: m.Q, Beta: m.Gamma, Src: rng}.Rand()
+		mx := math.Round(distuv.Gamma{Alpha: m.P * x, Beta: x * nu, Src: rng}.Rand()*100) / 100
 		cs[i] = Customer{X: x, MX: max(mx, 0.01), Weight: float64(1 + rng.IntN(3))}
 	}
 	return cs
