@@ -201,7 +201,13 @@ func (r *Runner) run(ctx context.Context, name string, asOf time.Time, by string
 	if res.RowsAffected == 0 {
 		return RunRecord{}, false, nil
 	}
-	summary, err := j.Run(ctx, asOf)
+	// First the page ranges of the BRIN indexes the jobs' searches by
+	// time go through, so that none of them reads a table whole.
+	var summary any
+	err = r.svc.Store().SummarizeRanges(ctx)
+	if err == nil {
+		summary, err = j.Run(ctx, asOf)
+	}
 	var le *loyalty.Error
 	if errors.As(err, &le) && le.Code == loyalty.Invalid && slot == nil {
 		db.Delete(&row)

@@ -359,3 +359,18 @@ func tsp(t *time.Time) *time.Time {
 
 // DB exposes the write handle for tests and tools that check invariants.
 func (s *Store) DB() *gorm.DB { return s.w }
+
+// SummarizeRanges has PostgreSQL summarize the page ranges of the schema's
+// BRIN indexes that are not summarized yet, which a search through such an
+// index would otherwise read whole (migration 00019): autovacuum does it
+// as ranges fill, and a set-based job calls this first in case autovacuum
+// is behind or off. It reads only the unsummarized ranges, in a statement
+// of its own (its lock, which only VACUUM and index builds wait for, is
+// not held through the job). Nothing on SQLite.
+func (s *Store) SummarizeRanges(ctx context.Context) error {
+	if s.pg == nil {
+		return nil
+	}
+	return s.w.WithContext(ctx).Exec(`SELECT brin_summarize_new_values(c.oid) FROM pg_class c JOIN pg_am am ON am.oid = c.relam
+		WHERE am.amname = 'brin' AND c.relkind = 'i' AND c.relnamespace = to_regnamespace(current_schema())`).Error
+}
