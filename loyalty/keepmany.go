@@ -70,3 +70,25 @@ func JobMemory(tx *gorm.DB) error {
 	}
 	return tx.Exec("SET LOCAL work_mem = '" + jobWorkMem + "'").Error
 }
+
+// analyzeIfStale has PostgreSQL gather table's statistics again, in tx,
+// when more of its rows changed since they were gathered than a tenth of
+// the rows they counted (and at least a thousand): a set-based job's plan
+// over a table that a run before it grew from nothing would otherwise be
+// chosen for an empty table. ANALYZE reads a sample of fixed size, so it
+// costs the same on any table; autovacuum does the same, on its own time.
+// Nothing on SQLite, whose planner reads no such statistics here.
+func analyzeIfStale(tx *gorm.DB, table string) error {
+	if tx.Dialector.Name() != Postgres {
+		return nil
+	}
+	var stale []bool
+	if err := tx.Raw(`SELECT s.n_mod_since_analyze > GREATEST(1000, c.reltuples / 10) FROM pg_stat_user_tables s
+		JOIN pg_class c ON c.oid = s.relid WHERE s.relid = CAST(? AS regclass)`, table).Scan(&stale).Error; err != nil {
+		return err
+	}
+	if len(stale) == 0 || !stale[0] {
+		return nil
+	}
+	return tx.Exec("ANALYZE " + table).Error
+}
