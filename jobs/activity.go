@@ -66,7 +66,7 @@ func (r *Runner) activityTable(db *gorm.DB, asOf time.Time, day int64, now time.
 		return "", 0, false, err
 	}
 	if len(st) == 1 && asOf.Before(st[0].AsOf) {
-		if err := tempTable(db, "churn_members", r.activitySQL(""), activityArgs(asOf, day)...); err != nil {
+		if err := loyalty.TempTable(db, "churn_members", r.activitySQL(""), activityArgs(asOf, day)...); err != nil {
 			return "", 0, false, err
 		}
 		return "churn_members", 0, false, nil
@@ -112,7 +112,7 @@ func (r *Runner) activityTable(db *gorm.DB, asOf time.Time, day int64, now time.
 			since = "rowid > ?"
 		}
 		prevYear, year := prev.AsOf.AddDate(0, 0, -365), asOf.AddDate(0, 0, -365)
-		if err := tempTable(db, "activity_touched", `SELECT member_id FROM purchases WHERE `+since+`
+		if err := loyalty.TempTable(db, "activity_touched", `SELECT member_id FROM purchases WHERE `+since+`
 			UNION SELECT member_id FROM returns WHERE created_at > ?
 			UNION SELECT member_id FROM purchases WHERE local_date > ? AND local_date <= ? AND local_day > ? AND local_day <= ?
 			UNION SELECT member_id FROM purchases WHERE local_date >= ? AND local_date <= ? AND occurred_at > ? AND occurred_at <= ?`,
@@ -121,7 +121,7 @@ func (r *Runner) activityTable(db *gorm.DB, asOf time.Time, day int64, now time.
 			prevYear.AddDate(0, 0, -1).Format(time.DateOnly), year.AddDate(0, 0, 1).Format(time.DateOnly), prevYear, year); err != nil {
 			return "", 0, false, err
 		}
-		defer dropTemp(db, "activity_touched")
+		defer loyalty.DropTemp(db, "activity_touched")
 		if pg {
 			// Its size, for the plan. (At a million members PostgreSQL
 			// still hashes the touched members against a scan of the

@@ -133,7 +133,7 @@ func (r *Runner) ChurnRisk(ctx context.Context, asOf time.Time) (ChurnSummary, e
 		if err != nil {
 			return err
 		}
-		defer dropTemp(db, "churn_members")
+		defer loyalty.DropTemp(db, "churn_members")
 		sum.Summaries = &SummariesRefresh{Members: refreshed, Rebuilt: rebuilt, Table: table}
 		return r.churnRisk(db, table, &sum, prog, asOf, day, now)
 	})

@@ -78,7 +78,7 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 		// sorts the window's purchases). Only their lines are read for the
 		// second, by index: a weekly shopper's dozen purchases, not every
 		// line of the window.
-		if err := tempTable(tx.DB, "loyal_weeks", `SELECT member_id FROM (
+		if err := loyalty.TempTable(tx.DB, "loyal_weeks", `SELECT member_id FROM (
 				SELECT member_id, week FROM (
 					SELECT p.member_id, `+week.String()+` AS week
 					FROM purchases p WHERE p.occurred_at > ? AND p.occurred_at <= ?
@@ -86,7 +86,7 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 			) mw GROUP BY member_id HAVING COUNT(*) >= ?`, args...); err != nil {
 			return err
 		}
-		defer dropTemp(tx.DB, "loyal_weeks")
+		defer loyalty.DropTemp(tx.DB, "loyal_weeks")
 		if r.svc.Store().Dialect == loyalty.Postgres {
 			// Its size, for the plan: their purchases by index.
 			if err := tx.DB.Exec(`ANALYZE loyal_weeks`).Error; err != nil {
@@ -99,7 +99,7 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 		if err != nil {
 			return err
 		}
-		defer dropTemp(tx.DB, "churn_members")
+		defer loyalty.DropTemp(tx.DB, "churn_members")
 		// Every segment is computed here, so the run replaces the table.
 		return r.replaceDerived(tx.DB, memberSegments, func(target string) error {
 			return r.fillSegments(tx.DB, target, activity, now, windowStart, asOf, sg.LoyalMinCategories)

@@ -92,3 +92,24 @@ func analyzeIfStale(tx *gorm.DB, table string) error {
 	}
 	return tx.Exec("ANALYZE " + table).Error
 }
+
+// TempTable creates the transaction's temporary table name from the query
+// q: on PostgreSQL dropped at commit, on SQLite by DropTemp (SQLite has no
+// ON COMMIT DROP).
+func TempTable(db *gorm.DB, name, q string, args ...any) error {
+	if db.Dialector.Name() == Postgres {
+		return db.Exec("CREATE TEMPORARY TABLE "+name+" ON COMMIT DROP AS "+q, args...).Error
+	}
+	if err := db.Exec("DROP TABLE IF EXISTS temp." + name).Error; err != nil {
+		return err
+	}
+	return db.Exec("CREATE TEMPORARY TABLE "+name+" AS "+q, args...).Error
+}
+
+// DropTemp drops a temporary table TempTable made, on SQLite; the error
+// is of no consequence (the next TempTable drops it too).
+func DropTemp(db *gorm.DB, name string) {
+	if db.Dialector.Name() != Postgres {
+		db.Exec("DROP TABLE IF EXISTS temp." + name)
+	}
+}

@@ -264,25 +264,37 @@ func (s *Service) GivePersonalOffers(ctx context.Context, asOf time.Time) (Perso
 			if !ends.After(now) {
 				continue
 			}
-			// First the members due, each in one pass: those with
-			// min_purchases in the window (one aggregate over the window's
-			// purchases, which the local_date BRIN index narrows: a local
-			// date is within a day of the instant's UTC date), active and
-			// without a live offer of the template; then the favourite
-			// category of those alone, their purchases by index. Once the
-			// first night has given its offers, a night ranks the few whose
-			// offer ended or who newly qualify, not every member.
-			res := tx.Exec(`WITH due AS MATERIALIZED (
+			// First the members due, into a table of the transaction: those
+			// with min_purchases in the window (one aggregate over the
+			// window's purchases, which the local_date BRIN index narrows:
+			// a local date is within a day of the instant's UTC date),
+			// active and without a live offer of the template. Then the
+			// favourite category of those alone. Once the first night has
+			// given its offers, a night ranks the few whose offer ended or
+			// who newly qualify, their purchases by index; on a first night
+			// the table's size (ANALYZE) has PostgreSQL hash the window's
+			// purchases instead.
+			args := map[string]any{"tpl": t.ID, "day": day, "code": t.Code, "name": t.Name, "kind": t.Kind, "multiplier": t.Multiplier,
+				"bonus": t.BonusPoints, "conditions": t.Conditions, "target_all": false, "activation": t.RequiresActivation,
+				"as_of": asOf, "ends": ends, "max_uses": t.MaxUsesPerMember, "now": now, "from": from, "min": t.MinPurchases,
+				"from_date": from.AddDate(0, 0, -1).Format(time.DateOnly), "to_date": asOf.AddDate(0, 0, 1).Format(time.DateOnly)}
+			if err := TempTable(tx, "offer_due", `SELECT d.member_id FROM (
 					SELECT p.member_id FROM purchases p
 					WHERE p.occurred_at >= @from AND p.occurred_at <= @as_of
 						AND p.local_date >= @from_date AND p.local_date <= @to_date
 					GROUP BY p.member_id HAVING COUNT(*) >= @min
-				), free AS MATERIALIZED (
-					SELECT d.member_id FROM due d JOIN members m ON m.id = d.member_id AND m.status = 'active'
-					WHERE NOT EXISTS (SELECT 1 FROM offers o WHERE o.template_id = @tpl AND o.owner_member_id = d.member_id
-						AND o.status = 'active' AND (o.ends_at IS NULL OR o.ends_at > @as_of) AND (o.starts_at IS NULL OR o.starts_at < @ends))
-				)
-				INSERT INTO offers (id, code, name, kind, multiplier, bonus_points, conditions, target_all, target_segments,
+				) d JOIN members m ON m.id = d.member_id AND m.status = 'active'
+				WHERE NOT EXISTS (SELECT 1 FROM offers o WHERE o.template_id = @tpl AND o.owner_member_id = d.member_id
+					AND o.status = 'active' AND (o.ends_at IS NULL OR o.ends_at > @as_of) AND (o.starts_at IS NULL OR o.starts_at < @ends))`,
+				args); err != nil {
+				return err
+			}
+			if tx.Dialector.Name() == Postgres {
+				if err := tx.Exec(`ANALYZE offer_due`).Error; err != nil {
+					return err
+				}
+			}
+			res := tx.Exec(`INSERT INTO offers (id, code, name, kind, multiplier, bonus_points, conditions, target_all, target_segments,
 					requires_activation, starts_at, ends_at, max_uses_per_member, status, template_id, owner_member_id,
 					personal_category, created_at, updated_at)
 				SELECT 'po:' || @tpl || ':' || f.member_id || ':' || @day, @code || '-' || f.member_id || '-' || @day, @name, @kind,
@@ -291,17 +303,18 @@ func (s *Service) GivePersonalOffers(ctx context.Context, asOf time.Time) (Perso
 				FROM (
 					SELECT p.member_id, i.category,
 						ROW_NUMBER() OVER (PARTITION BY p.member_id ORDER BY `+s.store.SumOrderSQL("i.amount")+` DESC, i.category) AS rn
-					FROM free c JOIN purchases p ON p.member_id = c.member_id AND p.occurred_at >= @from AND p.occurred_at <= @as_of
+					FROM offer_due c JOIN purchases p ON p.member_id = c.member_id AND p.occurred_at >= @from AND p.occurred_at <= @as_of
 					JOIN purchase_items i ON i.purchase_id = p.id
 					WHERE i.category <> ''
 					GROUP BY p.member_id, i.category
 				) f
 				WHERE f.rn = 1
-				ON CONFLICT DO NOTHING`,
-				map[string]any{"tpl": t.ID, "day": day, "code": t.Code, "name": t.Name, "kind": t.Kind, "multiplier": t.Multiplier,
-					"bonus": t.BonusPoints, "conditions": t.Conditions, "target_all": false, "activation": t.RequiresActivation,
-					"as_of": asOf, "ends": ends, "max_uses": t.MaxUsesPerMember, "now": now, "from": from, "min": t.MinPurchases,
-					"from_date": from.AddDate(0, 0, -1).Format(time.DateOnly), "to_date": asOf.AddDate(0, 0, 1).Format(time.DateOnly)})
+				ON CONFLICT DO NOTHING`, args)
+			if res.Error == nil {
+				// The next template makes its own (PostgreSQL drops it at
+				// commit only).
+				res.Error = tx.Exec(`DROP TABLE offer_due`).Error
+			}
 			if res.Error != nil {
 				return res.Error
 			}
