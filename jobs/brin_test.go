@@ -38,7 +38,7 @@ func TestJobsSummarizeRanges(t *testing.T) {
 				t.Errorf("%s: options %v, want autosummarize=on", o.Name, o.Reloptions)
 			}
 		}
-		// About 600 purchases a 128-page range: 3,000 span several.
+		// About 5,000 such rows fill a 128-page range: 30,000 span six.
 		if err := db.Exec(`INSERT INTO purchases (id, member_id, store_id, external_id, channel, occurred_at, local_date, local_day,
 				currency, total, returned_amount, points_earned, points_reversed, created_at)
 			SELECT 'brin-' || g, ?, 'store-brin', 'R-' || g, 'pos', ?::timestamptz - g * interval '1 minute', '2026-03-01', 20513,
@@ -57,5 +57,27 @@ func TestJobsSummarizeRanges(t *testing.T) {
 		if n := unsummarized(); n != 0 {
 			t.Errorf("after a job, %d ranges of purchases_created_brin were left unsummarized", n)
 		}
+	})
+}
+
+// TestJobsRunBesideAVacuum: a job does not wait for the lock a VACUUM holds
+// on a table (here taken by hand, as VACUUM takes it) to summarize ranges
+// first; it runs, and the ranges are left to autovacuum. Were it to wait,
+// the lock below would be released only after the run, and the test would
+// hang.
+func TestJobsRunBesideAVacuum(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		if dialect != loyalty.Postgres {
+			t.Skip("BRIN indexes are PostgreSQL's")
+		}
+		now := time.Date(2026, 3, 1, 22, 0, 0, 0, time.UTC)
+		e := newEnv(t, dialect, now)
+		e.buy(e.enrol(""), 5000)
+		vacuum := e.store.DB().Begin()
+		if err := vacuum.Exec(`LOCK TABLE purchases IN SHARE UPDATE EXCLUSIVE MODE`).Error; err != nil {
+			t.Fatal(err)
+		}
+		defer vacuum.Rollback()
+		e.run(t, "redemption-rate", now)
 	})
 }

@@ -362,15 +362,31 @@ func (s *Store) DB() *gorm.DB { return s.w }
 
 // SummarizeRanges has PostgreSQL summarize the page ranges of the schema's
 // BRIN indexes that are not summarized yet, which a search through such an
-// index would otherwise read whole (migration 00019): autovacuum does it
-// as ranges fill, and a set-based job calls this first in case autovacuum
-// is behind or off. It reads only the unsummarized ranges, in a statement
-// of its own (its lock, which only VACUUM and index builds wait for, is
-// not held through the job). Nothing on SQLite.
+// index would otherwise read whole (migration 00019). Autovacuum does it as
+// ranges fill; the jobs runner calls this before every job in case
+// autovacuum is behind or off. It reads only the unsummarized ranges, in a
+// transaction of its own, so its lock (which only VACUUM, ANALYZE and index
+// builds conflict with) is not held through the job. A VACUUM holding that
+// lock, which on a large table may run for an hour, is not waited for past
+// summarizeWait: the ranges are then left to autovacuum, and the job runs
+// without them, only slower.
 func (s *Store) SummarizeRanges(ctx context.Context) error {
 	if s.pg == nil {
 		return nil
 	}
-	return s.w.WithContext(ctx).Exec(`SELECT brin_summarize_new_values(c.oid) FROM pg_class c JOIN pg_am am ON am.oid = c.relam
-		WHERE am.amname = 'brin' AND c.relkind = 'i' AND c.relnamespace = to_regnamespace(current_schema())`).Error
+	err := s.w.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Exec("SET LOCAL lock_timeout = '" + summarizeWait + "'").Error; err != nil {
+			return err
+		}
+		return tx.Exec(`SELECT brin_summarize_new_values(c.oid) FROM pg_class c JOIN pg_am am ON am.oid = c.relam
+			WHERE am.amname = 'brin' AND c.relkind = 'i' AND c.relnamespace = to_regnamespace(current_schema())`).Error
+	})
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "55P03" { // lock_not_available
+		return nil
+	}
+	return err
 }
+
+// summarizeWait bounds SummarizeRanges' wait for a table's lock.
+const summarizeWait = "2s"
