@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"slices"
 	"strconv"
 
 	"github.com/gofiber/fiber/v2"
@@ -30,14 +31,14 @@ type batchAnswer struct {
 // decode is answered with its problem and the others are posted; the batch
 // itself is refused only when it is not a batch (no purchases, too many).
 func (s *server) postPurchaseBatch(c *fiber.Ctx) error {
-	var in purchaseBatch
-	if err := decode(c, &in); err != nil {
+	in, input, err := decodeBatch(c.Body())
+	if err != nil {
 		return err
 	}
 	if len(in.Purchases) == 0 || len(in.Purchases) > loyalty.MaxBatch {
 		return loyalty.Invalidf("purchases", "must hold 1 to %d purchases", loyalty.MaxBatch)
 	}
-	key, err := idempotencyKey(c, in)
+	key, err := idempotencyKeyOf(c, input)
 	if err != nil {
 		return err
 	}
@@ -167,4 +168,138 @@ func appendAnswers(b []byte, answers []batchAnswer) []byte {
 		b = append(b, '}')
 	}
 	return append(b, "]}"...)
+}
+
+// decodeBatch is decode of a batch's body, and the input idempotencyKey
+// digests (json.Marshal of what decode made of it, built only when the
+// request carries a key). A body of the usual shape, {"purchases": [...]}
+// with objects for purchases, is split into its purchases by one scan, and
+// each is checked and, under a key, re-encoded on every core (a batch is a
+// few hundred kilobytes: decode reads it whole several times, on one
+// core); any other body, and one that is not valid JSON, goes through
+// decode, which answers it as for any route.
+func decodeBatch(body []byte) (purchaseBatch, func() ([]byte, error), error) {
+	items, ok := splitBatch(body)
+	if ok && len(items) <= loyalty.MaxBatch {
+		if _, nul := nulField(body); !nul {
+			// Valid, and its names as decode's checkNames finds them, or
+			// decode answers the body.
+			valid := make([]bool, len(items))
+			raw := reflect.TypeFor[json.RawMessage]()
+			loyalty.EachPart(len(items), func(lo, hi int) {
+				for i := lo; i < hi; i++ {
+					valid[i] = checkNames(items[i], raw, foldAll) == nil
+				}
+			})
+			if !slices.Contains(valid, false) {
+				in := purchaseBatch{Purchases: items}
+				return in, func() ([]byte, error) { return marshalBatch(items) }, nil
+			}
+		}
+	}
+	var in purchaseBatch
+	if err := decodeJSON(body, &in); err != nil {
+		return in, nil, err
+	}
+	return in, func() ([]byte, error) { return json.Marshal(in) }, nil
+}
+
+// marshalBatch is json.Marshal(purchaseBatch{items}), each item's
+// encoding (compacted, HTML-escaped) made on every core.
+func marshalBatch(items []json.RawMessage) ([]byte, error) {
+	enc := make([][]byte, len(items))
+	errs := make([]error, len(items))
+	loyalty.EachPart(len(items), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			enc[i], errs[i] = json.Marshal(items[i])
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	n := len(`{"purchases":[]}`) + len(items)
+	for _, e := range enc {
+		n += len(e)
+	}
+	b := append(make([]byte, 0, n), `{"purchases":[`...)
+	for i, e := range enc {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, e...)
+	}
+	return append(b, "]}"...), nil
+}
+
+// splitBatch finds the purchases of a body {"purchases": [{...}, ...]}
+// (any JSON whitespace between the tokens) without decoding them: ok is
+// false for a body of any other shape (another name, or one more, a
+// purchase that is not an object, anything after the object). The parts
+// it returns are only delimited: strings are skipped whole, escapes
+// included, and braces and brackets counted, so each purchase ends where
+// its object does if it is valid JSON, which the caller checks.
+func splitBatch(body []byte) (items []json.RawMessage, ok bool) {
+	i := 0
+	ws := func() {
+		for i < len(body) && (body[i] == ' ' || body[i] == '\t' || body[i] == '\n' || body[i] == '\r') {
+			i++
+		}
+	}
+	lit := func(s string) bool {
+		ws()
+		if !bytes.HasPrefix(body[i:], []byte(s)) {
+			return false
+		}
+		i += len(s)
+		return true
+	}
+	if !lit("{") || !lit(`"purchases"`) || !lit(":") || !lit("[") {
+		return nil, false
+	}
+	end := func() bool {
+		if !lit("}") {
+			return false
+		}
+		ws()
+		return i == len(body)
+	}
+	if lit("]") {
+		return []json.RawMessage{}, end()
+	}
+	for {
+		ws()
+		if i == len(body) || body[i] != '{' {
+			return nil, false
+		}
+		start, depth := i, 0
+	object:
+		for ; i < len(body); i++ {
+			switch body[i] {
+			case '"':
+				for i++; i < len(body) && body[i] != '"'; i++ {
+					if body[i] == '\\' {
+						i++
+					}
+				}
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					i++
+					break object
+				}
+			}
+		}
+		if depth != 0 {
+			return nil, false
+		}
+		items = append(items, body[start:i:i])
+		if lit(",") {
+			continue
+		}
+		if !lit("]") {
+			return nil, false
+		}
+		return items, end()
+	}
 }

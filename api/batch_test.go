@@ -361,3 +361,58 @@ func TestPurchaseBatchOfferUsedOnce(t *testing.T) {
 		e.checkLedger()
 	})
 }
+
+// A batch large enough to go on several connections at once (PostgreSQL)
+// answers as one posted in order: a member's purchases follow each other
+// (each answer's balance one version on from the member's last), and of
+// two purchases under one receipt, of different members far apart in the
+// batch, the earlier is posted and the later refused as a duplicate.
+func TestPurchaseBatchAnswersInOrder(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		e := newEnv(t, dialect)
+		members := make([]string, 40)
+		for i := range members {
+			members[i] = e.enrol()
+		}
+		var purchases []any
+		earned := map[string]int64{}
+		dup := map[int]bool{}
+		for i := 0; i < loyalty.MaxBatch; i++ {
+			m := members[i%len(members)]
+			ext := fmt.Sprintf("O-%d", i)
+			if i >= 200 && i%25 == 3 {
+				ext, dup[i] = fmt.Sprintf("O-%d", i-145), true // purchase i-145's receipt, of another member
+			} else {
+				earned[m] += int64(1 + i%30)
+			}
+			purchases = append(purchases, receipt(m, int64(100*(1+i%30)), ext))
+		}
+		version := map[string]int64{}
+		for m := range earned {
+			version[m] = e.balance(m).Version
+		}
+		for i, r := range e.batch(e.pos(), purchases) {
+			if dup[i] {
+				if r.Status != 409 || r.json(t)["code"] != "duplicate" {
+					t.Fatalf("purchase %d, a receipt posted earlier in the batch: %d %s", i, r.Status, r.Body)
+				}
+				continue
+			}
+			if r.Status != 201 || r.Replayed {
+				t.Fatalf("purchase %d: %d %s", i, r.Status, r.Body)
+			}
+			m := members[i%len(members)]
+			v := int64(r.json(t)["balance"].(map[string]any)["version"].(float64))
+			if v <= version[m] {
+				t.Fatalf("purchase %d of member %s answers version %d after %d", i, m, v, version[m])
+			}
+			version[m] = v
+		}
+		for _, m := range members {
+			if b := e.balance(m); b.Available != earned[m] || b.Version != version[m] {
+				t.Fatalf("member %s: available %d version %d, want %d and %d", m, b.Available, b.Version, earned[m], version[m])
+			}
+		}
+		e.checkLedger()
+	})
+}

@@ -209,6 +209,17 @@ func describeType(t string) string {
 // bodies the same request exactly when the engine reads them alike,
 // whatever their spacing, order or ignored fields.
 func idempotencyKey(c *fiber.Ctx, in any) (loyalty.IdempotencyKey, error) {
+	return idempotencyKeyOf(c, func() ([]byte, error) {
+		if in == nil {
+			return nil, nil
+		}
+		return json.Marshal(in)
+	})
+}
+
+// idempotencyKeyOf is idempotencyKey with the input's encoding made by
+// input, which runs only when the request carries a key.
+func idempotencyKeyOf(c *fiber.Ctx, input func() ([]byte, error)) (loyalty.IdempotencyKey, error) {
 	k := c.Get("Idempotency-Key")
 	if k == "" {
 		return loyalty.IdempotencyKey{}, nil
@@ -221,16 +232,13 @@ func idempotencyKey(c *fiber.Ctx, in any) (loyalty.IdempotencyKey, error) {
 			return loyalty.IdempotencyKey{}, loyalty.Invalidf("Idempotency-Key", "must be 1 to 255 printable ASCII characters")
 		}
 	}
-	var input []byte
-	if in != nil {
-		var err error
-		if input, err = json.Marshal(in); err != nil {
-			return loyalty.IdempotencyKey{}, fmt.Errorf("idempotency key: %w", err)
-		}
+	in, err := input()
+	if err != nil {
+		return loyalty.IdempotencyKey{}, fmt.Errorf("idempotency key: %w", err)
 	}
 	p := principal(c)
 	return loyalty.IdempotencyKey{Key: k, Subject: string(p.Role) + ":" + p.Subject,
-		RequestHash: loyalty.HashRequest([]byte(c.Method()), []byte(c.Path()), input)}, nil
+		RequestHash: loyalty.HashRequest([]byte(c.Method()), []byte(c.Path()), in)}, nil
 }
 
 // page reads ?limit= and ?cursor=.

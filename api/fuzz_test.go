@@ -283,3 +283,43 @@ func FuzzAPIPaths(f *testing.F) {
 		checkAnswer(t, "GET "+target, fa.send(t, "GET", target, loyalty.RoleAdmin, nil))
 	})
 }
+
+// FuzzDecodeBatch holds decodeBatch, which splits a till batch's body on
+// every core, to decode of the whole body: the same purchases, the same
+// input digested under an Idempotency-Key, the same refusal.
+func FuzzDecodeBatch(f *testing.F) {
+	p := `{"member_id":"m","external_id":"R-1","store_id":"s","currency":"USD","total":100,"items":[{"sku":"a{[\"]}","amount":100}]}`
+	for _, s := range append([]string{
+		`{"purchases":[` + p + `,` + p + `]}`, ` {"purchases" : [ ` + p + ` ] } `, `{"purchases":[]}`, `{"purchases":[1]}`,
+		`{"purchases":[{}],"x":1}`, `{"Purchases":[{}]}`, `{"purchases":[{}]}x`, `{"purchases":[{"a":1,"a":2}]}`,
+		`{"purchases":[{"a":"<&>\u2028"}]}`, `{"purchases":[{"a":"\u0000"}]}`, `{"purchases":[{"a":"x\"}]}`,
+		`{"purchases":[{"a":]}]}`, `{"purchases":[{}}]}`, `{"purchases":[{"a":[1,{"b":2}]} , {}]}`,
+		`{"purchases":[` + strings.Repeat(`{},`, 600) + `{}]}`,
+	}, hostileSeeds...) {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		got, input, err := decodeBatch(body)
+		var want purchaseBatch
+		werr := decodeJSON(body, &want)
+		if (err == nil) != (werr == nil) || (err != nil && err.Error() != werr.Error()) {
+			t.Fatalf("%q: decodeBatch %v, decode %v", body, err, werr)
+		}
+		if err != nil {
+			return
+		}
+		if len(got.Purchases) != len(want.Purchases) {
+			t.Fatalf("%q: %d purchases, decode finds %d", body, len(got.Purchases), len(want.Purchases))
+		}
+		for i := range got.Purchases {
+			if !bytes.Equal(got.Purchases[i], want.Purchases[i]) {
+				t.Fatalf("%q: purchase %d is %q, decode finds %q", body, i, got.Purchases[i], want.Purchases[i])
+			}
+		}
+		in, err := input()
+		wantIn, werr := json.Marshal(want)
+		if err != nil || werr != nil || !bytes.Equal(in, wantIn) {
+			t.Fatalf("%q: the key's input %q (%v), decode's %q (%v)", body, in, err, wantIn, werr)
+		}
+	})
+}

@@ -210,7 +210,7 @@ func keyedRoutes(t *testing.T) []string {
 			server = src
 		}
 		for _, m := range handler.FindAllSubmatch(src, -1) {
-			if bytes.Contains(m[2], []byte("idempotencyKey(c,")) {
+			if bytes.Contains(m[2], []byte("idempotencyKey(c,")) || bytes.Contains(m[2], []byte("idempotencyKeyOf(c,")) {
 				keyed[string(m[1])] = true
 			}
 		}

@@ -38,6 +38,11 @@ import (
 // and keys make safe.
 //
 // Either way a purchase is answered only once its transaction committed.
+//
+// On PostgreSQL a large batch goes in lanes (batchLanes), each on a
+// connection of its own and all at once, so that the server's cores share
+// it: a lane holds whole members and whole receipts, so no answer depends
+// on which lane commits first. SQLite has one writer, and one lane.
 
 // MaxBatch is the most purchases one batch may carry.
 const MaxBatch = 500
@@ -81,10 +86,119 @@ func (s *Service) PostPurchases(ctx context.Context, p Principal, ins []Purchase
 		return nil, errors.New("post purchases: one key per purchase")
 	}
 	out := make([]BatchResult, len(ins))
-	chunk := s.pgBatchChunk
 	if s.store.pg == nil {
-		chunk = s.sqliteBatchChunk
+		s.postInOrder(ctx, p, ins, keys, out, s.sqliteBatchChunk)
+		return out, nil
 	}
+	lanes := batchLanes(ins, pgBatchLanes())
+	if len(lanes) == 1 {
+		s.postInOrder(ctx, p, ins, keys, out, s.pgBatchChunk)
+		return out, nil
+	}
+	var wg sync.WaitGroup
+	for _, lane := range lanes {
+		wg.Go(func() {
+			lins, lkeys := make([]PurchaseInput, len(lane)), make([]IdempotencyKey, len(lane))
+			for j, i := range lane {
+				lins[j], lkeys[j] = ins[i], keys[i]
+			}
+			lout := make([]BatchResult, len(lane))
+			s.postInOrder(ctx, p, lins, lkeys, lout, s.pgBatchChunk)
+			for j, i := range lane {
+				out[i] = lout[j]
+			}
+		})
+	}
+	wg.Wait()
+	return out, nil
+}
+
+// pgBatchLanes is how many connections one batch writes on at once on
+// PostgreSQL: one per core the engine may use, at most 4 and at most a
+// quarter of the pool, so that a few tills' batches leave room for the
+// other requests.
+func pgBatchLanes() int {
+	return max(1, min(runtime.GOMAXPROCS(0), 4, PGPoolConns()/2))
+}
+
+// batchLanes splits a batch's indexes into at most n lanes that can be
+// posted concurrently without changing any answer: purchases that share a
+// member or a receipt (store and external id) share a lane, where they
+// keep the batch's order, so a member's purchases are planned one after
+// the other as posted alone, and of two purchases under one receipt the
+// earlier is posted and the later replays it. Lanes are filled in the
+// batch's order, each group going to the lane with the fewest purchases;
+// a batch too small to gain from it is one lane.
+func batchLanes(ins []PurchaseInput, n int) [][]int {
+	if n <= 1 || len(ins) < 2*minLane {
+		return [][]int{seq(len(ins))}
+	}
+	parent := make([]int, len(ins))
+	var find func(int) int
+	find = func(i int) int {
+		for parent[i] != i {
+			parent[i] = parent[parent[i]]
+			i = parent[i]
+		}
+		return i
+	}
+	first := map[string]int{}
+	join := func(key string, i int) {
+		j, ok := first[key]
+		if !ok {
+			first[key] = i
+			return
+		}
+		if a, b := find(i), find(j); a != b {
+			parent[max(a, b)] = min(a, b)
+		}
+	}
+	for i, in := range ins {
+		parent[i] = i
+		join("m\x00"+in.MemberID, i)
+		if in.ExternalID != "" {
+			join("r\x00"+in.StoreID+"\x00"+in.ExternalID, i)
+		}
+	}
+	size := make([]int, len(ins))
+	for i := range ins {
+		size[find(i)]++
+	}
+	lanes, load := make([][]int, n), make([]int, n)
+	laneOf := map[int]int{}
+	for i := range ins {
+		root := find(i)
+		l, ok := laneOf[root]
+		if !ok {
+			l = 0
+			for k := range load {
+				if load[k] < load[l] {
+					l = k
+				}
+			}
+			laneOf[root] = l
+			load[l] += size[root] // the whole group, so the next one sees it
+		}
+		lanes[l] = append(lanes[l], i)
+	}
+	return slices.DeleteFunc(lanes, func(l []int) bool { return len(l) == 0 })
+}
+
+// minLane is the fewest purchases worth a lane of their own.
+const minLane = 50
+
+func seq(n int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = i
+	}
+	return s
+}
+
+// postInOrder posts ins in order, in chunks where chunk can take them and
+// one by one where it cannot, into out.
+func (s *Service) postInOrder(ctx context.Context, p Principal, ins []PurchaseInput, keys []IdempotencyKey, out []BatchResult,
+	chunk func(context.Context, Principal, []PurchaseInput, []IdempotencyKey, []BatchResult) int) {
 	for i := 0; i < len(ins); {
 		if err := ctx.Err(); err != nil {
 			for ; i < len(ins); i++ {
@@ -99,7 +213,6 @@ func (s *Service) PostPurchases(ctx context.Context, p Principal, ins []Purchase
 			i++
 		}
 	}
-	return out, nil
 }
 
 // sqliteBatchChunk posts ins from the first as one write of the group
