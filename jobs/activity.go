@@ -123,9 +123,7 @@ func (r *Runner) activityTable(db *gorm.DB, asOf time.Time, day int64, now time.
 		}
 		defer loyalty.DropTemp(db, "activity_touched")
 		if pg {
-			// Its size, for the plan. (At a million members PostgreSQL
-			// still hashes the touched members against a scan of the
-			// purchases rather than reading theirs by index: docs/BENCH.md.)
+			// Its size, for the plan.
 			if err := db.Exec(`ANALYZE activity_touched`).Error; err != nil {
 				return "", 0, false, err
 			}
@@ -133,7 +131,7 @@ func (r *Runner) activityTable(db *gorm.DB, asOf time.Time, day int64, now time.
 		if err := db.Exec(`DELETE FROM member_activity WHERE member_id IN (SELECT member_id FROM activity_touched)`).Error; err != nil {
 			return "", 0, false, err
 		}
-		res := db.Exec(`INSERT INTO member_activity (`+activityColumns+`) `+r.activitySQL("(SELECT member_id FROM activity_touched)"),
+		res := db.Exec(`INSERT INTO member_activity (`+activityColumns+`) `+r.activitySQL("activity_touched"),
 			activityArgs(asOf, day)...)
 		if res.Error != nil {
 			return "", 0, false, res.Error

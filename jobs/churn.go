@@ -65,19 +65,26 @@ type SpendFit struct {
 // (exact) in the 365 days before the as-of instant. Integer days, from the
 // stored local_day. Only hash aggregates and a hash join: no sort of the
 // purchases, which at a large base spills to disk. It reads the members
-// the SQL set members lists ("" for all); its arguments are activityArgs.
+// of the table members ("" for all); its arguments are activityArgs.
 func (r *Runner) activitySQL(members string) string {
-	of := ""
-	if members != "" {
-		of = " AND member_id IN " + members
-	}
 	store := r.svc.Store()
+	// All members: one pass over the purchases. Some: theirs, read member
+	// by member on PostgreSQL through purchases_member_cover (OFFSET 0
+	// keeps the planner from turning the loop back into a join with every
+	// purchase), or picked by IN on SQLite.
+	from := `purchases WHERE occurred_at <= ? AND local_day <= ?`
+	if members != "" && store.Dialect == loyalty.Postgres {
+		from = members + ` t CROSS JOIN LATERAL (SELECT * FROM purchases p
+			WHERE p.member_id = t.member_id AND p.occurred_at <= ? AND p.local_day <= ? OFFSET 0) purchases`
+	} else if members != "" {
+		from += " AND member_id IN (SELECT member_id FROM " + members + ")"
+	}
 	return `WITH d AS (
-		SELECT member_id, local_day, COUNT(*) AS n, SUM(CAST(total AS DOUBLE PRECISION)) AS amt,
+		SELECT purchases.member_id, local_day, COUNT(*) AS n, SUM(CAST(total AS DOUBLE PRECISION)) AS amt,
 			MAX(CASE WHEN occurred_at > ? THEN occurred_at END) AS rfm_last_at,
 			SUM(CASE WHEN occurred_at > ? THEN 1 ELSE 0 END) AS rfm_n,
 			` + store.SumSQL("CASE WHEN occurred_at > ? THEN "+loyalty.NetSpendSQL("purchases")+" ELSE 0 END") + ` AS rfm_spend
-		FROM purchases WHERE occurred_at <= ? AND local_day <= ?` + of + ` GROUP BY member_id, local_day
+		FROM ` + from + ` GROUP BY purchases.member_id, local_day
 	), f AS (SELECT member_id, MIN(local_day) AS first_day FROM d GROUP BY member_id)
 	SELECT d.member_id, f.first_day, COUNT(*) - 1 AS x, MAX(d.local_day) AS last_day,
 		MIN(CASE WHEN d.local_day > f.first_day THEN d.local_day END) AS second_day, SUM(d.n) AS purchases,
