@@ -193,3 +193,109 @@ func TestSegmentsKeepTableShape(t *testing.T) {
 		}
 	})
 }
+
+// TestLoyalSegmentFollowsHistory runs segments night after night while
+// purchases arrive (on time, backdated into the window, a category bought
+// again and one leaving the window), and once for a past day after later
+// purchases: after every run the loyal segment is what the members' lines
+// say as of the run, whether a member's categories were counted from the
+// kept latest purchase per category or, past the as-of, from its lines.
+func TestLoyalSegmentFollowsHistory(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		start := time.Date(2026, 3, 1, 22, 0, 0, 0, time.UTC)
+		e := newEnv(t, dialect, start.AddDate(0, 0, -1))
+		const weeks, minWeeks, minCats = 4, 3, 4
+		e.program(loyalty.ProgramPatch{Segments: &loyalty.SegmentSettings{LoyalWindowWeeks: weeks, LoyalMinActiveWeeks: minWeeks,
+			LoyalMinCategories: minCats}})
+		var members []string
+		for range 8 {
+			members = append(members, e.enrol(""))
+		}
+		cat := func(i int) string { return fmt.Sprintf("c%d", i) }
+		// Member i buys weekly for five weeks, in categories i%5 … i%5+i%4.
+		for i, m := range members {
+			for w := 0; w < 5; w++ {
+				var cats []string
+				for c := i % 5; c <= i%5+i%4; c++ {
+					cats = append(cats, cat(c+w%2))
+				}
+				e.buyAt(m, 1000, start.AddDate(0, 0, -7*w-1).Add(-time.Duration(i)*time.Hour), cats...)
+			}
+		}
+		// want is the loyal segment by the definition, from every line.
+		want := func(asOf time.Time) []string {
+			t.Helper()
+			rows, err := e.store.DB().Raw(`SELECT p.member_id, p.occurred_at, i.category FROM purchases p
+				JOIN purchase_items i ON i.purchase_id = p.id WHERE i.category <> ''`).Rows()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			active, cats := map[string]map[int]bool{}, map[string]map[string]bool{}
+			from := asOf.AddDate(0, 0, -7*weeks)
+			for rows.Next() {
+				var m, c string
+				var at time.Time
+				if err := rows.Scan(&m, &at, &c); err != nil {
+					t.Fatal(err)
+				}
+				if !at.After(from) || at.After(asOf) {
+					continue
+				}
+				if active[m] == nil {
+					active[m], cats[m] = map[int]bool{}, map[string]bool{}
+				}
+				active[m][int(asOf.Sub(at)/(7*24*time.Hour))] = true
+				cats[m][c] = true
+			}
+			var out []string
+			for m := range active {
+				if len(active[m]) >= minWeeks && len(cats[m]) >= minCats {
+					out = append(out, m)
+				}
+			}
+			slices.Sort(out)
+			return out
+		}
+		got := func() []string {
+			t.Helper()
+			var out []string
+			if err := e.store.DB().Raw(`SELECT member_id FROM member_segments WHERE segment_code = 'loyal' ORDER BY member_id`).
+				Scan(&out).Error; err != nil {
+				t.Fatal(err)
+			}
+			return out
+		}
+		night := start
+		e.clock.Set(night.Add(time.Minute))
+		e.run(t, "segments", night)
+		if g, w := got(), want(night); !slices.Equal(g, w) || len(w) == 0 || len(w) == len(members) {
+			t.Fatalf("first night: loyal %v, want %v", g, w)
+		}
+		for n := 1; n <= 6; n++ {
+			e.clock.Set(night.AddDate(0, 0, 1).Add(-2 * time.Hour))
+			m := members[n]
+			switch n % 3 {
+			case 0: // today, in a new category
+				e.buyAt(m, 500, e.clock.Now().Add(-time.Hour), cat(20+n))
+			case 1: // a receipt from three weeks back, in new categories
+				e.buyAt(m, 500, night.AddDate(0, 0, -20), cat(30+n), cat(40+n))
+			case 2: // a category it has, bought again in the window
+				e.buyAt(m, 500, night.AddDate(0, 0, -2), cat(n%5))
+			}
+			night = night.AddDate(0, 0, 1)
+			e.clock.Set(night.Add(time.Minute))
+			e.run(t, "segments", night)
+			if g, w := got(), want(night); !slices.Equal(g, w) {
+				t.Fatalf("night %d: loyal %v, want %v", n, g, w)
+			}
+		}
+		// A run for three days back, after the purchases since: counted
+		// from the lines for the members who bought after it.
+		past := night.AddDate(0, 0, -3)
+		e.run(t, "segments", past)
+		if g, w := got(), want(past); !slices.Equal(g, w) {
+			t.Fatalf("as of %s: loyal %v, want %v", past, g, w)
+		}
+	})
+}

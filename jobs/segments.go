@@ -93,6 +93,9 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 				return err
 			}
 		}
+		if err := r.foldCategories(tx.DB, now); err != nil {
+			return err
+		}
 		// The RFM figures are the members' purchase summaries brought to
 		// asOf (activityTable).
 		activity, _, _, err := r.activityTable(tx.DB, asOf, loyalty.LocalDay(asOf, prog.Location()), now)
@@ -118,21 +121,83 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 	return sum, nil
 }
 
+// foldCategories brings member_categories up to the purchases written
+// since category_state's watermark: each member's latest purchase in each
+// category of their lines, kept as the later of the two (so a line folded
+// twice changes nothing). The watermark is, as member_activity's, an hour
+// before now on PostgreSQL (created_at, by its BRIN index) and the newest
+// purchase's rowid on SQLite; with no state yet every purchase is folded.
+func (r *Runner) foldCategories(db *gorm.DB, now time.Time) error {
+	pg := r.svc.Store().Dialect == loyalty.Postgres
+	var prev []any
+	if pg {
+		var w []time.Time
+		if err := db.Raw(`SELECT watermark FROM category_state WHERE id = 1 FOR UPDATE`).Scan(&w).Error; err != nil {
+			return err
+		}
+		for _, t := range w {
+			prev = append(prev, t)
+		}
+	} else {
+		var w []int64
+		if err := db.Raw(`SELECT watermark FROM category_state WHERE id = 1`).Scan(&w).Error; err != nil {
+			return err
+		}
+		for _, n := range w {
+			prev = append(prev, n)
+		}
+	}
+	var next any = now.Add(-activityMargin)
+	since, later := "p.created_at > ?", "GREATEST(member_categories.last_at, EXCLUDED.last_at)"
+	if !pg {
+		var top []int64
+		if err := db.Raw(`SELECT COALESCE(MAX(rowid), 0) FROM purchases`).Scan(&top).Error; err != nil {
+			return err
+		}
+		next, since, later = top[0], "p.rowid > ?", "MAX(member_categories.last_at, excluded.last_at)"
+	}
+	if len(prev) == 0 {
+		since, prev = "1 = 1", nil
+	}
+	if err := db.Exec(`INSERT INTO member_categories (member_id, category, last_at)
+		SELECT p.member_id, i.category, MAX(p.occurred_at) FROM purchases p JOIN purchase_items i ON i.purchase_id = p.id
+		WHERE `+since+` AND i.category <> '' GROUP BY p.member_id, i.category
+		ON CONFLICT (member_id, category) DO UPDATE SET last_at = `+later+`
+		WHERE member_categories.last_at < excluded.last_at`, prev...).Error; err != nil {
+		return err
+	}
+	if err := db.Exec(`DELETE FROM category_state`).Error; err != nil {
+		return err
+	}
+	return db.Exec(`INSERT INTO category_state (id, watermark) VALUES (1, ?)`, next).Error
+}
+
 // fillSegments inserts into target the members of every segment: the
 // loyal one from the members in loyal_weeks who bought in enough
-// categories between windowStart and asOf (distinct categories as two
-// levels of GROUP BY), the RFM segments from the members' summaries in the
-// table activity.
+// categories between windowStart and asOf, the RFM segments from the
+// members' summaries in the table activity. A member's categories are
+// counted from member_categories (the latest purchase in each), or, when
+// one of them had a purchase after asOf, which hides whether it had one in
+// the window too, from the member's lines of the window (distinct
+// categories as two levels of GROUP BY).
 func (r *Runner) fillSegments(db *gorm.DB, target, activity string, now, windowStart, asOf time.Time, minCategories int) error {
 	if err := db.Exec(`INSERT INTO `+target+` (member_id, segment_code, computed_at)
 			SELECT c.member_id, 'loyal', ? FROM (
+				SELECT mc.member_id FROM loyal_weeks w JOIN member_categories mc ON mc.member_id = w.member_id
+				WHERE mc.last_at > ? AND mc.last_at <= ?
+					AND NOT EXISTS (SELECT 1 FROM member_categories x WHERE x.member_id = w.member_id AND x.last_at > ?)
+				GROUP BY mc.member_id HAVING COUNT(*) >= ?
+				UNION ALL
 				SELECT member_id FROM (
 					SELECT p.member_id, i.category
 					FROM loyal_weeks w JOIN purchases p ON p.member_id = w.member_id
 					JOIN purchase_items i ON i.purchase_id = p.id
-					WHERE p.occurred_at > ? AND p.occurred_at <= ? AND i.category <> '' GROUP BY p.member_id, i.category
+					WHERE p.occurred_at > ? AND p.occurred_at <= ? AND i.category <> ''
+						AND EXISTS (SELECT 1 FROM member_categories x WHERE x.member_id = w.member_id AND x.last_at > ?)
+					GROUP BY p.member_id, i.category
 				) pc GROUP BY member_id HAVING COUNT(*) >= ?
-			) c JOIN members m ON m.id = c.member_id AND m.status = 'active'`, now, windowStart, asOf, minCategories).Error; err != nil {
+			) c JOIN members m ON m.id = c.member_id AND m.status = 'active'`,
+		now, windowStart, asOf, asOf, minCategories, windowStart, asOf, asOf, minCategories).Error; err != nil {
 		return err
 	}
 	return db.Exec(`INSERT INTO `+target+` (member_id, segment_code, computed_at)
