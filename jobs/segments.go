@@ -157,9 +157,16 @@ func (r *Runner) foldCategories(db *gorm.DB, now time.Time) error {
 		next, since, later = top[0], "p.rowid > ?", "MAX(member_categories.last_at, excluded.last_at)"
 	}
 	if len(prev) == 0 {
-		since, prev = "1 = 1", nil
-	}
-	if err := db.Exec(`INSERT INTO member_categories (member_id, category, last_at)
+		// The first run: every purchase, into an empty table.
+		if err := db.Exec(`DELETE FROM member_categories`).Error; err != nil {
+			return err
+		}
+		if err := db.Exec(`INSERT INTO member_categories (member_id, category, last_at)
+			SELECT p.member_id, i.category, MAX(p.occurred_at) FROM purchases p JOIN purchase_items i ON i.purchase_id = p.id
+			WHERE i.category <> '' GROUP BY p.member_id, i.category`).Error; err != nil {
+			return err
+		}
+	} else if err := db.Exec(`INSERT INTO member_categories (member_id, category, last_at)
 		SELECT p.member_id, i.category, MAX(p.occurred_at) FROM purchases p JOIN purchase_items i ON i.purchase_id = p.id
 		WHERE `+since+` AND i.category <> '' GROUP BY p.member_id, i.category
 		ON CONFLICT (member_id, category) DO UPDATE SET last_at = `+later+`
@@ -178,26 +185,34 @@ func (r *Runner) foldCategories(db *gorm.DB, now time.Time) error {
 // members' summaries in the table activity. A member's categories are
 // counted from member_categories (the latest purchase in each), or, when
 // one of them had a purchase after asOf, which hides whether it had one in
-// the window too, from the member's lines of the window (distinct
-// categories as two levels of GROUP BY).
+// the window too (loyal_late: none on a night's run but for receipts dated
+// ahead), from the member's lines of the window (distinct categories as
+// two levels of GROUP BY).
 func (r *Runner) fillSegments(db *gorm.DB, target, activity string, now, windowStart, asOf time.Time, minCategories int) error {
+	if err := loyalty.TempTable(db, "loyal_late", `SELECT DISTINCT w.member_id FROM loyal_weeks w
+			JOIN member_categories x ON x.member_id = w.member_id WHERE x.last_at > ?`, asOf); err != nil {
+		return err
+	}
+	defer loyalty.DropTemp(db, "loyal_late")
+	if r.svc.Store().Dialect == loyalty.Postgres {
+		if err := db.Exec(`ANALYZE loyal_late`).Error; err != nil {
+			return err
+		}
+	}
 	if err := db.Exec(`INSERT INTO `+target+` (member_id, segment_code, computed_at)
 			SELECT c.member_id, 'loyal', ? FROM (
 				SELECT mc.member_id FROM loyal_weeks w JOIN member_categories mc ON mc.member_id = w.member_id
-				WHERE mc.last_at > ? AND mc.last_at <= ?
-					AND NOT EXISTS (SELECT 1 FROM member_categories x WHERE x.member_id = w.member_id AND x.last_at > ?)
+				WHERE mc.last_at > ? AND mc.last_at <= ? AND w.member_id NOT IN (SELECT member_id FROM loyal_late)
 				GROUP BY mc.member_id HAVING COUNT(*) >= ?
 				UNION ALL
 				SELECT member_id FROM (
 					SELECT p.member_id, i.category
-					FROM loyal_weeks w JOIN purchases p ON p.member_id = w.member_id
+					FROM loyal_late w JOIN purchases p ON p.member_id = w.member_id
 					JOIN purchase_items i ON i.purchase_id = p.id
-					WHERE p.occurred_at > ? AND p.occurred_at <= ? AND i.category <> ''
-						AND EXISTS (SELECT 1 FROM member_categories x WHERE x.member_id = w.member_id AND x.last_at > ?)
-					GROUP BY p.member_id, i.category
+					WHERE p.occurred_at > ? AND p.occurred_at <= ? AND i.category <> '' GROUP BY p.member_id, i.category
 				) pc GROUP BY member_id HAVING COUNT(*) >= ?
 			) c JOIN members m ON m.id = c.member_id AND m.status = 'active'`,
-		now, windowStart, asOf, asOf, minCategories, windowStart, asOf, asOf, minCategories).Error; err != nil {
+		now, windowStart, asOf, minCategories, windowStart, asOf, minCategories).Error; err != nil {
 		return err
 	}
 	return db.Exec(`INSERT INTO `+target+` (member_id, segment_code, computed_at)
