@@ -134,8 +134,7 @@ func batchLanes(ins []PurchaseInput, n int) [][]int {
 		return [][]int{seq(len(ins))}
 	}
 	parent := make([]int, len(ins))
-	var find func(int) int
-	find = func(i int) int {
+	find := func(i int) int {
 		for parent[i] != i {
 			parent[i] = parent[parent[i]]
 			i = parent[i]
