@@ -114,9 +114,8 @@ func (s *Service) PostPurchases(ctx context.Context, p Principal, ins []Purchase
 }
 
 // pgBatchLanes is how many connections one batch writes on at once on
-// PostgreSQL: one per core the engine may use, at most 4 and at most a
-// quarter of the pool, so that a few tills' batches leave room for the
-// other requests.
+// PostgreSQL: one per core the engine may use, at most 4 and at most half
+// the pool, so that a till's batch leaves room for the other requests.
 func pgBatchLanes() int {
 	return max(1, min(runtime.GOMAXPROCS(0), 4, PGPoolConns()/2))
 }
