@@ -2,6 +2,8 @@ package jobs
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -129,48 +131,39 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 // purchase's rowid on SQLite; with no state yet every purchase is folded.
 func (r *Runner) foldCategories(db *gorm.DB, now time.Time) error {
 	pg := r.svc.Store().Dialect == loyalty.Postgres
-	var prev []any
-	if pg {
-		var w []time.Time
-		if err := db.Raw(`SELECT watermark FROM category_state WHERE id = 1 FOR UPDATE`).Scan(&w).Error; err != nil {
-			return err
-		}
-		for _, t := range w {
-			prev = append(prev, t)
-		}
-	} else {
-		var w []int64
-		if err := db.Raw(`SELECT watermark FROM category_state WHERE id = 1`).Scan(&w).Error; err != nil {
-			return err
-		}
-		for _, n := range w {
-			prev = append(prev, n)
-		}
-	}
+	lock, since, later := "", "p.created_at > ?", "GREATEST(member_categories.last_at, EXCLUDED.last_at)"
 	var next any = now.Add(-activityMargin)
-	since, later := "p.created_at > ?", "GREATEST(member_categories.last_at, EXCLUDED.last_at)"
-	if !pg {
-		var top []int64
-		if err := db.Raw(`SELECT COALESCE(MAX(rowid), 0) FROM purchases`).Scan(&top).Error; err != nil {
+	if pg {
+		lock = " FOR UPDATE"
+	} else {
+		var top int64
+		if err := db.Raw(`SELECT COALESCE(MAX(rowid), 0) FROM purchases`).Row().Scan(&top); err != nil {
 			return err
 		}
-		next, since, later = top[0], "p.rowid > ?", "MAX(member_categories.last_at, excluded.last_at)"
+		next, since, later = top, "p.rowid > ?", "MAX(member_categories.last_at, excluded.last_at)"
 	}
-	if len(prev) == 0 {
-		// The first run: every purchase, into an empty table.
+	// The watermark as the driver reads it: a time on PostgreSQL, a rowid
+	// on SQLite; none before the first run.
+	var prev any
+	err := db.Raw(`SELECT watermark FROM category_state WHERE id = 1` + lock).Row().Scan(&prev)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	fold := `INSERT INTO member_categories (member_id, category, last_at)
+		SELECT p.member_id, i.category, MAX(p.occurred_at) FROM purchases p JOIN purchase_items i ON i.purchase_id = p.id
+		WHERE %s i.category <> '' GROUP BY p.member_id, i.category`
+	if prev == nil {
+		// The first run: every purchase, into an emptied table.
 		if err := db.Exec(`DELETE FROM member_categories`).Error; err != nil {
 			return err
 		}
-		if err := db.Exec(`INSERT INTO member_categories (member_id, category, last_at)
-			SELECT p.member_id, i.category, MAX(p.occurred_at) FROM purchases p JOIN purchase_items i ON i.purchase_id = p.id
-			WHERE i.category <> '' GROUP BY p.member_id, i.category`).Error; err != nil {
-			return err
-		}
-	} else if err := db.Exec(`INSERT INTO member_categories (member_id, category, last_at)
-		SELECT p.member_id, i.category, MAX(p.occurred_at) FROM purchases p JOIN purchase_items i ON i.purchase_id = p.id
-		WHERE `+since+` AND i.category <> '' GROUP BY p.member_id, i.category
-		ON CONFLICT (member_id, category) DO UPDATE SET last_at = `+later+`
-		WHERE member_categories.last_at < excluded.last_at`, prev...).Error; err != nil {
+		err = db.Exec(fmt.Sprintf(fold, "")).Error
+	} else {
+		err = db.Exec(fmt.Sprintf(fold, since+" AND")+`
+			ON CONFLICT (member_id, category) DO UPDATE SET last_at = `+later+`
+			WHERE member_categories.last_at < excluded.last_at`, prev).Error
+	}
+	if err != nil {
 		return err
 	}
 	if err := db.Exec(`DELETE FROM category_state`).Error; err != nil {
