@@ -235,6 +235,33 @@ func (s *summaries) gradient(p Params, g []float64) float64 {
 	return ll
 }
 
+// weight is the customers' total weight.
+func weight(cs []Customer) float64 {
+	var n float64
+	for _, c := range cs {
+		n += c.Weight
+	}
+	return n
+}
+
+// objective is the negative log-likelihood per customer over the
+// summaries s of customers of total weight n, in the logs of the
+// parameters, and its gradient, for mle.
+func objective(s *summaries, n float64) (func(v []float64) float64, func(g, v []float64)) {
+	// The value and its gradient in closed form (summaries.gradient) in
+	// one pass, for BFGS.
+	return mle.Cached(4, func(g, v []float64) float64 {
+		ll := s.gradient(Params{R: math.Exp(v[0]), Alpha: math.Exp(v[1]), A: math.Exp(v[2]), B: math.Exp(v[3])}, g)
+		if math.IsNaN(ll) || math.IsInf(ll, 0) {
+			return math.Inf(1)
+		}
+		for i := range g {
+			g[i] /= -n
+		}
+		return -ll / n
+	})
+}
+
 // Fit estimates the parameters by maximum likelihood over customers. It
 // optimises the log of each parameter (so all stay positive) with
 // mle.Minimize on the closed-form gradient. The
@@ -242,33 +269,25 @@ func (s *summaries) gradient(p Params, g []float64) float64 {
 // cost follows the distinct (x, TX, T) the caller passes, and the parts
 // that depend on x or on a time alone are computed once per value.
 func Fit(cs []Customer) (Params, float64, error) {
-	var n float64
-	for _, c := range cs {
-		n += c.Weight
-	}
+	n := weight(cs)
 	if n == 0 {
 		return Params{}, 0, ErrNoData
 	}
-	s := summarise(cs)
-	negLL := func(v []float64) float64 {
-		p := Params{R: math.Exp(v[0]), Alpha: math.Exp(v[1]), A: math.Exp(v[2]), B: math.Exp(v[3])}
-		ll := s.logLikelihood(p)
-		if math.IsNaN(ll) || math.IsInf(ll, 0) {
-			return math.Inf(1)
-		}
-		return -ll / n
-	}
-	// The gradient in closed form (summaries.gradient), for BFGS.
-	grad := func(g, v []float64) {
-		p := Params{R: math.Exp(v[0]), Alpha: math.Exp(v[1]), A: math.Exp(v[2]), B: math.Exp(v[3])}
-		s.gradient(p, g)
-		for i := range g {
-			g[i] /= -n
-		}
-	}
-	x, _, err := mle.Minimize(4, negLL, grad)
+	// Over many distinct summaries the optimum is searched for on a
+	// sample of them, and reached on all of them from there (mle.Sample,
+	// Polish).
+	sample := mle.Sample(cs, func(c Customer) [3]uint64 {
+		return [3]uint64{math.Float64bits(c.X), math.Float64bits(c.T), math.Float64bits(c.TX)}
+	})
+	f, grad := objective(summarise(sample), weight(sample))
+	x, _, err := mle.Minimize(4, f, grad)
 	if err != nil {
 		return Params{}, 0, err
+	}
+	s := summarise(cs)
+	if len(sample) < len(cs) {
+		f, grad = objective(s, n)
+		x, _ = mle.Polish(x, f, grad)
 	}
 	p := Params{R: math.Exp(x[0]), Alpha: math.Exp(x[1]), A: math.Exp(x[2]), B: math.Exp(x[3])}
 	return p, s.logLikelihood(p), nil

@@ -11,6 +11,8 @@ import (
 
 	"gonum.org/v1/gonum/diff/fd"
 	"gonum.org/v1/gonum/stat/distuv"
+
+	"github.com/loyalty-engine/loyalty/jobs/mle"
 )
 
 // The paper's estimates for the CDNOW sample, in weeks.
@@ -168,5 +170,38 @@ func TestGradientMatchesDifferences(t *testing.T) {
 				t.Errorf("at %v: ∂%d = %.8g, differences %.8g", v, i, got[i], want[i])
 			}
 		}
+	}
+}
+
+// TestSampledFitIsTheFullFit holds a fit over more distinct summaries than
+// mle.SampleRows, searched on a sample and finished on all of them, to the
+// fit made on all of them from the start.
+func TestSampledFitIsTheFullFit(t *testing.T) {
+	cs := simulate(Params{R: 0.5, Alpha: 5, A: 0.8, B: 2.5}, 100000, 5)
+	if len(cs) <= mle.SampleRows {
+		t.Fatalf("%d distinct summaries: not enough for a sampled fit", len(cs))
+	}
+	got, gotLL, err := Fit(cs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, grad := objective(summarise(cs), weight(cs))
+	x, _, err := mle.Minimize(4, f, grad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Params{R: math.Exp(x[0]), Alpha: math.Exp(x[1]), A: math.Exp(x[2]), B: math.Exp(x[3])}
+	wantLL := summarise(cs).logLikelihood(want)
+	t.Logf("sampled %+v (%.6f), full %+v (%.6f)", got, gotLL, want, wantLL)
+	for _, c := range []struct {
+		name      string
+		got, want float64
+	}{{"r", got.R, want.R}, {"alpha", got.Alpha, want.Alpha}, {"a", got.A, want.A}, {"b", got.B, want.B}} {
+		if !within(c.got, c.want, 1e-3) {
+			t.Errorf("%s = %.6f, the full fit's %.6f", c.name, c.got, c.want)
+		}
+	}
+	if gotLL < wantLL-1e-6*math.Abs(wantLL) {
+		t.Errorf("log-likelihood %.6f, the full fit's %.6f", gotLL, wantLL)
 	}
 }

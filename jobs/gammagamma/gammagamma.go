@@ -141,6 +141,24 @@ func (s *summaries) gradient(m Params, g []float64) float64 {
 	return ll
 }
 
+// objective is the negative log-likelihood per customer over the
+// summaries s of customers of total weight n, in the logs of the
+// parameters, and its gradient, for mle.
+func objective(s *summaries, n float64) (func(v []float64) float64, func(g, v []float64)) {
+	// The value and its gradient in closed form (summaries.gradient) in
+	// one pass, for BFGS.
+	return mle.Cached(3, func(g, v []float64) float64 {
+		ll := s.gradient(Params{P: math.Exp(v[0]), Q: math.Exp(v[1]), Gamma: math.Exp(v[2])}, g)
+		if math.IsNaN(ll) || math.IsInf(ll, 0) {
+			return math.Inf(1)
+		}
+		for i := range g {
+			g[i] /= -n
+		}
+		return -ll / n
+	})
+}
+
 // Fit estimates the parameters by maximum likelihood over customers with
 // X > 0 and MX > 0 (others carry no information on spend and are left
 // out). It optimises the log of each parameter (so all stay positive) with
@@ -160,25 +178,22 @@ func Fit(cs []Customer) (Params, float64, float64, error) {
 	if n == 0 {
 		return Params{}, 0, 0, ErrNoData
 	}
-	s := summarise(use)
-	negLL := func(v []float64) float64 {
-		m := Params{P: math.Exp(v[0]), Q: math.Exp(v[1]), Gamma: math.Exp(v[2])}
-		ll := s.logLikelihood(m)
-		if math.IsNaN(ll) || math.IsInf(ll, 0) {
-			return math.Inf(1)
-		}
-		return -ll / n
+	// Over many customers the optimum is searched for on a sample of
+	// them, and reached on all of them from there (mle.Sample, Polish).
+	sample := mle.Sample(use, func(c Customer) [3]uint64 { return [3]uint64{math.Float64bits(c.X), math.Float64bits(c.MX)} })
+	var ns float64
+	for _, c := range sample {
+		ns += c.Weight
 	}
-	// The gradient in closed form (summaries.gradient), for BFGS.
-	grad := func(g, v []float64) {
-		s.gradient(Params{P: math.Exp(v[0]), Q: math.Exp(v[1]), Gamma: math.Exp(v[2])}, g)
-		for i := range g {
-			g[i] /= -n
-		}
-	}
-	x, _, err := mle.Minimize(3, negLL, grad)
+	f, grad := objective(summarise(sample), ns)
+	x, _, err := mle.Minimize(3, f, grad)
 	if err != nil {
 		return Params{}, 0, 0, err
+	}
+	s := summarise(use)
+	if len(sample) < len(use) {
+		f, grad = objective(s, n)
+		x, _ = mle.Polish(x, f, grad)
 	}
 	m := Params{P: math.Exp(x[0]), Q: math.Exp(x[1]), Gamma: math.Exp(x[2])}
 	return m, s.logLikelihood(m), n, nil

@@ -13,6 +13,8 @@ import (
 
 	"gonum.org/v1/gonum/diff/fd"
 	"gonum.org/v1/gonum/stat/distuv"
+
+	"github.com/loyalty-engine/loyalty/jobs/mle"
 )
 
 // TestFitCDNOW fits the CDNOW sample's repeat spend as Fader and Hardie
@@ -163,5 +165,42 @@ func TestGradientMatchesDifferences(t *testing.T) {
 				t.Errorf("at %v: ∂%d = %.8g, differences %.8g", v, i, got[i], want[i])
 			}
 		}
+	}
+}
+
+// TestSampledFitIsTheFullFit holds a fit over more customers than
+// mle.SampleRows, searched on a sample and finished on all of them, to the
+// fit made on all of them from the start.
+func TestSampledFitIsTheFullFit(t *testing.T) {
+	cs := spenders(Params{P: 6, Q: 4, Gamma: 15}, 60000, 4)
+	if len(cs) <= mle.SampleRows {
+		t.Fatalf("%d customers: not enough for a sampled fit", len(cs))
+	}
+	got, gotLL, _, err := Fit(cs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n float64
+	for _, c := range cs {
+		n += c.Weight
+	}
+	f, grad := objective(summarise(cs), n)
+	x, _, err := mle.Minimize(3, f, grad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Params{P: math.Exp(x[0]), Q: math.Exp(x[1]), Gamma: math.Exp(x[2])}
+	wantLL := summarise(cs).logLikelihood(want)
+	t.Logf("sampled %+v (%.6f), full %+v (%.6f)", got, gotLL, want, wantLL)
+	for _, c := range []struct {
+		name      string
+		got, want float64
+	}{{"p", got.P, want.P}, {"q", got.Q, want.Q}, {"gamma", got.Gamma, want.Gamma}} {
+		if math.Abs(c.got-c.want) > 1e-3*c.want {
+			t.Errorf("%s = %.6f, the full fit's %.6f", c.name, c.got, c.want)
+		}
+	}
+	if gotLL < wantLL-1e-6*math.Abs(wantLL) {
+		t.Errorf("log-likelihood %.6f, the full fit's %.6f", gotLL, wantLL)
 	}
 }

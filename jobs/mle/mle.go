@@ -6,13 +6,88 @@
 // takes about a thousand. Should BFGS stop short (a gradient still far
 // from zero), a full Nelder–Mead from the best point found carries on, as
 // the fits did before the gradients were written out.
+//
+// Over many rows (a large base's distinct summaries), Nelder–Mead's
+// hundreds of passes are paid on a sample (Sample) instead, and the full
+// data's optimum is reached from the sample's by BFGS alone (Polish): a
+// few dozen passes over every row.
 package mle
 
 import (
 	"math"
+	"slices"
 
 	"gonum.org/v1/gonum/optimize"
 )
+
+// SampleRows is about how many rows a fit takes the search for its
+// optimum on before it finishes on every row (Sample, Polish); a fit of
+// fewer rows is made on all of them.
+const SampleRows = 20000
+
+// Sample returns about SampleRows of rows: each row whose key (the bits
+// of its summary's values, which tell distinct rows apart) hashes into
+// the first SampleRows/len(rows) of the hash's range. The sample is the
+// same for the same rows whatever order they came in, and a row's chance
+// of being in it does not depend on its values. Rows of at most
+// SampleRows come back whole; rows is not changed.
+func Sample[R any](rows []R, key func(R) [3]uint64) []R {
+	if len(rows) <= SampleRows {
+		return rows
+	}
+	limit := uint64(float64(math.MaxUint64) * (float64(SampleRows) / float64(len(rows))))
+	out := make([]R, 0, SampleRows+SampleRows/8)
+	for _, r := range rows {
+		k := key(r)
+		if mix(mix(mix(k[0])^k[1])^k[2]) < limit {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// mix is SplitMix64's finaliser: every bit of v moves about half the
+// bits of the result.
+func mix(v uint64) uint64 {
+	v += 0x9e3779b97f4a7c15
+	v = (v ^ (v >> 30)) * 0xbf58476d1ce4e5b9
+	v = (v ^ (v >> 27)) * 0x94d049bb133111eb
+	return v ^ (v >> 31)
+}
+
+// Cached turns fg, which returns a function's value at x and, when g is
+// not nil, writes its gradient there in the same pass over the data, into
+// the separate value and gradient an optimiser asks for, each pair at a
+// point computed once: BFGS asks for both at every point it tries.
+func Cached(dims int, fg func(g, x []float64) float64) (f func(x []float64) float64, grad func(g, x []float64)) {
+	var at, lastG []float64
+	var lastF float64
+	eval := func(x []float64) {
+		if at != nil && slices.Equal(at, x) {
+			return
+		}
+		at, lastG = slices.Clone(x), make([]float64, dims)
+		lastF = fg(lastG, x)
+	}
+	f = func(x []float64) float64 { eval(x); return lastF }
+	grad = func(g, x []float64) { eval(x); copy(g, lastG) }
+	return f, grad
+}
+
+// Polish returns the point that minimises f from x0, the optimum of a
+// sample of the same data, by BFGS on the closed-form gradient: near the
+// full data's optimum it takes a few dozen passes. Where the likelihood
+// has no maximum (it keeps rising along a ridge to the boundary) BFGS is
+// bounded and the best point it reached stands.
+func Polish(x0 []float64, f func(x []float64) float64, grad func(g, x []float64)) (x []float64, fx float64) {
+	x, fx = slices.Clone(x0), f(x0)
+	settings := &optimize.Settings{MajorIterations: 200, GradientThreshold: 1e-7, Converger: &optimize.FunctionConverge{Absolute: 1e-12, Iterations: 5}}
+	r, _ := optimize.Minimize(optimize.Problem{Func: f, Grad: grad}, x, settings, &optimize.BFGS{})
+	if r != nil && r.F <= fx && !math.IsNaN(r.F) {
+		x, fx = r.X, r.F
+	}
+	return x, fx
+}
 
 // Minimize returns the point that minimises f, whose gradient grad writes
 // into its first argument, starting from the origin of dims coordinates.

@@ -2,6 +2,7 @@ package mle
 
 import (
 	"math"
+	"slices"
 	"testing"
 )
 
@@ -25,5 +26,64 @@ func TestMinimize(t *testing.T) {
 		if math.Abs(x[0]-1) > 1e-3 || math.Abs(x[1]-1) > 1e-3 || f > 1e-6 {
 			t.Errorf("%s: minimum at %v (%g), want (1, 1)", c.name, x, f)
 		}
+	}
+}
+
+// TestSample takes about SampleRows rows whatever their order, the same
+// ones, and every row when there are few.
+func TestSample(t *testing.T) {
+	key := func(r int) [3]uint64 { return [3]uint64{uint64(r)} }
+	few := []int{3, 1, 2}
+	if got := Sample(few, key); len(got) != len(few) {
+		t.Errorf("%d rows: sampled %d", len(few), len(got))
+	}
+	rows := make([]int, 10*SampleRows)
+	for i := range rows {
+		rows[i] = i
+	}
+	a := Sample(rows, key)
+	if n := len(a); n < SampleRows*9/10 || n > SampleRows*11/10 {
+		t.Errorf("%d rows: sampled %d, want about %d", len(rows), n, SampleRows)
+	}
+	reversed := slices.Clone(rows)
+	slices.Reverse(reversed)
+	b := Sample(reversed, key)
+	slices.Sort(a)
+	slices.Sort(b)
+	if !slices.Equal(a, b) {
+		t.Error("the sample depends on the rows' order")
+	}
+	// Spread over the rows: as many from the first half as the second.
+	var low int
+	for _, r := range a {
+		if r < len(rows)/2 {
+			low++
+		}
+	}
+	if d := low - (len(a) - low); d < -len(a)/20 || d > len(a)/20 {
+		t.Errorf("%d of %d sampled rows from the first half", low, len(a))
+	}
+}
+
+// TestCached computes each point once, value and gradient together.
+func TestCached(t *testing.T) {
+	calls := 0
+	f, grad := Cached(1, func(g, x []float64) float64 {
+		calls++
+		g[0] = 2 * x[0]
+		return x[0] * x[0]
+	})
+	g := make([]float64, 1)
+	x := []float64{3}
+	if v := f(x); v != 9 {
+		t.Errorf("f(3) = %g", v)
+	}
+	grad(g, x)
+	if g[0] != 6 || calls != 1 {
+		t.Errorf("gradient %g after %d passes, want 6 after 1", g[0], calls)
+	}
+	x[0] = 4 // the optimiser's slice, changed in place
+	if v := f(x); v != 16 || calls != 2 {
+		t.Errorf("f(4) = %g after %d passes, want 16 after 2", v, calls)
 	}
 }
