@@ -13,6 +13,7 @@ import (
 
 	"github.com/loyalty-engine/loyalty/jobs/bgnbd"
 	"github.com/loyalty-engine/loyalty/jobs/gammagamma"
+	"github.com/loyalty-engine/loyalty/jobs/mle"
 	"github.com/loyalty-engine/loyalty/loyalty"
 )
 
@@ -202,11 +203,6 @@ func (r *Runner) churnRisk(db *gorm.DB, table string, sum *ChurnSummary, prog *l
 		}
 		return float64(n) / float64(repeaters)
 	}
-	type score struct {
-		X, TxDays, TDays              int64
-		ChurnRisk, PAlive, Expected90 string
-		ExpectedHorizon               float64
-	}
 	horizon := float64(prog.ClvHorizonWeeks)
 	gg, ggLL, ggN, ggErr := gammagamma.Fit(spendPairs)
 	if ggErr != nil && !errors.Is(ggErr, gammagamma.ErrNoData) {
@@ -215,26 +211,31 @@ func (r *Runner) churnRisk(db *gorm.DB, table string, sum *ChurnSummary, prog *l
 	if ggErr == nil {
 		sum.Spend = &SpendFit{P: gg.P, Q: gg.Q, Gamma: gg.Gamma, LogLikelihood: ggLL, Customers: int64(ggN)}
 	}
+	// Each distinct summary scored once, the summaries split over the
+	// cores (the expectations sum hypergeometric series).
 	scores := make([]score, len(tuples))
-	for i, t := range tuples {
-		c := customers[i]
-		alive := p.PAlive(c)
-		risk := 1 - alive
-		if t.X == 0 {
-			risk = returnedWithin(t.TDays)
-			alive = 1 - risk
-		}
-		scores[i] = score{X: t.X, TxDays: t.TxDays, TDays: t.TDays, ChurnRisk: dec4(risk), PAlive: dec4(alive),
-			Expected90: dec4(p.ExpectedPurchases(c, 90.0/7)), ExpectedHorizon: p.ExpectedPurchases(c, horizon)}
+	idx := make([]int, len(tuples))
+	for i := range idx {
+		idx[i] = i
 	}
-	if err := db.Exec("DELETE FROM churn_tuples").Error; err != nil {
+	mle.Each(mle.Split(idx), func(part []int) struct{} {
+		for _, i := range part {
+			t, c := tuples[i], customers[i]
+			alive := p.PAlive(c)
+			risk := 1 - alive
+			if t.X == 0 {
+				risk = returnedWithin(t.TDays)
+				alive = 1 - risk
+			}
+			scores[i] = score{X: t.X, TxDays: t.TxDays, TDays: t.TDays, ChurnRisk: dec4(risk), PAlive: dec4(alive),
+				Expected90: dec4(p.ExpectedPurchases(c, 90.0/7)), ExpectedHorizon: p.ExpectedPurchases(c, horizon)}
+		}
+		return struct{}{}
+	})
+	if err := scoreTable(db, scores); err != nil {
 		return err
 	}
-	if len(scores) > 0 {
-		if err := db.Table("churn_tuples").CreateInBatches(scores, 4000).Error; err != nil {
-			return err
-		}
-	}
+	defer loyalty.DropTemp(db, "churn_scores")
 	// CLV = expected purchase days over the horizon × the Gamma-Gamma
 	// expected value of one, in minor units; the seeds' simple CLV is
 	// the last 365 days' spend (average check × purchases per year)
@@ -252,7 +253,7 @@ func (r *Runner) churnRisk(db *gorm.DB, table string, sum *ChurnSummary, prog *l
 				days_since_last_purchase, computed_at, expected_transactions, repeat_spend, clv, simple_clv)
 			SELECT s.member_id, t.churn_risk, t.p_alive, t.expected90, s.x + 1, s.purchases, ? - s.last_day, ?,
 				t.expected_horizon, s.repeat_spend, `+clv+`, `+simple+`
-			FROM `+table+` s JOIN churn_tuples t ON t.x = s.x AND t.tx_days = s.last_day - s.first_day AND t.t_days = ? - s.first_day`,
+			FROM `+table+` s JOIN churn_scores t ON t.x = s.x AND t.tx_days = s.last_day - s.first_day AND t.t_days = ? - s.first_day`,
 			day, now, day)
 		scored = res.RowsAffected
 		return res.Error
@@ -271,6 +272,49 @@ func (r *Runner) churnRisk(db *gorm.DB, table string, sum *ChurnSummary, prog *l
 	return db.Exec(`INSERT INTO clv_models (id, as_of, p, q, gamma, log_likelihood, customers, horizon_weeks, computed_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, loyalty.NewID(), asOf, gg.P, gg.Q, gg.Gamma, ggLL, sum.Spend.Customers,
 		prog.ClvHorizonWeeks, now).Error
+}
+
+// score is what a distinct (x, t_x, T) scores.
+type score struct {
+	X, TxDays, TDays              int64
+	ChurnRisk, PAlive, Expected90 string
+	ExpectedHorizon               float64
+}
+
+// scoreTable puts scores in churn_scores, a table of the transaction that
+// the members' scoring joins. On PostgreSQL the columns go as arrays in one
+// statement (a large base has hundreds of thousands of distinct summaries)
+// into a temporary table, which is not written to the WAL, and its size
+// goes to the planner; on SQLite in multi-row inserts, with the key the
+// join looks up.
+func scoreTable(db *gorm.DB, scores []score) error {
+	if db.Dialector.Name() == loyalty.Postgres {
+		n := len(scores)
+		xs, txs, ts := make([]int64, n), make([]int64, n), make([]int64, n)
+		risk, alive, e90 := make([]string, n), make([]string, n), make([]string, n)
+		horizon := make([]float64, n)
+		for i, c := range scores {
+			xs[i], txs[i], ts[i], risk[i], alive[i], e90[i], horizon[i] = c.X, c.TxDays, c.TDays, c.ChurnRisk, c.PAlive, c.Expected90, c.ExpectedHorizon
+		}
+		if _, err := db.Statement.ConnPool.ExecContext(db.Statement.Context, `CREATE TEMPORARY TABLE churn_scores ON COMMIT DROP AS
+			SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::float8[])
+				AS t(x, tx_days, t_days, churn_risk, p_alive, expected90, expected_horizon)`,
+			xs, txs, ts, risk, alive, e90, horizon); err != nil {
+			return err
+		}
+		return db.Exec(`ANALYZE churn_scores`).Error
+	}
+	if err := loyalty.TempTable(db, "churn_scores", `SELECT 0 AS x, 0 AS tx_days, 0 AS t_days, '' AS churn_risk, '' AS p_alive,
+		'' AS expected90, 0.0 AS expected_horizon WHERE 0`); err != nil {
+		return err
+	}
+	if err := db.Exec(`CREATE INDEX temp.churn_scores_key ON churn_scores (x, tx_days, t_days)`).Error; err != nil {
+		return err
+	}
+	if len(scores) == 0 {
+		return nil
+	}
+	return db.Table("churn_scores").CreateInBatches(scores, 4000).Error
 }
 
 // spendStats reads the spend model's sufficient statistics from
