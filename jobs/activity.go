@@ -138,6 +138,11 @@ func (r *Runner) activityTable(db *gorm.DB, asOf time.Time, day int64, now time.
 		}
 		refreshed = res.RowsAffected
 	}
+	// A first run fills member_activity from nothing: what reads it next
+	// is planned on its statistics.
+	if err := loyalty.AnalyzeIfStale(db, "member_activity"); err != nil {
+		return "", 0, false, err
+	}
 	if err := db.Exec(`DELETE FROM activity_state`).Error; err != nil {
 		return "", 0, false, err
 	}

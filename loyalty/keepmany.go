@@ -71,6 +71,9 @@ func JobMemory(tx *gorm.DB) error {
 	return tx.Exec("SET LOCAL work_mem = '" + jobWorkMem + "'").Error
 }
 
+// AnalyzeIfStale is analyzeIfStale, for the jobs' derived tables.
+func AnalyzeIfStale(tx *gorm.DB, table string) error { return analyzeIfStale(tx, table) }
+
 // analyzeIfStale has PostgreSQL gather table's statistics again, in tx,
 // when more of its rows changed since they were gathered than a tenth of
 // the rows they counted (and at least a thousand): a set-based job's plan
