@@ -109,9 +109,14 @@ func (s *Service) BirthdayGifts(ctx context.Context, asOf time.Time) (GiftSummar
 			}
 		}
 		options, _ := json.Marshal(g.RewardIDs)
+		// The timezones of the members whose birthday can be the run's day
+		// somewhere: a local date is within a day of the UTC date, so
+		// those born on the UTC day or the one either side of it, read by
+		// the index on (birthday's month and day, timezone).
 		var zones []string
-		if err := tx.DB.Table("members").Where("status = ? AND birthday IS NOT NULL", loyalty.StatusActive).
-			Distinct().Pluck("COALESCE(timezone, '')", &zones).Error; err != nil {
+		if err := tx.DB.Raw(`SELECT DISTINCT COALESCE(timezone, '') FROM members
+			WHERE status = 'active' AND birthday IS NOT NULL AND substr(birthday, 6, 5) IN ?`, birthdaysAround(asOf)).
+			Scan(&zones).Error; err != nil {
 			return err
 		}
 		runID := loyalty.NewID()
@@ -137,7 +142,7 @@ func (s *Service) BirthdayGifts(ctx context.Context, asOf time.Time) (GiftSummar
 			q := `INSERT INTO member_gifts (id, member_id, year, birthday, options, bonus_points, status, expires_at, run_id, created_at)
 				SELECT 'gift:' || m.id || ':' || ?, m.id, ?, m.birthday, ?, ?, 'available', ?, ?, ?
 				FROM members m
-				WHERE m.status = 'active' AND COALESCE(m.timezone, '') = ? AND substr(m.birthday, 6, 5) IN ?
+				WHERE m.status = 'active' AND m.birthday IS NOT NULL AND COALESCE(m.timezone, '') = ? AND substr(m.birthday, 6, 5) IN ?
 				AND m.enrolled_at < ?`
 			args := []any{strconv.Itoa(y), y, string(options), g.BonusPoints, expires, runID, tx.Now, zone, days,
 				loyalty.TS(day.AddDate(0, 0, 1))}
@@ -214,6 +219,22 @@ func (s *Service) grantedEvents(tx *loyalty.Tx, runID string) error {
 }
 
 func leap(y int) bool { return y%4 == 0 && (y%100 != 0 || y%400 == 0) }
+
+// birthdaysAround are the birthdays (month-day, as substr(birthday, 6, 5)
+// reads them) that are some timezone's local day at the instant t: the UTC
+// day and the day either side of it, and 29 February with a 28 February of
+// a common year.
+func birthdaysAround(t time.Time) []string {
+	var days []string
+	for d := -1; d <= 1; d++ {
+		day := t.UTC().AddDate(0, 0, d)
+		days = append(days, day.Format("01-02"))
+		if day.Month() == time.February && day.Day() == 28 && !leap(day.Year()) {
+			days = append(days, "02-29")
+		}
+	}
+	return days
+}
 
 // Gifts lists a member's birthday gifts, newest first, with their options.
 func (s *Service) Gifts(ctx context.Context, p loyalty.Principal, memberID string) (loyalty.List[Gift], error) {
