@@ -237,28 +237,15 @@ func (s *summaries) gradient(p Params, g []float64) float64 {
 
 // weight is the customers' total weight.
 func weight(cs []Customer) float64 {
-	var n float64
-	for _, c := range cs {
-		n += c.Weight
-	}
-	return n
+	return mle.Weight(cs, func(c Customer) float64 { return c.Weight })
 }
 
 // objective is the negative log-likelihood per customer over the
 // summaries s of customers of total weight n, in the logs of the
 // parameters, and its gradient, for mle.
 func objective(s *summaries, n float64) (func(v []float64) float64, func(g, v []float64)) {
-	// The value and its gradient in closed form (summaries.gradient) in
-	// one pass, for BFGS.
-	return mle.Cached(4, func(g, v []float64) float64 {
-		ll := s.gradient(Params{R: math.Exp(v[0]), Alpha: math.Exp(v[1]), A: math.Exp(v[2]), B: math.Exp(v[3])}, g)
-		if math.IsNaN(ll) || math.IsInf(ll, 0) {
-			return math.Inf(1)
-		}
-		for i := range g {
-			g[i] /= -n
-		}
-		return -ll / n
+	return mle.Objective(4, n, func(g, v []float64) float64 {
+		return s.gradient(Params{R: math.Exp(v[0]), Alpha: math.Exp(v[1]), A: math.Exp(v[2]), B: math.Exp(v[3])}, g)
 	})
 }
 

@@ -141,21 +141,17 @@ func (s *summaries) gradient(m Params, g []float64) float64 {
 	return ll
 }
 
+// weight is the customers' total weight.
+func weight(cs []Customer) float64 {
+	return mle.Weight(cs, func(c Customer) float64 { return c.Weight })
+}
+
 // objective is the negative log-likelihood per customer over the
 // summaries s of customers of total weight n, in the logs of the
 // parameters, and its gradient, for mle.
 func objective(s *summaries, n float64) (func(v []float64) float64, func(g, v []float64)) {
-	// The value and its gradient in closed form (summaries.gradient) in
-	// one pass, for BFGS.
-	return mle.Cached(3, func(g, v []float64) float64 {
-		ll := s.gradient(Params{P: math.Exp(v[0]), Q: math.Exp(v[1]), Gamma: math.Exp(v[2])}, g)
-		if math.IsNaN(ll) || math.IsInf(ll, 0) {
-			return math.Inf(1)
-		}
-		for i := range g {
-			g[i] /= -n
-		}
-		return -ll / n
+	return mle.Objective(3, n, func(g, v []float64) float64 {
+		return s.gradient(Params{P: math.Exp(v[0]), Q: math.Exp(v[1]), Gamma: math.Exp(v[2])}, g)
 	})
 }
 
@@ -181,11 +177,7 @@ func Fit(cs []Customer) (Params, float64, float64, error) {
 	// Over many customers the optimum is searched for on a sample of
 	// them, and reached on all of them from there (mle.Sample, Polish).
 	sample := mle.Sample(use, func(c Customer) [3]uint64 { return [3]uint64{math.Float64bits(c.X), math.Float64bits(c.MX)} })
-	var ns float64
-	for _, c := range sample {
-		ns += c.Weight
-	}
-	f, grad := objective(summarise(sample), ns)
+	f, grad := objective(summarise(sample), weight(sample))
 	x, _, err := mle.Minimize(3, f, grad)
 	if err != nil {
 		return Params{}, 0, 0, err

@@ -180,11 +180,7 @@ func TestSampledFitIsTheFullFit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var n float64
-	for _, c := range cs {
-		n += c.Weight
-	}
-	f, grad := objective(summarise(cs), n)
+	f, grad := objective(summarise(cs), weight(cs))
 	x, _, err := mle.Minimize(3, f, grad)
 	if err != nil {
 		t.Fatal(err)

@@ -55,6 +55,32 @@ func mix(v uint64) uint64 {
 	return v ^ (v >> 31)
 }
 
+// Objective is the negative log-likelihood per unit of weight n, and its
+// gradient, of a model whose log-likelihood at x, with its gradient
+// written into g in the same pass, is ll (computed once a point, Cached);
+// where the model is undefined (ll NaN or infinite) it is +Inf.
+func Objective(dims int, n float64, ll func(g, x []float64) float64) (f func(x []float64) float64, grad func(g, x []float64)) {
+	return Cached(dims, func(g, x []float64) float64 {
+		v := ll(g, x)
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return math.Inf(1)
+		}
+		for i := range g {
+			g[i] /= -n
+		}
+		return -v / n
+	})
+}
+
+// Weight is the total of w over rows.
+func Weight[R any](rows []R, w func(R) float64) float64 {
+	var n float64
+	for _, r := range rows {
+		n += w(r)
+	}
+	return n
+}
+
 // Cached turns fg, which returns a function's value at x and, when g is
 // not nil, writes its gradient there in the same pass over the data, into
 // the separate value and gradient an optimiser asks for, each pair at a
