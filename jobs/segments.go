@@ -72,8 +72,8 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 		}
 		week.WriteString(" END")
 		windowStart := asOf.AddDate(0, 0, -7*sg.LoyalWindowWeeks)
-		args = append(args, windowStart, asOf, windowStart.AddDate(0, 0, -1).Format(time.DateOnly),
-			asOf.AddDate(0, 0, 1).Format(time.DateOnly), sg.LoyalMinActiveWeeks)
+		fromDate, toDate := loyalty.LocalDates(windowStart, asOf)
+		args = append(args, windowStart, asOf, fromDate, toDate, sg.LoyalMinActiveWeeks)
 		// The loyal segment's first test, in one pass over the window's
 		// purchases: the members who bought in enough of its weeks
 		// (distinct weeks per member as two levels of GROUP BY, member and

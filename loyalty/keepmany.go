@@ -71,17 +71,14 @@ func JobMemory(tx *gorm.DB) error {
 	return tx.Exec("SET LOCAL work_mem = '" + jobWorkMem + "'").Error
 }
 
-// AnalyzeIfStale is analyzeIfStale, for the jobs' derived tables.
-func AnalyzeIfStale(tx *gorm.DB, table string) error { return analyzeIfStale(tx, table) }
-
-// analyzeIfStale has PostgreSQL gather table's statistics again, in tx,
+// AnalyzeIfStale has PostgreSQL gather table's statistics again, in tx,
 // when more of its rows changed since they were gathered than a tenth of
 // the rows they counted (and at least a thousand): a set-based job's plan
 // over a table that a run before it grew from nothing would otherwise be
 // chosen for an empty table. ANALYZE reads a sample of fixed size, so it
 // costs the same on any table; autovacuum does the same, on its own time.
 // Nothing on SQLite, whose planner reads no such statistics here.
-func analyzeIfStale(tx *gorm.DB, table string) error {
+func AnalyzeIfStale(tx *gorm.DB, table string) error {
 	if tx.Dialector.Name() != Postgres {
 		return nil
 	}

@@ -250,7 +250,7 @@ func (s *Service) GivePersonalOffers(ctx context.Context, asOf time.Time) (Perso
 		// with the statistics of offers from before a run gave thousands
 		// (an empty table's), PostgreSQL compared every member due with
 		// every offer (20 s at 100,000 members, against 50 ms hashed).
-		if err := analyzeIfStale(tx, "offers"); err != nil {
+		if err := AnalyzeIfStale(tx, "offers"); err != nil {
 			return err
 		}
 		var tpls []templateRow
@@ -274,10 +274,11 @@ func (s *Service) GivePersonalOffers(ctx context.Context, asOf time.Time) (Perso
 			// who newly qualify, their purchases by index; on a first night
 			// the table's size (ANALYZE) has PostgreSQL hash the window's
 			// purchases instead.
+			fromDate, toDate := LocalDates(from, asOf)
 			args := map[string]any{"tpl": t.ID, "day": day, "code": t.Code, "name": t.Name, "kind": t.Kind, "multiplier": t.Multiplier,
 				"bonus": t.BonusPoints, "conditions": t.Conditions, "target_all": false, "activation": t.RequiresActivation,
 				"as_of": asOf, "ends": ends, "max_uses": t.MaxUsesPerMember, "now": now, "from": from, "min": t.MinPurchases,
-				"from_date": from.AddDate(0, 0, -1).Format(time.DateOnly), "to_date": asOf.AddDate(0, 0, 1).Format(time.DateOnly)}
+				"from_date": fromDate, "to_date": toDate}
 			if err := TempTable(tx, "offer_due", `SELECT d.member_id FROM (
 					SELECT p.member_id FROM purchases p
 					WHERE p.occurred_at >= @from AND p.occurred_at <= @as_of

@@ -559,6 +559,15 @@ func LocalDay(t time.Time, loc *time.Location) int64 {
 	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC).Unix() / 86400
 }
 
+// LocalDates are the local_date bounds, inclusive, of the purchases made
+// from from to to in any timezone: a local date is within a day of the
+// instant's UTC date. A statement over a span of purchases adds them to
+// its condition on occurred_at, so the local_date BRIN index narrows it to
+// the span's pages.
+func LocalDates(from, to time.Time) (string, string) {
+	return from.UTC().AddDate(0, 0, -1).Format(time.DateOnly), to.UTC().AddDate(0, 0, 1).Format(time.DateOnly)
+}
+
 // Purchase is a stored purchase (§8 GET /v1/purchases/{id}).
 type Purchase struct {
 	ID             string    `json:"id"`

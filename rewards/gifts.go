@@ -129,10 +129,7 @@ func (s *Service) BirthdayGifts(ctx context.Context, asOf time.Time) (GiftSummar
 			}
 			local := asOf.In(loc)
 			y, m, d := local.Date()
-			days := []string{local.Format("01-02")}
-			if m == time.February && d == 28 && !leap(y) {
-				days = append(days, "02-29")
-			}
+			days := birthdaysOn(local)
 			// The claim window runs from the start of the birthday, local time.
 			day := time.Date(y, m, d, 0, 0, 0, 0, loc)
 			expires := loyalty.TS(day.AddDate(0, 0, g.ClaimDays))
@@ -227,11 +224,17 @@ func leap(y int) bool { return y%4 == 0 && (y%100 != 0 || y%400 == 0) }
 func birthdaysAround(t time.Time) []string {
 	var days []string
 	for d := -1; d <= 1; d++ {
-		day := t.UTC().AddDate(0, 0, d)
-		days = append(days, day.Format("01-02"))
-		if day.Month() == time.February && day.Day() == 28 && !leap(day.Year()) {
-			days = append(days, "02-29")
-		}
+		days = append(days, birthdaysOn(t.UTC().AddDate(0, 0, d))...)
+	}
+	return days
+}
+
+// birthdaysOn are the birthdays celebrated on day's date: its month-day,
+// and 29 February on 28 February of a common year.
+func birthdaysOn(day time.Time) []string {
+	days := []string{day.Format("01-02")}
+	if day.Month() == time.February && day.Day() == 28 && !leap(day.Year()) {
+		days = append(days, "02-29")
 	}
 	return days
 }
