@@ -486,33 +486,33 @@ func (e *endpoint) batch(ctx context.Context, name string, pos int64, hook webho
 		}
 		runs[i] = append(runs[i], ev)
 	}
+	// The runs go to a fixed set of workers, as many as the endpoint may
+	// have attempts in flight, each taking the next run when it is done
+	// with one: a slow member's run holds one worker, the others carry on.
+	// (A goroutine per run cost the engine their stacks and scheduling,
+	// hundreds per batch under load.)
 	rows := make([][]deliveryRow, len(runs))
+	next := make(chan int)
 	var wg sync.WaitGroup
-	for i, run := range runs {
+	for range min(cfg.PerEndpoint, len(runs)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			held := run[0].MemberID != nil && blocked[*run[0].MemberID]
-			for _, ev := range run {
-				n, _ := eventNumber(ev.ID)
-				now := e.d.ledger.Now()
-				row := deliveryRow{ID: loyalty.NewID(), WebhookID: hook.ID, EventID: n, EventPosition: ev.Position, EventType: ev.Type,
-					MemberID: ev.MemberID, CreatedAt: now, UpdatedAt: now}
-				if held {
-					row.Status, row.NextAttemptAt = Held, &now
-					rows[i] = append(rows[i], row)
-					continue
-				}
-				res, ok := e.send(ctx, hook, ev)
-				if !ok {
-					return
-				}
-				e.d.apply(&row, res, e.d.ledger.Now())
-				held = row.Status != Delivered && ev.MemberID != nil
-				rows[i] = append(rows[i], row)
+			sg := newSigner(hook.Secret)
+			for i := range next {
+				rows[i] = e.run(ctx, hook, runs[i], blocked, sg)
 			}
 		}()
 	}
+feed:
+	for i := range runs {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
 	wg.Wait()
 	if err := context.Cause(ctx); err != nil {
 		return err
@@ -541,6 +541,35 @@ func (e *endpoint) batch(ctx context.Context, name string, pos int64, hook webho
 		e.poke()
 	}
 	return nil
+}
+
+// run delivers one member's run of a batch in order and returns its
+// delivery rows: from the first that is not delivered on, the member's
+// later events are held behind it, as they are when the member already
+// had an open delivery (blocked). It stops, with the rows so far, when ctx
+// ends; the batch then records nothing.
+func (e *endpoint) run(ctx context.Context, hook webhookRow, run []loyalty.Event, blocked map[string]bool, sg *signer) []deliveryRow {
+	out := make([]deliveryRow, 0, len(run))
+	held := run[0].MemberID != nil && blocked[*run[0].MemberID]
+	for _, ev := range run {
+		n, _ := eventNumber(ev.ID)
+		now := e.d.ledger.Now()
+		row := deliveryRow{ID: loyalty.NewID(), WebhookID: hook.ID, EventID: n, EventPosition: ev.Position, EventType: ev.Type,
+			MemberID: ev.MemberID, CreatedAt: now, UpdatedAt: now}
+		if held {
+			row.Status, row.NextAttemptAt = Held, &now
+			out = append(out, row)
+			continue
+		}
+		res, ok := e.send(ctx, hook, ev, sg)
+		if !ok {
+			return out
+		}
+		e.d.apply(&row, res, e.d.ledger.Now())
+		held = row.Status != Delivered && ev.MemberID != nil
+		out = append(out, row)
+	}
+	return out
 }
 
 // advanceCursor is loyalty's AdvanceCursor inside the write tx: the
@@ -652,7 +681,8 @@ func (r result) ok() bool { return r.err == "" && r.code >= 200 && r.code < 300 
 
 // send makes one attempt. ok is false when ctx ended first (shutdown, or
 // the lease lost): the attempt counts for nothing and is made again.
-func (e *endpoint) send(ctx context.Context, hook webhookRow, ev loyalty.Event) (result, bool) {
+// sg signs the request; nil makes a signer for this attempt alone.
+func (e *endpoint) send(ctx context.Context, hook webhookRow, ev loyalty.Event, sg *signer) (result, bool) {
 	select {
 	case e.slots <- struct{}{}:
 	case <-ctx.Done():
@@ -667,8 +697,11 @@ func (e *endpoint) send(ctx context.Context, hook webhookRow, ev loyalty.Event) 
 	defer func() { <-e.d.total }()
 
 	body := ev.JSON()
+	if sg == nil {
+		sg = newSigner(hook.Secret)
+	}
 	if fc := e.d.cfg.fast; fc != nil {
-		return e.sendFast(ctx, fc, hook, ev, body)
+		return e.sendFast(ctx, fc, hook, ev, body, sg)
 	}
 	actx, cancel := context.WithTimeout(ctx, e.d.cfg.Timeout)
 	defer cancel()
@@ -680,7 +713,7 @@ func (e *endpoint) send(ctx context.Context, hook webhookRow, ev loyalty.Event) 
 	req.Header.Set("User-Agent", "loyalty-webhooks/1")
 	req.Header.Set(HeaderEventID, ev.ID)
 	req.Header.Set(HeaderEventType, ev.Type)
-	req.Header.Set(HeaderSignature, Sign(hook.Secret, time.Now(), body))
+	req.Header.Set(HeaderSignature, string(sg.header(time.Now(), body)))
 	start := time.Now()
 	res, err := e.d.cfg.Client.Do(req)
 	lat := time.Since(start)
@@ -707,7 +740,7 @@ func (e *endpoint) send(ctx context.Context, hook webhookRow, ev loyalty.Event) 
 // sendFast is send's attempt through the fasthttp client. It cannot be
 // cut short: when ctx ends during it, it runs to its answer or its
 // timeout, and counts for nothing unless it succeeded.
-func (e *endpoint) sendFast(ctx context.Context, fc *fasthttp.Client, hook webhookRow, ev loyalty.Event, body []byte) (result, bool) {
+func (e *endpoint) sendFast(ctx context.Context, fc *fasthttp.Client, hook webhookRow, ev loyalty.Event, body []byte, sg *signer) (result, bool) {
 	req, res := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(res)
@@ -717,7 +750,7 @@ func (e *endpoint) sendFast(ctx context.Context, fc *fasthttp.Client, hook webho
 	req.Header.SetUserAgent("loyalty-webhooks/1")
 	req.Header.Set(HeaderEventID, ev.ID)
 	req.Header.Set(HeaderEventType, ev.Type)
-	req.Header.Set(HeaderSignature, Sign(hook.Secret, time.Now(), body))
+	req.Header.SetBytesV(HeaderSignature, sg.header(time.Now(), body))
 	req.SetBodyRaw(body)
 	start := time.Now()
 	err := fc.DoDeadline(req, res, start.Add(e.d.cfg.Timeout))

@@ -123,7 +123,7 @@ func (e *endpoint) attempt(ctx context.Context, hook webhookRow, r deliveryRow) 
 		r.Status, r.Error, r.NextAttemptAt, r.UpdatedAt = Failed, &msg, nil, now
 	} else {
 		var ok bool
-		res, ok = e.send(ctx, hook, ev)
+		res, ok = e.send(ctx, hook, ev, nil)
 		if !ok {
 			return false
 		}
