@@ -442,6 +442,9 @@ func (im *importer) run(ctx context.Context, r io.Reader) (string, error) {
 	// The file is read and checked a chunk ahead of the writes: one
 	// goroutine reads the next chunk while the writers write the last.
 	rd := &importer{s: im.s, row: im.row, prog: im.prog, cols: im.cols, ncols: im.ncols, seed: im.seed}
+	// Every return below comes after the writers have drained chunks,
+	// which the reader closes when it is done with its key set.
+	defer rd.seen.release()
 	chunks := make(chan chunk, 1)
 	stop := make(chan struct{})
 	var msg string

@@ -7,6 +7,7 @@ import (
 
 func TestImportKeySet(t *testing.T) {
 	var k keySet
+	defer k.release()
 	r := rand.New(rand.NewPCG(1, 2))
 	const n = 3*keyRecentMax*16 + 123
 	keys := make([]uint64, n)
@@ -23,9 +24,9 @@ func TestImportKeySet(t *testing.T) {
 	}
 	total := len(k.recent)
 	for i, run := range k.runs {
-		total += len(run)
-		if i > 0 && len(run) > len(k.runs[i-1]) {
-			t.Errorf("run %d has %d keys, more than the run before it (%d)", i, len(run), len(k.runs[i-1]))
+		total += len(run.keys)
+		if i > 0 && len(run.keys) > len(k.runs[i-1].keys) {
+			t.Errorf("run %d has %d keys, more than the run before it (%d)", i, len(run.keys), len(k.runs[i-1].keys))
 		}
 	}
 	if total != n {
