@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync/atomic"
 
 	"gorm.io/gorm"
@@ -244,16 +245,23 @@ func (g *groupCommitter) commit(group []*writeReq) (again []*writeReq) {
 // write page by page. A set-based job may touch much of the database:
 // its journals go to a file, as SQLite's default has them. Failing to
 // switch costs only memory or speed, not correctness.
+//
+// A write alone also spills its dirty pages once the cache is full
+// (bulkSpill) rather than holding up to 32 MiB of them (writerSpill, for a
+// till's batch, whose pages change again before its commit): an import's
+// chunks stream through the tables, and the larger cache stayed the
+// process's memory for good.
 func (g *groupCommitter) setBulk(bulk bool) {
 	if g.bulk == bulk {
 		return
 	}
 	g.bulk = bulk
-	store := "MEMORY"
+	store, spill := "MEMORY", writerSpill
 	if bulk {
-		store = "FILE"
+		store, spill = "FILE", bulkSpill
 	}
 	_ = g.db.Exec("PRAGMA temp_store = " + store).Error
+	_ = g.db.Exec("PRAGMA cache_spill = " + strconv.Itoa(spill)).Error
 }
 
 // start marks r as run; false if its writer has given up waiting.

@@ -114,7 +114,7 @@ func Open(ctx context.Context, rawURL string, opts ...OpenOption) (*Store, error
 		// never shrinks it), so that every later commit walked more. A
 		// 300,000-row import ran at 20,200–20,350 rows/s with 16 MiB
 		// against 18,850–19,950 with 32 MiB, RSS 124 against 153 MB.
-		wdb, err := sql.Open(sqlite.DriverName, base+"&_txlock=immediate&_pragma=temp_store(MEMORY)&_pragma=wal_autocheckpoint(0)&_pragma=cache_spill(8192)&_pragma=cache_size("+strconv.Itoa(writerCache)+")")
+		wdb, err := sql.Open(sqlite.DriverName, base+"&_txlock=immediate&_pragma=temp_store(MEMORY)&_pragma=wal_autocheckpoint(0)&_pragma=cache_spill("+strconv.Itoa(writerSpill)+")&_pragma=cache_size("+strconv.Itoa(writerCache)+")")
 		if err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
 		}
@@ -255,6 +255,15 @@ func (s *Store) writeSerial(ctx context.Context, fn func(tx *gorm.DB) error) err
 // writerCache is the SQLite writer's page cache, in KiB as PRAGMA
 // cache_size takes it (negative): see Open.
 const writerCache = -16 * 1024
+
+// writerSpill and bulkSpill are the pages the writer's cache may hold,
+// dirty pages included, before it spills them to the WAL (PRAGMA
+// cache_spill): 32 MiB for the group's transactions, the cache's own 16
+// MiB for a write alone (setBulk).
+const (
+	writerSpill = 8192
+	bulkSpill   = 4096
+)
 
 // bulk runs fn, a chunk of a set-based bulk write (an import's), in a
 // transaction of its own: on SQLite not shared with the queued writes of
