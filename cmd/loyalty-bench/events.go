@@ -1,8 +1,9 @@
 package main
 
 // The events phases (issue 14): purchases with one webhook and the NATS
-// sink configured, beside the plain purchases phase, and the latency of
-// the live balance stream from a purchase to its balance event.
+// sink configured, between two plain purchases phases on engines
+// restarted just before and just after it, and the latency of the live
+// balance stream from a purchase to its balance event.
 
 import (
 	"bufio"

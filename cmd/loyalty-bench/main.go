@@ -299,9 +299,6 @@ func dbLabel(db string) string {
 // ratios with the references.
 type engineRun struct {
 	purchases, reads, mix map[int]float64 // throughput by client count, flat out only
-	// purchaseCPU is the machine's busy CPU time per purchase of the
-	// purchases phase, by client count (absent: not measured).
-	purchaseCPU map[int]time.Duration
 }
 
 func (b *bench) benchDB(ctx context.Context, db string) error {
@@ -402,7 +399,7 @@ func (b *bench) benchDB(ctx context.Context, db string) error {
 	if opt.redemptions {
 		phases = append(phases, phase{"redemptions", e.redemptionsLoad, false})
 	}
-	er := engineRun{purchases: map[int]float64{}, reads: map[int]float64{}, mix: map[int]float64{}, purchaseCPU: map[int]time.Duration{}}
+	er := engineRun{purchases: map[int]float64{}, reads: map[int]float64{}, mix: map[int]float64{}}
 	var gor []string // goroutines before and after each phase
 	firstRow := len(b.rep.rows)
 	defer func() {
@@ -438,9 +435,6 @@ func (b *bench) benchDB(ctx context.Context, db string) error {
 				switch ph.name {
 				case "purchases":
 					er.purchases[conc] = res.throughput()
-					if c, ok := res.busyPerOK(); ok {
-						er.purchaseCPU[conc] = c
-					}
 					if conc == out.clients {
 						out.purchases = fr
 					}

@@ -43,22 +43,21 @@ func newSigner(secret string) *signer {
 func (s *signer) header(t time.Time, body []byte) []byte {
 	s.out = append(s.out[:0], "t="...)
 	s.out = strconv.AppendInt(s.out, t.Unix(), 10)
-	s.mac.Reset()
-	s.mac.Write(s.out[2:])
-	s.mac.Write([]byte{'.'})
-	s.mac.Write(body)
-	s.sum = s.mac.Sum(s.sum[:0])
+	sum := s.digest(s.out[2:], body)
 	s.out = append(s.out, ",v1="...)
-	s.out = hex.AppendEncode(s.out, s.sum)
+	s.out = hex.AppendEncode(s.out, sum)
 	return s.out
 }
 
-func mac(secret, ts string, body []byte) []byte {
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write([]byte(ts))
-	m.Write([]byte{'.'})
-	m.Write(body)
-	return m.Sum(nil)
+// digest is the HMAC-SHA256 of "<ts>.<body>", the scheme's one formula,
+// valid until the next call.
+func (s *signer) digest(ts, body []byte) []byte {
+	s.mac.Reset()
+	s.mac.Write(ts)
+	s.mac.Write([]byte{'.'})
+	s.mac.Write(body)
+	s.sum = s.mac.Sum(s.sum[:0])
+	return s.sum
 }
 
 // Errors of Verify.
@@ -100,7 +99,7 @@ func Verify(secret, header string, body []byte, now time.Time, tolerance time.Du
 			return ErrOutOfTimeout
 		}
 	}
-	want := mac(secret, ts, body)
+	want := newSigner(secret).digest([]byte(ts), body)
 	for _, s := range sigs {
 		if hmac.Equal(s, want) {
 			return nil
