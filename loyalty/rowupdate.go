@@ -26,15 +26,24 @@ import (
 // It returns the row as read and as written, gorm.ErrRecordNotFound when
 // no row has the key, and change's error as it is.
 func UpdateRow[T any](tx *gorm.DB, key any, change func(row *T) error) (before, after T, err error) {
+	return UpdateRowByKey(tx, []any{key}, change)
+}
+
+// UpdateRowByKey is UpdateRow for a row whose primary key has several
+// columns: key holds their values in the order of T's primary key fields.
+func UpdateRowByKey[T any](tx *gorm.DB, key []any, change func(row *T) error) (before, after T, err error) {
 	sch, err := schemaOf(tx, &after)
 	if err != nil {
 		return before, after, err
 	}
-	if len(sch.PrimaryFields) != 1 {
-		return before, after, fmt.Errorf("update %s: want one primary key column, have %d", sch.Table, len(sch.PrimaryFields))
+	if len(sch.PrimaryFields) != len(key) {
+		return before, after, fmt.Errorf("update %s: %d primary key columns, %d values", sch.Table, len(sch.PrimaryFields), len(key))
 	}
-	pk := clause.Eq{Column: clause.Column{Name: sch.PrimaryFields[0].DBName}, Value: key}
-	if err := forUpdate(tx).Where(pk).Take(&after).Error; err != nil {
+	pk := make([]clause.Expression, len(key))
+	for i, f := range sch.PrimaryFields {
+		pk[i] = clause.Eq{Column: clause.Column{Name: f.DBName}, Value: key[i]}
+	}
+	if err := forUpdate(tx).Where(clause.And(pk...)).Take(&after).Error; err != nil {
 		return before, after, err
 	}
 	before = clone(after)

@@ -34,9 +34,11 @@ type Delivery struct {
 	DeliveredAt   *time.Time `json:"delivered_at"`
 }
 
+// deliveryRow is a row of webhook_deliveries, keyed by its endpoint and
+// its id (the table is clustered so on SQLite).
 type deliveryRow struct {
 	ID            string `gorm:"primaryKey"`
-	WebhookID     string
+	WebhookID     string `gorm:"primaryKey"`
 	EventID       int64
 	EventPosition int64
 	EventType     string
@@ -184,8 +186,16 @@ func (s *Service) Deliveries(ctx context.Context, webhookID string, q DeliveryQu
 			return err
 		}
 		sel := db.Where("webhook_id = ?", webhookID).Order("id DESC").Limit(q.Page.Size() + 1)
-		if q.Status != "" {
+		switch q.Status {
+		case "":
+		case Delivered:
+			// Nearly every row: the endpoint's key, newest first.
 			sel = sel.Where("status = ?", q.Status)
+		default:
+			// The index of the rows not delivered (partial on SQLite,
+			// which uses it only when the query states its condition in
+			// the same words).
+			sel = sel.Where("status = ? AND status <> 'delivered'", q.Status)
 		}
 		if before != "" {
 			sel = sel.Where("id < ?", before)
@@ -235,10 +245,7 @@ func getDelivery(db *gorm.DB, webhookID, id string) (deliveryRow, error) {
 // behind it. Only a failed delivery can be retried (409 otherwise).
 func (s *Service) Retry(ctx context.Context, webhookID, id string) (Delivery, error) {
 	d, _, err := loyalty.Write(ctx, s.ledger, loyalty.IdempotencyKey{}, func(tx *loyalty.Tx) (Delivery, error) {
-		_, row, err := loyalty.UpdateRow(tx.DB, id, func(r *deliveryRow) error {
-			if r.WebhookID != webhookID {
-				return gorm.ErrRecordNotFound
-			}
+		_, row, err := loyalty.UpdateRowByKey(tx.DB, []any{id, webhookID}, func(r *deliveryRow) error {
 			if r.Status != Failed {
 				return loyalty.Errorf(loyalty.Conflict, "not_failed",
 					"delivery %q is %s; only a failed delivery can be retried by hand", clip(id), r.Status)

@@ -41,7 +41,7 @@ func (e *endpoint) retries(ctx context.Context) {
 // row of their member, so a member's deliveries go one at a time in log
 // order. PostgreSQL skips rows another process is claiming.
 const claimSQL = `UPDATE webhook_deliveries SET lease_owner = ?, lease_until = ?
-WHERE id IN (
+WHERE webhook_id = ? AND id IN (
   SELECT d.id FROM webhook_deliveries d
   WHERE d.webhook_id = ? AND d.status IN ('pending', 'held') AND d.next_attempt_at <= ?
     AND (d.lease_until IS NULL OR d.lease_until < ?)
@@ -79,7 +79,7 @@ func (e *endpoint) claimDue(ctx context.Context) error {
 	_, _, err = loyalty.Write(ctx, e.d.ledger, loyalty.IdempotencyKey{}, func(tx *loyalty.Tx) (struct{}, error) {
 		rows = rows[:0]
 		until := tx.Now.Add(e.d.cfg.LeaseTTL)
-		return struct{}{}, tx.DB.Raw(fmt.Sprintf(claimSQL, lock), e.d.cfg.Owner, until, e.id, tx.Now, tx.Now, free).Scan(&rows).Error
+		return struct{}{}, tx.DB.Raw(fmt.Sprintf(claimSQL, lock), e.d.cfg.Owner, until, e.id, e.id, tx.Now, tx.Now, free).Scan(&rows).Error
 	})
 	if err != nil || len(rows) == 0 {
 		return err
@@ -156,7 +156,7 @@ func deref(s *string) string {
 func (e *endpoint) record(ctx context.Context, r deliveryRow) error {
 	_, _, err := loyalty.Write(ctx, e.d.ledger, loyalty.IdempotencyKey{}, func(tx *loyalty.Tx) (struct{}, error) {
 		return struct{}{}, tx.DB.Model(&deliveryRow{}).
-			Where("id = ? AND lease_owner = ? AND status IN ?", r.ID, e.d.cfg.Owner, []string{Pending, Held}).
+			Where("webhook_id = ? AND id = ? AND lease_owner = ? AND status IN ?", r.WebhookID, r.ID, e.d.cfg.Owner, []string{Pending, Held}).
 			Updates(map[string]any{"status": r.Status, "attempts": r.Attempts, "status_code": r.StatusCode, "latency_ms": r.LatencyMS,
 				"error": r.Error, "next_attempt_at": r.NextAttemptAt, "first_failed_at": r.FirstFailedAt, "delivered_at": r.DeliveredAt,
 				"lease_owner": nil, "lease_until": nil, "updated_at": r.UpdatedAt}).Error
