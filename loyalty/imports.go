@@ -21,9 +21,10 @@ import (
 )
 
 // Imports of members and purchase history from CSV (§15). The file is read
-// as a stream, record by record (constant memory but for one set of 8-byte
-// hashes of the keys seen, to tell a key repeated within the file); valid
-// rows gather into chunks of importChunk rows, each written set-based in
+// as a stream, record by record, in constant memory (the 8-byte hashes of
+// the keys seen, which tell a key repeated within the file, go to a
+// temporary file a million at a time: keySet); valid rows gather into
+// chunks of importChunk rows, each written set-based in
 // one transaction with the import's counters and the errors of its rows,
 // so an import stopped anywhere has committed whole chunks and never half
 // a row, and its counters say what was committed. A re-import skips what
@@ -557,6 +558,10 @@ func (im *importer) read(cr *csv.Reader, chunks chan<- chunk, stop <-chan struct
 		default:
 			send()
 			return "the file could not be read to its end: " + err.Error()
+		}
+		if err := im.seen.err; err != nil {
+			send()
+			return "the file's keys could not be kept for the check of keys repeated in it: " + err.Error()
 		}
 		if len(im.members)+len(im.purchases)+len(im.failed) >= importChunk && !send() {
 			return ""
