@@ -271,17 +271,14 @@ const (
 // PostgreSQL as write does.
 func (s *Store) bulk(ctx context.Context, fn func(tx *gorm.DB) error) error {
 	if s.group != nil {
-		return s.group.do(ctx, true, func(tx *gorm.DB) error {
-			// A chunk's statements are bounded (maxImportParams values):
-			// their statement journals are asked to stay in memory, as a
-			// group's savepoints do, rather than go to the file a set-based
-			// job's transaction alone gets (profiled: it halves the
-			// journal's writes; SQLite may still spill a large one).
-			if err := tx.Exec("PRAGMA temp_store = MEMORY").Error; err != nil {
-				return err
-			}
-			return fn(tx)
-		})
+		// Its statement journals go to a file, as every write alone's do
+		// (setBulk). They were once kept in memory, which halved their
+		// writes, but a chunk's statements touch ever more pages as the
+		// tables grow, and the journals' memory rose with the file: a
+		// 5 M-row import peaked at 178 MiB of RSS with them in memory,
+		// 153 and 158 MiB in a file, at the same speed (11,708 rows/s
+		// against 11,393 and 12,625).
+		return s.group.do(ctx, true, fn)
 	}
 	return s.writeWith(ctx, nil, fn)
 }
