@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"gorm.io/gorm"
 
 	"github.com/loyalty-engine/loyalty/loyalty"
 	"github.com/loyalty-engine/loyalty/loyalty/loyaltytest"
@@ -195,6 +198,91 @@ func TestEventsSequencerUnderLoad(t *testing.T) {
 				t.Fatalf("member %s: %s after %s", e[0], e[1], prev)
 			}
 			last[e[0]] = e[1]
+		}
+	})
+}
+
+// The sequencer keeps event_queue short by vacuuming it: every id it takes
+// off leaves a dead entry at the front of the queue's key, which each pass
+// reads again until a vacuum removes it. Without its own vacuum the dead
+// entries would pile up wherever autovacuum lags or is off.
+func TestSequencerVacuumsQueue(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		if dialect == loyalty.SQLite {
+			t.Skip("SQLite positions events as they are inserted: no queue")
+		}
+		defer loyalty.SetQueueVacuum(40, 0)()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		svc := loyalty.NewService(loyaltytest.MustOpen(t, dialect))
+		db := svc.Store().DB()
+		vacuums := func() (n int64) {
+			if err := db.Raw(`SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'event_queue' AND schemaname = current_schema()`).
+				Scan(&n).Error; err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		before := vacuums()
+		stop := svc.StartSequencer(ctx, func(err error) { t.Error(err) })
+		defer stop()
+		for i := range 120 {
+			if err := svc.WriteEvent(ctx, loyalty.EventBalanceChanged, "m-1", fmt.Sprintf(`{"note":"%d"}`, i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for len(allEvents(t, svc, loyalty.EventFilter{}, 1000)) < 120 || vacuums() == before {
+			if time.Now().After(deadline) {
+				t.Fatalf("after 30 s: %d events positioned, queue vacuumed %d times (%d before)",
+					len(allEvents(t, svc, loyalty.EventFilter{}, 1000)), vacuums(), before)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		// What a vacuum removed stays gone: the queue holds no more dead
+		// rows than the sequencer took off since its last vacuum.
+		var dead int64
+		if err := db.Raw(`SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'event_queue' AND schemaname = current_schema()`).
+			Scan(&dead).Error; err != nil {
+			t.Fatal(err)
+		}
+		if dead >= 120 {
+			t.Fatalf("event_queue holds %d dead rows after 120 events, with a vacuum every 40", dead)
+		}
+		// A vacuum of the drained queue records it as empty, and while
+		// events are inserted it cannot give the empty pages back (here:
+		// TRUNCATE false), so PostgreSQL expects one row in all of them. A
+		// pass over a queue that has filled since must still read each
+		// queued id once, not once per queued row.
+		stop()
+		for _, q := range []string{
+			`INSERT INTO events (type, member_id, occurred_at, data) SELECT 'balance.changed', 'm-2', now(), '{}' FROM generate_series(1, 3000)`,
+			`DELETE FROM event_queue WHERE id IN (SELECT id FROM events WHERE member_id = 'm-2')`,
+			`VACUUM (TRUNCATE false) event_queue`,
+		} {
+			if err := db.Exec(q).Error; err != nil {
+				t.Fatal(err)
+			}
+		}
+		err := db.Transaction(func(tx *gorm.DB) error {
+			if err := tx.Exec(`INSERT INTO events (type, member_id, occurred_at, data)
+				SELECT 'balance.changed', 'm-2', now(), '{}' FROM generate_series(1, 3000)`).Error; err != nil {
+				return err
+			}
+			var plan []string
+			if err := tx.Raw("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + loyalty.PgSequenceSQL).Scan(&plan).Error; err != nil {
+				return err
+			}
+			for _, l := range plan {
+				if strings.Contains(l, "on event_queue") && !strings.Contains(l, "loops=1)") {
+					t.Errorf("a pass reads the queue more than once:\n%s", strings.Join(plan, "\n"))
+					break
+				}
+			}
+			return errors.New("rolled back")
+		})
+		if err == nil || err.Error() != "rolled back" {
+			t.Fatal(err)
 		}
 	})
 }

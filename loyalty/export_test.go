@@ -73,3 +73,14 @@ const ImportChunk = importChunk
 // SetImportBeforeEnrol sets a hook run as an import chunk (numbered from 1)
 // comes to enrol its members; nil removes it.
 func SetImportBeforeEnrol(f func(seq int64)) { importBeforeEnrol = f }
+
+// SetQueueVacuum sets when the sequencer vacuums event_queue (after rows
+// taken off it, at most every), until the returned func restores it.
+func SetQueueVacuum(rows int, every time.Duration) (restore func()) {
+	oldRows, oldEvery := queueVacuumRows, queueVacuumEvery
+	queueVacuumRows, queueVacuumEvery = rows, every
+	return func() { queueVacuumRows, queueVacuumEvery = oldRows, oldEvery }
+}
+
+// PgSequenceSQL is the sequencer's statement on PostgreSQL.
+var PgSequenceSQL = pgSequenceSQL
