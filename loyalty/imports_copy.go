@@ -114,9 +114,38 @@ func (im *importer) copyPurchases(tx *gorm.DB, cp copyFunc, now time.Time) (crea
 		}
 		afterCommit(tx, hubOf(tx).committed)
 	}
+	// The members' latest purchase of the chunk, from the rows in hand
+	// rather than by looking each new purchase up again (historyChanged).
+	latest := make(map[string]time.Time, len(ids))
+	for _, id := range ids {
+		i := byID[id]
+		m, at := rows[i][1].(string), im.purchases[i].at
+		if t, ok := latest[m]; !ok || at.After(t) {
+			latest[m] = at
+		}
+	}
+	touched, ats := make([]string, 0, len(latest)), make([]string, 0, len(latest))
+	for m, at := range latest {
+		touched, ats = append(touched, m), append(ats, at.UTC().Format(time.RFC3339Nano))
+	}
 	im.lockTail()
-	if err := historyChanged(tx, ids, now); err != nil {
+	if err := membersHistoryChanged(tx, touched, ats, now); err != nil {
 		return 0, 0, err
 	}
 	return int64(len(ids)), int64(len(im.purchases) - len(ids)), nil
+}
+
+// membersHistoryChanged is historyChanged on PostgreSQL given, for each
+// member of members, the latest of its purchases just imported (ats, as
+// RFC 3339 text).
+func membersHistoryChanged(tx *gorm.DB, members, ats []string, now time.Time) error {
+	if len(members) == 0 {
+		return nil
+	}
+	return tx.Exec(`UPDATE member_balances SET version = member_balances.version + 1, updated_at = ?,
+			next_change_at = member_balances.as_of,
+			last_activity_at = CASE WHEN member_balances.last_activity_at IS NULL OR member_balances.last_activity_at < x.at
+				THEN x.at ELSE member_balances.last_activity_at END
+		FROM unnest(?::text[], ?::text[]::timestamptz[]) AS x (member_id, at)
+		WHERE member_balances.member_id = x.member_id`, now, pgTextArray(members), pgTextArray(ats)).Error
 }
