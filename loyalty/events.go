@@ -678,6 +678,10 @@ b AS (SELECT id, row_number() OVER (ORDER BY id) AS rn FROM q),
 u AS (INSERT INTO event_positions (position, id) SELECT m.p + b.rn, b.id FROM b, m RETURNING position)
 SELECT count(*), greatest(coalesce(max(u.position), 0), (SELECT p FROM m)) FROM u`
 
+// PGSequenceSQL is the sequencer's statement, for the benchmark's
+// reference of an import without the engine.
+var PGSequenceSQL = pgSequenceSQL
+
 // SequenceEvents runs one pass of the sequencer: it positions the rows
 // without a position that were committed before it began (up to
 // sequenceBatch of them), after any pass of another process that holds

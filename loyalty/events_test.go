@@ -270,7 +270,7 @@ func TestSequencerVacuumsQueue(t *testing.T) {
 				return err
 			}
 			var plan []string
-			if err := tx.Raw("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + loyalty.PgSequenceSQL).Scan(&plan).Error; err != nil {
+			if err := tx.Raw("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + loyalty.PGSequenceSQL).Scan(&plan).Error; err != nil {
 				return err
 			}
 			for _, l := range plan {

@@ -81,6 +81,3 @@ func SetQueueVacuum(rows int, every time.Duration) (restore func()) {
 	queueVacuumRows, queueVacuumEvery = rows, every
 	return func() { queueVacuumRows, queueVacuumEvery = oldRows, oldEvery }
 }
-
-// PgSequenceSQL is the sequencer's statement on PostgreSQL.
-var PgSequenceSQL = pgSequenceSQL

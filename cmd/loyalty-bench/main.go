@@ -66,6 +66,7 @@ type options struct {
 	batchRounds    int
 	importRows     int // the import phase's rows (0: no import phase)
 	importMembers  int
+	importRef      bool // on PostgreSQL, also the import without the engine (importref.go)
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -104,6 +105,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.profileDir, "profile", "", "save a CPU profile of the engine during each phase to this folder (from its admin-only /debug/pprof)")
 	fs.IntVar(&o.importRows, "import-rows", 0, "run the import phase alone: POST /v1/imports of a synthetic purchases CSV of this many rows, e.g. 1000000 (0: no import phase)")
 	fs.IntVar(&o.importMembers, "import-members", 100000, "members of the import phase's rows")
+	fs.BoolVar(&o.importRef, "import-ref", false, "with -import-rows on PostgreSQL: then the same rows without the engine, on a database of their own (the database work of the import alone)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -366,7 +368,22 @@ func (b *bench) benchDB(ctx context.Context, db string) error {
 	b.logf("%s: engine %d serving on %s", label, srv.pid(), addr)
 
 	if opt.importRows > 0 {
-		return b.importPhase(ctx, srv, label, secret)
+		if err := b.importPhase(ctx, srv, label, secret); err != nil || !opt.importRef || pg == nil {
+			return err
+		}
+		// The engine's database is dropped first: the reference's is as
+		// large, and the two would share the server's cache.
+		srv.stop()
+		if !opt.keep {
+			c, cancel := cleanupCtx()
+			err := pg.drop(c, names[0])
+			cancel()
+			if err != nil {
+				return err
+			}
+			names = names[:0]
+		}
+		return b.importRef(ctx, pg, label)
 	}
 
 	// Tokens outlive the whole run with room to spare.
