@@ -66,7 +66,7 @@ type options struct {
 	batchRounds    int
 	importRows     int // the import phase's rows (0: no import phase)
 	importMembers  int
-	importRef      bool // on PostgreSQL, also the import without the engine (importref.go)
+	importRef      []string // on PostgreSQL, the modes of the import without the engine to run after it (importref.go)
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -105,7 +105,15 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.profileDir, "profile", "", "save a CPU profile of the engine during each phase to this folder (from its admin-only /debug/pprof)")
 	fs.IntVar(&o.importRows, "import-rows", 0, "run the import phase alone: POST /v1/imports of a synthetic purchases CSV of this many rows, e.g. 1000000 (0: no import phase)")
 	fs.IntVar(&o.importMembers, "import-members", 100000, "members of the import phase's rows")
-	fs.BoolVar(&o.importRef, "import-ref", false, "with -import-rows on PostgreSQL: then the same rows without the engine, on a database of their own (the database work of the import alone)")
+	fs.Func("import-ref", "with -import-rows on PostgreSQL: then the same rows without the engine, on a database of their own, in these modes: staged (the engine's statements), direct (COPY alone into the three tables), or staged,direct", func(v string) error {
+		for m := range strings.SplitSeq(v, ",") {
+			if m != "staged" && m != "direct" {
+				return fmt.Errorf("unknown mode %q", m)
+			}
+			o.importRef = append(o.importRef, m)
+		}
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -368,7 +376,7 @@ func (b *bench) benchDB(ctx context.Context, db string) error {
 	b.logf("%s: engine %d serving on %s", label, srv.pid(), addr)
 
 	if opt.importRows > 0 {
-		if err := b.importPhase(ctx, srv, label, secret); err != nil || !opt.importRef || pg == nil {
+		if err := b.importPhase(ctx, srv, label, secret); err != nil || len(opt.importRef) == 0 || pg == nil {
 			return err
 		}
 		// The engine's database is dropped first: the reference's is as
@@ -383,7 +391,12 @@ func (b *bench) benchDB(ctx context.Context, db string) error {
 			}
 			names = names[:0]
 		}
-		return b.importRef(ctx, pg, label)
+		for _, mode := range opt.importRef {
+			if err := b.importRef(ctx, pg, label, mode); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 
 	// Tokens outlive the whole run with room to spare.
