@@ -1124,10 +1124,18 @@ func historyChanged(tx *gorm.DB, ids []string, now time.Time) error {
 		return nil
 	}
 	cond, arg := anyOf(tx, "id", ids)
-	return tx.Exec(`UPDATE member_balances SET version = member_balances.version + 1, updated_at = ?,
+	return tx.Exec(historyMoved("(SELECT member_id, MAX(occurred_at) AS at FROM purchases WHERE "+cond+" GROUP BY member_id) x"),
+		now, arg).Error
+}
+
+// historyMoved is historyChanged's statement over from, a row source named
+// x of (member_id, at: the member's latest purchase just imported); its
+// first argument is the write's time, then from's.
+func historyMoved(from string) string {
+	return `UPDATE member_balances SET version = member_balances.version + 1, updated_at = ?,
 			next_change_at = member_balances.as_of,
 			last_activity_at = CASE WHEN member_balances.last_activity_at IS NULL OR member_balances.last_activity_at < x.at
 				THEN x.at ELSE member_balances.last_activity_at END
-		FROM (SELECT member_id, MAX(occurred_at) AS at FROM purchases WHERE `+cond+` GROUP BY member_id) x
-		WHERE member_balances.member_id = x.member_id`, now, arg).Error
+		FROM ` + from + `
+		WHERE member_balances.member_id = x.member_id`
 }

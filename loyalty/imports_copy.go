@@ -142,10 +142,6 @@ func membersHistoryChanged(tx *gorm.DB, members, ats []string, now time.Time) er
 	if len(members) == 0 {
 		return nil
 	}
-	return tx.Exec(`UPDATE member_balances SET version = member_balances.version + 1, updated_at = ?,
-			next_change_at = member_balances.as_of,
-			last_activity_at = CASE WHEN member_balances.last_activity_at IS NULL OR member_balances.last_activity_at < x.at
-				THEN x.at ELSE member_balances.last_activity_at END
-		FROM unnest(?::text[], ?::text[]::timestamptz[]) AS x (member_id, at)
-		WHERE member_balances.member_id = x.member_id`, now, pgTextArray(members), pgTextArray(ats)).Error
+	return tx.Exec(historyMoved("unnest(?::text[], ?::text[]::timestamptz[]) AS x (member_id, at)"),
+		now, pgTextArray(members), pgTextArray(ats)).Error
 }
