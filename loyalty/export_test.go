@@ -74,6 +74,16 @@ const ImportChunk = importChunk
 // comes to enrol its members; nil removes it.
 func SetImportBeforeEnrol(f func(seq int64)) { importBeforeEnrol = f }
 
+// SetImportCopied sets a hook that learns, for each PostgreSQL import
+// chunk, whether its purchases were copied straight into their table, and
+// the chunks that go through the stage after one found a stored purchase;
+// the returned func restores both.
+func SetImportCopied(skip int64, f func(direct bool)) (restore func()) {
+	oldSkip, oldF := importDirectSkip, importCopied
+	importDirectSkip, importCopied = skip, f
+	return func() { importDirectSkip, importCopied = oldSkip, oldF }
+}
+
 // SetQueueVacuum sets when the sequencer vacuums event_queue (after rows
 // taken off it, at most every), until the returned func restores it.
 func SetQueueVacuum(rows int, every time.Duration) (restore func()) {

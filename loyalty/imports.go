@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -341,6 +342,9 @@ type importShared struct {
 	turnMu   sync.Mutex
 	enrolled int64          // every chunk up to this one has enrolled
 	early    map[int64]bool // chunks past it that have
+	// directSkip is how many more chunks go through the stage rather
+	// than straight into purchases (copyNew).
+	directSkip atomic.Int64
 }
 
 // importBeforeEnrol, when a test sets it, runs as a chunk comes to enrol

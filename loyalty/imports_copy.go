@@ -3,21 +3,25 @@ package loyalty
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 	"gorm.io/gorm"
 )
 
 // An import's purchases chunk on PostgreSQL is written with COPY, the
 // server's bulk load: the rows go in the binary format, parsed once, in a
-// stream rather than as statement parameters. COPY has no ON CONFLICT, so
-// the purchases go first into a temporary table of the session, from which
-// one INSERT … SELECT … ON CONFLICT DO NOTHING keeps what is new; the new
-// purchases' lines and events, which nothing can have written before them,
-// are copied straight into their tables.
+// stream rather than as statement parameters. COPY has no ON CONFLICT: a
+// chunk's purchases are copied straight into their table when none of them
+// is stored yet, and otherwise into a temporary table of the session, from
+// which one INSERT … SELECT … ON CONFLICT DO NOTHING keeps what is new
+// (copyNew). The new purchases' lines and events, which nothing can have
+// written before them, are copied straight into their tables.
 
 // copyFunc copies rows into the columns cols of table, in the transaction
 // of the chunk, and returns the rows copied.
@@ -54,6 +58,86 @@ func (s *Store) bulkCopy(ctx context.Context, fn func(tx *gorm.DB, cp copyFunc) 
 	})
 }
 
+// importDirectSkip is how many chunks of an import go through the stage
+// after one found a purchase already stored: a re-import, or the rest of
+// an import run before, finds more.
+var importDirectSkip int64 = 16
+
+// importCopied, when a test sets it, learns whether each chunk's purchases
+// went straight into their table.
+var importCopied func(direct bool)
+
+// copyNew writes the chunk's purchase rows (purchaseRows with the
+// returned_amount, points_earned, points_reversed and created_at columns)
+// and returns the ids of those that were new. A chunk of new purchases,
+// the common case, is copied straight into purchases: one stream, its heap
+// rows written page by page. A purchase already stored (a re-import, or a
+// till that posted it meanwhile) fails that copy on the unique key; the
+// chunk is then rolled back to before it and goes through the stage:
+// copied into a temporary table, from which one INSERT … ON CONFLICT DO
+// NOTHING keeps what is new.
+func (im *importer) copyNew(tx *gorm.DB, cp copyFunc, rows [][]any, now time.Time) ([]string, error) {
+	if im.shared.directSkip.Load() <= 0 {
+		if err := tx.SavePoint("import_direct").Error; err != nil {
+			return nil, err
+		}
+		_, err := cp("purchases", purchaseCopyColumns, rows)
+		if err == nil {
+			if importCopied != nil {
+				importCopied(true)
+			}
+			ids := make([]string, len(rows))
+			for i, r := range rows {
+				ids[i] = r[0].(string)
+			}
+			return ids, nil
+		}
+		if pe := (*pgconn.PgError)(nil); !errors.As(err, &pe) || pe.Code != "23505" { // unique_violation
+			return nil, err
+		}
+		if err := tx.RollbackTo("import_direct").Error; err != nil {
+			return nil, err
+		}
+		im.shared.directSkip.Store(importDirectSkip)
+	} else {
+		im.shared.directSkip.Add(-1)
+	}
+	if importCopied != nil {
+		importCopied(false)
+	}
+	if err := tx.Exec(importStage).Error; err != nil {
+		return nil, err
+	}
+	staged := make([][]any, len(rows))
+	for i, r := range rows {
+		staged[i] = r[:10]
+	}
+	if _, err := cp("import_purchases", purchaseCopyColumns[:10], staged); err != nil {
+		return nil, err
+	}
+	rs, err := tx.Raw(`INSERT INTO purchases (`+strings.Join(purchaseCopyColumns, ", ")+`)
+		SELECT id, member_id, store_id, external_id, channel, occurred_at, local_date, local_day, currency, total, 0, 0, 0, ?
+		FROM import_purchases ON CONFLICT (store_id, external_id) DO NOTHING RETURNING id`, now).Rows()
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	err = scanAll(rs, func(r *sql.Rows) error {
+		var id string
+		if err := r.Scan(&id); err != nil {
+			return err
+		}
+		ids = append(ids, id)
+		return nil
+	})
+	return ids, err
+}
+
+// purchaseCopyColumns are the columns of purchaseRows' rows with the four
+// that an imported purchase sets to zero and its time of writing.
+var purchaseCopyColumns = []string{"id", "member_id", "store_id", "external_id", "channel", "occurred_at", "local_date",
+	"local_day", "currency", "total", "returned_amount", "points_earned", "points_reversed", "created_at"}
+
 // importStage is the session's temporary table of a chunk's purchases,
 // emptied by every commit.
 const importStage = `CREATE TEMPORARY TABLE IF NOT EXISTS import_purchases (id text, member_id text, store_id text,
@@ -69,30 +153,9 @@ func (im *importer) copyPurchases(tx *gorm.DB, cp copyFunc, now time.Time) (crea
 	if err != nil {
 		return 0, 0, err
 	}
-	if err := tx.Exec(importStage).Error; err != nil {
-		return 0, 0, err
-	}
-	rows, byID := im.purchaseRows(members)
-	if _, err := cp("import_purchases", []string{"id", "member_id", "store_id", "external_id", "channel", "occurred_at",
-		"local_date", "local_day", "currency", "total"}, rows); err != nil {
-		return 0, 0, err
-	}
-	rs, err := tx.Raw(`INSERT INTO purchases (id, member_id, store_id, external_id, channel, occurred_at, local_date, local_day,
-		currency, total, returned_amount, points_earned, points_reversed, created_at)
-		SELECT id, member_id, store_id, external_id, channel, occurred_at, local_date, local_day, currency, total, 0, 0, 0, ?
-		FROM import_purchases ON CONFLICT (store_id, external_id) DO NOTHING RETURNING id`, now).Rows()
+	rows, byID := im.purchaseRows(members, int64(0), int64(0), int64(0), now)
+	ids, err := im.copyNew(tx, cp, rows, now)
 	if err != nil {
-		return 0, 0, err
-	}
-	var ids []string
-	if err := scanAll(rs, func(r *sql.Rows) error {
-		var id string
-		if err := r.Scan(&id); err != nil {
-			return err
-		}
-		ids = append(ids, id)
-		return nil
-	}); err != nil {
 		return 0, 0, err
 	}
 	items, made, err := im.createdRows(ids, rows, byID, now)

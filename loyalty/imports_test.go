@@ -6,6 +6,7 @@ import (
 	"encoding/csv"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -411,6 +412,64 @@ func TestImportChunksShareMembers(t *testing.T) {
 		}
 		if wrong > 0 {
 			t.Errorf("%d of %d members enrolled at the wrong time", wrong, members)
+		}
+	})
+}
+
+// TestImportOverlapping imports a file a third of which is stored already:
+// on PostgreSQL a chunk of new purchases is copied straight into its table
+// and one with a stored purchase goes through the stage instead, and either
+// way only the new purchases are written, each with its event.
+func TestImportOverlapping(t *testing.T) {
+	const rows, members = 3 * loyalty.ImportChunk, 700
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		e := newImportEnv(t, dialect)
+		var direct, staged atomic.Int64
+		defer loyalty.SetImportCopied(0, func(d bool) {
+			if d {
+				direct.Add(1)
+			} else {
+				staged.Add(1)
+			}
+		})()
+		all := strings.SplitAfter(purchasesCSV(rows, members), "\n")
+		var part strings.Builder
+		part.WriteString(all[0])
+		for i, line := range all[1:] {
+			if i%3 == 0 {
+				part.WriteString(line)
+			}
+		}
+		first := e.run(loyalty.ImportOptions{Kind: loyalty.ImportPurchases}, part.String())
+		if first.Status != loyalty.ImportSucceeded || first.RowsCreated != rows/3 {
+			t.Fatalf("first import = %+v", first)
+		}
+		whole := e.run(loyalty.ImportOptions{Kind: loyalty.ImportPurchases}, strings.Join(all, ""))
+		if whole.Status != loyalty.ImportSucceeded || whole.RowsCreated != rows-rows/3 || whole.RowsSkipped != rows/3 {
+			t.Fatalf("whole import = %+v, want %d created and %d skipped", whole, rows-rows/3, rows/3)
+		}
+		var sum int64
+		for i := 0; i < rows; i++ {
+			sum += int64(100 + i)
+		}
+		if n := e.count("SELECT COUNT(*) FROM purchases"); n != rows {
+			t.Errorf("%d purchases, want %d", n, rows)
+		}
+		if got := e.count("SELECT SUM(total) FROM purchases"); got != sum {
+			t.Errorf("money = %d, want %d", got, sum)
+		}
+		if n := e.count("SELECT COUNT(*) FROM events WHERE type = 'purchase.created'"); n != rows {
+			t.Errorf("%d purchase.created events, want one a purchase: %d", n, rows)
+		}
+		if n := e.count("SELECT COUNT(*) FROM members"); n != members {
+			t.Errorf("%d members, want %d", n, members)
+		}
+		if dialect == loyalty.Postgres {
+			// The first import's chunk was new; each of the whole file's
+			// found stored purchases and went through the stage.
+			if direct.Load() != 1 || staged.Load() != 3 {
+				t.Errorf("chunks copied straight %d, through the stage %d; want 1 and 3", direct.Load(), staged.Load())
+			}
 		}
 	})
 }
