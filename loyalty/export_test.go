@@ -91,3 +91,7 @@ func SetQueueVacuum(rows int, every time.Duration) (restore func()) {
 	queueVacuumRows, queueVacuumEvery = rows, every
 	return func() { queueVacuumRows, queueVacuumEvery = oldRows, oldEvery }
 }
+
+// BulkWALCompression is what an import chunk's transaction sets
+// wal_compression to on PostgreSQL ("" to leave it).
+func (s *Store) BulkWALCompression() string { return s.bulkWALCompression(s.w) }

@@ -25,7 +25,10 @@ type importEnv struct {
 
 func newImportEnv(t *testing.T, dialect string) *importEnv {
 	t.Helper()
-	store := loyaltytest.MustOpen(t, dialect)
+	return newImportEnvOn(t, loyaltytest.MustOpen(t, dialect))
+}
+
+func newImportEnvOn(t *testing.T, store *loyalty.Store) *importEnv {
 	e := &importEnv{t: t, store: store, now: importNow}
 	e.svc = loyalty.NewService(store, loyalty.WithClock(func() time.Time { return e.now }))
 	return e
@@ -472,4 +475,31 @@ func TestImportOverlapping(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestImportWALCompression: an import chunk compresses its WAL where the
+// server leaves it uncompressed and the role may set it, and leaves the
+// server's choice alone otherwise.
+func TestImportWALCompression(t *testing.T) {
+	store := loyaltytest.MustOpen(t, loyalty.Postgres)
+	var setting, super string
+	if err := store.DB().Raw("SELECT current_setting('wal_compression'), current_setting('is_superuser')").Row().Scan(&setting, &super); err != nil {
+		t.Fatal(err)
+	}
+	got := store.BulkWALCompression()
+	switch {
+	case setting == "off" && super == "on":
+		if got != "lz4" && got != "pglz" {
+			t.Fatalf("wal_compression off, role superuser: chunks set %q, want lz4 or pglz", got)
+		}
+		// And the chunks' transactions can set it.
+		imp := newImportEnvOn(t, store).run(loyalty.ImportOptions{Kind: loyalty.ImportPurchases}, purchasesCSV(100, 10))
+		if imp.Status != loyalty.ImportSucceeded || imp.RowsCreated != 100 {
+			t.Fatalf("import = %+v", imp)
+		}
+	default:
+		if got != "" {
+			t.Fatalf("wal_compression %s, superuser %s: chunks set %q, want nothing", setting, super, got)
+		}
+	}
 }

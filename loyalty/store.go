@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -59,6 +60,10 @@ type Store struct {
 	// offersSeen is whether any offer was active when the hot path last
 	// read offers_version (nil: not yet read).
 	offersSeen atomic.Pointer[offersSeen]
+	// bulkWAL is what an import chunk's transaction sets wal_compression
+	// to on PostgreSQL, "" to leave it (bulkWALCompression).
+	bulkWAL     string
+	bulkWALOnce sync.Once
 }
 
 // Open connects to a database URL: sqlite://PATH or postgres://….
