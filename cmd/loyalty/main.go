@@ -129,6 +129,7 @@ func openStore(ctx context.Context, cfg config, opts ...loyalty.OpenOption) (*lo
 }
 
 func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer, demo bool) error {
+	tuneGC()
 	// The engine serving requests keeps its pool's connections open.
 	store, err := openStore(ctx, cfg, loyalty.WarmPool())
 	if err != nil {
