@@ -109,12 +109,12 @@ var importCopied func(direct bool)
 // chunk is then rolled back to before it and goes through the stage:
 // copied into a temporary table, from which one INSERT … ON CONFLICT DO
 // NOTHING keeps what is new.
-func (im *importer) copyNew(tx *gorm.DB, cp copyFunc, rows [][]any, now time.Time) ([]string, error) {
+func (im *importer) copyNew(tx *gorm.DB, cp copyFunc, rows [][]any) ([]string, error) {
 	if im.shared.directSkip.Load() <= 0 {
 		if err := tx.SavePoint("import_direct").Error; err != nil {
 			return nil, err
 		}
-		_, err := cp("purchases", purchaseCopyColumns, rows)
+		_, err := cp("purchases", PurchaseCopyColumns, rows)
 		if err == nil {
 			if importCopied != nil {
 				importCopied(true)
@@ -138,19 +138,15 @@ func (im *importer) copyNew(tx *gorm.DB, cp copyFunc, rows [][]any, now time.Tim
 	if importCopied != nil {
 		importCopied(false)
 	}
-	if err := tx.Exec(importStage).Error; err != nil {
+	if err := tx.Exec(ImportStageSQL).Error; err != nil {
 		return nil, err
 	}
-	staged := make([][]any, len(rows))
-	for i, r := range rows {
-		staged[i] = r[:10]
-	}
-	if _, err := cp("import_purchases", purchaseCopyColumns[:10], staged); err != nil {
+	if _, err := cp("import_purchases", PurchaseCopyColumns, rows); err != nil {
 		return nil, err
 	}
-	rs, err := tx.Raw(`INSERT INTO purchases (`+strings.Join(purchaseCopyColumns, ", ")+`)
-		SELECT id, member_id, store_id, external_id, channel, occurred_at, local_date, local_day, currency, total, 0, 0, 0, ?
-		FROM import_purchases ON CONFLICT (store_id, external_id) DO NOTHING RETURNING id`, now).Rows()
+	cols := strings.Join(PurchaseCopyColumns, ", ")
+	rs, err := tx.Raw(`INSERT INTO purchases (` + cols + `) SELECT ` + cols + ` FROM import_purchases
+		ON CONFLICT (store_id, external_id) DO NOTHING RETURNING id`).Rows()
 	if err != nil {
 		return nil, err
 	}
@@ -166,15 +162,19 @@ func (im *importer) copyNew(tx *gorm.DB, cp copyFunc, rows [][]any, now time.Tim
 	return ids, err
 }
 
-// purchaseCopyColumns are the columns of purchaseRows' rows with the four
-// that an imported purchase sets to zero and its time of writing.
-var purchaseCopyColumns = []string{"id", "member_id", "store_id", "external_id", "channel", "occurred_at", "local_date",
+// PurchaseCopyColumns are the columns of an import chunk's purchase rows
+// (purchaseRows with the four an imported purchase sets to zero and its
+// time of writing), in order; exported for the benchmark's reference of
+// an import without the engine.
+var PurchaseCopyColumns = []string{"id", "member_id", "store_id", "external_id", "channel", "occurred_at", "local_date",
 	"local_day", "currency", "total", "returned_amount", "points_earned", "points_reversed", "created_at"}
 
-// importStage is the session's temporary table of a chunk's purchases,
-// emptied by every commit.
-const importStage = `CREATE TEMPORARY TABLE IF NOT EXISTS import_purchases (id text, member_id text, store_id text,
-	external_id text, channel text, occurred_at timestamptz, local_date text, local_day integer, currency text, total bigint)
+// ImportStageSQL makes the session's temporary table of a chunk's purchase
+// rows (PurchaseCopyColumns), emptied by every commit; exported for the
+// benchmark's reference.
+const ImportStageSQL = `CREATE TEMPORARY TABLE IF NOT EXISTS import_purchases (id text, member_id text, store_id text,
+	external_id text, channel text, occurred_at timestamptz, local_date text, local_day integer, currency text, total bigint,
+	returned_amount bigint, points_earned bigint, points_reversed bigint, created_at timestamptz)
 	ON COMMIT DELETE ROWS`
 
 // copyPurchases is writePurchases on PostgreSQL, by COPY.
@@ -187,7 +187,7 @@ func (im *importer) copyPurchases(tx *gorm.DB, cp copyFunc, now time.Time) (crea
 		return 0, 0, err
 	}
 	rows, byID := im.purchaseRows(members, int64(0), int64(0), int64(0), now)
-	ids, err := im.copyNew(tx, cp, rows, now)
+	ids, err := im.copyNew(tx, cp, rows)
 	if err != nil {
 		return 0, 0, err
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,7 +26,9 @@ import (
 // writers:
 //
 //   - COPY of the chunk's 5,000 purchases into a temporary table, and one
-//     INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING id into purchases;
+//     INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING id into purchases
+//     (the engine's path for a chunk that finds purchases stored already;
+//     a chunk of new purchases is copied straight into purchases);
 //   - COPY of their lines (one for each row with a category) and of their
 //     purchase.created events (the purchase's JSON, as the API returns it);
 //   - one at a time, as the engine's tail: the members' balance rows moved
@@ -36,13 +39,13 @@ import (
 // (loyalty.PGSequenceSQL) every 100 ms, or at once after a full pass, and
 // vacuums event_queue every 50,000 ids, as the engine does. That is the
 // staged mode; the direct mode writes less than any import may: COPY
-// straight into purchases, purchase_items and events, with no conflict
-// handling (a re-import would fail) and no balance rows, the sequencer
-// still positioning the events.
+// straight into purchases, purchase_items and events, as the engine's
+// chunk of new purchases, but with no savepoint and no balance rows, the
+// sequencer still positioning the events.
 
 // refChunk is the rows of one chunk of the reference.
 type refChunk struct {
-	purchases [][]any // id, member_id, store_id, external_id, channel, occurred_at, local_date, local_day, currency, total
+	purchases [][]any // loyalty.PurchaseCopyColumns
 	items     [][]any
 	events    [][]any
 	member    map[string]time.Time // the latest purchase of each member
@@ -187,7 +190,8 @@ func refRows(ctx context.Context, n, members int, ids []string, end time.Time, o
 		total, cat := int64(500+(i*37)%20000), cats[i%len(cats)]
 		id := loyalty.NewID()
 		date := at.Format(time.DateOnly)
-		c.purchases = append(c.purchases, []any{id, member, store, ext, "import", at, date, int32(at.Unix() / 86400), "USD", total})
+		c.purchases = append(c.purchases, []any{id, member, store, ext, "import", at, date, int32(at.Unix() / 86400), "USD", total,
+			int64(0), int64(0), int64(0), now})
 		view := loyalty.Purchase{ID: id, MemberID: member, ExternalID: &ext, StoreID: store, Channel: "import", OccurredAt: at,
 			LocalDate: date, Currency: "USD", Total: total, Items: []loyalty.Item{}, Returns: []loyalty.Return{}}
 		if cat != "" {
@@ -222,13 +226,7 @@ func refWrite(ctx context.Context, conn *pgx.Conn, c refChunk, tail *sync.Mutex,
 	}
 	defer tx.Rollback(context.Background())
 	if direct {
-		rows := make([][]any, len(c.purchases))
-		for i, r := range c.purchases {
-			rows[i] = append(r[:len(r):len(r)], int64(0), int64(0), int64(0), now)
-		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"purchases"}, []string{"id", "member_id", "store_id", "external_id", "channel",
-			"occurred_at", "local_date", "local_day", "currency", "total", "returned_amount", "points_earned", "points_reversed",
-			"created_at"}, pgx.CopyFromRows(rows)); err != nil {
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"purchases"}, loyalty.PurchaseCopyColumns, pgx.CopyFromRows(c.purchases)); err != nil {
 			return err
 		}
 		if err := refCopyRest(ctx, tx, c); err != nil {
@@ -236,19 +234,15 @@ func refWrite(ctx context.Context, conn *pgx.Conn, c refChunk, tail *sync.Mutex,
 		}
 		return tx.Commit(ctx)
 	}
-	if _, err := tx.Exec(ctx, `CREATE TEMPORARY TABLE IF NOT EXISTS import_purchases (id text, member_id text, store_id text,
-		external_id text, channel text, occurred_at timestamptz, local_date text, local_day integer, currency text, total bigint)
-		ON COMMIT DELETE ROWS`); err != nil {
+	if _, err := tx.Exec(ctx, loyalty.ImportStageSQL); err != nil {
 		return err
 	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"import_purchases"}, []string{"id", "member_id", "store_id", "external_id", "channel",
-		"occurred_at", "local_date", "local_day", "currency", "total"}, pgx.CopyFromRows(c.purchases)); err != nil {
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"import_purchases"}, loyalty.PurchaseCopyColumns, pgx.CopyFromRows(c.purchases)); err != nil {
 		return err
 	}
-	rows, err := tx.Query(ctx, `INSERT INTO purchases (id, member_id, store_id, external_id, channel, occurred_at, local_date, local_day,
-		currency, total, returned_amount, points_earned, points_reversed, created_at)
-		SELECT id, member_id, store_id, external_id, channel, occurred_at, local_date, local_day, currency, total, 0, 0, 0, $1
-		FROM import_purchases ON CONFLICT (store_id, external_id) DO NOTHING RETURNING id`, now)
+	cols := strings.Join(loyalty.PurchaseCopyColumns, ", ")
+	rows, err := tx.Query(ctx, `INSERT INTO purchases (`+cols+`) SELECT `+cols+` FROM import_purchases
+		ON CONFLICT (store_id, external_id) DO NOTHING RETURNING id`)
 	if err != nil {
 		return err
 	}

@@ -105,7 +105,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.profileDir, "profile", "", "save a CPU profile of the engine during each phase to this folder (from its admin-only /debug/pprof)")
 	fs.IntVar(&o.importRows, "import-rows", 0, "run the import phase alone: POST /v1/imports of a synthetic purchases CSV of this many rows, e.g. 1000000 (0: no import phase)")
 	fs.IntVar(&o.importMembers, "import-members", 100000, "members of the import phase's rows")
-	fs.Func("import-ref", "with -import-rows on PostgreSQL: then the same rows without the engine, on a database of their own, in these modes: staged (the engine's statements), direct (COPY alone into the three tables), or staged,direct", func(v string) error {
+	fs.Func("import-ref", "with -import-rows on PostgreSQL: then the same rows without the engine, on a database of their own, in these modes: staged (the engine's statements for a chunk that finds purchases stored), direct (COPY alone into the three tables), or staged,direct", func(v string) error {
 		for m := range strings.SplitSeq(v, ",") {
 			if m != "staged" && m != "direct" {
 				return fmt.Errorf("unknown mode %q", m)
