@@ -37,6 +37,9 @@ type groupCommitter struct {
 	db      *gorm.DB      // the writer: one connection
 	ckpt    *checkpointer // restarts the WAL between groups when long; nil in tests
 	bulk    bool          // the writer is set up for a write alone (setBulk)
+	nice    int        // asked of the writer's thread (WriterNice)
+	prio    writerPrio // the thread's priority; set once ready is closed
+	ready   chan struct{}
 	queue   chan *writeReq
 	quit    chan struct{}
 	stopped chan struct{}
@@ -72,8 +75,8 @@ type writeResult struct {
 // errStoreClosed answers writes that arrive after Close.
 var errStoreClosed = errors.New("store is closed")
 
-func newGroupCommitter(db *gorm.DB, ckpt *checkpointer) *groupCommitter {
-	g := &groupCommitter{db: db, ckpt: ckpt, queue: make(chan *writeReq), quit: make(chan struct{}), stopped: make(chan struct{})}
+func newGroupCommitter(db *gorm.DB, ckpt *checkpointer, nice int) *groupCommitter {
+	g := &groupCommitter{db: db, ckpt: ckpt, nice: nice, ready: make(chan struct{}), queue: make(chan *writeReq), quit: make(chan struct{}), stopped: make(chan struct{})}
 	go g.run()
 	return g
 }
@@ -138,6 +141,8 @@ func (r *writeReq) finish(res writeResult) { r.done <- res }
 
 func (g *groupCommitter) run() {
 	defer close(g.stopped)
+	g.prio = lockWriterThread(g.nice)
+	close(g.ready)
 	var held *writeReq // taken from the queue for the next group
 	for {
 		first := held
@@ -256,6 +261,7 @@ func (g *groupCommitter) setBulk(bulk bool) {
 		return
 	}
 	g.bulk = bulk
+	g.prio.set(!bulk)
 	store, spill := "MEMORY", writerSpill
 	if bulk {
 		store, spill = "FILE", bulkSpill

@@ -95,7 +95,8 @@ func (s *Store) TraceRoundTrips(fn func()) {
 type OpenOption func(*openOptions)
 
 type openOptions struct {
-	warm bool
+	warm       bool
+	writerNice int // WriterNice
 }
 
 // WarmPool has Open keep every connection of the PostgreSQL pool open from

@@ -150,7 +150,7 @@ func Open(ctx context.Context, rawURL string, opts ...OpenOption) (*Store, error
 		cdb.SetMaxOpenConns(1)
 		ckpt := newCheckpointer(cdb, checkpointInterval)
 		return &Store{Dialect: SQLite, w: w, r: r, sqlDBs: []*sql.DB{wdb, rdb, cdb}, pools: []*stmtPool{wpool, rpool},
-			group: newGroupCommitter(w, ckpt), ckpt: ckpt, Path: path}, nil
+			group: newGroupCommitter(w, ckpt, o.writerNice), ckpt: ckpt, Path: path}, nil
 	case strings.HasPrefix(rawURL, "postgres://"), strings.HasPrefix(rawURL, "postgresql://"):
 		return openPostgres(ctx, rawURL, cfg, o)
 	}

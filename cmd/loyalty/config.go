@@ -44,7 +44,14 @@ type config struct {
 	// Webhooks tunes the deliveries (LOYALTY_WEBHOOK_TIMEOUT,
 	// LOYALTY_WEBHOOK_FIRST_RETRY); zero values take §14's defaults.
 	Webhooks webhooks.Config
+	// WriterNice is the nice value `serve` asks for the SQLite writer's
+	// thread (LOYALTY_SQLITE_WRITER_NICE, -20 to 0; 0 leaves it alone).
+	WriterNice int
 }
+
+// defaultWriterNice is the SQLite writer's priority while it commits till
+// writes, where the process may raise it (loyalty.WriterNice).
+const defaultWriterNice = -20
 
 func env(name, def string) string {
 	if v, ok := os.LookupEnv(name); ok && v != "" {
@@ -104,6 +111,14 @@ func loadConfig() (config, error) {
 	}
 	if !natsSubject.MatchString(c.NATS.Subject) {
 		return c, errors.New("LOYALTY_NATS_SUBJECT must be dot-separated tokens of letters, digits, - and _ (such as loyalty.events)")
+	}
+	c.WriterNice = defaultWriterNice
+	if v := os.Getenv("LOYALTY_SQLITE_WRITER_NICE"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < -20 || n > 0 {
+			return c, errors.New("LOYALTY_SQLITE_WRITER_NICE must be a nice value from -20 to 0 (0: the process's own)")
+		}
+		c.WriterNice = n
 	}
 	if v := os.Getenv("LOYALTY_STREAMS_PER_CALLER"); v != "" {
 		n, err := strconv.Atoi(v)

@@ -131,9 +131,17 @@ func openStore(ctx context.Context, cfg config, opts ...loyalty.OpenOption) (*lo
 func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer, demo bool) error {
 	tuneGC()
 	// The engine serving requests keeps its pool's connections open.
-	store, err := openStore(ctx, cfg, loyalty.WarmPool())
+	store, err := openStore(ctx, cfg, loyalty.WarmPool(), loyalty.WriterNice(cfg.WriterNice))
 	if err != nil {
 		return err
+	}
+	if store.Dialect == loyalty.SQLite && cfg.WriterNice < 0 {
+		if nice, err := store.WriterPriority(); err != nil {
+			log.Info("the SQLite writer keeps the process's priority; grant CAP_SYS_NICE to let till writes run ahead of deliveries",
+				"reason", err.Error())
+		} else {
+			log.Info("the SQLite writer commits till writes at a raised priority", "nice", nice)
+		}
 	}
 	store.Warm(ctx)
 	defer store.Close()
