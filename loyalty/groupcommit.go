@@ -37,8 +37,8 @@ type groupCommitter struct {
 	db      *gorm.DB      // the writer: one connection
 	ckpt    *checkpointer // restarts the WAL between groups when long; nil in tests
 	bulk    bool          // the writer is set up for a write alone (setBulk)
-	nice    int        // asked of the writer's thread (WriterNice)
-	prio    writerPrio // the thread's priority; set once ready is closed
+	nice    int           // asked of the writer's thread (WriterNice)
+	prio    writerPrio    // the thread's priority; set once ready is closed
 	ready   chan struct{}
 	queue   chan *writeReq
 	quit    chan struct{}
