@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,7 +44,8 @@ type eventsResult struct {
 	// bound is the share of plain purchases the delivery work alone
 	// leaves room for on this machine (0: not measured).
 	bound     float64
-	sseAcross bool // the streams were on another engine process
+	sseAcross bool   // the streams were on another engine process
+	refNote   string // what the delivery reference measured
 }
 
 // hookReceiver is the bench's loopback webhook endpoint: it answers 204 to
@@ -231,7 +233,12 @@ func (b *bench) eventsPhases(ctx context.Context, db, label string, srv **server
 	// phase measured earlier ran on an engine warm since the seed and a
 	// smaller database; a restart alone, with a webhook configured but
 	// never read, measured 17% below it (3 December 2026).
-	plainRun := func(when string) (map[int]*phaseResult, error) {
+	plainRun := func(when string, round int) (map[int]*phaseResult, error) {
+		row := "purchases, plain, restarted " + when + " the sinks"
+		if round > 0 {
+			row += fmt.Sprintf(" (round %d)", round+1)
+		}
+		when = roundName(when, round)
 		b.logf("%s: events: restarting the engine without the sinks (%s)", label, when)
 		if err := restart(env, filepath.Join(b.dir, db+"-plain-"+when+"-events.log")); err != nil {
 			return nil, err
@@ -245,20 +252,117 @@ func (b *bench) eventsPhases(ctx context.Context, db, label string, srv **server
 			if err != nil {
 				return nil, err
 			}
-			b.rep.rows = append(b.rep.rows, rowFrom(label, "purchases, plain, restarted "+when+" the sinks", conc, r.total, r.elapsed, rssKB))
+			b.rep.rows = append(b.rep.rows, rowFrom(label, row, conc, r.total, r.elapsed, rssKB))
 			out[conc] = r
 		}
 		return out, nil
 	}
-	before, err := plainRun("before")
+	before, err := plainRun("before", 0)
 	if err != nil {
 		return nil, err
 	}
+	// The host's speed drifts over minutes on a shared machine (a plain
+	// phase of one run read 1,618/s, the next one 2,033/s), more than the
+	// sinks' cost: the phase with the sinks and the plain one after it run
+	// -events-rounds times (A/B/A/B/A…), each round compared with the
+	// plain phases on either side of it, and the median round counts.
+	res := &eventsResult{}
+	out := targetClients(opt.conc)
+	type round struct {
+		sinks map[int]sinksRun
+		plain map[int]float64 // the mean of the plain phases around it
+	}
+	var rounds []round
+	for i := range opt.eventsRounds {
+		runs, err := b.sinksRound(ctx, db, label, i, srv, e, restart, evEnv, env, logPath, with, ns, hooks, res)
+		if err != nil {
+			return nil, err
+		}
+		after, err := plainRun("after", i)
+		if err != nil {
+			return nil, err
+		}
+		rd := round{sinks: runs, plain: map[int]float64{}}
+		for _, conc := range opt.conc {
+			rd.plain[conc] = (before[conc].throughput() + after[conc].throughput()) / 2
+			ratio := runs[conc].r.throughput() / rd.plain[conc]
+			b.logf("%s: events: round %d, %d clients: %s / %s = %d%%", label, i+1, conc, fmtRate(runs[conc].r.throughput()),
+				fmtRate(rd.plain[conc]), int(ratio*100+0.5))
+		}
+		rounds = append(rounds, rd)
+		if i == 0 {
+			// The delivery reference (delivery.go), once, at the targets'
+			// client count: what the delivery work alone costs the machine.
+			if sr, ok := runs[out]; ok && opt.rate == 0 && len(opt.eventSinks) == 2 {
+				cpu, _ := before[out].busyPerOK()
+				if ref, err := b.deliveryReference(ctx, sr.r, cpu, rd.plain[out], hooks, sr.delivered, ns); err != nil {
+					b.logf("%s: events: %v", label, err)
+				} else {
+					res.refNote, res.bound = ref.note, ref.bound
+				}
+			}
+		}
+		before = after
+	}
+	for _, conc := range opt.conc {
+		idx := make([]int, len(rounds))
+		for i := range idx {
+			idx[i] = i
+		}
+		ratio := func(i int) float64 { return rounds[i].sinks[conc].r.throughput() / rounds[i].plain[conc] }
+		sort.Slice(idx, func(a, b int) bool { return ratio(idx[a]) < ratio(idx[b]) })
+		med := rounds[idx[len(idx)/2]]
+		sr := med.sinks[conc]
+		var each []string
+		for i := range rounds {
+			sri := rounds[i].sinks[conc]
+			each = append(each, fmt.Sprintf("%s / %s = %d%%", fmtRate(sri.r.throughput()), fmtRate(rounds[i].plain[conc]), pctOf(sri.r.throughput(), rounds[i].plain[conc])))
+		}
+		note := fmt.Sprintf("%s, %d clients: purchases with %s / plain purchases on an engine restarted just before and just after, "+
+			"in %d rounds (A/B/A…): %s; the median round %s / %s = %d%% (against the first plain phase, %s: %d%%)", label, conc, with,
+			len(rounds), strings.Join(each, ", "), fmtRate(sr.r.throughput()), fmtRate(med.plain[conc]),
+			pctOf(sr.r.throughput(), med.plain[conc]), fmtRate(er.purchases[conc]), pctOf(sr.r.throughput(), er.purchases[conc])) + sr.note
+		if conc == out {
+			if res.refNote != "" {
+				note += "; " + res.refNote
+			}
+			// The target is issue 14's: both sinks.
+			if len(opt.eventSinks) == 2 {
+				res.purchases, res.plain = sr.r.throughput(), med.plain[conc]
+			}
+		}
+		b.rep.notes = append(b.rep.notes, note+".")
+	}
+	return res, nil
+}
 
-	b.logf("%s: events: restarting the engine with %s", label, with)
+// sinksRun is one phase of purchases with the sinks.
+type sinksRun struct {
+	r         *phaseResult
+	note      string
+	delivered int64
+}
+
+func roundName(when string, i int) string {
+	if i == 0 {
+		return when
+	}
+	return fmt.Sprintf("%s-%d", when, i+1)
+}
+
+// sinksRound restarts the engine with the sinks, adds the webhook, waits
+// for the NATS sink to publish what the log holds, measures purchases at
+// each client count (and, in the first round, the balance stream's
+// latency), then takes the webhook away and restarts the engine without
+// the sinks.
+func (b *bench) sinksRound(ctx context.Context, db, label string, i int, srv **server, e *engine, restart func([]string, string) error,
+	evEnv, env []string, logPath, with string, ns *natsStream, hooks *hookReceiver, res *eventsResult) (map[int]sinksRun, error) {
+	opt := b.opt
+	b.logf("%s: events: round %d: restarting the engine with %s", label, i+1, with)
 	if err := restart(evEnv, logPath); err != nil {
 		return nil, err
 	}
+	addr := (*srv).addr
 	restored := false
 	defer func() {
 		if restored {
@@ -270,6 +374,7 @@ func (b *bench) eventsPhases(ctx context.Context, db, label string, srv **server
 		}
 	}()
 	hookID := ""
+	var err error
 	if opt.eventSinks["webhook"] {
 		if hookID, err = e.createWebhook(hooks.url()); err != nil {
 			return nil, fmt.Errorf("%w\nserver log:\n%s", err, tail(logPath, 10))
@@ -283,30 +388,27 @@ func (b *bench) eventsPhases(ctx context.Context, db, label string, srv **server
 			}
 		}()
 	}
-	// The sink starts from the log's beginning: let it publish the seeding
-	// and the earlier phases before measuring.
+	// The sink starts from where it stopped (the log's beginning the first
+	// time): let it publish the seeding and the earlier phases before
+	// measuring.
 	var n uint64
 	if opt.eventSinks["nats"] {
 		var took time.Duration
 		if n, took, err = ns.settle(ctx, 10*time.Minute); err != nil {
 			return nil, err
 		}
-		b.logf("%s: events: the sink published the earlier %d events in %s", label, n, took.Round(time.Second))
+		b.logf("%s: events: the sink published the earlier events (%d in the stream) in %s", label, n, took.Round(time.Second))
 	}
 
-	res := &eventsResult{}
-	out := targetClients(opt.conc)
-	type sinksRun struct {
-		r         *phaseResult
-		note      string
-		delivered int64
-	}
 	runs := map[int]sinksRun{}
 	for _, conc := range opt.conc {
 		kinds, mk := e.purchasesLoad()
 		name := "purchases, with " + with
+		if i > 0 {
+			name += fmt.Sprintf(" (round %d)", i+1)
+		}
 		delivered0 := hooks.n.Load()
-		stopProfile := b.profile(*srv, e, fmt.Sprintf("%s-events-%d", db, conc), opt.duration)
+		stopProfile := b.profile(*srv, e, fmt.Sprintf("%s-%s-%d", db, roundName("events", i), conc), opt.duration)
 		r, rssKB, _, _, err := b.measure(ctx, *srv, e, kinds, conc, opt.duration, opt.rate, mk, logPath)
 		stopProfile()
 		if err != nil {
@@ -327,6 +429,16 @@ func (b *bench) eventsPhases(ctx context.Context, db, label string, srv **server
 			note += fmt.Sprintf("; the webhook receiver got %s deliveries by the end of the phase", groupThousands(hooks.n.Load()-delivered0))
 		}
 		runs[conc] = sinksRun{r: r, note: note, delivered: hooks.n.Load() - delivered0}
+	}
+	if i > 0 {
+		if hookID != "" {
+			if err := e.deleteWebhook(hookID); err != nil {
+				b.logf("%s: %v", label, err)
+			}
+			hookID = ""
+		}
+		restored = true
+		return runs, nil
 	}
 	// The stream's latency: on PostgreSQL the streams are opened on a
 	// second engine process, so each event crosses processes through the
@@ -368,33 +480,7 @@ func (b *bench) eventsPhases(ctx context.Context, db, label string, srv **server
 		hookID = ""
 	}
 	restored = true
-	after, err := plainRun("after")
-	if err != nil {
-		return nil, err
-	}
-	for _, conc := range opt.conc {
-		sr := runs[conc]
-		plain := (before[conc].throughput() + after[conc].throughput()) / 2
-		note := fmt.Sprintf("%s, %d clients: purchases with %s / plain purchases on an engine restarted just before and just after "+
-			"(mean of %s and %s) %s / %s = %d%% (against the first plain phase, %s: %d%%)", label, conc, with,
-			fmtRate(before[conc].throughput()), fmtRate(after[conc].throughput()), fmtRate(sr.r.throughput()), fmtRate(plain),
-			pctOf(sr.r.throughput(), plain), fmtRate(er.purchases[conc]), pctOf(sr.r.throughput(), er.purchases[conc])) + sr.note
-		// The delivery reference (delivery.go), once, at the targets'
-		// client count: what the delivery work alone costs the machine.
-		if conc == out && opt.rate == 0 && len(opt.eventSinks) == 2 {
-			cpu, _ := before[conc].busyPerOK()
-			if ref, err := b.deliveryReference(ctx, sr.r, cpu, plain, hooks, sr.delivered, ns); err != nil {
-				b.logf("%s: events: %v", label, err)
-			} else {
-				note += "; " + ref.note
-				res.bound = ref.bound
-			}
-			// The target is issue 14's: both sinks.
-			res.purchases, res.plain = sr.r.throughput(), plain
-		}
-		b.rep.notes = append(b.rep.notes, note+".")
-	}
-	return res, nil
+	return runs, nil
 }
 
 // replaceEnv sets name=value in env.

@@ -63,6 +63,7 @@ type options struct {
 	python         string
 	natsURL        string
 	eventSinks     map[string]bool // of the events phase: webhook, nats
+	eventsRounds   int             // phases with the sinks, each between plain ones
 	batchRounds    int
 	importRows     int // the import phase's rows (0: no import phase)
 	importMembers  int
@@ -100,6 +101,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.historySpan, "history-span", 2*365*24*time.Hour, "the history's purchases are spread over this much of the past")
 	fs.StringVar(&o.python, "python", "python3", "Python with the sqlite3 module, for the C SQLite reference (\"\": skip it)")
 	fs.StringVar(&o.natsURL, "nats-url", "nats://127.0.0.1:4222", "NATS with JetStream for the events phases: purchases with a webhook and the NATS sink, and the balance stream's latency (\"\": skip them)")
+	fs.IntVar(&o.eventsRounds, "events-rounds", 3, "phases with the sinks, each between two plain phases on restarted engines (A/B/A/B…); the median round counts")
 	sinks := fs.String("event-sinks", "webhook,nats", "what the events phase configures: webhook, nats or both (to tell their costs apart)")
 	fs.IntVar(&o.batchRounds, "batch-rounds", 5, "rounds of the batch phase: 500 purchases one at a time, then 500 as one batch, from one till (0: skip it)")
 	fs.StringVar(&o.profileDir, "profile", "", "save a CPU profile of the engine during each phase to this folder (from its admin-only /debug/pprof)")
@@ -143,6 +145,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		default:
 			return o, fmt.Errorf("-event-sinks: unknown sink %q (want webhook, nats)", k)
 		}
+	}
+	if o.eventsRounds < 1 {
+		return o, errors.New("-events-rounds must be at least 1")
 	}
 	if len(o.eventSinks) == 0 {
 		return o, errors.New("-event-sinks names no sink")
