@@ -11,7 +11,10 @@ package loyalty
 // sink configured, the writer's thread waited for a core 139 ms of every
 // second (47 ms without the sinks), and a purchase cost 391 µs of its CPU
 // against 312–324. Everything else the engine does can lag by a few
-// milliseconds without slowing a till; the writer cannot.
+// milliseconds without slowing a till; the writer cannot. At nice -20 its
+// waits with the sinks fell to 42–48 ms a second, and the purchases with
+// the sinks rose from 73–80% of plain ones to 84% and 88% (the benchmark's
+// medians of three rounds; docs/BENCH.md, 3 December 2026).
 //
 // So WriterNice has the writer run on a thread of its own at a higher
 // priority (a lower nice value) while it commits groups of till writes.

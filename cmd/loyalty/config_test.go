@@ -48,3 +48,26 @@ func TestConfigMetrics(t *testing.T) {
 		t.Errorf("metrics configuration: token %q off %v addr %q", c.HTTP.MetricsToken, c.HTTP.MetricsOff, c.MetricsAddr)
 	}
 }
+
+// TestConfigWriterNice: the SQLite writer's nice value defaults to -20,
+// 0 turns it off, and anything outside -20..0 stops the engine at start.
+func TestConfigWriterNice(t *testing.T) {
+	t.Setenv("LOYALTY_DATABASE_URL", "sqlite://"+filepath.Join(t.TempDir(), "loyalty.db"))
+	t.Setenv("LOYALTY_JWT_SECRET", testSecret)
+	c, err := loadConfig()
+	if err != nil || c.WriterNice != -20 {
+		t.Fatalf("default: WriterNice %d, %v; want -20", c.WriterNice, err)
+	}
+	for v, want := range map[string]int{"0": 0, "-5": -5, "-20": -20} {
+		t.Setenv("LOYALTY_SQLITE_WRITER_NICE", v)
+		if c, err := loadConfig(); err != nil || c.WriterNice != want {
+			t.Errorf("LOYALTY_SQLITE_WRITER_NICE=%s: %d, %v; want %d", v, c.WriterNice, err, want)
+		}
+	}
+	for _, v := range []string{"-21", "1", "19", "high"} {
+		t.Setenv("LOYALTY_SQLITE_WRITER_NICE", v)
+		if _, err := loadConfig(); err == nil {
+			t.Errorf("LOYALTY_SQLITE_WRITER_NICE=%s was accepted", v)
+		}
+	}
+}
