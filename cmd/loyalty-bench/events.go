@@ -430,49 +430,41 @@ func (b *bench) sinksRound(ctx context.Context, db, label string, i int, srv **s
 		}
 		runs[conc] = sinksRun{r: r, note: note, delivered: hooks.n.Load() - delivered0}
 	}
-	if i > 0 {
-		if hookID != "" {
-			if err := e.deleteWebhook(hookID); err != nil {
-				b.logf("%s: %v", label, err)
+	if i == 0 {
+		// The stream's latency, in the first round only: on PostgreSQL
+		// the streams are opened on a second engine process, so each event
+		// crosses processes through the database; SQLite's streams are
+		// served in process.
+		streamAddr := addr
+		if db == "postgres" {
+			a2, err := freeAddr()
+			if err != nil {
+				return nil, err
 			}
-			hookID = ""
+			other, err := startServer(ctx, b.bin, replaceEnv(env, "LOYALTY_ADDR", a2), a2, filepath.Join(b.dir, db+"-streams-server.log"))
+			if err != nil {
+				return nil, err
+			}
+			defer other.stop()
+			streamAddr, res.sseAcross = a2, true
 		}
-		restored = true
-		return runs, nil
-	}
-	// The stream's latency: on PostgreSQL the streams are opened on a
-	// second engine process, so each event crosses processes through the
-	// database; SQLite's streams are served in process.
-	streamAddr := addr
-	if db == "postgres" {
-		a2, err := freeAddr()
+		b.logf("%s: events: balance stream latency over %d purchases, %d streams on %s", label, sseSamples, sseStreams,
+			map[bool]string{true: "another engine process", false: "the same engine process"}[res.sseAcross])
+		h, errs, err := e.sseLatency(ctx, streamAddr)
 		if err != nil {
 			return nil, err
 		}
-		other, err := startServer(ctx, b.bin, replaceEnv(env, "LOYALTY_ADDR", a2), a2, filepath.Join(b.dir, db+"-streams-server.log"))
-		if err != nil {
-			return nil, err
+		res.sse = h
+		where := "the same engine process"
+		if res.sseAcross {
+			where = "another engine process"
 		}
-		defer other.stop()
-		streamAddr, res.sseAcross = a2, true
+		b.rep.sections = append(b.rep.sections, fmt.Sprintf("### %s: live balance stream\n\n"+
+			"From sending a purchase to receiving its balance event on a stream opened on %s; %d purchases one at a time "+
+			"for %d members with a stream each.\n\n| p50 | p95 | p99 | max | errors |\n| ---: | ---: | ---: | ---: | --- |\n| %s | %s | %s | %s | %s |\n",
+			label, where, sseSamples, min(sseStreams, e.loadN), fmtMS(h.percentile(50)), fmtMS(h.percentile(95)), fmtMS(h.percentile(99)),
+			fmtMS(time.Duration(h.max)), errs))
 	}
-	b.logf("%s: events: balance stream latency over %d purchases, %d streams on %s", label, sseSamples, sseStreams,
-		map[bool]string{true: "another engine process", false: "the same engine process"}[res.sseAcross])
-	h, errs, err := e.sseLatency(ctx, streamAddr)
-	if err != nil {
-		return nil, err
-	}
-	res.sse = h
-	where := "the same engine process"
-	if res.sseAcross {
-		where = "another engine process"
-	}
-	b.rep.sections = append(b.rep.sections, fmt.Sprintf("### %s: live balance stream\n\n"+
-		"From sending a purchase to receiving its balance event on a stream opened on %s; %d purchases one at a time "+
-		"for %d members with a stream each.\n\n| p50 | p95 | p99 | max | errors |\n| ---: | ---: | ---: | ---: | --- |\n| %s | %s | %s | %s | %s |\n",
-		label, where, sseSamples, min(sseStreams, e.loadN), fmtMS(h.percentile(50)), fmtMS(h.percentile(95)), fmtMS(h.percentile(99)),
-		fmtMS(time.Duration(h.max)), errs))
-
 	if hookID != "" {
 		if err := e.deleteWebhook(hookID); err != nil {
 			b.logf("%s: %v", label, err)
