@@ -144,9 +144,7 @@ func (im *importer) copyNew(tx *gorm.DB, cp copyFunc, rows [][]any) ([]string, e
 	if _, err := cp("import_purchases", PurchaseCopyColumns, rows); err != nil {
 		return nil, err
 	}
-	cols := strings.Join(PurchaseCopyColumns, ", ")
-	rs, err := tx.Raw(`INSERT INTO purchases (` + cols + `) SELECT ` + cols + ` FROM import_purchases
-		ON CONFLICT (store_id, external_id) DO NOTHING RETURNING id`).Rows()
+	rs, err := tx.Raw(ImportUnstageSQL).Rows()
 	if err != nil {
 		return nil, err
 	}
@@ -176,6 +174,11 @@ const ImportStageSQL = `CREATE TEMPORARY TABLE IF NOT EXISTS import_purchases (i
 	external_id text, channel text, occurred_at timestamptz, local_date text, local_day integer, currency text, total bigint,
 	returned_amount bigint, points_earned bigint, points_reversed bigint, created_at timestamptz)
 	ON COMMIT DELETE ROWS`
+
+// ImportUnstageSQL inserts the staged purchases that are not stored yet
+// and returns their ids; exported for the benchmark's reference.
+var ImportUnstageSQL = `INSERT INTO purchases (` + strings.Join(PurchaseCopyColumns, ", ") + `) SELECT ` +
+	strings.Join(PurchaseCopyColumns, ", ") + ` FROM import_purchases ON CONFLICT (store_id, external_id) DO NOTHING RETURNING id`
 
 // copyPurchases is writePurchases on PostgreSQL, by COPY.
 func (im *importer) copyPurchases(tx *gorm.DB, cp copyFunc, now time.Time) (created, skipped int64, err error) {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -240,9 +239,7 @@ func refWrite(ctx context.Context, conn *pgx.Conn, c refChunk, tail *sync.Mutex,
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"import_purchases"}, loyalty.PurchaseCopyColumns, pgx.CopyFromRows(c.purchases)); err != nil {
 		return err
 	}
-	cols := strings.Join(loyalty.PurchaseCopyColumns, ", ")
-	rows, err := tx.Query(ctx, `INSERT INTO purchases (`+cols+`) SELECT `+cols+` FROM import_purchases
-		ON CONFLICT (store_id, external_id) DO NOTHING RETURNING id`)
+	rows, err := tx.Query(ctx, loyalty.ImportUnstageSQL)
 	if err != nil {
 		return err
 	}
