@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -78,24 +79,23 @@ func (r deliveryRow) view() Delivery {
 const deliveryColumns = "id, webhook_id, event_id, event_position, event_type, member_id, status, attempts, status_code, latency_ms, " +
 	"error, next_attempt_at, first_failed_at, created_at, updated_at, delivered_at"
 
-// deliveryChunk is the most rows one insert writes: 16 values a row, 1024
-// a statement. A batch is written in chunks of this many rows, then of
-// halving sizes, so that a handful of texts serve every batch and each is
-// compiled once (SQLite's statement cache, pgx's) rather than per batch.
+// deliveryChunk is the most rows one of SQLite's inserts writes: 16
+// values a row, 1024 a statement. A batch is written in chunks of this
+// many rows, then of halving sizes, so that a handful of texts serve every
+// batch and each is compiled once (the statement cache) rather than per
+// batch.
 const deliveryChunk = 64
 
-type insertKey struct {
-	n        int
-	postgres bool
-}
+// onConflict ends an insert of delivery rows. A row for the same event
+// exists only when an earlier engine recorded it and stopped before it
+// advanced the cursor: that row stands.
+const onConflict = " ON CONFLICT (webhook_id, event_id) DO NOTHING"
 
-// insertSQL holds the text of the insert of n rows, built once per n and
-// dialect.
-var insertSQL sync.Map // insertKey → string
+// insertSQL holds SQLite's text of the insert of n rows, built once per n.
+var insertSQL sync.Map // int → string
 
-func deliveriesInsert(n int, postgres bool) string {
-	key := insertKey{n, postgres}
-	if q, ok := insertSQL.Load(key); ok {
+func deliveriesInsert(n int) string {
+	if q, ok := insertSQL.Load(n); ok {
 		return q.(string)
 	}
 	var b strings.Builder
@@ -104,32 +104,25 @@ func deliveriesInsert(n int, postgres bool) string {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteByte('(')
-		for j := 0; j < 16; j++ {
-			if j > 0 {
-				b.WriteString(", ")
-			}
-			if postgres {
-				b.WriteString("$" + strconv.Itoa(16*i+j+1))
-			} else {
-				b.WriteByte('?')
-			}
-		}
-		b.WriteByte(')')
+		b.WriteString("(?" + strings.Repeat(", ?", 15) + ")")
 	}
-	// A row for the same event exists only when an earlier engine recorded
-	// it and stopped before it advanced the cursor: that row stands.
-	b.WriteString(" ON CONFLICT (webhook_id, event_id) DO NOTHING")
-	q, _ := insertSQL.LoadOrStore(key, b.String())
+	b.WriteString(onConflict)
+	q, _ := insertSQL.LoadOrStore(n, b.String())
 	return q.(string)
 }
 
-// insertDeliveries writes new delivery rows (of a batch of the log) in
-// multi-row inserts of prebuilt text, straight to the transaction's
-// connection, without a lease: the rows are delivered, or open and left to
-// whichever process claims them.
-func insertDeliveries(tx *gorm.DB, rows []deliveryRow) error {
-	postgres := tx.Dialector.Name() == loyalty.Postgres
+// insertDeliveries writes new delivery rows (of a batch of the log)
+// straight to the transaction's connection, without a lease: the rows are
+// delivered, or open and left to whichever process claims them. fresh says
+// that no row of the batch can exist yet (its events are past the highest
+// one recorded when the stream took its lease): the insert then needs no
+// ON CONFLICT, whose speculative insertion costs each row a probe of the
+// key first. On PostgreSQL the batch goes as one statement of arrays, one
+// a column; on SQLite, in multi-row inserts of prebuilt text.
+func insertDeliveries(tx *gorm.DB, rows []deliveryRow, fresh bool) error {
+	if tx.Dialector.Name() == loyalty.Postgres {
+		return pgInsertDeliveries(tx, rows, fresh)
+	}
 	args := make([]any, 0, 16*min(len(rows), deliveryChunk))
 	for len(rows) > 0 {
 		n := deliveryChunk
@@ -142,12 +135,56 @@ func insertDeliveries(tx *gorm.DB, rows []deliveryRow) error {
 			args = append(args, r.ID, r.WebhookID, r.EventID, r.EventPosition, r.EventType, r.MemberID, r.Status, r.Attempts,
 				r.StatusCode, r.LatencyMS, r.Error, r.NextAttemptAt, r.FirstFailedAt, r.CreatedAt, r.UpdatedAt, r.DeliveredAt)
 		}
-		if _, err := tx.Statement.ConnPool.ExecContext(tx.Statement.Context, deliveriesInsert(n, postgres), args...); err != nil {
+		if _, err := tx.Statement.ConnPool.ExecContext(tx.Statement.Context, deliveriesInsert(n), args...); err != nil {
 			return err
 		}
 		rows = rows[n:]
 	}
 	return nil
+}
+
+// pgDeliveriesInsert is PostgreSQL's insert of a batch's rows: one text
+// for every size of batch, its values bound as arrays in pgx's binary
+// format rather than as sixteen parameters a row.
+const pgDeliveriesInsert = "INSERT INTO webhook_deliveries (" + deliveryColumns + `)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::integer[],
+	$9::integer[], $10::integer[], $11::text[], $12::timestamptz[], $13::timestamptz[], $14::timestamptz[], $15::timestamptz[],
+	$16::timestamptz[])`
+
+func pgInsertDeliveries(tx *gorm.DB, rows []deliveryRow, fresh bool) error {
+	n := len(rows)
+	var (
+		ids, hooks, types, statuses = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		members, errs               = make([]*string, n), make([]*string, n)
+		events, positions           = make([]int64, n), make([]int64, n)
+		attempts                    = make([]int32, n)
+		codes, latencies            = make([]*int32, n), make([]*int32, n)
+		nexts, firsts, delivered    = make([]*time.Time, n), make([]*time.Time, n), make([]*time.Time, n)
+		created, updated            = make([]time.Time, n), make([]time.Time, n)
+	)
+	for i := range rows {
+		r := &rows[i]
+		ids[i], hooks[i], types[i], statuses[i] = r.ID, r.WebhookID, r.EventType, r.Status
+		members[i], errs[i] = r.MemberID, r.Error
+		events[i], positions[i], attempts[i] = r.EventID, r.EventPosition, int32(r.Attempts)
+		if r.StatusCode != nil {
+			c := int32(*r.StatusCode)
+			codes[i] = &c
+		}
+		if r.LatencyMS != nil {
+			l := int32(min(*r.LatencyMS, math.MaxInt32))
+			latencies[i] = &l
+		}
+		nexts[i], firsts[i], delivered[i] = r.NextAttemptAt, r.FirstFailedAt, r.DeliveredAt
+		created[i], updated[i] = r.CreatedAt, r.UpdatedAt
+	}
+	q := pgDeliveriesInsert
+	if !fresh {
+		q += onConflict
+	}
+	_, err := tx.Statement.ConnPool.ExecContext(tx.Statement.Context, q, ids, hooks, events, positions, types, members, statuses,
+		attempts, codes, latencies, errs, nexts, firsts, created, updated, delivered)
+	return err
 }
 
 // eventNumber is the row id of a public event id.

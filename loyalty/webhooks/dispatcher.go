@@ -518,8 +518,12 @@ feed:
 		return err
 	}
 	var all []deliveryRow
+	fresh := true
 	for _, r := range rows {
 		all = append(all, r...)
+		for i := range r {
+			fresh = fresh && r[i].EventID > recorded
+		}
 	}
 	end := evs[len(evs)-1].Position
 	if len(all) == 0 {
@@ -529,7 +533,7 @@ feed:
 		return nil
 	}
 	_, _, err = loyalty.Write(ctx, e.d.ledger, loyalty.IdempotencyKey{}, func(tx *loyalty.Tx) (struct{}, error) {
-		if err := insertDeliveries(tx.DB, all); err != nil {
+		if err := insertDeliveries(tx.DB, all, fresh); err != nil {
 			return struct{}{}, err
 		}
 		return struct{}{}, advanceCursor(tx, name, cfg.Owner, end, cfg.CursorTTL)

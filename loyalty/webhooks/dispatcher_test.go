@@ -516,3 +516,53 @@ func TestLargeBatch(t *testing.T) {
 		checkDelivery(t, r, ms, 5)
 	})
 }
+
+// TestDeleteDuringDelivery: an endpoint deleted while its stream records
+// batches leaves no delivery rows and no cursor behind (the rows have no
+// foreign key to cascade from; the delete removes them after the cursor,
+// whose lock a batch being recorded holds).
+func TestDeleteDuringDelivery(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		e := newEnv(t, dialect)
+		r := newReceiver(t, ok)
+		w := e.create(r.URL(), "*")
+		r.setSecret(w.Secret)
+		stop := e.dispatch(fastConfig())
+		done := make(chan struct{})
+		emitted := make(chan struct{})
+		go func() {
+			defer close(emitted)
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				now := time.Now().UTC()
+				if err := e.store.DB().Exec("INSERT INTO events (type, member_id, occurred_at, data) VALUES (?, ?, ?, ?), (?, ?, ?, ?)",
+					"purchase.created", "m1", now, `{}`, "purchase.created", "m2", now, `{}`).Error; err != nil {
+					t.Errorf("emit: %v", err)
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}()
+		eventually(t, "deliveries recorded", func() bool { return len(e.deliveries(w.ID, webhooks.Delivered)) >= 50 })
+		if err := e.hooks.Delete(context.Background(), w.ID); err != nil {
+			t.Fatal(err)
+		}
+		close(done)
+		<-emitted
+		stop()
+		var rows, cursors int64
+		if err := e.store.DB().Raw("SELECT count(*) FROM webhook_deliveries WHERE webhook_id = ?", w.ID).Scan(&rows).Error; err != nil {
+			t.Fatal(err)
+		}
+		if err := e.store.DB().Raw("SELECT count(*) FROM event_cursors WHERE name LIKE ?", "%"+w.ID).Scan(&cursors).Error; err != nil {
+			t.Fatal(err)
+		}
+		if rows != 0 || cursors != 0 {
+			t.Fatalf("after the delete: %d delivery rows and %d cursors of the endpoint", rows, cursors)
+		}
+	})
+}

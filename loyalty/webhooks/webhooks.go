@@ -402,13 +402,18 @@ func (s *Service) Delete(ctx context.Context, id string) error {
 		if err != nil {
 			return struct{}{}, err
 		}
+		// The cursor first: its row lock waits for a batch of the
+		// endpoint's stream that is being recorded (its rows commit with
+		// the cursor's advance), so the delete of the deliveries after it
+		// sees that batch's rows; a batch recorded later finds no cursor
+		// to advance and is rolled back.
+		if err := tx.DB.Exec("DELETE FROM event_cursors WHERE name = ?", cursorName(id)).Error; err != nil {
+			return struct{}{}, err
+		}
 		if err := tx.DB.Exec("DELETE FROM webhook_deliveries WHERE webhook_id = ?", id).Error; err != nil {
 			return struct{}{}, err
 		}
 		if err := tx.DB.Exec("DELETE FROM webhooks WHERE id = ?", id).Error; err != nil {
-			return struct{}{}, err
-		}
-		if err := tx.DB.Exec("DELETE FROM event_cursors WHERE name = ?", cursorName(id)).Error; err != nil {
 			return struct{}{}, err
 		}
 		return struct{}{}, tx.Audit(ctx, "webhook.delete", "webhook", id, loyalty.Change(row.view(), nil))
