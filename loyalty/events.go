@@ -171,6 +171,13 @@ func EventID(id int64) string { return "evt_" + strconv.FormatInt(id, 10) }
 type EventFilter struct {
 	Types    []string
 	MemberID string
+	// Follow marks the read of a sink that follows the end of the log
+	// (the NATS sink, a webhook stream): with every type and no member,
+	// it may be answered from the events another sink of the process
+	// read a moment before (events_tail.go), and then may end before the
+	// newest event. Reads for clients (GET /v1/events, the console) do
+	// not set it: they see every event committed before them.
+	Follow bool
 }
 
 // MatchEventType reports whether typ is selected by filters: exact types
@@ -505,6 +512,17 @@ func (s *Service) EventsAfter(ctx context.Context, after int64, f EventFilter, l
 	if limit <= 0 {
 		return nil, Invalidf("limit", "must be above 0")
 	}
+	// The sinks' reads of every event follow the end of the log together:
+	// they share the tail.
+	whole := f.Follow && f.MemberID == "" && anyAll(f.Types)
+	var gen uint64
+	if whole {
+		if evs, ok := s.store.tail.get(after, limit, time.Now()); ok {
+			return evs, nil
+		}
+		gen = s.store.tail.generation()
+	}
+	read := time.Now()
 	pos := s.store.posCol()
 	q := s.store.read(ctx).Table(s.store.positionedEvents()).Select("id, "+pos+" AS position, type, member_id, occurred_at, data").
 		Where(pos+" > ?", after)
@@ -547,6 +565,9 @@ func (s *Service) EventsAfter(ctx context.Context, after int64, f EventFilter, l
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("events: %w", err)
+	}
+	if whole {
+		s.store.tail.put(after, out, gen, read)
 	}
 	return out, nil
 }

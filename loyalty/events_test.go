@@ -348,9 +348,13 @@ func TestEventFilters(t *testing.T) {
 			{loyalty.EventFilter{Types: []string{"purchase.*", "member.erased"}}, []string{"1", "3", "4", "5"}},
 			{loyalty.EventFilter{Types: []string{"purchase.created"}, MemberID: "b"}, []string{"5"}},
 			{loyalty.EventFilter{MemberID: "b"}, []string{"2", "3", "5"}},
+			{loyalty.EventFilter{Follow: true}, []string{"0", "1", "2", "3", "4", "5"}},
+			{loyalty.EventFilter{Follow: true, Types: []string{"tier.*"}}, []string{"0", "2"}},
 		} {
-			if got := eventNotes(allEvents(t, svc, c.f, 1)); !slices.Equal(got, c.want) {
-				t.Errorf("%+v: %v, want %v", c.f, got, c.want)
+			for _, n := range []int{1, 4, 10} {
+				if got := eventNotes(allEvents(t, svc, c.f, n)); !slices.Equal(got, c.want) {
+					t.Errorf("%+v, %d a page: %v, want %v", c.f, n, got, c.want)
+				}
 			}
 		}
 		evs := allEvents(t, svc, loyalty.EventFilter{Types: []string{"member.erased"}}, 10)
@@ -366,6 +370,39 @@ func TestEventFilters(t *testing.T) {
 		}
 		if head, err := svc.EventsHead(ctx); err != nil || head != evs[0].Position+1 {
 			t.Fatalf("head %d (%v), want %d", head, err, evs[0].Position+1)
+		}
+	})
+}
+
+// TestFollowAfterErasure: a sink's read that the tail of the log would
+// answer (EventFilter.Follow) shows an erased member's earlier events
+// scrubbed, as a read of the database does, right after the erasure.
+func TestFollowAfterErasure(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		ctx := context.Background()
+		svc := loyalty.NewService(loyaltytest.MustOpen(t, dialect))
+		email := "follow@example.com"
+		m, _, err := svc.EnrolMember(ctx, loyalty.MemberInput{Email: &email}, loyalty.IdempotencyKey{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		follow := loyalty.EventFilter{Follow: true}
+		shows := func() bool {
+			for _, e := range allEvents(t, svc, follow, 100) {
+				if strings.Contains(string(e.Data), email) {
+					return true
+				}
+			}
+			return false
+		}
+		if !shows() {
+			t.Fatal("the enrolment's event does not carry the e-mail")
+		}
+		if err := svc.EraseMember(ctx, m.ID); err != nil {
+			t.Fatal(err)
+		}
+		if shows() {
+			t.Fatal("a follower's read shows the erased member's e-mail")
 		}
 	})
 }

@@ -419,5 +419,7 @@ func (s *Service) EraseMember(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("erase member: %w", err)
 	}
+	// The tail may hold the member's events as they were.
+	s.store.tail.drop()
 	return nil
 }

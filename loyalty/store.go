@@ -64,6 +64,8 @@ type Store struct {
 	// to on PostgreSQL, "" to leave it (bulkWALCompression).
 	bulkWAL     string
 	bulkWALOnce sync.Once
+	// tail is the newest events read from the log (events_tail.go).
+	tail eventTail
 }
 
 // Open connects to a database URL: sqlite://PATH or postgres://….

@@ -287,7 +287,7 @@ func (s *Sink) lead(ctx context.Context, pos int64) {
 			}
 			ensured = true
 		}
-		evs, err := s.src.EventsAfter(ctx, pos, loyalty.EventFilter{}, s.cfg.Batch)
+		evs, err := s.src.EventsAfter(ctx, pos, loyalty.EventFilter{Follow: true}, s.cfg.Batch)
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Warn("nats sink: read events", "err", err)

@@ -399,7 +399,7 @@ func (e *endpoint) hold(ctx context.Context, name string, pos int64, wake <-chan
 			return err
 		}
 		pos = max(pos, hook.StartPosition)
-		evs, err := e.d.ledger.EventsAfter(ctx, pos, loyalty.EventFilter{Types: hook.filters()}, cfg.BatchSize)
+		evs, err := e.d.ledger.EventsAfter(ctx, pos, loyalty.EventFilter{Types: hook.filters(), Follow: true}, cfg.BatchSize)
 		if err != nil {
 			return fmt.Errorf("read events: %w", err)
 		}
