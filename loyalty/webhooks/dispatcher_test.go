@@ -248,9 +248,7 @@ func TestDeadLetterAndManualRetry(t *testing.T) {
 func TestSecretRotation(t *testing.T) {
 	loyaltytest.Each(t, func(t *testing.T, dialect string) {
 		e := newEnv(t, dialect)
-		r := newReceiver(t, ok)
-		w := e.create(r.URL(), "*")
-		r.setSecret(w.Secret)
+		r, w := e.receiving()
 		e.dispatch(fastConfig())
 		e.emit("member.created", []string{"m1"}, 1)
 		eventually(t, "first event", func() bool { return len(r.delivered()) == 1 })
@@ -319,9 +317,7 @@ func TestStartsAtCreation(t *testing.T) {
 		e := newEnv(t, dialect)
 		e.emit("member.created", []string{"old"}, 2)
 		eventually(t, "old events positioned", func() bool { h, _ := e.svc.EventsHead(context.Background()); return h >= 2 })
-		r := newReceiver(t, ok)
-		w := e.create(r.URL(), "*")
-		r.setSecret(w.Secret)
+		r, _ := e.receiving()
 		e.dispatch(fastConfig())
 		e.emit("member.created", []string{"new"}, 1)
 		eventually(t, "the new event", func() bool { return len(r.delivered()) == 1 })
@@ -467,9 +463,7 @@ func attempts(t *testing.T, reg *prometheus.Registry, outcome string) float64 {
 func TestRecordedBeyondCursor(t *testing.T) {
 	loyaltytest.Each(t, func(t *testing.T, dialect string) {
 		e := newEnv(t, dialect)
-		r := newReceiver(t, ok)
-		w := e.create(r.URL(), "*")
-		r.setSecret(w.Secret)
+		r, w := e.receiving()
 		e.emit("purchase.created", []string{"m1"}, 3)
 		ctx := context.Background()
 		var evs []loyalty.Event
@@ -505,9 +499,7 @@ func TestRecordedBeyondCursor(t *testing.T) {
 func TestLargeBatch(t *testing.T) {
 	loyaltytest.Each(t, func(t *testing.T, dialect string) {
 		e := newEnv(t, dialect)
-		r := newReceiver(t, ok)
-		w := e.create(r.URL(), "*")
-		r.setSecret(w.Secret)
+		r, w := e.receiving()
 		ms := members(31)
 		e.emit("purchase.created", ms, 5)
 		e.dispatch(fastConfig())
@@ -524,9 +516,7 @@ func TestLargeBatch(t *testing.T) {
 func TestDeleteDuringDelivery(t *testing.T) {
 	loyaltytest.Each(t, func(t *testing.T, dialect string) {
 		e := newEnv(t, dialect)
-		r := newReceiver(t, ok)
-		w := e.create(r.URL(), "*")
-		r.setSecret(w.Secret)
+		_, w := e.receiving()
 		stop := e.dispatch(fastConfig())
 		done := make(chan struct{})
 		emitted := make(chan struct{})

@@ -93,6 +93,16 @@ func (e *env) create(url string, events ...string) webhooks.Webhook {
 	return w
 }
 
+// receiving registers an endpoint for every type at a receiver that
+// answers every request with 204 and checks the endpoint's signatures.
+func (e *env) receiving() (*receiver, webhooks.Webhook) {
+	e.t.Helper()
+	r := newReceiver(e.t, ok)
+	w := e.create(r.URL(), "*")
+	r.setSecret(w.Secret)
+	return r, w
+}
+
 // emit appends events to the log as a change's transaction does: per
 // member a numbered run ("seq" in data), interleaved across members.
 func (e *env) emit(typ string, members []string, perMember int) {
