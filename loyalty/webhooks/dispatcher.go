@@ -266,8 +266,9 @@ func (d *Dispatcher) stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_, _, err := loyalty.Write(ctx, d.ledger, loyalty.IdempotencyKey{}, func(tx *loyalty.Tx) (struct{}, error) {
-		return struct{}{}, tx.DB.Exec("UPDATE webhook_deliveries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ? AND status IN ?",
-			d.cfg.Owner, []string{Pending, Held}).Error
+		// Literal statuses: the open rows' partial index, not every row.
+		return struct{}{}, tx.DB.Exec(`UPDATE webhook_deliveries SET lease_owner = NULL, lease_until = NULL
+			WHERE lease_owner = ? AND status IN ('pending', 'held')`, d.cfg.Owner).Error
 	})
 	if err != nil {
 		d.log.Warn("webhooks: release retries", "error", err.Error())
@@ -638,10 +639,7 @@ func (e *endpoint) known(ctx context.Context, evs []loyalty.Event, recorded int6
 	skip, blocked = map[int64]bool{}, map[string]bool{}
 	// SQLite's planner, without statistics, would rather walk the
 	// endpoint's open rows by status than look each member up.
-	open := "webhook_deliveries"
-	if e.d.ledger.Store().Dialect != loyalty.Postgres {
-		open += " INDEXED BY webhook_deliveries_open"
-	}
+	open := openDeliveries(e.d.ledger, "webhook_deliveries_open")
 	err = loyalty.Read(ctx, e.d.ledger, func(db *gorm.DB) error {
 		if len(nums) > 0 {
 			var hits []int64
@@ -672,6 +670,16 @@ func (e *endpoint) known(ctx context.Context, evs []loyalty.Event, recorded int6
 		return nil, nil, fmt.Errorf("read deliveries: %w", err)
 	}
 	return skip, blocked, nil
+}
+
+// openDeliveries is the FROM of a read of an endpoint's open deliveries
+// by the partial index named: on SQLite, whose planner has no statistics
+// to prefer it to the endpoint's key, the index is named in the query.
+func openDeliveries(ledger *loyalty.Service, index string) string {
+	if ledger.Store().Dialect == loyalty.Postgres {
+		return "webhook_deliveries"
+	}
+	return "webhook_deliveries INDEXED BY " + index
 }
 
 // result is the outcome of one attempt.

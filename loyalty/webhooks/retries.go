@@ -65,8 +65,13 @@ func (e *endpoint) claimDue(ctx context.Context) error {
 	var due []string
 	now := e.d.ledger.Now()
 	err := loyalty.Read(ctx, e.d.ledger, func(db *gorm.DB) error {
-		return db.Model(&deliveryRow{}).Where("webhook_id = ? AND status IN ? AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?)",
-			e.id, []string{Pending, Held}, now, now).Limit(1).Pluck("id", &due).Error
+		// The statuses are literals so that the partial index of the open
+		// rows by due time applies (a read of a few rows, however long the
+		// endpoint's history); SQLite's planner, without statistics, would
+		// rather walk the endpoint's key, every row it ever delivered.
+		return db.Raw(`SELECT id FROM `+openDeliveries(e.d.ledger, "webhook_deliveries_due")+` WHERE webhook_id = ?
+			AND status IN ('pending', 'held') AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?) LIMIT 1`,
+			e.id, now, now).Scan(&due).Error
 	})
 	if err != nil || len(due) == 0 {
 		return err
