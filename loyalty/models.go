@@ -2,6 +2,7 @@ package loyalty
 
 import (
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/google/uuid"
@@ -195,6 +196,14 @@ func (idempotencyRow) TableName() string { return "idempotency_keys" }
 // newID returns an opaque, time-ordered id (UUIDv7), so that ordering by id
 // is ordering by creation.
 func newID() string { return uuid.Must(uuid.NewV7()).String() }
+
+// IDFloor is the least id NewID makes at t or later. An id is a UUIDv7,
+// whose text begins with its Unix milliseconds in hex, so ids compare as
+// the instants they were made at: every id made before t is below it.
+func IDFloor(t time.Time) string {
+	ms := uint64(t.UnixMilli())
+	return fmt.Sprintf("%08x-%04x", ms>>16, ms&0xffff)
+}
 
 func strp(s string) *string {
 	if s == "" {

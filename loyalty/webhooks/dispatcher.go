@@ -243,16 +243,43 @@ func (d *Dispatcher) refresh(ctx context.Context) {
 }
 
 // prune drops delivered rows older than HistoryKept. Every process does it
-// about hourly; deleting what another already deleted costs nothing.
+// about hourly; deleting what another already deleted costs nothing. The
+// rows go endpoint by endpoint through the key's range of ids made before
+// the cutoff (ids are time-ordered: loyalty.IDFloor), pruneChunk rows a
+// transaction, so a run reads what it deletes rather than the whole
+// history, and holds the writer (SQLite's, the rows' pages) for a chunk
+// at a time. A row delivered by a retry after the cutoff stays, by its
+// updated_at, until a later run.
 func (d *Dispatcher) prune(ctx context.Context) {
 	before := d.ledger.Now().Add(-d.cfg.HistoryKept)
-	_, _, err := loyalty.Write(ctx, d.ledger, loyalty.IdempotencyKey{}, func(tx *loyalty.Tx) (struct{}, error) {
-		return struct{}{}, tx.DB.Exec("DELETE FROM webhook_deliveries WHERE status = ? AND updated_at < ?", Delivered, before).Error
+	floor := loyalty.IDFloor(before)
+	var hooks []string
+	err := loyalty.Read(ctx, d.ledger, func(db *gorm.DB) error {
+		return db.Model(&webhookRow{}).Order("id").Pluck("id", &hooks).Error
 	})
+	for _, id := range hooks {
+		for err == nil && ctx.Err() == nil {
+			var n int64
+			_, _, err = loyalty.Write(ctx, d.ledger, loyalty.IdempotencyKey{}, func(tx *loyalty.Tx) (struct{}, error) {
+				r := tx.DB.Exec(`DELETE FROM webhook_deliveries WHERE webhook_id = ? AND id IN (
+					SELECT id FROM webhook_deliveries WHERE webhook_id = ? AND id < ? AND status = 'delivered' AND updated_at < ?
+					ORDER BY id LIMIT ?)`, id, id, floor, before, pruneChunk)
+				n = r.RowsAffected
+				return struct{}{}, r.Error
+			})
+			if n < int64(pruneChunk) {
+				break
+			}
+		}
+	}
 	if err != nil && ctx.Err() == nil {
 		d.log.Warn("webhooks: prune history", "error", err.Error())
 	}
 }
+
+// pruneChunk is the most delivered rows one transaction of prune deletes
+// (a variable for the tests).
+var pruneChunk = 5000
 
 func (d *Dispatcher) stop() {
 	d.mu.Lock()

@@ -2,8 +2,7 @@ package webhooks_test
 
 import (
 	"context"
-
-	"github.com/prometheus/client_golang/prometheus"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/loyalty-engine/loyalty/loyalty"
 	"github.com/loyalty-engine/loyalty/loyalty/loyaltytest"
@@ -413,21 +414,33 @@ func TestTwoEngines(t *testing.T) {
 }
 
 // TestHistoryPruned: delivered rows older than HistoryKept leave the
-// history; dead letters stay until retried.
+// history, several transactions' worth of them; dead letters stay
+// until retried, and so do rows delivered since the cutoff, also one made
+// before it and delivered by a late retry.
 func TestHistoryPruned(t *testing.T) {
 	loyaltytest.Each(t, func(t *testing.T, dialect string) {
 		e := newEnv(t, dialect)
 		w := e.create("http://127.0.0.1:9/none", "*")
-		old := time.Now().UTC().Add(-40 * 24 * time.Hour)
-		for i, status := range []string{webhooks.Delivered, webhooks.Failed} {
+		now := time.Now().UTC()
+		old := now.Add(-40 * 24 * time.Hour)
+		add := func(n int, status string, made, updated time.Time) {
+			t.Helper()
 			if err := e.store.DB().Exec(`INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_position, event_type, status,
 				attempts, created_at, updated_at) VALUES (?, ?, ?, ?, 'member.created', ?, 1, ?, ?)`,
-				"old-"+status, w.ID, i+1, i+1, status, old, old).Error; err != nil {
+				loyalty.IDFloor(made)+fmt.Sprintf("-7000-8000-%012d", n), w.ID, n, n, status, made, updated).Error; err != nil {
 				t.Fatal(err)
 			}
 		}
+		webhooks.SetPruneChunk(t, 4)
+		many := 10
+		for i := range many {
+			add(i+1, webhooks.Delivered, old.Add(time.Duration(i)*time.Millisecond), old)
+		}
+		add(many+1, webhooks.Failed, old, old)
+		add(many+2, webhooks.Delivered, old, now) // a late retry's delivery
+		add(many+3, webhooks.Delivered, now, now) // today's
 		e.dispatch(fastConfig())
-		eventually(t, "old history pruned", func() bool { return len(e.deliveries(w.ID, webhooks.Delivered)) == 0 })
+		eventually(t, "old history pruned", func() bool { return len(e.deliveries(w.ID, webhooks.Delivered)) == 2 })
 		if f := e.deliveries(w.ID, webhooks.Failed); len(f) != 1 {
 			t.Fatalf("dead letters %+v", f)
 		}
