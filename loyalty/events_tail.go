@@ -1,6 +1,7 @@
 package loyalty
 
 import (
+	"sort"
 	"sync"
 	"time"
 )
@@ -34,24 +35,15 @@ const (
 	tailMax = 4096
 )
 
-// get answers up to limit events after pos from the tail, if it holds the
-// event after pos.
+// get answers up to limit events after the position after from the tail,
+// if it holds the event after it.
 func (t *eventTail) get(after int64, limit int, now time.Time) ([]Event, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.evs) == 0 || after < t.from || now.Sub(t.at) > tailFresh {
 		return nil, false
 	}
-	// The first event after pos.
-	i, j := 0, len(t.evs)
-	for i < j {
-		h := int(uint(i+j) >> 1)
-		if t.evs[h].Position <= after {
-			i = h + 1
-		} else {
-			j = h
-		}
-	}
+	i := sort.Search(len(t.evs), func(i int) bool { return t.evs[i].Position > after })
 	if i == len(t.evs) {
 		return nil, false
 	}
@@ -67,7 +59,7 @@ func (t *eventTail) generation() uint64 {
 }
 
 // put keeps what a read of the database answered: evs, every event after
-// pos up to its last. It extends the tail when it starts where the tail
+// after up to its last. It extends the tail when it starts where the tail
 // ends, and replaces it otherwise. A read begun before a drop (gen) is not
 // kept.
 func (t *eventTail) put(after int64, evs []Event, gen uint64, at time.Time) {
