@@ -69,6 +69,9 @@ type SpendFit struct {
 // of the table members ("" for all); its arguments are activityArgs.
 func (r *Runner) activitySQL(members string) string {
 	store := r.svc.Store()
+	if members != "" && store.Dialect == loyalty.Postgres {
+		return activityByMemberSQL(members)
+	}
 	// All members: one pass over the purchases. Some: theirs, read member
 	// by member on PostgreSQL through purchases_member_cover (OFFSET 0
 	// keeps the planner from turning the loop back into a join with every
@@ -93,6 +96,36 @@ func (r *Runner) activitySQL(members string) string {
 		SUM(CASE WHEN d.local_day > ? THEN d.amt END) AS year_spend,
 		MAX(d.rfm_last_at) AS rfm_last_at, SUM(d.rfm_n) AS rfm_n, ` + store.SumSQL("d.rfm_spend") + ` AS rfm_spend
 	FROM d JOIN f ON f.member_id = d.member_id GROUP BY d.member_id, f.first_day`
+}
+
+// activityByMemberSQL is activitySQL for the members of the table
+// members on PostgreSQL: each member's summary is made inside its own
+// LATERAL, from its purchase days (a member's few dozen rows of
+// purchases_member_cover, grouped by day and numbered in day order), so
+// no step holds more than one member's rows. The same figures as the
+// one-pass form, without its two aggregations and join over every
+// touched member's days at once (1.3 s of 2.4 s for 21,000 members at a
+// million). A member with no purchase up to the as-of has no row.
+func activityByMemberSQL(members string) string {
+	return `SELECT t.member_id, s.first_day, s.x, s.last_day, s.second_day, s.purchases, s.repeat_spend, s.year_spend,
+		s.rfm_last_at, s.rfm_n, s.rfm_spend
+	FROM ` + members + ` t CROSS JOIN LATERAL (
+		SELECT MIN(d.local_day) AS first_day, COUNT(*) - 1 AS x, MAX(d.local_day) AS last_day,
+			MIN(d.local_day) FILTER (WHERE d.k = 2) AS second_day, SUM(d.n) AS purchases,
+			COALESCE(SUM(d.amt) FILTER (WHERE d.k > 1), 0) AS repeat_spend,
+			SUM(d.year_amt) AS year_spend,
+			MAX(d.rfm_last_at) AS rfm_last_at, SUM(d.rfm_n) AS rfm_n, SUM(d.rfm_spend) AS rfm_spend
+		FROM (SELECT *, CASE WHEN local_day > yd THEN amt END AS year_amt FROM (
+			SELECT p.local_day, COUNT(*) AS n, SUM(CAST(p.total AS DOUBLE PRECISION)) AS amt,
+				MAX(CASE WHEN p.occurred_at > ? THEN p.occurred_at END) AS rfm_last_at,
+				SUM(CASE WHEN p.occurred_at > ? THEN 1 ELSE 0 END) AS rfm_n,
+				SUM(CASE WHEN p.occurred_at > ? THEN ` + loyalty.NetSpendSQL("p") + ` ELSE 0 END) AS rfm_spend,
+				ROW_NUMBER() OVER (ORDER BY p.local_day) AS k
+			FROM purchases p WHERE p.member_id = t.member_id AND p.occurred_at <= ? AND p.local_day <= ?
+			GROUP BY p.local_day
+		) d0 CROSS JOIN (SELECT CAST(? AS bigint) AS yd) y) d
+		HAVING COUNT(*) > 0
+	) s`
 }
 
 // activityColumns are the columns of activitySQL, member_activity's.

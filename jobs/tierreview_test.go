@@ -1,6 +1,7 @@
 package jobs_test
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -58,7 +59,7 @@ func TestTierReviewCalendarYearBoundary(t *testing.T) {
 		rec := e.run(t, "tier-review", eve)
 		want("after the review at 23:59 on 31 Dec 2025", map[string]string{
 			mid2024: "vib", lastOf2024: "vib", rouge2024: "rouge", firstOf2025: "vib"})
-		if s := string(rec.Summary); s != `{"downgraded":0}` {
+		if s := string(rec.Summary); s != `{"downgraded":0,"judged":0}` {
 			t.Errorf("summary at 23:59 %s, want nothing downgraded", s)
 		}
 
@@ -70,11 +71,11 @@ func TestTierReviewCalendarYearBoundary(t *testing.T) {
 		rec = e.run(t, "tier-review", newYear)
 		want("after the review at 00:00 on 1 Jan 2026", map[string]string{
 			mid2024: "insider", lastOf2024: "insider", rouge2024: "vib", firstOf2025: "vib"})
-		if s := string(rec.Summary); s != `{"downgraded":3}` {
+		if s := string(rec.Summary); s != `{"downgraded":3,"judged":3}` {
 			t.Errorf("summary at 00:00 %s, want 3 downgraded", s)
 		}
 		// A second run as of the same instant changes nothing.
-		if s := string(e.run(t, "tier-review", newYear).Summary); s != `{"downgraded":0}` {
+		if s := string(e.run(t, "tier-review", newYear).Summary); s != `{"downgraded":0,"judged":0}` {
 			t.Errorf("second run %s, want nothing downgraded", s)
 		}
 		want("after a second run", map[string]string{
@@ -107,38 +108,50 @@ func TestTierReviewPastAsOf(t *testing.T) {
 		if got := e.tierOf(spentSince); got != "vib" {
 			t.Errorf("a member whose spend justifies VIB now was moved to %q by a review as of a past instant", got)
 		}
-		if s := string(rec.Summary); s != `{"downgraded":1}` {
+		if s := string(rec.Summary); s != `{"downgraded":1,"judged":2}` {
 			t.Errorf("summary %s", s)
 		}
 		// Nothing more as of an earlier instant still.
-		if s := string(e.run(t, "tier-review", asOf.AddDate(0, 0, -5)).Summary); s != `{"downgraded":0}` {
+		if s := string(e.run(t, "tier-review", asOf.AddDate(0, 0, -5)).Summary); s != `{"downgraded":0,"judged":1}` {
 			t.Errorf("an earlier review downgraded again: %s", s)
 		}
 	})
 }
 
-// TestTierReviewKeepsWhomItJudged: a VIB member whose oldest qualifying
-// purchase has left the window is judged by the review and keeps its tier
-// on the purchase since; the review saves its kept state, so that the next
-// review passes it over until its spend can drop again.
-func TestTierReviewKeepsWhomItJudged(t *testing.T) {
+// TestTierReviewJudgesWhomItCanMove: a VIB member whose oldest qualifying
+// purchase has left the window, so that its kept row is due, still
+// reaches VIB on the purchase since: the review passes it over by its
+// spend, without locking or judging it, and moves down only the member
+// below the threshold. A year after its last purchase its spend is gone,
+// and the next review moves it down too.
+func TestTierReviewJudgesWhomItCanMove(t *testing.T) {
 	loyaltytest.Each(t, func(t *testing.T, dialect string) {
 		t0 := time.Date(2025, 1, 10, 12, 0, 0, 0, time.UTC)
 		e := newEnv(t, dialect, t0)
 		e.ladder()
-		m := e.enrol("")
+		m, gone := e.enrol(""), e.enrol("")
 		e.buy(m, 35000)
+		e.buy(gone, 35000)
 		e.clock.Set(t0.AddDate(0, 0, 100))
 		e.buy(m, 36000)
 		kept := t0.AddDate(0, 0, 100).Add(time.Hour)
 		review := t0.AddDate(0, 0, 400)
 		e.clock.Set(review)
-		e.run(t, "tier-review", review)
+		var sum loyalty.TierReviewSummary
+		if err := json.Unmarshal(e.run(t, "tier-review", review).Summary, &sum); err != nil {
+			t.Fatal(err)
+		}
+		if sum.Judged != 1 || sum.Downgraded != 1 {
+			t.Errorf("the review judged %d and moved down %d members, want 1 and 1 (the member below the threshold)", sum.Judged, sum.Downgraded)
+		}
 		if got := e.tierOf(m); got != "vib" {
 			t.Fatalf("after the review the member holds %q, want vib", got)
 		}
-		if n := e.count(`SELECT COUNT(*) FROM member_balances WHERE member_id = ? AND as_of > ?`, m, kept); n != 1 {
-			t.Errorf("the review left the member's kept state as of its last purchase")
+		if got := e.tierOf(gone); got != "insider" {
+			t.Fatalf("after the review the member whose spend left holds %q, want insider", got)
+		}
+		if n := e.count(`SELECT COUNT(*) FROM member_balances WHERE member_id = ? AND as_of <= ?`, m, kept); n != 1 {
+			t.Errorf("the review wrote the kept state of a member it had no cause to judge")
 		}
 		// A year after the second purchase its spend is gone: the next
 		// review moves it down.
@@ -147,6 +160,41 @@ func TestTierReviewKeepsWhomItJudged(t *testing.T) {
 		e.run(t, "tier-review", later)
 		if got := e.tierOf(m); got != "insider" {
 			t.Errorf("a year after its last purchase the member holds %q, want insider", got)
+		}
+	})
+}
+
+// TestTierReviewAfterPeriodChange: a member's kept qualifying spend was
+// measured under the qualifying period in force when it was kept. Once
+// the period is shortened, the review measures that member again rather
+// than passing it over on its kept spend, and moves it down; a change of
+// other settings leaves a fresh kept spend standing.
+func TestTierReviewAfterPeriodChange(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		t0 := time.Date(2025, 1, 10, 12, 0, 0, 0, time.UTC)
+		e := newEnv(t, dialect, t0)
+		e.ladder() // rolling 365-day window
+		m := e.enrol("")
+		e.buy(m, 35000)
+		e.clock.Set(t0.AddDate(0, 0, 380))
+		e.buy(m, 35000)
+		e.clock.Set(t0.AddDate(0, 0, 390))
+		gift := loyalty.BirthdayGift{Enabled: true, BonusPoints: 50, ClaimDays: 30}
+		e.program(loyalty.ProgramPatch{BirthdayGift: &gift})
+		review := t0.AddDate(0, 0, 400)
+		e.clock.Set(review)
+		e.run(t, "tier-review", review)
+		if got := e.tierOf(m); got != "vib" {
+			t.Fatalf("after a change of other settings the member holds %q, want vib", got)
+		}
+		// 30 days: the purchase of day 380 no longer counts on day 420.
+		days := 30
+		e.program(loyalty.ProgramPatch{TierWindowDays: &days})
+		later := t0.AddDate(0, 0, 420)
+		e.clock.Set(later)
+		e.run(t, "tier-review", later)
+		if got := e.tierOf(m); got != "insider" {
+			t.Errorf("under a 30-day period with no purchase in it the member holds %q, want insider", got)
 		}
 	})
 }

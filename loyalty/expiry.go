@@ -109,6 +109,9 @@ func (s *Service) ExpirePoints(ctx context.Context, asOf time.Time) (ExpirySumma
 // TierReviewSummary counts what a tier review changed.
 type TierReviewSummary struct {
 	Downgraded int64 `json:"downgraded"`
+	// Judged counts the members below their tier's threshold that the
+	// review locked and judged (the others were passed over by index).
+	Judged int64 `json:"judged"`
 }
 
 // ReviewTiers moves down every member whose tier is no longer protected
@@ -140,21 +143,36 @@ func (s *Service) ReviewTiers(ctx context.Context, asOf time.Time) (TierReviewSu
 		if err != nil {
 			return err
 		}
-		cutoff := prog.Period().ReviewCutoff(asOf)
+		period := prog.Period()
+		cutoff := period.ReviewCutoff(asOf)
 		// A member whose balance row keeps its qualifying spend at asOf
-		// (kept under the current settings, as of asOf or before, with no
-		// change due by asOf) and keeps it at or above its tier's threshold
-		// is not due, and is left out without summing its purchases.
+		// (kept under the current qualifying period, period_version, as
+		// of asOf or before, with no change due by asOf: a row kept
+		// under other settings measured the spend as now, and its next
+		// change comes no later than the spend's) and keeps it at or above its tier's threshold
+		// is not due, and is left out without summing its purchases. Of
+		// the others, those whose spend at asOf, summed from their
+		// purchases by index (purchases_member_cover carries the columns),
+		// still reaches the threshold are not due either: a purchase that
+		// left the period or a lot that changed state moved their kept
+		// row's next change, not their tier. Only the members below their
+		// tier's threshold are judged and locked below, so a night's review
+		// costs an index probe for each member whose kept row is due, and
+		// the work of a move for each member that can move.
+		spend := s.store.QualifyingSpendSQL("m.id")
+		args := append([]any{ts(cutoff), ts(asOf), ts(asOf)}, QualifyingSpendArgs(period, asOf)...)
 		return db.Raw(`SELECT m.id FROM members m JOIN tiers t ON t.code = m.tier_code
 			JOIN member_balances b ON b.member_id = m.id
 			WHERE m.status = 'active' AND m.tier_since <= ? AND t.rank > (SELECT MIN(rank) FROM tiers)
-			AND NOT (b.config_version = (SELECT config_version FROM program WHERE id = 1) AND b.as_of <= ?
+			AND NOT (b.config_version >= (SELECT period_version FROM program WHERE id = 1) AND b.as_of <= ?
 				AND (b.next_change_at IS NULL OR b.next_change_at > ?) AND b.qualifying_spend >= t.qualifying_spend)
-			ORDER BY m.id`, ts(cutoff), ts(asOf), ts(asOf)).Scan(&ids).Error
+			AND `+spend+` < t.qualifying_spend
+			ORDER BY m.id`, args...).Scan(&ids).Error
 	})
 	if err != nil {
 		return sum, fmt.Errorf("review tiers: %w", err)
 	}
+	sum.Judged = int64(len(ids))
 	// Then tierReviewChunk candidates a transaction, so the rows a chunk
 	// locks are held for one chunk: a till waits for one at most.
 	for len(ids) > 0 {
