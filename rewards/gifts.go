@@ -82,8 +82,23 @@ func (s *Service) BirthdayGifts(ctx context.Context, asOf time.Time) (GiftSummar
 	if err != nil {
 		return sum, err
 	}
+	// First the expiry of unclaimed gifts and the day's members, zone by
+	// zone; then their gifts giftChunk members a transaction, so that the
+	// balances a chunk credits are locked for one chunk, not the run: a
+	// till buying for one of them waits for a chunk at most. A run that
+	// stops part way leaves the gifts given so far, and the one gift per
+	// member and year makes the next run give only the rest.
+	type zoneDay struct {
+		zone     string
+		year     int
+		days     []string
+		expires  time.Time
+		endOfDay time.Time
+		ids      []string
+	}
+	var plan []zoneDay
 	err = loyalty.WriteSet(ctx, s.ledger, func(tx *loyalty.Tx) error {
-		sum = GiftSummary{}
+		sum, plan = GiftSummary{}, nil
 		prog, err := tx.Program()
 		if err != nil {
 			return err
@@ -98,17 +113,6 @@ func (s *Service) BirthdayGifts(ctx context.Context, asOf time.Time) (GiftSummar
 			return nil
 		}
 		sum.Enabled = true
-		minRank := -1
-		if g.MinTier != nil {
-			ladder, err := tx.Ladder()
-			if err != nil {
-				return err
-			}
-			if t, ok := ladder.Find(*g.MinTier); ok {
-				minRank = t.Rank
-			}
-		}
-		options, _ := json.Marshal(g.RewardIDs)
 		// The timezones of the members whose birthday can be the run's day
 		// somewhere: a local date is within a day of the UTC date, so
 		// those born on the UTC day or the one either side of it, read by
@@ -119,7 +123,6 @@ func (s *Service) BirthdayGifts(ctx context.Context, asOf time.Time) (GiftSummar
 			Scan(&zones).Error; err != nil {
 			return err
 		}
-		runID := loyalty.NewID()
 		for _, zone := range zones {
 			loc := prog.Location()
 			if zone != "" {
@@ -129,62 +132,113 @@ func (s *Service) BirthdayGifts(ctx context.Context, asOf time.Time) (GiftSummar
 			}
 			local := asOf.In(loc)
 			y, m, d := local.Date()
-			days := birthdaysOn(local)
 			// The claim window runs from the start of the birthday, local time.
 			day := time.Date(y, m, d, 0, 0, 0, 0, loc)
-			expires := loyalty.TS(day.AddDate(0, 0, g.ClaimDays))
-			if !expires.After(tx.Now) {
+			z := zoneDay{zone: zone, year: y, days: birthdaysOn(local), expires: loyalty.TS(day.AddDate(0, 0, g.ClaimDays)),
+				endOfDay: loyalty.TS(day.AddDate(0, 0, 1))}
+			if !z.expires.After(tx.Now) {
 				continue // a past day whose gifts could no longer be claimed
 			}
-			q := `INSERT INTO member_gifts (id, member_id, year, birthday, options, bonus_points, status, expires_at, run_id, created_at)
-				SELECT 'gift:' || m.id || ':' || ?, m.id, ?, m.birthday, ?, ?, 'available', ?, ?, ?
-				FROM members m
-				WHERE m.status = 'active' AND m.birthday IS NOT NULL AND COALESCE(m.timezone, '') = ? AND substr(m.birthday, 6, 5) IN ?
-				AND m.enrolled_at < ?`
-			args := []any{strconv.Itoa(y), y, string(options), g.BonusPoints, expires, runID, tx.Now, zone, days,
-				loyalty.TS(day.AddDate(0, 0, 1))}
-			if g.BonusPoints > 0 {
-				// A balance the bonus would carry past int64 gets no gift,
-				// rather than failing the run for every member of the day.
-				q += ` AND EXISTS (SELECT 1 FROM member_balances b WHERE b.member_id = m.id
-					AND b.points <= ? AND b.lifetime_earned <= ?)`
-				args = append(args, int64(math.MaxInt64)-g.BonusPoints, int64(math.MaxInt64)-g.BonusPoints)
+			if err := tx.DB.Raw(`SELECT m.id FROM members m WHERE m.status = 'active' AND m.birthday IS NOT NULL
+				AND COALESCE(m.timezone, '') = ? AND substr(m.birthday, 6, 5) IN ? AND m.enrolled_at < ? ORDER BY m.id`,
+				zone, z.days, z.endOfDay).Scan(&z.ids).Error; err != nil {
+				return err
 			}
-			if minRank >= 0 {
-				q += ` AND COALESCE((SELECT t.rank FROM tiers t WHERE t.code = m.tier_code),
-					(SELECT MIN(t.rank) FROM tiers t)) >= ?`
-				args = append(args, minRank)
-			}
-			res := tx.DB.Exec(q+" ON CONFLICT DO NOTHING", args...)
-			if res.Error != nil {
-				return res.Error
-			}
-			sum.Timezones++
-			sum.Given += res.RowsAffected
+			plan = append(plan, z)
 		}
-		if sum.Given == 0 {
-			return nil
-		}
-		if err := s.grantedEvents(tx, runID); err != nil {
-			return err
-		}
-		if g.BonusPoints == 0 {
-			return nil
-		}
-		// The gift's own id is its entry's: one entry per gift.
-		if err := tx.BulkCredit(loyalty.BulkCredit{Kind: loyalty.KindGift, Points: g.BonusPoints,
-			Rows: `SELECT g.id AS entry_id, g.member_id, 'birthday gift ' || g.year AS description
-				FROM member_gifts g WHERE g.run_id = @run`,
-			Args: map[string]any{"run": runID}}); err != nil {
-			return err
-		}
-		sum.Points = loyalty.SumOf(g.BonusPoints).Times(sum.Given)
 		return nil
 	})
 	if err != nil {
 		return sum, fmt.Errorf("birthday gifts: %w", err)
 	}
+	for _, z := range plan {
+		sum.Timezones++
+		for ids := z.ids; len(ids) > 0; {
+			chunk := ids[:min(len(ids), giftChunk)]
+			ids = ids[len(chunk):]
+			var given int64
+			var points loyalty.Sum
+			err := loyalty.WriteSet(ctx, s.ledger, func(tx *loyalty.Tx) error {
+				var err error
+				given, points, err = s.giveGifts(tx, z.year, z.days, z.zone, z.expires, z.endOfDay, chunk)
+				return err
+			})
+			if err != nil {
+				return sum, fmt.Errorf("birthday gifts: %w", err)
+			}
+			sum.Given += given
+			sum.Points = sum.Points.Add(points)
+		}
+	}
 	return sum, nil
+}
+
+// giftChunk is the most members one transaction of a birthday-gifts run
+// gives gifts to (a variable for tests of runs over several chunks).
+var giftChunk = 250
+
+// giveGifts gives the gift of year to those of the members ids whose
+// birthday is one of days in zone ("" for the program's) and who still
+// qualify under the settings as tx reads them, and returns how many it
+// gave and the points it credited.
+func (s *Service) giveGifts(tx *loyalty.Tx, year int, days []string, zone string, expires, endOfDay time.Time, ids []string) (int64, loyalty.Sum, error) {
+	prog, err := tx.Program()
+	if err != nil {
+		return 0, loyalty.Sum{}, err
+	}
+	g := prog.BirthdayGift
+	if !g.Enabled {
+		return 0, loyalty.Sum{}, nil
+	}
+	minRank := -1
+	if g.MinTier != nil {
+		ladder, err := tx.Ladder()
+		if err != nil {
+			return 0, loyalty.Sum{}, err
+		}
+		if t, ok := ladder.Find(*g.MinTier); ok {
+			minRank = t.Rank
+		}
+	}
+	options, _ := json.Marshal(g.RewardIDs)
+	runID := loyalty.NewID()
+	q := `INSERT INTO member_gifts (id, member_id, year, birthday, options, bonus_points, status, expires_at, run_id, created_at)
+		SELECT 'gift:' || m.id || ':' || ?, m.id, ?, m.birthday, ?, ?, 'available', ?, ?, ?
+		FROM members m
+		WHERE m.id IN ? AND m.status = 'active' AND m.birthday IS NOT NULL AND COALESCE(m.timezone, '') = ?
+		AND substr(m.birthday, 6, 5) IN ? AND m.enrolled_at < ?`
+	args := []any{strconv.Itoa(year), year, string(options), g.BonusPoints, expires, runID, tx.Now, ids, zone, days, endOfDay}
+	if g.BonusPoints > 0 {
+		// A balance the bonus would carry past int64 gets no gift,
+		// rather than failing the run for every member of the day.
+		q += ` AND EXISTS (SELECT 1 FROM member_balances b WHERE b.member_id = m.id
+			AND b.points <= ? AND b.lifetime_earned <= ?)`
+		args = append(args, int64(math.MaxInt64)-g.BonusPoints, int64(math.MaxInt64)-g.BonusPoints)
+	}
+	if minRank >= 0 {
+		q += ` AND COALESCE((SELECT t.rank FROM tiers t WHERE t.code = m.tier_code),
+			(SELECT MIN(t.rank) FROM tiers t)) >= ?`
+		args = append(args, minRank)
+	}
+	res := tx.DB.Exec(q+" ON CONFLICT DO NOTHING", args...)
+	if res.Error != nil || res.RowsAffected == 0 {
+		return 0, loyalty.Sum{}, res.Error
+	}
+	given := res.RowsAffected
+	if err := s.grantedEvents(tx, runID); err != nil {
+		return 0, loyalty.Sum{}, err
+	}
+	if g.BonusPoints == 0 {
+		return given, loyalty.Sum{}, nil
+	}
+	// The gift's own id is its entry's: one entry per gift.
+	if err := tx.BulkCredit(loyalty.BulkCredit{Kind: loyalty.KindGift, Points: g.BonusPoints,
+		Rows: `SELECT g.id AS entry_id, g.member_id, 'birthday gift ' || g.year AS description
+			FROM member_gifts g WHERE g.run_id = @run`,
+		Args: map[string]any{"run": runID}}); err != nil {
+		return 0, loyalty.Sum{}, err
+	}
+	return given, loyalty.SumOf(g.BonusPoints).Times(given), nil
 }
 
 // grantedEvents emits gift.granted for every gift of the run, as the API

@@ -1,0 +1,9 @@
+package rewards
+
+// SetGiftChunk sets how many members one transaction of a birthday-gifts
+// run gives gifts to, until the returned function puts it back.
+func SetGiftChunk(n int) func() {
+	was := giftChunk
+	giftChunk = n
+	return func() { giftChunk = was }
+}
