@@ -104,8 +104,9 @@ func (r *Runner) activitySQL(members string) string {
 // purchases_member_cover, grouped by day and numbered in day order), so
 // no step holds more than one member's rows. The same figures as the
 // one-pass form, without its two aggregations and join over every
-// touched member's days at once (1.3 s of 2.4 s for 21,000 members at a
-// million). A member with no purchase up to the as-of has no row.
+// touched member's days at once (21,036 members at a million: 1.41 s
+// then, 0.41 s now). A member with no purchase up to the as-of has no
+// row.
 func activityByMemberSQL(members string) string {
 	return `SELECT t.member_id, s.first_day, s.x, s.last_day, s.second_day, s.purchases, s.repeat_spend, s.year_spend,
 		s.rfm_last_at, s.rfm_n, s.rfm_spend
