@@ -149,9 +149,9 @@ func (s *Service) ReviewTiers(ctx context.Context, asOf time.Time) (TierReviewSu
 		// (kept under the current qualifying period, period_version, as
 		// of asOf or before, with no change due by asOf: a row kept
 		// under other settings measured the spend as now, and its next
-		// change comes no later than the spend's) and keeps it at or above its tier's threshold
-		// is not due, and is left out without summing its purchases. Of
-		// the others, those whose spend at asOf, summed from their
+		// change comes no later than the spend's) and keeps it at or
+		// above its tier's threshold is not due, and is left out without
+		// summing its purchases. Of the others, those whose spend at asOf, summed from their
 		// purchases by index (purchases_member_cover carries the columns),
 		// still reaches the threshold are not due either: a purchase that
 		// left the period or a lot that changed state moved their kept

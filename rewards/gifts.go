@@ -68,7 +68,8 @@ type GiftSummary struct {
 // gift per member per calendar year is a unique key, so a re-run, or two
 // engines racing, never give twice, and a birthday changed after the day
 // brings no second gift. It also marks unclaimed gifts past their time
-// expired. The statements are per distinct timezone, never per member.
+// expired. The statements are per distinct timezone and chunk of
+// giftChunk members, never per member.
 //
 // An as_of in the future is refused: it would expire this year's gifts
 // early and give a later year's now, whose one-per-year key would then
