@@ -234,6 +234,31 @@ func BenchmarkJobsAtScale(b *testing.B) {
 		return l
 	}
 	idle := quiet("before the first night")
+	// LOYALTY_BENCH_BURN=n: the tills beside a statement that only takes
+	// a core for n seconds (a PL/pgSQL loop: no engine, no rows, no
+	// locks, no I/O), and beside two at once (a statement in parallel
+	// workers): what any job that keeps a core busy costs them on this
+	// machine.
+	if secs := envInt("LOYALTY_BENCH_BURN", 0); secs > 0 {
+		burn := fmt.Sprintf(`DO $$ DECLARE t timestamptz := clock_timestamp(); BEGIN
+			WHILE clock_timestamp() < t + interval '%d seconds' LOOP PERFORM 1; END LOOP; END $$`, secs)
+		for _, n := range []int{1, 2} {
+			busy := tills.during(ctx, func() {
+				var wg sync.WaitGroup
+				for range n {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						if err := db.Exec(burn).Error; err != nil {
+							b.Error(err)
+						}
+					}()
+				}
+				wg.Wait()
+			})
+			b.Logf("purchases beside %d statement(s) that only take a core for %d s: %s", n, secs, busy)
+		}
+	}
 	type run struct {
 		name string
 		asOf time.Time
