@@ -178,23 +178,23 @@ func TestTierReviewAfterPeriodChange(t *testing.T) {
 		e.buy(m, 35000)
 		e.clock.Set(t0.AddDate(0, 0, 380))
 		e.buy(m, 35000)
+		// reviewAfter changes the settings by patch, reviews on day and
+		// wants the member at tier.
+		reviewAfter := func(patch loyalty.ProgramPatch, day int, tier, why string) {
+			t.Helper()
+			e.program(patch)
+			at := t0.AddDate(0, 0, day)
+			e.clock.Set(at)
+			e.run(t, "tier-review", at)
+			if got := e.tierOf(m); got != tier {
+				t.Errorf("%s the member holds %q, want %s", why, got, tier)
+			}
+		}
 		e.clock.Set(t0.AddDate(0, 0, 390))
 		gift := loyalty.BirthdayGift{Enabled: true, BonusPoints: 50, ClaimDays: 30}
-		e.program(loyalty.ProgramPatch{BirthdayGift: &gift})
-		review := t0.AddDate(0, 0, 400)
-		e.clock.Set(review)
-		e.run(t, "tier-review", review)
-		if got := e.tierOf(m); got != "vib" {
-			t.Fatalf("after a change of other settings the member holds %q, want vib", got)
-		}
+		reviewAfter(loyalty.ProgramPatch{BirthdayGift: &gift}, 400, "vib", "after a change of other settings")
 		// 30 days: the purchase of day 380 no longer counts on day 420.
 		days := 30
-		e.program(loyalty.ProgramPatch{TierWindowDays: &days})
-		later := t0.AddDate(0, 0, 420)
-		e.clock.Set(later)
-		e.run(t, "tier-review", later)
-		if got := e.tierOf(m); got != "insider" {
-			t.Errorf("under a 30-day period with no purchase in it the member holds %q, want insider", got)
-		}
+		reviewAfter(loyalty.ProgramPatch{TierWindowDays: &days}, 420, "insider", "under a 30-day period with no purchase in it")
 	})
 }
