@@ -207,13 +207,6 @@ func (s *Service) UpdateProgram(ctx context.Context, patch ProgramPatch) (*Progr
 		if out, err = programFromRow(row); err != nil {
 			return err
 		}
-		if before.TierPeriod != out.TierPeriod || before.TierWindowDays != out.TierWindowDays || before.Timezone != out.Timezone {
-			// The kept qualifying spends were measured under the old
-			// period: from this version on, only rows kept since count.
-			if err := tx.Exec(`UPDATE program SET period_version = config_version WHERE id = 1`).Error; err != nil {
-				return err
-			}
-		}
 		return s.Audit(ctx, tx, "program.update", "program", "1", Change(before, out))
 	})
 	if err != nil {
