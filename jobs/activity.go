@@ -66,7 +66,7 @@ func (r *Runner) activityTable(db *gorm.DB, asOf time.Time, day int64, now time.
 		return "", 0, false, err
 	}
 	if len(st) == 1 && asOf.Before(st[0].AsOf) {
-		if err := loyalty.TempTable(db, "churn_members", r.activitySQL(""), activityArgs(asOf, day)...); err != nil {
+		if err := loyalty.TempTable(db, "churn_members", r.activitySQL(""), activityArgs(asOf, day)); err != nil {
 			return "", 0, false, err
 		}
 		return "churn_members", 0, false, nil
@@ -93,7 +93,7 @@ func (r *Runner) activityTable(db *gorm.DB, asOf time.Time, day int64, now time.
 		if err := db.Exec(`DELETE FROM member_activity`).Error; err != nil {
 			return "", 0, false, err
 		}
-		res := db.Exec(`INSERT INTO member_activity (`+activityColumns+`) `+r.activitySQL(""), activityArgs(asOf, day)...)
+		res := db.Exec(`INSERT INTO member_activity (`+activityColumns+`) `+r.activitySQL(""), activityArgs(asOf, day))
 		if res.Error != nil {
 			return "", 0, false, res.Error
 		}
@@ -132,7 +132,7 @@ func (r *Runner) activityTable(db *gorm.DB, asOf time.Time, day int64, now time.
 			return "", 0, false, err
 		}
 		res := db.Exec(`INSERT INTO member_activity (`+activityColumns+`) `+r.activitySQL("activity_touched"),
-			activityArgs(asOf, day)...)
+			activityArgs(asOf, day))
 		if res.Error != nil {
 			return "", 0, false, res.Error
 		}

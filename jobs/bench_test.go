@@ -246,13 +246,11 @@ func BenchmarkJobsAtScale(b *testing.B) {
 			busy := tills.during(ctx, func() {
 				var wg sync.WaitGroup
 				for range n {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
+					wg.Go(func() {
 						if err := db.Exec(burn).Error; err != nil {
 							b.Error(err)
 						}
-					}()
+					})
 				}
 				wg.Wait()
 			})

@@ -6,5 +6,5 @@ import "time"
 // member_activity keeps up to date, with its arguments as of asOf (local
 // day day): the reference its tests compare with.
 func ActivitySQL(r *Runner, asOf time.Time, day int64) (string, []any) {
-	return r.activitySQL(""), activityArgs(asOf, day)
+	return r.activitySQL(""), []any{activityArgs(asOf, day)}
 }
