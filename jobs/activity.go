@@ -17,16 +17,8 @@ import (
 //
 // A member's summary changes when it has a new purchase or return, or
 // when a purchase of its leaves the 365 days of year_spend and of the RFM
-// figures. New purchases are found by when they were written: on
-// PostgreSQL by created_at, past a watermark an hour before the earlier of
-// the run's as-of and its start (a purchase committed late, or dated up to
-// ClockSkew past the as-of, is still past it at the next run); on SQLite,
-// whose one writer appends purchases in rowid order, by rowid, past the
-// last purchase written before that instant.
-
-// activityMargin is how long before a run's as-of (or its start, if
-// earlier) its watermark is set.
-const activityMargin = time.Hour
+// figures. New purchases are found by the purchases' mark of the last run
+// (loyalty.PurchasesMark).
 
 // activityState is the one row of activity_state; Watermark is a time on
 // PostgreSQL and a rowid on SQLite.
@@ -71,25 +63,11 @@ func (r *Runner) activityTable(db *gorm.DB, asOf time.Time, day int64, now time.
 		}
 		return "churn_members", 0, false, nil
 	}
-	cutoff := asOf
-	if now.Before(cutoff) {
-		cutoff = now
+	watermark, err := loyalty.PurchasesMark(db, loyalty.MarkCutoff(asOf, now))
+	if err != nil {
+		return "", 0, false, err
 	}
-	cutoff = cutoff.Add(-activityMargin)
-	var watermark any = cutoff
-	if !pg {
-		// The last purchase written before the cutoff: a walk back from
-		// the newest rowid over the purchases written since.
-		var w []int64
-		if err := db.Raw(`SELECT rowid FROM purchases WHERE created_at < ? ORDER BY rowid DESC LIMIT 1`, cutoff).Scan(&w).Error; err != nil {
-			return "", 0, false, err
-		}
-		watermark = int64(0)
-		if len(w) == 1 {
-			watermark = w[0]
-		}
-	}
-	if len(st) == 0 || !usableWatermark(st[0].Watermark, watermark) {
+	if len(st) == 0 || !loyalty.UsableMark(st[0].Watermark, watermark) {
 		if err := db.Exec(`DELETE FROM member_activity`).Error; err != nil {
 			return "", 0, false, err
 		}
@@ -107,16 +85,13 @@ func (r *Runner) activityTable(db *gorm.DB, asOf time.Time, day int64, now time.
 		// local day (prev.Day−365 < d ≤ day−365) or by instant (from the
 		// last run's as-of less 365 days to this one's), found by
 		// local_date, which the purchases_local_date index serves.
-		since := "created_at > ?"
-		if !pg {
-			since = "rowid > ?"
-		}
+		since := loyalty.PurchasesSinceSQL(db, "?")
 		prevYear, year := prev.AsOf.AddDate(0, 0, -365), asOf.AddDate(0, 0, -365)
 		if err := loyalty.TempTable(db, "activity_touched", `SELECT member_id FROM purchases WHERE `+since+`
 			UNION SELECT member_id FROM returns WHERE created_at > ?
 			UNION SELECT member_id FROM purchases WHERE local_date > ? AND local_date <= ? AND local_day > ? AND local_day <= ?
 			UNION SELECT member_id FROM purchases WHERE local_date >= ? AND local_date <= ? AND occurred_at > ? AND occurred_at <= ?`,
-			prev.Watermark, prev.AsOf.Add(-activityMargin-loyalty.ClockSkew),
+			prev.Watermark, prev.AsOf.Add(-loyalty.MarkMargin-loyalty.ClockSkew),
 			dayDate(prev.Day-365), dayDate(day-365), prev.Day-365, day-365,
 			prevYear.AddDate(0, 0, -1).Format(time.DateOnly), year.AddDate(0, 0, 1).Format(time.DateOnly), prevYear, year); err != nil {
 			return "", 0, false, err
@@ -150,18 +125,6 @@ func (r *Runner) activityTable(db *gorm.DB, asOf time.Time, day int64, now time.
 		return "", 0, false, err
 	}
 	return "member_activity", refreshed, rebuilt, nil
-}
-
-// usableWatermark reports whether the summaries at the watermark prev can
-// be brought forward to next. On SQLite a rowid watermark past the newest
-// purchase (rowids renumbered) cannot.
-func usableWatermark(prev, next any) bool {
-	p, ok1 := prev.(int64)
-	n, ok2 := next.(int64)
-	if ok1 && ok2 {
-		return p <= n
-	}
-	return prev != nil
 }
 
 // dayDate is the local_date of a local day number.

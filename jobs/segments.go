@@ -142,7 +142,7 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 func (r *Runner) foldCategories(db *gorm.DB, now time.Time) error {
 	pg := r.svc.Store().Dialect == loyalty.Postgres
 	lock, since, later := "", "p.created_at > ?", "GREATEST(member_categories.last_at, EXCLUDED.last_at)"
-	var next any = now.Add(-activityMargin)
+	var next any = now.Add(-loyalty.MarkMargin)
 	if pg {
 		lock = " FOR UPDATE"
 	} else {

@@ -222,6 +222,69 @@ func (s *Service) OfferTemplates(ctx context.Context) ([]OfferTemplate, error) {
 type PersonalOffersSummary struct {
 	Templates int   `json:"templates"`
 	Offers    int64 `json:"offers"`
+	// BroughtForward counts the templates whose run judged only the
+	// members whose answer could have changed since the template's last
+	// run (the others judged every member).
+	BroughtForward int `json:"brought_forward"`
+}
+
+// templateRun is a template's row of offer_template_runs: where its
+// personal offers stand (see GivePersonalOffers).
+type templateRun struct {
+	TemplateID        string
+	AsOf              time.Time
+	TemplateUpdatedAt time.Time
+	Cutoff            time.Time
+	PurchaseRowid     *int64 // SQLite's mark; PostgreSQL's is Cutoff
+	OffersSince       time.Time
+}
+
+// mark is the run's mark of the purchases, as PurchasesMark gives it.
+func (r templateRun) mark() any {
+	if r.PurchaseRowid != nil {
+		return *r.PurchaseRowid
+	}
+	return r.Cutoff
+}
+
+// templateRuns reads offer_template_runs by template, locked on PostgreSQL
+// so that two runs bring it forward one after the other.
+func templateRuns(tx *gorm.DB) (map[string]templateRun, error) {
+	cols, lock := "template_id, as_of, template_updated_at, cutoff, NULL AS purchase_rowid, offers_since", " FOR UPDATE"
+	if tx.Dialector.Name() != Postgres {
+		cols, lock = "template_id, as_of, template_updated_at, cutoff, purchase_rowid, offers_since", ""
+	}
+	var rows []templateRun
+	if err := tx.Raw(`SELECT ` + cols + ` FROM offer_template_runs` + lock).Scan(&rows).Error; err != nil {
+		return nil, err
+	}
+	out := make(map[string]templateRun, len(rows))
+	for _, r := range rows {
+		r.AsOf, r.TemplateUpdatedAt, r.Cutoff, r.OffersSince = ts(r.AsOf), ts(r.TemplateUpdatedAt), ts(r.Cutoff), ts(r.OffersSince)
+		out[r.TemplateID] = r
+	}
+	return out, nil
+}
+
+// saveTemplateRun writes a template's row of offer_template_runs.
+func saveTemplateRun(tx *gorm.DB, r templateRun) error {
+	if tx.Dialector.Name() == Postgres {
+		return tx.Exec(`INSERT INTO offer_template_runs (template_id, as_of, template_updated_at, cutoff, offers_since)
+			VALUES (?, ?, ?, ?, ?) ON CONFLICT (template_id) DO UPDATE SET as_of = EXCLUDED.as_of,
+			template_updated_at = EXCLUDED.template_updated_at, cutoff = EXCLUDED.cutoff, offers_since = EXCLUDED.offers_since`,
+			r.TemplateID, r.AsOf, r.TemplateUpdatedAt, r.Cutoff, r.OffersSince).Error
+	}
+	return tx.Exec(`INSERT INTO offer_template_runs (template_id, as_of, template_updated_at, cutoff, purchase_rowid, offers_since)
+		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (template_id) DO UPDATE SET as_of = excluded.as_of,
+		template_updated_at = excluded.template_updated_at, cutoff = excluded.cutoff, purchase_rowid = excluded.purchase_rowid,
+		offers_since = excluded.offers_since`,
+		r.TemplateID, r.AsOf, r.TemplateUpdatedAt, r.Cutoff, r.PurchaseRowid, r.OffersSince).Error
+}
+
+// sameDay reports whether two instants fall on one UTC day, as the day in
+// a personal offer's id does.
+func sameDay(a, b time.Time) bool {
+	return a.UTC().Format(time.DateOnly) == b.UTC().Format(time.DateOnly)
 }
 
 // GivePersonalOffers gives, for every active template, each active member
@@ -230,6 +293,10 @@ type PersonalOffersSummary struct {
 // duration_days from asOf, unless it holds a live one from that template.
 // One INSERT … SELECT per template; an offer's id is derived from template,
 // member and day, so a second run for the same asOf gives nothing twice.
+// The first run of a template judges every member; a later one, for a
+// later asOf and an unchanged template, only those whose answer can have
+// changed since (offer_template_runs): a night costs the day's purchases
+// and the offers ending, not the lookback's purchases of every member.
 //
 // A future asOf is refused. A past one gives an offer only when it is still
 // live now (no offer is born ended), and never one whose days overlap an
@@ -257,6 +324,15 @@ func (s *Service) GivePersonalOffers(ctx context.Context, asOf time.Time) (Perso
 		if err := tx.Where("active = ?", true).Order("code").Find(&tpls).Error; err != nil {
 			return err
 		}
+		runs, err := templateRuns(tx)
+		if err != nil {
+			return err
+		}
+		cutoff := MarkCutoff(asOf, now)
+		mark, err := PurchasesMark(tx, cutoff)
+		if err != nil {
+			return err
+		}
 		day := asOf.Format("20060102")
 		for _, t := range tpls {
 			from := ts(asOf.AddDate(0, 0, -t.LookbackDays))
@@ -264,30 +340,57 @@ func (s *Service) GivePersonalOffers(ctx context.Context, asOf time.Time) (Perso
 			if !ends.After(now) {
 				continue
 			}
-			// First the members due, into a table of the transaction: those
-			// with min_purchases in the window (one aggregate over the
-			// window's purchases, which the local_date BRIN index narrows:
-			// a local date is within a day of the instant's UTC date),
-			// active and without a live offer of the template. Then the
-			// favourite category of those alone. Once the first night has
-			// given its offers, a night ranks the few whose offer ended or
-			// who newly qualify, their purchases by index; on a first night
-			// the table's size (ANALYZE) has PostgreSQL hash the window's
-			// purchases instead.
 			fromDate, toDate := LocalDates(from, asOf)
 			args := map[string]any{"tpl": t.ID, "day": day, "code": t.Code, "name": t.Name, "kind": t.Kind, "multiplier": t.Multiplier,
 				"bonus": t.BonusPoints, "conditions": t.Conditions, "target_all": false, "activation": t.RequiresActivation,
 				"as_of": asOf, "ends": ends, "max_uses": t.MaxUsesPerMember, "now": now, "from": from, "min": t.MinPurchases,
 				"from_date": fromDate, "to_date": toDate}
-			if err := TempTable(tx, "offer_due", `SELECT d.member_id FROM (
-					SELECT p.member_id FROM purchases p
-					WHERE p.occurred_at >= @from AND p.occurred_at <= @as_of
-						AND p.local_date >= @from_date AND p.local_date <= @to_date
-					GROUP BY p.member_id HAVING COUNT(*) >= @min
-				) d JOIN members m ON m.id = d.member_id AND m.status = 'active'
-				WHERE NOT EXISTS (SELECT 1 FROM offers o WHERE o.template_id = @tpl AND o.owner_member_id = d.member_id
-					AND o.status = 'active' AND (o.ends_at IS NULL OR o.ends_at > @as_of) AND (o.starts_at IS NULL OR o.starts_at < @ends))`,
-				args); err != nil {
+			// The members due, into a table of the transaction: active,
+			// with min_purchases in the window and without a live offer of
+			// the template (a live one: active, not ended by the as-of, and
+			// begun before the new one would end).
+			live := `NOT EXISTS (SELECT 1 FROM offers o WHERE o.template_id = @tpl AND o.owner_member_id = d.member_id
+					AND o.status = 'active' AND (o.ends_at IS NULL OR o.ends_at > @as_of) AND (o.starts_at IS NULL OR o.starts_at < @ends))`
+			prev, ok := runs[t.ID]
+			var due string
+			if ok && asOf.After(prev.AsOf) && prev.TemplateUpdatedAt.Equal(ts(t.UpdatedAt)) && UsableMark(prev.mark(), mark) {
+				// Brought forward from the last run (offer_template_runs):
+				// every member it passed over either fell short of the
+				// purchases, and can only reach them with a purchase since
+				// (written since its mark, or dated since its as-of), or
+				// held a live offer, which can only stop being live by
+				// ending or by an edit. Those members alone are judged,
+				// each one's purchases counted by its index up to the
+				// minimum.
+				sum.BroughtForward++
+				prevFrom, _ := LocalDates(prev.AsOf, asOf)
+				args["mark"], args["prev_as_of"], args["prev_from_date"], args["offers_since"] = prev.mark(), prev.AsOf, prevFrom, prev.OffersSince
+				due = `SELECT d.member_id FROM (
+						SELECT member_id FROM purchases WHERE ` + PurchasesSinceSQL(tx, "@mark") + `
+						UNION SELECT member_id FROM purchases WHERE local_date >= @prev_from_date AND local_date <= @to_date
+							AND occurred_at > @prev_as_of AND occurred_at <= @as_of
+						UNION SELECT owner_member_id FROM offers WHERE status = 'active' AND ends_at > @prev_as_of AND ends_at <= @as_of
+							AND template_id = @tpl
+						UNION SELECT owner_member_id FROM offers WHERE template_id = @tpl AND updated_at > @offers_since
+					) d JOIN members m ON m.id = d.member_id AND m.status = 'active'
+					WHERE (SELECT COUNT(*) FROM (SELECT 1 FROM purchases p WHERE p.member_id = d.member_id
+						AND p.occurred_at >= @from AND p.occurred_at <= @as_of LIMIT @min) n) >= @min
+					AND ` + live
+			} else {
+				// Every member: one aggregate over the window's purchases,
+				// which the local_date BRIN index narrows (a local date is
+				// within a day of the instant's UTC date); the table's size
+				// (ANALYZE) then has PostgreSQL hash the window's purchases
+				// for the favourite categories.
+				due = `SELECT d.member_id FROM (
+						SELECT p.member_id FROM purchases p
+						WHERE p.occurred_at >= @from AND p.occurred_at <= @as_of
+							AND p.local_date >= @from_date AND p.local_date <= @to_date
+						GROUP BY p.member_id HAVING COUNT(*) >= @min
+					) d JOIN members m ON m.id = d.member_id AND m.status = 'active'
+					WHERE ` + live
+			}
+			if err := TempTable(tx, "offer_due", due, args); err != nil {
 				return err
 			}
 			if tx.Dialector.Name() == Postgres {
@@ -321,6 +424,20 @@ func (s *Service) GivePersonalOffers(ctx context.Context, asOf time.Time) (Perso
 			}
 			sum.Templates++
 			sum.Offers += res.RowsAffected
+			// A run for a past as-of leaves the state where it is: what it
+			// gave can only keep members from being due later.
+			if !ok || !asOf.Before(prev.AsOf) {
+				next := templateRun{TemplateID: t.ID, AsOf: asOf, TemplateUpdatedAt: ts(t.UpdatedAt), Cutoff: cutoff, OffersSince: cutoff}
+				if rowid, isRowid := mark.(int64); isRowid {
+					next.PurchaseRowid = &rowid
+				}
+				if ok && sameDay(prev.AsOf, asOf) {
+					next.OffersSince = prev.OffersSince
+				}
+				if err := saveTemplateRun(tx, next); err != nil {
+					return err
+				}
+			}
 		}
 		if sum.Offers == 0 {
 			return nil
