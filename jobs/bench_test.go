@@ -332,8 +332,8 @@ func BenchmarkJobsAtScale(b *testing.B) {
 				}
 				perLot := ""
 				if json.Unmarshal(rec.Summary, &expired) == nil && expired.Lots > 0 {
-					perLot = fmt.Sprintf(" %6.0f µs/lot (%.0f buffers, %.0f rows read /lot)", float64(elapsed.Microseconds())/float64(expired.Lots),
-						float64(io.buffers)/float64(expired.Lots), float64(io.rows)/float64(expired.Lots))
+					perLot = fmt.Sprintf(" %6.0f µs/lot (%.0f buffers, %.0f rows read, %.1f kB WAL /lot)", float64(elapsed.Microseconds())/float64(expired.Lots),
+						float64(io.buffers)/float64(expired.Lots), float64(io.rows)/float64(expired.Lots), float64(io.wal)/1024/float64(expired.Lots))
 					b.ReportMetric(float64(elapsed.Nanoseconds())/float64(expired.Lots), "ns/lot")
 				}
 				// The tills' p99 beside the job against their p99 with no
@@ -372,24 +372,29 @@ func loadAverage() string {
 // and the tills' beside it, whatever the load of the machine. A server
 // process publishes them at most once a second, and an idle one within
 // ten seconds, hence the pause before each read.
-type ioCounts struct{ buffers, rows int64 }
+// The WAL's bytes are the whole server's (the tills' too): what the
+// job's writes cost the log, full-page images after a checkpoint included.
+type ioCounts struct{ buffers, rows, wal int64 }
 
-func (c ioCounts) minus(o ioCounts) ioCounts { return ioCounts{c.buffers - o.buffers, c.rows - o.rows} }
+func (c ioCounts) minus(o ioCounts) ioCounts {
+	return ioCounts{c.buffers - o.buffers, c.rows - o.rows, c.wal - o.wal}
+}
 
 func (c ioCounts) String() string {
-	return fmt.Sprintf("%d buffers, %d rows read", c.buffers, c.rows)
+	return fmt.Sprintf("%d buffers, %d rows read, WAL %.0f MB", c.buffers, c.rows, float64(c.wal)/(1<<20))
 }
 
 func tableIO(db *gorm.DB) ioCounts {
 	time.Sleep(11 * time.Second)
 	var c ioCounts
-	var out struct{ Buffers, Rows int64 }
+	var out struct{ Buffers, Rows, WAL int64 }
 	db.Raw(`SELECT (SELECT COALESCE(SUM(heap_blks_hit + heap_blks_read + COALESCE(idx_blks_hit, 0) + COALESCE(idx_blks_read, 0)
 				+ COALESCE(toast_blks_hit, 0) + COALESCE(toast_blks_read, 0) + COALESCE(tidx_blks_hit, 0) + COALESCE(tidx_blks_read, 0)), 0)
 			FROM pg_statio_user_tables WHERE schemaname = current_schema()) AS buffers,
 		(SELECT COALESCE(SUM(COALESCE(seq_tup_read, 0) + COALESCE(idx_tup_fetch, 0)), 0)
-			FROM pg_stat_user_tables WHERE schemaname = current_schema()) AS rows`).Scan(&out)
-	c.buffers, c.rows = out.Buffers, out.Rows
+			FROM pg_stat_user_tables WHERE schemaname = current_schema()) AS rows,
+		CAST(pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0') AS bigint) AS wal`).Scan(&out)
+	c.buffers, c.rows, c.wal = out.Buffers, out.Rows, out.WAL
 	return c
 }
 

@@ -59,7 +59,7 @@ func TestTierReviewCalendarYearBoundary(t *testing.T) {
 		rec := e.run(t, "tier-review", eve)
 		want("after the review at 23:59 on 31 Dec 2025", map[string]string{
 			mid2024: "vib", lastOf2024: "vib", rouge2024: "rouge", firstOf2025: "vib"})
-		if s := string(rec.Summary); s != `{"downgraded":0,"judged":0}` {
+		if s := string(rec.Summary); s != `{"downgraded":0,"judged":0,"brought_forward":false}` {
 			t.Errorf("summary at 23:59 %s, want nothing downgraded", s)
 		}
 
@@ -71,11 +71,11 @@ func TestTierReviewCalendarYearBoundary(t *testing.T) {
 		rec = e.run(t, "tier-review", newYear)
 		want("after the review at 00:00 on 1 Jan 2026", map[string]string{
 			mid2024: "insider", lastOf2024: "insider", rouge2024: "vib", firstOf2025: "vib"})
-		if s := string(rec.Summary); s != `{"downgraded":3,"judged":3}` {
+		if s := string(rec.Summary); s != `{"downgraded":3,"judged":3,"brought_forward":true}` {
 			t.Errorf("summary at 00:00 %s, want 3 downgraded", s)
 		}
 		// A second run as of the same instant changes nothing.
-		if s := string(e.run(t, "tier-review", newYear).Summary); s != `{"downgraded":0,"judged":0}` {
+		if s := string(e.run(t, "tier-review", newYear).Summary); s != `{"downgraded":0,"judged":0,"brought_forward":true}` {
 			t.Errorf("second run %s, want nothing downgraded", s)
 		}
 		want("after a second run", map[string]string{
@@ -108,11 +108,11 @@ func TestTierReviewPastAsOf(t *testing.T) {
 		if got := e.tierOf(spentSince); got != "vib" {
 			t.Errorf("a member whose spend justifies VIB now was moved to %q by a review as of a past instant", got)
 		}
-		if s := string(rec.Summary); s != `{"downgraded":1,"judged":2}` {
+		if s := string(rec.Summary); s != `{"downgraded":1,"judged":2,"brought_forward":false}` {
 			t.Errorf("summary %s", s)
 		}
 		// Nothing more as of an earlier instant still.
-		if s := string(e.run(t, "tier-review", asOf.AddDate(0, 0, -5)).Summary); s != `{"downgraded":0,"judged":1}` {
+		if s := string(e.run(t, "tier-review", asOf.AddDate(0, 0, -5)).Summary); s != `{"downgraded":0,"judged":1,"brought_forward":false}` {
 			t.Errorf("an earlier review downgraded again: %s", s)
 		}
 	})
@@ -196,5 +196,107 @@ func TestTierReviewAfterPeriodChange(t *testing.T) {
 		// 30 days: the purchase of day 380 no longer counts on day 420.
 		days := 30
 		reviewAfter(loyalty.ProgramPatch{TierWindowDays: &days}, 420, "insider", "under a 30-day period with no purchase in it")
+	})
+}
+
+// TestTierReviewBroughtForward runs the tier review every night for two
+// months on a 30-day window (with a week without runs), each run after
+// the first looking only at the members whose tier could have become
+// movable since the last one. Three members can each be found by one
+// source alone: a purchase leaving the window (a), the end of the
+// protection of a tier the review itself set (b), a return (c); a weekly
+// shopper (d) stays VIB. Every night a whole review then runs as of the
+// same instant and must move no one: the run brought forward missed no
+// member. A change of the settings makes the next run a whole one.
+func TestTierReviewBroughtForward(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+		day := func(n, hour int) time.Time { return t0.AddDate(0, 0, n).Add(time.Duration(hour) * time.Hour) }
+		e := newEnv(t, dialect, day(0, 12))
+		window := 30
+		e.program(loyalty.ProgramPatch{TierWindowDays: &window})
+		e.ladder()
+		a, b, c, d := e.enrol(""), e.enrol(""), e.enrol(""), e.enrol("")
+		names := map[string]string{a: "a (a purchase leaves)", b: "b (protection ends)", c: "c (a return)", d: "d (weekly)"}
+		buys := map[int][]struct {
+			member string
+			total  int64
+		}{
+			// a: VIB on day 0; its day-15 purchase keeps it there past the
+			// protection (night 31) until it leaves the window (night 46).
+			0: {{a, 35000}, {b, 100000}, {c, 35000}},
+			// b: Rouge on day 0, moved to VIB by the review of night 31 on
+			// its day-5 purchase, which leaves while the new tier is
+			// protected (night 36); the protection ends on night 61.
+			5:  {{b, 35000}},
+			15: {{a, 35000}},
+			// c: its day-20 purchase keeps it VIB until a return on day 40
+			// takes it under the threshold.
+			20: {{c, 35000}},
+		}
+		want := map[int]map[string]string{
+			30: {a: "vib", b: "rouge", c: "vib"},
+			31: {a: "vib", b: "vib", c: "vib"},
+			40: {c: "vib"},
+			41: {c: "insider"},
+			45: {a: "vib"},
+			46: {a: "insider"},
+			60: {b: "vib"},
+			61: {b: "insider", d: "vib"},
+		}
+		var cPurchase string
+		for n := 0; n <= 64; n++ {
+			if n >= 1 && (n < 50 || n > 57) {
+				night := day(n, 0)
+				e.clock.Set(night)
+				var sum struct {
+					Downgraded     int64 `json:"downgraded"`
+					BroughtForward bool  `json:"brought_forward"`
+				}
+				if err := json.Unmarshal(e.run(t, "tier-review", night).Summary, &sum); err != nil {
+					t.Fatal(err)
+				}
+				if wantForward := n > 1 && n != 34; sum.BroughtForward != wantForward {
+					t.Errorf("night %d: brought_forward %v, want %v", n, sum.BroughtForward, wantForward)
+				}
+				for m, tier := range want[n] {
+					if got := e.tierOf(m); got != tier {
+						t.Errorf("night %d: member %s holds %q, want %q", n, names[m], got, tier)
+					}
+				}
+				// The whole review as of the same night finds no one left.
+				if err := e.store.DB().Exec(`DELETE FROM tier_review_runs`).Error; err != nil {
+					t.Fatal(err)
+				}
+				if err := json.Unmarshal(e.run(t, "tier-review", night).Summary, &sum); err != nil {
+					t.Fatal(err)
+				}
+				if sum.BroughtForward || sum.Downgraded != 0 {
+					t.Errorf("night %d: the whole review moved %d more members (brought_forward %v)", n, sum.Downgraded, sum.BroughtForward)
+				}
+			}
+			e.clock.Set(day(n, 12))
+			for _, p := range buys[n] {
+				r := e.buy(p.member, p.total)
+				if p.member == c && n == 20 {
+					cPurchase = r.ID
+				}
+			}
+			if n%7 == 0 {
+				e.buy(d, 10000)
+			}
+			switch n {
+			case 33:
+				// Any change of the settings: the next run is a whole one.
+				name := "Beauty Insider"
+				e.program(loyalty.ProgramPatch{Name: &name})
+			case 40:
+				amount := int64(5000)
+				if _, _, err := e.svc.PostReturn(e.ctx, till, cPurchase, loyalty.ReturnInput{ExternalID: "RET-1", Amount: &amount},
+					loyalty.IdempotencyKey{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
 	})
 }

@@ -112,6 +112,10 @@ type TierReviewSummary struct {
 	// Judged counts the members below their tier's threshold that the
 	// review locked and judged (the others were passed over by index).
 	Judged int64 `json:"judged"`
+	// BroughtForward reports a run that looked only at the members whose
+	// tier could have become movable since the last run (tierTouchedSQL),
+	// not at every member above the lowest tier.
+	BroughtForward bool `json:"brought_forward"`
 }
 
 // ReviewTiers moves down every member whose tier is no longer protected
@@ -136,8 +140,12 @@ func (s *Service) ReviewTiers(ctx context.Context, asOf time.Time) (TierReviewSu
 	// The candidates, by the index on (tier_code, tier_since): the active
 	// members above the lowest tier whose tier is no longer protected. A
 	// member at the lowest tier has nowhere to go down to, so the spend of
-	// most members is never summed.
+	// most members is never summed. A run for the present under the
+	// settings of the last such run, for the same as-of or a later one,
+	// looks only at the members tierTouchedSQL finds: the others were
+	// passed over then and still would be.
 	var ids []string
+	var next *tierRun
 	err = s.store.snapshot(ctx, func(db *gorm.DB) error {
 		prog, err := loadProgram(db)
 		if err != nil {
@@ -145,6 +153,25 @@ func (s *Service) ReviewTiers(ctx context.Context, asOf time.Time) (TierReviewSu
 		}
 		period := prog.Period()
 		cutoff := period.ReviewCutoff(asOf)
+		touched, touchedArgs := "", []any(nil)
+		// A run for a past as-of judges on the spend now too (see
+		// reviewTiers), so it neither starts from nor leaves a mark.
+		if now.Sub(asOf) <= ClockSkew {
+			var cfg int64
+			if err := db.Raw(`SELECT config_version FROM program WHERE id = 1`).Scan(&cfg).Error; err != nil {
+				return err
+			}
+			next = &tierRun{AsOf: asOf, ConfigVersion: cfg, Cutoff: MarkCutoff(asOf, now)}
+			prev, ok, err := lastTierRun(db)
+			if err != nil {
+				return err
+			}
+			if ok && !asOf.Before(prev.AsOf) && prev.ConfigVersion == cfg {
+				sql, args := tierTouchedSQL(period, prev, asOf)
+				touched, touchedArgs = ` AND m.id IN (`+sql+`)`, args
+				sum.BroughtForward = true
+			}
+		}
 		// A member whose balance row keeps its qualifying spend at asOf
 		// (kept under the current qualifying period, period_version, as
 		// of asOf or before, with no change due by asOf: a row kept
@@ -160,12 +187,13 @@ func (s *Service) ReviewTiers(ctx context.Context, asOf time.Time) (TierReviewSu
 		// costs an index probe for each member whose kept row is due, and
 		// the work of a move for each member that can move.
 		spend := s.store.QualifyingSpendSQL("m.id")
-		args := append([]any{ts(cutoff), ts(asOf), ts(asOf)}, QualifyingSpendArgs(period, asOf)...)
+		args := append([]any{ts(cutoff), ts(asOf), ts(asOf)}, touchedArgs...)
+		args = append(args, QualifyingSpendArgs(period, asOf)...)
 		return db.Raw(`SELECT m.id FROM members m JOIN tiers t ON t.code = m.tier_code
 			JOIN member_balances b ON b.member_id = m.id
 			WHERE m.status = 'active' AND m.tier_since <= ? AND t.rank > (SELECT MIN(rank) FROM tiers)
 			AND NOT (b.config_version >= (SELECT period_version FROM program WHERE id = 1) AND b.as_of <= ?
-				AND (b.next_change_at IS NULL OR b.next_change_at > ?) AND b.qualifying_spend >= t.qualifying_spend)
+				AND (b.next_change_at IS NULL OR b.next_change_at > ?) AND b.qualifying_spend >= t.qualifying_spend)`+touched+`
 			AND `+spend+` < t.qualifying_spend
 			ORDER BY m.id`, args...).Scan(&ids).Error
 	})
@@ -188,6 +216,12 @@ func (s *Service) ReviewTiers(ctx context.Context, asOf time.Time) (TierReviewSu
 			return sum, fmt.Errorf("review tiers: %w", err)
 		}
 		sum.Downgraded += n
+	}
+	// Every candidate judged: the next run may start from here.
+	if next != nil {
+		if err := s.store.write(ctx, func(tx *gorm.DB) error { return saveTierRun(tx, *next) }); err != nil {
+			return sum, fmt.Errorf("review tiers: %w", err)
+		}
 	}
 	return sum, nil
 }
