@@ -147,6 +147,7 @@ func (s *Service) ReviewTiers(ctx context.Context, asOf time.Time) (TierReviewSu
 	var ids []string
 	var next *tierRun
 	err = s.store.snapshot(ctx, func(db *gorm.DB) error {
+		next, sum.BroughtForward = nil, false
 		prog, err := loadProgram(db)
 		if err != nil {
 			return err
