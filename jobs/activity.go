@@ -87,13 +87,14 @@ func (r *Runner) activityTable(db *gorm.DB, asOf time.Time, day int64, now time.
 		// local_date, which the purchases_local_date index serves.
 		since := loyalty.PurchasesSinceSQL(db, "?")
 		prevYear, year := prev.AsOf.AddDate(0, 0, -365), asOf.AddDate(0, 0, -365)
+		lo, hi := loyalty.LocalDatesAround(prevYear, year)
 		if err := loyalty.TempTable(db, "activity_touched", `SELECT member_id FROM purchases WHERE `+since+`
 			UNION SELECT member_id FROM returns WHERE created_at > ?
 			UNION SELECT member_id FROM purchases WHERE local_date > ? AND local_date <= ? AND local_day > ? AND local_day <= ?
 			UNION SELECT member_id FROM purchases WHERE local_date >= ? AND local_date <= ? AND occurred_at > ? AND occurred_at <= ?`,
 			prev.Watermark, prev.AsOf.Add(-loyalty.MarkMargin-loyalty.ClockSkew),
 			dayDate(prev.Day-365), dayDate(day-365), prev.Day-365, day-365,
-			prevYear.AddDate(0, 0, -1).Format(time.DateOnly), year.AddDate(0, 0, 1).Format(time.DateOnly), prevYear, year); err != nil {
+			lo, hi, prevYear, year); err != nil {
 			return "", 0, false, err
 		}
 		defer loyalty.DropTemp(db, "activity_touched")

@@ -148,26 +148,22 @@ func (s *Service) ReviewTiers(ctx context.Context, asOf time.Time) (TierReviewSu
 	var next *tierRun
 	err = s.store.snapshot(ctx, func(db *gorm.DB) error {
 		next, sum.BroughtForward = nil, false
-		prog, err := loadProgram(db)
+		cfg, err := loadSettings(db)
 		if err != nil {
 			return err
 		}
-		period := prog.Period()
+		period := cfg.prog.Period()
 		cutoff := period.ReviewCutoff(asOf)
 		touched, touchedArgs := "", []any(nil)
 		// A run for a past as-of judges on the spend now too (see
 		// reviewTiers), so it neither starts from nor leaves a mark.
 		if now.Sub(asOf) <= ClockSkew {
-			var cfg int64
-			if err := db.Raw(`SELECT config_version FROM program WHERE id = 1`).Scan(&cfg).Error; err != nil {
-				return err
-			}
-			next = &tierRun{AsOf: asOf, ConfigVersion: cfg, Cutoff: MarkCutoff(asOf, now)}
+			next = &tierRun{AsOf: asOf, ConfigVersion: cfg.version}
 			prev, ok, err := lastTierRun(db)
 			if err != nil {
 				return err
 			}
-			if ok && !asOf.Before(prev.AsOf) && prev.ConfigVersion == cfg {
+			if ok && !asOf.Before(prev.AsOf) && prev.ConfigVersion == cfg.version {
 				sql, args := tierTouchedSQL(period, prev, asOf)
 				touched, touchedArgs = ` AND m.id IN (`+sql+`)`, args
 				sum.BroughtForward = true

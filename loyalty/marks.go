@@ -65,3 +65,11 @@ func UsableMark(prev, next any) bool {
 	}
 	return prev != nil
 }
+
+// LocalDatesAround are the bounds on local_date, which the purchases'
+// index on it takes, of the purchases dated between the instants from and
+// to: a day either side, as a store's local day lies within a day of the
+// UTC one. The condition on occurred_at itself is the caller's.
+func LocalDatesAround(from, to time.Time) (string, string) {
+	return from.UTC().AddDate(0, 0, -1).Format(time.DateOnly), to.UTC().AddDate(0, 0, 1).Format(time.DateOnly)
+}

@@ -13,29 +13,28 @@ import (
 type tierRun struct {
 	AsOf          time.Time
 	ConfigVersion int64
-	Cutoff        time.Time // the returns written after it are new to the next run
 }
 
 // lastTierRun reads tier_review_runs; ok is false before the first run.
 func lastTierRun(db *gorm.DB) (r tierRun, ok bool, err error) {
 	var rows []tierRun
-	if err := db.Raw(`SELECT as_of, config_version, cutoff FROM tier_review_runs WHERE id = 1`).Scan(&rows).Error; err != nil {
+	if err := db.Raw(`SELECT as_of, config_version FROM tier_review_runs WHERE id = 1`).Scan(&rows).Error; err != nil {
 		return tierRun{}, false, err
 	}
 	if len(rows) == 0 {
 		return tierRun{}, false, nil
 	}
 	r = rows[0]
-	r.AsOf, r.Cutoff = ts(r.AsOf), ts(r.Cutoff)
+	r.AsOf = ts(r.AsOf)
 	return r, true, nil
 }
 
 // saveTierRun writes tier_review_runs, unless a run for a later as-of
 // already stands there.
 func saveTierRun(tx *gorm.DB, r tierRun) error {
-	return tx.Exec(`INSERT INTO tier_review_runs (id, as_of, config_version, cutoff) VALUES (1, ?, ?, ?)
-		ON CONFLICT (id) DO UPDATE SET as_of = excluded.as_of, config_version = excluded.config_version, cutoff = excluded.cutoff
-		WHERE tier_review_runs.as_of <= excluded.as_of`, r.AsOf, r.ConfigVersion, r.Cutoff).Error
+	return tx.Exec(`INSERT INTO tier_review_runs (id, as_of, config_version) VALUES (1, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET as_of = excluded.as_of, config_version = excluded.config_version
+		WHERE tier_review_runs.as_of <= excluded.as_of`, r.AsOf, r.ConfigVersion).Error
 }
 
 // tierTouchedSQL selects the member ids whose tier can have become movable
@@ -48,8 +47,9 @@ func saveTierRun(tx *gorm.DB, r tierRun) error {
 //   - a purchase left the qualifying period since (its occurred_at in
 //     [start at prev.AsOf, start at asOf)), found by local_date, a day
 //     either side of the instants;
-//   - a return written since prev's cutoff (less a clock's skew), which
-//     takes its cash out of a purchase's spend.
+//   - a return written since prev's mark (MarkCutoff: a margin before
+//     its as-of, less a clock's skew, as a run's as-of may be that far
+//     ahead of its start), which takes its cash out of a purchase's spend.
 //
 // A purchase only adds to a spend; a tier moved since (up by a purchase,
 // down by a review, set by hand) is protected from its tier_since, which
@@ -58,13 +58,14 @@ func saveTierRun(tx *gorm.DB, r tierRun) error {
 // config_version, which makes the next run a whole one.
 func tierTouchedSQL(p tiers.Period, prev tierRun, asOf time.Time) (string, []any) {
 	from, to := p.Start(prev.AsOf), p.Start(asOf)
+	lo, hi := LocalDatesAround(from, to)
 	sql := `SELECT id FROM members WHERE tier_code IN (SELECT code FROM tiers WHERE rank > (SELECT MIN(rank) FROM tiers))
 			AND tier_since > ? AND tier_since <= ?
 		UNION SELECT member_id FROM purchases WHERE local_date >= ? AND local_date <= ? AND occurred_at >= ? AND occurred_at < ?
 		UNION SELECT member_id FROM returns WHERE created_at > ?`
 	return sql, []any{
 		ts(p.ReviewCutoff(prev.AsOf)), ts(p.ReviewCutoff(asOf)),
-		from.AddDate(0, 0, -1).Format(time.DateOnly), to.AddDate(0, 0, 1).Format(time.DateOnly), ts(from), ts(to),
-		ts(prev.Cutoff.Add(-ClockSkew)),
+		lo, hi, ts(from), ts(to),
+		ts(prev.AsOf.Add(-MarkMargin - ClockSkew)),
 	}
 }
