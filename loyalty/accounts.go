@@ -196,7 +196,7 @@ func WriteDerived(ctx context.Context, s *Service, fn func(*Tx) error) error {
 	if s.store.Dialect != Postgres {
 		return WriteSet(ctx, s, fn)
 	}
-	return s.store.write(ctx, func(db *gorm.DB) error {
+	return s.store.writeJob(ctx, func(db *gorm.DB) error {
 		return fn(&Tx{DB: db, Now: ts(s.now()), svc: s})
 	})
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"gorm.io/gorm"
+
 	"github.com/loyalty-engine/loyalty/loyalty"
 	"github.com/loyalty-engine/loyalty/loyalty/loyaltytest"
 )
@@ -500,6 +502,43 @@ func TestImportWALCompression(t *testing.T) {
 	default:
 		if got != "" {
 			t.Fatalf("wal_compression %s, superuser %s: chunks set %q, want nothing", setting, super, got)
+		}
+	}
+}
+
+// TestJobWALCompression: a nightly job's transactions (WriteSet's
+// snapshot and WriteDerived's statements) compress their WAL as an import
+// chunk does, where the server leaves it uncompressed and the role may
+// set it, and only for themselves: the next transaction sees the server's
+// setting again.
+func TestJobWALCompression(t *testing.T) {
+	store := loyaltytest.MustOpen(t, loyalty.Postgres)
+	svc := loyalty.NewService(store)
+	ctx := context.Background()
+	setting := func(db *gorm.DB) string {
+		var v string
+		if err := db.Raw("SELECT current_setting('wal_compression')").Row().Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	server := setting(store.DB())
+	want := store.BulkWALCompression()
+	if want == "" {
+		want = server
+	}
+	for name, write := range map[string]func(context.Context, *loyalty.Service, func(*loyalty.Tx) error) error{
+		"WriteSet": loyalty.WriteSet, "WriteDerived": loyalty.WriteDerived,
+	} {
+		var inside string
+		if err := write(ctx, svc, func(tx *loyalty.Tx) error { inside = setting(tx.DB); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if inside != want {
+			t.Errorf("%s: wal_compression %q inside the job's transaction, want %q (server %q)", name, inside, want, server)
+		}
+		if after := setting(store.DB()); after != server {
+			t.Errorf("%s: wal_compression %q after the job's transaction, want the server's %q", name, after, server)
 		}
 	}
 }

@@ -308,7 +308,7 @@ func (s *Service) GivePersonalOffers(ctx context.Context, asOf time.Time) (Perso
 		return sum, err
 	}
 	now := ts(s.now())
-	err = s.store.write(ctx, func(tx *gorm.DB) error {
+	err = s.store.writeJob(ctx, func(tx *gorm.DB) error {
 		sum = PersonalOffersSummary{}
 		if err := JobMemory(tx); err != nil {
 			return err

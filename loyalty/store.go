@@ -60,8 +60,9 @@ type Store struct {
 	// offersSeen is whether any offer was active when the hot path last
 	// read offers_version (nil: not yet read).
 	offersSeen atomic.Pointer[offersSeen]
-	// bulkWAL is what an import chunk's transaction sets wal_compression
-	// to on PostgreSQL, "" to leave it (bulkWALCompression).
+	// bulkWAL is what an import chunk's or a nightly job's transaction
+	// sets wal_compression to on PostgreSQL, "" to leave it
+	// (bulkWALCompression).
 	bulkWAL     string
 	bulkWALOnce sync.Once
 	// tail is the newest events read from the log (events_tail.go).
@@ -256,7 +257,42 @@ func (s *Store) writeSerial(ctx context.Context, fn func(tx *gorm.DB) error) err
 	if s.group != nil {
 		return s.group.do(ctx, true, fn)
 	}
-	return s.writeWith(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead}, fn)
+	return s.writeWith(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead}, func(tx *gorm.DB) error {
+		if err := s.jobWAL(tx); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
+}
+
+// writeJob is write for a nightly job's transaction: on PostgreSQL its
+// WAL's full-page images are compressed (jobWAL).
+func (s *Store) writeJob(ctx context.Context, fn func(tx *gorm.DB) error) error {
+	return s.write(ctx, func(tx *gorm.DB) error {
+		if err := s.jobWAL(tx); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
+}
+
+// jobWAL has a nightly job's transaction tx compress the full-page images
+// of its WAL, as an import chunk's does (bulkWALCompression), where the
+// server leaves them uncompressed and the role may set it; nothing on
+// SQLite. A job's writes (a day's expiries, tier moves, gifts, offers, a
+// replaced segment table) land one or two rows a page on the member-keyed
+// indexes and balances, so after a checkpoint nearly every change is a
+// page's first: the whole page goes to the WAL, and at a million members a
+// day's expiries wrote 27 kB of WAL a lot, most of it such images. The
+// tills' commits flush that WAL too.
+func (s *Store) jobWAL(tx *gorm.DB) error {
+	if s.Dialect != Postgres {
+		return nil
+	}
+	if wal := s.bulkWALCompression(tx); wal != "" {
+		return tx.Exec("SET LOCAL wal_compression = " + wal).Error
+	}
+	return nil
 }
 
 // writerCache is the SQLite writer's page cache, in KiB as PRAGMA
