@@ -225,7 +225,7 @@ func (s *Service) ReviewTiers(ctx context.Context, asOf time.Time) (TierReviewSu
 
 // tierReviewChunk is the most candidates one transaction of a tier review
 // judges: a till buying for one of them waits for the chunk's
-// transaction, a few milliseconds at this size.
+// transaction, so a chunk is kept small.
 const tierReviewChunk = 50
 
 // reviewTiers moves down those of the members ids that are due (see

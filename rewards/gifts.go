@@ -176,8 +176,8 @@ func (s *Service) BirthdayGifts(ctx context.Context, asOf time.Time) (GiftSummar
 
 // giftChunk is the most members one transaction of a birthday-gifts run
 // gives gifts to: a till buying for one of them waits for the chunk's
-// transaction, a few milliseconds at this size (a variable for tests of
-// runs over several chunks).
+// transaction, so a chunk is kept small (a variable for tests of runs
+// over several chunks).
 var giftChunk = 50
 
 // giveGifts gives the gift of year to those of the members ids whose
