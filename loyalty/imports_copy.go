@@ -53,15 +53,7 @@ func (s *Store) bulkCopy(ctx context.Context, fn func(tx *gorm.DB, cp copyFunc) 
 				}
 				return n, nil
 			}
-			wal := s.bulkWALCompression(db)
-			return db.Transaction(func(tx *gorm.DB) error {
-				if wal != "" {
-					if err := tx.Exec("SET LOCAL wal_compression = " + wal).Error; err != nil {
-						return err
-					}
-				}
-				return fn(tx, cp)
-			})
+			return db.Transaction(s.compressingWAL(func(tx *gorm.DB) error { return fn(tx, cp) }))
 		})
 	})
 }

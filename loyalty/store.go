@@ -257,35 +257,35 @@ func (s *Store) writeSerial(ctx context.Context, fn func(tx *gorm.DB) error) err
 	if s.group != nil {
 		return s.group.do(ctx, true, fn)
 	}
-	return s.writeWith(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead}, func(tx *gorm.DB) error {
-		if err := s.jobWAL(tx); err != nil {
-			return err
-		}
-		return fn(tx)
-	})
+	return s.writeWith(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead}, s.compressingWAL(fn))
 }
 
 // writeJob is write for a nightly job's transaction: on PostgreSQL its
-// WAL's full-page images are compressed (jobWAL).
+// WAL's full-page images are compressed (compressWAL).
 func (s *Store) writeJob(ctx context.Context, fn func(tx *gorm.DB) error) error {
-	return s.write(ctx, func(tx *gorm.DB) error {
-		if err := s.jobWAL(tx); err != nil {
+	return s.write(ctx, s.compressingWAL(fn))
+}
+
+// compressingWAL is fn run after compressWAL in its transaction.
+func (s *Store) compressingWAL(fn func(tx *gorm.DB) error) func(tx *gorm.DB) error {
+	return func(tx *gorm.DB) error {
+		if err := s.compressWAL(tx); err != nil {
 			return err
 		}
 		return fn(tx)
-	})
+	}
 }
 
-// jobWAL has a nightly job's transaction tx compress the full-page images
-// of its WAL, as an import chunk's does (bulkWALCompression), where the
-// server leaves them uncompressed and the role may set it; nothing on
+// compressWAL has the transaction tx of an import chunk or a nightly job
+// compress the full-page images of its WAL (bulkWALCompression), where
+// the server leaves them uncompressed and the role may set it; nothing on
 // SQLite. A job's writes (a day's expiries, tier moves, gifts, offers, a
 // replaced segment table) land one or two rows a page on the member-keyed
 // indexes and balances, so after a checkpoint nearly every change is a
 // page's first: the whole page goes to the WAL, and at a million members a
 // day's expiries wrote 27 kB of WAL a lot, most of it such images. The
 // tills' commits flush that WAL too.
-func (s *Store) jobWAL(tx *gorm.DB) error {
+func (s *Store) compressWAL(tx *gorm.DB) error {
 	if s.Dialect != Postgres {
 		return nil
 	}
