@@ -274,6 +274,14 @@ func BenchmarkJobsAtScale(b *testing.B) {
 	if only := os.Getenv("LOYALTY_BENCH_JOBS"); only != "" {
 		runs = slices.DeleteFunc(runs, func(r run) bool { return !slices.Contains(strings.Split(only, ","), r.name) })
 	}
+	// Every night's tills, pooled over its jobs: the purchases while one of
+	// them ran and those in the quiet spells just before each. A job of a
+	// fraction of a second has a few dozen purchases beside it, whose p99 is
+	// their maximum, one slow purchase; pooled over the night, the p99 of
+	// thousands of purchases beside jobs meets the p99 of as many without.
+	type pooled struct{ busy, before []time.Duration }
+	nights := map[string]*pooled{}
+	var nightOrder []string
 	dayPassed := false
 	for _, r := range runs {
 		label := r.name
@@ -353,6 +361,16 @@ func BenchmarkJobsAtScale(b *testing.B) {
 					}
 					return like, float64(busy.p99) / float64(like)
 				}
+				night := "the night"
+				if !r.asOf.Equal(asOf) {
+					night = "the next night"
+				}
+				if nights[night] == nil {
+					nights[night] = &pooled{}
+					nightOrder = append(nightOrder, night)
+				}
+				nights[night].busy = append(nights[night].busy, busy.inOrder...)
+				nights[night].before = append(nights[night].before, before.inOrder...)
 				likeNow, ratioNow := ratio(before)
 				likeNight, ratioNight := ratio(idle)
 				b.Logf("%-16s %8.1fs %7.0f µs/member%s  load %s  tables: %s  engine heap peak %6.1f MB, allocated %8.1f MB  purchases meanwhile: %s (just before: %s; idle p99 over %d purchases %.1f ms: %.2f×; before the night: %.1f ms: %.2f×)  %s",
@@ -362,6 +380,25 @@ func BenchmarkJobsAtScale(b *testing.B) {
 			}
 		})
 	}
+	for _, night := range nightOrder {
+		p := nights[night]
+		busy, before := latenciesOf(p.busy), latenciesOf(p.before)
+		if busy.n == 0 || before.n == 0 {
+			continue
+		}
+		b.Logf("the tills over %s, pooled: while a job ran %s; just before each job %s; p99 %.2f×", night, busy, before,
+			float64(busy.p99)/float64(before.p99))
+	}
+}
+
+// latenciesOf summarises ds, in the order they completed.
+func latenciesOf(ds []time.Duration) latencies {
+	if len(ds) == 0 {
+		return latencies{}
+	}
+	all := slices.Clone(ds)
+	slices.Sort(all)
+	return latencies{n: len(all), p50: all[len(all)/2], p99: p99(all), max: all[len(all)-1], inOrder: ds}
 }
 
 // loadAverage is the one-minute load average of the machine, where
@@ -491,12 +528,7 @@ func (t *tillLoad) during(ctx context.Context, fn func()) latencies {
 	fn()
 	close(stop)
 	wg.Wait()
-	if len(all) == 0 {
-		return latencies{}
-	}
-	inOrder := slices.Clone(all)
-	slices.Sort(all)
-	return latencies{n: len(all), p50: all[len(all)/2], p99: p99(all), max: all[len(all)-1], inOrder: inOrder}
+	return latenciesOf(all)
 }
 
 // day posts n purchases through the Service from eight goroutines, dated
