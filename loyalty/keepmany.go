@@ -71,6 +71,20 @@ func JobMemory(tx *gorm.DB) error {
 	return tx.Exec("SET LOCAL work_mem = '" + jobWorkMem + "'").Error
 }
 
+// OneCore keeps the rest of the transaction tx's statements to one
+// backend on PostgreSQL: no parallel workers. For a short job whose sums
+// the planner would otherwise spread over every core (the redemption
+// rate's month of the ledger): on a database server that also answers the
+// tills, a statement in workers on every core at once makes each till's
+// round trip wait for one, where on one core it leaves them the others.
+// Nothing on SQLite.
+func OneCore(tx *gorm.DB) error {
+	if tx.Dialector.Name() != Postgres {
+		return nil
+	}
+	return tx.Exec("SET LOCAL max_parallel_workers_per_gather = 0").Error
+}
+
 // AnalyzeIfStale has PostgreSQL gather table's statistics again, in tx,
 // when more of its rows changed since they were gathered than a tenth of
 // the rows they counted (and at least a thousand): a set-based job's plan
@@ -88,6 +102,27 @@ func AnalyzeIfStale(tx *gorm.DB, table string) error {
 		return err
 	}
 	if len(stale) == 0 || !stale[0] {
+		return nil
+	}
+	return tx.Exec("ANALYZE " + table).Error
+}
+
+// AnalyzeIfGrown has PostgreSQL gather table's statistics again, in tx,
+// when tx added more rows to it than a tenth of those they counted (and at
+// least a thousand): AnalyzeIfStale for a transaction's own rows, which
+// the server's counters show only once it has committed. ANALYZE counts
+// the rows the transaction inserted, and its statistics, with the plans
+// made again for them, take effect when it commits. Nothing on SQLite.
+func AnalyzeIfGrown(tx *gorm.DB, table string, added int64) error {
+	if tx.Dialector.Name() != Postgres {
+		return nil
+	}
+	var grown []bool
+	if err := tx.Raw(`SELECT ? > GREATEST(1000, reltuples / 10) FROM pg_class WHERE oid = CAST(? AS regclass)`,
+		added, table).Scan(&grown).Error; err != nil {
+		return err
+	}
+	if len(grown) == 0 || !grown[0] {
 		return nil
 	}
 	return tx.Exec("ANALYZE " + table).Error

@@ -2,6 +2,7 @@ package mle
 
 import (
 	"math"
+	"runtime"
 	"slices"
 	"testing"
 )
@@ -85,5 +86,34 @@ func TestCached(t *testing.T) {
 	x[0] = 4 // the optimiser's slice, changed in place
 	if v := f(x); v != 16 || calls != 2 {
 		t.Errorf("f(4) = %g after %d passes, want 16 after 2", v, calls)
+	}
+}
+
+// TestSplitLeavesACore: a likelihood's parts take every core but one, the
+// requests', and cover the rows once, in order.
+func TestSplitLeavesACore(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	rows := make([]int, 100000)
+	for i := range rows {
+		rows[i] = i
+	}
+	for _, c := range []struct{ cores, rows, parts int }{{1, 100000, 1}, {2, 100000, 1}, {4, 100000, 3}, {8, 100000, 6}, {8, 30000, 2}, {8, 100, 1}} {
+		runtime.GOMAXPROCS(c.cores)
+		parts := Split(rows[:c.rows])
+		if len(parts) != c.parts {
+			t.Errorf("%d rows on %d cores: %d parts, want %d", c.rows, c.cores, len(parts), c.parts)
+		}
+		next := 0
+		for _, p := range parts {
+			for _, r := range p {
+				if r != next {
+					t.Fatalf("%d rows on %d cores: row %d where %d was due", c.rows, c.cores, r, next)
+				}
+				next++
+			}
+		}
+		if next != c.rows {
+			t.Errorf("%d rows on %d cores: the parts hold %d", c.rows, c.cores, next)
+		}
 	}
 }
