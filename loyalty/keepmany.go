@@ -93,18 +93,7 @@ func OneCore(tx *gorm.DB) error {
 // costs the same on any table; autovacuum does the same, on its own time.
 // Nothing on SQLite, whose planner reads no such statistics here.
 func AnalyzeIfStale(tx *gorm.DB, table string) error {
-	if tx.Dialector.Name() != Postgres {
-		return nil
-	}
-	var stale []bool
-	if err := tx.Raw(`SELECT s.n_mod_since_analyze > GREATEST(1000, c.reltuples / 10) FROM pg_stat_user_tables s
-		JOIN pg_class c ON c.oid = s.relid WHERE s.relid = CAST(? AS regclass)`, table).Scan(&stale).Error; err != nil {
-		return err
-	}
-	if len(stale) == 0 || !stale[0] {
-		return nil
-	}
-	return tx.Exec("ANALYZE " + table).Error
+	return analyzeIf(tx, table, "COALESCE(s.n_mod_since_analyze, 0)")
 }
 
 // AnalyzeIfGrown has PostgreSQL gather table's statistics again, in tx,
@@ -114,15 +103,23 @@ func AnalyzeIfStale(tx *gorm.DB, table string) error {
 // the rows the transaction inserted, and its statistics, with the plans
 // made again for them, take effect when it commits. Nothing on SQLite.
 func AnalyzeIfGrown(tx *gorm.DB, table string, added int64) error {
+	return analyzeIf(tx, table, "CAST(? AS bigint)", added)
+}
+
+// analyzeIf runs ANALYZE of table in tx on PostgreSQL when the rows
+// changed (an expression over pg_stat_user_tables s, with its
+// placeholders' args) are more than a tenth of those its statistics
+// counted, and at least a thousand.
+func analyzeIf(tx *gorm.DB, table, changed string, args ...any) error {
 	if tx.Dialector.Name() != Postgres {
 		return nil
 	}
-	var grown []bool
-	if err := tx.Raw(`SELECT ? > GREATEST(1000, reltuples / 10) FROM pg_class WHERE oid = CAST(? AS regclass)`,
-		added, table).Scan(&grown).Error; err != nil {
+	var due []bool
+	if err := tx.Raw(`SELECT `+changed+` > GREATEST(1000, c.reltuples / 10) FROM pg_class c
+		LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.oid = CAST(? AS regclass)`, append(args, table)...).Scan(&due).Error; err != nil {
 		return err
 	}
-	if len(grown) == 0 || !grown[0] {
+	if len(due) == 0 || !due[0] {
 		return nil
 	}
 	return tx.Exec("ANALYZE " + table).Error
