@@ -95,3 +95,6 @@ func SetQueueVacuum(rows int, every time.Duration) (restore func()) {
 // BulkWALCompression is what an import chunk's transaction sets
 // wal_compression to on PostgreSQL ("" to leave it).
 func (s *Store) BulkWALCompression() string { return s.bulkWALCompression(s.w) }
+
+// OpenLotsSQL is the tills' read of a member's open lots on PostgreSQL.
+var OpenLotsSQL = pgOpenLotsSQL

@@ -300,13 +300,21 @@ func (a *account) keptFromRow() (kept, error) {
 		Soon: soon, Next: a.balance.NextChangeAt}, nil
 }
 
-// openState reads the member's open lots and the purchases of its
-// qualifying period as of the row's as_of (and so of a.now, which is no
-// earlier): all the history a balance needs, however long the member has
-// been around.
+// keptLotColumns are the columns of a lot that keeping reads
+// (catchUpFrom): on PostgreSQL those lots_member_open_cover carries, so
+// that a member's open lots are read from a leaf page or two of the index
+// (an index-only scan) rather than from a heap page each. At a million
+// members a till's catch-up read eleven pages for a member's ten open lots
+// with every column, one with these.
+const keptLotColumns = `member_id, remaining, available_at, expires_at`
+
+// openState reads the member's open lots (keptLotColumns) and the
+// purchases of its qualifying period as of the row's as_of (and so of
+// a.now, which is no earlier): all the history a balance needs, however
+// long the member has been around.
 func (a *account) openState(tx *gorm.DB) ([]lotRow, []windowPurchase, error) {
 	var lots []lotRow
-	if err := tx.Where("member_id = ? AND remaining > 0", a.member.ID).Find(&lots).Error; err != nil {
+	if err := tx.Select(keptLotColumns).Where("member_id = ? AND remaining > 0", a.member.ID).Find(&lots).Error; err != nil {
 		return nil, nil, err
 	}
 	var ps []windowPurchase
@@ -450,12 +458,10 @@ func catchUpAll(tx *gorm.DB, accounts []*account) error {
 	// Both reads scan their rows by hand: a job keeps thousands of
 	// accounts a run, and GORM's reflection per row cost more than the
 	// rest of the keeping.
-	// Of the lots, only what keeping reads (catchUpFrom): on PostgreSQL
-	// the columns lots_member_open_cover carries, so that a member's fifty
-	// open lots are a leaf page or two of the index, not fifty heap pages.
+	// Of the lots, only keptLotColumns: a member's fifty open lots are a
+	// leaf page or two of lots_member_open_cover, not fifty heap pages.
 	lotsOf := make(map[string][]lotRow, len(stale))
-	rows, err := tx.Raw(`SELECT member_id, remaining, available_at, expires_at
-		FROM lots WHERE member_id IN ? AND remaining > 0`, stale).Rows()
+	rows, err := tx.Raw(`SELECT `+keptLotColumns+` FROM lots WHERE member_id IN ? AND remaining > 0`, stale).Rows()
 	if err != nil {
 		return err
 	}

@@ -52,10 +52,9 @@ var (
 		UNION ALL SELECT 'a', offer_id, 0 FROM offer_activations WHERE member_id = $1
 		UNION ALL SELECT 'u', offer_id, COUNT(*) FROM offer_uses WHERE member_id = $1 GROUP BY offer_id
 		UNION ALL SELECT 's', segment_code, 0 FROM member_segments WHERE member_id = $1`
-	pgOpenLotsSQL = `SELECT id, entry_id, member_id, points, remaining, available_at, expires_at, created_at
-		FROM lots WHERE member_id = $1 AND remaining > 0`
-	pgWindowSQL  = `SELECT p.occurred_at, ` + NetSpendSQL("p") + ` FROM purchases p WHERE p.member_id = $1 AND p.occurred_at >= $2`
-	pgBalanceSQL = strings.Replace(balanceSQL, "?", "$1", 1)
+	pgOpenLotsSQL = `SELECT ` + keptLotColumns + ` FROM lots WHERE member_id = $1 AND remaining > 0`
+	pgWindowSQL   = `SELECT p.occurred_at, ` + NetSpendSQL("p") + ` FROM purchases p WHERE p.member_id = $1 AND p.occurred_at >= $2`
+	pgBalanceSQL  = strings.Replace(balanceSQL, "?", "$1", 1)
 )
 
 // preparePG prepares the hot path's fixed statements on a new connection,
@@ -351,7 +350,7 @@ func (a *account) pgCatchUp(ctx context.Context, conn *pgxpool.Conn) error {
 	}
 	for rows.Next() {
 		var l lotRow
-		if err := rows.Scan(&l.ID, &l.EntryID, &l.MemberID, &l.Points, &l.Remaining, &l.AvailableAt, &l.ExpiresAt, &l.CreatedAt); err != nil {
+		if err := rows.Scan(&l.MemberID, &l.Remaining, &l.AvailableAt, &l.ExpiresAt); err != nil {
 			rows.Close()
 			return err
 		}
