@@ -98,3 +98,7 @@ func (s *Store) BulkWALCompression() string { return s.bulkWALCompression(s.w) }
 
 // OpenLotsSQL is the tills' read of a member's open lots on PostgreSQL.
 var OpenLotsSQL = pgOpenLotsSQL
+
+// OfferFactsSQL is a purchase's read of the member's offer facts on
+// PostgreSQL.
+var OfferFactsSQL = pgOfferFactsSQL
