@@ -14,8 +14,8 @@ import (
 // and uses by index, not by a scan of every activation and use there is
 // (which grows with every offer anyone used). On PostgreSQL the plan of
 // pgOfferFactsSQL, with sequential scans off, goes through both
-// member-first indexes; on SQLite the reads loadMemberOffers makes search
-// them.
+// member-first indexes; on SQLite, reads of the shape loadMemberOffers
+// makes (by member_id alone) search them.
 func TestOfferFactsByMember(t *testing.T) {
 	for _, dialect := range loyaltytest.Dialects(t) {
 		t.Run(dialect, func(t *testing.T) {
