@@ -4,8 +4,6 @@ import (
 	"strings"
 	"testing"
 
-	"gorm.io/gorm"
-
 	"github.com/loyalty-engine/loyalty/loyalty"
 	"github.com/loyalty-engine/loyalty/loyalty/loyaltytest"
 )
@@ -20,33 +18,25 @@ func TestOfferFactsByMember(t *testing.T) {
 	for _, dialect := range loyaltytest.Dialects(t) {
 		t.Run(dialect, func(t *testing.T) {
 			store := loyaltytest.MustOpen(t, dialect)
-			var plan []string
-			err := store.DB().Transaction(func(tx *gorm.DB) error {
-				if dialect == loyalty.Postgres {
-					if err := tx.Exec("SET LOCAL enable_seqscan = off").Error; err != nil {
-						return err
-					}
-					q := strings.ReplaceAll(loyalty.OfferFactsSQL, "$1", "'m1'")
-					return tx.Raw("EXPLAIN " + q).Scan(&plan).Error
-				}
+			var text string
+			if dialect == loyalty.Postgres {
+				text = pgPlan(t, store.DB(), loyalty.OfferFactsSQL, "enable_seqscan")
+			} else {
+				var plan []string
 				for _, q := range []string{
 					"SELECT offer_id FROM offer_activations WHERE member_id = 'm1'",
 					"SELECT offer_id, COUNT(*) AS n FROM offer_uses WHERE member_id = 'm1' GROUP BY offer_id",
 				} {
 					var rows []struct{ Detail string }
-					if err := tx.Raw("EXPLAIN QUERY PLAN " + q).Scan(&rows).Error; err != nil {
-						return err
+					if err := store.DB().Raw("EXPLAIN QUERY PLAN " + q).Scan(&rows).Error; err != nil {
+						t.Fatal(err)
 					}
 					for _, r := range rows {
 						plan = append(plan, r.Detail)
 					}
 				}
-				return nil
-			})
-			if err != nil {
-				t.Fatal(err)
+				text = strings.Join(plan, "\n")
 			}
-			text := strings.Join(plan, "\n")
 			for _, ix := range []string{"offer_activations_by_member", "offer_uses_by_member"} {
 				if !strings.Contains(text, ix) {
 					t.Errorf("the member's offer facts are read without %s:\n%s", ix, text)
