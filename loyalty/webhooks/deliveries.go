@@ -218,6 +218,7 @@ func (s *Service) Deliveries(ctx context.Context, webhookID string, q DeliveryQu
 		return out, err
 	}
 	var rows []deliveryRow
+	var batched []Delivery
 	err = loyalty.Read(ctx, s.ledger, func(db *gorm.DB) error {
 		if _, err := getRow(db, webhookID); err != nil {
 			return err
@@ -226,7 +227,7 @@ func (s *Service) Deliveries(ctx context.Context, webhookID string, q DeliveryQu
 		switch q.Status {
 		case "":
 		case Delivered:
-			// Nearly every row: the endpoint's key, newest first.
+			// The endpoint's key: delivered rows are those of retries.
 			sel = sel.Where("status = ?", q.Status)
 		default:
 			// The index of the rows not delivered (partial on SQLite,
@@ -237,17 +238,27 @@ func (s *Service) Deliveries(ctx context.Context, webhookID string, q DeliveryQu
 		if before != "" {
 			sel = sel.Where("id < ?", before)
 		}
-		return sel.Find(&rows).Error
+		if err := sel.Find(&rows).Error; err != nil {
+			return err
+		}
+		if q.Status != "" && q.Status != Delivered {
+			return nil
+		}
+		var err error
+		batched, err = batchDeliveries(db, webhookID, before, q.Page.Size()+1)
+		return err
 	})
 	if err != nil {
 		return out, fmt.Errorf("list deliveries: %w", err)
 	}
-	if len(rows) > q.Page.Size() {
-		rows = rows[:q.Page.Size()]
-		out.NextCursor = loyalty.Cursor(rows[len(rows)-1].ID)
+	single := make([]Delivery, len(rows))
+	for i, r := range rows {
+		single[i] = r.view()
 	}
-	for _, r := range rows {
-		out.Items = append(out.Items, r.view())
+	out.Items = mergeNewestFirst(single, batched, q.Page.Size()+1)
+	if len(out.Items) > q.Page.Size() {
+		out.Items = out.Items[:q.Page.Size()]
+		out.NextCursor = loyalty.Cursor(out.Items[len(out.Items)-1].ID)
 	}
 	return out, nil
 }
@@ -256,23 +267,32 @@ func (s *Service) Deliveries(ctx context.Context, webhookID string, q DeliveryQu
 func (s *Service) Delivery(ctx context.Context, webhookID, id string) (Delivery, error) {
 	var out Delivery
 	err := loyalty.Read(ctx, s.ledger, func(db *gorm.DB) error {
-		r, err := getDelivery(db, webhookID, id)
-		out = r.view()
+		var err error
+		out, err = getDelivery(db, webhookID, id)
 		return err
 	})
 	return out, err
 }
 
-func getDelivery(db *gorm.DB, webhookID, id string) (deliveryRow, error) {
+// getDelivery finds a delivery of an endpoint: its row, or an item of
+// one of its batch rows.
+func getDelivery(db *gorm.DB, webhookID, id string) (Delivery, error) {
 	var r deliveryRow
 	err := db.Where("id = ? AND webhook_id = ?", id, webhookID).Take(&r).Error
-	if errors.Is(err, gorm.ErrRecordNotFound) {
-		if _, werr := getRow(db, webhookID); werr != nil {
-			return r, werr
-		}
-		return r, loyalty.Errorf(loyalty.NotFound, "not_found", "webhook %q has no delivery %q", clip(webhookID), clip(id))
+	if err == nil {
+		return r.view(), nil
 	}
-	return r, err
+	if !errors.Is(err, gorm.ErrRecordNotFound) {
+		return Delivery{}, err
+	}
+	d, ok, err := batchDelivery(db, webhookID, id)
+	if ok || err != nil {
+		return d, err
+	}
+	if _, werr := getRow(db, webhookID); werr != nil {
+		return d, werr
+	}
+	return d, loyalty.Errorf(loyalty.NotFound, "not_found", "webhook %q has no delivery %q", clip(webhookID), clip(id))
 }
 
 // Retry starts a dead letter again: it is attempted at once (by whichever
@@ -292,9 +312,11 @@ func (s *Service) Retry(ctx context.Context, webhookID, id string) (Delivery, er
 			return nil
 		})
 		if errors.Is(err, gorm.ErrRecordNotFound) {
-			_, err = getDelivery(tx.DB, webhookID, id)
+			// A delivery of a batch row was delivered on its first attempt.
+			d, err := getDelivery(tx.DB, webhookID, id)
 			if err == nil {
-				err = loyalty.Errorf(loyalty.NotFound, "not_found", "webhook %q has no delivery %q", clip(webhookID), clip(id))
+				err = loyalty.Errorf(loyalty.Conflict, "not_failed",
+					"delivery %q is %s; only a failed delivery can be retried by hand", clip(id), d.Status)
 			}
 			return Delivery{}, err
 		}

@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -101,6 +103,7 @@ func (c *Config) defaults() {
 	if c.BatchSize <= 0 {
 		c.BatchSize = 500
 	}
+	c.BatchSize = min(c.BatchSize, maxBatchItems)
 	if c.PerEndpoint <= 0 {
 		c.PerEndpoint = 8
 	}
@@ -242,7 +245,7 @@ func (d *Dispatcher) refresh(ctx context.Context) {
 	}
 }
 
-// prune drops delivered rows older than HistoryKept. Every process does it
+// prune drops delivered rows and batch rows older than HistoryKept. Every process does it
 // about hourly; deleting what another already deleted costs nothing. The
 // rows go endpoint by endpoint through the key's range of ids made before
 // the cutoff (ids are time-ordered: loyalty.IDFloor), pruneChunk rows a
@@ -257,18 +260,30 @@ func (d *Dispatcher) prune(ctx context.Context) {
 	err := loyalty.Read(ctx, d.ledger, func(db *gorm.DB) error {
 		return db.Model(&webhookRow{}).Order("id").Pluck("id", &hooks).Error
 	})
+	chunks := []struct {
+		sql   string
+		limit int
+	}{
+		{`DELETE FROM webhook_deliveries WHERE webhook_id = ? AND id IN (
+			SELECT id FROM webhook_deliveries WHERE webhook_id = ? AND id < ? AND status = 'delivered' AND updated_at < ?
+			ORDER BY id LIMIT ?)`, pruneChunk},
+		// A batch row holds up to a batch's events (500 by default).
+		{`DELETE FROM webhook_delivered WHERE webhook_id = ? AND id IN (
+			SELECT id FROM webhook_delivered WHERE webhook_id = ? AND id < ? AND created_at < ?
+			ORDER BY id LIMIT ?)`, max(1, pruneChunk/100)},
+	}
 	for _, id := range hooks {
-		for err == nil && ctx.Err() == nil {
-			var n int64
-			_, _, err = loyalty.Write(ctx, d.ledger, loyalty.IdempotencyKey{}, func(tx *loyalty.Tx) (struct{}, error) {
-				r := tx.DB.Exec(`DELETE FROM webhook_deliveries WHERE webhook_id = ? AND id IN (
-					SELECT id FROM webhook_deliveries WHERE webhook_id = ? AND id < ? AND status = 'delivered' AND updated_at < ?
-					ORDER BY id LIMIT ?)`, id, id, floor, before, pruneChunk)
-				n = r.RowsAffected
-				return struct{}{}, r.Error
-			})
-			if n < int64(pruneChunk) {
-				break
+		for _, c := range chunks {
+			for err == nil && ctx.Err() == nil {
+				var n int64
+				_, _, err = loyalty.Write(ctx, d.ledger, loyalty.IdempotencyKey{}, func(tx *loyalty.Tx) (struct{}, error) {
+					r := tx.DB.Exec(c.sql, id, id, floor, before, c.limit)
+					n = r.RowsAffected
+					return struct{}{}, r.Error
+				})
+				if n < int64(c.limit) {
+					break
+				}
 			}
 		}
 	}
@@ -545,31 +560,50 @@ feed:
 	if err := context.Cause(ctx); err != nil {
 		return err
 	}
-	var all []deliveryRow
+	// The deliveries made go into one batch row; the others (failed,
+	// held) are rows of their own, which retries change.
+	var done, open []deliveryRow
 	fresh := true
 	for _, r := range rows {
-		all = append(all, r...)
 		for i := range r {
+			if r[i].Status == Delivered {
+				done = append(done, r[i])
+				continue
+			}
+			open = append(open, r[i])
 			fresh = fresh && r[i].EventID > recorded
 		}
 	}
 	end := evs[len(evs)-1].Position
-	if len(all) == 0 {
+	if len(done)+len(open) == 0 {
 		if err := e.d.ledger.AdvanceCursor(ctx, name, cfg.Owner, end, cfg.CursorTTL); err != nil {
 			return fmt.Errorf("advance cursor: %w", err)
 		}
 		return nil
 	}
+	var history batchRow
+	if len(done) > 0 {
+		if history, err = newBatchRow(hook.ID, done, e.d.ledger.Now()); err != nil {
+			return fmt.Errorf("record deliveries: %w", err)
+		}
+	}
 	_, _, err = loyalty.Write(ctx, e.d.ledger, loyalty.IdempotencyKey{}, func(tx *loyalty.Tx) (struct{}, error) {
-		if err := insertDeliveries(tx.DB, all, fresh); err != nil {
-			return struct{}{}, err
+		if len(done) > 0 {
+			if err := insertBatch(tx.DB, history); err != nil {
+				return struct{}{}, err
+			}
+		}
+		if len(open) > 0 {
+			if err := insertDeliveries(tx.DB, open, fresh); err != nil {
+				return struct{}{}, err
+			}
 		}
 		return struct{}{}, advanceCursor(tx, name, cfg.Owner, end, cfg.CursorTTL)
 	})
 	if err != nil {
 		return fmt.Errorf("record deliveries: %w", err)
 	}
-	if slicesAnyOpen(all) {
+	if len(open) > 0 {
 		e.poke()
 	}
 	return nil
@@ -619,34 +653,33 @@ func advanceCursor(tx *loyalty.Tx, name, owner string, position int64, ttl time.
 	return nil
 }
 
-func slicesAnyOpen(rows []deliveryRow) bool {
-	for _, r := range rows {
-		if r.Status == Pending || r.Status == Held {
-			return true
-		}
-	}
-	return false
-}
-
-// recordedUpTo is the highest event id the endpoint has a delivery row
-// for (0: none), read from the end of the (webhook_id, event_id) key.
+// recordedUpTo is the highest event id the endpoint has a delivery for
+// (0: none), read from the end of the (webhook_id, event_id) key and of
+// the batch rows' (webhook_id, last_event_id) index.
 func (e *endpoint) recordedUpTo(ctx context.Context) (int64, error) {
-	var top *int64
+	var rows, batches *int64
 	err := loyalty.Read(ctx, e.d.ledger, func(db *gorm.DB) error {
-		return db.Raw("SELECT max(event_id) FROM webhook_deliveries WHERE webhook_id = ?", e.id).Scan(&top).Error
+		if err := db.Raw("SELECT max(event_id) FROM webhook_deliveries WHERE webhook_id = ?", e.id).Scan(&rows).Error; err != nil {
+			return err
+		}
+		return db.Raw("SELECT max(last_event_id) FROM webhook_delivered WHERE webhook_id = ?", e.id).Scan(&batches).Error
 	})
 	if err != nil {
 		return 0, fmt.Errorf("read deliveries: %w", err)
 	}
-	if top == nil {
-		return 0, nil
+	var top int64
+	for _, p := range []*int64{rows, batches} {
+		if p != nil {
+			top = max(top, *p)
+		}
 	}
-	return *top, nil
+	return top, nil
 }
 
-// known reads which events of the batch already have a delivery row (skip
-// them; looked for only among the events at or below recorded, which is
-// none once the stream is past what an earlier holder recorded) and which
+// known reads which events of the batch already have a delivery, a row
+// or an item of a batch row (skip them; looked for only among the events
+// at or below recorded, which is none once the stream is past what an
+// earlier holder recorded) and which
 // of its members have an open delivery to this endpoint (their events are
 // held behind it). Both are key lookups, one per event or member, so their
 // cost follows the batch, not the endpoint's history.
@@ -677,6 +710,12 @@ func (e *endpoint) known(ctx context.Context, evs []loyalty.Event, recorded int6
 			for _, n := range hits {
 				skip[n] = true
 			}
+			slices.Sort(nums)
+			batched, err := batchEvents(db, e.id, nums)
+			if err != nil {
+				return err
+			}
+			maps.Copy(skip, batched)
 		}
 		if len(members) == 0 {
 			return nil

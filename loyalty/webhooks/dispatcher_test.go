@@ -413,8 +413,8 @@ func TestTwoEngines(t *testing.T) {
 	})
 }
 
-// TestHistoryPruned: delivered rows older than HistoryKept leave the
-// history, several transactions' worth of them; dead letters stay
+// TestHistoryPruned: delivered rows and batch rows older than HistoryKept
+// leave the history, several transactions' worth of them; dead letters stay
 // until retried, and so do rows delivered since the cutoff, also one made
 // before it and delivered by a late retry.
 func TestHistoryPruned(t *testing.T) {
@@ -439,8 +439,24 @@ func TestHistoryPruned(t *testing.T) {
 		add(many+1, webhooks.Failed, old, old)
 		add(many+2, webhooks.Delivered, old, now) // a late retry's delivery
 		add(many+3, webhooks.Delivered, now, now) // today's
+		// Batch rows: three old ones (a transaction each, at this chunk)
+		// and today's, of two deliveries each.
+		batch := func(n int, made time.Time) {
+			t.Helper()
+			at := made.UnixMicro()
+			items := fmt.Sprintf(`[{"e":%d,"t":"member.created","n":1,"at":%d,"ok":%d},{"e":%d,"t":"member.created","n":1,"at":%d,"ok":%d}]`,
+				n, at, at, n+1, at, at)
+			if err := e.store.DB().Exec(`INSERT INTO webhook_delivered (webhook_id, id, first_event_id, last_event_id, events, created_at, items)
+				VALUES (?, ?, ?, ?, 2, ?, ?)`, w.ID, loyalty.IDFloor(made)+fmt.Sprintf("-7000-8000-%08d0000", n), n, n+1, made, items).Error; err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range 3 {
+			batch(100+2*i, old.Add(time.Duration(i)*time.Millisecond))
+		}
+		batch(200, now)
 		e.dispatch(fastConfig())
-		eventually(t, "old history pruned", func() bool { return len(e.deliveries(w.ID, webhooks.Delivered)) == 2 })
+		eventually(t, "old history pruned", func() bool { return len(e.deliveries(w.ID, webhooks.Delivered)) == 2+2 })
 		if f := e.deliveries(w.ID, webhooks.Failed); len(f) != 1 {
 			t.Fatalf("dead letters %+v", f)
 		}
@@ -471,39 +487,52 @@ func attempts(t *testing.T, reg *prometheus.Registry, outcome string) float64 {
 
 // TestRecordedBeyondCursor: an engine that recorded a batch's deliveries
 // and stopped before its cursor moved past them (as an engine did before a
-// batch's rows and its cursor were one write) left rows beyond the cursor:
-// the next holder does not send those events again, and sends the rest.
+// batch's rows and its cursor were one write) left delivery rows, or a
+// batch row, beyond the cursor: the next holder does not send those events
+// again, and sends the rest.
 func TestRecordedBeyondCursor(t *testing.T) {
 	loyaltytest.Each(t, func(t *testing.T, dialect string) {
-		e := newEnv(t, dialect)
-		r, w := e.receiving()
-		e.emit("purchase.created", []string{"m1"}, 3)
-		ctx := context.Background()
-		var evs []loyalty.Event
-		eventually(t, "the events positioned", func() bool {
-			var err error
-			evs, err = e.svc.EventsAfter(ctx, 0, loyalty.EventFilter{MemberID: "m1"}, 10)
-			return err == nil && len(evs) == 3
-		})
-		first := evs[0]
-		n, _ := strconv.ParseInt(strings.TrimPrefix(first.ID, "evt_"), 10, 64)
-		now := time.Now().UTC()
-		if err := e.store.DB().Exec(`INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_position, event_type, member_id,
-			status, attempts, created_at, updated_at, delivered_at) VALUES (?, ?, ?, ?, ?, ?, 'delivered', 1, ?, ?, ?)`,
-			loyalty.NewID(), w.ID, n, first.Position, first.Type, "m1", now, now, now).Error; err != nil {
-			t.Fatal(err)
+		for _, kind := range []string{"a delivery row", "a batch row"} {
+			t.Run(kind, func(t *testing.T) {
+				e := newEnv(t, dialect)
+				r, w := e.receiving()
+				e.emit("purchase.created", []string{"m1"}, 3)
+				ctx := context.Background()
+				var evs []loyalty.Event
+				eventually(t, "the events positioned", func() bool {
+					var err error
+					evs, err = e.svc.EventsAfter(ctx, 0, loyalty.EventFilter{MemberID: "m1"}, 10)
+					return err == nil && len(evs) == 3
+				})
+				first := evs[0]
+				n, _ := strconv.ParseInt(strings.TrimPrefix(first.ID, "evt_"), 10, 64)
+				now := time.Now().UTC()
+				record := `INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_position, event_type, member_id,
+					status, attempts, created_at, updated_at, delivered_at) VALUES (?, ?, ?, ?, ?, ?, 'delivered', 1, ?, ?, ?)`
+				args := []any{loyalty.NewID(), w.ID, n, first.Position, first.Type, "m1", now, now, now}
+				if kind == "a batch row" {
+					at := now.UnixMicro()
+					record = `INSERT INTO webhook_delivered (webhook_id, id, first_event_id, last_event_id, events, created_at, items)
+						VALUES (?, ?, ?, ?, 1, ?, ?)`
+					args = []any{w.ID, loyalty.IDFloor(now) + "-7000-8000-000000000000", n, n, now,
+						fmt.Sprintf(`[{"e":%d,"t":%q,"m":"m1","n":1,"at":%d,"ok":%d}]`, n, first.Type, at, at)}
+				}
+				if err := e.store.DB().Exec(record, args...).Error; err != nil {
+					t.Fatal(err)
+				}
+				e.dispatch(fastConfig())
+				eventually(t, "the other two delivered", func() bool { return len(r.delivered()) == 2 })
+				e.emit("purchase.created", []string{"m1"}, 1)
+				eventually(t, "the next one delivered", func() bool { return len(r.delivered()) == 3 })
+				for _, g := range r.receipts() {
+					if g.ID == first.ID {
+						t.Fatalf("event %s, recorded before the cursor moved past it, was sent again", first.ID)
+					}
+				}
+				// Deliveries are recorded once a batch's requests are answered.
+				eventually(t, "four deliveries", func() bool { return len(e.deliveries(w.ID, webhooks.Delivered)) == 4 })
+			})
 		}
-		e.dispatch(fastConfig())
-		eventually(t, "the other two delivered", func() bool { return len(r.delivered()) == 2 })
-		e.emit("purchase.created", []string{"m1"}, 1)
-		eventually(t, "the next one delivered", func() bool { return len(r.delivered()) == 3 })
-		for _, g := range r.receipts() {
-			if g.ID == first.ID {
-				t.Fatalf("event %s, recorded before the cursor moved past it, was sent again", first.ID)
-			}
-		}
-		// Rows are written once a batch's requests are answered.
-		eventually(t, "four delivered rows", func() bool { return len(e.deliveries(w.ID, webhooks.Delivered)) == 4 })
 	})
 }
 
@@ -558,7 +587,8 @@ func TestDeleteDuringDelivery(t *testing.T) {
 		<-emitted
 		stop()
 		var rows, cursors int64
-		if err := e.store.DB().Raw("SELECT count(*) FROM webhook_deliveries WHERE webhook_id = ?", w.ID).Scan(&rows).Error; err != nil {
+		if err := e.store.DB().Raw(`SELECT (SELECT count(*) FROM webhook_deliveries WHERE webhook_id = ?)
+			+ (SELECT count(*) FROM webhook_delivered WHERE webhook_id = ?)`, w.ID, w.ID).Scan(&rows).Error; err != nil {
 			t.Fatal(err)
 		}
 		if err := e.store.DB().Raw("SELECT count(*) FROM event_cursors WHERE name LIKE ?", "%"+w.ID).Scan(&cursors).Error; err != nil {

@@ -410,8 +410,10 @@ func (s *Service) Delete(ctx context.Context, id string) error {
 		if err := tx.DB.Exec("DELETE FROM event_cursors WHERE name = ?", cursorName(id)).Error; err != nil {
 			return struct{}{}, err
 		}
-		if err := tx.DB.Exec("DELETE FROM webhook_deliveries WHERE webhook_id = ?", id).Error; err != nil {
-			return struct{}{}, err
+		for _, table := range []string{"webhook_deliveries", "webhook_delivered"} {
+			if err := tx.DB.Exec("DELETE FROM "+table+" WHERE webhook_id = ?", id).Error; err != nil {
+				return struct{}{}, err
+			}
 		}
 		if err := tx.DB.Exec("DELETE FROM webhooks WHERE id = ?", id).Error; err != nil {
 			return struct{}{}, err
