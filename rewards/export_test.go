@@ -7,3 +7,6 @@ func SetGiftChunk(n int) func() {
 	giftChunk = n
 	return func() { giftChunk = was }
 }
+
+// ExpireGiftsSQL is the statement that marks lapsed gifts expired.
+const ExpireGiftsSQL = expireGiftsSQL

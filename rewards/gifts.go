@@ -105,7 +105,7 @@ func (s *Service) BirthdayGifts(ctx context.Context, asOf time.Time) (GiftSummar
 			return err
 		}
 		g := prog.BirthdayGift
-		res := tx.DB.Model(&giftRow{}).Where("status = ? AND expires_at <= ?", GiftAvailable, asOf).Update("status", GiftExpired)
+		res := tx.DB.Exec(expireGiftsSQL, asOf)
 		if res.Error != nil {
 			return res.Error
 		}
@@ -173,6 +173,13 @@ func (s *Service) BirthdayGifts(ctx context.Context, asOf time.Time) (GiftSummar
 	}
 	return sum, nil
 }
+
+// expireGiftsSQL marks the gifts still available whose claim window ended
+// by its as-of expired, read by the partial index member_gifts_open (the
+// status a literal, as SQLite needs to use it), not by a scan of every
+// gift ever given.
+const expireGiftsSQL = `UPDATE member_gifts SET status = '` + GiftExpired + `'
+	WHERE status = '` + GiftAvailable + `' AND expires_at <= ?`
 
 // giftChunk is the most members one transaction of a birthday-gifts run
 // gives gifts to: a till buying for one of them waits for the chunk's
