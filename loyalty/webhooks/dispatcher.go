@@ -570,6 +570,9 @@ feed:
 				done = append(done, r[i])
 				continue
 			}
+			// Only a row of its own needs an id; a batch's deliveries take
+			// theirs from the batch row.
+			r[i].ID = loyalty.NewID()
 			open = append(open, r[i])
 			fresh = fresh && r[i].EventID > recorded
 		}
@@ -620,7 +623,7 @@ func (e *endpoint) run(ctx context.Context, hook webhookRow, run []loyalty.Event
 	for _, ev := range run {
 		n, _ := eventNumber(ev.ID)
 		now := e.d.ledger.Now()
-		row := deliveryRow{ID: loyalty.NewID(), WebhookID: hook.ID, EventID: n, EventPosition: ev.Position, EventType: ev.Type,
+		row := deliveryRow{WebhookID: hook.ID, EventID: n, EventPosition: ev.Position, EventType: ev.Type,
 			MemberID: ev.MemberID, CreatedAt: now, UpdatedAt: now}
 		if held {
 			row.Status, row.NextAttemptAt = Held, &now

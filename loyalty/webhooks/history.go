@@ -102,11 +102,20 @@ func newBatchRow(webhookID string, rows []deliveryRow, now time.Time) (batchRow,
 	return b, err
 }
 
-// deliveries are the batch row's deliveries, in log order.
-func (b batchRow) deliveries() ([]Delivery, error) {
+// items decodes the batch row's JSON array.
+func (b batchRow) items() ([]batchItem, error) {
 	var items []batchItem
 	if err := json.Unmarshal([]byte(b.Items), &items); err != nil {
 		return nil, fmt.Errorf("webhook %s: delivered batch %s: %w", b.WebhookID, b.ID, err)
+	}
+	return items, nil
+}
+
+// deliveries are the batch row's deliveries, in log order.
+func (b batchRow) deliveries() ([]Delivery, error) {
+	items, err := b.items()
+	if err != nil {
+		return nil, err
 	}
 	out := make([]Delivery, len(items))
 	for i, it := range items {
@@ -198,9 +207,9 @@ func batchEvents(db *gorm.DB, webhookID string, nums []int64) (map[int64]bool, e
 		want[n] = true
 	}
 	for _, b := range rows {
-		var items []batchItem
-		if err := json.Unmarshal([]byte(b.Items), &items); err != nil {
-			return nil, fmt.Errorf("webhook %s: delivered batch %s: %w", b.WebhookID, b.ID, err)
+		items, err := b.items()
+		if err != nil {
+			return nil, err
 		}
 		for _, it := range items {
 			if want[it.Event] {
