@@ -194,6 +194,93 @@ func TestSegmentsKeepTableShape(t *testing.T) {
 	})
 }
 
+// TestSegmentsWriteOnlyChanges runs segments on two nights with one
+// member's big purchase between them: the second run leaves the rows of
+// the members whose segment held as the first wrote them, writes the
+// memberships that moved, ends where a run from an empty table ends, and
+// the segment list dates every segment by the latest run.
+func TestSegmentsWriteOnlyChanges(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		first := time.Date(2026, 3, 1, 22, 0, 0, 0, time.UTC)
+		e := newEnv(t, dialect, first.Add(-time.Hour))
+		var members []string
+		for i := range 10 {
+			m := e.enrol("")
+			members = append(members, m)
+			e.buyAt(m, int64(1000*(i+1)), first.AddDate(0, 0, -2*i-1))
+		}
+		type row struct {
+			MemberID, SegmentCode string
+			ComputedAt            time.Time
+		}
+		rows := func() map[string]row {
+			t.Helper()
+			var rs []row
+			if err := e.store.DB().Raw(`SELECT member_id, segment_code, computed_at FROM member_segments`).Scan(&rs).Error; err != nil {
+				t.Fatal(err)
+			}
+			out := map[string]row{}
+			for _, r := range rs {
+				out[r.MemberID+" "+r.SegmentCode] = r
+			}
+			return out
+		}
+		e.clock.Set(first.Add(time.Minute))
+		e.run(t, "segments", first)
+		before := rows()
+		if len(before) != len(members) {
+			t.Fatalf("%d memberships after the first night, want %d: %v", len(before), len(members), before)
+		}
+		// The member with the oldest, smallest purchase buys big today.
+		second := first.AddDate(0, 0, 1)
+		e.clock.Set(second.Add(-time.Hour))
+		e.buyAt(members[len(members)-1], 50000, second.Add(-2*time.Hour))
+		e.clock.Set(second.Add(time.Minute))
+		e.run(t, "segments", second)
+		after := rows()
+		kept, moved := 0, 0
+		for k, r := range after {
+			if b, ok := before[k]; ok {
+				kept++
+				if !r.ComputedAt.Equal(b.ComputedAt) {
+					t.Errorf("%s held its segment but was written again (%s, then %s)", k, b.ComputedAt, r.ComputedAt)
+				}
+				continue
+			}
+			moved++
+			if !r.ComputedAt.Equal(second.Add(time.Minute)) {
+				t.Errorf("%s entered its segment on the second night but is stamped %s", k, r.ComputedAt)
+			}
+		}
+		if kept == 0 || moved == 0 || len(after) != len(members) {
+			t.Errorf("second night kept %d and moved %d of %d memberships, want some of each: %v", kept, moved, len(after), after)
+		}
+		// The same night from an empty table.
+		if err := e.store.DB().Exec(`DELETE FROM member_segments`).Error; err != nil {
+			t.Fatal(err)
+		}
+		e.run(t, "segments", second)
+		fresh := rows()
+		if len(fresh) != len(after) {
+			t.Errorf("from empty %d memberships, night after night %d", len(fresh), len(after))
+		}
+		for k := range after {
+			if _, ok := fresh[k]; !ok {
+				t.Errorf("%s only night after night; from empty %v", k, fresh)
+			}
+		}
+		list, err := e.runner.SegmentList(e.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range list {
+			if s.ComputedAt == nil || !s.ComputedAt.Equal(second.Add(time.Minute)) {
+				t.Errorf("segment %s computed at %v, want the latest run's %s", s.Code, s.ComputedAt, second.Add(time.Minute))
+			}
+		}
+	})
+}
+
 // TestLoyalSegmentFollowsHistory runs segments night after night while
 // purchases arrive (on time, backdated into the window, a category bought
 // again and one leaving the window), and once for a past day after later

@@ -115,10 +115,16 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 			return err
 		}
 		defer loyalty.DropTemp(tx.DB, "churn_members")
-		// Every segment is computed here, so the run replaces the table.
-		return r.replaceDerived(tx.DB, memberSegments, func(target string) error {
-			return r.fillSegments(tx.DB, target, activity, now, windowStart, asOf, sg.LoyalMinCategories)
-		})
+		// Every segment is computed here, into a temporary table (no WAL),
+		// and only the memberships that changed are written.
+		if err := loyalty.TempTable(tx.DB, "segments_next", `SELECT member_id, segment_code FROM member_segments WHERE 1 = 0`); err != nil {
+			return err
+		}
+		defer loyalty.DropTemp(tx.DB, "segments_next")
+		if err := r.fillSegments(tx.DB, "segments_next", activity, windowStart, asOf, sg.LoyalMinCategories); err != nil {
+			return err
+		}
+		return r.applySegments(tx.DB, asOf, now)
 	})
 	if err != nil {
 		return sum, fmt.Errorf("segments: %w", err)
@@ -182,6 +188,36 @@ func (r *Runner) foldCategories(db *gorm.DB, now time.Time) error {
 	return db.Exec(`INSERT INTO category_state (id, watermark) VALUES (1, ?)`, next).Error
 }
 
+// applySegments makes member_segments hold the memberships in
+// segments_next: it deletes the rows no longer there and inserts the new
+// ones, stamped now, and records the run in segment_runs. A night's
+// changes are the members who bought and those whose quintile moved past
+// them, a tenth of the base or less: where replacing the table wrote every
+// row and its indexes to the WAL again, this writes those.
+func (r *Runner) applySegments(db *gorm.DB, asOf, now time.Time) error {
+	if r.svc.Store().Dialect == loyalty.Postgres {
+		// Its size, for the plans: hash anti-joins both ways.
+		if err := db.Exec(`ANALYZE segments_next`).Error; err != nil {
+			return err
+		}
+	} else if err := db.Exec(`CREATE INDEX temp.segments_next_key ON segments_next (member_id, segment_code)`).Error; err != nil {
+		return err
+	}
+	if err := db.Exec(`DELETE FROM member_segments WHERE NOT EXISTS (SELECT 1 FROM segments_next n
+			WHERE n.member_id = member_segments.member_id AND n.segment_code = member_segments.segment_code)`).Error; err != nil {
+		return err
+	}
+	if err := db.Exec(`INSERT INTO member_segments (member_id, segment_code, computed_at)
+			SELECT n.member_id, n.segment_code, ? FROM segments_next n WHERE NOT EXISTS (SELECT 1 FROM member_segments s
+				WHERE s.member_id = n.member_id AND s.segment_code = n.segment_code)`, now).Error; err != nil {
+		return err
+	}
+	if err := db.Exec(`DELETE FROM segment_runs`).Error; err != nil {
+		return err
+	}
+	return db.Exec(`INSERT INTO segment_runs (id, as_of, computed_at) VALUES (1, ?, ?)`, asOf, now).Error
+}
+
 // fillSegments inserts into target the members of every segment: the
 // loyal one from the members in loyal_weeks who bought in enough
 // categories between windowStart and asOf, the RFM segments from the
@@ -191,7 +227,7 @@ func (r *Runner) foldCategories(db *gorm.DB, now time.Time) error {
 // the window too (loyal_late: none on a night's run but for receipts dated
 // ahead), from the member's lines of the window (distinct categories as
 // two levels of GROUP BY).
-func (r *Runner) fillSegments(db *gorm.DB, target, activity string, now, windowStart, asOf time.Time, minCategories int) error {
+func (r *Runner) fillSegments(db *gorm.DB, target, activity string, windowStart, asOf time.Time, minCategories int) error {
 	if err := loyalty.TempTable(db, "loyal_late", `SELECT DISTINCT w.member_id FROM loyal_weeks w
 			JOIN member_categories x ON x.member_id = w.member_id WHERE x.last_at > ?`, asOf); err != nil {
 		return err
@@ -202,8 +238,8 @@ func (r *Runner) fillSegments(db *gorm.DB, target, activity string, now, windowS
 			return err
 		}
 	}
-	if err := db.Exec(`INSERT INTO `+target+` (member_id, segment_code, computed_at)
-			SELECT c.member_id, 'loyal', ? FROM (
+	if err := db.Exec(`INSERT INTO `+target+` (member_id, segment_code)
+			SELECT c.member_id, 'loyal' FROM (
 				SELECT mc.member_id FROM loyal_weeks w JOIN member_categories mc ON mc.member_id = w.member_id
 				WHERE mc.last_at > ? AND mc.last_at <= ? AND w.member_id NOT IN (SELECT member_id FROM loyal_late)
 				GROUP BY mc.member_id HAVING COUNT(*) >= ?
@@ -215,17 +251,17 @@ func (r *Runner) fillSegments(db *gorm.DB, target, activity string, now, windowS
 					WHERE p.occurred_at > ? AND p.occurred_at <= ? AND i.category <> '' GROUP BY p.member_id, i.category
 				) pc GROUP BY member_id HAVING COUNT(*) >= ?
 			) c JOIN members m ON m.id = c.member_id AND m.status = 'active'`,
-		now, windowStart, asOf, minCategories, windowStart, asOf, minCategories).Error; err != nil {
+		windowStart, asOf, minCategories, windowStart, asOf, minCategories).Error; err != nil {
 		return err
 	}
-	return db.Exec(`INSERT INTO `+target+` (member_id, segment_code, computed_at)
+	return db.Exec(`INSERT INTO ` + target + ` (member_id, segment_code)
 			SELECT s.member_id, CASE
 				WHEN s.r >= 4 AND s.fm >= 4 THEN 'rfm_champions'
 				WHEN s.r >= 3 AND s.fm >= 3 THEN 'rfm_loyal'
 				WHEN s.r >= 4 THEN 'rfm_new'
 				WHEN s.r = 3 THEN 'rfm_promising'
 				WHEN s.fm >= 3 THEN 'rfm_at_risk'
-				ELSE 'rfm_hibernating' END, ?
+				ELSE 'rfm_hibernating' END
 			FROM (
 				SELECT q.member_id, q.r, (q.f + q.m + 1) / 2 AS fm FROM (
 					SELECT a.member_id,
@@ -234,11 +270,11 @@ func (r *Runner) fillSegments(db *gorm.DB, target, activity string, now, windowS
 						NTILE(5) OVER (ORDER BY a.spend, a.member_id) AS m
 					FROM (
 						SELECT a.member_id, a.rfm_last_at AS last_at, a.rfm_n AS n, CAST(a.rfm_spend AS NUMERIC) AS spend
-						FROM `+activity+` a JOIN members mm ON mm.id = a.member_id AND mm.status = 'active'
+						FROM ` + activity + ` a JOIN members mm ON mm.id = a.member_id AND mm.status = 'active'
 						WHERE a.rfm_n > 0
 					) a
 				) q
-			) s`, now).Error
+			) s`).Error
 }
 
 // SegmentList lists the segments with their sizes.
@@ -253,18 +289,33 @@ func (r *Runner) SegmentList(ctx context.Context) ([]Segment, error) {
 		if err := db.Raw(`SELECT segment_code, COUNT(*) AS n FROM member_segments GROUP BY segment_code`).Scan(&counts).Error; err != nil {
 			return err
 		}
+		// When the segments were last computed: the run's time, which
+		// every segment shares, members or none (read as the column
+		// itself, which both drivers type as a time).
+		var run []time.Time
+		if err := db.Table("segment_runs").Where("id = 1").Pluck("computed_at", &run).Error; err != nil {
+			return err
+		}
 		for i := range out {
+			if len(run) == 1 {
+				t := run[0].UTC()
+				out[i].ComputedAt = &t
+			}
 			for _, c := range counts {
 				if c.SegmentCode != out[i].Code {
 					continue
 				}
-				// Read the column itself, which both drivers type as a time.
+				out[i].Members = c.N
+				if out[i].ComputedAt != nil {
+					continue
+				}
+				// Members placed with no run recorded (before the runs
+				// were): when the latest of them was.
 				var at []time.Time
 				if err := db.Table("member_segments").Where("segment_code = ?", c.SegmentCode).
 					Order("computed_at DESC").Limit(1).Pluck("computed_at", &at).Error; err != nil {
 					return err
 				}
-				out[i].Members = c.N
 				if len(at) == 1 {
 					t := at[0].UTC()
 					out[i].ComputedAt = &t

@@ -23,10 +23,7 @@ type derived struct {
 	indexes []string
 }
 
-var (
-	memberChurn    = derived{"member_churn", "member_id", []string{"CREATE INDEX %s_clv ON %s (clv DESC, member_id)"}}
-	memberSegments = derived{"member_segments", "member_id, segment_code", []string{"CREATE INDEX %s_code ON %s (segment_code)"}}
-)
+var memberChurn = derived{"member_churn", "member_id", []string{"CREATE INDEX %s_clv ON %s (clv DESC, member_id)"}}
 
 // replaceDerived replaces every row of t with the rows fill inserts into
 // the table it is given. On SQLite fill inserts into t once its rows are
