@@ -151,9 +151,6 @@ func (r *Runner) SnapshotRedemptionRate(ctx context.Context, asOf time.Time) (Ra
 	now := r.svc.Now()
 	err = loyalty.WriteSet(ctx, r.svc, func(tx *loyalty.Tx) error {
 		sum = RateSnapshotSummary{}
-		if err := loyalty.OneCore(tx.DB); err != nil {
-			return err
-		}
 		for _, m := range []struct{ start, end time.Time }{{prevMonth, thisMonth}, {thisMonth, asOf}} {
 			iss, red, err := r.issuedRedeemed(tx.DB, m.start, m.end)
 			if err != nil {

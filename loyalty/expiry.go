@@ -148,6 +148,10 @@ func (s *Service) ReviewTiers(ctx context.Context, asOf time.Time) (TierReviewSu
 	var next *tierRun
 	err = s.store.snapshot(ctx, func(db *gorm.DB) error {
 		next, sum.BroughtForward = nil, false
+		// On one core, as the job's writes are (bulkSettle).
+		if err := OneCore(db); err != nil {
+			return err
+		}
 		cfg, err := loadSettings(db)
 		if err != nil {
 			return err

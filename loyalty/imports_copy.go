@@ -53,7 +53,7 @@ func (s *Store) bulkCopy(ctx context.Context, fn func(tx *gorm.DB, cp copyFunc) 
 				}
 				return n, nil
 			}
-			return db.Transaction(s.compressingWAL(func(tx *gorm.DB) error { return fn(tx, cp) }))
+			return db.Transaction(s.bulkSettings(func(tx *gorm.DB) error { return fn(tx, cp) }))
 		})
 	})
 }

@@ -509,36 +509,42 @@ func TestImportWALCompression(t *testing.T) {
 // TestJobWALCompression: a nightly job's transactions (WriteSet's
 // snapshot and WriteDerived's statements) compress their WAL as an import
 // chunk does, where the server leaves it uncompressed and the role may
-// set it, and only for themselves: the next transaction sees the server's
-// setting again.
+// set it, and run on one core (no parallel workers for queries or index
+// builds), and only for themselves: the next transaction sees the server's
+// settings again.
 func TestJobWALCompression(t *testing.T) {
 	store := loyaltytest.MustOpen(t, loyalty.Postgres)
 	svc := loyalty.NewService(store)
 	ctx := context.Background()
-	setting := func(db *gorm.DB) string {
-		var v string
-		if err := db.Raw("SELECT current_setting('wal_compression')").Row().Scan(&v); err != nil {
+	names := []string{"wal_compression", "max_parallel_workers_per_gather", "max_parallel_maintenance_workers"}
+	settings := func(db *gorm.DB) []string {
+		v := make([]string, len(names))
+		if err := db.Raw("SELECT current_setting(?), current_setting(?), current_setting(?)", names[0], names[1], names[2]).
+			Row().Scan(&v[0], &v[1], &v[2]); err != nil {
 			t.Fatal(err)
 		}
 		return v
 	}
-	server := setting(store.DB())
-	want := store.BulkWALCompression()
-	if want == "" {
-		want = server
+	server := settings(store.DB())
+	want := []string{store.BulkWALCompression(), "0", "0"}
+	if want[0] == "" {
+		want[0] = server[0]
 	}
 	for name, write := range map[string]func(context.Context, *loyalty.Service, func(*loyalty.Tx) error) error{
 		"WriteSet": loyalty.WriteSet, "WriteDerived": loyalty.WriteDerived,
 	} {
-		var inside string
-		if err := write(ctx, svc, func(tx *loyalty.Tx) error { inside = setting(tx.DB); return nil }); err != nil {
+		var inside []string
+		if err := write(ctx, svc, func(tx *loyalty.Tx) error { inside = settings(tx.DB); return nil }); err != nil {
 			t.Fatal(err)
 		}
-		if inside != want {
-			t.Errorf("%s: wal_compression %q inside the job's transaction, want %q (server %q)", name, inside, want, server)
-		}
-		if after := setting(store.DB()); after != server {
-			t.Errorf("%s: wal_compression %q after the job's transaction, want the server's %q", name, after, server)
+		after := settings(store.DB())
+		for i, n := range names {
+			if inside[i] != want[i] {
+				t.Errorf("%s: %s %q inside the job's transaction, want %q (server %q)", name, n, inside[i], want[i], server[i])
+			}
+			if after[i] != server[i] {
+				t.Errorf("%s: %s %q after the job's transaction, want the server's %q", name, n, after[i], server[i])
+			}
 		}
 	}
 }

@@ -72,17 +72,19 @@ func JobMemory(tx *gorm.DB) error {
 }
 
 // OneCore keeps the rest of the transaction tx's statements to one
-// backend on PostgreSQL: no parallel workers. For a short job whose sums
-// the planner would otherwise spread over every core (the redemption
-// rate's month of the ledger): on a database server that also answers the
-// tills, a statement in workers on every core at once makes each till's
-// round trip wait for one, where on one core it leaves them the others.
-// Nothing on SQLite.
+// backend on PostgreSQL: no parallel workers, for queries or index builds.
+// Every nightly job's transaction runs so (bulkSettle): on a database
+// server that also answers the tills, a statement in workers on every core
+// at once makes each till's round trip wait for one, where on one core it
+// leaves them the others. Nothing on SQLite.
 func OneCore(tx *gorm.DB) error {
 	if tx.Dialector.Name() != Postgres {
 		return nil
 	}
-	return tx.Exec("SET LOCAL max_parallel_workers_per_gather = 0").Error
+	if err := tx.Exec("SET LOCAL max_parallel_workers_per_gather = 0").Error; err != nil {
+		return err
+	}
+	return tx.Exec("SET LOCAL max_parallel_maintenance_workers = 0").Error
 }
 
 // AnalyzeIfStale has PostgreSQL gather table's statistics again, in tx,

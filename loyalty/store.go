@@ -257,37 +257,48 @@ func (s *Store) writeSerial(ctx context.Context, fn func(tx *gorm.DB) error) err
 	if s.group != nil {
 		return s.group.do(ctx, true, fn)
 	}
-	return s.writeWith(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead}, s.compressingWAL(fn))
+	return s.writeWith(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead}, s.bulkSettings(fn))
 }
 
 // writeJob is write for a nightly job's transaction: on PostgreSQL its
-// WAL's full-page images are compressed (compressWAL).
+// WAL's full-page images are compressed and it runs on one core
+// (bulkSettings).
 func (s *Store) writeJob(ctx context.Context, fn func(tx *gorm.DB) error) error {
-	return s.write(ctx, s.compressingWAL(fn))
+	return s.write(ctx, s.bulkSettings(fn))
 }
 
-// compressingWAL is fn run after compressWAL in its transaction.
-func (s *Store) compressingWAL(fn func(tx *gorm.DB) error) func(tx *gorm.DB) error {
+// bulkSettings is fn run after bulkSettle in its transaction.
+func (s *Store) bulkSettings(fn func(tx *gorm.DB) error) func(tx *gorm.DB) error {
 	return func(tx *gorm.DB) error {
-		if err := s.compressWAL(tx); err != nil {
+		if err := s.bulkSettle(tx); err != nil {
 			return err
 		}
 		return fn(tx)
 	}
 }
 
-// compressWAL has the transaction tx of an import chunk or a nightly job
-// compress the full-page images of its WAL (bulkWALCompression), where
-// the server leaves them uncompressed and the role may set it; nothing on
-// SQLite. A job's writes (a day's expiries, tier moves, gifts, offers, a
-// replaced segment table) land one or two rows a page on the member-keyed
-// indexes and balances, so after a checkpoint nearly every change is a
-// page's first: the whole page goes to the WAL, and at a million members a
-// day's expiries wrote 27 kB of WAL a lot, most of it such images. The
-// tills' commits flush that WAL too.
-func (s *Store) compressWAL(tx *gorm.DB) error {
+// bulkSettle sets up the transaction tx of an import chunk or a nightly
+// job on PostgreSQL (nothing on SQLite) so that it costs the tills beside
+// it as little as it can:
+//   - The full-page images of its WAL are compressed (bulkWALCompression),
+//     where the server leaves them uncompressed and the role may set it. A
+//     job's writes (a day's expiries, tier moves, gifts, offers, segment
+//     changes) land one or two rows a page on the member-keyed indexes and
+//     balances, so after a checkpoint nearly every change is a page's
+//     first: the whole page goes to the WAL, and at a million members a
+//     day's expiries wrote 27 kB of WAL a lot, most of it such images. The
+//     tills' commits flush that WAL too.
+//   - Its statements run on one core (OneCore), index builds included: a
+//     statement in parallel workers takes every core of the database
+//     server that answers the tills. At a million members on two cores the
+//     jobs were no slower for it (the night 52 s, against 50–57 s with the
+//     workers).
+func (s *Store) bulkSettle(tx *gorm.DB) error {
 	if s.Dialect != Postgres {
 		return nil
+	}
+	if err := OneCore(tx); err != nil {
+		return err
 	}
 	if wal := s.bulkWALCompression(tx); wal != "" {
 		return tx.Exec("SET LOCAL wal_compression = " + wal).Error
