@@ -124,7 +124,7 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 		if err := r.fillSegments(tx.DB, "segments_next", activity, windowStart, asOf, sg.LoyalMinCategories); err != nil {
 			return err
 		}
-		return r.applySegments(tx.DB, asOf, now)
+		return r.applySegments(tx.DB, now)
 	})
 	if err != nil {
 		return sum, fmt.Errorf("segments: %w", err)
@@ -194,7 +194,7 @@ func (r *Runner) foldCategories(db *gorm.DB, now time.Time) error {
 // changes are the members who bought and those whose quintile moved past
 // them, a tenth of the base or less: where replacing the table wrote every
 // row and its indexes to the WAL again, this writes those.
-func (r *Runner) applySegments(db *gorm.DB, asOf, now time.Time) error {
+func (r *Runner) applySegments(db *gorm.DB, now time.Time) error {
 	if r.svc.Store().Dialect == loyalty.Postgres {
 		// Both tables' sizes, for the delete's plan: a hash anti-join.
 		// With none gathered (a first run, on the migrations' empty
@@ -226,7 +226,7 @@ func (r *Runner) applySegments(db *gorm.DB, asOf, now time.Time) error {
 	if err := db.Exec(`DELETE FROM segment_runs`).Error; err != nil {
 		return err
 	}
-	return db.Exec(`INSERT INTO segment_runs (id, as_of, computed_at) VALUES (1, ?, ?)`, asOf, now).Error
+	return db.Exec(`INSERT INTO segment_runs (id, computed_at) VALUES (1, ?)`, now).Error
 }
 
 // fillSegments inserts into target the members of every segment: the

@@ -81,11 +81,12 @@ func OneCore(tx *gorm.DB) error {
 	if tx.Dialector.Name() != Postgres {
 		return nil
 	}
-	if err := tx.Exec("SET LOCAL max_parallel_workers_per_gather = 0").Error; err != nil {
-		return err
-	}
-	return tx.Exec("SET LOCAL max_parallel_maintenance_workers = 0").Error
+	return tx.Exec("SELECT " + oneCore).Error
 }
+
+// oneCore is OneCore's settings as set_config calls (SET LOCAL), for a
+// SELECT that may set others in the same round trip.
+const oneCore = `set_config('max_parallel_workers_per_gather', '0', true), set_config('max_parallel_maintenance_workers', '0', true)`
 
 // AnalyzeIfStale has PostgreSQL gather table's statistics again, in tx,
 // when more of its rows changed since they were gathered than a tenth of

@@ -297,13 +297,11 @@ func (s *Store) bulkSettle(tx *gorm.DB) error {
 	if s.Dialect != Postgres {
 		return nil
 	}
-	if err := OneCore(tx); err != nil {
-		return err
-	}
+	q := "SELECT " + oneCore
 	if wal := s.bulkWALCompression(tx); wal != "" {
-		return tx.Exec("SET LOCAL wal_compression = " + wal).Error
+		q += ", set_config('wal_compression', '" + wal + "', true)"
 	}
-	return nil
+	return tx.Exec(q).Error
 }
 
 // writerCache is the SQLite writer's page cache, in KiB as PRAGMA

@@ -7,7 +7,6 @@
 -- the segments were last computed is this one row.
 CREATE TABLE segment_runs (
     id          smallint PRIMARY KEY CHECK (id = 1),
-    as_of       timestamptz NOT NULL,
     computed_at timestamptz NOT NULL
 );
 

@@ -6,7 +6,6 @@
 -- is this one row.
 CREATE TABLE segment_runs (
     id          INTEGER PRIMARY KEY CHECK (id = 1),
-    as_of       DATETIME NOT NULL,
     computed_at DATETIME NOT NULL
 );
 
