@@ -438,13 +438,6 @@ func (r *Runner) ChurnRiskList(ctx context.Context, minRisk string, page loyalty
 	if err != nil {
 		return out, err
 	}
-	q := r.svc.Store().DB().WithContext(ctx).Table("member_churn c").
-		Select("c.member_id, c.churn_risk, c.p_alive, c.expected_purchases90d, c.days_since_last_purchase, c.purchases").
-		Joins("JOIN members m ON m.id = c.member_id AND m.status = 'active'").
-		Where("c.churn_risk >= ?", minRisk)
-	if parts != nil {
-		q = q.Where("(c.churn_risk < ?) OR (c.churn_risk = ? AND c.member_id > ?)", parts[0], parts[0], parts[1])
-	}
 	var rows []struct {
 		MemberID              string
 		ChurnRisk             string
@@ -453,8 +446,14 @@ func (r *Runner) ChurnRiskList(ctx context.Context, minRisk string, page loyalty
 		DaysSinceLastPurchase int64
 		Purchases             int64
 	}
-	q = q.Select("c.member_id, c.churn_risk, c.p_alive, c.expected_purchases_90d, c.days_since_last_purchase, c.purchases")
-	if err := q.Order("c.churn_risk DESC, c.member_id").Limit(page.Size() + 1).Scan(&rows).Error; err != nil {
+	var after []any
+	if parts != nil {
+		after = []any{parts[0], parts[1]}
+	}
+	if err := pageDesc(r.svc.Store().DB().WithContext(ctx),
+		"c.member_id, c.churn_risk, c.p_alive, c.expected_purchases_90d, c.days_since_last_purchase, c.purchases",
+		"member_churn c JOIN members m ON m.id = c.member_id AND m.status = 'active' WHERE c.churn_risk >= @min",
+		"churn_risk", map[string]any{"min": minRisk}, after, page.Size(), &rows); err != nil {
 		return out, err
 	}
 	for i, row := range rows {

@@ -102,16 +102,13 @@ func (r *Runner) ClvList(ctx context.Context, page loyalty.Page) (loyalty.List[C
 	if err != nil {
 		return out, err
 	}
-	q := r.svc.Store().DB().WithContext(ctx).Table("member_churn c").
-		Select("c.member_id, c.clv, c.simple_clv, c.expected_transactions, c.purchase_days, c.churn_risk").
-		Joins("JOIN members m ON m.id = c.member_id AND m.status = 'active'").
-		Where("c.clv IS NOT NULL")
+	var after []any
 	if parts != nil {
 		v, err := strconv.ParseInt(parts[0], 10, 64)
 		if err != nil {
 			return out, loyalty.Invalidf("cursor", "is not a cursor this list returned")
 		}
-		q = q.Where("(c.clv < ?) OR (c.clv = ? AND c.member_id > ?)", v, v, parts[1])
+		after = []any{v, parts[1]}
 	}
 	var rows []struct {
 		MemberID             string
@@ -121,7 +118,10 @@ func (r *Runner) ClvList(ctx context.Context, page loyalty.Page) (loyalty.List[C
 		PurchaseDays         int64
 		ChurnRisk            string
 	}
-	if err := q.Order("c.clv DESC, c.member_id").Limit(page.Size() + 1).Scan(&rows).Error; err != nil {
+	if err := pageDesc(r.svc.Store().DB().WithContext(ctx),
+		"c.member_id, c.clv, c.simple_clv, c.expected_transactions, c.purchase_days, c.churn_risk",
+		"member_churn c JOIN members m ON m.id = c.member_id AND m.status = 'active' WHERE c.clv IS NOT NULL",
+		"clv", map[string]any{}, after, page.Size(), &rows); err != nil {
 		return out, err
 	}
 	for i, row := range rows {

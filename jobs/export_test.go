@@ -8,3 +8,6 @@ import "time"
 func ActivitySQL(r *Runner, asOf time.Time, day int64) (string, []any) {
 	return r.activitySQL(""), []any{activityArgs(asOf, day)}
 }
+
+// PageDescSQL is the query of a page of the churn-risk and CLV lists.
+var PageDescSQL = pageDescSQL

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"gorm.io/gorm"
@@ -23,7 +24,43 @@ type derived struct {
 	indexes []string
 }
 
-var memberChurn = derived{"member_churn", "member_id", []string{"CREATE INDEX %s_clv ON %s (clv DESC, member_id)"}}
+var memberChurn = derived{"member_churn", "member_id", []string{
+	"CREATE INDEX %s_clv ON %s (clv DESC, member_id)",
+	"CREATE INDEX %s_risk ON %s (churn_risk DESC, member_id)",
+}}
+
+// pageDesc reads into rows the page of a list of members ordered by the
+// column key of c descending, then by member_id: the rows of from (the
+// list's FROM and WHERE, c its member_churn, with the named args) up to
+// size+1 of them, after the cursor's value and member id when after is
+// not nil. A cursor's page is read as two halves that each start in the
+// index on (key DESC, member_id) where they begin: the members at the
+// cursor's value after its member, then those below the value. (One
+// condition with an OR of the two is no index range: the scan would start
+// at the top and filter out every row before the cursor, so a page would
+// cost more the deeper it is.)
+func pageDesc(db *gorm.DB, cols, from, key string, args map[string]any, after []any, size int, rows any) error {
+	if after != nil {
+		args["after_key"], args["after_id"] = after[0], after[1]
+	}
+	q := pageDescSQL(cols, from, key, after != nil, size)
+	if len(args) == 0 {
+		return db.Raw(q).Scan(rows).Error
+	}
+	return db.Raw(q, args).Scan(rows).Error
+}
+
+// pageDescSQL is pageDesc's query, for a page after a cursor (whose value
+// and member id are the arguments after_key and after_id) or the first.
+func pageDescSQL(cols, from, key string, after bool, size int) string {
+	order := " ORDER BY c." + key + " DESC, c.member_id LIMIT " + strconv.Itoa(size+1)
+	if !after {
+		return "SELECT " + cols + " FROM " + from + order
+	}
+	return `SELECT * FROM (SELECT ` + cols + ` FROM ` + from + ` AND c.` + key + ` = @after_key AND c.member_id > @after_id` + order + `) AS tie
+		UNION ALL SELECT * FROM (SELECT ` + cols + ` FROM ` + from + ` AND c.` + key + ` < @after_key` + order + `) AS below
+		ORDER BY ` + key + ` DESC, member_id LIMIT ` + strconv.Itoa(size+1)
+}
 
 // replaceDerived replaces every row of t with the rows fill inserts into
 // the table it is given. On SQLite fill inserts into t once its rows are
