@@ -74,8 +74,8 @@ func (s *Store) bulkCopy(ctx context.Context, fn func(tx *gorm.DB, cp copyFunc) 
 // replicas read both. zstd makes the smallest images of the three at about
 // lz4's time: a nightly job's balances touched across a million members
 // wrote 14 MB of WAL with it against 18–27 MB with lz4 and 25 MB with pglz
-// (and an index build of member_churn 9.1 MB against 13 and 12 MB), the
-// statements within 10% of each other's time.
+// (and an index build of member_churn 9.1 MB against 13 and 12 MB), in
+// about the same time (the index build 6% slower).
 func (s *Store) bulkWALCompression(db *gorm.DB) string {
 	s.bulkWALOnce.Do(func() {
 		var v string
