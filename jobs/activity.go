@@ -142,10 +142,12 @@ func (r *Runner) refreshActivity(db *gorm.DB, asOf time.Time, day int64) (int64,
 		res := db.Exec(`INSERT INTO member_activity (`+activityColumns+`) `+r.activitySQL("activity_touched"), activityArgs(asOf, day))
 		return res.RowsAffected, res.Error
 	}
-	if err := loyalty.TempTable(db, "activity_next", r.activitySQL("activity_touched"), activityArgs(asOf, day)); err != nil {
-		return 0, err
+	// PostgreSQL only: a temporary table dropped at commit, whose
+	// statement reports the members summed.
+	next := db.Exec(`CREATE TEMPORARY TABLE activity_next ON COMMIT DROP AS `+r.activitySQL("activity_touched"), activityArgs(asOf, day))
+	if next.Error != nil {
+		return 0, next.Error
 	}
-	defer loyalty.DropTemp(db, "activity_next")
 	if err := db.Exec(`ANALYZE activity_next`).Error; err != nil {
 		return 0, err
 	}
@@ -161,11 +163,7 @@ func (r *Runner) refreshActivity(db *gorm.DB, asOf time.Time, day int64) (int64,
 	res := db.Exec(`INSERT INTO member_activity (` + activityColumns + `) SELECT ` + activityColumns + ` FROM activity_next
 		ON CONFLICT (member_id) DO UPDATE SET ` + strings.Join(set, ", ") + `
 		WHERE (member_activity.` + strings.Join(cols, ", member_activity.") + `) IS DISTINCT FROM (EXCLUDED.` + strings.Join(cols, ", EXCLUDED.") + `)`)
-	if res.Error != nil {
-		return 0, res.Error
-	}
-	var n int64
-	return n, db.Raw(`SELECT COUNT(*) FROM activity_next`).Row().Scan(&n)
+	return next.RowsAffected, res.Error
 }
 
 // dayDate is the local_date of a local day number.

@@ -255,7 +255,9 @@ func (s *Service) AuditLog(ctx context.Context, p Principal, q AuditQuery) (List
 		if err != nil {
 			return out, Invalidf("cursor", "is not a cursor this list returned")
 		}
-		db = db.Where("occurred_at < ? OR (occurred_at = ? AND id < ?)", ts(at), ts(at), parts[1])
+		// The bound on occurred_at alone starts the index range at the
+		// cursor; the OR alone would be a filter over every newer row.
+		db = db.Where("occurred_at <= ? AND (occurred_at < ? OR (occurred_at = ? AND id < ?))", ts(at), ts(at), ts(at), parts[1])
 	}
 	var rows []auditRow
 	limit := q.Page.limit()

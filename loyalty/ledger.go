@@ -300,7 +300,9 @@ func (s *Service) Ledger(ctx context.Context, p Principal, memberID string, page
 		}
 		q := tx.Where("member_id = ?", memberID)
 		if cur != nil {
-			q = q.Where("occurred_at < ? OR (occurred_at = ? AND id < ?)", cur.OccurredAt, cur.OccurredAt, cur.ID)
+			// The bound on occurred_at alone starts the index range at the
+			// cursor; the OR alone would be a filter over every newer entry.
+			q = q.Where("occurred_at <= ? AND (occurred_at < ? OR (occurred_at = ? AND id < ?))", cur.OccurredAt, cur.OccurredAt, cur.OccurredAt, cur.ID)
 			kept := due[:0]
 			for _, e := range due {
 				if entryAfter(*cur, e) {
