@@ -2,10 +2,12 @@
 # The least a nightly job costs the tills, without the engine: a till-like
 # client (pgbench, 4 connections, 200 single-row inserts a second, each its
 # own commit) for 10 s alone, beside a statement that only takes a core
-# (one, then two), and beside one that writes WAL at about the nightly
-# jobs' rate (20,000 rows of 200 bytes, then 0.2 s asleep: about 22 MB/s)
-# with little CPU. Prints each run's commit latencies. In a scratch
-# database of its own, dropped at the end:
+# (one, then two), beside one that takes a core for 20 ms at a time and
+# then sleeps (busy half, a quarter, a tenth and a twentieth of the
+# time: a job paced to leave the tills room), and beside one that writes
+# WAL at about the nightly jobs' rate (20,000 rows of 200 bytes, then 0.2 s
+# asleep: about 22 MB/s) with little CPU. Prints each run's commit
+# latencies. In a scratch database of its own, dropped at the end:
 #
 #   docs/bench/tills-beside.sh [rounds] [psql connection options]
 set -euo pipefail
@@ -25,6 +27,16 @@ cat >"$dir/burn.sql" <<'SQL'
 DO $$ DECLARE i bigint := 0; t timestamptz := clock_timestamp(); BEGIN
   WHILE clock_timestamp() < t + interval '10 s' LOOP i := i + 1; END LOOP; END $$;
 SQL
+# duty.sql: 20 ms busy, then :rest ms asleep, for 10 s.
+cat >"$dir/duty.sql" <<'SQL'
+DO $$ DECLARE t timestamptz := clock_timestamp(); b timestamptz; BEGIN
+  WHILE clock_timestamp() < t + interval '10 s' LOOP
+    b := clock_timestamp();
+    WHILE clock_timestamp() < b + interval '20 ms' LOOP END LOOP;
+    PERFORM pg_sleep(:rest / 1000.0);
+  END LOOP; END $$;
+SQL
+for rest in 20 60 180 380; do sed "s/:rest/$rest/" "$dir/duty.sql" >"$dir/duty$rest.sql"; done
 cat >"$dir/wal.sql" <<'SQL'
 DO $$ DECLARE t timestamptz := clock_timestamp(); BEGIN
   WHILE clock_timestamp() < t + interval '10 s' LOOP
@@ -49,5 +61,9 @@ for _ in $(seq "$rounds"); do
 	run alone
 	run "one core" burn.sql
 	run "two cores" burn.sql burn.sql
+	run "core 1/2" duty20.sql
+	run "core 1/4" duty60.sql
+	run "core 1/10" duty180.sql
+	run "core 1/20" duty380.sql
 	run "WAL 22 MB/s" wal.sql
 done
