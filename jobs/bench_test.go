@@ -40,6 +40,10 @@ func envInt(name string, def int) int {
 //   - Tiers follow an earlier, bigger year's spend (×1.3), reached on
 //     varied days, so the tier review finds members to move down.
 //   - Purchases are appended in time order, as a store's table is.
+//   - Purchases, their earn entries and lots have ids as the engine makes
+//     them (UUIDv7, seedID): ordered by when they were written, so the
+//     lots of a day, which expire together a year later, sit together in
+//     their keys' indexes as they do in production.
 var benchSeed = []struct{ name, sql string }{
 	{"tiers", `INSERT INTO tiers VALUES ('insider','Insider',0,'1',0,'[]',now(),now()),
 		('vib','VIB',1,'1.25',35000,'[]',now(),now()), ('rouge','Rouge',2,'1.5',100000,'[]',now(),now())`},
@@ -51,7 +55,7 @@ var benchSeed = []struct{ name, sql string }{
 		SELECT 'm' || g, 0, 0, 0, 0, NULL, 1, now(), '2024-01-01' FROM generate_series(1::bigint, $M) g`},
 	{"purchases", `INSERT INTO purchases (id, member_id, store_id, external_id, channel, occurred_at, local_date, local_day, currency,
 			total, returned_amount, points_earned, points_reversed, tier_code, created_at)
-		SELECT id, 'm' || m, 'store-' || (h % 8), 'R' || id, 'pos', t, t::date::text,
+		SELECT ` + seedID("t", "id") + `, 'm' || m, 'store-' || (h % 8), 'R' || id, 'pos', t, t::date::text,
 			(t::date - '1970-01-01'::date), 'USD', 500 + h % 20000, 0, (500 + h % 20000) / 100, 0, 'insider', t
 		FROM (
 			-- weekly shoppers: member 10w, week j back from 2026-03-01
@@ -67,16 +71,16 @@ var benchSeed = []struct{ name, sql string }{
 				FROM generate_series(1::bigint, $P - $P / 2) g) s
 		) s ORDER BY s.t`},
 	{"items", `INSERT INTO purchase_items (purchase_id, line, sku, category, quantity, unit_price, amount)
-		SELECT id, 1, 'SKU-' || (local_day % 500), 'cat' || (local_day * 31 % 30), 1, total, total FROM purchases WHERE id LIKE 'p%'
+		SELECT id, 1, 'SKU-' || (local_day % 500), 'cat' || (local_day * 31 % 30), 1, total, total FROM purchases WHERE external_id LIKE 'Rp%'
 		UNION ALL
 		SELECT p.id, l, 'SKU-' || (p.local_day % 500 + l), 'cat' || ((substr(p.member_id, 2)::bigint / 10 + 3 * (p.local_day / 7) + l) % 24),
 			1, p.total / 3, CASE WHEN l = 1 THEN p.total - 2 * (p.total / 3) ELSE p.total / 3 END
-		FROM purchases p, generate_series(1, 3) l WHERE p.id LIKE 'w%'`},
+		FROM purchases p, generate_series(1, 3) l WHERE p.external_id LIKE 'Rw%'`},
 	{"ledger", `INSERT INTO ledger_entries (id, member_id, kind, points, occurred_at, available_at, expires_at, purchase_id, description, created_at)
-		SELECT 'e' || id, member_id, 'earn', points_earned, occurred_at, occurred_at, occurred_at + interval '365 days', id, 'purchase', created_at
+		SELECT ` + seedID("created_at", "'e' || external_id") + `, member_id, 'earn', points_earned, occurred_at, occurred_at, occurred_at + interval '365 days', id, 'purchase', created_at
 		FROM purchases WHERE points_earned > 0`},
 	{"lots", `INSERT INTO lots (id, entry_id, member_id, points, remaining, available_at, expires_at, created_at)
-		SELECT 'l' || id, id, member_id, points, points, available_at, expires_at, created_at FROM ledger_entries`},
+		SELECT ` + seedID("created_at", "'l' || id") + `, id, member_id, points, points, available_at, expires_at, created_at FROM ledger_entries`},
 	{"balances-sum", `UPDATE member_balances b SET points = s.p, lifetime_earned = s.p, last_activity_at = s.last
 		FROM (SELECT member_id, SUM(points) AS p, MAX(occurred_at) AS last FROM ledger_entries GROUP BY member_id) s
 		WHERE s.member_id = b.member_id`},
@@ -85,6 +89,17 @@ var benchSeed = []struct{ name, sql string }{
 		FROM (SELECT member_id, SUM(total) AS spend FROM purchases GROUP BY member_id) s
 		WHERE s.member_id = m.id AND s.spend * 13 / 10 >= 35000`},
 	{"vacuum", `VACUUM (ANALYZE)`}, // what autovacuum has done over the years the seed stands for
+}
+
+// seedID is the SQL of an id shaped as the engine's (UUIDv7 text): the
+// milliseconds of the time at, then the version and variant, then bits
+// drawn from key (unique among the rows seeded), so that ids sort by at as
+// the engine's sort by when they were made.
+func seedID(at, key string) string {
+	ms := `lpad(to_hex(floor(extract(epoch FROM ` + at + `) * 1000)::bigint), 12, '0')`
+	h := `md5(` + key + `)`
+	return `(substr(` + ms + `, 1, 8) || '-' || substr(` + ms + `, 9, 4) || '-7' || substr(` + h + `, 1, 3) || '-' ||
+		substr('89ab', 1 + get_byte(decode(substr(` + h + `, 4, 2), 'hex'), 0) % 4, 1) || substr(` + h + `, 6, 3) || '-' || substr(` + h + `, 9, 12))`
 }
 
 // seededTables are the tables benchSeed fills.
@@ -239,23 +254,57 @@ func BenchmarkJobsAtScale(b *testing.B) {
 	// a core for n seconds (a PL/pgSQL loop: no engine, no rows, no
 	// locks, no I/O), and beside two at once (a statement in parallel
 	// workers): what any job that keeps a core busy costs them on this
-	// machine.
+	// machine; then beside one that keeps it busy a part of the time.
 	if secs := envInt("LOYALTY_BENCH_BURN", 0); secs > 0 {
 		burn := fmt.Sprintf(`DO $$ DECLARE t timestamptz := clock_timestamp(); BEGIN
 			WHILE clock_timestamp() < t + interval '%d seconds' LOOP PERFORM 1; END LOOP; END $$`, secs)
-		for _, n := range []int{1, 2} {
+		// paced is such a statement paced as a job could be: busy for 20
+		// ms, then asleep for rest ms. How far the tills' p99 falls with
+		// the part of the time it holds the core is how much a paced job
+		// could spare them, and that part is what its night would be
+		// stretched by.
+		paced := func(rest int) string {
+			return fmt.Sprintf(`DO $$ DECLARE t timestamptz := clock_timestamp(); b timestamptz; BEGIN
+				WHILE clock_timestamp() < t + interval '%d seconds' LOOP
+					b := clock_timestamp();
+					WHILE clock_timestamp() < b + interval '20 ms' LOOP END LOOP;
+					PERFORM pg_sleep(%d / 1000.0);
+				END LOOP; END $$`, secs, rest)
+		}
+		loads := []struct {
+			label string
+			stmts []string
+		}{
+			{"one statement that only takes a core", []string{burn}},
+			{"two such statements", []string{burn, burn}},
+			{"one taking a core 20 ms in every 40 ms", []string{paced(20)}},
+			{"one taking a core 20 ms in every 80 ms", []string{paced(60)}},
+			{"one taking a core 20 ms in every 200 ms", []string{paced(180)}},
+			{"one taking a core 20 ms in every 400 ms", []string{paced(380)}},
+		}
+		for _, load := range loads {
+			// Against the same load with no statement running just
+			// before it, over as many purchases, as for a job (and
+			// idempotency_keys analyzed first, as for a job).
+			if err := db.Exec(`ANALYZE idempotency_keys`).Error; err != nil {
+				b.Fatal(err)
+			}
+			tills.during(ctx, func() { time.Sleep(time.Second) })
+			before := tills.during(ctx, func() { time.Sleep(6 * time.Second) })
 			busy := tills.during(ctx, func() {
 				var wg sync.WaitGroup
-				for range n {
+				for _, stmt := range load.stmts {
 					wg.Go(func() {
-						if err := db.Exec(burn).Error; err != nil {
+						if err := db.Exec(stmt).Error; err != nil {
 							b.Error(err)
 						}
 					})
 				}
 				wg.Wait()
 			})
-			b.Logf("purchases beside %d statement(s) that only take a core for %d s: %s", n, secs, busy)
+			like := before.p99Of(busy.n)
+			b.Logf("purchases beside %s for %d s: %s (just before: %s; p99 %.2f×)", load.label, secs, busy, before,
+				float64(busy.p99)/float64(max(like, 1)))
 		}
 	}
 	type run struct {
