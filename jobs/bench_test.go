@@ -92,14 +92,13 @@ var benchSeed = []struct{ name, sql string }{
 }
 
 // seedID is the SQL of an id shaped as the engine's (UUIDv7 text): the
-// milliseconds of the time at, then the version and variant, then bits
-// drawn from key (unique among the rows seeded), so that ids sort by at as
-// the engine's sort by when they were made.
+// milliseconds of the time at, then the version and variant, over the md5
+// of key (unique among the rows seeded), so that ids sort by at as the
+// engine's sort by when they were made. Each of the two is computed once
+// a row; the cast to uuid and back writes the hyphens.
 func seedID(at, key string) string {
 	ms := `lpad(to_hex(floor(extract(epoch FROM ` + at + `) * 1000)::bigint), 12, '0')`
-	h := `md5(` + key + `)`
-	return `(substr(` + ms + `, 1, 8) || '-' || substr(` + ms + `, 9, 4) || '-7' || substr(` + h + `, 1, 3) || '-' ||
-		substr('89ab', 1 + get_byte(decode(substr(` + h + `, 4, 2), 'hex'), 0) % 4, 1) || substr(` + h + `, 6, 3) || '-' || substr(` + h + `, 9, 12))`
+	return `overlay(overlay(overlay(md5(` + key + `) PLACING ` + ms + ` FROM 1 FOR 12) PLACING '7' FROM 13 FOR 1) PLACING '8' FROM 17 FOR 1)::uuid::text`
 }
 
 // seededTables are the tables benchSeed fills.
