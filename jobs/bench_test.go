@@ -40,22 +40,23 @@ func envInt(name string, def int) int {
 //   - Tiers follow an earlier, bigger year's spend (×1.3), reached on
 //     varied days, so the tier review finds members to move down.
 //   - Purchases are appended in time order, as a store's table is.
-//   - Purchases, their earn entries and lots have ids as the engine makes
-//     them (UUIDv7, seedID): ordered by when they were written, so the
-//     lots of a day, which expire together a year later, sit together in
-//     their keys' indexes as they do in production.
+//   - Members, purchases, their earn entries and lots have ids as the
+//     engine makes them (UUIDv7, seedID): ordered by when they were
+//     written, so the lots of a day, which expire together a year later,
+//     sit together in their keys' indexes as they do in production. Member
+//     g's id is memberID(g), its external id C<g>.
 var benchSeed = []struct{ name, sql string }{
 	{"tiers", `INSERT INTO tiers VALUES ('insider','Insider',0,'1',0,'[]',now(),now()),
 		('vib','VIB',1,'1.25',35000,'[]',now(),now()), ('rouge','Rouge',2,'1.5',100000,'[]',now(),now())`},
 	{"members", `INSERT INTO members (id, external_id, status, tier_code, tier_since, birthday, enrolled_at, updated_at)
-		SELECT 'm' || g, 'C' || g, 'active', 'insider', '2024-01-01', '19' || (50 + g % 50) || '-' || lpad((1 + g % 12)::text, 2, '0') || '-' || lpad((1 + (g / 12) % 28)::text, 2, '0'),
+		SELECT ` + memberID("g") + `, 'C' || g, 'active', 'insider', '2024-01-01', '19' || (50 + g % 50) || '-' || lpad((1 + g % 12)::text, 2, '0') || '-' || lpad((1 + (g / 12) % 28)::text, 2, '0'),
 			'2024-01-01'::timestamptz + (g % 700) * interval '1 day', now()
 		FROM generate_series(1::bigint, $M) g`},
 	{"balances", `INSERT INTO member_balances (member_id, points, debt, lifetime_earned, lifetime_redeemed, last_activity_at, version, updated_at, as_of)
-		SELECT 'm' || g, 0, 0, 0, 0, NULL, 1, now(), '2024-01-01' FROM generate_series(1::bigint, $M) g`},
+		SELECT id, 0, 0, 0, 0, NULL, 1, now(), '2024-01-01' FROM members`},
 	{"purchases", `INSERT INTO purchases (id, member_id, store_id, external_id, channel, occurred_at, local_date, local_day, currency,
 			total, returned_amount, points_earned, points_reversed, tier_code, created_at)
-		SELECT ` + seedID("t", "id") + `, 'm' || m, 'store-' || (h % 8), 'R' || id, 'pos', t, t::date::text,
+		SELECT ` + seedID("t", "id") + `, ` + memberID("m") + `, 'store-' || (h % 8), 'R' || id, 'pos', t, t::date::text,
 			(t::date - '1970-01-01'::date), 'USD', 500 + h % 20000, 0, (500 + h % 20000) / 100, 0, 'insider', t
 		FROM (
 			-- weekly shoppers: member 10w, week j back from 2026-03-01
@@ -73,7 +74,7 @@ var benchSeed = []struct{ name, sql string }{
 	{"items", `INSERT INTO purchase_items (purchase_id, line, sku, category, quantity, unit_price, amount)
 		SELECT id, 1, 'SKU-' || (local_day % 500), 'cat' || (local_day * 31 % 30), 1, total, total FROM purchases WHERE external_id LIKE 'Rp%'
 		UNION ALL
-		SELECT p.id, l, 'SKU-' || (p.local_day % 500 + l), 'cat' || ((substr(p.member_id, 2)::bigint / 10 + 3 * (p.local_day / 7) + l) % 24),
+		SELECT p.id, l, 'SKU-' || (p.local_day % 500 + l), 'cat' || ((split_part(substr(p.external_id, 3), '-', 1)::bigint + 3 * (p.local_day / 7) + l) % 24),
 			1, p.total / 3, CASE WHEN l = 1 THEN p.total - 2 * (p.total / 3) ELSE p.total / 3 END
 		FROM purchases p, generate_series(1, 3) l WHERE p.external_id LIKE 'Rw%'`},
 	{"ledger", `INSERT INTO ledger_entries (id, member_id, kind, points, occurred_at, available_at, expires_at, purchase_id, description, created_at)
@@ -85,7 +86,7 @@ var benchSeed = []struct{ name, sql string }{
 		FROM (SELECT member_id, SUM(points) AS p, MAX(occurred_at) AS last FROM ledger_entries GROUP BY member_id) s
 		WHERE s.member_id = b.member_id`},
 	{"member-tiers", `UPDATE members m SET tier_code = CASE WHEN s.spend * 13 / 10 >= 100000 THEN 'rouge' ELSE 'vib' END,
-			tier_since = '2024-06-01'::timestamptz + (substr(m.id, 2)::bigint % 600) * interval '1 day'
+			tier_since = '2024-06-01'::timestamptz + (substr(m.external_id, 2)::bigint % 600) * interval '1 day'
 		FROM (SELECT member_id, SUM(total) AS spend FROM purchases GROUP BY member_id) s
 		WHERE s.member_id = m.id AND s.spend * 13 / 10 >= 35000`},
 	{"vacuum", `VACUUM (ANALYZE)`}, // what autovacuum has done over the years the seed stands for
@@ -99,6 +100,11 @@ var benchSeed = []struct{ name, sql string }{
 func seedID(at, key string) string {
 	ms := `lpad(to_hex(floor(extract(epoch FROM ` + at + `) * 1000)::bigint), 12, '0')`
 	return `overlay(overlay(overlay(md5(` + key + `) PLACING ` + ms + ` FROM 1 FOR 12) PLACING '7' FROM 13 FOR 1) PLACING '8' FROM 17 FOR 1)::uuid::text`
+}
+
+// memberID is the SQL of member g's id: seedID as of the day it enrolled.
+func memberID(g string) string {
+	return seedID(`'2024-01-01'::timestamptz + (`+g+` % 700) * interval '1 day'`, `'m' || `+g)
 }
 
 // seededTables are the tables benchSeed fills.
@@ -238,7 +244,12 @@ func BenchmarkJobsAtScale(b *testing.B) {
 	if _, err := svc.UpdateProgram(ctx, loyalty.ProgramPatch{BirthdayGift: &loyalty.BirthdayGift{Enabled: on, BonusPoints: 50, ClaimDays: 30}}); err != nil {
 		b.Fatal(err)
 	}
-	tills := &tillLoad{svc: svc, members: members, run: time.Now().UnixNano()}
+	// Member g's id, at g-1: the tills pick members by number.
+	var ids []string
+	if err := db.Raw(`SELECT id FROM members ORDER BY substr(external_id, 2)::bigint`).Scan(&ids).Error; err != nil {
+		b.Fatal(err)
+	}
+	tills := &tillLoad{svc: svc, ids: ids, run: time.Now().UnixNano()}
 	// The tills' latencies with no job running, the yardstick of those
 	// during each job: 10 s after 2 s that warm the caches and the pool
 	// (the first purchases after the seed or a day's load are slow).
@@ -506,11 +517,15 @@ func tableIO(db *gorm.DB) ioCounts {
 // tillLoad posts purchases through the Service from four goroutines, as
 // tills do, while something else runs, and reports their latencies.
 type tillLoad struct {
-	svc     *loyalty.Service
-	members int
-	seq     atomic.Int64
-	run     int64 // in the receipts' numbers, unique across runs on a kept schema
+	svc *loyalty.Service
+	ids []string // the members' ids, by number
+	seq atomic.Int64
+	run int64 // in the receipts' numbers, unique across runs on a kept schema
 }
+
+// member is the id of the member the kth purchase is for: spread over
+// the base by a prime stride.
+func (t *tillLoad) member(k int64) string { return t.ids[k*104729%int64(len(t.ids))] }
 
 type latencies struct {
 	n             int
@@ -567,7 +582,7 @@ func (t *tillLoad) during(ctx context.Context, fn func()) latencies {
 				}
 				n := t.seq.Add(1)
 				total := 500 + n*7919%20000
-				member := fmt.Sprintf("m%d", 1+(n*104729)%int64(t.members))
+				member := t.member(n)
 				t0 := time.Now()
 				_, _, err := t.svc.PostPurchase(ctx, loyalty.Principal{Subject: "till-bench", Role: loyalty.RolePOS}, loyalty.PurchaseInput{
 					MemberID: member, StoreID: "store-1", ExternalID: fmt.Sprintf("T-%d-%d", t.run, n), Total: &total}, loyalty.IdempotencyKey{})
@@ -616,7 +631,7 @@ func (t *tillLoad) day(ctx context.Context, from time.Time, n int) (int64, error
 				}
 				at := from.Add(time.Duration(i) * 23 * time.Hour / time.Duration(n))
 				_, _, err := t.svc.PostPurchase(ctx, loyalty.Principal{Subject: "till-bench", Role: loyalty.RolePOS}, loyalty.PurchaseInput{
-					MemberID: fmt.Sprintf("m%d", 1+(k*104729)%int64(t.members)), StoreID: "store-2", ExternalID: fmt.Sprintf("D-%d-%d", t.run, k),
+					MemberID: t.member(k), StoreID: "store-2", ExternalID: fmt.Sprintf("D-%d-%d", t.run, k),
 					OccurredAt: at.Format(time.RFC3339), Total: &total, Items: items}, loyalty.IdempotencyKey{})
 				if err != nil {
 					failed.CompareAndSwap(nil, &err)
