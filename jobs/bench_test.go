@@ -35,7 +35,7 @@ func envInt(name string, def int) int {
 //   - Weekly shoppers (every tenth member) buy once a week, three lines
 //     across 24 categories, half of all purchases: the loyal segment.
 //   - The other half falls on all members with a skew (a few buy often,
-//     most a handful of times); every member whose id ends in 1, 2 or 3
+//     most a handful of times); every member whose number ends in 1, 2 or 3
 //     lapses, buying only in the first 60 to 260 days of the year.
 //   - Tiers follow an earlier, bigger year's spend (×1.3), reached on
 //     varied days, so the tier review finds members to move down.
