@@ -294,13 +294,8 @@ func BenchmarkJobsAtScale(b *testing.B) {
 		}
 		for _, load := range loads {
 			// Against the same load with no statement running just
-			// before it, over as many purchases, as for a job (and
-			// idempotency_keys analyzed first, as for a job).
-			if err := db.Exec(`ANALYZE idempotency_keys`).Error; err != nil {
-				b.Fatal(err)
-			}
-			tills.during(ctx, func() { time.Sleep(time.Second) })
-			before := tills.during(ctx, func() { time.Sleep(6 * time.Second) })
+			// before it, over as many purchases, as for a job.
+			before := tills.justBefore(ctx, b, db)
 			busy := tills.during(ctx, func() {
 				var wg sync.WaitGroup
 				for _, stmt := range load.stmts {
@@ -312,9 +307,8 @@ func BenchmarkJobsAtScale(b *testing.B) {
 				}
 				wg.Wait()
 			})
-			like := before.p99Of(busy.n)
-			b.Logf("purchases beside %s for %d s: %s (just before: %s; p99 %.2f×)", load.label, secs, busy, before,
-				float64(busy.p99)/float64(max(like, 1)))
+			_, ratio := busy.against(before)
+			b.Logf("purchases beside %s for %d s: %s (just before: %s; p99 %.2f×)", load.label, secs, busy, before, ratio)
 		}
 	}
 	type run struct {
@@ -375,20 +369,7 @@ func BenchmarkJobsAtScale(b *testing.B) {
 				var rec jobs.RunRecord
 				var err error
 				var elapsed time.Duration
-				// The yardstick of this job's tills: the same load with no
-				// job running just before it (after a second's warm-up), so
-				// that both sides meet the same phase of a machine whose
-				// speed drifts over minutes.
-				// The tills grow idempotency_keys from nothing on a fresh
-				// seed, and each of their connections keeps the plan of its
-				// lookup made when the table was small (a sequential scan);
-				// autovacuum, off on this machine, would have analyzed it
-				// as it grew and had those plans made again.
-				if err := db.Exec(`ANALYZE idempotency_keys`).Error; err != nil {
-					b.Fatal(err)
-				}
-				tills.during(ctx, func() { time.Sleep(time.Second) })
-				before := tills.during(ctx, func() { time.Sleep(6 * time.Second) })
+				before := tills.justBefore(ctx, b, db)
 				io0 := tableIO(db)
 				busy := tills.during(ctx, func() {
 					t0 := time.Now()
@@ -419,15 +400,8 @@ func BenchmarkJobsAtScale(b *testing.B) {
 					b.ReportMetric(float64(elapsed.Nanoseconds())/float64(expired.Lots), "ns/lot")
 				}
 				// The tills' p99 beside the job against their p99 with no
-				// job running, over as many purchases (p99Of): just before
-				// the job, and over the quiet spell before the night.
-				ratio := func(l latencies) (time.Duration, float64) {
-					like := l.p99Of(busy.n)
-					if like <= 0 {
-						return like, 0
-					}
-					return like, float64(busy.p99) / float64(like)
-				}
+				// job running: just before the job, and over the quiet
+				// spell before the night.
 				night := "the night"
 				if !r.asOf.Equal(asOf) {
 					night = "the next night"
@@ -438,8 +412,8 @@ func BenchmarkJobsAtScale(b *testing.B) {
 				}
 				nights[night].busy = append(nights[night].busy, busy.inOrder...)
 				nights[night].before = append(nights[night].before, before.inOrder...)
-				likeNow, ratioNow := ratio(before)
-				likeNight, ratioNight := ratio(idle)
+				likeNow, ratioNow := busy.against(before)
+				likeNight, ratioNight := busy.against(idle)
 				b.Logf("%-16s %8.1fs %7.0f µs/member%s  load %s  tables: %s  engine heap peak %6.1f MB, allocated %8.1f MB  purchases meanwhile: %s (just before: %s; idle p99 over %d purchases %.1f ms: %.2f×; before the night: %.1f ms: %.2f×)  %s",
 					label, elapsed.Seconds(), float64(elapsed.Microseconds())/float64(members), perLot, loadAverage(), io,
 					float64(peak())/(1<<20), float64(m1.TotalAlloc-m0.TotalAlloc)/(1<<20), busy, before, busy.n,
@@ -535,6 +509,34 @@ type latencies struct {
 
 // p99 is the 99th percentile of ds, sorted, as latencies reports it.
 func p99(ds []time.Duration) time.Duration { return ds[min(len(ds)-1, int(0.99*float64(len(ds))))] }
+
+// justBefore is the yardstick of the tills beside a load: the same
+// purchases with nothing else running, for 6 s after a second's warm-up,
+// just before the load, so that both sides meet the same phase of a
+// machine whose speed drifts over minutes. The tills grow
+// idempotency_keys from nothing on a fresh seed, and each of their
+// connections keeps the plan of its lookup made when the table was small
+// (a sequential scan); autovacuum, off on this machine, would have
+// analyzed it as it grew and had those plans made again: so it is
+// analyzed first.
+func (t *tillLoad) justBefore(ctx context.Context, b *testing.B, db *gorm.DB) latencies {
+	if err := db.Exec(`ANALYZE idempotency_keys`).Error; err != nil {
+		b.Fatal(err)
+	}
+	t.during(ctx, func() { time.Sleep(time.Second) })
+	return t.during(ctx, func() { time.Sleep(6 * time.Second) })
+}
+
+// against is the p99 of the no-load latencies l over as many purchases as
+// busy had (p99Of), and busy's p99 as a multiple of it (0 when there is
+// none).
+func (busy latencies) against(l latencies) (time.Duration, float64) {
+	like := l.p99Of(busy.n)
+	if like <= 0 {
+		return like, 0
+	}
+	return like, float64(busy.p99) / float64(like)
+}
 
 // p99Of is the p99 of no-job latencies l measured as over n purchases: the
 // median of the p99s of l's runs of n consecutive purchases. A job of a
