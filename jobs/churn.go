@@ -279,6 +279,17 @@ func (r *Runner) churnRisk(db *gorm.DB, table string, sum *ChurnSummary, prog *l
 	simple := r.roundSQL(fmt.Sprintf("COALESCE(s.year_spend, 0) * %d / 52.0", prog.ClvHorizonWeeks))
 	var scored int64
 	err = r.replaceDerived(db, memberChurn, func(target string) error {
+		// Each member looks its scores up in a hash of the distinct
+		// summaries. PostgreSQL reads the join of the summaries' day
+		// differences as matching few members and would sort every
+		// member's summary for a merge join instead: 4.6 s to write a
+		// million members' rows, 2.9 s by the hash.
+		pg := r.svc.Store().Dialect == loyalty.Postgres
+		if pg {
+			if err := db.Exec(`SET LOCAL enable_mergejoin = off`).Error; err != nil {
+				return err
+			}
+		}
 		res := db.Exec(`INSERT INTO `+target+` (member_id, churn_risk, p_alive, expected_purchases_90d, purchase_days, purchases,
 				days_since_last_purchase, computed_at, expected_transactions, repeat_spend, clv, simple_clv)
 			SELECT s.member_id, t.churn_risk, t.p_alive, t.expected90, s.x + 1, s.purchases, ? - s.last_day, ?,
@@ -286,7 +297,10 @@ func (r *Runner) churnRisk(db *gorm.DB, table string, sum *ChurnSummary, prog *l
 			FROM `+table+` s JOIN churn_scores t ON t.x = s.x AND t.tx_days = s.last_day - s.first_day AND t.t_days = ? - s.first_day`,
 			day, now, day)
 		scored = res.RowsAffected
-		return res.Error
+		if res.Error != nil || !pg {
+			return res.Error
+		}
+		return db.Exec(`SET LOCAL enable_mergejoin = on`).Error
 	})
 	if err != nil {
 		return err
