@@ -300,11 +300,9 @@ func (r *Runner) fillSegments(db *gorm.DB, target, activity string, windowStart,
 	// key in place and reads the row for the next, which a tie did for most
 	// rows (the statement took 5.7 s at a million members, 3.9 s keyed
 	// so).
-	byN, bySpend, keys := "a.n, a.member_id", "a.spend, a.member_id", "CAST(a.rfm_spend AS NUMERIC) AS spend"
+	byN, bySpend, hash := "a.n, a.member_id", "a.spend, a.member_id", ""
 	if r.svc.Store().Dialect == loyalty.Postgres {
-		byN, bySpend = "a.nk, a.member_id", "a.spend, a.h, a.member_id"
-		keys = `CAST(a.rfm_n AS bigint) * 4294967296 + hashtext(a.member_id) AS nk,
-							CAST(a.rfm_spend AS NUMERIC) AS spend, hashtext(a.member_id) AS h`
+		byN, bySpend, hash = "CAST(a.n AS bigint) * 4294967296 + a.h, a.member_id", "a.spend, a.h, a.member_id", ", hashtext(a.member_id) AS h"
 	}
 	return db.Exec(`INSERT INTO ` + target + ` (member_id, segment_code)
 			SELECT s.member_id, CASE
@@ -321,7 +319,7 @@ func (r *Runner) fillSegments(db *gorm.DB, target, activity string, windowStart,
 						NTILE(5) OVER (ORDER BY ` + byN + `) AS f,
 						NTILE(5) OVER (ORDER BY ` + bySpend + `) AS m
 					FROM (
-						SELECT a.member_id, a.rfm_last_at AS last_at, a.rfm_n AS n, ` + keys + `
+						SELECT a.member_id, a.rfm_last_at AS last_at, a.rfm_n AS n, CAST(a.rfm_spend AS NUMERIC) AS spend` + hash + `
 						FROM ` + activity + ` a
 						WHERE a.rfm_n > 0 AND ` + notActive("a.member_id") + `
 					) a
