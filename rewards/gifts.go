@@ -212,12 +212,19 @@ func (s *Service) giveGifts(tx *loyalty.Tx, year int, days []string, zone string
 	}
 	options, _ := json.Marshal(g.RewardIDs)
 	runID := loyalty.NewID()
-	q := `INSERT INTO member_gifts (id, member_id, year, birthday, options, bonus_points, status, expires_at, run_id, created_at)
+	// The chunk's members are read by their key first (MATERIALIZED: a
+	// fence the planner keeps), then judged again. Left to itself,
+	// PostgreSQL read them by the index on the birthday's day instead,
+	// every member born that day for each chunk: 13 ms a chunk at a
+	// million members, a night's gifts growing with the square of the
+	// base.
+	q := `WITH m AS MATERIALIZED (SELECT id, status, birthday, timezone, enrolled_at, tier_code FROM members WHERE id IN ?)
+		INSERT INTO member_gifts (id, member_id, year, birthday, options, bonus_points, status, expires_at, run_id, created_at)
 		SELECT 'gift:' || m.id || ':' || ?, m.id, ?, m.birthday, ?, ?, 'available', ?, ?, ?
-		FROM members m
-		WHERE m.id IN ? AND m.status = 'active' AND m.birthday IS NOT NULL AND COALESCE(m.timezone, '') = ?
+		FROM m
+		WHERE m.status = 'active' AND m.birthday IS NOT NULL AND COALESCE(m.timezone, '') = ?
 		AND substr(m.birthday, 6, 5) IN ? AND m.enrolled_at < ?`
-	args := []any{strconv.Itoa(year), year, string(options), g.BonusPoints, expires, runID, tx.Now, ids, zone, days, endOfDay}
+	args := []any{ids, strconv.Itoa(year), year, string(options), g.BonusPoints, expires, runID, tx.Now, zone, days, endOfDay}
 	if g.BonusPoints > 0 {
 		// A balance the bonus would carry past int64 gets no gift,
 		// rather than failing the run for every member of the day.
