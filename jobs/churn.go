@@ -300,7 +300,9 @@ func (r *Runner) churnRisk(db *gorm.DB, table string, sum *ChurnSummary, prog *l
 		if res.Error != nil || !pg {
 			return res.Error
 		}
-		return db.Exec(`SET LOCAL enable_mergejoin = on`).Error
+		// Back to what the connection had, for the rest of the
+		// transaction.
+		return db.Exec(`SET LOCAL enable_mergejoin = DEFAULT`).Error
 	})
 	if err != nil {
 		return err

@@ -215,9 +215,9 @@ func (s *Service) giveGifts(tx *loyalty.Tx, year int, days []string, zone string
 	// The chunk's members are read by their key first (MATERIALIZED: a
 	// fence the planner keeps), then judged again. Left to itself,
 	// PostgreSQL read them by the index on the birthday's day instead,
-	// every member born that day for each chunk: 13 ms a chunk at a
-	// million members, a night's gifts growing with the square of the
-	// base.
+	// every member born that day for each chunk (2,985 rows read for 50
+	// kept, 5.0 ms a chunk at a million members; 0.9 ms by key), a
+	// night's gifts growing with the square of the base.
 	q := `WITH m AS MATERIALIZED (SELECT id, status, birthday, timezone, enrolled_at, tier_code FROM members WHERE id IN ?)
 		INSERT INTO member_gifts (id, member_id, year, birthday, options, bonus_points, status, expires_at, run_id, created_at)
 		SELECT 'gift:' || m.id || ':' || ?, m.id, ?, m.birthday, ?, ?, 'available', ?, ?, ?
