@@ -112,10 +112,14 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 		if err := r.foldCategories(tx.DB, now); err != nil {
 			return err
 		}
-		// A first fold fills member_categories from nothing: the plans
-		// below read its statistics (a sort of 200,000 rows expected to
-		// be a few hundred, at 100,000 members, without them).
-		if err := loyalty.AnalyzeIfStale(tx.DB, "member_categories"); err != nil {
+		// A first fold fills the members' categories from nothing: the
+		// plans below read their statistics (a sort of 200,000 rows
+		// expected to be a few hundred, at 100,000 members, without them).
+		categories := "member_categories"
+		if r.svc.Store().Dialect == loyalty.Postgres {
+			categories = "member_category_marks"
+		}
+		if err := loyalty.AnalyzeIfStale(tx.DB, categories); err != nil {
 			return err
 		}
 		// The RFM figures are the members' purchase summaries brought to
@@ -149,12 +153,15 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 	return sum, nil
 }
 
-// foldCategories brings member_categories up to the purchases written
-// since category_state's watermark: each member's latest purchase in each
-// category of their lines, kept as the later of the two (so a line folded
-// twice changes nothing). The watermark is, as member_activity's, an hour
-// before now on PostgreSQL (created_at, by its BRIN index) and the newest
-// purchase's rowid on SQLite; with no state yet every purchase is folded.
+// foldCategories brings the members' categories up to the purchases
+// written since category_state's watermark: each member's latest purchase
+// in each category of their lines, kept as the later of the two (so a line
+// folded twice changes nothing). The watermark is, as member_activity's, an
+// hour before now on PostgreSQL (created_at, by its BRIN index) and the
+// newest purchase's rowid on SQLite; with no state yet every purchase is
+// folded. On PostgreSQL a member's categories are one row of
+// member_category_marks (foldMarksSQL), elsewhere one row a category in
+// member_categories.
 func (r *Runner) foldCategories(db *gorm.DB, now time.Time) error {
 	pg := r.svc.Store().Dialect == loyalty.Postgres
 	lock, since, later := "", "p.created_at > ?", "GREATEST(member_categories.last_at, EXCLUDED.last_at)"
@@ -175,17 +182,29 @@ func (r *Runner) foldCategories(db *gorm.DB, now time.Time) error {
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return err
 	}
-	fold := `INSERT INTO member_categories (member_id, category, last_at)
-		SELECT p.member_id, i.category, MAX(p.occurred_at) FROM purchases p JOIN purchase_items i ON i.purchase_id = p.id
+	lines := `SELECT p.member_id, i.category, MAX(p.occurred_at) AS last_at FROM purchases p JOIN purchase_items i ON i.purchase_id = p.id
 		WHERE %s i.category <> '' GROUP BY p.member_id, i.category`
-	if prev == nil {
+	table := "member_categories"
+	if pg {
+		table = "member_category_marks"
+	}
+	switch {
+	case prev == nil:
 		// The first run: every purchase, into an emptied table.
-		if err := db.Exec(`DELETE FROM member_categories`).Error; err != nil {
+		if err := db.Exec(`DELETE FROM ` + table).Error; err != nil {
 			return err
 		}
-		err = db.Exec(fmt.Sprintf(fold, "")).Error
-	} else {
-		err = db.Exec(fmt.Sprintf(fold, since+" AND")+`
+		q := `INSERT INTO member_categories (member_id, category, last_at) ` + fmt.Sprintf(lines, "")
+		if pg {
+			q = `INSERT INTO member_category_marks (member_id, categories, last_ats)
+				SELECT c.member_id, array_agg(c.category ORDER BY c.category), array_agg(c.last_at ORDER BY c.category)
+				FROM (` + fmt.Sprintf(lines, "") + `) c GROUP BY c.member_id`
+		}
+		err = db.Exec(q).Error
+	case pg:
+		err = db.Exec(foldMarksSQL(fmt.Sprintf(lines, since+" AND")), prev).Error
+	default:
+		err = db.Exec(`INSERT INTO member_categories (member_id, category, last_at) `+fmt.Sprintf(lines, since+" AND")+`
 			ON CONFLICT (member_id, category) DO UPDATE SET last_at = `+later+`
 			WHERE member_categories.last_at < excluded.last_at`, prev).Error
 	}
@@ -196,6 +215,33 @@ func (r *Runner) foldCategories(db *gorm.DB, now time.Time) error {
 		return err
 	}
 	return db.Exec(`INSERT INTO category_state (id, watermark) VALUES (1, ?)`, next).Error
+}
+
+// foldMarksSQL folds lines (member_id, category, last_at: a member's latest
+// purchase in a category, one row each) into member_category_marks on
+// PostgreSQL: each member with lines has its categories merged with its row's
+// inside its own LATERAL (the later purchase of each category, the arrays
+// ordered by category), and its row written only when that changed it. A
+// night's 27,000 members at a million merge in about the time the day's
+// 55,000 (member, category) rows took to upsert one by one among 6.9
+// million.
+func foldMarksSQL(lines string) string {
+	return `INSERT INTO member_category_marks (member_id, categories, last_ats)
+		SELECT d.member_id, x.categories, x.last_ats FROM (
+			SELECT c.member_id, array_agg(c.category) AS categories, array_agg(c.last_at) AS last_ats
+			FROM (` + lines + `) c GROUP BY c.member_id
+		) d LEFT JOIN member_category_marks m ON m.member_id = d.member_id
+		CROSS JOIN LATERAL (
+			SELECT array_agg(v.category ORDER BY v.category) AS categories, array_agg(v.last_at ORDER BY v.category) AS last_ats
+			FROM (
+				SELECT u.category, MAX(u.last_at) AS last_at FROM (
+					SELECT * FROM unnest(m.categories, m.last_ats)
+					UNION ALL SELECT * FROM unnest(d.categories, d.last_ats)
+				) u (category, last_at) GROUP BY u.category
+			) v
+		) x
+		ON CONFLICT (member_id) DO UPDATE SET categories = EXCLUDED.categories, last_ats = EXCLUDED.last_ats
+		WHERE (member_category_marks.categories, member_category_marks.last_ats) IS DISTINCT FROM (EXCLUDED.categories, EXCLUDED.last_ats)`
 }
 
 // applySegments makes member_segments hold the memberships in
@@ -257,8 +303,9 @@ func (r *Runner) applySegments(db *gorm.DB, now time.Time) error {
 // loyal one from the members in loyal_weeks who bought in enough
 // categories between windowStart and asOf, the RFM segments from the
 // members' summaries in the table activity. A member's categories are
-// counted from member_categories (the latest purchase in each), in one
-// pass over their rows after windowStart that also marks the members with
+// counted from the latest purchase in each (member_category_marks on
+// PostgreSQL, member_categories elsewhere), in one pass over those after
+// windowStart that also marks the members with
 // a purchase after asOf (late), which hides whether they had one in the
 // window too (none on a night's run but for receipts dated ahead); a late
 // member's categories are counted from its lines of the window instead
@@ -266,10 +313,21 @@ func (r *Runner) applySegments(db *gorm.DB, now time.Time) error {
 // are in a segment: the others are left out by an anti-join with the few
 // members not active, not by a join with every member.
 func (r *Runner) fillSegments(db *gorm.DB, target, activity string, windowStart, asOf time.Time, minCategories int) error {
-	if err := loyalty.TempTable(db, "loyal_counts", `SELECT mc.member_id,
+	counts := `SELECT mc.member_id,
 				SUM(CASE WHEN mc.last_at <= ? THEN 1 ELSE 0 END) AS n, MAX(CASE WHEN mc.last_at > ? THEN 1 ELSE 0 END) AS late
 			FROM loyal_weeks w JOIN member_categories mc ON mc.member_id = w.member_id
-			WHERE mc.last_at > ? GROUP BY mc.member_id`, asOf, asOf, windowStart); err != nil {
+			WHERE mc.last_at > ? GROUP BY mc.member_id`
+	if r.svc.Store().Dialect == loyalty.Postgres {
+		// Each candidate's one row, its dates counted in place: 0.8 s at
+		// a million members, where joining the candidates with a row a
+		// category (2.1 million of 6.9 million) took 3.2 s.
+		counts = `SELECT w.member_id, c.n, c.late FROM loyal_weeks w JOIN member_category_marks m ON m.member_id = w.member_id
+			CROSS JOIN LATERAL (
+				SELECT SUM(CASE WHEN a <= ? THEN 1 ELSE 0 END) AS n, MAX(CASE WHEN a > ? THEN 1 ELSE 0 END) AS late
+				FROM unnest(m.last_ats) AS a WHERE a > ?
+			) c WHERE c.n IS NOT NULL`
+	}
+	if err := loyalty.TempTable(db, "loyal_counts", counts, asOf, asOf, windowStart); err != nil {
 		return err
 	}
 	defer loyalty.DropTemp(db, "loyal_counts")

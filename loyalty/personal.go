@@ -360,24 +360,29 @@ func (s *Service) GivePersonalOffers(ctx context.Context, asOf time.Time) (Perso
 				// purchases, and can only reach them with a purchase since
 				// (written since its mark, or dated since its as-of), or
 				// held a live offer, which can only stop being live by
-				// ending or by an edit. Those members alone are judged,
-				// each one's purchases counted by its index up to the
-				// minimum.
+				// ending or by an edit. Those members alone are judged:
+				// first whether they hold a live offer (one probe of the
+				// offers' index each; most members who bought do), then,
+				// of those who do not, each one's purchases counted by its
+				// index up to the minimum. The first step is fenced
+				// (MATERIALIZED), as PostgreSQL would otherwise count
+				// every member's purchases first: 1.8–1.9 s against
+				// 1.0–1.2 s for 77,000 members at a million.
 				sum.BroughtForward++
 				broughtForward = true
 				prevFrom, _ := LocalDates(prev.AsOf, asOf)
 				args["mark"], args["prev_as_of"], args["prev_from_date"], args["offers_since"] = prev.mark(), prev.AsOf, prevFrom, prev.OffersSince
-				due = `SELECT d.member_id FROM (
+				due = `WITH d AS MATERIALIZED (SELECT d.member_id FROM (
 						SELECT member_id FROM purchases WHERE ` + PurchasesSinceSQL(tx, "@mark") + `
 						UNION SELECT member_id FROM purchases WHERE local_date >= @prev_from_date AND local_date <= @to_date
 							AND occurred_at > @prev_as_of AND occurred_at <= @as_of
 						UNION SELECT owner_member_id FROM offers WHERE status = 'active' AND ends_at > @prev_as_of AND ends_at <= @as_of
 							AND template_id = @tpl
 						UNION SELECT owner_member_id FROM offers WHERE template_id = @tpl AND updated_at > @offers_since
-					) d JOIN members m ON m.id = d.member_id AND m.status = 'active'
+					) d WHERE ` + live + `)
+					SELECT d.member_id FROM d JOIN members m ON m.id = d.member_id AND m.status = 'active'
 					WHERE (SELECT COUNT(*) FROM (SELECT 1 FROM purchases p WHERE p.member_id = d.member_id
-						AND p.occurred_at >= @from AND p.occurred_at <= @as_of LIMIT @min) n) >= @min
-					AND ` + live
+						AND p.occurred_at >= @from AND p.occurred_at <= @as_of LIMIT @min) n) >= @min`
 			} else {
 				// Every member: one aggregate over the window's purchases,
 				// which the local_date BRIN index narrows (a local date is
