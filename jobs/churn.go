@@ -466,10 +466,15 @@ func (r *Runner) ChurnRiskList(ctx context.Context, minRisk string, page loyalty
 	if parts != nil {
 		after = []any{parts[0], parts[1]}
 	}
+	// On PostgreSQL in the collation of the list's index (riskCollate).
+	collate := ""
+	if r.svc.Store().Dialect == loyalty.Postgres {
+		collate = riskCollate
+	}
 	if err := pageDesc(r.svc.Store().DB().WithContext(ctx),
 		"c.member_id, c.churn_risk, c.p_alive, c.expected_purchases_90d, c.days_since_last_purchase, c.purchases",
-		"member_churn c JOIN members m ON m.id = c.member_id AND m.status = 'active' WHERE c.churn_risk >= @min",
-		"churn_risk", map[string]any{"min": minRisk}, after, page.Size(), &rows); err != nil {
+		"member_churn c JOIN members m ON m.id = c.member_id AND m.status = 'active' WHERE c.churn_risk "+collate+" >= @min",
+		"churn_risk", collate, map[string]any{"min": minRisk}, after, page.Size(), &rows); err != nil {
 		return out, err
 	}
 	for i, row := range rows {

@@ -121,7 +121,7 @@ func (r *Runner) ClvList(ctx context.Context, page loyalty.Page) (loyalty.List[C
 	if err := pageDesc(r.svc.Store().DB().WithContext(ctx),
 		"c.member_id, c.clv, c.simple_clv, c.expected_transactions, c.purchase_days, c.churn_risk",
 		"member_churn c JOIN members m ON m.id = c.member_id AND m.status = 'active' WHERE c.clv IS NOT NULL",
-		"clv", map[string]any{}, after, page.Size(), &rows); err != nil {
+		"clv", "", map[string]any{}, after, page.Size(), &rows); err != nil {
 		return out, err
 	}
 	for i, row := range rows {

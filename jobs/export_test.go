@@ -11,3 +11,7 @@ func ActivitySQL(r *Runner, asOf time.Time, day int64) (string, []any) {
 
 // PageDescSQL is the query of a page of the churn-risk and CLV lists.
 var PageDescSQL = pageDescSQL
+
+// RiskCollate is the collation the churn-risk list compares and orders in
+// on PostgreSQL, its index's.
+const RiskCollate = riskCollate

@@ -124,11 +124,11 @@ func TestRiskAndClvListsPageInOrder(t *testing.T) {
 		if dialect != loyalty.Postgres {
 			return
 		}
-		for _, l := range []struct{ key, index, from string }{
-			{"churn_risk", "member_churn_risk", "c.churn_risk >= '0.0000'"},
-			{"clv", "member_churn_clv", "c.clv IS NOT NULL"},
+		for _, l := range []struct{ key, collate, index, from string }{
+			{"churn_risk", jobs.RiskCollate, "member_churn_risk", "c.churn_risk " + jobs.RiskCollate + " >= '0.0000'"},
+			{"clv", "", "member_churn_clv", "c.clv IS NOT NULL"},
 		} {
-			q := jobs.PageDescSQL("c.member_id, c."+l.key, "member_churn c JOIN members m ON m.id = c.member_id AND m.status = 'active' WHERE "+l.from, l.key, true, 3)
+			q := jobs.PageDescSQL("c.member_id, c."+l.key, "member_churn c JOIN members m ON m.id = c.member_id AND m.status = 'active' WHERE "+l.from, l.key, l.collate, true, 3)
 			var plan []string
 			err := e.store.DB().Transaction(func(tx *gorm.DB) error {
 				if err := tx.Exec("SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off").Error; err != nil {

@@ -26,24 +26,33 @@ type derived struct {
 
 var memberChurn = derived{"member_churn", "member_id", []string{
 	"CREATE INDEX %s_clv ON %s (clv DESC, member_id)",
-	"CREATE INDEX %s_risk ON %s (churn_risk DESC, member_id)",
+	"CREATE INDEX %s_risk ON %s (churn_risk " + riskCollate + " DESC, member_id " + riskCollate + ")",
 }}
 
+// riskCollate is the collation of member_churn_risk's keys on PostgreSQL
+// (migration 00037), which the churn-risk list's comparisons and order name
+// to be read from it: bytes ("C"), where the database's collation compared
+// each pair of strings through the C library. A risk is written "0.3721"
+// and an id in lower-case hex and dashes, so both orders are the same; the
+// nightly build of the index over a million members took 1.25 s against
+// 1.8 s.
+const riskCollate = `COLLATE "C"`
+
 // pageDesc reads into rows the page of a list of members ordered by the
-// column key of c descending, then by member_id: the rows of from (the
-// list's FROM and WHERE, c its member_churn, with the named args) up to
-// size+1 of them, after the cursor's value and member id when after is
-// not nil. A cursor's page is read as two halves that each start in the
+// column key of c descending, then by member_id (both under the collation
+// collate names, "" for the columns' own): the rows of from (the list's
+// FROM and WHERE, c its member_churn, with the named args) up to size+1 of
+// them, after the cursor's value and member id when after is not nil. A cursor's page is read as two halves that each start in the
 // index on (key DESC, member_id) where they begin: the members at the
 // cursor's value after its member, then those below the value. (One
 // condition with an OR of the two is no index range: the scan would start
 // at the top and filter out every row before the cursor, so a page would
 // cost more the deeper it is.)
-func pageDesc(db *gorm.DB, cols, from, key string, args map[string]any, after []any, size int, rows any) error {
+func pageDesc(db *gorm.DB, cols, from, key, collate string, args map[string]any, after []any, size int, rows any) error {
 	if after != nil {
 		args["after_key"], args["after_id"] = after[0], after[1]
 	}
-	q := pageDescSQL(cols, from, key, after != nil, size)
+	q := pageDescSQL(cols, from, key, collate, after != nil, size)
 	if len(args) == 0 {
 		return db.Raw(q).Scan(rows).Error
 	}
@@ -52,14 +61,18 @@ func pageDesc(db *gorm.DB, cols, from, key string, args map[string]any, after []
 
 // pageDescSQL is pageDesc's query, for a page after a cursor (whose value
 // and member id are the arguments after_key and after_id) or the first.
-func pageDescSQL(cols, from, key string, after bool, size int) string {
-	order := " ORDER BY c." + key + " DESC, c.member_id LIMIT " + strconv.Itoa(size+1)
+func pageDescSQL(cols, from, key, collate string, after bool, size int) string {
+	if collate != "" {
+		collate = " " + collate
+	}
+	k, id := "c."+key+collate, "c.member_id"+collate
+	order := " ORDER BY " + k + " DESC, " + id + " LIMIT " + strconv.Itoa(size+1)
 	if !after {
 		return "SELECT " + cols + " FROM " + from + order
 	}
-	return `SELECT * FROM (SELECT ` + cols + ` FROM ` + from + ` AND c.` + key + ` = @after_key AND c.member_id > @after_id` + order + `) AS tie
-		UNION ALL SELECT * FROM (SELECT ` + cols + ` FROM ` + from + ` AND c.` + key + ` < @after_key` + order + `) AS below
-		ORDER BY ` + key + ` DESC, member_id LIMIT ` + strconv.Itoa(size+1)
+	return `SELECT * FROM (SELECT * FROM (SELECT ` + cols + ` FROM ` + from + ` AND ` + k + ` = @after_key AND ` + id + ` > @after_id` + order + `) AS tie
+		UNION ALL SELECT * FROM (SELECT ` + cols + ` FROM ` + from + ` AND ` + k + ` < @after_key` + order + `) AS below) AS page
+		ORDER BY ` + key + collate + ` DESC, member_id` + collate + ` LIMIT ` + strconv.Itoa(size+1)
 }
 
 // replaceDerived replaces every row of t with the rows fill inserts into
