@@ -164,7 +164,7 @@ func (r *Runner) ChurnRisk(ctx context.Context, asOf time.Time) (ChurnSummary, e
 	err = loyalty.WriteDerived(ctx, r.svc, func(tx *loyalty.Tx) error {
 		sum = ChurnSummary{Model: "bgnbd", TimeUnit: "week"}
 		db := tx.DB
-		if err := jobMemory(db); err != nil {
+		if err := jobSettings(db); err != nil {
 			return err
 		}
 		table, refreshed, rebuilt, err := r.activityTable(db, asOf, day, now)

@@ -58,7 +58,7 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 	sg := prog.Segments
 	now := r.svc.Now()
 	err = loyalty.WriteDerived(ctx, r.svc, func(tx *loyalty.Tx) error {
-		if err := jobMemory(tx.DB); err != nil {
+		if err := jobSettings(tx.DB); err != nil {
 			return err
 		}
 		// Week k (0 = the latest) is (asOf − 7(k+1) days, asOf − 7k days].
@@ -115,11 +115,7 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 		// A first fold fills the members' categories from nothing: the
 		// plans below read their statistics (a sort of 200,000 rows
 		// expected to be a few hundred, at 100,000 members, without them).
-		categories := "member_categories"
-		if r.svc.Store().Dialect == loyalty.Postgres {
-			categories = "member_category_marks"
-		}
-		if err := loyalty.AnalyzeIfStale(tx.DB, categories); err != nil {
+		if err := loyalty.AnalyzeIfStale(tx.DB, r.categoriesTable()); err != nil {
 			return err
 		}
 		// The RFM figures are the members' purchase summaries brought to
@@ -184,23 +180,19 @@ func (r *Runner) foldCategories(db *gorm.DB, now time.Time) error {
 	}
 	lines := `SELECT p.member_id, i.category, MAX(p.occurred_at) AS last_at FROM purchases p JOIN purchase_items i ON i.purchase_id = p.id
 		WHERE %s i.category <> '' GROUP BY p.member_id, i.category`
-	table := "member_categories"
-	if pg {
-		table = "member_category_marks"
-	}
 	switch {
 	case prev == nil:
 		// The first run: every purchase, into an emptied table.
-		if err := db.Exec(`DELETE FROM ` + table).Error; err != nil {
+		if err := db.Exec(`DELETE FROM ` + r.categoriesTable()).Error; err != nil {
 			return err
 		}
-		q := `INSERT INTO member_categories (member_id, category, last_at) ` + fmt.Sprintf(lines, "")
 		if pg {
-			q = `INSERT INTO member_category_marks (member_id, categories, last_ats)
+			err = db.Exec(`INSERT INTO member_category_marks (member_id, categories, last_ats)
 				SELECT c.member_id, array_agg(c.category ORDER BY c.category), array_agg(c.last_at ORDER BY c.category)
-				FROM (` + fmt.Sprintf(lines, "") + `) c GROUP BY c.member_id`
+				FROM (` + fmt.Sprintf(lines, "") + `) c GROUP BY c.member_id`).Error
+		} else {
+			err = db.Exec(`INSERT INTO member_categories (member_id, category, last_at) ` + fmt.Sprintf(lines, "")).Error
 		}
-		err = db.Exec(q).Error
 	case pg:
 		err = db.Exec(foldMarksSQL(fmt.Sprintf(lines, since+" AND")), prev).Error
 	default:

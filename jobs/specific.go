@@ -12,8 +12,19 @@ import (
 
 // What the jobs' SQL does differently on the two dialects, side by side.
 
-// jobMemory raises work_mem for the job's transaction (loyalty.JobMemory).
-func jobMemory(db *gorm.DB) error { return loyalty.JobMemory(db) }
+// jobSettings sets work_mem and JIT for the job's transaction
+// (loyalty.JobSettings).
+func jobSettings(db *gorm.DB) error { return loyalty.JobSettings(db) }
+
+// categoriesTable is the table of the members' latest purchase in each
+// category: one row a member on PostgreSQL (member_category_marks, two
+// arrays in step), one row a category elsewhere (member_categories).
+func (r *Runner) categoriesTable() string {
+	if r.svc.Store().Dialect == loyalty.Postgres {
+		return "member_category_marks"
+	}
+	return "member_categories"
+}
 
 // derived is a table a job replaces whole on every run: its primary key
 // and its other indexes, as the migrations made them (%s is the table's
@@ -42,7 +53,8 @@ const riskCollate = `COLLATE "C"`
 // column key of c descending, then by member_id (both under the collation
 // collate names, "" for the columns' own): the rows of from (the list's
 // FROM and WHERE, c its member_churn, with the named args) up to size+1 of
-// them, after the cursor's value and member id when after is not nil. A cursor's page is read as two halves that each start in the
+// them, after the cursor's value and member id when after is not nil. A
+// cursor's page is read as two halves that each start in the
 // index on (key DESC, member_id) where they begin: the members at the
 // cursor's value after its member, then those below the value. (One
 // condition with an OR of the two is no index range: the scan would start

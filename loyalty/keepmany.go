@@ -62,14 +62,14 @@ func saveKept(tx *gorm.DB, accts []*account) error {
 // them, and the job's cost stops growing faster than its input.
 const jobWorkMem = "256MB"
 
-// JobMemory raises work_mem for the rest of the transaction tx on
+// JobSettings raises work_mem for the rest of the transaction tx on
 // PostgreSQL, for a set-based job, and turns JIT compilation off there:
 // the jobs' costliest statements are loops of index probes, one per
 // member, whose estimated cost passes the JIT thresholds while compiling
 // buys them nothing (0.73 s of compiling in one night at a million
 // members, 0.31 s of it for the members' summaries; the RFM ranking took
 // 4.1 s with it and without). SQLite sizes its sorts itself.
-func JobMemory(tx *gorm.DB) error {
+func JobSettings(tx *gorm.DB) error {
 	if tx.Dialector.Name() != Postgres {
 		return nil
 	}

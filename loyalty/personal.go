@@ -310,7 +310,7 @@ func (s *Service) GivePersonalOffers(ctx context.Context, asOf time.Time) (Perso
 	now := ts(s.now())
 	err = s.store.writeJob(ctx, func(tx *gorm.DB) error {
 		sum = PersonalOffersSummary{}
-		if err := JobMemory(tx); err != nil {
+		if err := JobSettings(tx); err != nil {
 			return err
 		}
 		// The plan below joins the members due against their live offers:
