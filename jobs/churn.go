@@ -277,35 +277,35 @@ func (r *Runner) churnRisk(db *gorm.DB, table string, sum *ChurnSummary, prog *l
 		clv = fmt.Sprintf("CASE WHEN %s * s.x + %s > 0 THEN %s END", lit(gg.P), lit(gg.Q-1), r.roundSQL("t.expected_horizon * "+em))
 	}
 	simple := r.roundSQL(fmt.Sprintf("COALESCE(s.year_spend, 0) * %d / 52.0", prog.ClvHorizonWeeks))
-	var scored int64
-	err = r.replaceDerived(db, memberChurn, func(target string) error {
-		// Each member looks its scores up in a hash of the distinct
-		// summaries. PostgreSQL reads the join of the summaries' day
-		// differences as matching few members and would sort every
-		// member's summary for a merge join instead: 4.6 s to write a
-		// million members' rows, 2.9 s by the hash.
-		pg := r.svc.Store().Dialect == loyalty.Postgres
-		if pg {
-			if err := db.Exec(`SET LOCAL enable_mergejoin = off`).Error; err != nil {
-				return err
-			}
+	// Each member looks its scores up in a hash of the distinct
+	// summaries. PostgreSQL reads the join of the summaries' day
+	// differences as matching few members and would sort every member's
+	// summary for a merge join instead: 4.6 s to write a million members'
+	// rows, 2.9 s by the hash. The instant is typed on PostgreSQL, where
+	// a bare parameter in replaceDerived's inner SELECT would be text.
+	pg := r.svc.Store().Dialect == loyalty.Postgres
+	at := "?"
+	if pg {
+		at = "CAST(? AS timestamptz)"
+		if err := db.Exec(`SET LOCAL enable_mergejoin = off`).Error; err != nil {
+			return err
 		}
-		res := db.Exec(`INSERT INTO `+target+` (member_id, churn_risk, p_alive, expected_purchases_90d, purchase_days, purchases,
-				days_since_last_purchase, computed_at, expected_transactions, repeat_spend, clv, simple_clv)
-			SELECT s.member_id, t.churn_risk, t.p_alive, t.expected90, s.x + 1, s.purchases, ? - s.last_day, ?,
-				t.expected_horizon, s.repeat_spend, `+clv+`, `+simple+`
-			FROM `+table+` s JOIN churn_scores t ON t.x = s.x AND t.tx_days = s.last_day - s.first_day AND t.t_days = ? - s.first_day`,
-			day, now, day)
-		scored = res.RowsAffected
-		if res.Error != nil || !pg {
-			return res.Error
-		}
-		// Back to what the connection had, for the rest of the
-		// transaction.
-		return db.Exec(`SET LOCAL enable_mergejoin = DEFAULT`).Error
-	})
+	}
+	scored, err := r.replaceDerived(db, memberChurn, `SELECT s.member_id, t.churn_risk, t.p_alive,
+			t.expected90 AS expected_purchases_90d, s.x + 1 AS purchase_days, s.purchases,
+			? - s.last_day AS days_since_last_purchase, `+at+` AS computed_at, t.expected_horizon AS expected_transactions,
+			s.repeat_spend, `+clv+` AS clv, `+simple+` AS simple_clv
+		FROM `+table+` s JOIN churn_scores t ON t.x = s.x AND t.tx_days = s.last_day - s.first_day AND t.t_days = ? - s.first_day`,
+		day, now, day)
 	if err != nil {
 		return err
+	}
+	if pg {
+		// Back to what the connection had, for the rest of the
+		// transaction.
+		if err := db.Exec(`SET LOCAL enable_mergejoin = DEFAULT`).Error; err != nil {
+			return err
+		}
 	}
 	sum.Scored = scored
 	if err := db.Exec(`INSERT INTO churn_models (id, as_of, time_unit, r, alpha, a, b, log_likelihood, members, computed_at)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/robfig/cron/v3"
@@ -55,8 +56,79 @@ func (r *Runner) StartScheduler(ctx context.Context, log *slog.Logger) (*Schedul
 			return nil, fmt.Errorf("schedule %s %q: %w", name, j.Schedule, err)
 		}
 	}
+	// The derived tables PostgreSQL empties when it recovers from a
+	// crash, filled again as soon as the scheduler starts and within a
+	// minute of a crash of the database alone (their jobs' own schedules
+	// are daily).
+	if r.svc.Store().Dialect == loyalty.Postgres {
+		var busy atomic.Bool
+		refill := func() {
+			if !busy.CompareAndSwap(false, true) {
+				return
+			}
+			defer busy.Store(false)
+			if err := r.RecoverDerived(ctx, log); err != nil {
+				log.Error("derived tables' recovery", "error", err.Error())
+			}
+		}
+		if _, err := c.AddFunc("@every 1m", refill); err != nil {
+			return nil, err
+		}
+		go refill()
+	}
 	c.Start()
 	return &Scheduler{cron: c}, nil
+}
+
+// RecoverDerived runs again, as of now, the job of every derived table
+// (derivedTables) that PostgreSQL emptied when it recovered from a crash:
+// an unlogged table (replaceDerived) loses its rows so, and its row of
+// unlogged_marks (unlogged too, one a table, written when the table was
+// made) with them. A table whose job has never filled it is only marked.
+// The run claims its minute as a scheduled run does, so with several
+// engines on one database it happens once, and the mark is written once
+// it succeeded: a run that failed is tried again on the next call. Only
+// the jobs the scheduler runs are recovered so (a job scheduled "off" is
+// run from outside the engine).
+func (r *Runner) RecoverDerived(ctx context.Context, log *slog.Logger) error {
+	if r.svc.Store().Dialect != loyalty.Postgres {
+		return nil
+	}
+	db := r.svc.Store().DB().WithContext(ctx)
+	for _, t := range derivedTables {
+		if j, ok := r.jobs[t.job]; !ok || j.Schedule == "off" {
+			continue
+		}
+		var state struct{ Marked, Filled bool }
+		if err := db.Raw(`SELECT EXISTS (SELECT 1 FROM unlogged_marks WHERE name = ?) AS marked, EXISTS (`+t.filled+`) AS filled`,
+			t.name).Scan(&state).Error; err != nil {
+			return err
+		}
+		if state.Marked {
+			continue
+		}
+		if state.Filled {
+			slot := r.svc.Now().Truncate(time.Minute)
+			rec, ran, err := r.run(ctx, t.job, slot, "recovery", &slot)
+			switch {
+			case err != nil:
+				return err
+			case !ran:
+				// Its minute claimed by another run (another engine's
+				// recovery, which marks the table): the next call finds
+				// the mark or tries again.
+				continue
+			case rec.Status != Succeeded:
+				log.Error("derived table emptied by a crash: its job failed", "table", t.name, "job", t.job, "run", rec.ID)
+				continue
+			}
+			log.Info("derived table emptied by a crash filled again", "table", t.name, "job", t.job, "run", rec.ID)
+		}
+		if err := db.Exec(`INSERT INTO unlogged_marks (name) VALUES (?) ON CONFLICT (name) DO NOTHING`, t.name).Error; err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Tick runs job name for the current minute, as the scheduler does when
