@@ -1,9 +1,11 @@
 package jobs_test
 
 import (
+	"encoding/json"
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,6 +105,77 @@ func TestChurnScoresComeBackAfterACrash(t *testing.T) {
 		}
 		if n := e.count(`SELECT COUNT(*) FROM pg_class WHERE oid = CAST('member_churn' AS regclass) AND relpersistence = 'u'`); n != 1 {
 			t.Error("member_churn is not unlogged")
+		}
+	})
+}
+
+// TestJobStateRebuiltAfterACrash: the segments' and churn-risk runs' own
+// state (the members' purchase summaries and latest purchase by category,
+// each with the row that says as of when) is unlogged on PostgreSQL, which
+// empties it when it recovers from a crash (TRUNCATE does the same here).
+// The next runs build it from the whole history, as a first run does, and
+// give the memberships and scores a run on the kept state gives.
+func TestJobStateRebuiltAfterACrash(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		if dialect != loyalty.Postgres {
+			t.Skip("SQLite writes every table to its one file: no table is emptied by a crash")
+		}
+		night := time.Date(2026, 3, 1, 22, 0, 0, 0, time.UTC)
+		e := newEnv(t, dialect, night.AddDate(0, 0, -1))
+		cats := []string{"a", "b", "c", "d", "e", "f"}
+		var members []string
+		for i := range 10 {
+			m := e.enrol("")
+			members = append(members, m)
+			for d := 200; d > 0; d -= 3 + i {
+				e.buyAt(m, int64(900+50*i+d), night.AddDate(0, 0, -d), cats[:1+(d+i)%len(cats)]...)
+			}
+		}
+		e.clock.Set(night)
+		e.program(loyalty.ProgramPatch{Segments: &loyalty.SegmentSettings{LoyalWindowWeeks: 4, LoyalMinActiveWeeks: 3,
+			LoyalMinCategories: 4}})
+		state := func() []string {
+			t.Helper()
+			var rows []string
+			if err := e.store.DB().Raw(`SELECT member_id || ' ' || segment_code FROM member_segments
+				UNION ALL SELECT concat_ws(' ', member_id, churn_risk, p_alive, clv, simple_clv) FROM member_churn
+				ORDER BY 1`).Scan(&rows).Error; err != nil {
+				t.Fatal(err)
+			}
+			return rows
+		}
+		e.run(t, "segments", night)
+		e.run(t, "churn-risk", night)
+		// The next night, on the state the first one kept.
+		next := night.AddDate(0, 0, 1)
+		e.clock.Set(next.Add(-2 * time.Hour))
+		e.buyAt(members[0], 4000, next.Add(-3*time.Hour), cats...)
+		e.buyAt(members[5], 700, next.Add(-3*time.Hour), "a")
+		e.clock.Set(next)
+		e.run(t, "segments", next)
+		e.run(t, "churn-risk", next)
+		want := state()
+		if !slices.ContainsFunc(want, func(r string) bool { return strings.HasSuffix(r, " loyal") }) || len(want) < 20 {
+			t.Fatalf("too little to compare: %q", want)
+		}
+
+		if err := e.store.DB().Exec(`TRUNCATE member_activity, activity_state, member_category_marks, category_state`).Error; err != nil {
+			t.Fatal(err)
+		}
+		e.run(t, "segments", next)
+		var s jobs.ChurnSummary
+		if err := json.Unmarshal(e.run(t, "churn-risk", next).Summary, &s); err != nil {
+			t.Fatal(err)
+		}
+		if s.Summaries == nil || s.Summaries.Rebuilt {
+			t.Errorf("churn-risk after segments rebuilt the summaries: %+v (want them brought forward)", s.Summaries)
+		}
+		if got := state(); !slices.Equal(got, want) {
+			t.Errorf("after the crash\n%q\nwant\n%q", got, want)
+		}
+		if n := e.count(`SELECT COUNT(*) FROM pg_class WHERE relpersistence = 'u' AND oid IN (CAST('member_activity' AS regclass),
+				CAST('activity_state' AS regclass), CAST('member_category_marks' AS regclass), CAST('category_state' AS regclass))`); n != 4 {
+			t.Errorf("%d of the four tables are unlogged", n)
 		}
 	})
 }
