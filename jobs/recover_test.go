@@ -14,6 +14,16 @@ import (
 	"github.com/loyalty-engine/loyalty/loyalty/loyaltytest"
 )
 
+// crashEnv is newEnv on PostgreSQL; on SQLite, which writes every table to
+// its one file and so empties none in a crash, the test is skipped.
+func crashEnv(t *testing.T, dialect string, now time.Time) *env {
+	t.Helper()
+	if dialect != loyalty.Postgres {
+		t.Skip("SQLite writes every table to its one file: no table is emptied by a crash")
+	}
+	return newEnv(t, dialect, now)
+}
+
 // TestChurnScoresComeBackAfterACrash: member_churn is unlogged on
 // PostgreSQL, which empties it, and its mark in unlogged_marks, when it
 // recovers from a crash (TRUNCATE does the same here). RecoverDerived then
@@ -23,11 +33,8 @@ import (
 // "off" is left to whoever runs it.
 func TestChurnScoresComeBackAfterACrash(t *testing.T) {
 	loyaltytest.Each(t, func(t *testing.T, dialect string) {
-		if dialect != loyalty.Postgres {
-			t.Skip("SQLite writes every table to its one file: no table is emptied by a crash")
-		}
 		now := time.Date(2026, 3, 1, 22, 0, 0, 0, time.UTC)
-		e := newEnv(t, dialect, now.AddDate(0, 0, -1))
+		e := crashEnv(t, dialect, now.AddDate(0, 0, -1))
 		log := slog.New(slog.NewTextHandler(io.Discard, nil))
 		crash := func() {
 			t.Helper()
@@ -117,11 +124,8 @@ func TestChurnScoresComeBackAfterACrash(t *testing.T) {
 // give the memberships and scores a run on the kept state gives.
 func TestJobStateRebuiltAfterACrash(t *testing.T) {
 	loyaltytest.Each(t, func(t *testing.T, dialect string) {
-		if dialect != loyalty.Postgres {
-			t.Skip("SQLite writes every table to its one file: no table is emptied by a crash")
-		}
 		night := time.Date(2026, 3, 1, 22, 0, 0, 0, time.UTC)
-		e := newEnv(t, dialect, night.AddDate(0, 0, -1))
+		e := crashEnv(t, dialect, night.AddDate(0, 0, -1))
 		cats := []string{"a", "b", "c", "d", "e", "f"}
 		var members []string
 		for i := range 10 {
