@@ -312,17 +312,20 @@ func BenchmarkJobsAtScale(b *testing.B) {
 		}
 	}
 	type run struct {
-		name string
-		asOf time.Time
+		name  string
+		night int // 0: the first night; n: n days later, after n days' purchases
+		asOf  time.Time
 	}
-	runs := []run{}
-	for _, name := range []string{"expire-points", "tier-review", "birthday-gifts", "redemption-rate", "segments", "churn-risk", "personal-offers"} {
-		runs = append(runs, run{name, asOf})
-	}
-	// The next night: a day's purchases (a 365th of the year's), then every
-	// job again: what a nightly run costs once the first has run.
-	for _, name := range []string{"expire-points", "tier-review", "birthday-gifts", "redemption-rate", "segments", "churn-risk", "personal-offers"} {
-		runs = append(runs, run{name, asOf.AddDate(0, 0, 1)})
+	// The first night, then the next: a day's purchases (a 365th of the
+	// year's), then every job again: what a nightly run costs once the
+	// first has run. LOYALTY_BENCH_NIGHTS=n runs n nights in all, a day's
+	// purchases before each after the first, for the tills' figures over
+	// more purchases than two nights have.
+	var runs []run
+	for night := range envInt("LOYALTY_BENCH_NIGHTS", 2) {
+		for _, name := range []string{"expire-points", "tier-review", "birthday-gifts", "redemption-rate", "segments", "churn-risk", "personal-offers"} {
+			runs = append(runs, run{name, night, asOf.AddDate(0, 0, night)})
+		}
 	}
 	if only := os.Getenv("LOYALTY_BENCH_JOBS"); only != "" {
 		runs = slices.DeleteFunc(runs, func(r run) bool { return !slices.Contains(strings.Split(only, ","), r.name) })
@@ -333,23 +336,34 @@ func BenchmarkJobsAtScale(b *testing.B) {
 	// their maximum, one slow purchase; pooled over the night, the p99 of
 	// thousands of purchases beside jobs meets the p99 of as many without.
 	type pooled struct{ busy, before []time.Duration }
-	nights := map[string]*pooled{}
-	var nightOrder []string
-	dayPassed := false
-	for _, r := range runs {
-		label := r.name
-		if !r.asOf.Equal(asOf) {
-			label += "-next-day"
+	nights, jobTills := map[string]*pooled{}, map[string]*pooled{}
+	var nightOrder, jobOrder []string
+	pool := func(m map[string]*pooled, order *[]string, key string, busy, before latencies) {
+		if m[key] == nil {
+			m[key] = &pooled{}
+			*order = append(*order, key)
 		}
-		if !r.asOf.Equal(asOf) && !dayPassed {
-			dayPassed = true
+		m[key].busy = append(m[key].busy, busy.inOrder...)
+		m[key].before = append(m[key].before, before.inOrder...)
+	}
+	dayPassed := 0
+	for _, r := range runs {
+		label, night := r.name, "the night"
+		switch {
+		case r.night == 1:
+			label, night = r.name+"-next-day", "the next night"
+		case r.night > 1:
+			label, night = fmt.Sprintf("%s-night-%d", r.name, r.night+1), fmt.Sprintf("night %d", r.night+1)
+		}
+		if r.night > dayPassed {
+			dayPassed = r.night
 			// A day passes: its purchases, then autovacuum clears the lots
 			// the catch-up run closed from the open-lots index, as it
 			// would overnight.
 			day := r.asOf.Add(-time.Hour)
 			clock.Store(&day)
 			t0 := time.Now()
-			n, err := tills.day(ctx, asOf, max(1, purchases/365))
+			n, err := tills.day(ctx, r.asOf.AddDate(0, 0, -1), max(1, purchases/365))
 			if err != nil {
 				b.Fatalf("a day's purchases: %d posted, then %v", n, err)
 			}
@@ -357,7 +371,7 @@ func BenchmarkJobsAtScale(b *testing.B) {
 			if err := db.Exec(`VACUUM (ANALYZE) lots`).Error; err != nil {
 				b.Fatal(err)
 			}
-			idle = quiet("before the next night")
+			idle = quiet("before " + night)
 		}
 		b.Run(label, func(b *testing.B) {
 			clock.Store(&r.asOf)
@@ -402,16 +416,10 @@ func BenchmarkJobsAtScale(b *testing.B) {
 				// The tills' p99 beside the job against their p99 with no
 				// job running: just before the job, and over the quiet
 				// spell before the night.
-				night := "the night"
-				if !r.asOf.Equal(asOf) {
-					night = "the next night"
+				pool(nights, &nightOrder, night, busy, before)
+				if r.night > 0 {
+					pool(jobTills, &jobOrder, r.name, busy, before)
 				}
-				if nights[night] == nil {
-					nights[night] = &pooled{}
-					nightOrder = append(nightOrder, night)
-				}
-				nights[night].busy = append(nights[night].busy, busy.inOrder...)
-				nights[night].before = append(nights[night].before, before.inOrder...)
 				likeNow, ratioNow := busy.against(before)
 				likeNight, ratioNight := busy.against(idle)
 				b.Logf("%-16s %8.1fs %7.0f µs/member%s  load %s  tables: %s  engine heap peak %6.1f MB, allocated %8.1f MB  purchases meanwhile: %s (just before: %s; idle p99 over %d purchases %.1f ms: %.2f×; before the night: %.1f ms: %.2f×)  %s",
@@ -421,14 +429,28 @@ func BenchmarkJobsAtScale(b *testing.B) {
 			}
 		})
 	}
-	for _, night := range nightOrder {
-		p := nights[night]
+	report := func(p *pooled, what string) {
 		busy, before := latenciesOf(p.busy), latenciesOf(p.before)
 		if busy.n == 0 || before.n == 0 {
-			continue
+			return
 		}
-		b.Logf("the tills over %s, pooled: while a job ran %s; just before each job %s; p99 %.2f×", night, busy, before,
+		b.Logf("the tills %s: while a job ran %s; just before each job %s; p99 %.2f×", what, busy, before,
 			float64(busy.p99)/float64(before.p99))
+	}
+	every := &pooled{}
+	for _, night := range nightOrder {
+		report(nights[night], "over "+night+", pooled")
+		if night != "the night" {
+			every.busy, every.before = append(every.busy, nights[night].busy...), append(every.before, nights[night].before...)
+		}
+	}
+	// Over every night after the first (the nights a base lives through):
+	// each job's tills pooled over its runs, and all of them.
+	if len(nightOrder) > 2 {
+		for _, job := range jobOrder {
+			report(jobTills[job], "beside "+job+" over every night after the first")
+		}
+		report(every, "over every night after the first, pooled")
 	}
 }
 
@@ -505,6 +527,7 @@ type latencies struct {
 	n             int
 	p50, p99, max time.Duration
 	inOrder       []time.Duration // as they completed
+	maxAt         time.Time       // when the slowest completed (during), to be found in the server's log
 }
 
 // p99 is the 99th percentile of ds, sorted, as latencies reports it.
@@ -559,8 +582,12 @@ func (l latencies) p99Of(n int) time.Duration {
 }
 
 func (l latencies) String() string {
-	return fmt.Sprintf("%d posted, p50 %.1f ms, p99 %.1f ms, max %.0f ms", l.n,
-		float64(l.p50.Microseconds())/1000, float64(l.p99.Microseconds())/1000, float64(l.max.Microseconds())/1000)
+	at := ""
+	if !l.maxAt.IsZero() {
+		at = l.maxAt.UTC().Format(" at 15:04:05.000")
+	}
+	return fmt.Sprintf("%d posted, p50 %.1f ms, p99 %.1f ms, max %.0f ms%s", l.n,
+		float64(l.p50.Microseconds())/1000, float64(l.p99.Microseconds())/1000, float64(l.max.Microseconds())/1000, at)
 }
 
 // during runs fn with the tills posting, each at most one purchase every
@@ -569,6 +596,8 @@ func (t *tillLoad) during(ctx context.Context, fn func()) latencies {
 	stop := make(chan struct{})
 	var mu sync.Mutex
 	var all []time.Duration
+	var slowest time.Duration
+	var slowestAt time.Time
 	var wg sync.WaitGroup
 	for w := 0; w < 4; w++ {
 		wg.Add(1)
@@ -594,6 +623,9 @@ func (t *tillLoad) during(ctx context.Context, fn func()) latencies {
 				}
 				mu.Lock()
 				all = append(all, d)
+				if d > slowest {
+					slowest, slowestAt = d, t0.Add(d)
+				}
 				mu.Unlock()
 			}
 		}()
@@ -601,7 +633,9 @@ func (t *tillLoad) during(ctx context.Context, fn func()) latencies {
 	fn()
 	close(stop)
 	wg.Wait()
-	return latenciesOf(all)
+	l := latenciesOf(all)
+	l.maxAt = slowestAt
+	return l
 }
 
 // day posts n purchases through the Service from eight goroutines, dated
