@@ -199,12 +199,12 @@ func TestSegmentsKeepTableShape(t *testing.T) {
 	})
 }
 
-// TestSegmentsWriteOnlyChanges runs segments on two nights with one
-// member's big purchase between them: the second run leaves the rows of
-// the members whose segment held as the first wrote them, writes the
-// memberships that moved, ends where a run from an empty table ends, and
-// the segment list dates every segment by the latest run.
-func TestSegmentsWriteOnlyChanges(t *testing.T) {
+// TestSegmentsStampWhenMembersEntered runs segments on two nights with one
+// member's big purchase between them: after the second run a membership
+// that held keeps the first run's stamp and one that moved has the
+// second's, the run ends where a run from an empty table ends, and the
+// segment list dates every segment by the latest run.
+func TestSegmentsStampWhenMembersEntered(t *testing.T) {
 	loyaltytest.Each(t, func(t *testing.T, dialect string) {
 		first := time.Date(2026, 3, 1, 22, 0, 0, 0, time.UTC)
 		e := newEnv(t, dialect, first.Add(-time.Hour))
@@ -248,7 +248,7 @@ func TestSegmentsWriteOnlyChanges(t *testing.T) {
 			if b, ok := before[k]; ok {
 				kept++
 				if !r.ComputedAt.Equal(b.ComputedAt) {
-					t.Errorf("%s held its segment but was written again (%s, then %s)", k, b.ComputedAt, r.ComputedAt)
+					t.Errorf("%s held its segment but its stamp moved (%s, then %s)", k, b.ComputedAt, r.ComputedAt)
 				}
 				continue
 			}

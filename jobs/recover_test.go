@@ -116,6 +116,66 @@ func TestChurnScoresComeBackAfterACrash(t *testing.T) {
 	})
 }
 
+// TestSegmentsComeBackAfterACrash: member_segments is unlogged on
+// PostgreSQL too. Emptied with its mark, RecoverDerived runs the segments
+// again, as a recovery, to the memberships a run as of that minute gave;
+// called again, it runs nothing. A segment's page is a range of its index
+// on (segment_code, member_id).
+func TestSegmentsComeBackAfterACrash(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		now := time.Date(2026, 3, 1, 22, 0, 0, 0, time.UTC)
+		e := crashEnv(t, dialect, now.AddDate(0, 0, -1))
+		log := slog.New(slog.NewTextHandler(io.Discard, nil))
+		for i := range 12 {
+			m := e.enrol("")
+			for d := 200; d > 0; d -= 5 * (i + 1) {
+				e.buyAt(m, int64(1200+150*i+d), now.AddDate(0, 0, -d))
+			}
+		}
+		e.clock.Set(now)
+		e.run(t, "segments", now)
+		memberships := func() []string {
+			t.Helper()
+			var rows []string
+			if err := e.store.DB().Raw(`SELECT member_id || ' ' || segment_code FROM member_segments ORDER BY 1`).Scan(&rows).Error; err != nil {
+				t.Fatal(err)
+			}
+			return rows
+		}
+		recoveries := func() int64 {
+			return e.count(`SELECT COUNT(*) FROM job_runs WHERE name = 'segments' AND triggered_by = 'recovery'`)
+		}
+		want := memberships()
+		if len(want) != 12 {
+			t.Fatalf("%d memberships, want 12", len(want))
+		}
+		if err := e.store.DB().Exec(`TRUNCATE member_segments, unlogged_marks`).Error; err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			if err := e.runner.RecoverDerived(e.ctx, log); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := memberships(); !slices.Equal(got, want) {
+			t.Errorf("after the recovery member_segments holds\n%q\nwant\n%q", got, want)
+		}
+		if n := recoveries(); n != 1 {
+			t.Errorf("%d recoveries, want 1", n)
+		}
+		if n := e.count(`SELECT COUNT(*) FROM pg_class WHERE oid = CAST('member_segments' AS regclass) AND relpersistence = 'u'`); n != 1 {
+			t.Error("member_segments is not unlogged")
+		}
+		var def string
+		if err := e.store.DB().Raw(`SELECT pg_get_indexdef(CAST('member_segments_code' AS regclass))`).Scan(&def).Error; err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasSuffix(def, "(segment_code, member_id)") {
+			t.Errorf("member_segments_code is %s", def)
+		}
+	})
+}
+
 // TestJobStateRebuiltAfterACrash: the segments' and churn-risk runs' own
 // state (the members' purchase summaries and latest purchase by category,
 // each with the row that says as of when) is unlogged on PostgreSQL, which

@@ -44,8 +44,16 @@ var memberChurn = derived{name: "member_churn", key: "member_id", indexes: []str
 	"CREATE INDEX %s_risk ON %s (churn_risk " + riskCollate + " DESC, member_id " + riskCollate + ")",
 }, job: "churn-risk", filled: "SELECT 1 FROM churn_models"}
 
+// memberSegments is every member's segments (applySegments); a
+// membership's computed_at is the run that placed the member in the
+// segment. Its index lists a segment's members in id order, a page by a
+// range of it.
+var memberSegments = derived{name: "member_segments", key: "member_id, segment_code", indexes: []string{
+	"CREATE INDEX %s_code ON %s (segment_code, member_id)",
+}, job: "segments", filled: "SELECT 1 FROM segment_runs"}
+
 // derivedTables are the tables replaceDerived writes.
-var derivedTables = []derived{memberChurn}
+var derivedTables = []derived{memberChurn, memberSegments}
 
 // riskCollate is the collation of member_churn_risk's keys on PostgreSQL
 // (migration 00037), which the churn-risk list's comparisons and order name
