@@ -46,10 +46,9 @@ var memberChurn = derived{name: "member_churn", key: "member_id", indexes: []str
 
 // memberSegments is every member's segments (applySegments); a
 // membership's computed_at is the run that placed the member in the
-// segment. Its index lists a segment's members in id order, a page by a
-// range of it.
+// segment.
 var memberSegments = derived{name: "member_segments", key: "member_id, segment_code", indexes: []string{
-	"CREATE INDEX %s_code ON %s (segment_code, member_id)",
+	"CREATE INDEX %s_code ON %s (segment_code)",
 }, job: "segments", filled: "SELECT 1 FROM segment_runs"}
 
 // derivedTables are the tables replaceDerived writes.

@@ -5,15 +5,10 @@
 -- only the memberships that changed still took 6.4 s and 218 MB of WAL at
 -- a million members. PostgreSQL empties it when it recovers from a crash;
 -- its row of unlogged_marks goes with it, and the engine runs the segments
--- again (jobs.Runner.RecoverDerived). Its index on the segment gains the
--- member: a segment's members are listed in id order, a page a range of it.
+-- again (jobs.Runner.RecoverDerived).
 ALTER TABLE member_segments SET UNLOGGED;
-DROP INDEX member_segments_code;
-CREATE INDEX member_segments_code ON member_segments (segment_code, member_id);
 INSERT INTO unlogged_marks (name) VALUES ('member_segments');
 
 -- +goose Down
 DELETE FROM unlogged_marks WHERE name = 'member_segments';
-DROP INDEX member_segments_code;
-CREATE INDEX member_segments_code ON member_segments (segment_code);
 ALTER TABLE member_segments SET LOGGED;
