@@ -182,6 +182,10 @@ func (r *Runner) replaceDerived(db *gorm.DB, t derived, rows string, args ...any
 	for _, ix := range t.indexes {
 		stmts = append(stmts, fmt.Sprintf(ix, next, next))
 	}
+	// Its statistics, which a new table has none of until autovacuum
+	// gets to it: the readers' plans (the members a segment's offer
+	// targets, by segment) are made on them from the swap on.
+	stmts = append(stmts, `ANALYZE `+next)
 	stmts = append(stmts, `DROP TABLE `+t.name, `ALTER TABLE `+next+` RENAME TO `+t.name,
 		`ALTER TABLE `+t.name+` RENAME CONSTRAINT `+next+`_pkey TO `+t.name+`_pkey`)
 	for _, ix := range t.indexes {
