@@ -24,6 +24,27 @@ func crashEnv(t *testing.T, dialect string, now time.Time) *env {
 	return newEnv(t, dialect, now)
 }
 
+// shoppers enrols n members, member i buying every step(i) days over the
+// span days before now, amount(i, d) on the day d days before it.
+func (e *env) shoppers(n, span int, now time.Time, step func(i int) int, amount func(i, d int) int64) {
+	for i := range n {
+		m := e.enrol("")
+		for d := span; d > 0; d -= step(i) {
+			e.buyAt(m, amount(i, d), now.AddDate(0, 0, -d))
+		}
+	}
+}
+
+// lines is the one text column of the rows of query, in its order.
+func (e *env) lines(t *testing.T, query string) []string {
+	t.Helper()
+	var rows []string
+	if err := e.store.DB().Raw(query).Scan(&rows).Error; err != nil {
+		t.Fatal(err)
+	}
+	return rows
+}
+
 // TestChurnScoresComeBackAfterACrash: member_churn is unlogged on
 // PostgreSQL, which empties it, and its mark in unlogged_marks, when it
 // recovers from a crash (TRUNCATE does the same here). RecoverDerived then
@@ -56,23 +77,13 @@ func TestChurnScoresComeBackAfterACrash(t *testing.T) {
 			t.Fatalf("before any run: marked %d, %d recoveries", marked(), recoveries())
 		}
 
-		for i := range 8 {
-			m := e.enrol("")
-			for d := 300; d > 0; d -= 7 * (i + 1) {
-				e.buyAt(m, int64(1500+100*i+d), now.AddDate(0, 0, -d))
-			}
-		}
+		e.shoppers(8, 300, now, func(i int) int { return 7 * (i + 1) }, func(i, d int) int64 { return int64(1500 + 100*i + d) })
 		e.clock.Set(now)
 		e.run(t, "churn-risk", now)
 		scores := func() []string {
-			t.Helper()
-			var rows []string
-			if err := e.store.DB().Raw(`SELECT concat_ws(' ', member_id, churn_risk, p_alive, expected_purchases_90d, purchase_days,
+			return e.lines(t, `SELECT concat_ws(' ', member_id, churn_risk, p_alive, expected_purchases_90d, purchase_days,
 					purchases, days_since_last_purchase, computed_at, clv, repeat_spend, expected_transactions, simple_clv)
-				FROM member_churn ORDER BY member_id`).Scan(&rows).Error; err != nil {
-				t.Fatal(err)
-			}
-			return rows
+				FROM member_churn ORDER BY member_id`)
 		}
 		want := scores()
 		if len(want) != 8 {
@@ -125,21 +136,11 @@ func TestSegmentsComeBackAfterACrash(t *testing.T) {
 		now := time.Date(2026, 3, 1, 22, 0, 0, 0, time.UTC)
 		e := crashEnv(t, dialect, now.AddDate(0, 0, -1))
 		log := slog.New(slog.NewTextHandler(io.Discard, nil))
-		for i := range 12 {
-			m := e.enrol("")
-			for d := 200; d > 0; d -= 5 * (i + 1) {
-				e.buyAt(m, int64(1200+150*i+d), now.AddDate(0, 0, -d))
-			}
-		}
+		e.shoppers(12, 200, now, func(i int) int { return 5 * (i + 1) }, func(i, d int) int64 { return int64(1200 + 150*i + d) })
 		e.clock.Set(now)
 		e.run(t, "segments", now)
 		memberships := func() []string {
-			t.Helper()
-			var rows []string
-			if err := e.store.DB().Raw(`SELECT member_id || ' ' || segment_code FROM member_segments ORDER BY 1`).Scan(&rows).Error; err != nil {
-				t.Fatal(err)
-			}
-			return rows
+			return e.lines(t, `SELECT member_id || ' ' || segment_code FROM member_segments ORDER BY 1`)
 		}
 		recoveries := func() int64 {
 			return e.count(`SELECT COUNT(*) FROM job_runs WHERE name = 'segments' AND triggered_by = 'recovery'`)
@@ -191,14 +192,9 @@ func TestJobStateRebuiltAfterACrash(t *testing.T) {
 		e.program(loyalty.ProgramPatch{Segments: &loyalty.SegmentSettings{LoyalWindowWeeks: 4, LoyalMinActiveWeeks: 3,
 			LoyalMinCategories: 4}})
 		state := func() []string {
-			t.Helper()
-			var rows []string
-			if err := e.store.DB().Raw(`SELECT member_id || ' ' || segment_code FROM member_segments
+			return e.lines(t, `SELECT member_id || ' ' || segment_code FROM member_segments
 				UNION ALL SELECT concat_ws(' ', member_id, churn_risk, p_alive, clv, simple_clv) FROM member_churn
-				ORDER BY 1`).Scan(&rows).Error; err != nil {
-				t.Fatal(err)
-			}
-			return rows
+				ORDER BY 1`)
 		}
 		e.run(t, "segments", night)
 		e.run(t, "churn-risk", night)
