@@ -126,7 +126,7 @@ func (r *Runner) Segments(ctx context.Context, asOf time.Time) (SegmentsSummary,
 		}
 		defer loyalty.DropTemp(tx.DB, "churn_members")
 		// Every segment is computed here, into a temporary table (no WAL),
-		// and only the memberships that changed are written.
+		// then made member_segments' rows (applySegments).
 		if err := loyalty.TempTable(tx.DB, "segments_next", `SELECT member_id, segment_code FROM member_segments WHERE 1 = 0`); err != nil {
 			return err
 		}
