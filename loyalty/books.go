@@ -19,8 +19,9 @@ import (
 // it locks the balance and member rows, runs the change, which appends
 // entries, opens lots and draws from them, and saves the balance row with
 // its kept state. In bulk, the set-based jobs call bulkCredit (Tx.BulkCredit)
-// and bulkExpire, which lock the balances they change in one order and
-// bring the rows along by moveBalances. The rules they follow (expiry,
+// and bulkExpire, which lock the balances they change in one order, write
+// the entries and lots set-based, and move and keep each balance row in
+// one write (rekeep). The rules they follow (expiry,
 // lapse, qualifying spend, lot order) are in rules.go.
 
 // updateAccount is the one read-modify-write of a member's points: it
@@ -600,62 +601,68 @@ func lockBalances(tx *gorm.DB, members string, args map[string]any) error {
 	return tx.Exec("SELECT 1 FROM member_balances WHERE member_id IN ("+members+") ORDER BY member_id FOR UPDATE", args).Error
 }
 
-// moveBalances applies set-based changes to the balance rows of the
-// members that changes selects, one row each with member_id, points (signed;
-// a credit pays the member's debt first, as account.credit does), earned
-// (added to lifetime_earned) and instants (the instants of change of the
-// lots closed, which later reads no longer count, so the version moves past
-// them). The version also moves past the write, and updated_at is @now.
-// The kept state is marked for computing again (next_change_at = as_of),
-// which keeps the row correct without reading each member's lots; a
-// caller then calls rekeep, which reads each member's open lots, so that
-// reads stay one row.
-func moveBalances(tx *gorm.DB, changes string, args map[string]any) error {
-	return tx.Exec(moveBalancesSQL(changes), args).Error
+// balanceMove is a set-based change to one member's balance row, made in
+// Go on the row as lockKeptMany read it, so that keeping it writes the row
+// once: the points credited (paying the debt first) or debited, the
+// points earned, and the instants of change the lots it closed take out of
+// what later reads count. A second UPDATE of a row in the same transaction
+// has PostgreSQL check its foreign key again (the row is the transaction's
+// own), which locks the member's row and writes its page to the WAL: at a
+// million members, a page of members for every member a job moved.
+type balanceMove struct{ points, earned, instants int64 }
+
+// move makes m on the account's row: its points, debt and lifetime
+// earned, its version past the write and the instants, and its kept state
+// marked for computing again.
+func (a *account) move(m balanceMove) {
+	b := &a.balance
+	b.Points += m.points
+	if m.points > 0 {
+		b.Debt = max(b.Debt-m.points, 0)
+	}
+	b.LifetimeEarned += m.earned
+	b.Version += 1 + m.instants
+	asOf := b.AsOf
+	b.NextChangeAt = &asOf
 }
 
-// moveBalancesSQL is the statement of moveBalances.
-func moveBalancesSQL(changes string) string {
-	return `UPDATE member_balances SET points = member_balances.points + e.points,
-			debt = CASE WHEN e.points <= 0 THEN member_balances.debt
-				WHEN member_balances.debt > e.points THEN member_balances.debt - e.points ELSE 0 END,
-			lifetime_earned = member_balances.lifetime_earned + e.earned,
-			version = member_balances.version + 1 + e.instants, updated_at = @now, next_change_at = member_balances.as_of
-		FROM (` + changes + `) e
-		WHERE member_balances.member_id = e.member_id`
-}
-
-// rekeep brings the kept state of the members in ids, whose balance rows a
-// set-based change just moved (moveBalances leaves them to be computed
-// again), up to now under the settings prog, one member at a time from its
+// rekeep moves the balance rows of the members of moves, whose ledger
+// entries and lots a set-based change just wrote, and brings their kept
+// state up to now under the settings prog, one member at a time from its
 // open lots and the purchases in its window: bounded per member by what is
-// open, not by its history. Without it every read of such a member would
-// compute the same again, until the member's next write. The version is
-// moved only past the instants passed since the row's as_of, which a read
-// at now adds anyway, so what a read returns is the same before and after.
+// open, not by its history. Each row is written once. Without the keeping,
+// every read of such a member would compute the same again, until the
+// member's next write. The version moves past the write and the instants
+// passed since the row's as_of, which a read at now adds anyway, so what a
+// read returns is what it would have computed from the ledger.
 //
 // It also emits each member's balance.changed, rendered by the balance's
 // own view from the account it just kept (no rule of the view written
 // again in SQL), the events going in multi-row inserts of eventChunk.
-func rekeep(tx *gorm.DB, prog *Program, ids []string, now time.Time) error {
-	return emitBalances(tx, prog, ids, now, true, true)
+func rekeep(tx *gorm.DB, prog *Program, moves map[string]balanceMove, now time.Time) error {
+	ids := make([]string, 0, len(moves))
+	for id := range moves {
+		ids = append(ids, id)
+	}
+	return emitBalances(tx, prog, ids, now, true, true, moves)
 }
 
 // keepQuietly saves the kept state of the accounts of ids at now, as
 // rekeep does, without events: for members whose balance nothing changed,
 // only judged (the tier review), so that later jobs find it fresh.
 func keepQuietly(tx *gorm.DB, prog *Program, ids []string, now time.Time) error {
-	return emitBalances(tx, prog, ids, now, true, false)
+	return emitBalances(tx, prog, ids, now, true, false, nil)
 }
 
-// emitBalances locks each account of ids, keeps and saves it when keep,
-// and, when emit, emits its balance.changed from the balance's own view, eventChunk
-// events to an insert. It goes keepChunk accounts at a time: one statement
-// locks and reads them (in member order), one reads the open lots and one
-// the window purchases of those not fresh, and one writes the kept rows
-// back (saveKept), so a chunk costs a handful of round trips, not a few
-// per member.
-func emitBalances(tx *gorm.DB, prog *Program, ids []string, now time.Time, keep, emit bool) error {
+// emitBalances locks each account of ids, moves it by its entry of moves
+// (if any), keeps and saves it when keep, and, when emit, emits its
+// balance.changed from the balance's own view, eventChunk events to an
+// insert. It goes keepChunk accounts at a time: one statement locks and
+// reads them (in member order), one reads the open lots and one the window
+// purchases of those not fresh, and one writes the kept rows back
+// (saveKept), so a chunk costs a handful of round trips, not a few per
+// member.
+func emitBalances(tx *gorm.DB, prog *Program, ids []string, now time.Time, keep, emit bool, moves map[string]balanceMove) error {
 	_, ladder, err := loadTiers(tx)
 	if err != nil {
 		return err
@@ -664,7 +671,7 @@ func emitBalances(tx *gorm.DB, prog *Program, ids []string, now time.Time, keep,
 	for len(ids) > 0 {
 		chunk := ids[:min(len(ids), keepChunk)]
 		ids = ids[len(chunk):]
-		accts, err := lockKeptMany(tx, chunk, prog, now)
+		accts, err := lockKeptMany(tx, chunk, prog, now, moves)
 		if err != nil {
 			return err
 		}
@@ -711,14 +718,20 @@ func sortedUnique(ids []string) []string {
 	return out[:n]
 }
 
-// lockKeptMany is lockKept for many members at once: their rows locked
-// and read in one statement, in member order, and the open lots and window
+// lockKeptMany is lockKept for many members at once: their balance rows
+// locked and read with their members in one statement, in member order,
+// each moved by its entry of moves (if any), and the open lots and window
 // purchases of those whose kept state is not fresh read in one statement
 // each. A member of ids with no balance row is not_found, as in lockKept.
-func lockKeptMany(tx *gorm.DB, ids []string, prog *Program, now time.Time) ([]*account, error) {
+//
+// Only the balance rows are locked: what the accounts show of the member
+// (its tier) changes only under its balance's lock, and a lock on the
+// member's row writes its page to the WAL, a page of members for every
+// member a job keeps, which nothing here needs.
+func lockKeptMany(tx *gorm.DB, ids []string, prog *Program, now time.Time, moves map[string]balanceMove) ([]*account, error) {
 	q := lockManySQL
 	if tx.Dialector.Name() == Postgres {
-		q += " FOR NO KEY UPDATE OF b, m"
+		q += " FOR NO KEY UPDATE OF b"
 	}
 	rows, err := tx.Raw(q, ids).Rows()
 	if err != nil {
@@ -734,6 +747,9 @@ func lockKeptMany(tx *gorm.DB, ids []string, prog *Program, now time.Time) ([]*a
 		}
 		a.balance.MemberID = a.member.ID
 		a.cfg = version
+		if m, ok := moves[a.member.ID]; ok {
+			a.move(m)
+		}
 		accts = append(accts, a)
 	}
 	if err := rows.Err(); err != nil {
@@ -806,74 +822,73 @@ func bulkCredit(tx *gorm.DB, prog *Program, now time.Time, c BulkCredit) error {
 		FROM `+rows+` JOIN member_balances b ON b.member_id = c.member_id`, args).Error; err != nil {
 		return err
 	}
-	if err := moveBalances(tx, `SELECT c.member_id, `+c.pointsSQL()+` AS points, `+c.pointsSQL()+` AS earned, 0 AS instants FROM `+rows, args); err != nil {
-		return err
+	moves := make(map[string]balanceMove, len(ids))
+	for _, id := range ids {
+		moves[id] = balanceMove{points: c.Points, earned: c.Points}
 	}
-	return rekeep(tx, prog, ids, now)
+	return rekeep(tx, prog, moves, now)
 }
 
-// pointsSQL is the credit's points as an SQL literal: a bound parameter in
-// a subquery's select list would have no type on PostgreSQL.
-func (c BulkCredit) pointsSQL() string { return strconv.FormatInt(c.Points, 10) }
-
-// expiryBatch is where a run of bulkExpire has got to: the next batch
-// starts from up to limit lapsed lots past the cursor, in the order an
-// index serves them (the open lots by expires_at under the lot policy; by
-// id under the inactivity policy, whose lapsed lots an idle member's
-// balance selects), and takes every lapsed lot of their members. A batch
-// closes every lot it takes, so the cursor only saves the index the walk
-// over what earlier batches closed; done is set once a pick found fewer
-// than limit lots, when none is left.
+// expiryBatch is where a run of bulkExpire has got to. A run walks the
+// lapsed lots in windows of up to expiryWindow lots, in the order an index
+// serves them (the open lots by expires_at under the lot policy; by id
+// under the inactivity policy, whose lapsed lots an idle member's balance
+// selects), and expires each window's members in member order, limit
+// members a batch, each batch taking every lapsed lot of its members. In
+// member order, the batches go through the member-keyed tables and
+// indexes (balances, members, open lots, window purchases, the ledger's
+// and the events' member indexes) from one end to the other once a
+// window, instead of at random: a page that several of a day's members
+// share is read once, while it is still in the buffers. A batch closes
+// every lot it takes, so the cursor only saves the index the walk over
+// what earlier windows closed; done is set once the last window's members
+// are all expired.
 type expiryBatch struct {
 	limit   int
 	afterAt *time.Time
 	afterID string
-	done    bool
+	// queue is the current window's members not yet expired, in id order;
+	// last, that the window was the last (it picked fewer than
+	// expiryWindow lots).
+	queue []string
+	last  bool
+	done  bool
 }
+
+// expiryWindow bounds the lots one window of an expiry run picks: a day's
+// expiries at a million members (some 21,000 lots) are one or two
+// windows, and a catch-up over many days holds at most this many members
+// in memory at once. (A variable for tests of runs over many windows.)
+var expiryWindow = 20000
 
 // bulkExpire writes one expire entry for the remainder of every lot of the
 // next batch b of lots whose points lapsed by asOf (lapseSQL), at now: the
 // entry the ledger listing has shown since the lot lapsed
 // (account.lapsedEntry), its draw, the lot's remainder down to zero and the
 // balances moved, all set-based. The batch is every lapsed lot of the
-// members of the lots picked, so that a member with several lapsed lots
-// (a catch-up after days without a run) has its kept state brought along
-// once, not once per lot. It returns what it expired and moves b's cursor.
+// batch's members, so that a member with several lapsed lots (a catch-up
+// after days without a run) has its kept state brought along once, not
+// once per lot. It returns what it expired and moves b's cursor.
 func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time, b *expiryBatch) (lots int64, members []string, points Sum, err error) {
 	x := lapseSQL(tx.Dialector.Name(), prog, asOf)
 	x.args["now"] = now
-	// The pick, by index and without locks: the members of the next lots due.
-	pick, order := x.due, "l.id"
-	if x.from == "lots l" {
-		order = "l.expires_at"
-		if b.afterAt != nil {
-			pick += " AND l.expires_at >= @after_at"
-			x.args["after_at"] = *b.afterAt
+	if len(b.queue) == 0 {
+		if b.last {
+			b.done = true
+			return 0, nil, Sum{}, nil
 		}
-	} else if b.afterID != "" {
-		pick += " AND l.id > @after_id"
-		x.args["after_id"] = b.afterID
+		if err := b.nextWindow(tx, x); err != nil {
+			return 0, nil, Sum{}, err
+		}
+		if len(b.queue) == 0 {
+			b.done = true
+			return 0, nil, Sum{}, nil
+		}
 	}
-	var picked []struct {
-		ID        string
-		MemberID  string
-		ExpiresAt *time.Time
-	}
-	if err := tx.Raw(`SELECT l.id, l.member_id, l.expires_at FROM `+x.from+` WHERE `+pick+` ORDER BY `+order+` LIMIT `+strconv.Itoa(b.limit),
-		x.args).Scan(&picked).Error; err != nil {
-		return 0, nil, Sum{}, err
-	}
-	b.done = len(picked) < b.limit
-	if len(picked) == 0 {
-		return 0, nil, Sum{}, nil
-	}
-	last := picked[len(picked)-1]
-	b.afterAt, b.afterID = last.ExpiresAt, last.ID
-	ids := make([]string, len(picked))
-	for i, l := range picked {
-		ids[i] = l.MemberID
-	}
-	x.args["members"] = sortedUnique(ids)
+	batch := b.queue[:min(len(b.queue), max(b.limit, 1))]
+	b.queue = b.queue[len(batch):]
+	b.done = b.last && len(b.queue) == 0
+	x.args["members"] = batch
 	// Lock their balances, in one order, before touching lots; then, under
 	// the locks (nothing changes a member's lots without its balance's),
 	// the batch: every lot of theirs lapsed by asOf. The statements below
@@ -911,10 +926,61 @@ func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time, b
 	if err := expiredEvents(tx, entries, now); err != nil {
 		return 0, nil, Sum{}, err
 	}
-	if err := rekeep(tx, prog, members, now); err != nil {
+	if err := rekeep(tx, prog, expiryMoves(entries), now); err != nil {
 		return 0, nil, Sum{}, err
 	}
 	return int64(len(entries)), members, points, nil
+}
+
+// expiryMoves is what the expire entries take off each member's balance:
+// the points, and the instants of change of each lot closed (at most
+// three, see kept.go), which later reads no longer count.
+func expiryMoves(entries []entryRow) map[string]balanceMove {
+	moves := make(map[string]balanceMove, len(entries))
+	for _, e := range entries {
+		m := moves[e.MemberID]
+		m.points += e.Points
+		m.instants += 3
+		moves[e.MemberID] = m
+	}
+	return moves
+}
+
+// nextWindow picks the next window of lapsed lots past b's cursor, by
+// index and without locks, and queues their members in id order.
+func (b *expiryBatch) nextWindow(tx *gorm.DB, x lapseRule) error {
+	pick, order := x.due, "l.id"
+	if x.from == "lots l" {
+		order = "l.expires_at"
+		if b.afterAt != nil {
+			pick += " AND l.expires_at >= @after_at"
+			x.args["after_at"] = *b.afterAt
+		}
+	} else if b.afterID != "" {
+		pick += " AND l.id > @after_id"
+		x.args["after_id"] = b.afterID
+	}
+	var picked []struct {
+		ID        string
+		MemberID  string
+		ExpiresAt *time.Time
+	}
+	if err := tx.Raw(`SELECT l.id, l.member_id, l.expires_at FROM `+x.from+` WHERE `+pick+` ORDER BY `+order+` LIMIT `+strconv.Itoa(expiryWindow),
+		x.args).Scan(&picked).Error; err != nil {
+		return err
+	}
+	b.last = len(picked) < expiryWindow
+	if len(picked) == 0 {
+		return nil
+	}
+	last := picked[len(picked)-1]
+	b.afterAt, b.afterID = last.ExpiresAt, last.ID
+	ids := make([]string, len(picked))
+	for i, l := range picked {
+		ids[i] = l.MemberID
+	}
+	b.queue = sortedUnique(ids)
+	return nil
 }
 
 // expireColumns are the columns of an expire entry an INSERT writes.
@@ -928,9 +994,10 @@ func expireEntrySQL(x lapseRule) string {
 }
 
 // closeLapsed writes, for the lots the SELECT lapsed (FROM … WHERE …)
-// returns, their expire entries and draws, moves the balances and closes
-// the lots, one statement each, and returns the entries as stored (SQLite:
-// its statements cost no round trip).
+// returns, their expire entries and draws and closes the lots, one
+// statement each, and returns the entries as stored (SQLite: its
+// statements cost no round trip). The balances are moved by the caller
+// (expiryMoves), as they are kept.
 func closeLapsed(tx *gorm.DB, lapsed string, x lapseRule) ([]entryRow, error) {
 	var ids []string
 	if err := tx.Raw(`SELECT '`+expirePrefix+`' || l.id FROM `+lapsed, x.args).Scan(&ids).Error; err != nil {
@@ -945,14 +1012,6 @@ func closeLapsed(tx *gorm.DB, lapsed string, x lapseRule) ([]entryRow, error) {
 	}
 	if err := tx.Exec(`INSERT INTO lot_draws (entry_id, lot_id, points)
 		SELECT '`+expirePrefix+`' || l.id, l.id, l.remaining FROM `+lapsed, x.args).Error; err != nil {
-		return nil, err
-	}
-	// One aggregate joined to the balances (UPDATE … FROM runs on both
-	// PostgreSQL and SQLite 3.33+), instead of a subquery per member. Each
-	// lot closed here takes its instants of change (at most three, see
-	// kept.go) out of what later reads count.
-	if err := moveBalances(tx, `SELECT l.member_id, -SUM(l.remaining) AS points, 0 AS earned, 3 * COUNT(*) AS instants
-		FROM `+lapsed+` GROUP BY l.member_id`, x.args); err != nil {
 		return nil, err
 	}
 	if err := tx.Exec(`UPDATE lots SET remaining = 0 WHERE id IN (SELECT l.id FROM `+lapsed+`)`, x.args).Error; err != nil {
@@ -973,10 +1032,9 @@ func closeLapsed(tx *gorm.DB, lapsed string, x lapseRule) ([]entryRow, error) {
 
 // closeLapsedPostgres is closeLapsed in one statement on PostgreSQL: the
 // lots closed (their remainders read as the update replaces them), the
-// entries and draws inserted from them, the balances moved, and the
-// entries returned as stored. One round trip instead of six, each lot
-// read once, and the draws' foreign-key checks find the lots already
-// locked by the update.
+// entries and draws inserted from them, and the entries returned as
+// stored. One round trip instead of five, each lot read once, and the
+// draws' foreign-key checks find the lots already locked by the update.
 func closeLapsedPostgres(tx *gorm.DB, lapsed string, x lapseRule) ([]entryRow, error) {
 	var entries []entryRow
 	err := tx.Raw(`WITH o AS MATERIALIZED (
@@ -986,9 +1044,6 @@ func closeLapsedPostgres(tx *gorm.DB, lapsed string, x lapseRule) ([]entryRow, e
 		), draws AS (
 			INSERT INTO lot_draws (entry_id, lot_id, points)
 			SELECT '`+expirePrefix+`' || l.id, l.id, l.remaining FROM closed l
-		), moved AS (
-			`+moveBalancesSQL(`SELECT l.member_id, -SUM(l.remaining) AS points, 0 AS earned, 3 * COUNT(*) AS instants
-				FROM closed l GROUP BY l.member_id`)+`
 		)
 		INSERT INTO ledger_entries `+expireColumns+`
 		SELECT '`+expirePrefix+`' || l.id, l.member_id, '`+KindExpire+`', -l.remaining, l.at, l.at, l.expires_at, l.why, @now
@@ -1036,7 +1091,7 @@ func expiredEvents(tx *gorm.DB, entries []entryRow, now time.Time) error {
 // balance a set-based change moved without changing their points (a tier
 // review): each account read as a balance read reads it, and its view.
 func balanceEvents(tx *gorm.DB, prog *Program, ids []string, now time.Time) error {
-	return emitBalances(tx, prog, ids, now, false, true)
+	return emitBalances(tx, prog, ids, now, false, true, nil)
 }
 
 // openBalances writes, set-based, the empty balance rows of the members in
@@ -1105,12 +1160,13 @@ func creditOpenings(tx *gorm.DB, prog *Program, now time.Time, credits []Opening
 		lots, "", nil); err != nil {
 		return err
 	}
-	if err := moveBalances(tx, `SELECT member_id, points, points AS earned, 0 AS instants FROM ledger_entries WHERE id IN @entries`,
-		map[string]any{"entries": entryIDs, "now": now}); err != nil {
-		return err
+	moves := make(map[string]balanceMove, len(credits))
+	for _, c := range credits {
+		m := moves[c.MemberID]
+		m.points, m.earned = m.points+c.Points, m.earned+c.Points
+		moves[c.MemberID] = m
 	}
-	sort.Strings(ids)
-	return rekeep(tx, prog, ids, now)
+	return rekeep(tx, prog, moves, now)
 }
 
 // historyChanged brings the balance rows of the members of the purchases

@@ -8,8 +8,9 @@ import (
 )
 
 // saveKept writes back the kept state of accounts that lockKeptMany locked
-// and keepWith brought to now: the kept columns, version and updated_at,
-// which are all a rekeep changes (the points were moved in SQL before).
+// and keepWith brought to now: the kept columns, version, updated_at, and
+// the points, debt and lifetime earned (as read, or as balanceMove moved
+// them), which are all a rekeep changes.
 // The two dialects differ only in how many rows go to one statement.
 //   - PostgreSQL: one UPDATE … FROM json_to_recordset for the whole
 //     chunk, one round trip instead of one per account.
@@ -27,6 +28,9 @@ func saveKept(tx *gorm.DB, accts []*account) error {
 	}
 	type keptRow struct {
 		MemberID        string     `json:"member_id"`
+		Points          int64      `json:"points"`
+		Debt            int64      `json:"debt"`
+		LifetimeEarned  int64      `json:"lifetime_earned"`
 		Version         int64      `json:"version"`
 		UpdatedAt       time.Time  `json:"updated_at"`
 		OpenAvailable   int64      `json:"open_available"`
@@ -40,17 +44,18 @@ func saveKept(tx *gorm.DB, accts []*account) error {
 	rows := make([]keptRow, len(accts))
 	for i, a := range accts {
 		b := &a.balance
-		rows[i] = keptRow{b.MemberID, b.Version, b.UpdatedAt, b.OpenAvailable, b.OpenPending, b.QualifyingSpend,
+		rows[i] = keptRow{b.MemberID, b.Points, b.Debt, b.LifetimeEarned, b.Version, b.UpdatedAt, b.OpenAvailable, b.OpenPending, b.QualifyingSpend,
 			b.ExpiringSoon, b.AsOf, b.NextChangeAt, b.ConfigVersion}
 	}
 	js, err := json.Marshal(rows)
 	if err != nil {
 		return err
 	}
-	return tx.Exec(`UPDATE member_balances b SET version = k.version, updated_at = k.updated_at,
+	return tx.Exec(`UPDATE member_balances b SET points = k.points, debt = k.debt,
+			lifetime_earned = k.lifetime_earned, version = k.version, updated_at = k.updated_at,
 			open_available = k.open_available, open_pending = k.open_pending, qualifying_spend = k.qualifying_spend,
 			expiring_soon = k.expiring_soon, as_of = k.as_of, next_change_at = k.next_change_at, config_version = k.config_version
-		FROM json_to_recordset(CAST(? AS json)) AS k(member_id text, version bigint, updated_at timestamptz,
+		FROM json_to_recordset(CAST(? AS json)) AS k(member_id text, points bigint, debt bigint, lifetime_earned bigint, version bigint, updated_at timestamptz,
 			open_available bigint, open_pending bigint, qualifying_spend bigint, expiring_soon text, as_of timestamptz,
 			next_change_at timestamptz, config_version bigint)
 		WHERE b.member_id = k.member_id`, string(js)).Error
