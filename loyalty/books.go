@@ -829,66 +829,64 @@ func bulkCredit(tx *gorm.DB, prog *Program, now time.Time, c BulkCredit) error {
 	return rekeep(tx, prog, moves, now)
 }
 
-// expiryBatch is where a run of bulkExpire has got to. A run walks the
-// lapsed lots in windows of up to expiryWindow lots, in the order an index
-// serves them (the open lots by expires_at under the lot policy; by id
-// under the inactivity policy, whose lapsed lots an idle member's balance
-// selects), and expires each window's members in member order, limit
-// members a batch, each batch taking every lapsed lot of its members. In
-// member order, the batches go through the member-keyed tables and
-// indexes (balances, members, open lots, window purchases, the ledger's
-// and the events' member indexes) from one end to the other once a
-// window, instead of at random: a page that several of a day's members
-// share is read once, while it is still in the buffers. A batch closes
-// every lot it takes, so the cursor only saves the index the walk over
-// what earlier windows closed; done is set once the last window's members
-// are all expired.
+// expiryBatch is where a run of bulkExpire has got to: the next batch
+// starts from up to limit lapsed lots past the cursor, in the order an
+// index serves them (the open lots by expires_at under the lot policy; by
+// id under the inactivity policy, whose lapsed lots an idle member's
+// balance selects), and takes every lapsed lot of their members. A batch
+// closes every lot it takes, so the cursor only saves the index the walk
+// over what earlier batches closed; done is set once a pick found fewer
+// than limit lots, when none is left.
 type expiryBatch struct {
 	limit   int
 	afterAt *time.Time
 	afterID string
-	// queue is the current window's members not yet expired, in id order;
-	// last, that the window was the last (it picked fewer than
-	// expiryWindow lots).
-	queue []string
-	last  bool
-	done  bool
+	done    bool
 }
-
-// expiryWindow bounds the lots one window of an expiry run picks: a day's
-// expiries at a million members (some 21,000 lots) are one or two
-// windows, and a catch-up over many days holds at most this many members
-// in memory at once. (A variable for tests of runs over many windows.)
-var expiryWindow = 20000
 
 // bulkExpire writes one expire entry for the remainder of every lot of the
 // next batch b of lots whose points lapsed by asOf (lapseSQL), at now: the
 // entry the ledger listing has shown since the lot lapsed
 // (account.lapsedEntry), its draw, the lot's remainder down to zero and the
 // balances moved, all set-based. The batch is every lapsed lot of the
-// batch's members, so that a member with several lapsed lots (a catch-up
-// after days without a run) has its kept state brought along once, not
-// once per lot. It returns what it expired and moves b's cursor.
+// members of the lots picked, so that a member with several lapsed lots
+// (a catch-up after days without a run) has its kept state brought along
+// once, not once per lot. It returns what it expired and moves b's cursor.
 func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time, b *expiryBatch) (lots int64, members []string, points Sum, err error) {
 	x := lapseSQL(tx.Dialector.Name(), prog, asOf)
 	x.args["now"] = now
-	if len(b.queue) == 0 {
-		if b.last {
-			b.done = true
-			return 0, nil, Sum{}, nil
+	// The pick, by index and without locks: the members of the next lots due.
+	pick, order := x.due, "l.id"
+	if x.from == "lots l" {
+		order = "l.expires_at"
+		if b.afterAt != nil {
+			pick += " AND l.expires_at >= @after_at"
+			x.args["after_at"] = *b.afterAt
 		}
-		if err := b.nextWindow(tx, x); err != nil {
-			return 0, nil, Sum{}, err
-		}
-		if len(b.queue) == 0 {
-			b.done = true
-			return 0, nil, Sum{}, nil
-		}
+	} else if b.afterID != "" {
+		pick += " AND l.id > @after_id"
+		x.args["after_id"] = b.afterID
 	}
-	batch := b.queue[:min(len(b.queue), max(b.limit, 1))]
-	b.queue = b.queue[len(batch):]
-	b.done = b.last && len(b.queue) == 0
-	x.args["members"] = batch
+	var picked []struct {
+		ID        string
+		MemberID  string
+		ExpiresAt *time.Time
+	}
+	if err := tx.Raw(`SELECT l.id, l.member_id, l.expires_at FROM `+x.from+` WHERE `+pick+` ORDER BY `+order+` LIMIT `+strconv.Itoa(b.limit),
+		x.args).Scan(&picked).Error; err != nil {
+		return 0, nil, Sum{}, err
+	}
+	b.done = len(picked) < b.limit
+	if len(picked) == 0 {
+		return 0, nil, Sum{}, nil
+	}
+	last := picked[len(picked)-1]
+	b.afterAt, b.afterID = last.ExpiresAt, last.ID
+	ids := make([]string, len(picked))
+	for i, l := range picked {
+		ids[i] = l.MemberID
+	}
+	x.args["members"] = sortedUnique(ids)
 	// Lock their balances, in one order, before touching lots; then, under
 	// the locks (nothing changes a member's lots without its balance's),
 	// the batch: every lot of theirs lapsed by asOf. The statements below
@@ -944,43 +942,6 @@ func expiryMoves(entries []entryRow) map[string]balanceMove {
 		moves[e.MemberID] = m
 	}
 	return moves
-}
-
-// nextWindow picks the next window of lapsed lots past b's cursor, by
-// index and without locks, and queues their members in id order.
-func (b *expiryBatch) nextWindow(tx *gorm.DB, x lapseRule) error {
-	pick, order := x.due, "l.id"
-	if x.from == "lots l" {
-		order = "l.expires_at"
-		if b.afterAt != nil {
-			pick += " AND l.expires_at >= @after_at"
-			x.args["after_at"] = *b.afterAt
-		}
-	} else if b.afterID != "" {
-		pick += " AND l.id > @after_id"
-		x.args["after_id"] = b.afterID
-	}
-	var picked []struct {
-		ID        string
-		MemberID  string
-		ExpiresAt *time.Time
-	}
-	if err := tx.Raw(`SELECT l.id, l.member_id, l.expires_at FROM `+x.from+` WHERE `+pick+` ORDER BY `+order+` LIMIT `+strconv.Itoa(expiryWindow),
-		x.args).Scan(&picked).Error; err != nil {
-		return err
-	}
-	b.last = len(picked) < expiryWindow
-	if len(picked) == 0 {
-		return nil
-	}
-	last := picked[len(picked)-1]
-	b.afterAt, b.afterID = last.ExpiresAt, last.ID
-	ids := make([]string, len(picked))
-	for i, l := range picked {
-		ids[i] = l.MemberID
-	}
-	b.queue = sortedUnique(ids)
-	return nil
 }
 
 // expireColumns are the columns of an expire entry an INSERT writes.

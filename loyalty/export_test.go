@@ -59,13 +59,12 @@ func DrawOrders(db *gorm.DB, memberID string, now time.Time, pending bool) (bySQ
 	return bySQL, byGo, nil
 }
 
-// SetExpiryBatch sets the members each batch of an expiry run takes (its
-// first and its most) and the lots each window picks, until the returned
-// func restores them.
-func SetExpiryBatch(members, window int) (restore func()) {
-	old, oldMax, oldWindow := expiryBatchMembers, expiryBatchMax, expiryWindow
-	expiryBatchMembers, expiryBatchMax, expiryWindow = members, members, window
-	return func() { expiryBatchMembers, expiryBatchMax, expiryWindow = old, oldMax, oldWindow }
+// SetExpiryBatchLots sets the lots each batch of an expiry run picks (its
+// first and its most), until the returned func restores them.
+func SetExpiryBatchLots(n int) (restore func()) {
+	old, oldMax := expiryBatchLots, expiryBatchMax
+	expiryBatchLots, expiryBatchMax = n, n
+	return func() { expiryBatchLots, expiryBatchMax = old, oldMax }
 }
 
 // ImportChunk is the rows of one import chunk.

@@ -267,13 +267,12 @@ func TestBalanceReadIsOneRowAfterTheExpiryRun(t *testing.T) {
 	})
 }
 
-// TestExpiryRunInBatches checks that an expiry run over more members than
-// one batch and more lots than one window (windows of two lots, where three
-// members' lots expire at each instant) closes every lapsed lot once,
-// counts each member once, leaves every balance as a read computed afresh
-// gives it, and that a second run for the same as_of expires nothing.
+// TestExpiryRunInBatches checks that an expiry run over more lots than one
+// batch closes every lapsed lot once, counts each member once, leaves every
+// balance as a read computed afresh gives it, and that a second run for the
+// same as_of expires nothing.
 func TestExpiryRunInBatches(t *testing.T) {
-	defer loyalty.SetExpiryBatch(1, 2)()
+	defer loyalty.SetExpiryBatchLots(3)()
 	loyaltytest.Each(t, func(t *testing.T, dialect string) {
 		pending, days, policy := 0, 365, loyalty.ExpiryLot
 		e := newOracleEnv(t, dialect, loyalty.ProgramPatch{PendingDays: &pending, ExpiryPolicy: &policy, ExpiryDays: &days})
