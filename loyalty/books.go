@@ -847,8 +847,9 @@ type expiryBatch struct {
 // bulkExpire writes one expire entry for the remainder of every lot of the
 // next batch b of lots whose points lapsed by asOf (lapseSQL), at now: the
 // entry the ledger listing has shown since the lot lapsed
-// (account.lapsedEntry), its draw, the lot's remainder down to zero and the
-// balances moved, all set-based. The batch is every lapsed lot of the
+// (account.lapsedEntry), its draw and the lot's remainder down to zero,
+// set-based, then the balances moved and kept, one write each (rekeep).
+// The batch is every lapsed lot of the
 // members of the lots picked, so that a member with several lapsed lots
 // (a catch-up after days without a run) has its kept state brought along
 // once, not once per lot. It returns what it expired and moves b's cursor.
