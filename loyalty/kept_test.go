@@ -3,6 +3,7 @@ package loyalty_test
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand"
 	"strings"
 	"sync"
@@ -321,4 +322,74 @@ func TestExpiryRunInBatches(t *testing.T) {
 			t.Fatalf("%d expire entries, want 12", entries)
 		}
 	})
+}
+
+// TestExpiryWritesEachBalanceOnce checks, on PostgreSQL, that an expiry
+// run writes each balance it moves once a transaction and locks no
+// member's row. PostgreSQL checks a row's foreign key again when the
+// transaction updates a row it wrote itself, which locks the member, and
+// every lock on a row writes its page to the WAL: at a million members, a
+// page of members for every lot a run closed. A row's xmax names the last
+// transaction that locked or changed it.
+func TestExpiryWritesEachBalanceOnce(t *testing.T) {
+	defer loyalty.SetExpiryBatchLots(2)()
+	pending, days, policy := 0, 365, loyalty.ExpiryLot
+	e := newOracleEnv(t, loyalty.Postgres, loyalty.ProgramPatch{PendingDays: &pending, ExpiryPolicy: &policy, ExpiryDays: &days})
+	db := e.store.DB()
+	var members []string
+	for j := 0; j < 3; j++ {
+		m := e.enrol()
+		members = append(members, m)
+		for i := 0; i < 4; i++ {
+			e.buy(m, 1000, time.Duration(400*24-i*24*20)*time.Hour) // two of four lapsed
+		}
+	}
+	for _, q := range []string{
+		`CREATE TABLE balance_writes (member_id text, tx bigint)`,
+		`CREATE FUNCTION note_balance_write() RETURNS trigger LANGUAGE plpgsql AS $$
+			BEGIN INSERT INTO balance_writes VALUES (NEW.member_id, txid_current()); RETURN NEW; END $$`,
+		`CREATE TRIGGER note_balance_write AFTER UPDATE ON member_balances FOR EACH ROW EXECUTE FUNCTION note_balance_write()`,
+	} {
+		if err := db.Exec(q).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	lockers := func() map[string]string {
+		t.Helper()
+		var rows []struct{ ID, Xmax string }
+		if err := db.Raw(`SELECT id, CAST(xmax AS text) AS xmax FROM members WHERE id IN ?`, members).Scan(&rows).Error; err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, r := range rows {
+			out[r.ID] = r.Xmax
+		}
+		return out
+	}
+	before := lockers()
+	sum, err := e.svc.ExpirePoints(e.ctx, e.clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Lots != 6 || sum.Members != 3 {
+		t.Fatalf("the run expired %+v, want 6 lots of 3 members", sum)
+	}
+	if after := lockers(); !maps.Equal(after, before) {
+		t.Fatalf("the run locked member rows: xmax %v before, %v after", before, after)
+	}
+	var writes []struct {
+		MemberID string
+		N        int
+	}
+	if err := db.Raw(`SELECT member_id, COUNT(*) AS n FROM balance_writes GROUP BY member_id, tx ORDER BY member_id`).Scan(&writes).Error; err != nil {
+		t.Fatal(err)
+	}
+	if len(writes) != len(members) {
+		t.Fatalf("balance writes by member and transaction: %+v, want one for each of the 3 members", writes)
+	}
+	for _, w := range writes {
+		if w.N != 1 {
+			t.Fatalf("member %s's balance was written %d times in one transaction", w.MemberID, w.N)
+		}
+	}
 }
