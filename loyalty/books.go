@@ -849,10 +849,10 @@ type expiryBatch struct {
 // entry the ledger listing has shown since the lot lapsed
 // (account.lapsedEntry), its draw and the lot's remainder down to zero,
 // set-based, then the balances moved and kept, one write each (rekeep).
-// The batch is every lapsed lot of the
-// members of the lots picked, so that a member with several lapsed lots
-// (a catch-up after days without a run) has its kept state brought along
-// once, not once per lot. It returns what it expired and moves b's cursor.
+// The batch is every lapsed lot of the members of the lots picked, so that
+// a member with several lapsed lots (a catch-up after days without a run)
+// has its kept state brought along once, not once per lot. It returns what
+// it expired and moves b's cursor.
 func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time, b *expiryBatch) (lots int64, members []string, points Sum, err error) {
 	x := lapseSQL(tx.Dialector.Name(), prog, asOf)
 	x.args["now"] = now
@@ -1077,7 +1077,7 @@ type OpeningCredit struct {
 
 // creditOpenings writes each credit at now as an entry of kind import and
 // its lot, available at once and expiring under the program's policy,
-// moves the balances set-based and keeps them (rekeep). The entries are
+// and moves and keeps each balance in one write (rekeep). The entries are
 // multi-row inserts; at most one credit a member.
 func creditOpenings(tx *gorm.DB, prog *Program, now time.Time, credits []OpeningCredit) error {
 	if len(credits) == 0 {
