@@ -201,6 +201,15 @@ func WriteDerived(ctx context.Context, s *Service, fn func(*Tx) error) error {
 	})
 }
 
+// LockBalances locks the balance rows of the members ids, in one order,
+// until the transaction ends (nothing on SQLite, whose write transaction
+// excludes other writers): before a set-based change inserts rows whose
+// key references them, so that each key check finds its row already held
+// rather than locking it in the order of the insert.
+func (t *Tx) LockBalances(ids []string) error {
+	return lockBalances(t.DB, "SELECT member_id FROM member_balances WHERE member_id IN @ids", map[string]any{"ids": ids})
+}
+
 // BulkCredit credits the same points to many members at once (see
 // BulkCredit), set-based, under the transaction's time and settings.
 func (t *Tx) BulkCredit(c BulkCredit) error {

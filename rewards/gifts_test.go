@@ -1,6 +1,7 @@
 package rewards_test
 
 import (
+	"maps"
 	"testing"
 
 	"github.com/loyalty-engine/loyalty/loyalty"
@@ -71,4 +72,50 @@ func TestBirthdayGiftsInChunks(t *testing.T) {
 			t.Errorf("a second run gave %d gifts more", again.Given)
 		}
 	})
+}
+
+// TestBirthdayGiftsLockNoMember: on PostgreSQL a gifts run locks the
+// balances it credits, not the members' rows, whose pages a lock writes to
+// the WAL (a page of members for every gift at a million members). A
+// row's xmax names the last transaction that locked or changed it; the
+// members' are the same before and after the run.
+func TestBirthdayGiftsLockNoMember(t *testing.T) {
+	e := newEnv(t, loyalty.Postgres)
+	defer rewards.SetGiftChunk(2)()
+	gift := loyalty.BirthdayGift{Enabled: true, BonusPoints: 50, ClaimDays: 30}
+	if _, err := e.ledger.UpdateProgram(e.ctx, loyalty.ProgramPatch{BirthdayGift: &gift}); err != nil {
+		t.Fatal(err)
+	}
+	born := "1990-03-01"
+	var ids []string
+	for range 5 {
+		m, _, err := e.ledger.EnrolMember(e.ctx, loyalty.MemberInput{Birthday: &born}, loyalty.IdempotencyKey{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, m.ID)
+	}
+	lockers := func() map[string]string {
+		t.Helper()
+		var rows []struct{ ID, Xmax string }
+		if err := e.store.DB().Raw(`SELECT id, CAST(xmax AS text) AS xmax FROM members WHERE id IN ?`, ids).Scan(&rows).Error; err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, r := range rows {
+			out[r.ID] = r.Xmax
+		}
+		return out
+	}
+	before := lockers()
+	sum, err := e.rw.BirthdayGifts(e.ctx, e.clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Given != 5 {
+		t.Fatalf("the run gave %d gifts, want 5", sum.Given)
+	}
+	if after := lockers(); !maps.Equal(after, before) {
+		t.Fatalf("the run locked member rows: xmax %v before, %v after", before, after)
+	}
 }
