@@ -354,19 +354,7 @@ func TestExpiryWritesEachBalanceOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	lockers := func() map[string]string {
-		t.Helper()
-		var rows []struct{ ID, Xmax string }
-		if err := db.Raw(`SELECT id, CAST(xmax AS text) AS xmax FROM members WHERE id IN ?`, members).Scan(&rows).Error; err != nil {
-			t.Fatal(err)
-		}
-		out := map[string]string{}
-		for _, r := range rows {
-			out[r.ID] = r.Xmax
-		}
-		return out
-	}
-	before := lockers()
+	before := loyaltytest.MemberLockers(t, e.store, members)
 	sum, err := e.svc.ExpirePoints(e.ctx, e.clock.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -374,7 +362,7 @@ func TestExpiryWritesEachBalanceOnce(t *testing.T) {
 	if sum.Lots != 6 || sum.Members != 3 {
 		t.Fatalf("the run expired %+v, want 6 lots of 3 members", sum)
 	}
-	if after := lockers(); !maps.Equal(after, before) {
+	if after := loyaltytest.MemberLockers(t, e.store, members); !maps.Equal(after, before) {
 		t.Fatalf("the run locked member rows: xmax %v before, %v after", before, after)
 	}
 	var writes []struct {

@@ -214,7 +214,7 @@ func (s *Service) giveGifts(tx *loyalty.Tx, year int, days []string, zone string
 	runID := loyalty.NewID()
 	// The chunk's balances first, in member order, as the credit below
 	// and a till lock them: a gift's member_id references its member's
-	// balance row (migration 00042), whose key check then finds the row
+	// balance row (migration 00041), whose key check then finds the row
 	// held instead of locking it in the order of the insert.
 	if err := tx.LockBalances(ids); err != nil {
 		return 0, loyalty.Sum{}, err

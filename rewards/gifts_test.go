@@ -95,19 +95,7 @@ func TestBirthdayGiftsLockNoMember(t *testing.T) {
 		}
 		ids = append(ids, m.ID)
 	}
-	lockers := func() map[string]string {
-		t.Helper()
-		var rows []struct{ ID, Xmax string }
-		if err := e.store.DB().Raw(`SELECT id, CAST(xmax AS text) AS xmax FROM members WHERE id IN ?`, ids).Scan(&rows).Error; err != nil {
-			t.Fatal(err)
-		}
-		out := map[string]string{}
-		for _, r := range rows {
-			out[r.ID] = r.Xmax
-		}
-		return out
-	}
-	before := lockers()
+	before := loyaltytest.MemberLockers(t, e.store, ids)
 	sum, err := e.rw.BirthdayGifts(e.ctx, e.clock.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +103,7 @@ func TestBirthdayGiftsLockNoMember(t *testing.T) {
 	if sum.Given != 5 {
 		t.Fatalf("the run gave %d gifts, want 5", sum.Given)
 	}
-	if after := lockers(); !maps.Equal(after, before) {
+	if after := loyaltytest.MemberLockers(t, e.store, ids); !maps.Equal(after, before) {
 		t.Fatalf("the run locked member rows: xmax %v before, %v after", before, after)
 	}
 }

@@ -213,3 +213,19 @@ func Together(calls ...func()) {
 	close(start)
 	wg.Wait()
 }
+
+// MemberLockers is the xmax of each member row of ids on PostgreSQL: the
+// last transaction that locked or changed it. A job that locks no member's
+// row leaves them all as they were.
+func MemberLockers(tb testing.TB, store *loyalty.Store, ids []string) map[string]string {
+	tb.Helper()
+	var rows []struct{ ID, Xmax string }
+	if err := store.DB().Raw(`SELECT id, CAST(xmax AS text) AS xmax FROM members WHERE id IN ?`, ids).Scan(&rows).Error; err != nil {
+		tb.Fatal(err)
+	}
+	out := make(map[string]string, len(rows))
+	for _, r := range rows {
+		out[r.ID] = r.Xmax
+	}
+	return out
+}
