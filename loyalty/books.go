@@ -613,17 +613,23 @@ type balanceMove struct{ points, earned, instants int64 }
 
 // move makes m on the account's row: its points, debt and lifetime
 // earned, its version past the write and the instants, and its kept state
-// marked for computing again.
-func (a *account) move(m balanceMove) {
+// marked for computing again. A sum past int64 is refused, as the database
+// refuses it, rather than wrapped.
+func (a *account) move(m balanceMove) error {
 	b := &a.balance
-	b.Points += m.points
+	points, ok := tiers.AddMinor(b.Points, m.points)
+	earned, ok2 := tiers.AddMinor(b.LifetimeEarned, m.earned)
+	if !ok || !ok2 {
+		return fmt.Errorf("member %s: the balance would pass int64", b.MemberID)
+	}
+	b.Points, b.LifetimeEarned = points, earned
 	if m.points > 0 {
 		b.Debt = max(b.Debt-m.points, 0)
 	}
-	b.LifetimeEarned += m.earned
 	b.Version += 1 + m.instants
 	asOf := b.AsOf
 	b.NextChangeAt = &asOf
+	return nil
 }
 
 // rekeep moves the balance rows of the members of moves, whose ledger
@@ -748,7 +754,9 @@ func lockKeptMany(tx *gorm.DB, ids []string, prog *Program, now time.Time, moves
 		a.balance.MemberID = a.member.ID
 		a.cfg = version
 		if m, ok := moves[a.member.ID]; ok {
-			a.move(m)
+			if err := a.move(m); err != nil {
+				return nil, err
+			}
 		}
 		accts = append(accts, a)
 	}
