@@ -240,9 +240,14 @@ func BenchmarkJobsAtScale(b *testing.B) {
 		Kind: strp("multiplier"), Multiplier: decimalp("2")}, loyalty.IdempotencyKey{}); err != nil && already == 0 {
 		b.Fatal(err)
 	}
-	on := true
-	if _, err := svc.UpdateProgram(ctx, loyalty.ProgramPatch{BirthdayGift: &loyalty.BirthdayGift{Enabled: on, BonusPoints: 50, ClaimDays: 30}}); err != nil {
-		b.Fatal(err)
+	// The birthday gift is set once, with the seed: a kept schema already
+	// has it, and setting it again would move the settings' version, which
+	// makes the next tier review a whole one rather than the night's.
+	if already == 0 {
+		on := true
+		if _, err := svc.UpdateProgram(ctx, loyalty.ProgramPatch{BirthdayGift: &loyalty.BirthdayGift{Enabled: on, BonusPoints: 50, ClaimDays: 30}}); err != nil {
+			b.Fatal(err)
+		}
 	}
 	// Member g's id, at g-1: the tills pick members by number.
 	var ids []string
