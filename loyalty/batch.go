@@ -42,8 +42,7 @@ func (w *accountWrites) flush(tx *gorm.DB, a *account) error {
 		return w.flushSQLite(tx, a)
 	}
 	if w.tier != nil {
-		return tx.Model(&memberRow{}).Where("id = ?", a.member.ID).
-			Updates(map[string]any{"tier_code": *w.tier, "tier_since": a.now}).Error
+		return moveTier(tx, a.member.ID, *w.tier, a.now)
 	}
 	return nil
 }
