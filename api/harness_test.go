@@ -182,18 +182,9 @@ func (e *env) balance(member string) loyalty.Balance {
 // checkLedger asserts the ledger invariants for every member: the stored
 // entries sum to the cached points, to available + pending, and to the
 // open lots less debt; the ledger as GET lists it sums to available +
-// pending. And the balance row carries its member's tier_since, which the
-// tier review finds members by.
+// pending.
 func (e *env) checkLedger() {
 	e.t.Helper()
-	var drift []string
-	if err := e.store.DB().Raw(`SELECT m.id FROM members m JOIN member_balances b ON b.member_id = m.id
-		WHERE NOT (m.tier_since = b.tier_since OR (m.tier_since IS NULL AND b.tier_since IS NULL))`).Scan(&drift).Error; err != nil {
-		e.t.Fatal(err)
-	}
-	for _, id := range drift {
-		e.t.Errorf("member %s: the balance's tier_since is not the member's", id)
-	}
 	type row struct {
 		MemberID string
 		Points   int64

@@ -42,7 +42,8 @@ func (w *accountWrites) flush(tx *gorm.DB, a *account) error {
 		return w.flushSQLite(tx, a)
 	}
 	if w.tier != nil {
-		return moveTier(tx, a.member.ID, *w.tier, a.now)
+		return tx.Model(&memberRow{}).Where("id = ?", a.member.ID).
+			Updates(map[string]any{"tier_code": *w.tier, "tier_since": a.now}).Error
 	}
 	return nil
 }

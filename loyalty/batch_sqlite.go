@@ -121,7 +121,8 @@ func saveSQLite(tx *gorm.DB, a *account, tier *string) error {
 		return fmt.Errorf("balance of member %s: %d rows updated", b.MemberID, n64)
 	}
 	if tier != nil {
-		if err := moveTier(tx, a.member.ID, *tier, a.now); err != nil {
+		if _, err := exec(`UPDATE members SET tier_code = ?, tier_since = ?, updated_at = ? WHERE id = ?`,
+			[]any{*tier, a.now, a.now, a.member.ID}); err != nil {
 			return err
 		}
 	}

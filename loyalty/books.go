@@ -58,7 +58,7 @@ func (a *account) emitBalance(tx *gorm.DB) error {
 
 // openBalance writes the balance row of a member enrolled at now.
 func openBalance(tx *gorm.DB, memberID string, now time.Time) error {
-	return openBalances(tx, []string{memberID}, now)
+	return tx.Create(&balanceRow{MemberID: memberID, Version: 1, UpdatedAt: now, AsOf: now, ExpiringSoon: "[]"}).Error
 }
 
 // account is a member's balance row and member row, both locked for the
@@ -1023,18 +1023,12 @@ func closeLapsedPostgres(tx *gorm.DB, lapsed string, x lapseRule) ([]entryRow, e
 	return entries, err
 }
 
-// moveTier sets the member's tier, reached at at, and the copy of
-// tier_since its balance row carries, which the tier review finds the
-// members whose protection ended by (member_balances_tier_since, migration
-// 00042): whatever moves a tier writes both in one transaction. An index
-// on members.tier_since would make every move a new version of the
-// member's row in each of members' indexes.
-func moveTier(tx *gorm.DB, memberID, tier string, at time.Time) error {
-	if err := tx.Exec(`UPDATE members SET tier_code = ?, tier_since = ?, updated_at = ? WHERE id = ?`,
-		tier, at, at, memberID).Error; err != nil {
-		return err
-	}
-	return tx.Exec(`UPDATE member_balances SET tier_since = ? WHERE member_id = ?`, at, memberID).Error
+// touchBalances moves the version of the balances of the members the SQL
+// condition cond on members selects, for a change a balance shows that its
+// row does not keep (the member's tier), so that ETags before it go stale.
+func touchBalances(tx *gorm.DB, cond string, args ...any) error {
+	return tx.Exec(`UPDATE member_balances SET version = version + 1
+		WHERE member_id IN (SELECT id FROM members WHERE `+cond+`)`, args...).Error
 }
 
 // eventChunk bounds the rows of one multi-row insert of events (SQLite
@@ -1077,8 +1071,8 @@ func openBalances(tx *gorm.DB, ids []string, now time.Time) error {
 		return nil
 	}
 	cond, arg := anyOf(tx, "id", ids)
-	return tx.Exec(`INSERT INTO member_balances (member_id, points, debt, lifetime_earned, lifetime_redeemed, version, updated_at, as_of, expiring_soon, tier_since)
-		SELECT id, 0, 0, 0, 0, 1, ?, ?, '[]', tier_since FROM members WHERE `+cond, now, now, arg).Error
+	return tx.Exec(`INSERT INTO member_balances (member_id, points, debt, lifetime_earned, lifetime_redeemed, version, updated_at, as_of, expiring_soon)
+		SELECT id, 0, 0, 0, 0, 1, ?, ?, '[]' FROM members WHERE `+cond, now, now, arg).Error
 }
 
 // OpeningCredit is one member's opening balance migrated by an import: an

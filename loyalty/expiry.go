@@ -137,14 +137,13 @@ func (s *Service) ReviewTiers(ctx context.Context, asOf time.Time) (TierReviewSu
 		return sum, err
 	}
 	now := ts(s.now())
-	// The candidates: the active members above the lowest tier whose tier
-	// is no longer protected. A member at the lowest tier has nowhere to go
-	// down to, so the spend of most members is never summed. A run for the
-	// present under the settings of the last such run, for the same as-of
-	// or a later one, looks only at the members tierTouchedSQL finds by
-	// index: the others were passed over then and still would be. (A whole
-	// run, the first or after a change of the settings, reads the members
-	// above the lowest tier, most of the base.)
+	// The candidates, by the index on (tier_code, tier_since): the active
+	// members above the lowest tier whose tier is no longer protected. A
+	// member at the lowest tier has nowhere to go down to, so the spend of
+	// most members is never summed. A run for the present under the
+	// settings of the last such run, for the same as-of or a later one,
+	// looks only at the members tierTouchedSQL finds: the others were
+	// passed over then and still would be.
 	var ids []string
 	var next *tierRun
 	err = s.store.snapshot(ctx, func(db *gorm.DB) error {
@@ -310,12 +309,8 @@ func (s *Service) reviewTiers(tx *gorm.DB, asOf, now time.Time, ids []string) (i
 		evs = append(evs, tierEvent(m.ID, m.From, m.To, now))
 	}
 	// The balance shows the tier: its version moves with the downgrade,
-	// so a client's ETag of the balance before it no longer matches. It
-	// carries the tier_since the review finds its members by (moveTier),
-	// so the member's row is written in place: no index of members holds
-	// its tier.
-	if err := tx.Exec(`UPDATE member_balances SET version = version + 1, tier_since = ? WHERE member_id IN ?`,
-		asOf, moved).Error; err != nil {
+	// so a client's ETag of the balance before it no longer matches.
+	if err := touchBalances(tx, `id IN ?`, moved); err != nil {
 		return 0, err
 	}
 	for to, ms := range byTier {

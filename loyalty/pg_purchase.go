@@ -409,8 +409,7 @@ v AS (INSERT INTO events (type, member_id, occurred_at, data)
 t AS (UPDATE members SET tier_code = $49, tier_since = $50 WHERE id = $51 AND $52::boolean)
 UPDATE member_balances SET points = $53, debt = $54, lifetime_earned = $55, lifetime_redeemed = $56,
 	last_activity_at = $57, version = $58, updated_at = $59, open_available = $60, open_pending = $61,
-	qualifying_spend = $62, expiring_soon = $63, as_of = $64, next_change_at = $65, config_version = $66,
-	tier_since = CASE WHEN $52::boolean THEN $50::timestamptz ELSE tier_since END WHERE member_id = $67`
+	qualifying_spend = $62, expiring_soon = $63, as_of = $64, next_change_at = $65, config_version = $66 WHERE member_id = $67`
 
 // pgWriteArgs are pgWriteSQL's arguments, column arrays filled from rows.
 type pgWriteArgs struct {

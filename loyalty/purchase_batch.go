@@ -686,8 +686,7 @@ UPDATE member_balances b SET points = x.points, debt = x.debt, lifetime_earned =
 	lifetime_redeemed = x.lifetime_redeemed, last_activity_at = x.last_activity_at, version = x.version,
 	updated_at = x.updated_at, open_available = x.open_available, open_pending = x.open_pending,
 	qualifying_spend = x.qualifying_spend, expiring_soon = x.expiring_soon, as_of = x.as_of,
-	next_change_at = x.next_change_at, config_version = x.config_version,
-	tier_since = CASE WHEN x.member_id = ANY($54::text[]) THEN $53::timestamptz ELSE b.tier_since END
+	next_change_at = x.next_change_at, config_version = x.config_version
 FROM unnest($61::text[], $62::bigint[], $63::bigint[], $64::bigint[], $65::bigint[], $66::timestamptz[], $67::bigint[],
 	$68::timestamptz[], $69::bigint[], $70::bigint[], $71::bigint[], $72::text[], $73::timestamptz[], $74::timestamptz[],
 	$75::bigint[]) AS x(member_id, points, debt, lifetime_earned, lifetime_redeemed, last_activity_at, version, updated_at,
@@ -862,7 +861,8 @@ func saveManySQLite(tx *gorm.DB, accts []*account, tiers []*string) error {
 		if tiers[i] == nil {
 			continue
 		}
-		if err := moveTier(tx, a.member.ID, *tiers[i], a.now); err != nil {
+		if _, err := execSQLite(tx, `UPDATE members SET tier_code = ?, tier_since = ?, updated_at = ? WHERE id = ?`,
+			*tiers[i], a.now, a.now, a.member.ID); err != nil {
 			return err
 		}
 	}

@@ -196,12 +196,6 @@ func (s *Service) PutTier(ctx context.Context, code string, in TierInput) (t Tie
 		}
 		created = !found
 		if t.Rank == 0 {
-			// The balances' copy of tier_since first (see moveTier), in
-			// the order a till locks a balance before its member.
-			if err := tx.Exec(`UPDATE member_balances SET tier_since = ? WHERE member_id IN (SELECT id FROM members WHERE tier_code IS NULL)`,
-				now).Error; err != nil {
-				return err
-			}
 			return tx.Model(&memberRow{}).Where("tier_code IS NULL").
 				Updates(map[string]any{"tier_code": code, "tier_since": now}).Error
 		}

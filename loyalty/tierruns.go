@@ -43,9 +43,7 @@ func saveTierRun(tx *gorm.DB, r tierRun) error {
 // spend at prev.AsOf reached its tier's threshold. Only these can be due
 // now:
 //   - protection ended since: tier_since in (cutoff at prev.AsOf, cutoff at
-//     asOf], by the copy the balance row carries and its index
-//     (member_balances_tier_since; the caller keeps those above the
-//     lowest tier);
+//     asOf], above the lowest tier, by members_tier_since;
 //   - a purchase left the qualifying period since (its occurred_at in
 //     [start at prev.AsOf, start at asOf)), found by local_date, a day
 //     either side of the instants;
@@ -61,7 +59,8 @@ func saveTierRun(tx *gorm.DB, r tierRun) error {
 func tierTouchedSQL(p tiers.Period, prev tierRun, asOf time.Time) (string, []any) {
 	from, to := p.Start(prev.AsOf), p.Start(asOf)
 	lo, hi := LocalDatesAround(from, to)
-	sql := `SELECT member_id FROM member_balances WHERE tier_since > ? AND tier_since <= ?
+	sql := `SELECT id FROM members WHERE tier_code IN (SELECT code FROM tiers WHERE rank > (SELECT MIN(rank) FROM tiers))
+			AND tier_since > ? AND tier_since <= ?
 		UNION SELECT member_id FROM purchases WHERE local_date >= ? AND local_date <= ? AND occurred_at >= ? AND occurred_at < ?
 		UNION SELECT member_id FROM returns WHERE created_at > ?`
 	return sql, []any{
