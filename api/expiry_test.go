@@ -551,9 +551,9 @@ func TestTierReviewJob(t *testing.T) {
 		if tierOf(loyal) != "vib" {
 			t.Fatalf("loyal, whose spend still qualifies, is %s", tierOf(loyal))
 		}
-		// The moves, up by purchase and down by the review, left each
-		// balance's copy of tier_since its member's (the ledger's checks
-		// count the lapsed points expired).
+		// The moves, up by purchase and down by the review, left the
+		// books whole (the ledger's checks count the lapsed points
+		// expired).
 		e.runJob("expire-points", e.clock.Now())
 		e.checkLedger()
 		if n := review(t0.AddDate(0, 0, 365)); n != 0 {
