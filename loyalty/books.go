@@ -682,28 +682,47 @@ func emitBalances(tx *gorm.DB, prog *Program, ids []string, now time.Time, keep,
 			return err
 		}
 		if keep {
-			for _, a := range accts {
-				a.keepWith(0)
-				a.balance.UpdatedAt = now
-			}
-			if err := saveKept(tx, accts); err != nil {
+			if err := keepAll(tx, accts, now); err != nil {
 				return err
 			}
 		}
-		if !emit {
-			continue
-		}
-		evs := make([]newEvent, 0, len(accts))
-		for _, a := range accts {
-			evs = append(evs, balanceEvent(a.view(ladder), nil, now))
-		}
-		for len(evs) > 0 {
-			n := min(len(evs), eventChunk)
-			if err := appendEvents(tx, evs[:n]...); err != nil {
+		if emit {
+			if err := insertEvents(tx, balanceEventsOf(accts, ladder, now)); err != nil {
 				return err
 			}
-			evs = evs[n:]
 		}
+	}
+	return nil
+}
+
+// keepAll keeps the accounts, caught up to now, and writes their rows
+// back, one write each (saveKept).
+func keepAll(tx *gorm.DB, accts []*account, now time.Time) error {
+	for _, a := range accts {
+		a.keepWith(0)
+		a.balance.UpdatedAt = now
+	}
+	return saveKept(tx, accts)
+}
+
+// balanceEventsOf is the balance.changed of each account, from the
+// balance's own view.
+func balanceEventsOf(accts []*account, ladder tiers.Ladder, now time.Time) []newEvent {
+	evs := make([]newEvent, 0, len(accts))
+	for _, a := range accts {
+		evs = append(evs, balanceEvent(a.view(ladder), nil, now))
+	}
+	return evs
+}
+
+// insertEvents appends evs in order, eventChunk to an insert.
+func insertEvents(tx *gorm.DB, evs []newEvent) error {
+	for len(evs) > 0 {
+		n := min(len(evs), eventChunk)
+		if err := appendEvents(tx, evs[:n]...); err != nil {
+			return err
+		}
+		evs = evs[n:]
 	}
 	return nil
 }
@@ -735,6 +754,23 @@ func sortedUnique(ids []string) []string {
 // member's row writes its page to the WAL, a page of members for every
 // member a job keeps, which nothing here needs.
 func lockKeptMany(tx *gorm.DB, ids []string, prog *Program, now time.Time, moves map[string]balanceMove) ([]*account, error) {
+	accts, err := lockRows(tx, ids, prog, now)
+	if err != nil {
+		return nil, err
+	}
+	if err := moveAll(accts, moves); err != nil {
+		return nil, err
+	}
+	if err := catchUpAll(tx, accts); err != nil {
+		return nil, err
+	}
+	return accts, nil
+}
+
+// lockRows is the first half of lockKeptMany: the balance rows of ids
+// locked and read with their members, in member order, neither moved nor
+// caught up. A member of ids with no balance row is not_found.
+func lockRows(tx *gorm.DB, ids []string, prog *Program, now time.Time) ([]*account, error) {
 	q := lockManySQL
 	if tx.Dialector.Name() == Postgres {
 		q += " FOR NO KEY UPDATE OF b"
@@ -753,11 +789,6 @@ func lockKeptMany(tx *gorm.DB, ids []string, prog *Program, now time.Time, moves
 		}
 		a.balance.MemberID = a.member.ID
 		a.cfg = version
-		if m, ok := moves[a.member.ID]; ok {
-			if err := a.move(m); err != nil {
-				return nil, err
-			}
-		}
 		accts = append(accts, a)
 	}
 	if err := rows.Err(); err != nil {
@@ -777,10 +808,19 @@ func lockKeptMany(tx *gorm.DB, ids []string, prog *Program, now time.Time, moves
 			}
 		}
 	}
-	if err := catchUpAll(tx, accts); err != nil {
-		return nil, err
-	}
 	return accts, nil
+}
+
+// moveAll makes each account's entry of moves (if any) on its row.
+func moveAll(accts []*account, moves map[string]balanceMove) error {
+	for _, a := range accts {
+		if m, ok := moves[a.member.ID]; ok {
+			if err := a.move(m); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // lockManySQL is lockSQLite over a list of members, in member order.
@@ -896,14 +936,14 @@ func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time, b
 		ids[i] = l.MemberID
 	}
 	x.args["members"] = sortedUnique(ids)
-	// Lock their balances, in one order, before touching lots; then, under
-	// the locks (nothing changes a member's lots without its balance's),
-	// the batch: every lot of theirs lapsed by asOf. The statements below
-	// select it again by the same condition.
-	if tx.Dialector.Name() == Postgres {
-		if err := tx.Exec(`SELECT 1 FROM member_balances WHERE member_id IN @members ORDER BY member_id FOR UPDATE`, x.args).Error; err != nil {
-			return 0, nil, Sum{}, err
-		}
+	// Lock their balances, in one order, before touching lots, and read
+	// them (lockRows: a balance is locked and read once a batch); then,
+	// under the locks (nothing changes a member's lots without its
+	// balance's), the batch: every lot of theirs lapsed by asOf. The
+	// statements below select it again by the same condition.
+	accts, err := lockRows(tx, x.args["members"].([]string), prog, now)
+	if err != nil {
+		return 0, nil, Sum{}, err
 	}
 	lapsed := x.from + ` WHERE ` + x.due + ` AND l.member_id IN @members`
 	var entries []entryRow
@@ -928,12 +968,39 @@ func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time, b
 	}
 	points = points.Add(SumOf(sum))
 	members = sortedUnique(members)
-	// points.expired: each expire entry as the ledger stored it, in
-	// multi-row inserts.
-	if err := expiredEvents(tx, entries, now); err != nil {
+	// The balances moved and kept, caught up from their lots as closed;
+	// then the events in one insert an eventChunk: points.expired, each
+	// expire entry as the ledger stored it, and each balance.changed.
+	_, ladder, err := loadTiers(tx)
+	if err != nil {
 		return 0, nil, Sum{}, err
 	}
-	if err := rekeep(tx, prog, expiryMoves(entries), now); err != nil {
+	moves := expiryMoves(entries)
+	moved := make([]*account, 0, len(moves))
+	for _, a := range accts {
+		if _, ok := moves[a.member.ID]; ok {
+			moved = append(moved, a)
+		}
+	}
+	evs, err := expiredEvents(entries, now)
+	if err != nil {
+		return 0, nil, Sum{}, err
+	}
+	for len(moved) > 0 {
+		chunk := moved[:min(len(moved), keepChunk)]
+		moved = moved[len(chunk):]
+		if err := moveAll(chunk, moves); err != nil {
+			return 0, nil, Sum{}, err
+		}
+		if err := catchUpAll(tx, chunk); err != nil {
+			return 0, nil, Sum{}, err
+		}
+		if err := keepAll(tx, chunk, now); err != nil {
+			return 0, nil, Sum{}, err
+		}
+		evs = append(evs, balanceEventsOf(chunk, ladder, now)...)
+	}
+	if err := insertEvents(tx, evs); err != nil {
 		return 0, nil, Sum{}, err
 	}
 	return int64(len(entries)), members, points, nil
@@ -1035,26 +1102,18 @@ func touchBalances(tx *gorm.DB, cond string, args ...any) error {
 // binds at most 32,766 values; four per event).
 const eventChunk = 500
 
-// expiredEvents emits points.expired for the expire entries (in the
-// order given), eventChunk to a multi-row insert.
-func expiredEvents(tx *gorm.DB, entries []entryRow, now time.Time) error {
-	evs := make([]newEvent, 0, min(len(entries), eventChunk))
-	for len(entries) > 0 {
-		chunk := entries[:min(len(entries), eventChunk)]
-		entries = entries[len(chunk):]
-		evs = evs[:0]
-		for _, e := range chunk {
-			ev, err := eventOf(EventPointsExpired, &e.MemberID, now, entryFromRow(e))
-			if err != nil {
-				return err
-			}
-			evs = append(evs, ev)
+// expiredEvents is points.expired of each expire entry, in the order
+// given.
+func expiredEvents(entries []entryRow, now time.Time) ([]newEvent, error) {
+	evs := make([]newEvent, 0, len(entries))
+	for _, e := range entries {
+		ev, err := eventOf(EventPointsExpired, &e.MemberID, now, entryFromRow(e))
+		if err != nil {
+			return nil, err
 		}
-		if err := appendEvents(tx, evs...); err != nil {
-			return err
-		}
+		evs = append(evs, ev)
 	}
-	return nil
+	return evs, nil
 }
 
 // balanceEvents emits balance.changed for the members in ids, whose
