@@ -896,8 +896,9 @@ type expiryBatch struct {
 // next batch b of lots whose points lapsed by asOf (lapseSQL), at now: the
 // entry the ledger listing has shown since the lot lapsed
 // (account.lapsedEntry), its draw and the lot's remainder down to zero,
-// set-based, then the balances moved and kept, one write each (rekeep).
-// The batch is every lapsed lot of the members of the lots picked, so that
+// set-based, then the balances moved and kept, one write each (as rekeep
+// keeps them; each balance row locked and read once, before the lots are
+// closed, and its lots read after). The batch is every lapsed lot of the members of the lots picked, so that
 // a member with several lapsed lots (a catch-up after days without a run)
 // has its kept state brought along once, not once per lot. It returns what
 // it expired and moves b's cursor.
