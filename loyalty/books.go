@@ -877,20 +877,32 @@ func bulkCredit(tx *gorm.DB, prog *Program, now time.Time, c BulkCredit) error {
 	return rekeep(tx, prog, moves, now)
 }
 
-// expiryBatch is where a run of bulkExpire has got to: the next batch
-// starts from up to limit lapsed lots past the cursor, in the order an
-// index serves them (the open lots by expires_at under the lot policy; by
-// id under the inactivity policy, whose lapsed lots an idle member's
-// balance selects), and takes every lapsed lot of their members. A batch
+// expiryBatch is where a run of bulkExpire has got to. A run picks up to
+// expiryWindow lapsed lots past the cursor, in the order an index serves
+// them (the open lots by expires_at under the lot policy; by id under the
+// inactivity policy, whose lapsed lots an idle member's balance selects),
+// and queues their members in member order; each batch takes the next
+// limit members of the queue and every lapsed lot of theirs. A batch
 // closes every lot it takes, so the cursor only saves the index the walk
-// over what earlier batches closed; done is set once a pick found fewer
-// than limit lots, when none is left.
+// over what earlier batches closed; done is set once the queue is empty
+// and a pick found fewer than expiryWindow lots, when none is left.
 type expiryBatch struct {
 	limit   int
 	afterAt *time.Time
 	afterID string
-	done    bool
+	// queue holds the members of the lots picked last, in member order,
+	// that no batch has taken yet; exhausted is set once a pick found
+	// fewer than expiryWindow lots.
+	queue     []string
+	exhausted bool
+	done      bool
 }
+
+// expiryWindow is how many lots due an expiry run picks at a time: their
+// members are then expired limit at a time in member order, so that
+// consecutive batches read neighbouring pages of the member-keyed tables
+// and indexes rather than pages all over them.
+var expiryWindow = 20000
 
 // bulkExpire writes one expire entry for the remainder of every lot of the
 // next batch b of lots whose points lapsed by asOf (lapseSQL), at now: the
@@ -917,26 +929,37 @@ func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time, b
 		pick += " AND l.id > @after_id"
 		x.args["after_id"] = b.afterID
 	}
-	var picked []struct {
-		ID        string
-		MemberID  string
-		ExpiresAt *time.Time
+	if len(b.queue) == 0 {
+		if b.exhausted {
+			b.done = true
+			return 0, nil, Sum{}, nil
+		}
+		var picked []struct {
+			ID        string
+			MemberID  string
+			ExpiresAt *time.Time
+		}
+		if err := tx.Raw(`SELECT l.id, l.member_id, l.expires_at FROM `+x.from+` WHERE `+pick+` ORDER BY `+order+` LIMIT `+strconv.Itoa(expiryWindow),
+			x.args).Scan(&picked).Error; err != nil {
+			return 0, nil, Sum{}, err
+		}
+		b.exhausted = len(picked) < expiryWindow
+		if len(picked) == 0 {
+			b.done = true
+			return 0, nil, Sum{}, nil
+		}
+		last := picked[len(picked)-1]
+		b.afterAt, b.afterID = last.ExpiresAt, last.ID
+		ids := make([]string, len(picked))
+		for i, l := range picked {
+			ids[i] = l.MemberID
+		}
+		b.queue = sortedUnique(ids)
 	}
-	if err := tx.Raw(`SELECT l.id, l.member_id, l.expires_at FROM `+x.from+` WHERE `+pick+` ORDER BY `+order+` LIMIT `+strconv.Itoa(b.limit),
-		x.args).Scan(&picked).Error; err != nil {
-		return 0, nil, Sum{}, err
-	}
-	b.done = len(picked) < b.limit
-	if len(picked) == 0 {
-		return 0, nil, Sum{}, nil
-	}
-	last := picked[len(picked)-1]
-	b.afterAt, b.afterID = last.ExpiresAt, last.ID
-	ids := make([]string, len(picked))
-	for i, l := range picked {
-		ids[i] = l.MemberID
-	}
-	x.args["members"] = sortedUnique(ids)
+	n := min(b.limit, len(b.queue))
+	x.args["members"] = b.queue[:n]
+	b.queue = b.queue[n:]
+	b.done = b.exhausted && len(b.queue) == 0
 	// Lock their balances, in one order, before touching lots, and read
 	// them (lockRows: a balance is locked and read once a batch); then,
 	// under the locks (nothing changes a member's lots without its

@@ -8,10 +8,10 @@ import (
 	"gorm.io/gorm"
 )
 
-// An expiry run's batches: the first picks expiryBatchLots lots due, and
-// each next one picks twice as many while a batch takes less than half of
-// expiryBatchTime, half as many once one takes longer, between
-// expiryBatchLots/4 and expiryBatchMax. A batch holds the locks of its
+// An expiry run's batches (see expiryBatch): the first takes the lapsed
+// lots of expiryBatchLots members, and each next one twice as many members
+// while a batch takes less than half of expiryBatchTime, half as many once
+// one takes longer, between expiryBatchLots/4 and expiryBatchMax. A batch holds the locks of its
 // members' balances until it commits, so a till buying for one of them
 // waits for at most about expiryBatchTime, and bigger batches spread a
 // batch's round trips and commit over more lots. (At 100 ms a batch

@@ -59,12 +59,13 @@ func DrawOrders(db *gorm.DB, memberID string, now time.Time, pending bool) (bySQ
 	return bySQL, byGo, nil
 }
 
-// SetExpiryBatchLots sets the lots each batch of an expiry run picks (its
-// first and its most), until the returned func restores them.
+// SetExpiryBatchLots sets the lots an expiry run picks at a time and the
+// members each of its batches takes (its first and its most), until the
+// returned func restores them.
 func SetExpiryBatchLots(n int) (restore func()) {
-	old, oldMax := expiryBatchLots, expiryBatchMax
-	expiryBatchLots, expiryBatchMax = n, n
-	return func() { expiryBatchLots, expiryBatchMax = old, oldMax }
+	old, oldMax, oldWindow := expiryBatchLots, expiryBatchMax, expiryWindow
+	expiryBatchLots, expiryBatchMax, expiryWindow = n, n, n
+	return func() { expiryBatchLots, expiryBatchMax, expiryWindow = old, oldMax, oldWindow }
 }
 
 // ImportChunk is the rows of one import chunk.
