@@ -758,13 +758,7 @@ func lockKeptMany(tx *gorm.DB, ids []string, prog *Program, now time.Time, moves
 	if err != nil {
 		return nil, err
 	}
-	if err := moveAll(accts, moves); err != nil {
-		return nil, err
-	}
-	if err := catchUpAll(tx, accts); err != nil {
-		return nil, err
-	}
-	return accts, nil
+	return accts, moveAndCatchUp(tx, accts, moves)
 }
 
 // lockRows is the first half of lockKeptMany: the balance rows of ids
@@ -811,8 +805,10 @@ func lockRows(tx *gorm.DB, ids []string, prog *Program, now time.Time) ([]*accou
 	return accts, nil
 }
 
-// moveAll makes each account's entry of moves (if any) on its row.
-func moveAll(accts []*account, moves map[string]balanceMove) error {
+// moveAndCatchUp makes each account's entry of moves (if any) on its row
+// and brings the accounts' kept state to now (catchUpAll): the second half
+// of lockKeptMany.
+func moveAndCatchUp(tx *gorm.DB, accts []*account, moves map[string]balanceMove) error {
 	for _, a := range accts {
 		if m, ok := moves[a.member.ID]; ok {
 			if err := a.move(m); err != nil {
@@ -820,7 +816,7 @@ func moveAll(accts []*account, moves map[string]balanceMove) error {
 			}
 		}
 	}
-	return nil
+	return catchUpAll(tx, accts)
 }
 
 // lockManySQL is lockSQLite over a list of members, in member order.
@@ -910,11 +906,12 @@ var expiryWindow = 20000
 // (account.lapsedEntry), its draw and the lot's remainder down to zero,
 // set-based, then the balances moved and kept, one write each (as rekeep
 // keeps them; each balance row locked and read once, before the lots are
-// closed, and its lots read after). The batch is every lapsed lot of the members of the lots picked, so that
-// a member with several lapsed lots (a catch-up after days without a run)
-// has its kept state brought along once, not once per lot. It returns what
-// it expired and moves b's cursor.
-func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time, b *expiryBatch) (lots int64, members []string, points Sum, err error) {
+// closed, and its lots read after). The batch is every lapsed lot of its
+// members, so that a member with several lapsed lots (a catch-up after
+// days without a run) has its kept state brought along once, not once per
+// lot. ladder is the tiers' ladder of prog's settings, for the balances'
+// events. It returns what it expired and moves b's queue and cursor.
+func bulkExpire(tx *gorm.DB, prog *Program, ladder tiers.Ladder, asOf, now time.Time, b *expiryBatch) (lots int64, members []string, points Sum, err error) {
 	x := lapseSQL(tx.Dialector.Name(), prog, asOf)
 	x.args["now"] = now
 	// The pick, by index and without locks: the members of the next lots due.
@@ -995,10 +992,6 @@ func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time, b
 	// The balances moved and kept, caught up from their lots as closed;
 	// then the events in one insert an eventChunk: points.expired, each
 	// expire entry as the ledger stored it, and each balance.changed.
-	_, ladder, err := loadTiers(tx)
-	if err != nil {
-		return 0, nil, Sum{}, err
-	}
 	moves := expiryMoves(entries)
 	moved := make([]*account, 0, len(moves))
 	for _, a := range accts {
@@ -1013,10 +1006,7 @@ func bulkExpire(tx *gorm.DB, store *Store, prog *Program, asOf, now time.Time, b
 	for len(moved) > 0 {
 		chunk := moved[:min(len(moved), keepChunk)]
 		moved = moved[len(chunk):]
-		if err := moveAll(chunk, moves); err != nil {
-			return 0, nil, Sum{}, err
-		}
-		if err := catchUpAll(tx, chunk); err != nil {
+		if err := moveAndCatchUp(tx, chunk, moves); err != nil {
 			return 0, nil, Sum{}, err
 		}
 		if err := keepAll(tx, chunk, now); err != nil {

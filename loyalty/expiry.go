@@ -76,12 +76,12 @@ func (s *Service) ExpirePoints(ctx context.Context, asOf time.Time) (ExpirySumma
 		err = s.store.writeSerial(ctx, func(tx *gorm.DB) error {
 			n = ExpirySummary{}
 			cursor = *b
-			prog, err := loadProgram(tx)
+			cfg, err := loadSettings(tx)
 			if err != nil {
 				return err
 			}
-			n.Policy = prog.ExpiryPolicy
-			n.Lots, ids, n.Points, err = bulkExpire(tx, s.store, prog, asOf, ts(s.now()), &cursor)
+			n.Policy = cfg.prog.ExpiryPolicy
+			n.Lots, ids, n.Points, err = bulkExpire(tx, cfg.prog, cfg.ladder, asOf, ts(s.now()), &cursor)
 			return err
 		})
 		if err != nil {
