@@ -8,28 +8,30 @@ import (
 	"gorm.io/gorm"
 )
 
-// An expiry run's batches (see expiryBatch): the first takes the lapsed
-// lots of expiryBatchLots members, and each next one twice as many members
-// while a batch takes less than half of expiryBatchTime, half as many once
-// one takes longer, between expiryBatchLots/4 and expiryBatchMax. A batch holds the locks of its
+// An expiry run's batches (see expiryBatch), counted in members: the first
+// takes the lapsed lots of expiryBatchMembers members, and each next one
+// twice as many members while a batch takes less than half of
+// expiryBatchTime, half as many once one takes longer, between
+// expiryBatchMembers/4 and expiryBatchMax. A batch holds the locks of its
 // members' balances until it commits, so a till buying for one of them
 // waits for at most about expiryBatchTime, and bigger batches spread a
 // batch's round trips and commit over more lots. (At 100 ms a batch
 // locked up to 2,000 members; on a base of 100,000, 2% of them at a
 // time.) (Variables for tests of runs over many batches.)
 var (
-	expiryBatchLots = 250
-	expiryBatchMax  = 2000
-	expiryBatchTime = 20 * time.Millisecond
+	expiryBatchMembers = 250
+	expiryBatchMax     = 2000
+	expiryBatchTime    = 20 * time.Millisecond
 )
 
-// nextExpiryLimit is the pick limit after a batch of limit took took.
+// nextExpiryLimit is the members the next batch takes after a batch of
+// limit members took took.
 func nextExpiryLimit(limit int, took time.Duration) int {
 	switch {
 	case took < expiryBatchTime/2:
-		return min(2*limit, max(expiryBatchMax, expiryBatchLots))
+		return min(2*limit, max(expiryBatchMax, expiryBatchMembers))
 	case took > expiryBatchTime:
-		return max(limit/2, expiryBatchLots/4, 1)
+		return max(limit/2, expiryBatchMembers/4, 1)
 	}
 	return limit
 }
@@ -66,7 +68,7 @@ func (s *Service) ExpirePoints(ctx context.Context, asOf time.Time) (ExpirySumma
 	// Batches, each committed on its own: the balances a batch locks are
 	// held for one batch, not the whole run, and a run that stops part way
 	// leaves closed lots that the next run skips.
-	b := &expiryBatch{limit: expiryBatchLots}
+	b := &expiryBatch{limit: expiryBatchMembers}
 	members := map[string]struct{}{}
 	for {
 		var n ExpirySummary

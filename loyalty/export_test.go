@@ -59,13 +59,13 @@ func DrawOrders(db *gorm.DB, memberID string, now time.Time, pending bool) (bySQ
 	return bySQL, byGo, nil
 }
 
-// SetExpiryBatchLots sets the lots an expiry run picks at a time and the
-// members each of its batches takes (its first and its most), until the
-// returned func restores them.
-func SetExpiryBatchLots(n int) (restore func()) {
-	old, oldMax, oldWindow := expiryBatchLots, expiryBatchMax, expiryWindow
-	expiryBatchLots, expiryBatchMax, expiryWindow = n, n, n
-	return func() { expiryBatchLots, expiryBatchMax, expiryWindow = old, oldMax, oldWindow }
+// SetExpiryBatch sets both the lots an expiry run picks at a time and the
+// members each of its batches takes (its first and its most) to n, until
+// the returned func restores them.
+func SetExpiryBatch(n int) (restore func()) {
+	old, oldMax, oldWindow := expiryBatchMembers, expiryBatchMax, expiryWindow
+	expiryBatchMembers, expiryBatchMax, expiryWindow = n, n, n
+	return func() { expiryBatchMembers, expiryBatchMax, expiryWindow = old, oldMax, oldWindow }
 }
 
 // ImportChunk is the rows of one import chunk.

@@ -273,7 +273,7 @@ func TestBalanceReadIsOneRowAfterTheExpiryRun(t *testing.T) {
 // balance as a read computed afresh gives it, and that a second run for the
 // same as_of expires nothing.
 func TestExpiryRunInBatches(t *testing.T) {
-	defer loyalty.SetExpiryBatchLots(3)()
+	defer loyalty.SetExpiryBatch(3)()
 	loyaltytest.Each(t, func(t *testing.T, dialect string) {
 		pending, days, policy := 0, 365, loyalty.ExpiryLot
 		e := newOracleEnv(t, dialect, loyalty.ProgramPatch{PendingDays: &pending, ExpiryPolicy: &policy, ExpiryDays: &days})
@@ -332,7 +332,7 @@ func TestExpiryRunInBatches(t *testing.T) {
 // page of members for every lot a run closed. A row's xmax names the last
 // transaction that locked or changed it.
 func TestExpiryWritesEachBalanceOnce(t *testing.T) {
-	defer loyalty.SetExpiryBatchLots(2)()
+	defer loyalty.SetExpiryBatch(2)()
 	pending, days, policy := 0, 365, loyalty.ExpiryLot
 	e := newOracleEnv(t, loyalty.Postgres, loyalty.ProgramPatch{PendingDays: &pending, ExpiryPolicy: &policy, ExpiryDays: &days})
 	db := e.store.DB()

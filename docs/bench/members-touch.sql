@@ -15,14 +15,11 @@
 --   PGOPTIONS='-c search_path=b1m' pgbench -h 127.0.0.1 -U postgres -n -f docs/bench/members-touch.sql \
 --     -D members=1000000 -t 60 -c 1 postgres
 BEGIN;
-WITH g AS (SELECT DISTINCT (1 + floor(random() * :members))::bigint AS g FROM generate_series(1, 50)),
-ids AS (SELECT overlay(overlay(overlay(md5('m' || g) PLACING lpad(to_hex(floor(extract(epoch FROM
+CREATE TEMP TABLE ids ON COMMIT DROP AS
+  WITH g AS (SELECT DISTINCT (1 + floor(random() * :members))::bigint AS g FROM generate_series(1, 50))
+  SELECT overlay(overlay(overlay(md5('m' || g) PLACING lpad(to_hex(floor(extract(epoch FROM
     '2024-01-01'::timestamptz + (g % 700) * interval '1 day') * 1000)::bigint), 12, '0') FROM 1 FOR 12)
-    PLACING '7' FROM 13 FOR 1) PLACING '8' FROM 17 FOR 1)::uuid::text AS id FROM g)
+    PLACING '7' FROM 13 FOR 1) PLACING '8' FROM 17 FOR 1)::uuid::text AS id FROM g;
 UPDATE member_balances b SET updated_at = now() FROM ids WHERE b.member_id = ids.id;
-WITH g AS (SELECT DISTINCT (1 + floor(random() * :members))::bigint AS g FROM generate_series(1, 50)),
-ids AS (SELECT overlay(overlay(overlay(md5('m' || g) PLACING lpad(to_hex(floor(extract(epoch FROM
-    '2024-01-01'::timestamptz + (g % 700) * interval '1 day') * 1000)::bigint), 12, '0') FROM 1 FOR 12)
-    PLACING '7' FROM 13 FOR 1) PLACING '8' FROM 17 FOR 1)::uuid::text AS id FROM g)
 UPDATE members m SET updated_at = now() FROM ids WHERE m.id = ids.id;
 COMMIT;
