@@ -25,7 +25,7 @@ var (
 )
 
 // nextExpiryLimit is the members the next batch takes after a batch of
-// limit members took took.
+// limit members ran for took.
 func nextExpiryLimit(limit int, took time.Duration) int {
 	switch {
 	case took < expiryBatchTime/2:
