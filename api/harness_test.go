@@ -200,6 +200,17 @@ func (e *env) checkLedger() {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	// Each balance row's copy of its member's tier (migration 00042) is
+	// the member's.
+	var copies []struct{ MemberID, Member, Balance string }
+	if err := e.store.DB().Raw(`SELECT m.id AS member_id, COALESCE(m.tier_code, '-') AS member, COALESCE(b.tier_code, '-') AS balance
+		FROM members m JOIN member_balances b ON b.member_id = m.id
+		WHERE COALESCE(m.tier_code, '-') <> COALESCE(b.tier_code, '-')`).Scan(&copies).Error; err != nil {
+		e.t.Fatal(err)
+	}
+	for _, c := range copies {
+		e.t.Errorf("member %s: tier %s, its balance row's copy %s", c.MemberID, c.Member, c.Balance)
+	}
 	for _, r := range rows {
 		if r.Points != r.Ledger || r.Lots-r.Debt != r.Ledger {
 			e.t.Errorf("member %s: cached %d, ledger %d, lots %d - debt %d", r.MemberID, r.Points, r.Ledger, r.Lots, r.Debt)

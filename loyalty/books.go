@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -56,7 +55,8 @@ func (a *account) emitBalance(tx *gorm.DB) error {
 	return emit(tx, balanceEvent(a.view(set.ladder), nil, a.now))
 }
 
-// openBalance writes the balance row of a member enrolled at now.
+// openBalance writes the balance row of a member enrolled at now; its copy
+// of the member's tier is the insert's trigger's (migration 00042).
 func openBalance(tx *gorm.DB, memberID string, now time.Time) error {
 	return tx.Create(&balanceRow{MemberID: memberID, Version: 1, UpdatedAt: now, AsOf: now, ExpiringSoon: "[]"}).Error
 }
@@ -744,15 +744,18 @@ func sortedUnique(ids []string) []string {
 }
 
 // lockKeptMany is lockKept for many members at once: their balance rows
-// locked and read with their members in one statement, in member order,
-// each moved by its entry of moves (if any), and the open lots and window
-// purchases of those whose kept state is not fresh read in one statement
-// each. A member of ids with no balance row is not_found, as in lockKept.
+// locked and read in one statement, in member order, each moved by its
+// entry of moves (if any), and the open lots and window purchases of those
+// whose kept state is not fresh read in one statement each. A member of
+// ids with no balance row is not_found, as in lockKept.
 //
-// Only the balance rows are locked: what the accounts show of the member
-// (its tier) changes only under its balance's lock, and a lock on the
-// member's row writes its page to the WAL, a page of members for every
-// member a job keeps, which nothing here needs.
+// Only the balance rows are read and locked: of the member, the accounts
+// need its id and its tier, which the balance row keeps too (migration
+// 00042's triggers copy it there) and which changes only under the
+// balance's lock. A lock on the member's row writes its page to the WAL,
+// and reading it reads a page of members and a leaf of its key for every
+// member a job keeps: at a million members, from outside shared_buffers
+// for nearly every lot a day's expiry closed.
 func lockKeptMany(tx *gorm.DB, ids []string, prog *Program, now time.Time, moves map[string]balanceMove) ([]*account, error) {
 	accts, err := lockRows(tx, ids, prog, now)
 	if err != nil {
@@ -762,12 +765,13 @@ func lockKeptMany(tx *gorm.DB, ids []string, prog *Program, now time.Time, moves
 }
 
 // lockRows is the first half of lockKeptMany: the balance rows of ids
-// locked and read with their members, in member order, neither moved nor
-// caught up. A member of ids with no balance row is not_found.
+// locked and read, in member order, neither moved nor caught up; of each
+// member, the account holds its id and tier. A member of ids with no
+// balance row is not_found.
 func lockRows(tx *gorm.DB, ids []string, prog *Program, now time.Time) ([]*account, error) {
 	q := lockManySQL
 	if tx.Dialector.Name() == Postgres {
-		q += " FOR NO KEY UPDATE OF b"
+		q += " FOR NO KEY UPDATE"
 	}
 	rows, err := tx.Raw(q, ids).Rows()
 	if err != nil {
@@ -778,10 +782,13 @@ func lockRows(tx *gorm.DB, ids []string, prog *Program, now time.Time) ([]*accou
 	for rows.Next() {
 		a := &account{prog: prog, now: now}
 		var version int64
-		if err := rows.Scan(a.lockedDest(&version)...); err != nil {
+		b := &a.balance
+		if err := rows.Scan(&b.MemberID, &a.member.TierCode, &b.Points, &b.Debt, &b.LifetimeEarned, &b.LifetimeRedeemed,
+			&b.LastActivityAt, &b.Version, &b.UpdatedAt, &b.OpenAvailable, &b.OpenPending, &b.QualifyingSpend,
+			&b.ExpiringSoon, &b.AsOf, &b.NextChangeAt, &b.ConfigVersion, &version); err != nil {
 			return nil, err
 		}
-		a.balance.MemberID = a.member.ID
+		a.member.ID = b.MemberID
 		a.cfg = version
 		accts = append(accts, a)
 	}
@@ -819,8 +826,14 @@ func moveAndCatchUp(tx *gorm.DB, accts []*account, moves map[string]balanceMove)
 	return catchUpAll(tx, accts)
 }
 
-// lockManySQL is lockSQLite over a list of members, in member order.
-var lockManySQL = strings.Replace(lockSQLite, "WHERE b.member_id = ?", "WHERE b.member_id IN ?", 1) + " ORDER BY b.member_id"
+// lockManySQL reads the balance rows of a list of members (lockRows), in
+// member order: those columns of lockSQLite's that a balance row holds,
+// the member's tier from its copy there.
+const lockManySQL = `SELECT b.member_id, b.tier_code,
+		b.points, b.debt, b.lifetime_earned, b.lifetime_redeemed, b.last_activity_at, b.version, b.updated_at,
+		b.open_available, b.open_pending, b.qualifying_spend, b.expiring_soon, b.as_of, b.next_change_at, b.config_version,
+		(SELECT config_version FROM program WHERE id = 1)
+		FROM member_balances b WHERE b.member_id IN ? ORDER BY b.member_id`
 
 // BulkCredit is a set-based credit of the same points to many members,
 // each an entry of Kind and a lot available at once and expiring under the
@@ -1138,14 +1151,15 @@ func balanceEvents(tx *gorm.DB, prog *Program, ids []string, now time.Time) erro
 }
 
 // openBalances writes, set-based, the empty balance rows of the members in
-// ids, enrolled at now (openBalance for many).
+// ids, enrolled at now (openBalance for many), each with its member's tier
+// (which the insert's trigger would otherwise look up a row at a time).
 func openBalances(tx *gorm.DB, ids []string, now time.Time) error {
 	if len(ids) == 0 {
 		return nil
 	}
 	cond, arg := anyOf(tx, "id", ids)
-	return tx.Exec(`INSERT INTO member_balances (member_id, points, debt, lifetime_earned, lifetime_redeemed, version, updated_at, as_of, expiring_soon)
-		SELECT id, 0, 0, 0, 0, 1, ?, ?, '[]' FROM members WHERE `+cond, now, now, arg).Error
+	return tx.Exec(`INSERT INTO member_balances (member_id, points, debt, lifetime_earned, lifetime_redeemed, version, updated_at, as_of, expiring_soon, tier_code)
+		SELECT id, 0, 0, 0, 0, 1, ?, ?, '[]', tier_code FROM members WHERE `+cond, now, now, arg).Error
 }
 
 // OpeningCredit is one member's opening balance migrated by an import: an
