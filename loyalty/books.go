@@ -88,20 +88,27 @@ type account struct {
 // UPDATE a till waited for such a job's whole transaction.
 const (
 	lockSQLite = `SELECT m.id, m.external_id, m.email, m.phone, m.first_name, m.last_name, m.birthday, m.timezone, m.status,
-		m.tier_code, m.tier_since, m.churn_risk, m.enrolled_at, m.updated_at,
-		b.points, b.debt, b.lifetime_earned, b.lifetime_redeemed, b.last_activity_at, b.version, b.updated_at,
-		b.open_available, b.open_pending, b.qualifying_spend, b.expiring_soon, b.as_of, b.next_change_at, b.config_version,
-		(SELECT config_version FROM program WHERE id = 1)
+		m.tier_code, m.tier_since, m.churn_risk, m.enrolled_at, m.updated_at, ` + balanceColumns + `
 		FROM member_balances b JOIN members m ON m.id = b.member_id WHERE b.member_id = ?`
 	lockSQL = lockSQLite + " FOR NO KEY UPDATE OF b, m"
+	// balanceColumns are what the lock statements read of a balance row b
+	// (balanceDest), then the current config_version.
+	balanceColumns = `b.points, b.debt, b.lifetime_earned, b.lifetime_redeemed, b.last_activity_at, b.version, b.updated_at,
+		b.open_available, b.open_pending, b.qualifying_spend, b.expiring_soon, b.as_of, b.next_change_at, b.config_version,
+		(SELECT config_version FROM program WHERE id = 1)`
 )
 
 // lockedDest is where a row of lockSQL scans to.
 func (a *account) lockedDest(version *int64) []any {
-	m, b := &a.member, &a.balance
-	return []any{&m.ID, &m.ExternalID, &m.Email, &m.Phone, &m.FirstName, &m.LastName, &m.Birthday, &m.Timezone,
-		&m.Status, &m.TierCode, &m.TierSince, &m.ChurnRisk, &m.EnrolledAt, &m.UpdatedAt,
-		&b.Points, &b.Debt, &b.LifetimeEarned, &b.LifetimeRedeemed, &b.LastActivityAt, &b.Version, &b.UpdatedAt,
+	m := &a.member
+	return append([]any{&m.ID, &m.ExternalID, &m.Email, &m.Phone, &m.FirstName, &m.LastName, &m.Birthday, &m.Timezone,
+		&m.Status, &m.TierCode, &m.TierSince, &m.ChurnRisk, &m.EnrolledAt, &m.UpdatedAt}, a.balanceDest(version)...)
+}
+
+// balanceDest is where balanceColumns scan to.
+func (a *account) balanceDest(version *int64) []any {
+	b := &a.balance
+	return []any{&b.Points, &b.Debt, &b.LifetimeEarned, &b.LifetimeRedeemed, &b.LastActivityAt, &b.Version, &b.UpdatedAt,
 		&b.OpenAvailable, &b.OpenPending, &b.QualifyingSpend, &b.ExpiringSoon, &b.AsOf, &b.NextChangeAt, &b.ConfigVersion,
 		version}
 }
@@ -782,13 +789,10 @@ func lockRows(tx *gorm.DB, ids []string, prog *Program, now time.Time) ([]*accou
 	for rows.Next() {
 		a := &account{prog: prog, now: now}
 		var version int64
-		b := &a.balance
-		if err := rows.Scan(&b.MemberID, &a.member.TierCode, &b.Points, &b.Debt, &b.LifetimeEarned, &b.LifetimeRedeemed,
-			&b.LastActivityAt, &b.Version, &b.UpdatedAt, &b.OpenAvailable, &b.OpenPending, &b.QualifyingSpend,
-			&b.ExpiringSoon, &b.AsOf, &b.NextChangeAt, &b.ConfigVersion, &version); err != nil {
+		if err := rows.Scan(append([]any{&a.member.ID, &a.member.TierCode}, a.balanceDest(&version)...)...); err != nil {
 			return nil, err
 		}
-		a.member.ID = b.MemberID
+		a.balance.MemberID = a.member.ID
 		a.cfg = version
 		accts = append(accts, a)
 	}
@@ -827,12 +831,8 @@ func moveAndCatchUp(tx *gorm.DB, accts []*account, moves map[string]balanceMove)
 }
 
 // lockManySQL reads the balance rows of a list of members (lockRows), in
-// member order: those columns of lockSQLite's that a balance row holds,
-// the member's tier from its copy there.
-const lockManySQL = `SELECT b.member_id, b.tier_code,
-		b.points, b.debt, b.lifetime_earned, b.lifetime_redeemed, b.last_activity_at, b.version, b.updated_at,
-		b.open_available, b.open_pending, b.qualifying_spend, b.expiring_soon, b.as_of, b.next_change_at, b.config_version,
-		(SELECT config_version FROM program WHERE id = 1)
+// member order, with the member's id and its tier from the row's copy.
+const lockManySQL = `SELECT b.member_id, b.tier_code, ` + balanceColumns + `
 		FROM member_balances b WHERE b.member_id IN ? ORDER BY b.member_id`
 
 // BulkCredit is a set-based credit of the same points to many members,
