@@ -56,6 +56,9 @@ func ReadDB(s *Store) *gorm.DB { return s.r }
 // SetRestartFrames sets the WAL length past which s's writer restarts it.
 func SetRestartFrames(s *Store, n int64) { s.ckpt.restartAt.Store(n) }
 
+// Checkpoint runs one of s's PASSIVE checkpoints now, as its ticker does.
+func Checkpoint(s *Store) { s.ckpt.checkpoint() }
+
 // OnWriter runs fn as one write of s's committer: alone in its
 // transaction, as a job's or an import's write, or in a group, as a till's.
 func OnWriter(ctx context.Context, s *Store, alone bool, fn func(tx *gorm.DB) error) error {
