@@ -482,13 +482,11 @@ func latenciesOf(ds []time.Duration) latencies {
 	return latencies{n: len(all), p50: all[len(all)/2], p99: p99(all), max: all[len(all)-1], inOrder: ds}
 }
 
-// loadAverage is the one-minute load average of the machine, where
-// /proc/loadavg has it.
-// machinePace times, three times with nothing else running, a statement
-// that takes one core of the server and nothing else: 300,000 short
-// strings made and sorted in memory, under the database's collation, as
-// the jobs' sorts of member ids are. Nothing is read from a table or
-// written. The same code's night has taken twice as long in one
+// machinePace times, three times between the tills' quiet spell and a
+// night, a statement that takes one core of the server and nothing else:
+// 300,000 short strings made and sorted in memory, under the database's
+// collation, as the jobs' sorts of member ids are. Nothing is read from a
+// table or written. The same code's night has taken twice as long in one
 // hour as in another on the same machine; the pace beside each night tells
 // such an hour from a change in the code.
 func machinePace(b *testing.B, db *gorm.DB) string {
@@ -514,6 +512,8 @@ func machinePace(b *testing.B, db *gorm.DB) string {
 		float64(took[1].Microseconds())/1000, float64(took[0].Microseconds())/1000, float64(took[1].Microseconds())/1000, float64(took[2].Microseconds())/1000)
 }
 
+// loadAverage is the one-minute load average of the machine, where
+// /proc/loadavg has it.
 func loadAverage() string {
 	b, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
