@@ -151,9 +151,10 @@ func TestChurnSummariesFollowHistory(t *testing.T) {
 	})
 }
 
-// tableShape lists a table's columns (type, NOT NULL, default), indexes,
-// constraints and persistence on PostgreSQL (nil on SQLite): what a job
-// that swaps in a new table must make again as the migrations made them.
+// tableShape lists a table's columns (type, collation, NOT NULL,
+// default), indexes, constraints and persistence on PostgreSQL (nil on
+// SQLite): what a job that swaps in a new table must make again as the
+// migrations made them.
 func tableShape(t *testing.T, e *env, table string) []string {
 	t.Helper()
 	if e.store.Dialect != loyalty.Postgres {
@@ -163,6 +164,7 @@ func tableShape(t *testing.T, e *env, table string) []string {
 	if err := e.store.DB().Raw(`SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND tablename = ?
 		UNION ALL SELECT conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = CAST(? AS regclass)
 		UNION ALL SELECT 'column ' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+			|| COALESCE(' COLLATE ' || CAST(CAST(NULLIF(a.attcollation, 0) AS regcollation) AS text), '')
 			|| CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END || COALESCE(' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid), '')
 			FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 			WHERE a.attrelid = CAST(? AS regclass) AND a.attnum > 0 AND NOT a.attisdropped
