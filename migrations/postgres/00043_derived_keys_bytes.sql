@@ -17,3 +17,6 @@ ALTER TABLE member_churn ALTER COLUMN member_id TYPE text COLLATE "C";
 ALTER TABLE member_segments ALTER COLUMN member_id TYPE text COLLATE "default",
 	ALTER COLUMN segment_code TYPE text COLLATE "default";
 ALTER TABLE member_churn ALTER COLUMN member_id TYPE text COLLATE "default";
+-- The risk index is built again with the column's collation: as 00037 made it.
+DROP INDEX member_churn_risk;
+CREATE INDEX member_churn_risk ON member_churn (churn_risk COLLATE "C" DESC, member_id COLLATE "C");
