@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"slices"
@@ -267,6 +268,18 @@ func BenchmarkJobsAtScale(b *testing.B) {
 		b.Fatal(err)
 	}
 	tills := &tillLoad{svc: svc, ids: ids, run: time.Now().UnixNano()}
+	// LOYALTY_BENCH_TILLS_LOG=file: every purchase of the tills, when it
+	// was sent and how long it took, to be read beside the server's
+	// statement log (log_min_duration_statement): which of a job's
+	// statements the slow purchases met.
+	if path := os.Getenv("LOYALTY_BENCH_TILLS_LOG"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		tills.log = f
+	}
 	// The tills' latencies with no job running, the yardstick of those
 	// during each job: 10 s after 2 s that warm the caches and the pool
 	// (the first purchases after the seed or a day's load are slow).
@@ -280,9 +293,10 @@ func BenchmarkJobsAtScale(b *testing.B) {
 	idle := quiet("before the first night")
 	// LOYALTY_BENCH_BURN=n: the tills beside a statement that only takes
 	// a core for n seconds (a PL/pgSQL loop: no engine, no rows, no
-	// locks, no I/O), and beside two at once (a statement in parallel
-	// workers): what any job that keeps a core busy costs them on this
-	// machine; then beside one that keeps it busy a part of the time.
+	// locks, no I/O), beside a goroutine of the engine's that does the
+	// same, and beside two statements at once: what any job that keeps a
+	// core busy costs them on this machine; then beside one that keeps it
+	// busy a part of the time.
 	if secs := envInt("LOYALTY_BENCH_BURN", 0); secs > 0 {
 		burn := fmt.Sprintf(`DO $$ DECLARE t timestamptz := clock_timestamp(); BEGIN
 			WHILE clock_timestamp() < t + interval '%d seconds' LOOP PERFORM 1; END LOOP; END $$`, secs)
@@ -299,23 +313,41 @@ func BenchmarkJobsAtScale(b *testing.B) {
 					PERFORM pg_sleep(%d / 1000.0);
 				END LOOP; END $$`, secs, rest)
 		}
+		// spin is such a load in the engine's own process: a goroutine
+		// that only takes a core, as the churn scoring's fits do, where
+		// the Go scheduler, not the kernel's, shares the cores with the
+		// tills' goroutines.
+		spin := func() {
+			var x uint64
+			for t := time.Now(); time.Since(t) < time.Duration(secs)*time.Second; {
+				for i := 0; i < 1<<16; i++ {
+					x = x*6364136223846793005 + 1442695040888963407
+				}
+			}
+			sink.Store(x)
+		}
 		loads := []struct {
 			label string
 			stmts []string
+			fn    func()
 		}{
-			{"one statement that only takes a core", []string{burn}},
-			{"two such statements", []string{burn, burn}},
-			{"one taking a core 20 ms in every 40 ms", []string{paced(20)}},
-			{"one taking a core 20 ms in every 80 ms", []string{paced(60)}},
-			{"one taking a core 20 ms in every 200 ms", []string{paced(180)}},
-			{"one taking a core 20 ms in every 400 ms", []string{paced(380)}},
+			{"one statement that only takes a core", []string{burn}, nil},
+			{"a goroutine of the engine's that only takes a core", nil, spin},
+			{"two such statements", []string{burn, burn}, nil},
+			{"one taking a core 20 ms in every 40 ms", []string{paced(20)}, nil},
+			{"one taking a core 20 ms in every 80 ms", []string{paced(60)}, nil},
+			{"one taking a core 20 ms in every 200 ms", []string{paced(180)}, nil},
+			{"one taking a core 20 ms in every 400 ms", []string{paced(380)}, nil},
 		}
 		for _, load := range loads {
-			// Against the same load with no statement running just
-			// before it, over as many purchases, as for a job.
+			// Against the same load with nothing running just before
+			// it, over as many purchases, as for a job.
 			before := tills.justBefore(ctx, b, db)
 			busy := tills.during(ctx, func() {
 				var wg sync.WaitGroup
+				if load.fn != nil {
+					wg.Go(load.fn)
+				}
 				for _, stmt := range load.stmts {
 					wg.Go(func() {
 						if err := db.Exec(stmt).Error; err != nil {
@@ -568,6 +600,7 @@ type tillLoad struct {
 	ids []string // the members' ids, by number
 	seq atomic.Int64
 	run int64 // in the receipts' numbers, unique across runs on a kept schema
+	log io.Writer
 }
 
 // member is the id of the member the kth purchase is for: spread over
@@ -673,6 +706,9 @@ func (t *tillLoad) during(ctx context.Context, fn func()) latencies {
 					continue
 				}
 				mu.Lock()
+				if t.log != nil {
+					fmt.Fprintf(t.log, "%s %.3f\n", t0.UTC().Format("15:04:05.000"), float64(d.Microseconds())/1000)
+				}
 				all = append(all, d)
 				if d > slowest {
 					slowest, slowestAt = d, t0.Add(d)
@@ -765,3 +801,7 @@ func sampleHeap() func() uint64 {
 	}()
 	return func() uint64 { close(done); <-stopped; return peak.Load() }
 }
+
+// sink keeps the spinning goroutine's result, so that its loop is not
+// optimised away.
+var sink atomic.Uint64
