@@ -106,8 +106,8 @@ func Cached(dims int, fg func(g, x []float64) float64) (f func(x []float64) floa
 // in every coordinate, per customer): near the full data's optimum that
 // is a couple of dozen passes. (Held to 1e-7, it took 72–77 passes over a
 // million members' 288,000 and 475,000 distinct summaries, 3.4 s of the
-// churn run, for parameters equal to the sixth digit and a log-likelihood
-// equal to the twelfth.) Where the likelihood has no maximum (it keeps
+// churn run, for parameters equal to four or five digits and a
+// log-likelihood equal to the twelfth.) Where the likelihood has no maximum (it keeps
 // rising along a ridge to the boundary) BFGS is bounded and the best point
 // it reached stands.
 func Polish(x0 []float64, f func(x []float64) float64, grad func(g, x []float64)) (x []float64, fx float64) {
