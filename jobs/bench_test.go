@@ -1,8 +1,10 @@
 package jobs_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -277,8 +279,13 @@ func BenchmarkJobsAtScale(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer f.Close()
-		tills.log = f
+		w := bufio.NewWriter(f)
+		defer func() {
+			if err := errors.Join(w.Flush(), f.Close()); err != nil {
+				b.Error(err)
+			}
+		}()
+		tills.log = w
 	}
 	// The tills' latencies with no job running, the yardstick of those
 	// during each job: 10 s after 2 s that warm the caches and the pool

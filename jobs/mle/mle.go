@@ -102,17 +102,16 @@ func Cached(dims int, fg func(g, x []float64) float64) (f func(x []float64) floa
 
 // Polish returns the point that minimises f from x0, the optimum of a
 // sample of the same data, by BFGS on the closed-form gradient, stopped
-// once it has converged as Minimize means it (a gradient of at most 1e-5
-// in every coordinate, per customer): near the full data's optimum that
-// is a couple of dozen passes. (Held to 1e-7, it took 72–77 passes over a
-// million members' 288,000 and 475,000 distinct summaries, 3.4 s of the
-// churn run, for parameters equal to four or five digits and a
-// log-likelihood equal to the twelfth.) Where the likelihood has no maximum (it keeps
-// rising along a ridge to the boundary) BFGS is bounded and the best point
-// it reached stands.
+// once it has converged as Minimize means it (convergedGradient): near
+// the full data's optimum that is a couple of dozen passes. (Held to
+// 1e-7, it took 72–77 passes over a million members' 288,000 and 475,000
+// distinct summaries, 3.4 s of the churn run, for parameters equal to
+// four or five digits and a log-likelihood equal to the twelfth.) Where
+// the likelihood has no maximum (it keeps rising along a ridge to the
+// boundary) BFGS is bounded and the best point it reached stands.
 func Polish(x0 []float64, f func(x []float64) float64, grad func(g, x []float64)) (x []float64, fx float64) {
 	x, fx = slices.Clone(x0), f(x0)
-	settings := &optimize.Settings{MajorIterations: 200, GradientThreshold: 1e-5, Converger: &optimize.FunctionConverge{Absolute: 1e-12, Iterations: 5}}
+	settings := &optimize.Settings{MajorIterations: 200, GradientThreshold: convergedGradient, Converger: &optimize.FunctionConverge{Absolute: 1e-12, Iterations: 5}}
 	r, _ := optimize.Minimize(optimize.Problem{Func: f, Grad: grad}, x, settings, &optimize.BFGS{})
 	if r != nil && r.F <= fx && !math.IsNaN(r.F) {
 		x, fx = r.X, r.F
@@ -150,13 +149,19 @@ func Minimize(dims int, f func(x []float64) float64, grad func(g, x []float64)) 
 	return x, fx, nil
 }
 
-// converged reports a gradient of at most 1e-5 in every coordinate at x
-// (per customer: the fits divide the log-likelihood by their weight).
+// convergedGradient is the largest gradient, in every coordinate, of a
+// fit that has converged (per customer: the fits divide the
+// log-likelihood by their weight). optimize.Settings' GradientThreshold
+// reads the same, the gradient's largest coordinate.
+const convergedGradient = 1e-5
+
+// converged reports a gradient of at most convergedGradient in every
+// coordinate at x.
 func converged(x []float64, grad func(g, x []float64)) bool {
 	g := make([]float64, len(x))
 	grad(g, x)
 	for _, v := range g {
-		if !(math.Abs(v) <= 1e-5) {
+		if !(math.Abs(v) <= convergedGradient) {
 			return false
 		}
 	}
