@@ -510,8 +510,9 @@ func (r *Runner) ExportSegment(ctx context.Context, code string, row func(cols [
 
 // notActive is a condition that the member whose id is the expression
 // member is not one of the members not active: an anti-join with those
-// few (a hash of a handful of ids) where a join with members would hash
-// every member.
+// few (a hash of a handful of ids, read from the index that holds only
+// them, members_not_active) where a join with members would hash every
+// member.
 func notActive(member string) string {
 	return `NOT EXISTS (SELECT 1 FROM members na WHERE na.id = ` + member + ` AND na.status <> 'active')`
 }
