@@ -372,9 +372,11 @@ func churnCounts(db *gorm.DB, table string, day int64) ([]summaryCount, []gapCou
 	var tuples []summaryCount
 	err := scanRows(db, func(rows *sql.Rows) error {
 		var t summaryCount
-		err := rows.Scan(&t.X, &t.TxDays, &t.TDays, &t.N)
+		if err := rows.Scan(&t.X, &t.TxDays, &t.TDays, &t.N); err != nil {
+			return err
+		}
 		tuples = append(tuples, t)
-		return err
+		return nil
 	}, `SELECT x, tx_days, t_days, COUNT(*) AS n FROM (
 			SELECT x, last_day - first_day AS tx_days, ? - first_day AS t_days FROM `+table+`) s
 		GROUP BY x, tx_days, t_days`, day)
@@ -384,9 +386,11 @@ func churnCounts(db *gorm.DB, table string, day int64) ([]summaryCount, []gapCou
 	var gaps []gapCount
 	err = scanRows(db, func(rows *sql.Rows) error {
 		var g gapCount
-		err := rows.Scan(&g.Gap, &g.N)
+		if err := rows.Scan(&g.Gap, &g.N); err != nil {
+			return err
+		}
 		gaps = append(gaps, g)
-		return err
+		return nil
 	}, `SELECT second_day - first_day AS gap, COUNT(*) AS n FROM `+table+`
 		WHERE second_day IS NOT NULL GROUP BY second_day - first_day ORDER BY gap`)
 	return tuples, gaps, err
@@ -412,8 +416,8 @@ func spendStats(db *gorm.DB, table string, exponent int32) ([]gammagamma.Custome
 
 // scanRows calls scan on each row of the query q with args, which scans
 // the row's columns itself: the driver's scan, without GORM's into a slice
-// of structs by reflection, which at a million members took 0.4 s of the
-// spend pairs' read and allocated 96 MB.
+// of structs by reflection, which at a million members added 0.1–0.4 s to
+// the spend pairs' read (439,849 rows) and allocated 49 MB more.
 func scanRows(db *gorm.DB, scan func(*sql.Rows) error, q string, args ...any) error {
 	rows, err := db.Raw(q, args...).Rows()
 	if err != nil {
