@@ -1349,6 +1349,19 @@ func insertValues(tx *gorm.DB, head string, rows [][]any, suffix string, scan fu
 	return nil
 }
 
+// ScanEach runs the query q with args in db and calls scan on each of its
+// rows, which scans the row's columns itself: the driver's scan, without
+// GORM's into a slice of structs by reflection (a set-based job's reads of
+// hundreds of thousands of rows).
+func ScanEach(db *gorm.DB, scan func(*sql.Rows) error, q string, args ...any) error {
+	rs, err := db.Raw(q, args...).Rows()
+	if err != nil {
+		return err
+	}
+	return scanAll(rs, scan)
+}
+
+// scanAll calls scan on each row of rs, then closes it.
 func scanAll(rs *sql.Rows, scan func(*sql.Rows) error) error {
 	for rs.Next() {
 		if err := scan(rs); err != nil {

@@ -128,9 +128,8 @@ func (s *Service) BirthdayGifts(ctx context.Context, asOf time.Time) (GiftSummar
 		around := birthdaysAround(asOf)
 		var zones []string
 		if err := tx.DB.Raw(`SELECT DISTINCT COALESCE(timezone, '') FROM members
-			WHERE status = 'active' AND birthday IS NOT NULL AND substr(birthday, 6, 5) IN ? AND COALESCE(timezone, '') > ''
-			UNION ALL SELECT '' WHERE EXISTS (SELECT 1 FROM members
-			WHERE status = 'active' AND birthday IS NOT NULL AND substr(birthday, 6, 5) IN ? AND COALESCE(timezone, '') = '')`,
+			WHERE `+bornOn+` AND COALESCE(timezone, '') > ''
+			UNION ALL SELECT '' WHERE EXISTS (SELECT 1 FROM members WHERE `+bornOn+` AND COALESCE(timezone, '') = '')`,
 			around, around).Scan(&zones).Error; err != nil {
 			return err
 		}
@@ -183,6 +182,11 @@ func (s *Service) BirthdayGifts(ctx context.Context, asOf time.Time) (GiftSummar
 	}
 	return sum, nil
 }
+
+// bornOn is the condition that a member of members is active and was born
+// on one of the month-days its argument lists: the partial index
+// members_birthday_day's predicate and first key.
+const bornOn = `status = 'active' AND birthday IS NOT NULL AND substr(birthday, 6, 5) IN ?`
 
 // expireGiftsSQL marks the gifts still available whose claim window ended
 // by its as-of expired, read by the partial index member_gifts_open (the
