@@ -292,8 +292,13 @@ func BenchmarkJobsAtScale(b *testing.B) {
 	// (the first purchases after the seed or a day's load are slow).
 	quiet := func(when string) latencies {
 		tills.during(ctx, func() { time.Sleep(2 * time.Second) })
+		before := readCPU()
 		l := tills.during(ctx, func() { time.Sleep(10 * time.Second) })
+		cpu := readCPU().since(before, l.n)
 		b.Logf("purchases with no job running (%s): %s", when, l)
+		if cpu != "" {
+			b.Logf("the CPU a purchase took with no job running (%s): %s", when, cpu)
+		}
 		b.Logf("the machine's pace (%s): %s", when, machinePace(b, db))
 		return l
 	}
@@ -619,6 +624,33 @@ type latencies struct {
 	p50, p99, max time.Duration
 	inOrder       []time.Duration // as they completed
 	maxAt         time.Time       // when the slowest completed (during), to be found in the server's log
+}
+
+// cpuTimes is the CPU time so far, user and kernel, of the engine's
+// process and of the database server's processes, when the server runs on
+// this machine (serverHere); see readCPU. Four tills keep a share of a
+// two-core machine busy themselves, which is what a job's core takes from
+// them.
+type cpuTimes struct {
+	engine, server [2]time.Duration
+	serverHere     bool
+}
+
+// since is the CPU a purchase took between before and c, n purchases
+// posted meanwhile, or "" when nothing was read.
+func (c cpuTimes) since(before cpuTimes, n int) string {
+	if n == 0 || c.engine[0] == 0 {
+		return ""
+	}
+	each := func(t [2]time.Duration, was [2]time.Duration) string {
+		ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) / float64(n) }
+		return fmt.Sprintf("%.2f ms (%.2f ms in the kernel)", ms(t[0]-was[0]+t[1]-was[1]), ms(t[1]-was[1]))
+	}
+	out := "the engine " + each(c.engine, before.engine)
+	if c.serverHere && before.serverHere {
+		out = "the server " + each(c.server, before.server) + ", " + out
+	}
+	return out
 }
 
 // p99 is the 99th percentile of ds, sorted, as latencies reports it.
