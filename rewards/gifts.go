@@ -149,9 +149,9 @@ func (s *Service) BirthdayGifts(ctx context.Context, asOf time.Time) (GiftSummar
 			if !z.expires.After(tx.Now) {
 				continue // a past day whose gifts could no longer be claimed
 			}
-			if err := tx.DB.Raw(`SELECT m.id FROM members m WHERE m.status = 'active' AND m.birthday IS NOT NULL
-				AND COALESCE(m.timezone, '') = ? AND substr(m.birthday, 6, 5) IN ? AND m.enrolled_at < ? ORDER BY m.id`,
-				zone, z.days, z.endOfDay).Scan(&z.ids).Error; err != nil {
+			if err := tx.DB.Raw(`SELECT id FROM members WHERE `+bornOn+`
+				AND COALESCE(timezone, '') = ? AND enrolled_at < ? ORDER BY id`,
+				z.days, zone, z.endOfDay).Scan(&z.ids).Error; err != nil {
 				return err
 			}
 			plan = append(plan, z)
@@ -183,9 +183,10 @@ func (s *Service) BirthdayGifts(ctx context.Context, asOf time.Time) (GiftSummar
 	return sum, nil
 }
 
-// bornOn is the condition that a member of members is active and was born
-// on one of the month-days its argument lists: the partial index
-// members_birthday_day's predicate and first key.
+// bornOn is the condition that a member row (of members, or the chunk's
+// read of it in giveGifts) is active and was born on one of the month-days
+// its argument lists: on members, the partial index members_birthday_day's
+// predicate and first key.
 const bornOn = `status = 'active' AND birthday IS NOT NULL AND substr(birthday, 6, 5) IN ?`
 
 // expireGiftsSQL marks the gifts still available whose claim window ended
@@ -243,9 +244,8 @@ func (s *Service) giveGifts(tx *loyalty.Tx, year int, days []string, zone string
 		INSERT INTO member_gifts (id, member_id, year, birthday, options, bonus_points, status, expires_at, run_id, created_at)
 		SELECT 'gift:' || m.id || ':' || ?, m.id, ?, m.birthday, ?, ?, 'available', ?, ?, ?
 		FROM m
-		WHERE m.status = 'active' AND m.birthday IS NOT NULL AND COALESCE(m.timezone, '') = ?
-		AND substr(m.birthday, 6, 5) IN ? AND m.enrolled_at < ?`
-	args := []any{ids, strconv.Itoa(year), year, string(options), g.BonusPoints, expires, runID, tx.Now, zone, days, endOfDay}
+		WHERE ` + bornOn + ` AND COALESCE(m.timezone, '') = ? AND m.enrolled_at < ?`
+	args := []any{ids, strconv.Itoa(year), year, string(options), g.BonusPoints, expires, runID, tx.Now, days, zone, endOfDay}
 	if g.BonusPoints > 0 {
 		// A balance the bonus would carry past int64 gets no gift,
 		// rather than failing the run for every member of the day.
