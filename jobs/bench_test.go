@@ -228,6 +228,12 @@ func BenchmarkJobsAtScale(b *testing.B) {
 		store = loyaltytest.MustOpen(b, loyalty.Postgres)
 	}
 	db := store.DB()
+	// LOYALTY_JOBS_CGROUP, as serve takes it (loyalty/jobcgroup.go).
+	if dir, err := store.JobsCgroup(); err != nil {
+		b.Logf("the jobs' backends stay where they are, not in %s: %v", dir, err)
+	} else if dir != "" {
+		b.Logf("the segments', churn scoring's and offers' backends run in the cgroup %s", dir)
+	}
 	start := time.Now()
 	// A schema is seeded once its last step (VACUUM after the balances
 	// and tiers) has run: a seed that failed part way leaves no member

@@ -96,7 +96,8 @@ type OpenOption func(*openOptions)
 
 type openOptions struct {
 	warm       bool
-	writerNice int // WriterNice
+	writerNice int    // WriterNice
+	jobsCgroup string // JobsCgroup
 }
 
 // WarmPool has Open keep every connection of the PostgreSQL pool open from
@@ -177,5 +178,6 @@ func openPostgres(ctx context.Context, rawURL string, cfg *gorm.Config, o openOp
 		sdb.Close()
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	return &Store{Dialect: Postgres, w: db, r: db, sqlDBs: []*sql.DB{sdb}, pg: pool, tracer: tracer}, nil
+	return &Store{Dialect: Postgres, w: db, r: db, sqlDBs: []*sql.DB{sdb}, pg: pool, tracer: tracer,
+		jobs: newJobCgroup(o.jobsCgroup, pcfg.ConnConfig.Host)}, nil
 }

@@ -67,6 +67,9 @@ type Store struct {
 	bulkWALOnce sync.Once
 	// tail is the newest events read from the log (events_tail.go).
 	tail eventTail
+	// jobs moves the derived jobs' backends into an idle cgroup
+	// (jobcgroup.go); nil when none was asked for.
+	jobs *jobCgroup
 }
 
 // Open connects to a database URL: sqlite://PATH or postgres://….
@@ -153,7 +156,7 @@ func Open(ctx context.Context, rawURL string, opts ...OpenOption) (*Store, error
 		cdb.SetMaxOpenConns(1)
 		ckpt := newCheckpointer(cdb, checkpointInterval)
 		return &Store{Dialect: SQLite, w: w, r: r, sqlDBs: []*sql.DB{wdb, rdb, cdb}, pools: []*stmtPool{wpool, rpool},
-			group: newGroupCommitter(w, ckpt, o.writerNice), ckpt: ckpt, Path: path}, nil
+			group: newGroupCommitter(w, ckpt, o.writerNice), ckpt: ckpt, Path: path, jobs: sqliteJobCgroup(o.jobsCgroup)}, nil
 	case strings.HasPrefix(rawURL, "postgres://"), strings.HasPrefix(rawURL, "postgresql://"):
 		return openPostgres(ctx, rawURL, cfg, o)
 	}
@@ -262,9 +265,13 @@ func (s *Store) writeSerial(ctx context.Context, fn func(tx *gorm.DB) error) err
 
 // writeJob is write for a nightly job's transaction: on PostgreSQL its
 // WAL's full-page images are compressed and it runs on one core
-// (bulkSettings).
+// (bulkSettings), and its statements, though not its COMMIT, in the jobs'
+// cgroup where one is configured (jobcgroup.go).
 func (s *Store) writeJob(ctx context.Context, fn func(tx *gorm.DB) error) error {
-	return s.write(ctx, s.bulkSettings(fn))
+	return s.write(ctx, s.bulkSettings(func(tx *gorm.DB) error {
+		defer s.jobs.lower(tx)()
+		return fn(tx)
+	}))
 }
 
 // bulkSettings is fn run after bulkSettle in its transaction.

@@ -47,6 +47,9 @@ type config struct {
 	// WriterNice is the nice value `serve` asks for the SQLite writer's
 	// thread (LOYALTY_SQLITE_WRITER_NICE, -20 to 0; 0 leaves it alone).
 	WriterNice int
+	// JobsCgroup is the cgroup the derived jobs' database backends run in
+	// (LOYALTY_JOBS_CGROUP; loyalty.JobsCgroup), "" for none.
+	JobsCgroup string
 }
 
 // defaultWriterNice is the SQLite writer's priority while it commits till
@@ -120,6 +123,7 @@ func loadConfig() (config, error) {
 		}
 		c.WriterNice = n
 	}
+	c.JobsCgroup = os.Getenv("LOYALTY_JOBS_CGROUP")
 	if v := os.Getenv("LOYALTY_STREAMS_PER_CALLER"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {

@@ -117,7 +117,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 }
 
 func openStore(ctx context.Context, cfg config, opts ...loyalty.OpenOption) (*loyalty.Store, error) {
-	store, err := loyalty.Open(ctx, cfg.DatabaseURL, opts...)
+	store, err := loyalty.Open(ctx, cfg.DatabaseURL, append([]loyalty.OpenOption{loyalty.JobsCgroup(cfg.JobsCgroup)}, opts...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -142,6 +142,11 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer, 
 		} else {
 			log.Info("the SQLite writer commits till writes at a raised priority", "nice", nice)
 		}
+	}
+	if dir, err := store.JobsCgroup(); err != nil {
+		log.Info("the nightly jobs' database backends keep their priority", "cgroup", dir, "reason", err.Error())
+	} else if dir != "" {
+		log.Info("the segments, churn scoring and personal offers run their database backends in an idle cgroup", "cgroup", dir)
 	}
 	store.Warm(ctx)
 	defer store.Close()

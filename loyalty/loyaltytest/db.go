@@ -80,6 +80,12 @@ func MustOpen(tb testing.TB, dialect string) *loyalty.Store {
 	return open(tb, dialect, "")
 }
 
+// MustOpenWith is MustOpen with Open's options opts.
+func MustOpenWith(tb testing.TB, dialect string, opts ...loyalty.OpenOption) *loyalty.Store {
+	tb.Helper()
+	return open(tb, dialect, "", opts...)
+}
+
 // OpenKept opens the PostgreSQL schema name, made and migrated when absent
 // and kept when the test ends: for benchmarks whose seeding takes longer
 // than what they measure, run again on what an earlier run seeded.
@@ -88,7 +94,7 @@ func OpenKept(tb testing.TB, name string) *loyalty.Store {
 	return open(tb, loyalty.Postgres, name)
 }
 
-func open(tb testing.TB, dialect, kept string) *loyalty.Store {
+func open(tb testing.TB, dialect, kept string, opts ...loyalty.OpenOption) *loyalty.Store {
 	tb.Helper()
 	ctx := context.Background()
 	var dsn string
@@ -131,7 +137,9 @@ func open(tb testing.TB, dialect, kept string) *loyalty.Store {
 	default:
 		tb.Fatalf("unknown dialect %q", dialect)
 	}
-	store, err := loyalty.Open(ctx, dsn)
+	// LOYALTY_JOBS_CGROUP as serve reads it (loyalty.JobsCgroup), so
+	// that a benchmark's jobs run as a configured engine's would.
+	store, err := loyalty.Open(ctx, dsn, append([]loyalty.OpenOption{loyalty.JobsCgroup(os.Getenv("LOYALTY_JOBS_CGROUP"))}, opts...)...)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -1,0 +1,112 @@
+package loyalty_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/loyalty-engine/loyalty/loyalty"
+	"github.com/loyalty-engine/loyalty/loyalty/loyaltytest"
+)
+
+// fakeCgroups is a parent cgroup with a child jobs, as directories with
+// their cgroup.procs (regular files here: what a move writes stays to be
+// read).
+func fakeCgroups(t *testing.T) (parent, jobs string) {
+	t.Helper()
+	parent = t.TempDir()
+	jobs = filepath.Join(parent, "jobs")
+	if err := os.Mkdir(jobs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{parent, jobs} {
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return parent, jobs
+}
+
+func procs(t *testing.T, dir string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// TestJobsCgroup: with JobsCgroup, a derived job's backend is in the jobs'
+// cgroup while its statements run and back in the parent before its commit;
+// a job that locks balances (WriteSet's) is not moved; and where the
+// cgroup cannot be used, the store says why and the jobs run as before.
+func TestJobsCgroup(t *testing.T) {
+	ctx := context.Background()
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		parent, jobs := fakeCgroups(t)
+		store := loyaltytest.MustOpenWith(t, dialect, loyalty.JobsCgroup(jobs))
+		svc := loyalty.NewService(store)
+		dir, err := store.JobsCgroup()
+		if dir != jobs {
+			t.Fatalf("JobsCgroup() = %q, want %q", dir, jobs)
+		}
+		if dialect == loyalty.SQLite {
+			if err == nil || !strings.Contains(err.Error(), "SQLite") {
+				t.Fatalf("on SQLite: %v, want the reason nothing is moved", err)
+			}
+			if err := loyalty.WriteDerived(ctx, svc, func(*loyalty.Tx) error { return nil }); err != nil {
+				t.Fatal(err)
+			}
+			if procs(t, jobs) != "" || procs(t, parent) != "" {
+				t.Fatal("a SQLite job moved a process")
+			}
+			return
+		}
+		if err != nil {
+			// The server is not on this host (LOYALTY_TEST_POSTGRES_URL).
+			t.Skipf("the jobs' cgroup is not usable here: %v", err)
+		}
+		var pid int
+		var during, parentDuring string
+		if err := loyalty.WriteDerived(ctx, svc, func(tx *loyalty.Tx) error {
+			during, parentDuring = procs(t, jobs), procs(t, parent)
+			return tx.DB.Raw("SELECT pg_backend_pid()").Scan(&pid).Error
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := store.JobsCgroup(); err != nil {
+			t.Skipf("the backend is not a process of this host: %v", err)
+		}
+		if want := strconv.Itoa(pid); during != want || parentDuring != "" {
+			t.Fatalf("during the job: jobs' cgroup %q, parent %q; want the backend %s in the jobs'", during, parentDuring, want)
+		}
+		if got := procs(t, parent); got != strconv.Itoa(pid) {
+			t.Fatalf("after the job the parent holds %q, want the backend %d moved back", got, pid)
+		}
+
+		// A job that locks balances keeps its backend where it is.
+		for _, dir := range []string{parent, jobs} {
+			if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := loyalty.WriteSet(ctx, svc, func(*loyalty.Tx) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if procs(t, jobs) != "" || procs(t, parent) != "" {
+			t.Fatal("WriteSet's backend was moved")
+		}
+
+		// Not a cgroup: the reason, and the job runs where it is.
+		other := loyaltytest.MustOpenWith(t, dialect, loyalty.JobsCgroup(filepath.Join(parent, "none")))
+		if _, err := other.JobsCgroup(); err == nil || !strings.Contains(err.Error(), "not a cgroup") {
+			t.Fatalf("JobsCgroup() error %v, want not a cgroup", err)
+		}
+		if err := loyalty.WriteDerived(ctx, loyalty.NewService(other), func(*loyalty.Tx) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
