@@ -121,28 +121,35 @@ func (j *jobCgroup) status() (string, error) {
 // lower moves the backend of tx into the cgroup and returns what moves it
 // back. Where it cannot, tx runs where it is and the reason is kept (a
 // failure of one move stops the next, so that a job does not pay for
-// failing each time).
-func (j *jobCgroup) lower(tx *gorm.DB) func() {
+// failing each time). Where the move back fails, the backend ends its
+// session (and tx with it, uncommitted) rather than go back to the pool
+// at the lowest priority, where a write that locks balances could take
+// it; the returned error says so.
+func (j *jobCgroup) lower(tx *gorm.DB) func() error {
 	if _, err := j.status(); j == nil || err != nil {
-		return func() {}
+		return func() error { return nil }
 	}
 	var pid int
 	if err := tx.Raw("SELECT pg_backend_pid()").Scan(&pid).Error; err != nil {
-		return func() {}
+		return func() error { return nil }
 	}
 	comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
 	if err != nil || !strings.HasPrefix(string(comm), "postgres") {
 		j.fail(fmt.Errorf("backend %d is not a postgres process of this host", pid))
-		return func() {}
+		return func() error { return nil }
 	}
 	if err := writePID(j.dir, pid); err != nil {
 		j.fail(err)
-		return func() {}
+		return func() error { return nil }
 	}
-	return func() {
-		if err := writePID(filepath.Dir(j.dir), pid); err != nil {
-			j.fail(err)
+	return func() error {
+		err := writePID(filepath.Dir(j.dir), pid)
+		if err == nil {
+			return nil
 		}
+		j.fail(err)
+		tx.Exec("SELECT pg_terminate_backend(pg_backend_pid())")
+		return fmt.Errorf("move the job's backend out of %s: %w (its session was ended)", j.dir, err)
 	}
 }
 

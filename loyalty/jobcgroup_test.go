@@ -100,6 +100,30 @@ func TestJobsCgroup(t *testing.T) {
 			t.Fatal("WriteSet's backend was moved")
 		}
 
+		// The move back fails: the job's session ends, uncommitted, and
+		// later jobs run where they are.
+		if err := loyalty.WriteDerived(ctx, svc, func(tx *loyalty.Tx) error {
+			if err := tx.DB.Exec("CREATE TABLE cgroup_probe (id int)").Error; err != nil {
+				return err
+			}
+			return os.Remove(filepath.Join(parent, "cgroup.procs"))
+		}); err == nil || !strings.Contains(err.Error(), "session was ended") {
+			t.Fatalf("a job whose backend could not move back: %v, want its session ended", err)
+		}
+		if _, err := store.JobsCgroup(); err == nil {
+			t.Fatal("JobsCgroup() reports no error after a failed move back")
+		}
+		var probes int64
+		if err := store.DB().Raw("SELECT COUNT(*) FROM pg_tables WHERE tablename = 'cgroup_probe' AND schemaname = current_schema()").Scan(&probes).Error; err != nil {
+			t.Fatal(err)
+		}
+		if probes != 0 {
+			t.Fatal("the job whose backend could not move back committed")
+		}
+		if err := loyalty.WriteDerived(ctx, svc, func(*loyalty.Tx) error { return nil }); err != nil {
+			t.Fatalf("the job after: %v", err)
+		}
+
 		// Not a cgroup: the reason, and the job runs where it is.
 		other := loyaltytest.MustOpenWith(t, dialect, loyalty.JobsCgroup(filepath.Join(parent, "none")))
 		if _, err := other.JobsCgroup(); err == nil || !strings.Contains(err.Error(), "not a cgroup") {

@@ -268,8 +268,9 @@ func (s *Store) writeSerial(ctx context.Context, fn func(tx *gorm.DB) error) err
 // (bulkSettings), and its statements, though not its COMMIT, in the jobs'
 // cgroup where one is configured (jobcgroup.go).
 func (s *Store) writeJob(ctx context.Context, fn func(tx *gorm.DB) error) error {
-	return s.write(ctx, s.bulkSettings(func(tx *gorm.DB) error {
-		defer s.jobs.lower(tx)()
+	return s.write(ctx, s.bulkSettings(func(tx *gorm.DB) (err error) {
+		restore := s.jobs.lower(tx)
+		defer func() { err = errors.Join(err, restore()) }()
 		return fn(tx)
 	}))
 }
