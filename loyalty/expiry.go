@@ -210,7 +210,7 @@ func (s *Service) ReviewTiers(ctx context.Context, asOf time.Time) (TierReviewSu
 		chunk := ids[:min(len(ids), tierReviewChunk)]
 		ids = ids[len(chunk):]
 		var n int64
-		err = s.store.writeJob(ctx, func(tx *gorm.DB) error {
+		err = s.store.writeLockingJob(ctx, func(tx *gorm.DB) error {
 			var err error
 			n, err = s.reviewTiers(tx, asOf, now, chunk)
 			return err

@@ -103,3 +103,12 @@ var OpenLotsSQL = pgOpenLotsSQL
 // OfferFactsSQL is a purchase's read of the member's offer facts on
 // PostgreSQL.
 var OfferFactsSQL = pgOfferFactsSQL
+
+// SetLockingJobIdle sets how long a job's transaction that locks rows a
+// till may wait for runs in the jobs' cgroup, until the returned func
+// restores it.
+func SetLockingJobIdle(d time.Duration) (restore func()) {
+	old := lockingJobIdle
+	lockingJobIdle = d
+	return func() { lockingJobIdle = old }
+}

@@ -29,13 +29,15 @@ package loyalty
 //	mkdir /sys/fs/cgroup/cpu/loyalty-jobs && echo 1 > /sys/fs/cgroup/cpu/loyalty-jobs/cpu.idle
 //
 // and names it in LOYALTY_JOBS_CGROUP. The engine then moves the backend
-// of each writeJob transaction (the segments, the churn scoring, the
-// personal offers: jobs that write only their own tables and hold no lock
-// a till waits for) into it for the job's statements, and back into the
-// parent before its COMMIT. The jobs that lock members' balances (the
-// expiry, the tier review, the birthday gifts) keep their priority: a
-// till that waits for such a lock must not wait for a backend that gives
-// way to everything else. It needs the server on the engine's host (a
+// of each job's transaction into it for the job's statements, and back
+// into the parent before its COMMIT. The segments, the churn scoring and
+// the personal offers write only their own tables and hold no lock a till
+// waits for: they stay there to the end. The batches that lock members'
+// balances (the expiry's, the tier review's and the birthday gifts') and
+// the redemption rate stay there for lockingJobIdle at most: a till that
+// waits for such a lock must not wait long for a backend that gives way
+// to everything else, so a batch the tills keep off the cores longer
+// finishes at their priority. It needs the server on the engine's host (a
 // local or Unix-socket connection, and /proc showing the backend as a
 // postgres process) and the right to write the cgroups' cgroup.procs
 // (root, or the server's own user where the cgroups are delegated to it).
@@ -53,6 +55,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"gorm.io/gorm"
 )
@@ -128,7 +131,16 @@ func (j *jobCgroup) status() (string, error) {
 // session (and tx with it, uncommitted) rather than go back to the pool
 // at the lowest priority, where a write that locks balances could take
 // it; the returned error says so.
-func (j *jobCgroup) lower(tx *gorm.DB) func() error {
+//
+// A bound above zero is for a transaction that locks rows a till may wait
+// for (a batch of the expiry, a chunk of the tier review or the gifts):
+// its backend goes back to the parent once it has been in the cgroup that
+// long, and runs the rest of the batch at the tills' own priority. A
+// batch that takes its usual few milliseconds gives way to the tills
+// throughout; one that the tills keep off the cores for longer (the
+// cgroup's backends run only on a core nothing else wants) cannot hold a
+// till waiting for one of its locks much longer than the bound.
+func (j *jobCgroup) lower(tx *gorm.DB, bound time.Duration) func() error {
 	if _, err := j.status(); j == nil || err != nil {
 		return func() error { return nil }
 	}
@@ -145,14 +157,26 @@ func (j *jobCgroup) lower(tx *gorm.DB) func() error {
 		j.fail(err)
 		return func() error { return nil }
 	}
+	// The move back runs once, at the bound or before the commit,
+	// whichever comes first; the second waits for the first to finish.
+	var once sync.Once
+	var backErr error
+	back := func() { once.Do(func() { backErr = writePID(filepath.Dir(j.dir), pid) }) }
+	var timer *time.Timer
+	if bound > 0 {
+		timer = time.AfterFunc(bound, back)
+	}
 	return func() error {
-		err := writePID(filepath.Dir(j.dir), pid)
-		if err == nil {
+		if timer != nil {
+			timer.Stop()
+		}
+		back()
+		if backErr == nil {
 			return nil
 		}
-		j.fail(err)
+		j.fail(backErr)
 		tx.Exec("SELECT pg_terminate_backend(pg_backend_pid())")
-		return fmt.Errorf("move the job's backend out of %s: %w (its session was ended)", j.dir, err)
+		return fmt.Errorf("move the job's backend out of %s: %w (its session was ended)", j.dir, backErr)
 	}
 }
 

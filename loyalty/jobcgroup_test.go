@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/loyalty-engine/loyalty/loyalty"
 	"github.com/loyalty-engine/loyalty/loyalty/loyaltytest"
@@ -41,8 +42,9 @@ func procs(t *testing.T, dir string) string {
 
 // TestJobsCgroup: with JobsCgroup, a derived job's backend is in the jobs'
 // cgroup while its statements run and back in the parent before its commit;
-// a job that locks balances (WriteSet's) is not moved; and where the
-// cgroup cannot be used, the store says why and the jobs run as before.
+// a job that locks balances (WriteSet's) is there for a bound at most; and
+// where the cgroup cannot be used, the store says why and the jobs run as
+// before.
 func TestJobsCgroup(t *testing.T) {
 	ctx := context.Background()
 	loyaltytest.Each(t, func(t *testing.T, dialect string) {
@@ -87,17 +89,51 @@ func TestJobsCgroup(t *testing.T) {
 			t.Fatalf("after the job the parent holds %q, want the backend %d moved back", got, pid)
 		}
 
-		// A job that locks balances keeps its backend where it is.
+		// A job that locks balances (WriteSet's) runs in the jobs' cgroup
+		// until the bound, then in the parent; and one that ends sooner
+		// is moved back before its commit, as a derived job is.
 		for _, dir := range []string{parent, jobs} {
 			if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), nil, 0o644); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := loyalty.WriteSet(ctx, svc, func(*loyalty.Tx) error { return nil }); err != nil {
+		restore := loyalty.SetLockingJobIdle(time.Millisecond)
+		var first, moved string
+		if err := loyalty.WriteSet(ctx, svc, func(tx *loyalty.Tx) error {
+			first = procs(t, jobs)
+			// Wait for the bound's move (no deadline of ours: the test's
+			// own timeout stands for one that never comes).
+			for moved == "" {
+				if err := tx.DB.Exec("SELECT pg_sleep(0.005)").Error; err != nil {
+					return err
+				}
+				moved = procs(t, parent)
+			}
+			return nil
+		}); err != nil {
 			t.Fatal(err)
 		}
-		if procs(t, jobs) != "" || procs(t, parent) != "" {
-			t.Fatal("WriteSet's backend was moved")
+		restore()
+		if want := strconv.Itoa(pid); first != want || moved != want {
+			t.Fatalf("a locking job: first in the jobs' cgroup %q, then in the parent %q; want the backend %s in both", first, moved, want)
+		}
+		if got := procs(t, parent); got != strconv.Itoa(pid) {
+			t.Fatalf("after a locking job the parent holds %q, want its backend %d written once", got, pid)
+		}
+		for _, dir := range []string{parent, jobs} {
+			if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := loyalty.WriteSet(ctx, svc, func(tx *loyalty.Tx) error {
+			during, parentDuring = procs(t, jobs), procs(t, parent)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if want := strconv.Itoa(pid); during != want || parentDuring != "" || procs(t, parent) != want {
+			t.Fatalf("a short locking job: jobs' cgroup %q and parent %q during it, parent %q after; want the backend %s in the jobs', then the parent",
+				during, parentDuring, procs(t, parent), want)
 		}
 
 		// The move back fails: the job's session ends, uncommitted, and

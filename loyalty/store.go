@@ -255,24 +255,49 @@ func (s *Store) write(ctx context.Context, fn func(tx *gorm.DB) error) error {
 // statements must agree on the rows they touch; a concurrent change to
 // those rows makes PostgreSQL abort it, and it is retried. On SQLite it
 // runs in a transaction of its own, not held up by others' writes nor
-// holding up theirs.
+// holding up theirs. Its jobs lock rows a till may wait for (balances),
+// so its backend is in the jobs' cgroup for lockingJobIdle at most.
 func (s *Store) writeSerial(ctx context.Context, fn func(tx *gorm.DB) error) error {
 	if s.group != nil {
 		return s.group.do(ctx, true, fn)
 	}
-	return s.writeWith(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead}, s.bulkSettings(fn))
+	return s.writeWith(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead}, s.jobSettings(lockingJobIdle, fn))
 }
 
-// writeJob is write for a nightly job's transaction: on PostgreSQL its
-// WAL's full-page images are compressed and it runs on one core
-// (bulkSettings), and its statements, though not its COMMIT, in the jobs'
-// cgroup where one is configured (jobcgroup.go).
+// writeJob is write for a nightly job's transaction that holds no lock a
+// till waits for (it writes derived tables): on PostgreSQL its WAL's
+// full-page images are compressed and it runs on one core (bulkSettle),
+// and its statements, though not its COMMIT, in the jobs' cgroup where one
+// is configured (jobcgroup.go).
 func (s *Store) writeJob(ctx context.Context, fn func(tx *gorm.DB) error) error {
-	return s.write(ctx, s.bulkSettings(func(tx *gorm.DB) (err error) {
-		restore := s.jobs.lower(tx)
+	return s.write(ctx, s.jobSettings(0, fn))
+}
+
+// writeLockingJob is writeJob for a job's transaction that locks rows a
+// till may wait for (a chunk of the tier review locks its members'
+// balances): its backend is in the jobs' cgroup for lockingJobIdle at
+// most.
+func (s *Store) writeLockingJob(ctx context.Context, fn func(tx *gorm.DB) error) error {
+	return s.write(ctx, s.jobSettings(lockingJobIdle, fn))
+}
+
+// lockingJobIdle is the longest a job's transaction that locks rows a till
+// may wait for runs in the jobs' cgroup: an expiry batch, sized to take
+// expiryBatchTime, or a tier review's chunk ends within it at the cgroup's
+// priority unless the tills keep it off the cores, and a till waiting for
+// one of its locks then waits for the rest of it at the tills' priority.
+// (A variable for tests.)
+var lockingJobIdle = 50 * time.Millisecond
+
+// jobSettings is fn run after bulkSettle in its transaction, its
+// statements in the jobs' cgroup (for bound at most, when above zero; see
+// jobCgroup.lower).
+func (s *Store) jobSettings(bound time.Duration, fn func(tx *gorm.DB) error) func(tx *gorm.DB) error {
+	return s.bulkSettings(func(tx *gorm.DB) (err error) {
+		restore := s.jobs.lower(tx, bound)
 		defer func() { err = errors.Join(err, restore()) }()
 		return fn(tx)
-	}))
+	})
 }
 
 // bulkSettings is fn run after bulkSettle in its transaction.

@@ -1,15 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prometheus/procfs"
 )
 
 // The batch phase (issue 15): a till that was offline sends its receipts.
@@ -150,21 +149,14 @@ func median(xs []float64) float64 {
 // procCPU is the user and system CPU time process pid has used, from
 // /proc (clock ticks of 1/100 s); 0 when it cannot be read.
 func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	p, err := procfs.NewProc(pid)
 	if err != nil {
 		return 0
 	}
-	// The fields after the command, which is in parentheses and may hold
-	// spaces: state is the 3rd field, utime the 14th and stime the 15th.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
+	st, err := p.Stat()
+	if err != nil {
 		return 0
 	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	s, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(u+s) * 10 * time.Millisecond
+	// Clock ticks of 1/100 s (USER_HZ).
+	return time.Duration(st.UTime+st.STime) * 10 * time.Millisecond
 }

@@ -47,7 +47,7 @@ type config struct {
 	// WriterNice is the nice value `serve` asks for the SQLite writer's
 	// thread (LOYALTY_SQLITE_WRITER_NICE, -20 to 0; 0 leaves it alone).
 	WriterNice int
-	// JobsCgroup is the cgroup the derived jobs' database backends run in
+	// JobsCgroup is the cgroup the nightly jobs' database backends run in
 	// (LOYALTY_JOBS_CGROUP; loyalty.JobsCgroup), "" for none.
 	JobsCgroup string
 }

@@ -146,7 +146,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer, 
 	if dir, err := store.JobsCgroup(); err != nil {
 		log.Info("the nightly jobs' database backends keep their priority", "cgroup", dir, "reason", err.Error())
 	} else if dir != "" {
-		log.Info("the segments, churn scoring and personal offers run their database backends in an idle cgroup", "cgroup", dir)
+		log.Info("the nightly jobs run their database backends in an idle cgroup (the batches that lock balances for 50 ms at most)", "cgroup", dir)
 	}
 	store.Warm(ctx)
 	defer store.Close()
