@@ -232,7 +232,7 @@ func BenchmarkJobsAtScale(b *testing.B) {
 	if dir, err := store.JobsCgroup(); err != nil {
 		b.Logf("the jobs' backends stay where they are, not in %s: %v", dir, err)
 	} else if dir != "" {
-		b.Logf("the segments', churn scoring's and offers' backends run in the cgroup %s", dir)
+		b.Logf("the jobs' backends run in the cgroup %s (the batches that lock balances for 50 ms at most)", dir)
 	}
 	start := time.Now()
 	// A schema is seeded once its last step (VACUUM after the balances

@@ -23,12 +23,18 @@ func fakeCgroups(t *testing.T) (parent, jobs string) {
 	if err := os.Mkdir(jobs, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, dir := range []string{parent, jobs} {
+	emptyProcs(t, parent, jobs)
+	return parent, jobs
+}
+
+// emptyProcs empties (or makes) the cgroup.procs of each of dirs.
+func emptyProcs(t *testing.T, dirs ...string) {
+	t.Helper()
+	for _, dir := range dirs {
 		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return parent, jobs
 }
 
 func procs(t *testing.T, dir string) string {
@@ -92,11 +98,7 @@ func TestJobsCgroup(t *testing.T) {
 		// A job that locks balances (WriteSet's) runs in the jobs' cgroup
 		// until the bound, then in the parent; and one that ends sooner
 		// is moved back before its commit, as a derived job is.
-		for _, dir := range []string{parent, jobs} {
-			if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), nil, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
+		emptyProcs(t, parent, jobs)
 		restore := loyalty.SetLockingJobIdle(time.Millisecond)
 		var first, moved string
 		if err := loyalty.WriteSet(ctx, svc, func(tx *loyalty.Tx) error {
@@ -120,11 +122,7 @@ func TestJobsCgroup(t *testing.T) {
 		if got := procs(t, parent); got != strconv.Itoa(pid) {
 			t.Fatalf("after a locking job the parent holds %q, want its backend %d written once", got, pid)
 		}
-		for _, dir := range []string{parent, jobs} {
-			if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), nil, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
+		emptyProcs(t, parent, jobs)
 		if err := loyalty.WriteSet(ctx, svc, func(tx *loyalty.Tx) error {
 			during, parentDuring = procs(t, jobs), procs(t, parent)
 			return nil
