@@ -67,7 +67,7 @@ type Store struct {
 	bulkWALOnce sync.Once
 	// tail is the newest events read from the log (events_tail.go).
 	tail eventTail
-	// jobs moves the derived jobs' backends into an idle cgroup
+	// jobs moves the nightly jobs' backends into an idle cgroup
 	// (jobcgroup.go); nil when none was asked for.
 	jobs *jobCgroup
 }
