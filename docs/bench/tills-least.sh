@@ -15,13 +15,26 @@
 # stay in the schema (they are real rows); the function is dropped at the
 # end.
 #
-#   docs/bench/tills-least.sh SCHEMA [rounds] [seconds]
+# Given a first day (FROM, a date), each round then runs the tills beside
+# the least expiry of one day more, done as a job must do it beside tills
+# (least_expire): the day's members taken in member order, BATCH at a time
+# (100 unless set), each batch its own transaction that locks its members'
+# balances, closes their lots of the day, writes each lot's expire entry,
+# draw and points.expired event, moves each balance and writes its
+# balance.changed event, with the WAL's page images compressed as the
+# engine's jobs have them (zstd), and REST ms asleep after each batch
+# (none unless set: a job paced to write its WAL more slowly). These
+# expiries are committed: run it on days no later run of the benchmark
+# needs.
+#
+#   docs/bench/tills-least.sh SCHEMA [rounds] [seconds] [FROM]
 set -euo pipefail
-schema=$1 rounds=${2:-5} secs=${3:-12}
+schema=$1 rounds=${2:-5} secs=${3:-12} from=${4:-} batch=${BATCH:-100} rest=${REST:-0}
 conn=(-h 127.0.0.1 -U postgres)
 dir=$(mktemp -d)
 export PGOPTIONS="-c search_path=$schema"
-trap 'rm -rf "$dir"; psql "${conn[@]}" -qc "DROP FUNCTION IF EXISTS least_purchase(bigint, bigint)" >/dev/null' EXIT
+trap 'rm -rf "$dir"; psql "${conn[@]}" -qc "DROP FUNCTION IF EXISTS least_purchase(bigint, bigint)" \
+	-c "DROP PROCEDURE IF EXISTS least_expire(timestamptz, timestamptz, int, int)" >/dev/null' EXIT
 members=$(psql "${conn[@]}" -Atc "SELECT count(*) FROM members")
 psql "${conn[@]}" -q <<'SQL'
 CREATE OR REPLACE FUNCTION least_purchase(g bigint, total bigint) RETURNS void LANGUAGE plpgsql AS $$
@@ -45,6 +58,63 @@ BEGIN
 	UPDATE member_balances SET points = points + pts, lifetime_earned = lifetime_earned + pts, version = version + 1,
 		last_activity_at = now(), updated_at = now() WHERE member_id = mid;
 END $$;
+CREATE OR REPLACE PROCEDURE least_expire(d_from timestamptz, d_to timestamptz, per int, rest_ms int) LANGUAGE plpgsql AS $$
+DECLARE
+	lo text := '';
+	hi text;
+	batches int := 0;
+	lots bigint;
+	members bigint;
+	wal0 pg_lsn := pg_current_wal_insert_lsn();
+	t0 timestamptz := clock_timestamp();
+BEGIN
+	SET client_min_messages = warning;
+	DROP TABLE IF EXISTS due_all;
+	RESET client_min_messages;
+	CREATE TEMP TABLE due_all AS SELECT id, member_id FROM lots
+		WHERE remaining > 0 AND expires_at > d_from AND expires_at <= d_to;
+	CREATE INDEX ON due_all (member_id);
+	SELECT count(*), count(DISTINCT member_id) INTO lots, members FROM due_all;
+	COMMIT;
+	LOOP
+		SET LOCAL wal_compression = 'zstd';
+		SELECT max(member_id) INTO hi FROM (SELECT DISTINCT member_id FROM due_all WHERE member_id > lo ORDER BY member_id LIMIT per) s;
+		EXIT WHEN hi IS NULL;
+		PERFORM 1 FROM member_balances WHERE member_id IN (SELECT member_id FROM due_all WHERE member_id > lo AND member_id <= hi)
+			ORDER BY member_id FOR NO KEY UPDATE;
+		WITH o AS MATERIALIZED (
+			SELECT l.id, l.member_id, l.remaining, l.expires_at FROM due_all d JOIN lots l ON l.id = d.id
+			WHERE d.member_id > lo AND d.member_id <= hi AND l.remaining > 0
+		), closed AS (
+			UPDATE lots SET remaining = 0 FROM o WHERE lots.id = o.id RETURNING o.*
+		), draws AS (
+			INSERT INTO lot_draws (entry_id, lot_id, points) SELECT 'x' || id, id, remaining FROM closed
+		), entries AS (
+			INSERT INTO ledger_entries (id, member_id, kind, points, occurred_at, available_at, expires_at, description, created_at)
+			SELECT 'x' || id, member_id, 'expire', -remaining, expires_at, expires_at, expires_at, 'expired', now() FROM closed
+		), expired AS (
+			INSERT INTO events (type, member_id, occurred_at, data)
+			SELECT 'points.expired', member_id, now(),
+				'{"entry_id":"x' || id || '","member_id":"' || member_id || '","points":' || -remaining || '}' FROM closed
+		), moved AS (
+			UPDATE member_balances b SET points = b.points - s.p, version = b.version + 1, updated_at = now()
+			FROM (SELECT member_id, sum(remaining) AS p FROM closed GROUP BY member_id) s
+			WHERE b.member_id = s.member_id RETURNING b.member_id, b.points
+		)
+		INSERT INTO events (type, member_id, occurred_at, data)
+		SELECT 'balance.changed', member_id, now(), '{"member_id":"' || member_id || '","points":' || points || '}' FROM moved;
+		COMMIT;
+		IF rest_ms > 0 THEN
+			PERFORM pg_sleep(rest_ms / 1000.0);
+		END IF;
+		lo := hi;
+		batches := batches + 1;
+	END LOOP;
+	RAISE NOTICE 'least expiry: % lots of % members in % batches, % s, % kB of WAL a lot, % MB/s', lots, members, batches,
+		round(extract(epoch FROM clock_timestamp() - t0)::numeric, 2),
+		round((pg_current_wal_insert_lsn() - wal0) / 1024.0 / greatest(lots, 1), 1),
+		round((pg_current_wal_insert_lsn() - wal0) / 1048576.0 / extract(epoch FROM clock_timestamp() - t0)::numeric, 1);
+END $$;
 SQL
 cat >"$dir/till.sql" <<SQL
 \set g random(1, $members)
@@ -57,7 +127,13 @@ DO \$\$ DECLARE t timestamptz := clock_timestamp(); BEGIN
 SQL
 # run LABEL CMD…: the tills for secs seconds, and CMD started 0.5 s in
 # (each new connection's first purchases plan the function's statements);
-# prints the latencies of the purchases that ended while CMD ran.
+# prints the latencies of the purchases that ended while CMD ran, and
+# keeps them for the pooled figures at the end.
+stats() {
+	sort -n | awk -v l="$1" -v s="$2" '{a[NR] = $1}
+		END {printf "%-14s %5d purchases in %5.1f s  p50 %6.1f ms  p99 %6.1f ms  max %6.1f ms\n", l, NR, s,
+			a[int(NR * 0.5)] / 1000, a[int(NR * 0.99)] / 1000, a[NR] / 1000}'
+}
 run() {
 	local label=$1
 	shift
@@ -69,13 +145,23 @@ run() {
 	"$@" >/dev/null
 	t1=$(date +%s.%N)
 	wait $pb
-	cat "$dir"/pgbench_log.* | awk -v t0="$t0" -v t1="$t1" '{t = $5 + $6 / 1e6} t >= t0 && t <= t1 {print $3}' | sort -n |
-		awk -v l="$label" -v s="$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')" '{a[NR] = $1}
-		END {printf "%-14s %5d purchases in %4.1f s  p50 %6.1f ms  p99 %6.1f ms  max %6.1f ms\n", l, NR, s,
-			a[int(NR * 0.5)] / 1000, a[int(NR * 0.99)] / 1000, a[NR] / 1000}'
+	local s
+	s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')
+	cat "$dir"/pgbench_log.* | awk -v t0="$t0" -v t1="$t1" '{t = $5 + $6 / 1e6} t >= t0 && t <= t1 {print $3}' |
+		tee -a "$dir/pool-${label// /_}" | stats "$label" "$s"
+	awk -v s="$s" 'BEGIN {print s}' >>"$dir/secs-${label// /_}"
 }
 run warm-up sleep 1 >/dev/null
-for _ in $(seq "$rounds"); do
+for i in $(seq "$rounds"); do
 	run "alone" sleep $((secs - 1))
 	run "beside a core" psql "${conn[@]}" -q -f "$dir/burn.sql"
+	if [ -n "$from" ]; then
+		day=$(date -u -d "$from + $((i - 1)) day" +%F)
+		run "beside expiry" psql "${conn[@]}" -q -c "CALL least_expire('$day 00:00:00+00', '$day 00:00:00+00'::timestamptz + interval '1 day', $batch, $rest)"
+	fi
+done
+echo "pooled over the $rounds rounds:"
+for label in "alone" "beside a core" "beside expiry"; do
+	f="$dir/pool-${label// /_}"
+	[ -s "$f" ] && stats "$label" "$(awk '{s += $1} END {print s}' "$dir/secs-${label// /_}")" <"$f"
 done
