@@ -147,7 +147,7 @@ func median(xs []float64) float64 {
 }
 
 // procCPU is the user and system CPU time process pid has used, from
-// /proc (clock ticks of 1/100 s); 0 when it cannot be read.
+// /proc; 0 when it cannot be read.
 func procCPU(pid int) time.Duration {
 	p, err := procfs.NewProc(pid)
 	if err != nil {
@@ -157,6 +157,5 @@ func procCPU(pid int) time.Duration {
 	if err != nil {
 		return 0
 	}
-	// Clock ticks of 1/100 s (USER_HZ).
-	return time.Duration(st.UTime+st.STime) * 10 * time.Millisecond
+	return time.Duration(st.CPUTime() * float64(time.Second))
 }
