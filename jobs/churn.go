@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -318,25 +319,35 @@ type score struct {
 }
 
 // scoreTable puts scores in churn_scores, a table of the transaction that
-// the members' scoring joins. On PostgreSQL the columns go as arrays in one
-// statement (a large base has hundreds of thousands of distinct summaries)
-// into a temporary table, which is not written to the WAL, and its size
-// goes to the planner; on SQLite in multi-row inserts, with the key the
-// join looks up.
+// the members' scoring joins. On PostgreSQL it is a temporary table, which
+// is not written to the WAL, filled by statements of scoreChunk rows, each
+// row's columns sent as arrays, and its size goes to the planner; on
+// SQLite in multi-row inserts, with the key the join looks up.
 func scoreTable(db *gorm.DB, scores []score) error {
 	if db.Dialector.Name() == loyalty.Postgres {
-		n := len(scores)
+		if err := db.Exec(`CREATE TEMPORARY TABLE churn_scores (x bigint, tx_days bigint, t_days bigint, churn_risk text,
+			p_alive text, expected90 text, expected_horizon float8) ON COMMIT DROP`).Error; err != nil {
+			return err
+		}
+		// A chunk at a time, in arrays kept from one to the next: a large
+		// base has hundreds of thousands of distinct summaries, whose
+		// arrays in one statement the driver would encode into a buffer
+		// grown to tens of megabytes, copied at every growth, in the
+		// process that answers the tills.
+		n := min(len(scores), scoreChunk)
 		xs, txs, ts := make([]int64, n), make([]int64, n), make([]int64, n)
 		risk, alive, e90 := make([]string, n), make([]string, n), make([]string, n)
 		horizon := make([]float64, n)
-		for i, c := range scores {
-			xs[i], txs[i], ts[i], risk[i], alive[i], e90[i], horizon[i] = c.X, c.TxDays, c.TDays, c.ChurnRisk, c.PAlive, c.Expected90, c.ExpectedHorizon
-		}
-		if _, err := db.Statement.ConnPool.ExecContext(db.Statement.Context, `CREATE TEMPORARY TABLE churn_scores ON COMMIT DROP AS
-			SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::float8[])
-				AS t(x, tx_days, t_days, churn_risk, p_alive, expected90, expected_horizon)`,
-			xs, txs, ts, risk, alive, e90, horizon); err != nil {
-			return err
+		for chunk := range slices.Chunk(scores, scoreChunk) {
+			k := len(chunk)
+			for i, c := range chunk {
+				xs[i], txs[i], ts[i], risk[i], alive[i], e90[i], horizon[i] = c.X, c.TxDays, c.TDays, c.ChurnRisk, c.PAlive, c.Expected90, c.ExpectedHorizon
+			}
+			if _, err := db.Statement.ConnPool.ExecContext(db.Statement.Context, `INSERT INTO churn_scores
+				SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::float8[])`,
+				xs[:k], txs[:k], ts[:k], risk[:k], alive[:k], e90[:k], horizon[:k]); err != nil {
+				return err
+			}
 		}
 		return db.Exec(`ANALYZE churn_scores`).Error
 	}
@@ -352,6 +363,11 @@ func scoreTable(db *gorm.DB, scores []score) error {
 	}
 	return db.Table("churn_scores").CreateInBatches(scores, 4000).Error
 }
+
+// scoreChunk is how many of the distinct summaries' scores scoreTable
+// sends in one statement on PostgreSQL: under a megabyte of arrays. (A
+// variable for tests.)
+var scoreChunk = 10000
 
 // summaryCount is how many members share a distinct (x, t_x, T) on the
 // local day of a run.
@@ -375,7 +391,7 @@ func churnCounts(db *gorm.DB, table string, day int64) ([]summaryCount, []gapCou
 		if err := rows.Scan(&t.X, &t.TxDays, &t.TDays, &t.N); err != nil {
 			return err
 		}
-		tuples = append(tuples, t)
+		tuples = append(doubled(tuples), t)
 		return nil
 	}, `SELECT x, tx_days, t_days, COUNT(*) AS n FROM (
 			SELECT x, last_day - first_day AS tx_days, ? - first_day AS t_days FROM `+table+`) s
@@ -408,10 +424,21 @@ func spendStats(db *gorm.DB, table string, exponent int32) ([]gammagamma.Custome
 		if err := rows.Scan(&x, &spend, &n); err != nil {
 			return err
 		}
-		out = append(out, gammagamma.Customer{X: float64(x), MX: spend / scale / float64(x), Weight: float64(n)})
+		out = append(doubled(out), gammagamma.Customer{X: float64(x), MX: spend / scale / float64(x), Weight: float64(n)})
 		return nil
 	}, `SELECT x, repeat_spend AS spend, COUNT(*) AS n FROM `+table+` WHERE x > 0 GROUP BY x, repeat_spend`)
 	return out, err
+}
+
+// doubled is rows with room for as many again once it is full: a scan's
+// rows, of unknown number, are collected in about twice their size, where
+// append's growth by a quarter past a few hundred rows allocates about
+// five times it over hundreds of thousands.
+func doubled[R any](rows []R) []R {
+	if len(rows) < cap(rows) {
+		return rows
+	}
+	return slices.Grow(rows, max(len(rows), 256))
 }
 
 // lit writes a model parameter as an SQL numeric literal.

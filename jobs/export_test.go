@@ -15,3 +15,11 @@ var PageDescSQL = pageDescSQL
 // RiskCollate is the collation the churn-risk list compares and orders in
 // on PostgreSQL, its index's.
 const RiskCollate = riskCollate
+
+// SetScoreChunk has the churn scores sent n to a statement until the
+// returned func restores the size.
+func SetScoreChunk(n int) func() {
+	was := scoreChunk
+	scoreChunk = n
+	return func() { scoreChunk = was }
+}

@@ -231,3 +231,29 @@ func TestJobStateRebuiltAfterACrash(t *testing.T) {
 		}
 	})
 }
+
+// TestChurnScoresInChunks: the distinct summaries' scores sent a few to a
+// statement score every member as they do sent all at once.
+func TestChurnScoresInChunks(t *testing.T) {
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		now := time.Date(2026, 3, 1, 22, 0, 0, 0, time.UTC)
+		e := newEnv(t, dialect, now.AddDate(0, 0, -1))
+		e.shoppers(9, 300, now, func(i int) int { return 5 * (i + 1) }, func(i, d int) int64 { return int64(1500 + 100*i + d) })
+		e.clock.Set(now)
+		scores := func() []string {
+			return e.lines(t, `SELECT concat_ws(' ', member_id, churn_risk, p_alive, expected_purchases_90d, purchase_days,
+					purchases, days_since_last_purchase, clv, repeat_spend, expected_transactions, simple_clv)
+				FROM member_churn ORDER BY member_id`)
+		}
+		e.run(t, "churn-risk", now)
+		whole := scores()
+		if n := e.count(`SELECT COUNT(DISTINCT churn_risk || p_alive || expected_purchases_90d) FROM member_churn`); len(whole) != 9 || n < 4 {
+			t.Fatalf("%d members scored, %d distinct scores: want 9 and several", len(whole), n)
+		}
+		defer jobs.SetScoreChunk(2)()
+		e.run(t, "churn-risk", now)
+		if chunked := scores(); !slices.Equal(chunked, whole) {
+			t.Errorf("scores sent two to a statement:\n%v\nall at once:\n%v", chunked, whole)
+		}
+	})
+}

@@ -122,7 +122,7 @@ type row struct {
 }
 
 func summarise(cs []Customer) *summaries {
-	s := &summaries{}
+	s := &summaries{rows: make([]row, 0, len(cs))}
 	xi, ti := map[float64]int32{}, map[float64]int32{}
 	time := func(v float64) int32 {
 		i, ok := ti[v]

@@ -74,7 +74,7 @@ type row struct {
 }
 
 func summarise(cs []Customer) *summaries {
-	s := &summaries{}
+	s := &summaries{rows: make([]row, 0, len(cs))}
 	xi := map[float64]int32{}
 	for _, c := range cs {
 		i, ok := xi[c.X]
@@ -163,7 +163,7 @@ func objective(s *summaries, n float64) (func(v []float64) float64, func(g, v []
 // summaries (summarise), so the parts that depend on x alone are computed
 // once per value.
 func Fit(cs []Customer) (Params, float64, float64, error) {
-	var use []Customer
+	use := make([]Customer, 0, len(cs))
 	var n float64
 	for _, c := range cs {
 		if c.X > 0 && c.MX > 0 && c.Weight > 0 {
