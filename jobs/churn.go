@@ -333,7 +333,10 @@ func scoreTable(db *gorm.DB, scores []score) error {
 		// base has hundreds of thousands of distinct summaries, whose
 		// arrays in one statement the driver would encode into a buffer
 		// grown to tens of megabytes, copied at every growth, in the
-		// process that answers the tills.
+		// process that answers the tills. (At a million members, 293,504
+		// summaries: the run's heap peaked at 303–351 MB and the slowest
+		// till beside it took 108–290 ms; in chunks 202–219 MB and 46–119
+		// ms, four runs each, alternated.)
 		n := min(len(scores), scoreChunk)
 		xs, txs, ts := make([]int64, n), make([]int64, n), make([]int64, n)
 		risk, alive, e90 := make([]string, n), make([]string, n), make([]string, n)
