@@ -886,36 +886,71 @@ func bulkCredit(tx *gorm.DB, prog *Program, now time.Time, c BulkCredit) error {
 	return rekeep(tx, prog, moves, now)
 }
 
-// expiryBatch is where a run of bulkExpire has got to. A run picks up to
-// expiryWindow lapsed lots past the cursor, in the order an index serves
-// them (the open lots by expires_at under the lot policy; by id under the
-// inactivity policy, whose lapsed lots an idle member's balance selects),
-// and queues their members in member order; each batch takes the next
-// limit members of the queue and every lapsed lot of theirs. A batch
-// closes every lot it takes, so the cursor only saves the index the walk
-// over what earlier batches closed; done is set once the queue is empty
-// and a pick found fewer than expiryWindow lots, when none is left.
-type expiryBatch struct {
-	limit   int
-	afterAt *time.Time
-	afterID string
-	// queue holds the members of the lots picked last, in member order,
-	// that no batch has taken yet; exhausted is set once a pick found
-	// fewer than expiryWindow lots.
-	queue     []string
+// expiryCursor is where a run's picks of lapsed lots (pickLapsed) have got
+// to. A pick takes up to expiryWindow lapsed lots past the cursor, in the
+// order an index serves them (the open lots by expires_at under the lot
+// policy; by id under the inactivity policy, whose lapsed lots an idle
+// member's balance selects), and returns their members in member order,
+// for batches (bulkExpire) to expire a few hundred at a time. Every batch
+// closes every lapsed lot of its members, so the cursor only saves the
+// index the walk over what earlier batches closed; exhausted is set once a
+// pick found fewer than expiryWindow lots, when none is left after them.
+type expiryCursor struct {
+	afterAt   *time.Time
+	afterID   string
 	exhausted bool
-	done      bool
 }
 
 // expiryWindow is how many lots due an expiry run picks at a time: their
-// members are then expired limit at a time in member order, so that
+// members are then expired a batch at a time in member order, so that
 // consecutive batches read neighbouring pages of the member-keyed tables
 // and indexes rather than pages all over them.
 var expiryWindow = 20000
 
+// pickLapsed returns, in member order and without duplicates, the members
+// of the next expiryWindow lots past c whose points lapsed by asOf
+// (lapseSQL), read by index and without locks, and moves c past them.
+func pickLapsed(tx *gorm.DB, prog *Program, asOf time.Time, c *expiryCursor) ([]string, error) {
+	if c.exhausted {
+		return nil, nil
+	}
+	x := lapseSQL(tx.Dialector.Name(), prog, asOf)
+	pick, order := x.due, "l.id"
+	if x.from == "lots l" {
+		order = "l.expires_at"
+		if c.afterAt != nil {
+			pick += " AND l.expires_at >= @after_at"
+			x.args["after_at"] = *c.afterAt
+		}
+	} else if c.afterID != "" {
+		pick += " AND l.id > @after_id"
+		x.args["after_id"] = c.afterID
+	}
+	var picked []struct {
+		ID        string
+		MemberID  string
+		ExpiresAt *time.Time
+	}
+	if err := tx.Raw(`SELECT l.id, l.member_id, l.expires_at FROM `+x.from+` WHERE `+pick+` ORDER BY `+order+` LIMIT `+strconv.Itoa(expiryWindow),
+		x.args).Scan(&picked).Error; err != nil {
+		return nil, err
+	}
+	c.exhausted = len(picked) < expiryWindow
+	if len(picked) == 0 {
+		return nil, nil
+	}
+	last := picked[len(picked)-1]
+	c.afterAt, c.afterID = last.ExpiresAt, last.ID
+	ids := make([]string, len(picked))
+	for i, l := range picked {
+		ids[i] = l.MemberID
+	}
+	return sortedUnique(ids), nil
+}
+
 // bulkExpire writes one expire entry for the remainder of every lot of the
-// next batch b of lots whose points lapsed by asOf (lapseSQL), at now: the
-// entry the ledger listing has shown since the lot lapsed
+// members in ids (in member order) whose points lapsed by asOf (lapseSQL),
+// at now: the entry the ledger listing has shown since the lot lapsed
 // (account.lapsedEntry), its draw and the lot's remainder down to zero,
 // set-based, then the balances moved and kept, one write each (as rekeep
 // keeps them; each balance row locked and read once, before the lots are
@@ -923,59 +958,20 @@ var expiryWindow = 20000
 // members, so that a member with several lapsed lots (a catch-up after
 // days without a run) has its kept state brought along once, not once per
 // lot. ladder is the tiers' ladder of prog's settings, for the balances'
-// events. It returns what it expired and moves b's queue and cursor.
-func bulkExpire(tx *gorm.DB, prog *Program, ladder tiers.Ladder, asOf, now time.Time, b *expiryBatch) (lots int64, members []string, points Sum, err error) {
+// events. It returns what it expired: the lots, their members and points.
+func bulkExpire(tx *gorm.DB, prog *Program, ladder tiers.Ladder, asOf, now time.Time, ids []string) (lots int64, members []string, points Sum, err error) {
+	if len(ids) == 0 {
+		return 0, nil, Sum{}, nil
+	}
 	x := lapseSQL(tx.Dialector.Name(), prog, asOf)
 	x.args["now"] = now
-	// The pick, by index and without locks: the members of the next lots due.
-	pick, order := x.due, "l.id"
-	if x.from == "lots l" {
-		order = "l.expires_at"
-		if b.afterAt != nil {
-			pick += " AND l.expires_at >= @after_at"
-			x.args["after_at"] = *b.afterAt
-		}
-	} else if b.afterID != "" {
-		pick += " AND l.id > @after_id"
-		x.args["after_id"] = b.afterID
-	}
-	if len(b.queue) == 0 {
-		if b.exhausted {
-			b.done = true
-			return 0, nil, Sum{}, nil
-		}
-		var picked []struct {
-			ID        string
-			MemberID  string
-			ExpiresAt *time.Time
-		}
-		if err := tx.Raw(`SELECT l.id, l.member_id, l.expires_at FROM `+x.from+` WHERE `+pick+` ORDER BY `+order+` LIMIT `+strconv.Itoa(expiryWindow),
-			x.args).Scan(&picked).Error; err != nil {
-			return 0, nil, Sum{}, err
-		}
-		b.exhausted = len(picked) < expiryWindow
-		if len(picked) == 0 {
-			b.done = true
-			return 0, nil, Sum{}, nil
-		}
-		last := picked[len(picked)-1]
-		b.afterAt, b.afterID = last.ExpiresAt, last.ID
-		ids := make([]string, len(picked))
-		for i, l := range picked {
-			ids[i] = l.MemberID
-		}
-		b.queue = sortedUnique(ids)
-	}
-	n := min(b.limit, len(b.queue))
-	x.args["members"] = b.queue[:n]
-	b.queue = b.queue[n:]
-	b.done = b.exhausted && len(b.queue) == 0
+	x.args["members"] = ids
 	// Lock their balances, in one order, before touching lots, and read
 	// them (lockRows: a balance is locked and read once a batch); then,
 	// under the locks (nothing changes a member's lots without its
 	// balance's), the batch: every lot of theirs lapsed by asOf. The
 	// statements below select it again by the same condition.
-	accts, err := lockRows(tx, x.args["members"].([]string), prog, now)
+	accts, err := lockRows(tx, ids, prog, now)
 	if err != nil {
 		return 0, nil, Sum{}, err
 	}
@@ -990,7 +986,7 @@ func bulkExpire(tx *gorm.DB, prog *Program, ladder tiers.Ladder, asOf, now time.
 		return 0, nil, Sum{}, err
 	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].ID < entries[j].ID })
-	members = make([]string, 0, len(x.args["members"].([]string)))
+	members = make([]string, 0, len(ids))
 	var sum int64
 	for _, e := range entries {
 		members = append(members, e.MemberID)

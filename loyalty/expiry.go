@@ -3,6 +3,7 @@ package loyalty
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"gorm.io/gorm"
@@ -65,47 +66,122 @@ func (s *Service) ExpirePoints(ctx context.Context, asOf time.Time) (ExpirySumma
 	if err != nil {
 		return sum, err
 	}
-	// Batches, each committed on its own: the balances a batch locks are
-	// held for one batch, not the whole run, and a run that stops part way
-	// leaves closed lots that the next run skips.
-	b := &expiryBatch{limit: expiryBatchMembers}
-	members := map[string]struct{}{}
+	run := expiryRun{sum: &sum, members: map[string]struct{}{}}
+	var cursor expiryCursor
 	for {
-		var n ExpirySummary
-		var ids []string
-		var cursor expiryBatch
-		began := time.Now()
-		err = s.store.writeSerial(ctx, func(tx *gorm.DB) error {
-			n = ExpirySummary{}
-			cursor = *b
-			cfg, err := loadSettings(tx)
+		// The pick, by index and without locks, in a snapshot of its own
+		// taken once the batches of the pick before have committed.
+		var queue []string
+		err = s.store.snapshot(ctx, func(db *gorm.DB) error {
+			cfg, err := loadSettings(db)
 			if err != nil {
 				return err
 			}
-			n.Policy = cfg.prog.ExpiryPolicy
-			n.Lots, ids, n.Points, err = bulkExpire(tx, cfg.prog, cfg.ladder, asOf, ts(s.now()), &cursor)
+			sum.Policy = cfg.prog.ExpiryPolicy
+			queue, err = pickLapsed(db, cfg.prog, asOf, &cursor)
 			return err
 		})
-		if err != nil {
+		if err != nil || len(queue) == 0 {
 			break
 		}
-		*b = cursor
-		sum.Policy = n.Policy
-		sum.Lots += n.Lots
-		for _, id := range ids {
-			members[id] = struct{}{}
-		}
-		sum.Members = int64(len(members))
-		sum.Points = sum.Points.Add(n.Points)
-		if b.done {
+		if err = s.expireQueue(ctx, asOf, queue, &run); err != nil || cursor.exhausted {
 			break
 		}
-		b.limit = nextExpiryLimit(b.limit, time.Since(began))
 	}
 	if err != nil {
 		return sum, fmt.Errorf("expire points: %w", err)
 	}
 	return sum, nil
+}
+
+// expiryWorkers is how many batches of an expiry run PostgreSQL runs at
+// once, each in a transaction of its own over members of its own (SQLite
+// has one writer, so there it is one). One batch at a time leaves the
+// server idle while the engine reads a batch's rows, builds its events and
+// waits for its commit, and the engine idle while the server works: at a
+// million members on two cores, alternated days of about 20,700 lots, one
+// took 356-530 µs a lot, two side by side 264-346 µs, four 297-314 µs
+// with the tills' p99 beside them up to 3.0 times what it was just before
+// (two: 1.3-2.2 times, one: 0.8-1.9). (A variable for tests.)
+var expiryWorkers = 2
+
+// expiryRun is what a run has expired so far, shared by its workers.
+type expiryRun struct {
+	mu      sync.Mutex
+	sum     *ExpirySummary
+	members map[string]struct{}
+}
+
+// add counts one committed batch's lots, members and points.
+func (r *expiryRun) add(n ExpirySummary, members []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sum.Policy = n.Policy
+	r.sum.Lots += n.Lots
+	for _, id := range members {
+		r.members[id] = struct{}{}
+	}
+	r.sum.Members = int64(len(r.members))
+	r.sum.Points = r.sum.Points.Add(n.Points)
+}
+
+// expireQueue expires the lapsed lots of the members in queue (in member
+// order), a batch a transaction, each committed on its own: the balances a
+// batch locks are held for one batch, not the whole run, and a run that
+// stops part way leaves closed lots that the next run skips. Workers take
+// the queue's next members a batch at a time, each sizing its own batches
+// (nextExpiryLimit); their batches hold disjoint members, so they neither
+// wait for nor conflict with each other. The first error stops them all.
+func (s *Service) expireQueue(ctx context.Context, asOf time.Time, queue []string, run *expiryRun) error {
+	workers := 1
+	if s.store.Dialect == Postgres {
+		workers = max(expiryWorkers, 1)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var mu sync.Mutex
+	next := func(limit int) []string {
+		mu.Lock()
+		defer mu.Unlock()
+		n := min(limit, len(queue))
+		batch := queue[:n:n]
+		queue = queue[n:]
+		return batch
+	}
+	work := func() error {
+		limit := expiryBatchMembers
+		for batch := next(limit); len(batch) > 0 && ctx.Err() == nil; batch = next(limit) {
+			var n ExpirySummary
+			var ids []string
+			began := time.Now()
+			err := s.store.writeSerial(ctx, func(tx *gorm.DB) error {
+				n = ExpirySummary{}
+				cfg, err := loadSettings(tx)
+				if err != nil {
+					return err
+				}
+				n.Policy = cfg.prog.ExpiryPolicy
+				n.Lots, ids, n.Points, err = bulkExpire(tx, cfg.prog, cfg.ladder, asOf, ts(s.now()), batch)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			run.add(n, ids)
+			limit = nextExpiryLimit(limit, time.Since(began))
+		}
+		return nil
+	}
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			if err := work(); err != nil {
+				cancel(err)
+			}
+		})
+	}
+	wg.Wait()
+	return context.Cause(ctx)
 }
 
 // TierReviewSummary counts what a tier review changed.

@@ -68,6 +68,15 @@ func SetExpiryBatch(n int) (restore func()) {
 	return func() { expiryBatchMembers, expiryBatchMax, expiryWindow = old, oldMax, oldWindow }
 }
 
+// SetExpiryWorkers sets the batches an expiry run has under way at once on
+// PostgreSQL and the members each batch takes (its first and its most),
+// until the returned func restores them.
+func SetExpiryWorkers(workers, members int) (restore func()) {
+	old, oldMembers, oldMax := expiryWorkers, expiryBatchMembers, expiryBatchMax
+	expiryWorkers, expiryBatchMembers, expiryBatchMax = workers, members, members
+	return func() { expiryWorkers, expiryBatchMembers, expiryBatchMax = old, oldMembers, oldMax }
+}
+
 // ImportChunk is the rows of one import chunk.
 const ImportChunk = importChunk
 

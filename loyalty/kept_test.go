@@ -2,6 +2,7 @@ package loyalty_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand"
@@ -320,6 +321,81 @@ func TestExpiryRunInBatches(t *testing.T) {
 		}
 		if entries != 12 {
 			t.Fatalf("%d expire entries, want 12", entries)
+		}
+	})
+}
+
+// TestExpiryWorkersSideBySide checks an expiry run whose batches run side
+// by side (four workers of two members a batch on PostgreSQL; SQLite's one
+// writer takes them in turn), raced by a second run for the same as_of
+// while tills post purchases for the same members: every lapsed lot is
+// expired once, each member's ledger sums to its balance, and the balance
+// read is the one computed afresh.
+func TestExpiryWorkersSideBySide(t *testing.T) {
+	defer loyalty.SetExpiryWorkers(4, 2)()
+	loyaltytest.Each(t, func(t *testing.T, dialect string) {
+		pending, days, policy := 0, 365, loyalty.ExpiryLot
+		e := newOracleEnv(t, dialect, loyalty.ProgramPatch{PendingDays: &pending, ExpiryPolicy: &policy, ExpiryDays: &days})
+		var members []string
+		for j := 0; j < 12; j++ {
+			m := e.enrol()
+			members = append(members, m)
+			for i := 0; i < 4; i++ {
+				e.buy(m, 1000+int64(j), time.Duration(400*24-i*24*15)*time.Hour) // three of four lapsed
+			}
+		}
+		now := e.clock.Now()
+		var wg sync.WaitGroup
+		sums := make([]loyalty.ExpirySummary, 2)
+		errs := make([]error, 2+len(members))
+		for r := range sums {
+			wg.Go(func() { sums[r], errs[r] = e.svc.ExpirePoints(e.ctx, now) })
+		}
+		for i, m := range members {
+			wg.Go(func() {
+				total := int64(500)
+				_, _, errs[2+i] = e.svc.PostPurchase(e.ctx, e.admin, loyalty.PurchaseInput{MemberID: m,
+					ExternalID: fmt.Sprintf("till-%d", i), StoreID: "s1", Total: &total}, loyalty.IdempotencyKey{})
+			})
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			t.Fatal(err)
+		}
+		if lots := sums[0].Lots + sums[1].Lots; lots != 36 {
+			t.Fatalf("the two runs expired %+v and %+v, want 36 lots between them", sums[0], sums[1])
+		}
+		var entries int64
+		if err := e.store.DB().Raw(`SELECT COUNT(*) FROM ledger_entries WHERE kind = 'expire'`).Scan(&entries).Error; err != nil {
+			t.Fatal(err)
+		}
+		if entries != 36 {
+			t.Fatalf("%d expire entries, want 36", entries)
+		}
+		for _, m := range members {
+			got, err := e.svc.Balance(e.ctx, e.admin, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			full, err := loyalty.BalanceAt(e.store.DB(), m, e.clock.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			gb, _ := json.Marshal(got)
+			fb, _ := json.Marshal(full)
+			if string(gb) != string(fb) {
+				t.Fatalf("after the runs the read gives\n%s\ncomputed afresh\n%s", gb, fb)
+			}
+			if sum := e.ledgerSum(m); sum != got.Available+got.Pending {
+				t.Fatalf("member %s's ledger sums to %d, its balance is %d available and %d pending", m, sum, got.Available, got.Pending)
+			}
+		}
+		again, err := e.svc.ExpirePoints(e.ctx, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again.Lots != 0 {
+			t.Fatalf("a third run for the same as_of expired %+v", again)
 		}
 	})
 }
