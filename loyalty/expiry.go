@@ -53,12 +53,12 @@ type ExpirySummary struct {
 // the lot, it is dated when the lot lapsed (its expires_at, or the
 // inactivity deadline if that came first) and it takes what is left of the
 // lot. It is a handful of set-based statements a batch, the batches taken
-// from the index of open lots by expires_at, so a daily run costs the day's
-// expiries, not the table. A lot's remainder drops to zero in the
-// transaction of its batch, so a second run for the same asOf (or two runs
-// racing) expires nothing twice. Lapsed lots were
-// already left out of available points before this runs; the run makes the
-// ledger store what it showed. A past asOf expires what had lapsed by
+// from the index of open lots by expires_at (on PostgreSQL expiryWorkers of
+// them at once), so a daily run costs the day's expiries, not the table.
+// A lot's remainder drops to zero in the transaction of its batch, so a
+// second run for the same asOf (or two runs racing) expires nothing twice.
+// Lapsed lots were already left out of available points before this runs;
+// the run makes the ledger store what it showed. A past asOf expires what had lapsed by
 // then (a prefix of what a later run expires); a future one is refused.
 func (s *Service) ExpirePoints(ctx context.Context, asOf time.Time) (ExpirySummary, error) {
 	var sum ExpirySummary

@@ -7,12 +7,25 @@
 --
 --   psql -h 127.0.0.1 -U postgres -v from='2026-03-04 00:00:00+00' -v to='2026-03-05 00:00:00+00' \
 --     -c 'SET search_path = b1m' -f docs/bench/expire-minimal.sql
+--
+-- Given lo and/or hi (-v lo=… -v hi=…, member ids), it takes only the day's
+-- members from lo (inclusive) to hi (exclusive): expire-minimal-parts.sh
+-- runs it over parts of the day side by side.
+\if :{?lo}
+\else
+\set lo ''
+\endif
+\if :{?hi}
+\else
+\set hi ''
+\endif
 \timing on
 BEGIN;
 SET LOCAL work_mem = '256MB';
 CREATE TEMP TABLE due ON COMMIT DROP AS
   SELECT id, member_id, remaining, expires_at FROM lots
-  WHERE remaining > 0 AND expires_at > :'from' AND expires_at <= :'to';
+  WHERE remaining > 0 AND expires_at > :'from' AND expires_at <= :'to'
+    AND (:'lo' = '' OR member_id >= :'lo') AND (:'hi' = '' OR member_id < :'hi');
 SELECT count(*) AS lots, count(DISTINCT member_id) AS members FROM due;
 SELECT count(*) AS locked FROM (SELECT 1 FROM member_balances WHERE member_id IN (SELECT member_id FROM due) ORDER BY member_id FOR UPDATE) s;
 UPDATE lots SET remaining = 0 FROM due WHERE lots.id = due.id;
