@@ -269,6 +269,46 @@ func TestBalanceReadIsOneRowAfterTheExpiryRun(t *testing.T) {
 	})
 }
 
+// newLapsingEnv is an oracleEnv under the lot policy (points available at
+// once, expiring 365 days after their purchase) with n members, the j-th
+// with lots purchases of 1000+j, one every step days from 400 days back:
+// those older than 365 days have lapsed.
+func newLapsingEnv(t *testing.T, dialect string, n, lots, step int) (*oracleEnv, []string) {
+	t.Helper()
+	pending, days, policy := 0, 365, loyalty.ExpiryLot
+	e := newOracleEnv(t, dialect, loyalty.ProgramPatch{PendingDays: &pending, ExpiryPolicy: &policy, ExpiryDays: &days})
+	members := make([]string, 0, n)
+	for j := range n {
+		m := e.enrol()
+		members = append(members, m)
+		for i := range lots {
+			e.buy(m, 1000+int64(j), time.Duration(400-i*step)*24*time.Hour)
+		}
+	}
+	return e, members
+}
+
+// freshBalance reads member's balance through Service.Balance and fails
+// the test unless it is the balance computed afresh from the ledger's rows
+// now (BalanceAt).
+func (e *oracleEnv) freshBalance(member string) loyalty.Balance {
+	e.t.Helper()
+	got, err := e.svc.Balance(e.ctx, e.admin, member)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	full, err := loyalty.BalanceAt(e.store.DB(), member, e.clock.Now())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	gb, _ := json.Marshal(got)
+	fb, _ := json.Marshal(full)
+	if string(gb) != string(fb) {
+		e.t.Fatalf("member %s's balance read gives\n%s\ncomputed afresh\n%s", member, gb, fb)
+	}
+	return got
+}
+
 // TestExpiryRunInBatches checks that an expiry run over more lots than one
 // batch closes every lapsed lot once, counts each member once, leaves every
 // balance as a read computed afresh gives it, and that a second run for the
@@ -276,16 +316,7 @@ func TestBalanceReadIsOneRowAfterTheExpiryRun(t *testing.T) {
 func TestExpiryRunInBatches(t *testing.T) {
 	defer loyalty.SetExpiryBatch(3)()
 	loyaltytest.Each(t, func(t *testing.T, dialect string) {
-		pending, days, policy := 0, 365, loyalty.ExpiryLot
-		e := newOracleEnv(t, dialect, loyalty.ProgramPatch{PendingDays: &pending, ExpiryPolicy: &policy, ExpiryDays: &days})
-		var members []string
-		for j := 0; j < 3; j++ {
-			m := e.enrol()
-			members = append(members, m)
-			for i := 0; i < 8; i++ {
-				e.buy(m, 1000+int64(j), time.Duration(400*24-i*24*10)*time.Hour) // four of eight lapsed
-			}
-		}
+		e, members := newLapsingEnv(t, dialect, 3, 8, 10) // four of eight lapsed
 		sum, err := e.svc.ExpirePoints(e.ctx, e.clock.Now())
 		if err != nil {
 			t.Fatal(err)
@@ -294,19 +325,7 @@ func TestExpiryRunInBatches(t *testing.T) {
 			t.Fatalf("the run expired %+v, want 12 lots of 3 members", sum)
 		}
 		for _, m := range members {
-			got, err := e.svc.Balance(e.ctx, e.admin, m)
-			if err != nil {
-				t.Fatal(err)
-			}
-			full, err := loyalty.BalanceAt(e.store.DB(), m, e.clock.Now())
-			if err != nil {
-				t.Fatal(err)
-			}
-			gb, _ := json.Marshal(got)
-			fb, _ := json.Marshal(full)
-			if string(gb) != string(fb) {
-				t.Fatalf("after the run the read gives\n%s\ncomputed afresh\n%s", gb, fb)
-			}
+			e.freshBalance(m)
 		}
 		again, err := e.svc.ExpirePoints(e.ctx, e.clock.Now())
 		if err != nil {
@@ -334,16 +353,7 @@ func TestExpiryRunInBatches(t *testing.T) {
 func TestExpiryWorkersSideBySide(t *testing.T) {
 	defer loyalty.SetExpiryWorkers(4, 2)()
 	loyaltytest.Each(t, func(t *testing.T, dialect string) {
-		pending, days, policy := 0, 365, loyalty.ExpiryLot
-		e := newOracleEnv(t, dialect, loyalty.ProgramPatch{PendingDays: &pending, ExpiryPolicy: &policy, ExpiryDays: &days})
-		var members []string
-		for j := 0; j < 12; j++ {
-			m := e.enrol()
-			members = append(members, m)
-			for i := 0; i < 4; i++ {
-				e.buy(m, 1000+int64(j), time.Duration(400*24-i*24*15)*time.Hour) // three of four lapsed
-			}
-		}
+		e, members := newLapsingEnv(t, dialect, 12, 4, 15) // three of four lapsed
 		now := e.clock.Now()
 		var wg sync.WaitGroup
 		sums := make([]loyalty.ExpirySummary, 2)
@@ -373,19 +383,7 @@ func TestExpiryWorkersSideBySide(t *testing.T) {
 			t.Fatalf("%d expire entries, want 36", entries)
 		}
 		for _, m := range members {
-			got, err := e.svc.Balance(e.ctx, e.admin, m)
-			if err != nil {
-				t.Fatal(err)
-			}
-			full, err := loyalty.BalanceAt(e.store.DB(), m, e.clock.Now())
-			if err != nil {
-				t.Fatal(err)
-			}
-			gb, _ := json.Marshal(got)
-			fb, _ := json.Marshal(full)
-			if string(gb) != string(fb) {
-				t.Fatalf("after the runs the read gives\n%s\ncomputed afresh\n%s", gb, fb)
-			}
+			got := e.freshBalance(m)
 			if sum := e.ledgerSum(m); sum != got.Available+got.Pending {
 				t.Fatalf("member %s's ledger sums to %d, its balance is %d available and %d pending", m, sum, got.Available, got.Pending)
 			}
