@@ -58,8 +58,9 @@ type ExpirySummary struct {
 // A lot's remainder drops to zero in the transaction of its batch, so a
 // second run for the same asOf (or two runs racing) expires nothing twice.
 // Lapsed lots were already left out of available points before this runs;
-// the run makes the ledger store what it showed. A past asOf expires what had lapsed by
-// then (a prefix of what a later run expires); a future one is refused.
+// the run makes the ledger store what it showed. A past asOf expires what
+// had lapsed by then (a prefix of what a later run expires); a future one
+// is refused.
 func (s *Service) ExpirePoints(ctx context.Context, asOf time.Time) (ExpirySummary, error) {
 	var sum ExpirySummary
 	asOf, err := s.AsOf(asOf)
@@ -71,20 +72,19 @@ func (s *Service) ExpirePoints(ctx context.Context, asOf time.Time) (ExpirySumma
 	for {
 		// The pick, by index and without locks, in a snapshot of its own
 		// taken once the batches of the pick before have committed.
-		var queue []string
 		err = s.store.snapshot(ctx, func(db *gorm.DB) error {
 			cfg, err := loadSettings(db)
 			if err != nil {
 				return err
 			}
 			sum.Policy = cfg.prog.ExpiryPolicy
-			queue, err = pickLapsed(db, cfg.prog, asOf, &cursor)
+			run.queue, err = pickLapsed(db, cfg.prog, asOf, &cursor)
 			return err
 		})
-		if err != nil || len(queue) == 0 {
+		if err != nil || len(run.queue) == 0 {
 			break
 		}
-		if err = s.expireQueue(ctx, asOf, queue, &run); err != nil || cursor.exhausted {
+		if err = s.expireQueue(ctx, asOf, &run); err != nil || cursor.exhausted {
 			break
 		}
 	}
@@ -105,69 +105,70 @@ func (s *Service) ExpirePoints(ctx context.Context, asOf time.Time) (ExpirySumma
 // (two: 1.3-2.2 times, one: 0.8-1.9). (A variable for tests.)
 var expiryWorkers = 2
 
-// expiryRun is what a run has expired so far, shared by its workers.
+// expiryRun is a run's queue of picked members that no batch has taken
+// yet, in member order, and what it has expired so far, shared by its
+// workers.
 type expiryRun struct {
 	mu      sync.Mutex
+	queue   []string
 	sum     *ExpirySummary
 	members map[string]struct{}
 }
 
-// add counts one committed batch's lots, members and points.
-func (r *expiryRun) add(n ExpirySummary, members []string) {
+// next takes the queue's next limit members (none once it is empty).
+func (r *expiryRun) next(limit int) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.sum.Policy = n.Policy
-	r.sum.Lots += n.Lots
+	n := min(limit, len(r.queue))
+	batch := r.queue[:n:n]
+	r.queue = r.queue[n:]
+	return batch
+}
+
+// add counts one committed batch's lots, points and members.
+func (r *expiryRun) add(lots int64, points Sum, members []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sum.Lots += lots
 	for _, id := range members {
 		r.members[id] = struct{}{}
 	}
 	r.sum.Members = int64(len(r.members))
-	r.sum.Points = r.sum.Points.Add(n.Points)
+	r.sum.Points = r.sum.Points.Add(points)
 }
 
-// expireQueue expires the lapsed lots of the members in queue (in member
-// order), a batch a transaction, each committed on its own: the balances a
+// expireQueue expires the lapsed lots of the members in run's queue, a batch a transaction, each committed on its own: the balances a
 // batch locks are held for one batch, not the whole run, and a run that
 // stops part way leaves closed lots that the next run skips. Workers take
 // the queue's next members a batch at a time, each sizing its own batches
 // (nextExpiryLimit); their batches hold disjoint members, so they neither
 // wait for nor conflict with each other. The first error stops them all.
-func (s *Service) expireQueue(ctx context.Context, asOf time.Time, queue []string, run *expiryRun) error {
+func (s *Service) expireQueue(ctx context.Context, asOf time.Time, run *expiryRun) error {
 	workers := 1
 	if s.store.Dialect == Postgres {
 		workers = max(expiryWorkers, 1)
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	var mu sync.Mutex
-	next := func(limit int) []string {
-		mu.Lock()
-		defer mu.Unlock()
-		n := min(limit, len(queue))
-		batch := queue[:n:n]
-		queue = queue[n:]
-		return batch
-	}
 	work := func() error {
 		limit := expiryBatchMembers
-		for batch := next(limit); len(batch) > 0 && ctx.Err() == nil; batch = next(limit) {
-			var n ExpirySummary
+		for batch := run.next(limit); len(batch) > 0 && ctx.Err() == nil; batch = run.next(limit) {
+			var lots int64
 			var ids []string
+			var points Sum
 			began := time.Now()
 			err := s.store.writeSerial(ctx, func(tx *gorm.DB) error {
-				n = ExpirySummary{}
 				cfg, err := loadSettings(tx)
 				if err != nil {
 					return err
 				}
-				n.Policy = cfg.prog.ExpiryPolicy
-				n.Lots, ids, n.Points, err = bulkExpire(tx, cfg.prog, cfg.ladder, asOf, ts(s.now()), batch)
+				lots, ids, points, err = bulkExpire(tx, cfg.prog, cfg.ladder, asOf, ts(s.now()), batch)
 				return err
 			})
 			if err != nil {
 				return err
 			}
-			run.add(n, ids)
+			run.add(lots, points, ids)
 			limit = nextExpiryLimit(limit, time.Since(began))
 		}
 		return nil
