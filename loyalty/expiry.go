@@ -137,9 +137,10 @@ func (r *expiryRun) add(lots int64, points Sum, members []string) {
 	r.sum.Points = r.sum.Points.Add(points)
 }
 
-// expireQueue expires the lapsed lots of the members in run's queue, a batch a transaction, each committed on its own: the balances a
-// batch locks are held for one batch, not the whole run, and a run that
-// stops part way leaves closed lots that the next run skips. Workers take
+// expireQueue expires the lapsed lots of the members in run's queue, a
+// batch a transaction, each committed on its own: the balances a batch
+// locks are held for one batch, not the whole run, and a run that stops
+// part way leaves closed lots that the next run skips. Workers take
 // the queue's next members a batch at a time, each sizing its own batches
 // (nextExpiryLimit); their batches hold disjoint members, so they neither
 // wait for nor conflict with each other. The first error stops them all.
