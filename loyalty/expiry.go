@@ -100,10 +100,21 @@ func (s *Service) ExpirePoints(ctx context.Context, asOf time.Time) (ExpirySumma
 // server idle while the engine reads a batch's rows, builds its events and
 // waits for its commit, and the engine idle while the server works: at a
 // million members on two cores, alternated days of about 20,700 lots, one
-// took 356-530 µs a lot, two side by side 264-346 µs, four 297-314 µs
-// with the tills' p99 beside them up to 3.0 times what it was just before
-// (two: 1.3-2.2 times, one: 0.8-1.9). (A variable for tests.)
-var expiryWorkers = 2
+// took 356-530 µs a lot, two side by side 264-346 µs, four 297-314 µs.
+// Beside tills, though, each batch more takes a core from them: on such
+// days the tills' p99 beside one batch at a time was 0.8-1.9 times what
+// it was just before, beside two 1.1-4.0 times, and four reached 3.0. So
+// the workers after the first take a batch only while no write for a
+// caller has begun in this process for expiryServingQuiet (busyServing):
+// a run in a quiet night has every worker, one beside the tills has one.
+// (Variables for tests.)
+var (
+	expiryWorkers      = 2
+	expiryServingQuiet = time.Second
+	// expiryBatchBegins, when set, is called as a batch begins, and what
+	// it returns as the batch ends.
+	expiryBatchBegins func() (ends func())
+)
 
 // expiryRun is a run's queue of picked members that no batch has taken
 // yet, in member order, and what it has expired so far, shared by its
@@ -125,6 +136,13 @@ func (r *expiryRun) next(limit int) []string {
 	return batch
 }
 
+// empty reports whether every member of the queue has been taken.
+func (r *expiryRun) empty() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.queue) == 0
+}
+
 // add counts one committed batch's lots, points and members.
 func (r *expiryRun) add(lots int64, points Sum, members []string) {
 	r.mu.Lock()
@@ -143,7 +161,9 @@ func (r *expiryRun) add(lots int64, points Sum, members []string) {
 // part way leaves closed lots that the next run skips. Workers take
 // the queue's next members a batch at a time, each sizing its own batches
 // (nextExpiryLimit); their batches hold disjoint members, so they neither
-// wait for nor conflict with each other. The first error stops them all.
+// wait for nor conflict with each other, and those after the first give
+// way while the tills are busy (expiryServingQuiet). The first error stops
+// them all.
 func (s *Service) expireQueue(ctx context.Context, asOf time.Time, run *expiryRun) error {
 	workers := 1
 	if s.store.Dialect == Postgres {
@@ -151,13 +171,33 @@ func (s *Service) expireQueue(ctx context.Context, asOf time.Time, run *expiryRu
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	work := func() error {
+	work := func(worker int) error {
 		limit := expiryBatchMembers
-		for batch := run.next(limit); len(batch) > 0 && ctx.Err() == nil; batch = run.next(limit) {
+		for ctx.Err() == nil {
+			if worker > 0 && s.store.busyServing(expiryServingQuiet) {
+				// The tills are busy: leave them this core while the
+				// first worker goes on, and look again a batch later.
+				if run.empty() {
+					return nil
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(expiryBatchTime):
+				}
+				continue
+			}
+			batch := run.next(limit)
+			if len(batch) == 0 {
+				return nil
+			}
 			var lots int64
 			var ids []string
 			var points Sum
 			began := time.Now()
+			ends := func() {}
+			if expiryBatchBegins != nil {
+				ends = expiryBatchBegins()
+			}
 			err := s.store.writeSerial(ctx, func(tx *gorm.DB) error {
 				cfg, err := loadSettings(tx)
 				if err != nil {
@@ -166,6 +206,7 @@ func (s *Service) expireQueue(ctx context.Context, asOf time.Time, run *expiryRu
 				lots, ids, points, err = bulkExpire(tx, cfg.prog, cfg.ladder, asOf, ts(s.now()), batch)
 				return err
 			})
+			ends()
 			if err != nil {
 				return err
 			}
@@ -175,9 +216,9 @@ func (s *Service) expireQueue(ctx context.Context, asOf time.Time, run *expiryRu
 		return nil
 	}
 	var wg sync.WaitGroup
-	for range workers {
+	for w := range workers {
 		wg.Go(func() {
-			if err := work(); err != nil {
+			if err := work(w); err != nil {
 				cancel(err)
 			}
 		})

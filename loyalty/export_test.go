@@ -77,6 +77,16 @@ func SetExpiryWorkers(workers, members int) (restore func()) {
 	return func() { expiryWorkers, expiryBatchMembers, expiryBatchMax = old, oldMembers, oldMax }
 }
 
+// SetExpiryServingQuiet sets how long no write for a caller must have
+// begun before an expiry run's workers after the first take batches, and
+// a hook called as each batch begins, whose result is called as it ends;
+// until the returned func restores them.
+func SetExpiryServingQuiet(quiet time.Duration, begins func() (ends func())) (restore func()) {
+	old, oldBegins := expiryServingQuiet, expiryBatchBegins
+	expiryServingQuiet, expiryBatchBegins = quiet, begins
+	return func() { expiryServingQuiet, expiryBatchBegins = old, oldBegins }
+}
+
 // ImportChunk is the rows of one import chunk.
 const ImportChunk = importChunk
 

@@ -352,6 +352,7 @@ func TestExpiryRunInBatches(t *testing.T) {
 // read is the one computed afresh.
 func TestExpiryWorkersSideBySide(t *testing.T) {
 	defer loyalty.SetExpiryWorkers(4, 2)()
+	defer loyalty.SetExpiryServingQuiet(0, nil)() // every worker, tills or not
 	loyaltytest.Each(t, func(t *testing.T, dialect string) {
 		e, members := newLapsingEnv(t, dialect, 12, 4, 15) // three of four lapsed
 		now := e.clock.Now()
@@ -396,6 +397,73 @@ func TestExpiryWorkersSideBySide(t *testing.T) {
 			t.Fatalf("a third run for the same as_of expired %+v", again)
 		}
 	})
+}
+
+// TestExpiryLeavesTheTillsACore checks, on PostgreSQL (SQLite runs one
+// batch at a time anyway), that an expiry run's second worker takes
+// batches only while no till has written for a while: with a purchase just
+// posted its batches run one at a time, with the tills quiet two at once,
+// and either way every lapsed lot expires once.
+func TestExpiryLeavesTheTillsACore(t *testing.T) {
+	defer loyalty.SetExpiryWorkers(2, 1)()
+	for _, busy := range []bool{true, false} {
+		t.Run(fmt.Sprintf("busy=%v", busy), func(t *testing.T) {
+			// Each batch counts the batches under way as it begins. Beside
+			// the tills it pauses, which a second worker taking batches
+			// would fill; with them quiet the run's first batch waits (at
+			// most 30 s) for the second worker's, so that the two meet.
+			var mu sync.Mutex
+			var under, most int
+			var waited bool
+			met := make(chan struct{})
+			begins := func() func() {
+				mu.Lock()
+				under++
+				if under > most {
+					most = under
+					if most == 2 {
+						close(met)
+					}
+				}
+				wait := !busy && !waited
+				waited = true
+				mu.Unlock()
+				if busy {
+					time.Sleep(5 * time.Millisecond)
+				} else if wait {
+					select {
+					case <-met:
+					case <-time.After(30 * time.Second):
+					}
+				}
+				return func() {
+					mu.Lock()
+					under--
+					mu.Unlock()
+				}
+			}
+			quiet := time.Hour // the setup's own purchases were just posted
+			if !busy {
+				quiet = 0
+			}
+			defer loyalty.SetExpiryServingQuiet(quiet, begins)()
+			e, _ := newLapsingEnv(t, loyalty.Postgres, 8, 2, 60) // one of two lapsed
+			sum, err := e.svc.ExpirePoints(e.ctx, e.clock.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sum.Lots != 8 || sum.Members != 8 {
+				t.Fatalf("the run expired %+v, want 8 lots of 8 members", sum)
+			}
+			want := 2
+			if busy {
+				want = 1
+			}
+			if most != want {
+				t.Fatalf("at most %d batches under way at once, want %d", most, want)
+			}
+		})
+	}
 }
 
 // TestExpiryWritesEachBalanceOnce checks, on PostgreSQL, that an expiry

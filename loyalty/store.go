@@ -70,6 +70,22 @@ type Store struct {
 	// jobs moves the nightly jobs' backends into an idle cgroup
 	// (jobcgroup.go); nil when none was asked for.
 	jobs *jobCgroup
+	// served is when the latest write for a caller began (a purchase, a
+	// return, a redemption, an enrolment: writeOnce and the hot paths), in
+	// Unix nanoseconds (0: none yet); see busyServing.
+	served atomic.Int64
+}
+
+// noteServing records that a write for a caller begins.
+func (s *Store) noteServing() { s.served.Store(time.Now().UnixNano()) }
+
+// busyServing reports whether a write for a caller began in this process
+// within the last quiet: a job that can do its work on fewer cores (the
+// expiry's second worker) leaves them to the tills then. Writes sent to
+// other engine processes on the same database are not seen here.
+func (s *Store) busyServing(quiet time.Duration) bool {
+	t := s.served.Load()
+	return t != 0 && time.Since(time.Unix(0, t)) < quiet
 }
 
 // Open connects to a database URL: sqlite://PATH or postgres://….
