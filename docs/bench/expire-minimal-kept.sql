@@ -3,13 +3,29 @@
 -- it (zstd), and the reads that keeping a balance needs, by the indexes
 -- the engine reads them by: the member's row, its open lots
 -- (lots_member_open_cover) and its purchases of the qualifying year
--- (purchases_member_cover). Its cost per lot at 1 M members against
--- 100 k, on the same day's lots of two schemas BenchmarkJobsAtScale kept
--- (LOYALTY_BENCH_SCHEMA), is what the base's size costs such an expiry
--- before any of the engine's own work. Rolled back at the end:
+-- (purchases_member_cover): a balance.changed event carries the balance
+-- as a read answers it (API.md §7: expiring_soon, qualifying_spend), which
+-- needs them. The balances are locked alone, as the engine locks them (the
+-- balance row keeps the member's tier since migration 00042). Its cost per
+-- lot at 1 M members against 100 k, on the same day's lots of two schemas
+-- BenchmarkJobsAtScale kept (LOYALTY_BENCH_SCHEMA), is what the base's size
+-- costs such an expiry before any of the engine's own work. Rolled back at
+-- the end:
 --
 --   psql -h 127.0.0.1 -U postgres -v from='2026-03-05 00:00:00+00' -v to='2026-03-06 00:00:00+00' \
 --     -c 'SET search_path = b1m' -f docs/bench/expire-minimal-kept.sql
+--
+-- Given lo and/or hi (member ids), as expire-minimal.sql, it takes only
+-- the day's members from lo to hi: SCRIPT=expire-minimal-kept.sql
+-- expire-minimal-parts.sh runs it over parts of the day side by side.
+\if :{?lo}
+\else
+\set lo ''
+\endif
+\if :{?hi}
+\else
+\set hi ''
+\endif
 \timing on
 BEGIN;
 SET LOCAL work_mem = '256MB';
@@ -17,10 +33,11 @@ SET LOCAL wal_compression = 'zstd';
 SET LOCAL max_parallel_workers_per_gather = 0;
 CREATE TEMP TABLE due ON COMMIT DROP AS
   SELECT id, member_id, remaining, expires_at FROM lots
-  WHERE remaining > 0 AND expires_at > :'from' AND expires_at <= :'to';
+  WHERE remaining > 0 AND expires_at > :'from' AND expires_at <= :'to'
+    AND (:'lo' = '' OR member_id >= :'lo') AND (:'hi' = '' OR member_id < :'hi');
 SELECT count(*) AS lots, count(DISTINCT member_id) AS members FROM due;
-SELECT count(*) AS locked FROM (SELECT 1 FROM member_balances b JOIN members m ON m.id = b.member_id
-  WHERE b.member_id = ANY (ARRAY(SELECT DISTINCT member_id FROM due)) ORDER BY b.member_id FOR NO KEY UPDATE OF b) s;
+SELECT count(*) AS locked FROM (SELECT 1 FROM member_balances b
+  WHERE b.member_id = ANY (ARRAY(SELECT DISTINCT member_id FROM due)) ORDER BY b.member_id FOR NO KEY UPDATE) s;
 UPDATE lots SET remaining = 0 FROM due WHERE lots.id = due.id;
 INSERT INTO ledger_entries (id, member_id, kind, points, occurred_at, available_at, expires_at, description, created_at)
   SELECT 'x' || id, member_id, 'expire', -remaining, expires_at, expires_at, expires_at, 'expired', now() FROM due;
