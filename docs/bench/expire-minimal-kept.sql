@@ -18,14 +18,7 @@
 -- Given lo and/or hi (member ids), as expire-minimal.sql, it takes only
 -- the day's members from lo to hi: SCRIPT=expire-minimal-kept.sql
 -- expire-minimal-parts.sh runs it over parts of the day side by side.
-\if :{?lo}
-\else
-\set lo ''
-\endif
-\if :{?hi}
-\else
-\set hi ''
-\endif
+\ir member-run.psql
 \timing on
 BEGIN;
 SET LOCAL work_mem = '256MB';

@@ -11,14 +11,7 @@
 -- Given lo and/or hi (-v lo=… -v hi=…, member ids), it takes only the day's
 -- members from lo (inclusive) to hi (exclusive): expire-minimal-parts.sh
 -- runs it over parts of the day side by side.
-\if :{?lo}
-\else
-\set lo ''
-\endif
-\if :{?hi}
-\else
-\set hi ''
-\endif
+\ir member-run.psql
 \timing on
 BEGIN;
 SET LOCAL work_mem = '256MB';
