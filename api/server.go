@@ -264,7 +264,7 @@ func (s *server) newApp(cfg Config) *fiber.App {
 // v1 is the /v1 group: authenticated and, when configured, rate limited
 // per caller.
 func (s *server) v1(app *fiber.App, cfg Config) fiber.Router {
-	v1 := app.Group("/v1", s.authenticate)
+	v1 := app.Group("/v1", s.authenticate, s.noteServing)
 	if cfg.RateLimit > 0 {
 		v1.Use(limiter.New(limiter.Config{
 			Max:          cfg.RateLimit,
@@ -274,6 +274,20 @@ func (s *server) v1(app *fiber.App, cfg Config) fiber.Router {
 		}))
 	}
 	return v1
+}
+
+// noteServing tells the store that a caller's write begins (every /v1
+// request but a read or a job's run), so that a nightly job that can
+// leave cores to the tills does so (loyalty.Store.NoteServing).
+func (s *server) noteServing(c *fiber.Ctx) error {
+	switch c.Method() {
+	case fiber.MethodGet, fiber.MethodHead, fiber.MethodOptions:
+	default:
+		if !strings.HasPrefix(c.Path(), "/v1/jobs/") {
+			s.svc.Store().NoteServing()
+		}
+	}
+	return c.Next()
 }
 
 // DefaultMaxHeaderBytes is the default bound on a request's line and

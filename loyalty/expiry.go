@@ -105,7 +105,7 @@ func (s *Service) ExpirePoints(ctx context.Context, asOf time.Time) (ExpirySumma
 // days the tills' p99 beside one batch at a time was 0.8-1.9 times what
 // it was just before, beside two 1.1-4.0 times, and four reached 3.0. So
 // the workers after the first take a batch only while no write for a
-// caller has begun in this process for expiryServingQuiet (busyServing):
+// caller has begun in this process for expiryServingQuiet (NoteServing):
 // a run in a quiet night has every worker, one beside the tills has one.
 // (Variables for tests.)
 var (

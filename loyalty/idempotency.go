@@ -113,7 +113,6 @@ func writeOnceAllowed[T any](ctx context.Context, s *Service, allowed func(tx *g
 	var out T
 	var replay *Replay
 	now := ts(s.now())
-	s.store.noteServing()
 	err := s.store.write(ctx, func(tx *gorm.DB) error {
 		replay = nil
 		if allowed != nil {

@@ -124,7 +124,7 @@ func pgTranslate(err error) error {
 }
 
 func (s *Service) pgPurchaseOnce(ctx context.Context, set *settings, pur purchase, guards []guard) (res PurchaseResult, rep *Replay, err error) {
-	s.store.noteServing()
+	s.store.NoteServing()
 	conn, err := s.store.pg.Acquire(ctx)
 	if err != nil {
 		return res, nil, err

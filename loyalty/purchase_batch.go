@@ -445,7 +445,7 @@ func (s *Service) pgBatchChunk(ctx context.Context, p Principal, ins []PurchaseI
 	if len(ids) == 0 {
 		return 0
 	}
-	s.store.noteServing()
+	s.store.NoteServing()
 	conn, err := s.store.pg.Acquire(ctx)
 	if err != nil {
 		return 0

@@ -70,22 +70,34 @@ type Store struct {
 	// jobs moves the nightly jobs' backends into an idle cgroup
 	// (jobcgroup.go); nil when none was asked for.
 	jobs *jobCgroup
-	// served is when the latest write for a caller began (a purchase, a
-	// return, a redemption, an enrolment: writeOnce and the hot paths), in
-	// Unix nanoseconds (0: none yet); see busyServing.
+	// served is when the latest write for a caller began (NoteServing),
+	// in Unix nanoseconds (0: none yet); see busyServing.
 	served atomic.Int64
 }
 
-// noteServing records that a write for a caller begins.
-func (s *Store) noteServing() { s.served.Store(time.Now().UnixNano()) }
+// NoteServing records that a write for a caller begins: a request that
+// changes something (the API calls it for every such /v1 request but a
+// job's run), and the hot paths of purchases and till batches, which
+// callers of the Service reach without the API. The engine's own
+// background writes (event relays, webhook deliveries, jobs) do not.
+func (s *Store) NoteServing() { s.served.Store(time.Now().UnixNano()) }
+
+// ServedAt is when the latest write for a caller began in this process
+// (NoteServing); zero when none has.
+func (s *Store) ServedAt() time.Time {
+	if t := s.served.Load(); t != 0 {
+		return time.Unix(0, t)
+	}
+	return time.Time{}
+}
 
 // busyServing reports whether a write for a caller began in this process
 // within the last quiet: a job that can do its work on fewer cores (the
 // expiry's second worker) leaves them to the tills then. Writes sent to
 // other engine processes on the same database are not seen here.
 func (s *Store) busyServing(quiet time.Duration) bool {
-	t := s.served.Load()
-	return t != 0 && time.Since(time.Unix(0, t)) < quiet
+	t := s.ServedAt()
+	return !t.IsZero() && time.Since(t) < quiet
 }
 
 // Open connects to a database URL: sqlite://PATH or postgres://….
