@@ -1,12 +1,14 @@
 package loyalty
 
 import (
+	"context"
 	"database/sql"
 	"fmt"
 	"sort"
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"gorm.io/gorm"
 
 	"github.com/loyalty-engine/loyalty/tiers"
@@ -776,31 +778,57 @@ func lockKeptMany(tx *gorm.DB, ids []string, prog *Program, now time.Time, moves
 // member, the account holds its id and tier. A member of ids with no
 // balance row is not_found.
 func lockRows(tx *gorm.DB, ids []string, prog *Program, now time.Time) ([]*account, error) {
-	q := lockManySQL
-	if tx.Dialector.Name() == Postgres {
-		q += " FOR NO KEY UPDATE"
-	}
-	rows, err := tx.Raw(q, ids).Rows()
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
 	accts := make([]*account, 0, len(ids))
-	for rows.Next() {
+	add := func(scan func(dest ...any) error) error {
 		a := &account{prog: prog, now: now}
 		var version int64
-		if err := rows.Scan(append([]any{&a.member.ID, &a.member.TierCode}, a.balanceDest(&version)...)...); err != nil {
-			return nil, err
+		if err := scan(append([]any{&a.member.ID, &a.member.TierCode}, a.balanceDest(&version)...)...); err != nil {
+			return err
 		}
 		a.balance.MemberID = a.member.ID
 		a.cfg = version
 		accts = append(accts, a)
+		return nil
 	}
-	if err := rows.Err(); err != nil {
+	// On PostgreSQL through pgx on the transaction's connection, the
+	// members as one array (a job locks thousands a batch).
+	ok, err := withPGX(tx, func(ctx context.Context, c *pgx.Conn) error {
+		rows, err := c.Query(ctx, pgLockManySQL, ids)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			if err := add(rows.Scan); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
+	})
+	if err != nil {
 		return nil, err
 	}
-	if err := rows.Close(); err != nil {
-		return nil, err
+	if !ok {
+		q := lockManySQL + ` IN ? ORDER BY b.member_id`
+		if tx.Dialector.Name() == Postgres {
+			q += " FOR NO KEY UPDATE"
+		}
+		rows, err := tx.Raw(q, ids).Rows()
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			if err := add(rows.Scan); err != nil {
+				return nil, err
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		if err := rows.Close(); err != nil {
+			return nil, err
+		}
 	}
 	if len(accts) != len(ids) {
 		found := map[string]bool{}
@@ -830,10 +858,15 @@ func moveAndCatchUp(tx *gorm.DB, accts []*account, moves map[string]balanceMove)
 	return catchUpAll(tx, accts)
 }
 
-// lockManySQL reads the balance rows of a list of members (lockRows), in
-// member order, with the member's id and its tier from the row's copy.
-const lockManySQL = `SELECT b.member_id, b.tier_code, ` + balanceColumns + `
-		FROM member_balances b WHERE b.member_id IN ? ORDER BY b.member_id`
+// lockManySQL reads the balance rows of members (lockRows), with the
+// member's id and its tier from the row's copy; the members' condition
+// follows. pgLockManySQL is it on PostgreSQL for an array of members, in
+// member order, locked.
+const (
+	lockManySQL = `SELECT b.member_id, b.tier_code, ` + balanceColumns + `
+		FROM member_balances b WHERE b.member_id`
+	pgLockManySQL = lockManySQL + ` = ANY($1) ORDER BY b.member_id FOR NO KEY UPDATE`
+)
 
 // BulkCredit is a set-based credit of the same points to many members,
 // each an entry of Kind and a lot available at once and expiring under the
@@ -975,12 +1008,12 @@ func bulkExpire(tx *gorm.DB, prog *Program, ladder tiers.Ladder, asOf, now time.
 	if err != nil {
 		return 0, nil, Sum{}, err
 	}
-	lapsed := x.from + ` WHERE ` + x.due + ` AND l.member_id IN @members`
+	lapsed := x.from + ` WHERE ` + x.due + ` AND l.member_id `
 	var entries []entryRow
 	if tx.Dialector.Name() == Postgres {
 		entries, err = closeLapsedPostgres(tx, lapsed, x)
 	} else {
-		entries, err = closeLapsed(tx, lapsed, x)
+		entries, err = closeLapsed(tx, lapsed+`IN @members`, x)
 	}
 	if err != nil || len(entries) == 0 {
 		return 0, nil, Sum{}, err
@@ -1095,21 +1128,46 @@ func closeLapsed(tx *gorm.DB, lapsed string, x lapseRule) ([]entryRow, error) {
 // entries and draws inserted from them, and the entries returned as
 // stored. One round trip instead of five, each lot read once, and the
 // draws' foreign-key checks find the lots already locked by the update.
+// lapsed ends in the lot's member, which the statement tests against the
+// batch's members. Through pgx on the transaction's connection (withPGX),
+// the members go as one array and the entries are scanned by hand: a
+// batch returns thousands of them.
 func closeLapsedPostgres(tx *gorm.DB, lapsed string, x lapseRule) ([]entryRow, error) {
-	var entries []entryRow
-	err := tx.Raw(`WITH o AS MATERIALIZED (
-			SELECT l.id, l.member_id, l.remaining, l.expires_at, `+x.at+` AS at, `+x.why+` AS why FROM `+lapsed+`
+	q := func(members string) string {
+		return `WITH o AS MATERIALIZED (
+			SELECT l.id, l.member_id, l.remaining, l.expires_at, ` + x.at + ` AS at, ` + x.why + ` AS why FROM ` + lapsed + members + `
 		), closed AS (
 			UPDATE lots SET remaining = 0 FROM o WHERE lots.id = o.id RETURNING o.*
 		), draws AS (
 			INSERT INTO lot_draws (entry_id, lot_id, points)
-			SELECT '`+expirePrefix+`' || l.id, l.id, l.remaining FROM closed l
+			SELECT '` + expirePrefix + `' || l.id, l.id, l.remaining FROM closed l
 		)
-		INSERT INTO ledger_entries `+expireColumns+`
-		SELECT '`+expirePrefix+`' || l.id, l.member_id, '`+KindExpire+`', -l.remaining, l.at, l.at, l.expires_at, l.why, @now
+		INSERT INTO ledger_entries ` + expireColumns + `
+		SELECT '` + expirePrefix + `' || l.id, l.member_id, '` + KindExpire + `', -l.remaining, l.at, l.at, l.expires_at, l.why, @now
 		FROM closed l
 		RETURNING id, member_id, kind, points, occurred_at, available_at, expires_at, purchase_id, return_id, redemption_id,
-			offer_id, description, created_at`, x.args).Scan(&entries).Error
+			offer_id, description, created_at`
+	}
+	var entries []entryRow
+	ok, err := withPGX(tx, func(ctx context.Context, c *pgx.Conn) error {
+		rows, err := c.Query(ctx, q(`= ANY(@members)`), pgx.NamedArgs(x.args))
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var e entryRow
+			if err := rows.Scan(&e.ID, &e.MemberID, &e.Kind, &e.Points, &e.OccurredAt, &e.AvailableAt, &e.ExpiresAt, &e.PurchaseID,
+				&e.ReturnID, &e.RedemptionID, &e.OfferID, &e.Description, &e.CreatedAt); err != nil {
+				return err
+			}
+			entries = append(entries, e)
+		}
+		return rows.Err()
+	})
+	if !ok && err == nil {
+		err = tx.Raw(q(`IN @members`), x.args).Scan(&entries).Error
+	}
 	return entries, err
 }
 

@@ -254,6 +254,23 @@ func appendEvents(tx *gorm.DB, evs ...newEvent) error {
 		afterCommit(tx, hubOf(tx).committed)
 		return nil
 	}
+	// Through pgx on the transaction's own connection (withPGX): one
+	// prepared text whatever the events, each column an array, past
+	// GORM's building of a statement with four parameters an event.
+	if ok, err := withPGX(tx, func(ctx context.Context, c *pgx.Conn) error {
+		types, members, ats, data := make([]string, len(evs)), make([]*string, len(evs)), make([]time.Time, len(evs)), make([]string, len(evs))
+		for i, e := range evs {
+			types[i], members[i], ats[i], data[i] = e.typ, e.member, ts(e.at), string(e.data)
+		}
+		_, err := c.Exec(ctx, pgAppendEventsSQL, types, members, ats, data)
+		return err
+	}); ok || err != nil {
+		if err != nil {
+			return fmt.Errorf("append events: %w", err)
+		}
+		afterCommit(tx, hubOf(tx).committed)
+		return nil
+	}
 	var q strings.Builder
 	q.WriteString("INSERT INTO events (type, member_id, occurred_at, data) VALUES ")
 	args := make([]any, 0, 4*len(evs))
@@ -270,6 +287,14 @@ func appendEvents(tx *gorm.DB, evs ...newEvent) error {
 	afterCommit(tx, hubOf(tx).committed)
 	return nil
 }
+
+// pgAppendEventsSQL appends events from four arrays, in their order (the
+// ids are taken as the rows come, and a member's events are read in id
+// order).
+const pgAppendEventsSQL = `INSERT INTO events (type, member_id, occurred_at, data)
+	SELECT e.type, e.member_id, e.occurred_at, e.data
+	FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) WITH ORDINALITY AS e(type, member_id, occurred_at, data, n)
+	ORDER BY e.n`
 
 // emitKey holds, in a write's context, the events its change emits
 // deep inside (the balance.changed of updateAccount), which writeOnce

@@ -10,7 +10,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/stdlib"
 	"gorm.io/gorm"
 )
 
@@ -32,28 +31,25 @@ type copyFunc func(table string, cols []string, rows [][]any) (int64, error)
 // the connection the transaction holds.
 func (s *Store) bulkCopy(ctx context.Context, fn func(tx *gorm.DB, cp copyFunc) error) error {
 	return retrying(ctx, 8, func(hctx context.Context) error {
-		return s.w.WithContext(hctx).Connection(func(db *gorm.DB) error {
-			conn, ok := db.Statement.ConnPool.(*sql.Conn)
-			if !ok {
-				return fmt.Errorf("copy: the store's connection is a %T", db.Statement.ConnPool)
-			}
-			cp := func(table string, cols []string, rows [][]any) (int64, error) {
-				var n int64
-				err := conn.Raw(func(dc any) error {
-					c, ok := dc.(*stdlib.Conn)
-					if !ok {
-						return fmt.Errorf("copy: the driver's connection is a %T", dc)
+		return s.onConn(hctx, func(db *gorm.DB) error {
+			return db.Transaction(s.bulkSettings(func(tx *gorm.DB) error {
+				cp := func(table string, cols []string, rows [][]any) (int64, error) {
+					var n int64
+					ok, err := withPGX(tx, func(ctx context.Context, c *pgx.Conn) error {
+						var err error
+						n, err = c.CopyFrom(ctx, pgx.Identifier{table}, cols, pgx.CopyFromRows(rows))
+						return err
+					})
+					if err == nil && !ok {
+						err = errors.New("no connection of its own")
 					}
-					var err error
-					n, err = c.Conn().CopyFrom(hctx, pgx.Identifier{table}, cols, pgx.CopyFromRows(rows))
-					return err
-				})
-				if err != nil {
-					return 0, fmt.Errorf("copy into %s: %w", table, err)
+					if err != nil {
+						return 0, fmt.Errorf("copy into %s: %w", table, err)
+					}
+					return n, nil
 				}
-				return n, nil
-			}
-			return db.Transaction(s.bulkSettings(func(tx *gorm.DB) error { return fn(tx, cp) }))
+				return fn(tx, cp)
+			}))
 		})
 	})
 }

@@ -1,13 +1,16 @@
 package loyalty
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"gorm.io/gorm"
 
 	"github.com/loyalty-engine/loyalty/tiers"
@@ -455,12 +458,41 @@ func catchUpAll(tx *gorm.DB, accounts []*account) error {
 	if len(stale) == 0 {
 		return nil
 	}
-	// Both reads scan their rows by hand: a job keeps thousands of
-	// accounts a run, and GORM's reflection per row cost more than the
-	// rest of the keeping.
-	// Of the lots, only keptLotColumns: a member's fifty open lots are a
-	// leaf page or two of lots_member_open_cover, not fifty heap pages.
 	lotsOf := make(map[string][]lotRow, len(stale))
+	windowOf := make(map[string][]windowPurchase, len(stale))
+	windowFrom := make(map[string]time.Time, len(stale))
+	for _, id := range stale {
+		windowFrom[id] = byID[id].windowFrom()
+	}
+	addPurchase := func(id string, p windowPurchase) {
+		// Each member's window starts where its own balance row says.
+		if !p.OccurredAt.Before(windowFrom[id]) {
+			windowOf[id] = append(windowOf[id], p)
+		}
+	}
+	if ok, err := withPGX(tx, func(ctx context.Context, c *pgx.Conn) error {
+		return pgCatchUpRows(ctx, c, stale, from, byID, lotsOf, addPurchase)
+	}); err != nil {
+		return err
+	} else if !ok {
+		if err := catchUpRows(tx, stale, from, lotsOf, addPurchase); err != nil {
+			return err
+		}
+	}
+	for _, id := range stale {
+		byID[id].catchUpFrom(lotsOf[id], windowOf[id])
+	}
+	return nil
+}
+
+// catchUpRows reads, for catchUpAll, the open lots of the members stale
+// into lotsOf and their purchases since from into add, through
+// database/sql. Both reads scan their rows by hand: a job keeps thousands
+// of accounts a run, and GORM's reflection per row cost more than the
+// rest of the keeping. Of the lots, only keptLotColumns: a member's fifty
+// open lots are a leaf page or two of lots_member_open_cover, not fifty
+// heap pages.
+func catchUpRows(tx *gorm.DB, stale []string, from time.Time, lotsOf map[string][]lotRow, add func(string, windowPurchase)) error {
 	rows, err := tx.Raw(`SELECT `+keptLotColumns+` FROM lots WHERE member_id IN ? AND remaining > 0`, stale).Rows()
 	if err != nil {
 		return err
@@ -479,7 +511,6 @@ func catchUpAll(tx *gorm.DB, accounts []*account) error {
 	if err := rows.Close(); err != nil {
 		return err
 	}
-	windowOf := make(map[string][]windowPurchase, len(stale))
 	prows, err := tx.Raw(`SELECT p.member_id, p.occurred_at, `+NetSpendSQL("p")+` AS net FROM purchases p
 		WHERE p.member_id IN ? AND p.occurred_at >= ?`, stale, from).Rows()
 	if err != nil {
@@ -492,19 +523,87 @@ func catchUpAll(tx *gorm.DB, accounts []*account) error {
 		if err := prows.Scan(&id, &p.OccurredAt, &p.Net); err != nil {
 			return err
 		}
-		// Each member's window starts where its own balance row says.
-		if !p.OccurredAt.Before(byID[id].windowFrom()) {
-			windowOf[id] = append(windowOf[id], p)
-		}
+		add(id, p)
 	}
 	if err := prows.Err(); err != nil {
 		return err
 	}
-	if err := prows.Close(); err != nil {
+	return prows.Close()
+}
+
+// The reads of catchUpRows on PostgreSQL, one prepared text each whatever
+// the members (an array, not a list of parameters).
+var (
+	pgOpenLotsManySQL = `SELECT ` + keptLotColumns + ` FROM lots WHERE member_id = ANY($1) AND remaining > 0`
+	pgWindowManySQL   = `SELECT p.member_id, p.occurred_at, ` + NetSpendSQL("p") + ` FROM purchases p
+		WHERE p.member_id = ANY($1) AND p.occurred_at >= $2`
+)
+
+// pgCatchUpRows is catchUpRows through pgx on the transaction's own
+// connection, both reads in one round trip, their values decoded from
+// the binary format. A row's member id is looked up among byID's keys
+// rather than allocated for each of the hundreds of thousands of rows a
+// day's expiry reads at a million members.
+func pgCatchUpRows(ctx context.Context, c *pgx.Conn, stale []string, from time.Time, byID map[string]*account,
+	lotsOf map[string][]lotRow, add func(string, windowPurchase)) error {
+	b := &pgx.Batch{}
+	b.Queue(pgOpenLotsManySQL, stale)
+	b.Queue(pgWindowManySQL, stale, from)
+	br := c.SendBatch(ctx, b)
+	defer br.Close()
+	member := func(rows pgx.Rows) (string, error) {
+		raw := rows.RawValues()[0]
+		if a, ok := byID[string(raw)]; ok {
+			return a.member.ID, nil
+		}
+		return "", fmt.Errorf("catch-up: a row of member %q, not asked for", raw)
+	}
+	// The values are scanned into the same variables row after row, and
+	// copied from there, so that no row's scan allocates.
+	var (
+		remaining int64
+		available time.Time
+		expires   *time.Time
+		at        time.Time
+		net       int64
+	)
+	rows, err := br.Query()
+	if err != nil {
 		return err
 	}
-	for _, id := range stale {
-		byID[id].catchUpFrom(lotsOf[id], windowOf[id])
+	for rows.Next() {
+		expires = nil
+		if err := rows.Scan(nil, &remaining, &available, &expires); err != nil {
+			rows.Close()
+			return err
+		}
+		id, err := member(rows)
+		if err != nil {
+			rows.Close()
+			return err
+		}
+		lotsOf[id] = append(lotsOf[id], lotRow{MemberID: id, Remaining: remaining, AvailableAt: available, ExpiresAt: expires})
 	}
-	return nil
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if rows, err = br.Query(); err != nil {
+		return err
+	}
+	for rows.Next() {
+		if err := rows.Scan(nil, &at, &net); err != nil {
+			rows.Close()
+			return err
+		}
+		id, err := member(rows)
+		if err != nil {
+			rows.Close()
+			return err
+		}
+		add(id, windowPurchase{OccurredAt: at, Net: net})
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	return br.Close()
 }

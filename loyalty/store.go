@@ -407,10 +407,13 @@ func (s *Store) writeWith(ctx context.Context, opts *sql.TxOptions, fn func(tx *
 		attempts = 24
 	}
 	return retrying(ctx, attempts, func(hctx context.Context) error {
-		if opts == nil {
-			return s.w.WithContext(hctx).Transaction(fn)
-		}
-		return s.w.WithContext(hctx).Transaction(fn, opts)
+		// On a connection of its own, for statements through pgx (withPGX).
+		return s.onConn(hctx, func(db *gorm.DB) error {
+			if opts == nil {
+				return db.Transaction(fn)
+			}
+			return db.Transaction(fn, opts)
+		})
 	})
 }
 
