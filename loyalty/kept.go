@@ -551,58 +551,41 @@ func pgCatchUpRows(ctx context.Context, c *pgx.Conn, stale []string, from time.T
 	b.Queue(pgWindowManySQL, stale, from)
 	br := c.SendBatch(ctx, b)
 	defer br.Close()
-	member := func(rows pgx.Rows) (string, error) {
-		raw := rows.RawValues()[0]
-		if a, ok := byID[string(raw)]; ok {
-			return a.member.ID, nil
+	// each scans the rows of the batch's next read into dest, after the
+	// member's id, which it finds among byID's keys, and calls keep with
+	// it. The values go into the same variables row after row and are
+	// copied from there, so that a row allocates only the expiry its lot
+	// keeps (pgx allocates a new one for each).
+	each := func(dest []any, keep func(id string)) error {
+		rows, err := br.Query()
+		if err != nil {
+			return err
 		}
-		return "", fmt.Errorf("catch-up: a row of member %q, not asked for", raw)
+		defer rows.Close()
+		dest = append([]any{nil}, dest...)
+		for rows.Next() {
+			if err := rows.Scan(dest...); err != nil {
+				return err
+			}
+			a, ok := byID[string(rows.RawValues()[0])]
+			if !ok {
+				return fmt.Errorf("catch-up: a row of member %q, not asked for", rows.RawValues()[0])
+			}
+			keep(a.member.ID)
+		}
+		return rows.Err()
 	}
-	// The values are scanned into the same variables row after row, and
-	// copied from there, so that no row's scan allocates.
 	var (
-		remaining int64
-		available time.Time
-		expires   *time.Time
-		at        time.Time
-		net       int64
+		remaining, net int64
+		available, at  time.Time
+		expires        *time.Time
 	)
-	rows, err := br.Query()
-	if err != nil {
-		return err
-	}
-	for rows.Next() {
-		expires = nil
-		if err := rows.Scan(nil, &remaining, &available, &expires); err != nil {
-			rows.Close()
-			return err
-		}
-		id, err := member(rows)
-		if err != nil {
-			rows.Close()
-			return err
-		}
+	if err := each([]any{&remaining, &available, &expires}, func(id string) {
 		lotsOf[id] = append(lotsOf[id], lotRow{MemberID: id, Remaining: remaining, AvailableAt: available, ExpiresAt: expires})
-	}
-	if err := rows.Err(); err != nil {
+	}); err != nil {
 		return err
 	}
-	if rows, err = br.Query(); err != nil {
-		return err
-	}
-	for rows.Next() {
-		if err := rows.Scan(nil, &at, &net); err != nil {
-			rows.Close()
-			return err
-		}
-		id, err := member(rows)
-		if err != nil {
-			rows.Close()
-			return err
-		}
-		add(id, windowPurchase{OccurredAt: at, Net: net})
-	}
-	if err := rows.Err(); err != nil {
+	if err := each([]any{&at, &net}, func(id string) { add(id, windowPurchase{OccurredAt: at, Net: net}) }); err != nil {
 		return err
 	}
 	return br.Close()
