@@ -28,30 +28,26 @@ type copyFunc func(table string, cols []string, rows [][]any) (int64, error)
 
 // bulkCopy is bulk on PostgreSQL, where fn also gets a copyFunc on its
 // transaction's connection: database/sql cannot send COPY, pgx can, on
-// the connection the transaction holds.
+// the connection the transaction holds (writeWith runs every write on
+// one, see withPGX).
 func (s *Store) bulkCopy(ctx context.Context, fn func(tx *gorm.DB, cp copyFunc) error) error {
-	return retrying(ctx, 8, func(hctx context.Context) error {
-		return s.onConn(hctx, func(db *gorm.DB) error {
-			return db.Transaction(s.bulkSettings(func(tx *gorm.DB) error {
-				cp := func(table string, cols []string, rows [][]any) (int64, error) {
-					var n int64
-					ok, err := withPGX(tx, func(ctx context.Context, c *pgx.Conn) error {
-						var err error
-						n, err = c.CopyFrom(ctx, pgx.Identifier{table}, cols, pgx.CopyFromRows(rows))
-						return err
-					})
-					if err == nil && !ok {
-						err = errors.New("no connection of its own")
-					}
-					if err != nil {
-						return 0, fmt.Errorf("copy into %s: %w", table, err)
-					}
-					return n, nil
-				}
-				return fn(tx, cp)
-			}))
+	return s.writeWith(ctx, nil, s.bulkSettings(func(tx *gorm.DB) error {
+		return fn(tx, func(table string, cols []string, rows [][]any) (int64, error) {
+			var n int64
+			ok, err := withPGX(tx, func(ctx context.Context, c *pgx.Conn) error {
+				var err error
+				n, err = c.CopyFrom(ctx, pgx.Identifier{table}, cols, pgx.CopyFromRows(rows))
+				return err
+			})
+			if err == nil && !ok {
+				err = errors.New("no connection of its own")
+			}
+			if err != nil {
+				return 0, fmt.Errorf("copy into %s: %w", table, err)
+			}
+			return n, nil
 		})
-	})
+	}))
 }
 
 // bulkWALCompression is the wal_compression an import chunk's transaction

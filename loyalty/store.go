@@ -408,12 +408,7 @@ func (s *Store) writeWith(ctx context.Context, opts *sql.TxOptions, fn func(tx *
 	}
 	return retrying(ctx, attempts, func(hctx context.Context) error {
 		// On a connection of its own, for statements through pgx (withPGX).
-		return s.onConn(hctx, func(db *gorm.DB) error {
-			if opts == nil {
-				return db.Transaction(fn)
-			}
-			return db.Transaction(fn, opts)
-		})
+		return s.onConn(hctx, func(db *gorm.DB) error { return db.Transaction(fn, opts) })
 	})
 }
 
